@@ -1,0 +1,3 @@
+from callbridge.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""callbridge.b2bua"""

@@ -1,0 +1,26 @@
+"""The `callbridge` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from callbridge import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="callbridge: contact-center call control")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"callbridge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """callbridge: contact-center call control over SIP, with the Wolkvox agentbox API."""
+
+
+def main() -> None:
+    app()

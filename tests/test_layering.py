@@ -1,0 +1,59 @@
+"""The rules of direction from DESIGN.md, checked on the source: inner layers never import outer ones."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "callbridge"
+
+# package -> callbridge packages it must never import
+FORBIDDEN = {
+    "sip": {"transport", "phone", "callcontrol", "b2bua", "storage", "http", "client", "cli", "bootstrap", "config"},
+    "callcontrol": {"sip", "transport", "phone", "b2bua", "storage", "http", "client", "cli", "bootstrap"},
+    "client": {"sip", "transport", "phone", "callcontrol", "b2bua", "storage", "http", "cli", "bootstrap", "config"},
+}
+# packages that must stay free of I/O and clocks
+NO_IO = {"sip": {"asyncio", "socket", "time", "selectors", "threading"},
+         "callcontrol": {"asyncio", "socket", "time", "selectors", "threading", "sqlalchemy", "starlette"}}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_inner_packages_do_not_import_outer_ones(package: str) -> None:
+    bad = []
+    for path in sorted((SRC / package).rglob("*.py")):
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "callbridge" and len(parts) > 1 and parts[1] in FORBIDDEN[package]:
+                bad.append(f"{path.relative_to(SRC)} imports {name}")
+    assert bad == []
+
+
+@pytest.mark.parametrize("package", sorted(NO_IO))
+def test_sans_io_packages_touch_no_sockets_or_clock(package: str) -> None:
+    bad = []
+    for path in sorted((SRC / package).rglob("*.py")):
+        for name in _imports(path):
+            if name.split(".")[0] in NO_IO[package]:
+                bad.append(f"{path.relative_to(SRC)} imports {name}")
+    assert bad == []
+
+
+def test_the_rules_see_a_violation(tmp_path: Path) -> None:
+    # The checker itself must be able to fail: feed it a file that breaks a rule.
+    bad = tmp_path / "x.py"
+    bad.write_text("import asyncio\nfrom callbridge.http import app\n")
+    assert _imports(bad) == {"asyncio", "callbridge.http"}
