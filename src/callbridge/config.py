@@ -1,0 +1,90 @@
+"""Runtime configuration of a callbridge node: addresses, ports, database, destination policy, drain time.
+
+Every setting has a default for the embedded case (SQLite in the working directory, loopback ports) and can be set
+from the environment (``CALLBRIDGE_<NAME>``) or, in the CLI, by a flag of the same name. The environment is read
+once, by :func:`Settings.from_env`; nothing else in the package reads it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
+class ConfigError(ValueError):
+    """A setting has a value callbridge cannot use; the message names the setting."""
+
+
+def _networks(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError as exc:
+            raise ConfigError(f"allowed_networks: {item!r} is not a network ({exc})") from None
+    if not out:
+        raise ConfigError("allowed_networks: at least one network is required")
+    return tuple(out)
+
+
+def _port(name: str, value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: {port} is out of range 0-65535")
+    return port
+
+
+@dataclass(frozen=True)
+class Settings:
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    database_url: str = "sqlite:///callbridge.db"
+    # Where callbridge may send SIP (requests and responses alike); see DESIGN.md "What the server sends".
+    allowed_networks: tuple[str, ...] = field(default=LOOPBACK_NETWORKS)
+    # Networks whose sources are never ignored by the flood defence (trunks are exempt on their own).
+    trusted_networks: tuple[str, ...] = ()
+    node_id: str = "node-1"
+    drain_seconds: float = 30.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sip_port", _port("sip_port", self.sip_port))
+        object.__setattr__(self, "http_port", _port("http_port", self.http_port))
+        object.__setattr__(self, "allowed_networks", _networks(self.allowed_networks))
+        if self.trusted_networks:
+            object.__setattr__(self, "trusted_networks", _networks(self.trusted_networks))
+        try:
+            drain = float(self.drain_seconds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"drain_seconds: {self.drain_seconds!r} is not a number") from None
+        if drain < 0:
+            raise ConfigError("drain_seconds: must not be negative")
+        object.__setattr__(self, "drain_seconds", drain)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``CALLBRIDGE_*`` variables, then explicit overrides (flags) that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"CALLBRIDGE_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
