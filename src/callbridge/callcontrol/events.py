@@ -1,0 +1,198 @@
+"""Domain events: what happened, in order.
+
+Every event the service publishes carries `seq`, a number that increases by one with each event of the service
+(the native API's `/v2/events` resumes from it), `at` (the clock's time) and `operation_id` (events are scoped to
+their tenant). Events are built with `seq=0, at=0.0` and stamped by the service as it publishes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from callbridge.callcontrol.model import (
+    HangupBy,
+    TargetKind,
+    TransferKind,
+    TransferOutcome,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainEvent:
+    operation_id: str
+    seq: int = 0
+    at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """A stable name for the wire: the class name in snake case, e.g. "transfer_failed"."""
+        out = []
+        for i, ch in enumerate(type(self).__name__):
+            if ch.isupper() and i:
+                out.append("_")
+            out.append(ch.lower())
+        return "".join(out)
+
+
+# --- calls ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallQueued(DomainEvent):
+    conn_id: str
+    queue: str
+    customer_number: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallOffered(DomainEvent):
+    conn_id: str
+    agent: str
+    leg_id: str
+    customer_number: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallDialing(DomainEvent):
+    """dial/aux_call/recall: the agent's phone rings first, then the customer is called."""
+
+    conn_id: str
+    agent: str
+    customer_number: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAnswered(DomainEvent):
+    conn_id: str
+    agent: str | None
+    leg_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallHeld(DomainEvent):
+    conn_id: str
+    held: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallMuted(DomainEvent):
+    conn_id: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded(DomainEvent):
+    conn_id: str
+    hangup_by: HangupBy
+    sip_cause: int | None
+
+
+# --- transfers ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferEvent(DomainEvent):
+    transfer_id: str
+    conn_id: str
+    kind: TransferKind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferCreated(TransferEvent):
+    agent: str
+    target: str
+    target_kind: TargetKind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRinging(TransferEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferAnswered(TransferEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferCompleted(TransferEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferFailed(TransferEvent):
+    outcome: TransferOutcome
+    sip_cause: int | None
+    customer_requeued: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferCancelled(TransferEvent):
+    pass
+
+
+# --- agents ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentStateChanged(DomainEvent):
+    agent: str
+    state: str
+    previous: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisplayChanged(DomainEvent):
+    agent: str
+    button: str
+    visible: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dispositioned(DomainEvent):
+    agent: str
+    conn_id: str
+    cod_act: str
+    cod_act_2: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecallScheduled(DomainEvent):
+    recall_id: str
+    agent: str
+    customer_phone: str
+    due_at: float
+    type_recall: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecallDue(DomainEvent):
+    """A recall's time came: `manual` ones notify the agent; `auto` ones dial once the agent is ready."""
+
+    recall_id: str
+    agent: str
+    customer_phone: str
+    type_recall: str
+
+
+# --- actions (hang, hold, mute, dtmf wait for the SIP final response) ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionCompleted(DomainEvent):
+    action_id: str
+    verb: str
+    conn_id: str
+    sip_status: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionFailed(DomainEvent):
+    """The phone or carrier refused (`sip_status`) or did not answer in time (`sip_status` None)."""
+
+    action_id: str
+    verb: str
+    conn_id: str
+    sip_status: int | None
+    error_id: str = "CALL_NOT_UPDATED"
