@@ -1,0 +1,222 @@
+"""The header multi-map of a SIP message (RFC 3261 §7.3).
+
+Rules:
+- Names are case-insensitive and compact forms are the same header as their long form (§7.3.3; RFC 3515 ``r``,
+  RFC 3892 ``b``, RFC 4028 ``x``, RFC 6665 ``o``/``u``): every entry carries a key, its lower-case long name, and
+  lookups go by key. The name is kept as written, for serialisation.
+- Order is kept, across names too (a proxy must not reorder same-name fields; §7.3.1).
+- Values are raw strings (folds already turned into single spaces by the parser). ``get_all`` splits
+  comma-separated lists, respecting quoted strings and ``<...>``, except for headers whose grammar puts commas
+  inside one value (authentication challenges and credentials, Date, ...).
+- ``cache`` holds the structured values the message accessors parsed; any mutation clears it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from callbridge.sip.addr import split_commas
+
+__all__ = ["COMPACT_FORMS", "Headers", "header_key"]
+
+COMPACT_FORMS: dict[str, str] = {
+    "i": "call-id",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "m": "contact",
+    "l": "content-length",
+    "c": "content-type",
+    "k": "supported",
+    "s": "subject",
+    "e": "content-encoding",
+    "o": "event",
+    "r": "refer-to",
+    "x": "session-expires",
+    "u": "allow-events",
+    "b": "referred-by",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+# Headers whose single value may contain commas (§20 grammar): never split them.
+NO_SPLIT: frozenset[str] = frozenset(
+    {
+        "www-authenticate",
+        "authorization",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "authentication-info",
+        "date",
+        "retry-after",
+        "subject",
+        "call-id",
+        "cseq",
+        "content-length",
+        "content-type",
+        "from",
+        "to",
+        "max-forwards",
+        "expires",
+        "min-expires",
+        "user-agent",
+        "server",
+        "organization",
+        "timestamp",
+        "identity",
+        "identity-info",
+        "refer-to",
+        "referred-by",
+        "replaces",
+        "event",
+        "subscription-state",
+        "session-expires",
+        "min-se",
+        "mime-version",
+        "priority",
+        "reply-to",
+        "in-reply-to",
+    }
+)
+
+
+def header_key(name: str) -> str:
+    """The lookup key of a header name: lower-case long form."""
+    key = name.lower()
+    return COMPACT_FORMS.get(key, key)
+
+
+class Headers:
+    """Ordered, case-insensitive multi-map of header fields; built from ``(name, value)`` pairs."""
+
+    __slots__ = ("_items", "cache")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = [(header_key(name), name, value) for name, value in items]
+        self.cache: dict[str, object] = {}
+
+    @classmethod
+    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers.cache = {}
+        return headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name`` (for list headers: the first comma-separated element), or ``default``."""
+        key = header_key(name)
+        for item_key, _, value in self._items:
+            if item_key == key:
+                if key in NO_SPLIT or "," not in value:
+                    return value.strip()
+                for element in split_commas(value):
+                    if element:
+                        return element
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order, comma-separated lists split (empty elements dropped)."""
+        key = header_key(name)
+        values: list[str] = []
+        split = key not in NO_SPLIT
+        for item_key, _, value in self._items:
+            if item_key == key:
+                if split and "," in value:
+                    values.extend(element for element in split_commas(value) if element)
+                else:
+                    values.append(value.strip())
+        return values
+
+    def get_lines(self, name: str) -> list[str]:
+        """Every field line of ``name`` as written (not split at commas)."""
+        key = header_key(name)
+        return [value for item_key, _, value in self._items if item_key == key]
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((header_key(name), name, value))
+        self.cache.clear()
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert before the first field of the same name (a proxy pushing a Via, §16.6), else at the top."""
+        key = header_key(name)
+        for index, (item_key, _, _) in enumerate(self._items):
+            if item_key == key:
+                self._items.insert(index, (key, name, value))
+                break
+        else:
+            self._items.insert(0, (key, name, value))
+        self.cache.clear()
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of ``name`` with one, at the place of the first (or at the end)."""
+        key = header_key(name)
+        items: list[tuple[str, str, str]] = []
+        placed = False
+        for item in self._items:
+            if item[0] == key:
+                if not placed:
+                    items.append((key, name, value))
+                    placed = True
+            else:
+                items.append(item)
+        if not placed:
+            items.append((key, name, value))
+        self._items = items
+        self.cache.clear()
+
+    def remove(self, name: str) -> None:
+        key = header_key(name)
+        self._items = [item for item in self._items if item[0] != key]
+        self.cache.clear()
+
+    def remove_first(self, name: str) -> None:
+        """Remove the first value of ``name`` (a UAC popping its Via from a response, §8.1.3.3)."""
+        key = header_key(name)
+        for index, (item_key, item_name, value) in enumerate(self._items):
+            if item_key == key:
+                elements = split_commas(value) if key not in NO_SPLIT and "," in value else [value]
+                if len(elements) > 1:
+                    self._items[index] = (key, item_name, ", ".join(elements[1:]))
+                else:
+                    del self._items[index]
+                break
+        self.cache.clear()
+
+    def fields(self) -> list[tuple[str, str, str]]:
+        """``(key, name, value)`` triples in order (for the serialiser)."""
+        return self._items
+
+    def copy(self) -> Headers:
+        return Headers._from_parsed(list(self._items))
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(item[0] == key for item in self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((name, value) for _, name, value in self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(name, value) for _, name, value in self._items]
+
+    def keyed(self) -> list[tuple[str, str]]:
+        """``(key, value)`` pairs: the canonical form compared by ``==``."""
+        return [(key, value.strip()) for key, _, value in self._items]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self.keyed() == other.keyed()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"

@@ -1,0 +1,288 @@
+"""Parsing SIP messages from bytes: one datagram (``parse``) or a byte stream (``StreamParser``).
+
+Theory of operation (RFC 3261 §7, §18.3): the head is split from the body at the first blank line with one
+``find``, decoded once (UTF-8; octets that are not UTF-8 survive as ``surrogateescape`` characters and are written
+back unchanged), split into lines once; folded lines (§7.3.1) are joined with one space. Each field becomes
+``(key, name, value)`` with the value kept as a raw string; structures are parsed on first read (``message.py``).
+Only what a B2BUA must check before it can answer or route is parsed here:
+
+- start line: exactly ``Method SP Request-URI SP SIP-Version`` (trailing whitespace tolerated, RFC 4475 §3.1.2.10);
+  version other than SIP/2.0 -> 505; response code three digits 100-699, else the response is dropped;
+- Request-URI parsed (``<...>``, spaces, and ``?headers`` in a SIP Request-URI -> 400, RFC 4475 §3.1.2.7/8/11);
+- To, From, Call-ID, CSeq, Via present (Max-Forwards may be absent: RFC 2543 peers, RFC 4475 §3.4.1), at most one
+  of each single-value header (RFC 4475 §3.3.8), and each of them well formed (Via, From, To, Contact, CSeq,
+  Max-Forwards);
+- CSeq number at most 2**32-1 (RFC 4475 §3.1.2.4) and CSeq method = request method: 400, or 501 when the method is
+  unknown (RFC 4475 §3.1.2.17/18);
+- Content-Length: digits only (negative -> 400, RFC 4475 §3.1.2.3); several values -> the framing cannot be trusted:
+  drop (UDP) or close (TCP) (RFC 4475 §3.3.9). In a datagram: absent -> the body is the rest of the datagram;
+  larger than what arrived -> 400 (RFC 4475 §3.1.2.2); octets after it are ignored (RFC 4475 §3.1.1.8).
+
+A malformed response is never answered (§16.7, §18.1.2): every error on a response has ``status=None``. Any
+exception other than ``ParseError`` raised while parsing is turned into ``ParseError`` by a last-resort guard, so
+nothing else escapes ``parse`` or ``StreamParser``, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from callbridge.sip.addr import parse_cseq, parse_name_addr, parse_uint
+from callbridge.sip.errors import ParseError
+from callbridge.sip.headers import COMPACT_FORMS, Headers
+from callbridge.sip.message import Message, Request, Response
+from callbridge.sip.uri import parse_uri
+
+__all__ = ["KNOWN_METHODS", "StreamParser", "parse"]
+
+KNOWN_METHODS: frozenset[str] = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
+)
+
+_METHOD = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_SINGLE_VALUED = ("from", "to", "call-id", "cseq", "max-forwards", "content-type")
+_MANDATORY = ("via", "from", "to", "call-id", "cseq")
+
+Fields = list[tuple[str, str, str]]
+
+
+def parse(data: bytes) -> Request | Response:
+    """Parse one datagram. Raises ``ParseError`` (``.status``: response to send, or ``None`` = drop) only."""
+    try:
+        start, fields, rest = _split_head(bytes(data))
+        is_response = start.startswith("SIP/")
+        try:
+            length = _content_length(fields, stream=False)
+            if length is None:
+                body = rest
+            elif length > len(rest):
+                raise ParseError(f"Content-Length {length} exceeds the {len(rest)} octets received")
+            else:
+                body = rest[:length]
+            return _build(start, fields, body)
+        except ParseError as exc:
+            if is_response:
+                exc.status = None
+            raise
+    except ParseError:
+        raise
+    except Exception as exc:  # last-resort guard: whatever the bytes, only ParseError leaves the parser
+        raise ParseError(f"unparseable message ({type(exc).__name__})", _fallback_status(data)) from None
+
+
+def _fallback_status(data: object) -> int | None:
+    try:
+        return None if bytes(data).lstrip(b"\r\n").startswith(b"SIP/") else 400  # type: ignore[call-overload]
+    except Exception:
+        return None
+
+
+def _split_head(data: bytes) -> tuple[str, Fields, bytes]:
+    """Start line, fields and what follows the blank line (``b""`` when the datagram has no blank line)."""
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # CRLFs before the start line are ignored (§7.5)
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        head, rest = data.rstrip(b"\r\n"), b""
+    else:
+        head, rest = data[:end], data[end + 4 :]
+    if not head:
+        raise ParseError("empty message", None)
+    start, fields = _parse_head(head)
+    return start, fields, rest
+
+
+def _parse_head(head: bytes) -> tuple[str, Fields]:
+    lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    fields: Fields = []
+    compact = COMPACT_FORMS
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not fields:
+                raise ParseError("continuation line before the first header")
+            key, name, value = fields[-1]
+            fields[-1] = (key, name, f"{value} {line.strip()}" if value else line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ParseError(f"header line without ':': {line[:40]!r}")
+        name = name.rstrip(" \t")
+        if _HEADER_NAME.match(name) is None:
+            raise ParseError(f"bad header name {name[:40]!r}")
+        key = name.lower()
+        fields.append((compact.get(key, key), name, value.strip()))
+    return lines[0], fields
+
+
+def _content_length(fields: Fields, *, stream: bool) -> int | None:
+    values = [value for key, _, value in fields if key == "content-length"]
+    if not values:
+        if stream:
+            raise ParseError("Content-Length is mandatory on a stream (§18.3)")
+        return None
+    if len(values) > 1 or "," in values[0]:
+        # RFC 4475 §3.3.9: no way to know where the body ends; drop the datagram / close the stream.
+        raise ParseError("several Content-Length values", None)
+    return parse_uint(values[0], limit=2**31 - 1)
+
+
+def _build(start: str, fields: Fields, body: bytes) -> Request | Response:
+    headers = Headers._from_parsed(fields)
+    is_response = start.startswith("SIP/")
+    message = _response(start, headers, body) if is_response else _request(start, headers, body)
+    _validate(message, fields)
+    return message
+
+
+def _response(start: str, headers: Headers, body: bytes) -> Response:
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version.upper() != "SIP/2.0":
+        raise ParseError(f"unsupported version {version!r}", None)
+    if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise ParseError(f"bad status code {code[:20]!r}", None)
+    return Response(int(code), reason, headers, body)
+
+
+def _request(start: str, headers: Headers, body: bytes) -> Request:
+    parts = start.rstrip(" \t").split(" ")
+    if len(parts) != 3:
+        raise ParseError(f"request line is not 'Method SP Request-URI SP SIP-Version': {start[:80]!r}")
+    method, uri_text, version = parts
+    if version.upper() != "SIP/2.0":
+        if version.upper().startswith("SIP/"):
+            raise ParseError(f"version {version!r} not supported", 505)
+        raise ParseError(f"bad SIP-Version {version[:20]!r}")
+    if _METHOD.match(method) is None:
+        raise ParseError(f"bad method {method[:40]!r}")
+    uri = parse_uri(uri_text)
+    if uri.headers:
+        # RFC 4475 §3.1.2.11: headers in a Request-URI never become real headers; refuse the request.
+        raise ParseError("escaped headers in the Request-URI")
+    request = Request(method, uri_text, headers, body)
+    request._uri = uri
+    return request
+
+
+def _validate(message: Message, fields: Fields) -> None:
+    counts: dict[str, int] = {}
+    for key, _, _ in fields:
+        counts[key] = counts.get(key, 0) + 1
+    for key in _MANDATORY:
+        if key not in counts:
+            raise ParseError(f"missing mandatory header {key}")
+    for key in _SINGLE_VALUED:
+        if counts.get(key, 0) > 1:
+            raise ParseError(f"several {key} headers")
+    headers = message.headers
+    cache = headers.cache
+    cseq = cache["cseq"] = parse_cseq(headers.get("cseq") or "")
+    if isinstance(message, Request) and cseq.method != message.method:
+        raise ParseError(
+            f"CSeq method {cseq.method!r} differs from {message.method!r}",
+            400 if message.method in KNOWN_METHODS else 501,
+        )
+    if not message.call_id:
+        raise ParseError("empty Call-ID")
+    cache["from"] = parse_name_addr(headers.get("from") or "")
+    cache["to"] = parse_name_addr(headers.get("to") or "")
+    message.vias  # noqa: B018 -- parsed now: a malformed Via is a 400, not a surprise later
+    if "contact" in counts:
+        message.contacts  # noqa: B018
+    if "max-forwards" in counts:
+        message.max_forwards  # noqa: B018
+
+
+class StreamParser:
+    """Frames messages on a byte stream (TCP) by Content-Length (§18.3).
+
+    ``feed`` bytes, then iterate ``messages()``. A ``ParseError`` with ``broken`` set means the framing is lost:
+    close the connection (every later call raises it again). Without ``broken``, the message was framed but is
+    invalid: it has been consumed; answer ``.status`` if not ``None`` and call ``messages()`` again to go on.
+    """
+
+    def __init__(self, max_head: int = 64 * 1024, max_body: int = 1024 * 1024) -> None:
+        self._buffer = bytearray()
+        self._max_head = max_head
+        self._max_body = max_body
+        self.broken: ParseError | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def messages(self) -> Iterator[Request | Response]:
+        while True:
+            message = self.next_message()
+            if message is None:
+                return
+            yield message
+
+    def next_message(self) -> Request | Response | None:
+        """The next complete message, or ``None`` until more bytes arrive."""
+        if self.broken is not None:
+            raise self.broken
+        try:
+            return self._next()
+        except ParseError:
+            raise
+        except Exception as exc:  # last-resort guard, as in parse()
+            self.broken = ParseError(f"unparseable stream ({type(exc).__name__})", None)
+            self._buffer.clear()
+            raise self.broken from None
+
+    def _next(self) -> Request | Response | None:
+        buffer = self._buffer
+        skip = 0
+        while skip < len(buffer) and buffer[skip] in (13, 10):
+            skip += 1  # keep-alive CRLFs between messages (RFC 5626 §3.5.1)
+        if skip:
+            del buffer[:skip]
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > self._max_head:
+                self._break(ParseError("message head too long", None))
+            return None
+        head = bytes(buffer[:end])
+        is_response = head.startswith(b"SIP/")
+        try:
+            start, fields = _parse_head(head)
+            length = _content_length(fields, stream=True)
+        except ParseError as exc:
+            self._break(exc)
+        assert length is not None
+        if length > self._max_body:
+            self._break(ParseError(f"body of {length} octets too large", None))
+        total = end + 4 + length
+        if len(buffer) < total:
+            return None  # RFC 4475 §3.1.2.2 on a stream: wait for the rest
+        body = bytes(buffer[end + 4 : total])
+        del buffer[:total]
+        try:
+            return _build(start, fields, body)
+        except ParseError as exc:
+            if is_response:
+                exc.status = None
+            raise
+
+    def _break(self, error: ParseError) -> None:
+        error.status = None
+        self.broken = error
+        self._buffer.clear()
+        raise error
