@@ -42,6 +42,7 @@ class Operation:
     default_queue: str | None = None
     ring_timeout: float = 20.0  # how long a queue call rings one agent before the next is tried
     transfer_timeout: float = 30.0  # how long a transfer target rings
+    dial_timeout: float = 45.0  # dial/aux_call/recall: how long the customer's phone rings
     max_transfers: int = 5  # hop limit: transfers per call
     recent_call_window: float = 600.0  # aux_call: the last call ended at most this long ago
     action_timeout: float = 5.0  # hang/hold/mute/dtmf: the SIP final response must come within this
@@ -274,6 +275,8 @@ class Call:
     customer_id: str = ""
     customer_name: str = ""
     related_conn_id: str | None = None  # aux_call: the call it follows
+    dialled_number: str = ""  # outbound: the number sent to the trunk, after the dial plan
+    trunk: str | None = None  # outbound: the trunk it goes through
 
     def leg(self, leg_id: str | None) -> Leg | None:
         return self.legs.get(leg_id) if leg_id is not None else None
