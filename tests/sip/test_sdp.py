@@ -342,3 +342,11 @@ def test_mutated_offer_raises_only_sdp_error(noise: bytes, at: int) -> None:
     except SdpError:
         return
     assert SessionDescription.parse(bytes(sd)) == sd
+
+
+def test_sdp_error_is_a_sip_error_with_status_400() -> None:
+    from callbridge.sip.errors import SipError
+
+    with pytest.raises(SipError) as info:
+        SessionDescription.parse(b"v=0\r\n")
+    assert isinstance(info.value, SdpError) and info.value.status == 400

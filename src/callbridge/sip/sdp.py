@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
+from callbridge.sip.errors import SipError
+
 __all__ = [
     "DIRECTIONS",
     "Attribute",
@@ -44,10 +46,11 @@ __all__ = [
 ]
 
 
-class SdpError(ValueError):
-    """Malformed SDP. `status` is the SIP response a request carrying it deserves (RFC 3261 §21.4.1)."""
+class SdpError(SipError, ValueError):
+    """Malformed SDP; `status` is 400, the response a request carrying it deserves (RFC 3261 §21.4.1)."""
 
-    status: int | None = 400
+    def __init__(self, message: str, status: int | None = 400) -> None:
+        super().__init__(message, status)
 
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
