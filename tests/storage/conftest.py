@@ -12,14 +12,13 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `tests` is not a package on sys.path under every runner
-    sys.path.insert(0, str(ROOT))
-
-from tests.pg import PostgresUnavailable, postgres_server  # noqa: E402
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:  # tests/pg.py; `tests` itself is not importable (a dependency ships a `tests`)
+    sys.path.insert(0, str(TESTS))
 
 from callbridge.storage.database import make_engine  # noqa: E402
 from callbridge.storage.migrate import upgrade  # noqa: E402
+from pg import PostgresUnavailable, postgres_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -35,7 +36,6 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
-    true,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -88,27 +88,31 @@ def _operation_fk() -> ForeignKeyConstraint:
 operations = Table(
     "operations", metadata,
     Column("id", String(32), primary_key=True),  # the Wolkvox `wolkvox_server`, e.g. "0042"
-    Column("name", String(200), nullable=False),
-    Column("domain", String(255), nullable=False, unique=True),  # SIP domain, also the digest realm
-    Column("timezone", String(64), nullable=False, server_default="UTC"),
-    Column("acw_seconds", Integer, nullable=False, server_default="0"),  # after-call work; 0 = straight to ready
-    Column("after_transfer", String(16), nullable=False, server_default="acw"),  # agent state after a transfer
-    Column("max_transfers", Integer, nullable=False, server_default="5"),
-    Column("transfer_timeout_seconds", Integer, nullable=False, server_default="30"),
+    Column("sip_domain", String(255), nullable=False, unique=True),
+    Column("realm", String(255), nullable=False, server_default=""),  # digest realm; "" = the SIP domain
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("acw_seconds", Float, nullable=False, server_default="0"),  # after-call work; 0 = straight to ready
+    Column("after_transfer_state", String(16), nullable=False, server_default="acw"),
     Column("default_queue", String(64)),
-    Column("outbound_trunk", String(64)),
-    Column("settings", JSON, nullable=False, server_default=text("'{}'")),
+    Column("ring_timeout", Float, nullable=False, server_default="20"),
+    Column("transfer_timeout", Float, nullable=False, server_default="30"),
+    Column("max_transfers", Integer, nullable=False, server_default="5"),
+    Column("recent_call_window", Float, nullable=False, server_default="600"),
+    Column("action_timeout", Float, nullable=False, server_default="5"),
+    Column("token_concurrency_limit", Integer, nullable=False, server_default="2"),
+    Column("daily_quota", Integer),  # default for new tokens; None = no quota
     Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
-    CheckConstraint("after_transfer IN ('acw', 'ready')", name="after_transfer"),
+    CheckConstraint("after_transfer_state IN ('acw', 'ready')", name="after_transfer_state"),
 )
 
 queues = Table(
     "queues", metadata,
     Column("operation_id", String(32), primary_key=True),
     Column("name", String(64), primary_key=True),
-    Column("ring_timeout_seconds", Integer, nullable=False, server_default="20"),
-    Column("max_wait_seconds", Integer, nullable=False, server_default="60"),
-    Column("retry_after_seconds", Integer, nullable=False, server_default="60"),
+    Column("max_wait_seconds", Float, nullable=False, server_default="60"),
+    Column("ring_timeout", Float),  # None = the operation's
+    Column("retry_after", Integer, nullable=False, server_default="60"),
     _operation_fk(),
 )
 
@@ -116,10 +120,9 @@ agents = Table(
     "agents", metadata,
     Column("operation_id", String(32), primary_key=True),
     Column("extension", String(32), primary_key=True),
-    Column("name", String(200), nullable=False),
+    Column("name", String(200), nullable=False, server_default=""),
     Column("ha1_md5", String(32), nullable=False),  # MD5(extension:realm:password)
     Column("ha1_sha256", String(64), nullable=False),  # SHA-256(extension:realm:password)
-    Column("enabled", Boolean, nullable=False, server_default=true()),
     Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
     _operation_fk(),
 )
@@ -129,6 +132,7 @@ agent_queues = Table(
     Column("operation_id", String(32), primary_key=True),
     Column("extension", String(32), primary_key=True),
     Column("queue", String(64), primary_key=True),
+    Column("position", Integer, nullable=False, server_default="0"),  # keeps the agent's queue order
     _agent_fk(),
     ForeignKeyConstraint(["operation_id", "queue"], ["queues.operation_id", "queues.name"], ondelete="CASCADE"),
 )
@@ -136,7 +140,7 @@ agent_queues = Table(
 aux_states = Table(
     "aux_states", metadata,
     Column("operation_id", String(32), primary_key=True),
-    Column("code", String(32), primary_key=True),  # what `change_status` names, e.g. "3"
+    Column("id", String(32), primary_key=True),  # what `change_status` names, e.g. "2"
     Column("name", String(200), nullable=False),
     _operation_fk(),
 )
@@ -170,22 +174,24 @@ trunks = Table(
     "trunks", metadata,
     Column("operation_id", String(32), primary_key=True),
     Column("name", String(64), primary_key=True),
-    # outbound: where calls go, and how numbers are rewritten first
-    Column("gateway_host", String(255), nullable=False),  # an IP literal; names are never resolved
-    Column("gateway_port", Integer, nullable=False, server_default="5060"),
+    # outbound: where calls go, and how numbers are rewritten first (the domain's DialPlan)
+    Column("host", String(255), nullable=False),  # an IP literal; names are never resolved
+    Column("port", Integer, nullable=False, server_default="5060"),
     Column("transport", String(8), nullable=False, server_default="udp"),
-    Column("dial_patterns", JSON, nullable=False, server_default=text("'[]'")),  # regexes; [] = nothing allowed
-    Column("dial_strip", Integer, nullable=False, server_default="0"),  # leading digits removed
-    Column("dial_prefix", String(32), nullable=False, server_default=""),  # then prepended
+    Column("dial_patterns", JSON, nullable=False),  # full-match regexes; [] = any number
+    Column("dial_strip", Integer, nullable=False, server_default="0"),
+    Column("dial_prefix", String(32), nullable=False, server_default=""),
+    Column("dial_min_length", Integer, nullable=False, server_default="3"),
+    Column("dial_max_length", Integer, nullable=False, server_default="20"),
     Column("caller_id_policy", String(16), nullable=False, server_default="customer"),
-    Column("caller_id", String(64)),  # the number sent when the policy is "fixed"
+    Column("caller_id_number", String(64), nullable=False, server_default=""),
     # registration to the provider and answers to its 401/407 challenges
     Column("register", Boolean, nullable=False, server_default=false()),
     Column("auth_username", String(128)),
     Column("auth_password", String(256)),
-    Column("register_expires", Integer, nullable=False, server_default="3600"),
+    Column("auth_realm", String(255)),  # None = whatever realm the provider challenges with
     # inbound: the provider's source networks
-    Column("inbound_networks", JSON, nullable=False, server_default=text("'[]'")),
+    Column("inbound_networks", JSON, nullable=False),
     CheckConstraint("caller_id_policy IN ('customer', 'agent', 'fixed')", name="caller_id_policy"),
     CheckConstraint("transport IN ('udp', 'tcp')", name="transport"),
     _operation_fk(),
@@ -193,29 +199,42 @@ trunks = Table(
 
 dids = Table(
     "dids", metadata,
-    Column("number", String(32), primary_key=True),  # a DID reaches exactly one operation
-    Column("operation_id", String(32), nullable=False),
-    Column("trunk", String(64)),
+    Column("operation_id", String(32), primary_key=True),
+    Column("number", String(32), primary_key=True),
     Column("queue", String(64), nullable=False),
-    _operation_fk(),
+    Column("trunk", String(64)),  # None = delivered by any trunk of the operation
     ForeignKeyConstraint(["operation_id", "trunk"], ["trunks.operation_id", "trunks.name"], ondelete="CASCADE"),
     ForeignKeyConstraint(["operation_id", "queue"], ["queues.operation_id", "queues.name"], ondelete="CASCADE"),
 )
 
 # --- written through at run time ----------------------------------------------------------------------------
+# Call records (calls, legs, cdrs, transfers, dispositions) reference calls by conn_id without a foreign key: they
+# are written fire-and-forget in the domain's order, and a record must never be lost to that order.
 
 agent_state_history = Table(
     "agent_state_history", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("operation_id", String(32), nullable=False),
     Column("extension", String(32), nullable=False),
-    Column("state", String(32), nullable=False),  # logout, ready, ringing, on_call, acw, or aux:<code>
-    Column("previous_state", String(32)),
-    Column("reason", String(200)),
+    Column("state", String(40), nullable=False),  # logout, ready, ringing, on_call, acw, or aux:<id>
+    Column("previous_state", String(40), nullable=False),
+    Column("reason", String(200), nullable=False, server_default=""),
+    Column("conn_id", String(64)),
     Column("entered_at", UtcDateTime, nullable=False),
     Column("node_id", String(64), nullable=False),
     _agent_fk(),
     Index(None, "operation_id", "extension", "entered_at"),
+)
+
+agent_display = Table(
+    "agent_display", metadata,
+    # agent_display: the current visibility of each console button of an agent
+    Column("operation_id", String(32), primary_key=True),
+    Column("extension", String(32), primary_key=True),
+    Column("button", String(16), primary_key=True),
+    Column("visible", Boolean, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    _agent_fk(),
 )
 
 registrations = Table(
@@ -229,7 +248,7 @@ registrations = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Column("call_id", String(255), nullable=False),
     Column("cseq", Integer, nullable=False),
-    Column("user_agent", String(255)),
+    Column("user_agent", String(255), nullable=False, server_default=""),
     Column("node_id", String(64), nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     _agent_fk(),
@@ -240,17 +259,19 @@ calls = Table(
     "calls", metadata,
     Column("conn_id", String(64), primary_key=True),
     Column("operation_id", String(32), nullable=False),
+    Column("node_id", String(64), nullable=False),  # the node holding the call's dialogs
     Column("direction", String(16), nullable=False),  # inbound, outbound, internal
+    Column("customer_number", String(64), nullable=False),
     Column("state", String(16), nullable=False),  # the domain's call state; "ended" once closed
-    Column("customer_number", String(64)),
-    Column("extension", String(32)),  # the agent holding the call, if any
     Column("queue", String(64)),
-    Column("did", String(32)),
-    Column("transfer_count", Integer, nullable=False, server_default="0"),
+    Column("extension", String(32)),  # the agent talking with the customer, if any
     Column("started_at", UtcDateTime, nullable=False),
     Column("answered_at", UtcDateTime),
     Column("ended_at", UtcDateTime),
-    Column("node_id", String(64), nullable=False),  # the node holding the call's dialogs
+    Column("hangup_by", String(16)),  # customer, agent, target, system
+    Column("sip_cause", Integer),
+    Column("transfer_count", Integer, nullable=False, server_default="0"),
+    Column("related_conn_id", String(64)),
     _operation_fk(),
     Index(None, "node_id", "ended_at"),
 )
@@ -259,17 +280,15 @@ legs = Table(
     "legs", metadata,
     Column("leg_id", String(64), primary_key=True),
     Column("conn_id", String(64), nullable=False),
-    Column("role", String(16), nullable=False),  # customer, agent, target, consult
-    Column("direction", String(16), nullable=False),  # inbound (they called us) or outbound (we called them)
+    Column("role", String(16), nullable=False),  # customer, agent, target
     Column("party", String(255), nullable=False),  # number or extension at the far end
-    Column("extension", String(32)),  # set when the far end is an agent
-    Column("state", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # calling, ringing, up, ended
+    Column("extension", String(32)),  # the agent whose state this leg drives, if any
     Column("started_at", UtcDateTime, nullable=False),
     Column("answered_at", UtcDateTime),
     Column("ended_at", UtcDateTime),
-    Column("sip_cause", Integer),
-    Column("node_id", String(64), nullable=False),
-    ForeignKeyConstraint(["conn_id"], ["calls.conn_id"], ondelete="CASCADE"),
+    Column("sip_status", Integer),
+    Column("ended_by", String(16)),
     Index(None, "conn_id"),
 )
 
@@ -277,21 +296,20 @@ cdrs = Table(
     "cdrs", metadata,
     Column("conn_id", String(64), primary_key=True),
     Column("operation_id", String(32), nullable=False),
+    Column("node_id", String(64), nullable=False),
     Column("direction", String(16), nullable=False),
-    Column("caller", String(255), nullable=False),
-    Column("callee", String(255), nullable=False),
-    Column("extension", String(32)),  # the agent who handled it last
+    Column("customer_number", String(64), nullable=False),
     Column("queue", String(64)),
-    Column("did", String(32)),
+    Column("agents", JSON, nullable=False),  # every agent who answered, in order
     Column("started_at", UtcDateTime, nullable=False),
     Column("answered_at", UtcDateTime),
     Column("ended_at", UtcDateTime, nullable=False),
-    Column("hangup_by", String(16), nullable=False),  # customer, agent, system
+    Column("hangup_by", String(16), nullable=False),
     Column("sip_cause", Integer),
-    Column("reason", String(200)),
+    Column("transfer_count", Integer, nullable=False),
     Column("legs", JSON, nullable=False),  # every leg of the call: ids, roles, parties, times, causes
-    Column("node_id", String(64), nullable=False),
-    ForeignKeyConstraint(["conn_id"], ["calls.conn_id"], ondelete="CASCADE"),
+    Column("related_conn_id", String(64)),
+    _operation_fk(),
     Index(None, "operation_id", "started_at"),
 )
 
@@ -300,17 +318,22 @@ transfers = Table(
     Column("id", String(64), primary_key=True),
     Column("conn_id", String(64), nullable=False),
     Column("operation_id", String(32), nullable=False),
-    Column("extension", String(32), nullable=False),  # the transferring agent
     Column("kind", String(16), nullable=False),  # blind, attended
+    Column("extension", String(32), nullable=False),  # the agent who asked for it
     Column("target", String(255), nullable=False),
-    Column("state", String(32), nullable=False),
-    Column("outcome", String(32)),  # completed, failed, cancelled; None while running
+    Column("target_kind", String(16), nullable=False),  # agent, number
+    Column("state", String(16), nullable=False),
+    Column("outcome", String(32)),  # None while running
     Column("sip_cause", Integer),
-    Column("requested_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("ended_at", UtcDateTime),
+    Column("target_leg_id", String(64)),
+    Column("dialled", String(255), nullable=False, server_default=""),
+    Column("timeout", Float, nullable=False),
+    Column("customer_requeued", Boolean, nullable=False, server_default=false()),
     Column("node_id", String(64), nullable=False),
-    ForeignKeyConstraint(["conn_id"], ["calls.conn_id"], ondelete="CASCADE"),
+    _operation_fk(),
     Index(None, "conn_id"),
 )
 
@@ -318,46 +341,47 @@ dispositions = Table(
     "dispositions", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("operation_id", String(32), nullable=False),
+    Column("conn_id", String(64), nullable=False),
     Column("extension", String(32), nullable=False),
-    Column("conn_id", String(64)),  # the call typed; None if the agent had none
     Column("cod_act", String(32), nullable=False),
-    Column("cod_act_2", String(32)),
-    Column("comments", Text),
+    Column("cod_act_2", String(32), nullable=False, server_default=""),
+    Column("comments", Text, nullable=False, server_default=""),
     Column("typed_at", UtcDateTime, nullable=False),
-    _agent_fk(),
+    _operation_fk(),
     Index(None, "conn_id"),
 )
 
 recalls = Table(
     "recalls", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), primary_key=True),
     Column("operation_id", String(32), nullable=False),
     Column("extension", String(32), nullable=False),
     Column("customer_phone", String(64), nullable=False),
     Column("due_at", UtcDateTime, nullable=False),
     Column("recall_type", String(16), nullable=False),  # auto, manual
-    Column("conn_id", String(64)),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, due, dialled, notified
+    Column("conn_id", String(64)),
     CheckConstraint("recall_type IN ('auto', 'manual')", name="recall_type"),
     _agent_fk(),
-    Index(None, "due_at"),
+    Index(None, "state", "due_at"),
 )
 
 dialogs = Table(
     "dialogs", metadata,
-    # One row per live SIP dialog (RFC 3261 §12): enough to send its BYE after a crash.
+    # One row per live SIP dialog (RFC 3261 §12.1): enough to send its BYE after a crash (§15.1.1).
     Column("leg_id", String(64), primary_key=True),
     Column("conn_id", String(64), nullable=False),
     Column("call_id", String(255), nullable=False),
     Column("local_tag", String(128), nullable=False),
     Column("remote_tag", String(128), nullable=False),
-    Column("local_uri", String(1024), nullable=False),
+    Column("local_uri", String(1024), nullable=False),  # our From (To on dialogs the peer opened)
     Column("remote_uri", String(1024), nullable=False),
     Column("local_cseq", Integer, nullable=False),
     Column("remote_cseq", Integer),
-    Column("remote_target", String(1024), nullable=False),
-    Column("route_set", JSON, nullable=False),  # list of Route header values, in order
-    Column("peer_host", String(64), nullable=False),  # where the dialog's requests are sent (NAT-aware)
+    Column("remote_target", String(1024), nullable=False),  # the peer's Contact
+    Column("route_set", JSON, nullable=False),  # Route header values, in order
+    Column("peer_host", String(64), nullable=False),  # where the dialog's requests go (NAT-aware)
     Column("peer_port", Integer, nullable=False),
     Column("transport", String(8), nullable=False),
     Column("node_id", String(64), nullable=False),

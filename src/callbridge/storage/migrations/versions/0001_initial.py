@@ -42,22 +42,43 @@ def upgrade() -> None:
     with op.batch_alter_table('dialogs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_dialogs_node_id'), ['node_id'], unique=False)
 
+    op.create_table('legs',
+    sa.Column('leg_id', sa.String(length=64), nullable=False),
+    sa.Column('conn_id', sa.String(length=64), nullable=False),
+    sa.Column('role', sa.String(length=16), nullable=False),
+    sa.Column('party', sa.String(length=255), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('extension', sa.String(length=32), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('answered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('sip_status', sa.Integer(), nullable=True),
+    sa.Column('ended_by', sa.String(length=16), nullable=True),
+    sa.PrimaryKeyConstraint('leg_id', name=op.f('pk_legs'))
+    )
+    with op.batch_alter_table('legs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_legs_conn_id'), ['conn_id'], unique=False)
+
     op.create_table('operations',
     sa.Column('id', sa.String(length=32), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('domain', sa.String(length=255), nullable=False),
-    sa.Column('timezone', sa.String(length=64), server_default='UTC', nullable=False),
-    sa.Column('acw_seconds', sa.Integer(), server_default='0', nullable=False),
-    sa.Column('after_transfer', sa.String(length=16), server_default='acw', nullable=False),
-    sa.Column('max_transfers', sa.Integer(), server_default='5', nullable=False),
-    sa.Column('transfer_timeout_seconds', sa.Integer(), server_default='30', nullable=False),
+    sa.Column('sip_domain', sa.String(length=255), nullable=False),
+    sa.Column('realm', sa.String(length=255), server_default='', nullable=False),
+    sa.Column('name', sa.String(length=200), server_default='', nullable=False),
+    sa.Column('time_zone', sa.String(length=64), server_default='UTC', nullable=False),
+    sa.Column('acw_seconds', sa.Float(), server_default='0', nullable=False),
+    sa.Column('after_transfer_state', sa.String(length=16), server_default='acw', nullable=False),
     sa.Column('default_queue', sa.String(length=64), nullable=True),
-    sa.Column('outbound_trunk', sa.String(length=64), nullable=True),
-    sa.Column('settings', sa.JSON(), server_default=sa.text("'{}'"), nullable=False),
+    sa.Column('ring_timeout', sa.Float(), server_default='20', nullable=False),
+    sa.Column('transfer_timeout', sa.Float(), server_default='30', nullable=False),
+    sa.Column('max_transfers', sa.Integer(), server_default='5', nullable=False),
+    sa.Column('recent_call_window', sa.Float(), server_default='600', nullable=False),
+    sa.Column('action_timeout', sa.Float(), server_default='5', nullable=False),
+    sa.Column('token_concurrency_limit', sa.Integer(), server_default='2', nullable=False),
+    sa.Column('daily_quota', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
-    sa.CheckConstraint("after_transfer IN ('acw', 'ready')", name=op.f('ck_operations_after_transfer')),
+    sa.CheckConstraint("after_transfer_state IN ('acw', 'ready')", name=op.f('ck_operations_after_transfer_state')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_operations')),
-    sa.UniqueConstraint('domain', name=op.f('uq_operations_domain'))
+    sa.UniqueConstraint('sip_domain', name=op.f('uq_operations_sip_domain'))
     )
     op.create_table('activity_codes',
     sa.Column('operation_id', sa.String(length=32), nullable=False),
@@ -71,47 +92,85 @@ def upgrade() -> None:
     op.create_table('agents',
     sa.Column('operation_id', sa.String(length=32), nullable=False),
     sa.Column('extension', sa.String(length=32), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('name', sa.String(length=200), server_default='', nullable=False),
     sa.Column('ha1_md5', sa.String(length=32), nullable=False),
     sa.Column('ha1_sha256', sa.String(length=64), nullable=False),
-    sa.Column('enabled', sa.Boolean(), server_default=sa.true(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_agents_operation_id_operations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('operation_id', 'extension', name=op.f('pk_agents'))
     )
     op.create_table('aux_states',
     sa.Column('operation_id', sa.String(length=32), nullable=False),
-    sa.Column('code', sa.String(length=32), nullable=False),
+    sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_aux_states_operation_id_operations'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('operation_id', 'code', name=op.f('pk_aux_states'))
+    sa.PrimaryKeyConstraint('operation_id', 'id', name=op.f('pk_aux_states'))
     )
     op.create_table('calls',
     sa.Column('conn_id', sa.String(length=64), nullable=False),
     sa.Column('operation_id', sa.String(length=32), nullable=False),
+    sa.Column('node_id', sa.String(length=64), nullable=False),
     sa.Column('direction', sa.String(length=16), nullable=False),
+    sa.Column('customer_number', sa.String(length=64), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('customer_number', sa.String(length=64), nullable=True),
-    sa.Column('extension', sa.String(length=32), nullable=True),
     sa.Column('queue', sa.String(length=64), nullable=True),
-    sa.Column('did', sa.String(length=32), nullable=True),
-    sa.Column('transfer_count', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('extension', sa.String(length=32), nullable=True),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('answered_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('node_id', sa.String(length=64), nullable=False),
+    sa.Column('hangup_by', sa.String(length=16), nullable=True),
+    sa.Column('sip_cause', sa.Integer(), nullable=True),
+    sa.Column('transfer_count', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('related_conn_id', sa.String(length=64), nullable=True),
     sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_calls_operation_id_operations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('conn_id', name=op.f('pk_calls'))
     )
     with op.batch_alter_table('calls', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_calls_node_id_ended_at'), ['node_id', 'ended_at'], unique=False)
 
+    op.create_table('cdrs',
+    sa.Column('conn_id', sa.String(length=64), nullable=False),
+    sa.Column('operation_id', sa.String(length=32), nullable=False),
+    sa.Column('node_id', sa.String(length=64), nullable=False),
+    sa.Column('direction', sa.String(length=16), nullable=False),
+    sa.Column('customer_number', sa.String(length=64), nullable=False),
+    sa.Column('queue', sa.String(length=64), nullable=True),
+    sa.Column('agents', sa.JSON(), nullable=False),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('answered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('hangup_by', sa.String(length=16), nullable=False),
+    sa.Column('sip_cause', sa.Integer(), nullable=True),
+    sa.Column('transfer_count', sa.Integer(), nullable=False),
+    sa.Column('legs', sa.JSON(), nullable=False),
+    sa.Column('related_conn_id', sa.String(length=64), nullable=True),
+    sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_cdrs_operation_id_operations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('conn_id', name=op.f('pk_cdrs'))
+    )
+    with op.batch_alter_table('cdrs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cdrs_operation_id_started_at'), ['operation_id', 'started_at'], unique=False)
+
+    op.create_table('dispositions',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('operation_id', sa.String(length=32), nullable=False),
+    sa.Column('conn_id', sa.String(length=64), nullable=False),
+    sa.Column('extension', sa.String(length=32), nullable=False),
+    sa.Column('cod_act', sa.String(length=32), nullable=False),
+    sa.Column('cod_act_2', sa.String(length=32), server_default='', nullable=False),
+    sa.Column('comments', sa.Text(), server_default='', nullable=False),
+    sa.Column('typed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_dispositions_operation_id_operations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dispositions'))
+    )
+    with op.batch_alter_table('dispositions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_dispositions_conn_id'), ['conn_id'], unique=False)
+
     op.create_table('queues',
     sa.Column('operation_id', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('ring_timeout_seconds', sa.Integer(), server_default='20', nullable=False),
-    sa.Column('max_wait_seconds', sa.Integer(), server_default='60', nullable=False),
-    sa.Column('retry_after_seconds', sa.Integer(), server_default='60', nullable=False),
+    sa.Column('max_wait_seconds', sa.Float(), server_default='60', nullable=False),
+    sa.Column('ring_timeout', sa.Float(), nullable=True),
+    sa.Column('retry_after', sa.Integer(), server_default='60', nullable=False),
     sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_queues_operation_id_operations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('operation_id', 'name', name=op.f('pk_queues'))
     )
@@ -130,31 +189,68 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tokens')),
     sa.UniqueConstraint('token_sha256', name=op.f('uq_tokens_token_sha256'))
     )
+    op.create_table('transfers',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('conn_id', sa.String(length=64), nullable=False),
+    sa.Column('operation_id', sa.String(length=32), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('extension', sa.String(length=32), nullable=False),
+    sa.Column('target', sa.String(length=255), nullable=False),
+    sa.Column('target_kind', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('outcome', sa.String(length=32), nullable=True),
+    sa.Column('sip_cause', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('target_leg_id', sa.String(length=64), nullable=True),
+    sa.Column('dialled', sa.String(length=255), server_default='', nullable=False),
+    sa.Column('timeout', sa.Float(), nullable=False),
+    sa.Column('customer_requeued', sa.Boolean(), server_default=sa.false(), nullable=False),
+    sa.Column('node_id', sa.String(length=64), nullable=False),
+    sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_transfers_operation_id_operations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_transfers'))
+    )
+    with op.batch_alter_table('transfers', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_transfers_conn_id'), ['conn_id'], unique=False)
+
     op.create_table('trunks',
     sa.Column('operation_id', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('gateway_host', sa.String(length=255), nullable=False),
-    sa.Column('gateway_port', sa.Integer(), server_default='5060', nullable=False),
+    sa.Column('host', sa.String(length=255), nullable=False),
+    sa.Column('port', sa.Integer(), server_default='5060', nullable=False),
     sa.Column('transport', sa.String(length=8), server_default='udp', nullable=False),
-    sa.Column('dial_patterns', sa.JSON(), server_default=sa.text("'[]'"), nullable=False),
+    sa.Column('dial_patterns', sa.JSON(), nullable=False),
     sa.Column('dial_strip', sa.Integer(), server_default='0', nullable=False),
     sa.Column('dial_prefix', sa.String(length=32), server_default='', nullable=False),
+    sa.Column('dial_min_length', sa.Integer(), server_default='3', nullable=False),
+    sa.Column('dial_max_length', sa.Integer(), server_default='20', nullable=False),
     sa.Column('caller_id_policy', sa.String(length=16), server_default='customer', nullable=False),
-    sa.Column('caller_id', sa.String(length=64), nullable=True),
+    sa.Column('caller_id_number', sa.String(length=64), server_default='', nullable=False),
     sa.Column('register', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('auth_username', sa.String(length=128), nullable=True),
     sa.Column('auth_password', sa.String(length=256), nullable=True),
-    sa.Column('register_expires', sa.Integer(), server_default='3600', nullable=False),
-    sa.Column('inbound_networks', sa.JSON(), server_default=sa.text("'[]'"), nullable=False),
+    sa.Column('auth_realm', sa.String(length=255), nullable=True),
+    sa.Column('inbound_networks', sa.JSON(), nullable=False),
     sa.CheckConstraint("caller_id_policy IN ('customer', 'agent', 'fixed')", name=op.f('ck_trunks_caller_id_policy')),
     sa.CheckConstraint("transport IN ('udp', 'tcp')", name=op.f('ck_trunks_transport')),
     sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_trunks_operation_id_operations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('operation_id', 'name', name=op.f('pk_trunks'))
     )
+    op.create_table('agent_display',
+    sa.Column('operation_id', sa.String(length=32), nullable=False),
+    sa.Column('extension', sa.String(length=32), nullable=False),
+    sa.Column('button', sa.String(length=16), nullable=False),
+    sa.Column('visible', sa.Boolean(), nullable=False),
+    sa.Column('changed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['operation_id', 'extension'], ['agents.operation_id', 'agents.extension'], name=op.f('fk_agent_display_operation_id_extension_agents'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('operation_id', 'extension', 'button', name=op.f('pk_agent_display'))
+    )
     op.create_table('agent_queues',
     sa.Column('operation_id', sa.String(length=32), nullable=False),
     sa.Column('extension', sa.String(length=32), nullable=False),
     sa.Column('queue', sa.String(length=64), nullable=False),
+    sa.Column('position', sa.Integer(), server_default='0', nullable=False),
     sa.ForeignKeyConstraint(['operation_id', 'extension'], ['agents.operation_id', 'agents.extension'], name=op.f('fk_agent_queues_operation_id_extension_agents'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['operation_id', 'queue'], ['queues.operation_id', 'queues.name'], name=op.f('fk_agent_queues_operation_id_queue_queues'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('operation_id', 'extension', 'queue', name=op.f('pk_agent_queues'))
@@ -163,9 +259,10 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('operation_id', sa.String(length=32), nullable=False),
     sa.Column('extension', sa.String(length=32), nullable=False),
-    sa.Column('state', sa.String(length=32), nullable=False),
-    sa.Column('previous_state', sa.String(length=32), nullable=True),
-    sa.Column('reason', sa.String(length=200), nullable=True),
+    sa.Column('state', sa.String(length=40), nullable=False),
+    sa.Column('previous_state', sa.String(length=40), nullable=False),
+    sa.Column('reason', sa.String(length=200), server_default='', nullable=False),
+    sa.Column('conn_id', sa.String(length=64), nullable=True),
     sa.Column('entered_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('node_id', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['operation_id', 'extension'], ['agents.operation_id', 'agents.extension'], name=op.f('fk_agent_state_history_operation_id_extension_agents'), ondelete='CASCADE'),
@@ -174,88 +271,31 @@ def upgrade() -> None:
     with op.batch_alter_table('agent_state_history', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_agent_state_history_operation_id_extension_entered_at'), ['operation_id', 'extension', 'entered_at'], unique=False)
 
-    op.create_table('cdrs',
-    sa.Column('conn_id', sa.String(length=64), nullable=False),
-    sa.Column('operation_id', sa.String(length=32), nullable=False),
-    sa.Column('direction', sa.String(length=16), nullable=False),
-    sa.Column('caller', sa.String(length=255), nullable=False),
-    sa.Column('callee', sa.String(length=255), nullable=False),
-    sa.Column('extension', sa.String(length=32), nullable=True),
-    sa.Column('queue', sa.String(length=64), nullable=True),
-    sa.Column('did', sa.String(length=32), nullable=True),
-    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('answered_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('hangup_by', sa.String(length=16), nullable=False),
-    sa.Column('sip_cause', sa.Integer(), nullable=True),
-    sa.Column('reason', sa.String(length=200), nullable=True),
-    sa.Column('legs', sa.JSON(), nullable=False),
-    sa.Column('node_id', sa.String(length=64), nullable=False),
-    sa.ForeignKeyConstraint(['conn_id'], ['calls.conn_id'], name=op.f('fk_cdrs_conn_id_calls'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('conn_id', name=op.f('pk_cdrs'))
-    )
-    with op.batch_alter_table('cdrs', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_cdrs_operation_id_started_at'), ['operation_id', 'started_at'], unique=False)
-
     op.create_table('dids',
-    sa.Column('number', sa.String(length=32), nullable=False),
     sa.Column('operation_id', sa.String(length=32), nullable=False),
-    sa.Column('trunk', sa.String(length=64), nullable=True),
+    sa.Column('number', sa.String(length=32), nullable=False),
     sa.Column('queue', sa.String(length=64), nullable=False),
+    sa.Column('trunk', sa.String(length=64), nullable=True),
     sa.ForeignKeyConstraint(['operation_id', 'queue'], ['queues.operation_id', 'queues.name'], name=op.f('fk_dids_operation_id_queue_queues'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['operation_id', 'trunk'], ['trunks.operation_id', 'trunks.name'], name=op.f('fk_dids_operation_id_trunk_trunks'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['operation_id'], ['operations.id'], name=op.f('fk_dids_operation_id_operations'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('number', name=op.f('pk_dids'))
+    sa.PrimaryKeyConstraint('operation_id', 'number', name=op.f('pk_dids'))
     )
-    op.create_table('dispositions',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('operation_id', sa.String(length=32), nullable=False),
-    sa.Column('extension', sa.String(length=32), nullable=False),
-    sa.Column('conn_id', sa.String(length=64), nullable=True),
-    sa.Column('cod_act', sa.String(length=32), nullable=False),
-    sa.Column('cod_act_2', sa.String(length=32), nullable=True),
-    sa.Column('comments', sa.Text(), nullable=True),
-    sa.Column('typed_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['operation_id', 'extension'], ['agents.operation_id', 'agents.extension'], name=op.f('fk_dispositions_operation_id_extension_agents'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_dispositions'))
-    )
-    with op.batch_alter_table('dispositions', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_dispositions_conn_id'), ['conn_id'], unique=False)
-
-    op.create_table('legs',
-    sa.Column('leg_id', sa.String(length=64), nullable=False),
-    sa.Column('conn_id', sa.String(length=64), nullable=False),
-    sa.Column('role', sa.String(length=16), nullable=False),
-    sa.Column('direction', sa.String(length=16), nullable=False),
-    sa.Column('party', sa.String(length=255), nullable=False),
-    sa.Column('extension', sa.String(length=32), nullable=True),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('answered_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('sip_cause', sa.Integer(), nullable=True),
-    sa.Column('node_id', sa.String(length=64), nullable=False),
-    sa.ForeignKeyConstraint(['conn_id'], ['calls.conn_id'], name=op.f('fk_legs_conn_id_calls'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('leg_id', name=op.f('pk_legs'))
-    )
-    with op.batch_alter_table('legs', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_legs_conn_id'), ['conn_id'], unique=False)
-
     op.create_table('recalls',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('operation_id', sa.String(length=32), nullable=False),
     sa.Column('extension', sa.String(length=32), nullable=False),
     sa.Column('customer_phone', sa.String(length=64), nullable=False),
     sa.Column('due_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('recall_type', sa.String(length=16), nullable=False),
-    sa.Column('conn_id', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('conn_id', sa.String(length=64), nullable=True),
     sa.CheckConstraint("recall_type IN ('auto', 'manual')", name=op.f('ck_recalls_recall_type')),
     sa.ForeignKeyConstraint(['operation_id', 'extension'], ['agents.operation_id', 'agents.extension'], name=op.f('fk_recalls_operation_id_extension_agents'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_recalls'))
     )
     with op.batch_alter_table('recalls', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_recalls_due_at'), ['due_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_recalls_state_due_at'), ['state', 'due_at'], unique=False)
 
     op.create_table('registrations',
     sa.Column('operation_id', sa.String(length=32), nullable=False),
@@ -267,7 +307,7 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('call_id', sa.String(length=255), nullable=False),
     sa.Column('cseq', sa.Integer(), nullable=False),
-    sa.Column('user_agent', sa.String(length=255), nullable=True),
+    sa.Column('user_agent', sa.String(length=255), server_default='', nullable=False),
     sa.Column('node_id', sa.String(length=64), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['operation_id', 'extension'], ['agents.operation_id', 'agents.extension'], name=op.f('fk_registrations_operation_id_extension_agents'), ondelete='CASCADE'),
@@ -276,62 +316,39 @@ def upgrade() -> None:
     with op.batch_alter_table('registrations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_registrations_expires_at'), ['expires_at'], unique=False)
 
-    op.create_table('transfers',
-    sa.Column('id', sa.String(length=64), nullable=False),
-    sa.Column('conn_id', sa.String(length=64), nullable=False),
-    sa.Column('operation_id', sa.String(length=32), nullable=False),
-    sa.Column('extension', sa.String(length=32), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('target', sa.String(length=255), nullable=False),
-    sa.Column('state', sa.String(length=32), nullable=False),
-    sa.Column('outcome', sa.String(length=32), nullable=True),
-    sa.Column('sip_cause', sa.Integer(), nullable=True),
-    sa.Column('requested_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('node_id', sa.String(length=64), nullable=False),
-    sa.ForeignKeyConstraint(['conn_id'], ['calls.conn_id'], name=op.f('fk_transfers_conn_id_calls'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_transfers'))
-    )
-    with op.batch_alter_table('transfers', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_transfers_conn_id'), ['conn_id'], unique=False)
-
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('transfers', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_transfers_conn_id'))
-
-    op.drop_table('transfers')
     with op.batch_alter_table('registrations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_registrations_expires_at'))
 
     op.drop_table('registrations')
     with op.batch_alter_table('recalls', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_recalls_due_at'))
+        batch_op.drop_index(batch_op.f('ix_recalls_state_due_at'))
 
     op.drop_table('recalls')
-    with op.batch_alter_table('legs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_legs_conn_id'))
-
-    op.drop_table('legs')
-    with op.batch_alter_table('dispositions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_dispositions_conn_id'))
-
-    op.drop_table('dispositions')
     op.drop_table('dids')
-    with op.batch_alter_table('cdrs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_cdrs_operation_id_started_at'))
-
-    op.drop_table('cdrs')
     with op.batch_alter_table('agent_state_history', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_agent_state_history_operation_id_extension_entered_at'))
 
     op.drop_table('agent_state_history')
     op.drop_table('agent_queues')
+    op.drop_table('agent_display')
     op.drop_table('trunks')
+    with op.batch_alter_table('transfers', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_transfers_conn_id'))
+
+    op.drop_table('transfers')
     op.drop_table('tokens')
     op.drop_table('queues')
+    with op.batch_alter_table('dispositions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_dispositions_conn_id'))
+
+    op.drop_table('dispositions')
+    with op.batch_alter_table('cdrs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_cdrs_operation_id_started_at'))
+
+    op.drop_table('cdrs')
     with op.batch_alter_table('calls', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_calls_node_id_ended_at'))
 
@@ -340,6 +357,10 @@ def downgrade() -> None:
     op.drop_table('agents')
     op.drop_table('activity_codes')
     op.drop_table('operations')
+    with op.batch_alter_table('legs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_legs_conn_id'))
+
+    op.drop_table('legs')
     with op.batch_alter_table('dialogs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_dialogs_node_id'))
 

@@ -1,0 +1,99 @@
+"""Start-up reconciliation: what a crash of this node left behind, and closing it in the records.
+
+Theory of operation (DESIGN.md, "Storage"): live call state is in memory, so after a crash the database still
+shows the node's calls as open, its dialogs as live and its agents in call states. At start-up, before taking
+traffic, the server
+1. reads `find_leftovers(conn, node_id, now)`: open calls, live dialogs, registrations still valid, agents whose
+   last recorded state (written by this node) is not `logout`;
+2. sends a BYE on every leftover dialog (the B2BUA's job, from the `DialogRecord`s; RFC 3261 §15.1.1);
+3. calls `close_leftovers(conn, node_id, now)`: open calls and their legs are ended by "system", a CDR is written
+   for each call that has none, the dialogs are deleted, expired registrations purged, and each busy agent gets a
+   `logout` entry in its history (its phone re-registering, or the restored registration, brings it back).
+Everything is scoped to `node_id`: another node's calls are never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, func, select, update
+
+from callbridge.callcontrol.model import LOGOUT, CallRecord, Cdr, LegRecord
+from callbridge.storage import schema as s
+from callbridge.storage.records import cdr_values, read_cdr, read_legs, read_open_calls, upsert
+from callbridge.storage.sip_state import (
+    DialogRecord,
+    RegistrationRecord,
+    purge_expired_registrations,
+    read_active_registrations,
+    read_dialogs,
+)
+from callbridge.storage.times import to_datetime
+
+RECONCILE_REASON = "reconciled at start-up"
+
+
+@dataclass(frozen=True, slots=True)
+class BusyAgent:
+    operation_id: str
+    extension: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leftovers:
+    calls: list[CallRecord]
+    dialogs: list[DialogRecord]
+    registrations: list[RegistrationRecord]
+    busy_agents: list[BusyAgent]
+
+
+def read_busy_agents(conn: Connection, node_id: str) -> list[BusyAgent]:
+    """Agents whose latest state recorded by this node is anything but `logout`."""
+    h = s.agent_state_history
+    latest = (select(h.c.operation_id, h.c.extension, func.max(h.c.id).label("id"))
+              .where(h.c.node_id == node_id).group_by(h.c.operation_id, h.c.extension).subquery())
+    query = (select(h.c.operation_id, h.c.extension, h.c.state).join(latest, h.c.id == latest.c.id)
+             .where(h.c.state != LOGOUT).order_by(h.c.operation_id, h.c.extension))
+    return [BusyAgent(r.operation_id, r.extension, r.state) for r in conn.execute(query)]
+
+
+def find_leftovers(conn: Connection, node_id: str, now: float) -> Leftovers:
+    return Leftovers(
+        calls=read_open_calls(conn, node_id),
+        dialogs=read_dialogs(conn, node_id),
+        registrations=read_active_registrations(conn, node_id, now),
+        busy_agents=read_busy_agents(conn, node_id),
+    )
+
+
+def _closing_cdr(call: CallRecord, legs: list[LegRecord], now: float) -> Cdr:
+    return Cdr(
+        conn_id=call.conn_id, operation_id=call.operation_id, node_id=call.node_id, direction=call.direction,
+        customer_number=call.customer_number, queue=call.queue, agents=(call.agent,) if call.agent else (),
+        started_at=call.created_at, answered_at=call.answered_at, ended_at=now, hangup_by="system",
+        sip_cause=call.sip_cause, transfer_count=call.transfer_count, legs=tuple(legs),
+        related_conn_id=call.related_conn_id,
+    )
+
+
+def close_leftovers(conn: Connection, node_id: str, now: float) -> Leftovers:
+    """Close in the records everything `find_leftovers` reports; returns what it closed. Run in a transaction."""
+    found = find_leftovers(conn, node_id, now)
+    ended = to_datetime(now)
+    for call in found.calls:
+        conn.execute(update(s.calls).where(s.calls.c.conn_id == call.conn_id)
+                     .values(state="ended", ended_at=ended, hangup_by="system"))
+        conn.execute(update(s.legs).where(s.legs.c.conn_id == call.conn_id, s.legs.c.ended_at.is_(None))
+                     .values(state="ended", ended_at=ended, ended_by="system"))
+        if read_cdr(conn, call.conn_id) is None:
+            cdr = _closing_cdr(call, read_legs(conn, call.conn_id), now)
+            upsert(conn, s.cdrs, ("conn_id",), cdr_values(cdr))
+    conn.execute(delete(s.dialogs).where(s.dialogs.c.node_id == node_id))
+    purge_expired_registrations(conn, node_id, now)
+    for agent in found.busy_agents:
+        conn.execute(s.agent_state_history.insert().values(
+            operation_id=agent.operation_id, extension=agent.extension, state=LOGOUT, previous_state=agent.state,
+            reason=RECONCILE_REASON, conn_id=None, entered_at=ended, node_id=node_id))
+    return found
+

@@ -1,0 +1,150 @@
+"""SIP state that must survive a crash: registrations (RFC 3261 §10) and the identity of each live dialog (§12).
+
+The domain knows neither; the B2BUA adapter writes them through these repositories (fire-and-forget, like the
+domain's records) and the server reads them back once at start-up:
+- registrations not yet expired are restored, so agents' phones stay reachable across a restart without
+  re-registering (the source address and transport are kept: behind NAT that is where requests must go, RFC 3581);
+- dialogs left from before a crash are what reconciliation ends with a BYE on each (§15.1.1): Call-ID, tags, the
+  next local CSeq, the route set and the remote target are all a BYE needs (§12.2.1.1).
+
+Rows carry the `node_id` that owns them; each node restores and reconciles only its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, select, update
+
+from callbridge.storage import schema as s
+from callbridge.storage.records import WriteThrough
+from callbridge.storage.times import to_datetime, to_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRecord:
+    """One binding of an agent's address of record to a contact (§10.3), with where it came from."""
+
+    operation_id: str
+    extension: str
+    contact_uri: str
+    source_host: str
+    source_port: int
+    transport: str  # "udp" | "tcp"
+    expires_at: float  # epoch seconds
+    call_id: str
+    cseq: int
+    updated_at: float
+    user_agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DialogRecord:
+    """A live dialog of one leg, as the B2BUA holds it (§12.1)."""
+
+    leg_id: str
+    conn_id: str
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_uri: str
+    remote_uri: str
+    local_cseq: int
+    remote_cseq: int | None
+    remote_target: str
+    route_set: tuple[str, ...]
+    peer_host: str
+    peer_port: int
+    transport: str
+    created_at: float
+    updated_at: float
+
+
+class RegistrationRecords(WriteThrough):
+    """Registrations written through; `read_active_registrations` restores them at start-up."""
+
+    def save_registration(self, reg: RegistrationRecord) -> None:
+        """Insert or refresh a binding (by operation, extension and contact URI)."""
+        self._upsert(s.registrations, ("operation_id", "extension", "contact_uri"), {
+            "operation_id": reg.operation_id, "extension": reg.extension, "contact_uri": reg.contact_uri,
+            "source_host": reg.source_host, "source_port": reg.source_port, "transport": reg.transport,
+            "expires_at": to_datetime(reg.expires_at), "call_id": reg.call_id, "cseq": reg.cseq,
+            "user_agent": reg.user_agent, "node_id": self.node_id, "updated_at": to_datetime(reg.updated_at),
+        })
+
+    def remove_registration(self, operation_id: str, extension: str, contact_uri: str) -> None:
+        t = s.registrations
+        self.writer.execute(delete(t).where(t.c.operation_id == operation_id, t.c.extension == extension,
+                                            t.c.contact_uri == contact_uri))
+
+    def remove_all_registrations(self, operation_id: str, extension: str) -> None:
+        """`Contact: *` with `Expires: 0` (§10.2.2): every binding of the agent goes."""
+        t = s.registrations
+        self.writer.execute(delete(t).where(t.c.operation_id == operation_id, t.c.extension == extension))
+
+
+class DialogRecords(WriteThrough):
+    """Dialog identities written through while the dialog lives, removed when it ends."""
+
+    def save_dialog(self, dialog: DialogRecord) -> None:
+        """Insert or update a dialog (by leg id): on creation, and when its target, route set or CSeq change."""
+        self._upsert(s.dialogs, ("leg_id",), {
+            "leg_id": dialog.leg_id, "conn_id": dialog.conn_id, "call_id": dialog.call_id,
+            "local_tag": dialog.local_tag, "remote_tag": dialog.remote_tag, "local_uri": dialog.local_uri,
+            "remote_uri": dialog.remote_uri, "local_cseq": dialog.local_cseq, "remote_cseq": dialog.remote_cseq,
+            "remote_target": dialog.remote_target, "route_set": list(dialog.route_set),
+            "peer_host": dialog.peer_host, "peer_port": dialog.peer_port, "transport": dialog.transport,
+            "node_id": self.node_id, "created_at": to_datetime(dialog.created_at),
+            "updated_at": to_datetime(dialog.updated_at),
+        })
+
+    def update_cseq(self, leg_id: str, local_cseq: int, remote_cseq: int | None, at: float) -> None:
+        """The cheap update for every in-dialog request: only the sequence numbers move."""
+        t = s.dialogs
+        self.writer.execute(update(t).where(t.c.leg_id == leg_id).values(
+            local_cseq=local_cseq, remote_cseq=remote_cseq, updated_at=to_datetime(at)))
+
+    def remove_dialog(self, leg_id: str) -> None:
+        self.writer.execute(delete(s.dialogs).where(s.dialogs.c.leg_id == leg_id))
+
+
+def _registration(r: Any) -> RegistrationRecord:
+    return RegistrationRecord(
+        operation_id=r["operation_id"], extension=r["extension"], contact_uri=r["contact_uri"],
+        source_host=r["source_host"], source_port=r["source_port"], transport=r["transport"],
+        expires_at=to_seconds(r["expires_at"]), call_id=r["call_id"], cseq=r["cseq"],
+        updated_at=to_seconds(r["updated_at"]), user_agent=r["user_agent"],
+    )
+
+
+def read_active_registrations(conn: Connection, node_id: str, now: float) -> list[RegistrationRecord]:
+    """This node's bindings that have not expired at `now`, oldest first."""
+    t = s.registrations
+    query = (select(t).where(t.c.node_id == node_id, t.c.expires_at > to_datetime(now))
+             .order_by(t.c.updated_at, t.c.operation_id, t.c.extension, t.c.contact_uri))
+    return [_registration(r) for r in conn.execute(query).mappings()]
+
+
+def purge_expired_registrations(conn: Connection, node_id: str, now: float) -> int:
+    """Delete this node's bindings expired at `now`; the number deleted."""
+    t = s.registrations
+    result = conn.execute(delete(t).where(t.c.node_id == node_id, t.c.expires_at <= to_datetime(now)))
+    return int(result.rowcount)
+
+
+def read_dialogs(conn: Connection, node_id: str) -> list[DialogRecord]:
+    """The dialogs this node recorded as live."""
+    t = s.dialogs
+    rows = conn.execute(select(t).where(t.c.node_id == node_id).order_by(t.c.created_at, t.c.leg_id)).mappings()
+    return [
+        DialogRecord(
+            leg_id=r["leg_id"], conn_id=r["conn_id"], call_id=r["call_id"], local_tag=r["local_tag"],
+            remote_tag=r["remote_tag"], local_uri=r["local_uri"], remote_uri=r["remote_uri"],
+            local_cseq=r["local_cseq"], remote_cseq=r["remote_cseq"], remote_target=r["remote_target"],
+            route_set=tuple(r["route_set"]), peer_host=r["peer_host"], peer_port=r["peer_port"],
+            transport=r["transport"], created_at=to_seconds(r["created_at"]), updated_at=to_seconds(r["updated_at"]),
+        )
+        for r in rows
+    ]
+
