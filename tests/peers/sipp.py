@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.peers import require_binary
-from tests.peers.ports import free_port
+from . import require_binary
+from .ports import free_port
 
 BUILTIN = ("uac", "uas", "regexp", "3pcc-C-A", "3pcc-C-B", "3pcc-A", "3pcc-B", "branchc", "branchs",
            "uac_pcap")
@@ -94,6 +94,7 @@ class Sipp:
     remote: tuple[str, int] | None = None
     host: str = "127.0.0.1"
     port: int = 0                     # 0: a free port is chosen
+    service: str | None = None        # -s: the user part of the Request-URI (built-in uac: "service")
     transport: str = "u1"             # "u1" UDP one socket, "t1" TCP one connection, "un"/"tn" per call
     calls: int | None = None          # -m
     rate: float | None = None         # -r (calls per rate_period_ms)
@@ -133,6 +134,8 @@ class Sipp:
                  "-trace_stat", "-stf", str(self.stat_file), "-fd", "1"]
         if self.trace_err:
             args += ["-trace_err", "-error_file", str(self.error_file)]
+        if self.service is not None:
+            args += ["-s", self.service]
         if self.calls is not None:
             args += ["-m", str(self.calls)]
         if self.rate is not None:
