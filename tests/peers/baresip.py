@@ -7,7 +7,8 @@
 Headless as PEERS.md measured it: one config directory per phone; ``sip_listen 127.0.0.1:<port>`` (it also opens
 TLS on port+1, so the port is taken from a free block of two), ``net_interface 127.0.0.1``, ``dns_server
 127.0.0.1:53`` and IP literals only; audio from ``aufile`` playing a long 8 kHz mono WAV written with the ``wave``
-module (a call ends when the file ends), audio out to ``aubridge``; modules g711, aufile, aubridge, menu, ctrl_tcp.
+module (a call ends when the file ends), audio out to ``aubridge``; modules g711, aufile, aubridge, account (which
+loads the ``accounts`` file), menu, ctrl_tcp.
 
 ctrl_tcp speaks netstring-framed JSON (``LEN:{...},``) both ways: a command ``{"command", "params", "token"}``
 gets a response ``{"response": true, "ok", "data", "token"}``; events come as ``{"event": true, "type", ...}``.
