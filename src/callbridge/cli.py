@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from callbridge import __version__
+from callbridge.admin import admin_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="callbridge: contact-center call control")
+app.add_typer(admin_app, name="admin")
 
 
 def _version(value: bool) -> None:
