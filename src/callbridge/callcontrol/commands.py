@@ -21,7 +21,8 @@ _EXTENSION = re.compile(r"[0-9]{1,32}")
 _TONES = re.compile(r"[0-9*#A-D]{1,64}")
 _CODE = re.compile(r"[0-9A-Za-z_.-]{1,64}")
 
-DISPLAY_BUTTONS: tuple[str, ...] = ("hungup", "disposition", "dial")
+DisplayButton = Literal["hungup", "disposition", "dial"]
+DISPLAY_BUTTONS: tuple[DisplayButton, ...] = ("hungup", "disposition", "dial")
 ActionVerb = Literal["hang", "hold", "unhold", "mute", "unmute", "dtmf"]
 
 
@@ -50,12 +51,13 @@ def check_code(value: str, parameter: str) -> str:
     return value
 
 
-def check_display(display: str, button: str) -> tuple[str, bool]:
+def check_display(display: str, button: str) -> tuple[DisplayButton, bool]:
     if display not in ("show", "hide"):
         raise InvalidParameter("display")
-    if button not in DISPLAY_BUTTONS:
-        raise InvalidParameter("button")
-    return button, display == "show"
+    for name in DISPLAY_BUTTONS:
+        if button == name:
+            return name, display == "show"
+    raise InvalidParameter("button")
 
 
 def check_type_recall(type_recall: str) -> RecallType:

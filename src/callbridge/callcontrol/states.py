@@ -24,7 +24,17 @@ from enum import StrEnum
 from typing import Final
 
 from callbridge.callcontrol.errors import InvalidTransition
-from callbridge.callcontrol.model import ACW, AUX_PREFIX, LOGOUT, ON_CALL, READY, RINGING, aux_state
+from callbridge.callcontrol.model import (
+    ACW,
+    AUX_PREFIX,
+    LOGOUT,
+    ON_CALL,
+    READY,
+    RINGING,
+    CallState,
+    LegState,
+    aux_state,
+)
 
 # --- agent ----------------------------------------------------------------------------------------------------
 
@@ -139,7 +149,7 @@ class LegAction(StrEnum):
 
 
 _L = LegInput
-LEG_TABLE: Final[dict[tuple[str, LegInput], tuple[LegAction, str]]] = {
+LEG_TABLE: Final[dict[tuple[str, LegInput], tuple[LegAction, LegState]]] = {
     ("calling", _L.RING): (LegAction.RINGING, "ringing"),
     ("calling", _L.ANSWER): (LegAction.ANSWERED, "up"),
     ("calling", _L.FAIL): (LegAction.FAILED, "ended"),
@@ -155,7 +165,7 @@ LEG_TABLE: Final[dict[tuple[str, LegInput], tuple[LegAction, str]]] = {
 }
 
 
-def leg_transition(state: str, event: LegInput) -> tuple[LegAction, str]:
+def leg_transition(state: str, event: LegInput) -> tuple[LegAction, LegState]:
     entry = LEG_TABLE.get((state, event))
     if entry is None:
         raise InvalidTransition("leg", state, event)
@@ -182,7 +192,7 @@ class CallAction(StrEnum):
 
 _C = CallInput
 _N = CallAction.NONE
-CALL_TABLE: Final[dict[tuple[str, CallInput], tuple[CallAction, str]]] = {
+CALL_TABLE: Final[dict[tuple[str, CallInput], tuple[CallAction, CallState]]] = {
     ("queued", _C.OFFER): (_N, "offering"),
     ("queued", _C.END): (CallAction.WRITE_CDR, "ended"),
     ("offering", _C.OFFER_FAILED): (_N, "queued"),
@@ -198,7 +208,7 @@ CALL_TABLE: Final[dict[tuple[str, CallInput], tuple[CallAction, str]]] = {
 }
 
 
-def call_transition(state: str, event: CallInput) -> tuple[CallAction, str]:
+def call_transition(state: str, event: CallInput) -> tuple[CallAction, CallState]:
     entry = CALL_TABLE.get((state, event))
     if entry is None:
         raise InvalidTransition("call", state, event)

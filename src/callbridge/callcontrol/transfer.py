@@ -56,7 +56,7 @@ class TransferAction(StrEnum):
 
 _I = TransferInput
 _X = TransferAction
-_RINGING_STATES: Final = ("trying", "ringing")
+_RINGING_STATES: Final[tuple[TransferState, ...]] = ("trying", "ringing")
 
 
 def _build() -> dict[tuple[TransferKind, TransferState, TransferInput], tuple[TransferAction, TransferState]]:

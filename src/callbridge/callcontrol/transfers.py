@@ -1,0 +1,226 @@
+"""The transfer engine: performs the actions of the transfer table (`transfer.py`) on calls, legs and agents.
+
+Every step writes a new snapshot of the transfer record and publishes one event. The engine never drops the
+customer on a failure: back to the agent when the agent's leg is up, else into the call's queue (or the operation's
+default queue); only an operation with no queue at all leaves nowhere to go, and then the customer gets 480.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from callbridge.callcontrol.core import AgentRuntime, ServiceCore, TransferRun
+from callbridge.callcontrol.events import (
+    TransferAnswered,
+    TransferCancelled,
+    TransferCompleted,
+    TransferCreated,
+    TransferFailed,
+    TransferRinging,
+)
+from callbridge.callcontrol.model import Call, Leg, Operation, TargetKind, TransferKind, TransferRecord, Trunk
+from callbridge.callcontrol.ports import OriginateRequest
+from callbridge.callcontrol.states import AgentInput, CallInput
+from callbridge.callcontrol.transfer import (
+    NO_ANSWER_CAUSE,
+    TransferAction,
+    TransferInput,
+    outcome_for_status,
+    transfer_transition,
+)
+
+
+class TransferEngine(ServiceCore):
+    def _begin_transfer(self, op: Operation, call: Call, rt: AgentRuntime, kind: TransferKind, target: str,
+                        target_kind: TargetKind, dialled: str, trunk: Trunk | None, timeout: float) -> TransferRecord:
+        now = self._now()
+        record = TransferRecord(self._ids("t"), call.conn_id, op.id, kind, rt.extension, target, target_kind,
+                                "created", now, now, dialled=dialled, timeout=timeout)
+        run = TransferRun(record, trunk.name if trunk else None)
+        self._transfers[record.id] = run
+        self._records.save_transfer(record)
+        self._emit(TransferCreated(operation_id=op.id, transfer_id=record.id, conn_id=call.conn_id, kind=kind,
+                                   agent=rt.extension, target=target, target_kind=target_kind))
+        self._transfer_input(run, TransferInput.START)
+        return run.record
+
+    def _transfer_of(self, call: Call) -> TransferRun | None:
+        return self._transfers.get(call.transfer_id) if call.transfer_id else None
+
+    def _update_transfer(self, run: TransferRun, **changes: Any) -> None:
+        run.record = replace(run.record, updated_at=self._now(), **changes)
+        if run.record.finished:
+            run.record = replace(run.record, ended_at=run.record.updated_at)
+        self._records.save_transfer(run.record)
+        if run.record.finished:
+            self._disarm(f"transfer:{run.record.id}")
+            self._transfers.pop(run.record.id, None)
+            self._keep(self._finished_transfers, run.record.id, run.record)
+
+    def _transfer_input(self, run: TransferRun, event: TransferInput, status: int | None = None) -> None:
+        rec = run.record
+        action, nxt = transfer_transition(rec.kind, rec.state, event)
+        call = self._calls[rec.conn_id]
+        if action is TransferAction.HOLD_AND_RING:
+            self._hold_and_ring(run, call)
+        elif action is TransferAction.REPORT_RINGING:
+            self._update_transfer(run, state=nxt)
+            self._emit(TransferRinging(**self._ids_of(run)))
+        elif action is TransferAction.CONNECT_AGENT_TO_TARGET:
+            self._connect_agent_to_target(run, call)
+        elif action is TransferAction.CONNECT_CUSTOMER_TO_TARGET:
+            self._connect_customer_to_target(run, call)
+        elif action is TransferAction.RETURN_CUSTOMER:
+            self._return_customer(run, call, event, status)
+        elif action is TransferAction.RECONNECT_AGENT:
+            self._reconnect_agent(run, call, event)
+        elif action is TransferAction.RELEASE_ALL:
+            self._release_target(run, call, None)
+            call.transfer_id = None
+            self._finish_failed(run, call, "customer_hangup", None)
+        elif action is TransferAction.NONE and event is TransferInput.AGENT_HANGUP:
+            self._history(call, "transfer_agent_left", rec.agent)
+
+    @staticmethod
+    def _ids_of(run: TransferRun) -> dict[str, Any]:
+        rec = run.record
+        return {"operation_id": rec.operation_id, "transfer_id": rec.id, "conn_id": rec.conn_id, "kind": rec.kind}
+
+    def _target_leg(self, run: TransferRun, call: Call) -> Leg | None:
+        return call.leg(run.record.target_leg_id)
+
+    # --- actions ----------------------------------------------------------------------------------------------
+
+    def _hold_and_ring(self, run: TransferRun, call: Call) -> None:
+        rec = run.record
+        self._call_input(call, CallInput.TRANSFER_START)
+        call.transfer_id = rec.id
+        self._history(call, "transfer_started", f"{rec.kind} {rec.target}")
+        if not call.held and call.customer_leg_id:
+            self._signalling.hold(call.customer_leg_id, self._ids("a"))
+        is_agent = rec.target_kind == "agent"
+        leg = self._add_leg(call, "target", rec.target if is_agent else rec.dialled,
+                            agent=rec.target if is_agent else None)
+        if is_agent:
+            target_rt = self._agents[(call.operation_id, rec.target)]
+            target_rt.conn_id, target_rt.leg_id = call.conn_id, leg.leg_id
+            self._agent_input(target_rt, AgentInput.OFFER, "transfer_offered")
+        self._update_transfer(run, state="trying", target_leg_id=leg.leg_id)
+        trunk = self._trunk(call.operation_id, run.trunk)
+        caller_id = call.customer_number
+        if trunk is not None and trunk.caller_id_policy == "agent":
+            caller_id = rec.agent
+        elif trunk is not None and trunk.caller_id_policy == "fixed" and trunk.caller_id_number:
+            caller_id = trunk.caller_id_number
+        tid = rec.id
+        self._arm(f"transfer:{tid}", rec.timeout, lambda: self._transfer_timeout(tid))
+        self._signalling.originate(OriginateRequest(
+            call.conn_id, leg.leg_id, call.operation_id, "agent" if is_agent else "trunk",
+            rec.target if is_agent else rec.dialled, caller_id=caller_id, trunk=run.trunk, offerless=True,
+            timeout=rec.timeout, diverted_from=rec.agent))
+
+    def _transfer_timeout(self, transfer_id: str) -> None:
+        run = self._transfers.get(transfer_id)
+        if run is not None and run.record.state in ("trying", "ringing"):
+            self._transfer_input(run, TransferInput.TIMEOUT)
+
+    def _connect_agent_to_target(self, run: TransferRun, call: Call) -> None:
+        self._disarm(f"transfer:{run.record.id}")
+        target = self._target_leg(run, call)
+        assert target is not None
+        self._agent_answered(call, target)
+        self._update_transfer(run, state="consulting")
+        self._emit(TransferAnswered(**self._ids_of(run)))
+        self._history(call, "transfer_consulting", run.record.target)
+        agent_leg = call.leg(call.agent_leg_id)
+        if agent_leg is not None and agent_leg.state == "up":
+            self._signalling.bridge(agent_leg.leg_id, target.leg_id)
+        else:  # the agent left while the target rang: nothing to consult, complete at once
+            self._transfer_input(run, TransferInput.AGENT_HANGUP)
+
+    def _connect_customer_to_target(self, run: TransferRun, call: Call) -> None:
+        rec = run.record
+        self._disarm(f"transfer:{rec.id}")
+        target = self._target_leg(run, call)
+        customer = call.leg(call.customer_leg_id)
+        assert target is not None and customer is not None
+        if rec.kind == "blind":
+            self._agent_answered(call, target)
+            self._emit(TransferAnswered(**self._ids_of(run)))
+        self._signalling.bridge(customer.leg_id, target.leg_id)
+        agent_leg = call.leg(call.agent_leg_id)
+        call.agent_leg_id, call.agent = target.leg_id, target.agent
+        call.transfer_count += 1
+        call.held = call.muted = False
+        call.transfer_id = None
+        self._call_input(call, CallInput.TRANSFER_END)
+        self._history(call, "transfer_completed", rec.target)
+        self._records.save_call(call.record())
+        self._release_leg(call, agent_leg)
+        self._update_transfer(run, state="completed", outcome="completed")
+        self._emit(TransferCompleted(**self._ids_of(run)))
+        to_ready = self._operation(call.operation_id).after_transfer_state == "ready"
+        self._agent_leg_over(call, agent_leg, "transferred", to_ready=to_ready)
+
+    def _release_target(self, run: TransferRun, call: Call, cause: int | None) -> None:
+        target = self._target_leg(run, call)
+        self._release_leg(call, target, cause)
+        self._agent_leg_over(call, target, "transfer_ended")
+
+    def _return_customer(self, run: TransferRun, call: Call, event: TransferInput, status: int | None) -> None:
+        if event is TransferInput.TIMEOUT:
+            cause: int | None = NO_ANSWER_CAUSE
+            outcome = "no_answer"
+        elif event is TransferInput.CANCEL:
+            cause, outcome = 487, "cancelled"
+        else:
+            cause, outcome = status, outcome_for_status(status)
+        self._release_target(run, call, cause)
+        call.transfer_id = None
+        agent_leg = call.leg(call.agent_leg_id)
+        customer = call.leg(call.customer_leg_id)
+        requeue_to: str | None = None
+        if agent_leg is not None and agent_leg.state == "up":
+            self._call_input(call, CallInput.TRANSFER_END)
+            if customer is not None:
+                self._signalling.unhold(customer.leg_id, self._ids("a"))
+            call.held = False
+            self._history(call, "transfer_" + ("cancelled" if event is TransferInput.CANCEL else "failed"), outcome)
+        else:  # the agent left mid-transfer: the customer goes to a queue, never to nothing
+            self._call_input(call, CallInput.REQUEUE)
+            call.agent_leg_id = call.agent = None
+            requeue_to = call.queue or self._operation(call.operation_id).default_queue
+            self._history(call, "transfer_failed", f"{outcome}, requeued to {requeue_to}")
+        if event is TransferInput.CANCEL:
+            self._update_transfer(run, state="cancelled", outcome="cancelled", sip_cause=cause)
+            self._emit(TransferCancelled(**self._ids_of(run)))
+        else:
+            self._finish_failed(run, call, outcome, cause, requeued=requeue_to is not None)
+        if agent_leg is None or agent_leg.state != "up":
+            if requeue_to is not None:
+                self._enqueue(call, requeue_to)
+            else:
+                self._release_leg(call, customer, 480)
+                self._end_call(call, "system", 480)
+
+    def _reconnect_agent(self, run: TransferRun, call: Call, event: TransferInput) -> None:
+        self._release_target(run, call, None)
+        agent_leg = call.leg(call.agent_leg_id)
+        if call.customer_leg_id and agent_leg is not None:
+            self._signalling.bridge(call.customer_leg_id, agent_leg.leg_id)
+        call.held = False
+        call.transfer_id = None
+        self._call_input(call, CallInput.TRANSFER_END)
+        if event is TransferInput.CANCEL:
+            self._history(call, "transfer_cancelled", run.record.target)
+            self._update_transfer(run, state="cancelled", outcome="cancelled")
+            self._emit(TransferCancelled(**self._ids_of(run)))
+        else:
+            self._history(call, "transfer_failed", "target_hangup")
+            self._finish_failed(run, call, "target_hangup", None)
+
+    def _finish_failed(self, run: TransferRun, call: Call, outcome: Any, cause: int | None, *,
+                       requeued: bool = False) -> None:
+        self._update_transfer(run, state="failed", outcome=outcome, sip_cause=cause, customer_requeued=requeued)
+        self._emit(TransferFailed(**self._ids_of(run), outcome=outcome, sip_cause=cause, customer_requeued=requeued))
