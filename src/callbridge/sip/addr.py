@@ -42,7 +42,6 @@ Params = dict[str, str | None]
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _DISPLAY_TOKENS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*\Z")
-_WHITESPACE = re.compile(r"[ \t]")
 
 
 def is_token(text: str) -> bool:
@@ -117,28 +116,36 @@ def quote_string(text: str) -> str:
 
 def parse_params(text: str) -> Params:
     """Parse ``;name=value;flag`` (``text`` starts at or before the first ``;``; leading whitespace allowed)."""
-    params: Params = {}
     text = text.strip()
     if not text:
-        return params
+        return {}
     if text[0] != ";":
-        raise ParseError(f"expected ';' before parameters: {text!r}")
-    items = _split_semicolons_quoted(text[1:]) if '"' in text else text[1:].split(";")
+        raise ParseError(f"expected ';' before parameters: {text[:40]!r}")
+    return params_after_semicolon(text[1:])
+
+
+def params_after_semicolon(text: str) -> Params:
+    """Parse ``name=value;flag`` (what follows the first ``;``)."""
+    params: Params = {}
+    items = _split_semicolons_quoted(text) if '"' in text else text.split(";")
+    spaced = " " in text or "\t" in text
     for item in items:
         name, eq, value = item.partition("=")
-        name = name.strip()
-        if not name or _TOKEN.match(name) is None:
-            raise ParseError(f"bad parameter {item!r}")
-        key = name.lower()
-        if eq:
+        if spaced:
+            name = name.strip()
             value = value.strip()
+        if not name.isalnum() and _TOKEN.match(name) is None:
+            raise ParseError(f"bad parameter {item[:40]!r}")
+        key = name.lower()
+        if key in params:
+            continue
+        if eq:
             if not value:
-                raise ParseError(f"empty parameter value in {item!r}")
+                raise ParseError(f"empty parameter value in {item[:40]!r}")
             if value[0] == '"' and _end_of_quoted(value, 0) != len(value):
-                raise ParseError(f"junk after quoted parameter value {item!r}")
-            if key not in params:
-                params[key] = value
-        elif key not in params:
+                raise ParseError(f"junk after quoted parameter value {item[:40]!r}")
+            params[key] = value
+        else:
             params[key] = None
     return params
 
@@ -213,6 +220,15 @@ class NameAddr:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _name_addr(uri_text: str, display: str | None, params: Params) -> NameAddr:
+    addr = NameAddr.__new__(NameAddr)
+    addr._uri = None
+    addr._uri_text = uri_text
+    addr.display = display
+    addr.params = params
+    return addr
+
+
 def parse_name_addr(value: str) -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` followed by header parameters."""
     text = value.strip()
@@ -220,7 +236,9 @@ def parse_name_addr(value: str) -> NameAddr:
         raise ParseError("empty address")
     display: str | None = None
     if text[0] == '"':
-        end = _end_of_quoted(text, 0)
+        end = text.find('"', 1) + 1
+        if end == 0 or "\\" in text[1:end]:
+            end = _end_of_quoted(text, 0)
         display = unquote_string(text[:end])
         rest = text[end:].lstrip()
         if not rest.startswith("<"):
@@ -244,13 +262,14 @@ def parse_name_addr(value: str) -> NameAddr:
     else:
         uri_text, semi, param_text = text.partition(";")
         uri_text = uri_text.rstrip()
-        if semi:
-            param_text = ";" + param_text
         if "?" in uri_text or "," in uri_text:
-            raise ParseError(f"URI with '?' or ',' must be enclosed in <>: {uri_text!r}")
-    if not uri_text or ":" not in uri_text or _WHITESPACE.search(uri_text) is not None:
-        raise ParseError(f"bad URI in address {value!r}")
-    return NameAddr(uri_text, display, parse_params(param_text) if param_text else {})
+            raise ParseError(f"URI with '?' or ',' must be enclosed in <>: {uri_text[:80]!r}")
+        if ":" not in uri_text or " " in uri_text or "\t" in uri_text:
+            raise ParseError(f"bad URI in address {value[:80]!r}")
+        return _name_addr(uri_text, display, params_after_semicolon(param_text) if semi else {})
+    if ":" not in uri_text or " " in uri_text or "\t" in uri_text:
+        raise ParseError(f"bad URI in address {value[:80]!r}")
+    return _name_addr(uri_text, display, parse_params(param_text) if param_text else {})
 
 
 class Via:
@@ -308,18 +327,30 @@ class Via:
 
 def parse_via(value: str) -> Via:
     """Parse one Via element (already split at commas)."""
+    if value.startswith("SIP/2.0/"):  # the usual shape, without optional whitespace: no splitting at '/'
+        transport, space, rest = value[8:].partition(" ")
+        if space and transport.isalnum():
+            sent_by, semi, param_text = rest.partition(";")
+            host, port = _parse_host_port(sent_by.strip())
+            via = Via.__new__(Via)
+            via.transport = transport.upper()
+            via.host = host
+            via.port = port
+            via.params = params_after_semicolon(param_text) if semi else {}
+            via.protocol = "SIP/2.0"
+            return via
     head, semi, param_text = value.partition(";")
     parts = head.split("/")
     if len(parts) != 3:
-        raise ParseError(f"bad Via: {value!r}")
+        raise ParseError(f"bad Via: {value[:80]!r}")
     name = parts[0].strip()
     version = parts[1].strip()
     transport, _, sent_by = parts[2].strip().partition(" ")
     sent_by = sent_by.strip()
-    if not (name and version and transport and sent_by) or not is_token(transport):
-        raise ParseError(f"bad Via: {value!r}")
+    if not (name and version and sent_by) or not (transport.isalnum() or is_token(transport)):
+        raise ParseError(f"bad Via: {value[:80]!r}")
     host, port = _parse_host_port(sent_by)
-    params = parse_params(";" + param_text) if semi else {}
+    params = params_after_semicolon(param_text) if semi else {}
     protocol = "SIP/2.0" if (name == "SIP" and version == "2.0") else f"{name}/{version}"
     return Via(transport.upper(), host, port, params, protocol)
 
@@ -336,16 +367,20 @@ def _parse_host_port(text: str) -> tuple[str, int | None]:
         has_port = bool(rest)
     else:
         host, colon, port_text = text.partition(":")
-        host = host.strip()
-        port_text = port_text.strip()
         has_port = bool(colon)
-    if not host or _WHITESPACE.search(host) is not None:
-        raise ParseError(f"bad host {text!r}")
+        if has_port:
+            host = host.rstrip()
+            port_text = port_text.lstrip()
+    if not host or " " in host or "\t" in host:
+        raise ParseError(f"bad host {text[:80]!r}")
     if not has_port:
         return host, None
-    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 or int(port_text) > 65535:
-        raise ParseError(f"bad port {text!r}")
+    if not (port_text.isdigit() and port_text.isascii()) or len(port_text) > 5 or int(port_text) > 65535:
+        raise ParseError(f"bad port {text[:80]!r}")
     return host, int(port_text)
+
+
+_new_tuple = tuple.__new__  # NamedTuple construction without the keyword-argument machinery
 
 
 class CSeq(NamedTuple):
@@ -362,9 +397,12 @@ MAX_SCALAR = 2**32 - 1
 
 def parse_uint(text: str, limit: int = MAX_SCALAR) -> int:
     """A decimal scalar (leading zeros allowed, §25.1 ``1*DIGIT``); ``ParseError`` if not digits or above limit."""
-    text = text.strip()
-    if not text or not text.isascii() or not text.isdigit() or len(text) > 20:
-        raise ParseError(f"bad number {text!r}")
+    if not (text.isdigit() and text.isascii()):
+        text = text.strip()
+        if not (text.isdigit() and text.isascii()):
+            raise ParseError(f"bad number {text[:30]!r}")
+    if len(text) > 20:
+        raise ParseError(f"number too long {text[:30]!r}")
     number = int(text)
     if number > limit:
         raise ParseError(f"number out of range: {text!r}")
@@ -373,9 +411,9 @@ def parse_uint(text: str, limit: int = MAX_SCALAR) -> int:
 
 def parse_cseq(value: str) -> CSeq:
     parts = value.split()
-    if len(parts) != 2 or not is_token(parts[1]):
+    if len(parts) != 2 or not (parts[1].isalpha() or is_token(parts[1])):
         raise ParseError(f"bad CSeq: {value!r}")
-    return CSeq(parse_uint(parts[0]), parts[1])
+    return _new_tuple(CSeq, (parse_uint(parts[0]), parts[1]))
 
 
 class Contact(NamedTuple):
@@ -394,6 +432,8 @@ def parse_contact(value: str) -> Contact:
     if value.strip() == "*":
         return Contact(True, None, None, None)
     addr = parse_name_addr(value)
+    if not addr.params:
+        return _new_tuple(Contact, (False, addr, None, None))
     q: float | None = None
     raw_q = addr.params.get("q")
     if raw_q is not None:

@@ -92,29 +92,43 @@ def header_key(name: str) -> str:
 class Headers:
     """Ordered, case-insensitive multi-map of header fields; built from ``(name, value)`` pairs."""
 
-    __slots__ = ("_items", "cache")
+    __slots__ = ("_first", "_items", "cache")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = [(header_key(name), name, value) for name, value in items]
+        self._items: list[tuple[str, str, str]] = [(header_key(name), name, value.strip()) for name, value in items]
+        self._first: dict[str, str] | None = None
         self.cache: dict[str, object] = {}
 
     @classmethod
-    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+    def _from_parsed(cls, items: list[tuple[str, str, str]], first: dict[str, str] | None = None) -> Headers:
+        """Adopt the parser's ``(key, name, stripped value)`` list and its first-value index."""
         headers = cls.__new__(cls)
         headers._items = items
+        headers._first = first
         headers.cache = {}
         return headers
 
+    def first_values(self) -> dict[str, str]:
+        """``key -> first field value`` (the raw line), built once and kept until the next mutation."""
+        first = self._first
+        if first is None:
+            first = self._first = {key: value for key, _, value in reversed(self._items)}
+        return first
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` (for list headers: the first comma-separated element), or ``default``."""
-        key = header_key(name)
-        for item_key, _, value in self._items:
-            if item_key == key:
-                if key in NO_SPLIT or "," not in value:
-                    return value.strip()
-                for element in split_commas(value):
-                    if element:
-                        return element
+        first = self._first
+        if first is None:
+            first = self.first_values()
+        key = name if name in first else header_key(name)
+        value = first.get(key)
+        if value is None:
+            return default
+        if key in NO_SPLIT or "," not in value:
+            return value
+        for element in split_commas(value):
+            if element:
+                return element
         return default
 
     def get_all(self, name: str) -> list[str]:
@@ -127,7 +141,7 @@ class Headers:
                 if split and "," in value:
                     values.extend(element for element in split_commas(value) if element)
                 else:
-                    values.append(value.strip())
+                    values.append(value)
         return values
 
     def get_lines(self, name: str) -> list[str]:
@@ -136,19 +150,19 @@ class Headers:
         return [value for item_key, _, value in self._items if item_key == key]
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((header_key(name), name, value))
-        self.cache.clear()
+        self._items.append((header_key(name), name, value.strip()))
+        self._changed()
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of the same name (a proxy pushing a Via, §16.6), else at the top."""
         key = header_key(name)
         for index, (item_key, _, _) in enumerate(self._items):
             if item_key == key:
-                self._items.insert(index, (key, name, value))
+                self._items.insert(index, (key, name, value.strip()))
                 break
         else:
-            self._items.insert(0, (key, name, value))
-        self.cache.clear()
+            self._items.insert(0, (key, name, value.strip()))
+        self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of ``name`` with one, at the place of the first (or at the end)."""
@@ -158,19 +172,19 @@ class Headers:
         for item in self._items:
             if item[0] == key:
                 if not placed:
-                    items.append((key, name, value))
+                    items.append((key, name, value.strip()))
                     placed = True
             else:
                 items.append(item)
         if not placed:
-            items.append((key, name, value))
+            items.append((key, name, value.strip()))
         self._items = items
-        self.cache.clear()
+        self._changed()
 
     def remove(self, name: str) -> None:
         key = header_key(name)
         self._items = [item for item in self._items if item[0] != key]
-        self.cache.clear()
+        self._changed()
 
     def remove_first(self, name: str) -> None:
         """Remove the first value of ``name`` (a UAC popping its Via from a response, §8.1.3.3)."""
@@ -183,6 +197,10 @@ class Headers:
                 else:
                     del self._items[index]
                 break
+        self._changed()
+
+    def _changed(self) -> None:
+        self._first = None
         self.cache.clear()
 
     def fields(self) -> list[tuple[str, str, str]]:
@@ -195,8 +213,8 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(item[0] == key for item in self._items)
+        first = self.first_values()
+        return name in first or header_key(name) in first
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for _, name, value in self._items)
@@ -206,7 +224,7 @@ class Headers:
 
     def keyed(self) -> list[tuple[str, str]]:
         """``(key, value)`` pairs: the canonical form compared by ``==``."""
-        return [(key, value.strip()) for key, _, value in self._items]
+        return [(key, value) for key, _, value in self._items]
 
     def __len__(self) -> int:
         return len(self._items)

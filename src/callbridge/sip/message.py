@@ -99,7 +99,9 @@ class Message:
 
     @property
     def via(self) -> Via:
-        vias = self.vias
+        vias = self.headers.cache.get("via")
+        if not isinstance(vias, list):
+            vias = self.vias
         if not vias:
             raise ParseError("missing Via")
         return vias[0]
@@ -113,22 +115,24 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        cache = self.headers.cache
-        cseq = cache.get("cseq")
-        if cseq is None:
-            value = self.headers.get("cseq")
-            if value is None:
-                raise ParseError("missing CSeq")
-            cseq = cache["cseq"] = parse_cseq(value)
-        return cast(CSeq, cseq)
+        cseq = self.headers.cache.get("cseq")
+        if isinstance(cseq, CSeq):
+            return cseq
+        value = self.headers.get("cseq")
+        if value is None:
+            raise ParseError("missing CSeq")
+        cseq = self.headers.cache["cseq"] = parse_cseq(value)
+        return cseq
 
     @property
     def from_(self) -> NameAddr:
-        return self._required_address("from")
+        addr = self.headers.cache.get("from")
+        return addr if isinstance(addr, NameAddr) else self._required_address("from")
 
     @property
     def to(self) -> NameAddr:
-        return self._required_address("to")
+        addr = self.headers.cache.get("to")
+        return addr if isinstance(addr, NameAddr) else self._required_address("to")
 
     def _required_address(self, key: str) -> NameAddr:
         addr = self._address(key)
@@ -174,8 +178,6 @@ class Message:
                 if not element:
                     raise ParseError("empty Contact element")
                 contacts.append(parse_contact(element))
-        if len(contacts) > 1 and any(contact.star for contact in contacts):
-            raise ParseError("Contact '*' must stand alone (§10.2.2)")
         cache["contact"] = contacts
         return contacts
 
@@ -299,6 +301,17 @@ class Request(Message):
             self._uri = None
             self._uri_text = uri
 
+    @classmethod
+    def _parsed(cls, method: str, uri: URI | None, uri_text: str, headers: Headers, body: bytes) -> Request:
+        request = cls.__new__(cls)
+        request.method = method
+        request._uri = uri
+        request._uri_text = uri_text
+        request.headers = headers
+        request.body = body
+        request.version = SIP_VERSION
+        return request
+
     @property
     def uri(self) -> URI:
         if self._uri is None:
@@ -339,6 +352,16 @@ class Response(Message):
         super().__init__(headers, body, version)
         self.status = status
         self.reason = reason if reason is not None else REASON_PHRASES.get(status, "")
+
+    @classmethod
+    def _parsed(cls, status: int, reason: str, headers: Headers, body: bytes) -> Response:
+        response = cls.__new__(cls)
+        response.status = status
+        response.reason = reason
+        response.headers = headers
+        response.body = body
+        response.version = SIP_VERSION
+        return response
 
     @property
     def start_line(self) -> str:

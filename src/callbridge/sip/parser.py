@@ -8,7 +8,9 @@ Only what a B2BUA must check before it can answer or route is parsed here:
 
 - start line: exactly ``Method SP Request-URI SP SIP-Version`` (trailing whitespace tolerated, RFC 4475 §3.1.2.10);
   version other than SIP/2.0 -> 505; response code three digits 100-699, else the response is dropped;
-- Request-URI parsed (``<...>``, spaces, and ``?headers`` in a SIP Request-URI -> 400, RFC 4475 §3.1.2.7/8/11);
+- Request-URI checked (``<...>``, spaces, and ``?headers`` in a SIP Request-URI -> 400, RFC 4475 §3.1.2.7/8/11):
+  one regular expression recognises the everyday ``sip:user@host:port;params`` shape, which is certain to parse and
+  is structured when ``request.uri`` is first read; any other text is parsed fully here;
 - To, From, Call-ID, CSeq, Via present (Max-Forwards may be absent: RFC 2543 peers, RFC 4475 §3.4.1), at most one
   of each single-value header (RFC 4475 §3.3.8), and each of them well formed (Via, From, To, Contact, CSeq,
   Max-Forwards);
@@ -26,13 +28,23 @@ nothing else escapes ``parse`` or ``StreamParser``, whatever the bytes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar, cast
 
-from callbridge.sip.addr import parse_cseq, parse_name_addr, parse_uint
+from callbridge.sip.addr import (
+    Contact,
+    Via,
+    parse_contact,
+    parse_cseq,
+    parse_name_addr,
+    parse_uint,
+    parse_via,
+    split_commas,
+)
 from callbridge.sip.errors import ParseError
 from callbridge.sip.headers import COMPACT_FORMS, Headers
-from callbridge.sip.message import Message, Request, Response
-from callbridge.sip.uri import parse_uri
+from callbridge.sip.message import Request, Response
+from callbridge.sip.uri import is_simple_sip_uri, parse_uri
 
 __all__ = ["KNOWN_METHODS", "StreamParser", "parse"]
 
@@ -58,27 +70,28 @@ KNOWN_METHODS: frozenset[str] = frozenset(
 _METHOD = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _SINGLE_VALUED = ("from", "to", "call-id", "cseq", "max-forwards", "content-type")
-_MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_MANDATORY = frozenset({"via", "from", "to", "call-id", "cseq"})
 
 Fields = list[tuple[str, str, str]]
+T = TypeVar("T")
 
 
 def parse(data: bytes) -> Request | Response:
     """Parse one datagram. Raises ``ParseError`` (``.status``: response to send, or ``None`` = drop) only."""
     try:
         start, fields, rest = _split_head(bytes(data))
-        is_response = start.startswith("SIP/")
         try:
-            length = _content_length(fields, stream=False)
+            first = {key: value for key, _, value in reversed(fields)}
+            length = _content_length(fields, first, stream=False)
             if length is None:
                 body = rest
             elif length > len(rest):
                 raise ParseError(f"Content-Length {length} exceeds the {len(rest)} octets received")
             else:
                 body = rest[:length]
-            return _build(start, fields, body)
+            return _build(start, fields, first, body)
         except ParseError as exc:
-            if is_response:
+            if start.startswith("SIP/"):
                 exc.status = None
             raise
     except ParseError:
@@ -109,45 +122,60 @@ def _split_head(data: bytes) -> tuple[str, Fields, bytes]:
     return start, fields, rest
 
 
+# Header names seen before -> (key, name as written without trailing whitespace); bounded so that random names
+# cannot grow it without limit. A hit means the name was already checked to be a token.
+_KNOWN_NAMES: dict[str, tuple[str, str]] = {}
+_KNOWN_NAMES_LIMIT = 4096
+
+
+def _learn_name(raw: str) -> tuple[str, str] | None:
+    name = raw.rstrip(" \t")
+    if _HEADER_NAME.match(name) is None:
+        return None
+    key = name.lower()
+    known = (COMPACT_FORMS.get(key, key), name)
+    if len(_KNOWN_NAMES) < _KNOWN_NAMES_LIMIT:
+        _KNOWN_NAMES[raw] = known
+    return known
+
+
 def _parse_head(head: bytes) -> tuple[str, Fields]:
     lines = head.decode("utf-8", "surrogateescape").split("\r\n")
     fields: Fields = []
-    compact = COMPACT_FORMS
+    append = fields.append
+    known_names = _KNOWN_NAMES
     for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            if not fields:
-                raise ParseError("continuation line before the first header")
-            key, name, value = fields[-1]
-            fields[-1] = (key, name, f"{value} {line.strip()}" if value else line.strip())
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise ParseError(f"header line without ':': {line[:40]!r}")
-        name = name.rstrip(" \t")
-        if _HEADER_NAME.match(name) is None:
-            raise ParseError(f"bad header name {name[:40]!r}")
-        key = name.lower()
-        fields.append((compact.get(key, key), name, value.strip()))
+        raw_name, colon, value = line.partition(":")
+        known = known_names.get(raw_name)
+        if known is None:
+            known = _learn_name(raw_name) if colon else None
+            if known is None:
+                if line[:1] in (" ", "\t") and fields:  # §7.3.1: a fold is equivalent to one space
+                    key, name, previous = fields[-1]
+                    more = line.strip()
+                    fields[-1] = (key, name, f"{previous} {more}" if previous else more)
+                    continue
+                raise ParseError(f"bad header line {line[:40]!r}")
+        append((known[0], known[1], value.strip()))
     return lines[0], fields
 
 
-def _content_length(fields: Fields, *, stream: bool) -> int | None:
-    values = [value for key, _, value in fields if key == "content-length"]
-    if not values:
+def _content_length(fields: Fields, first: dict[str, str], *, stream: bool) -> int | None:
+    value = first.get("content-length")
+    if value is None:
         if stream:
             raise ParseError("Content-Length is mandatory on a stream (§18.3)")
         return None
-    if len(values) > 1 or "," in values[0]:
+    if "," in value or (len(first) != len(fields) and sum(key == "content-length" for key, _, _ in fields) > 1):
         # RFC 4475 §3.3.9: no way to know where the body ends; drop the datagram / close the stream.
         raise ParseError("several Content-Length values", None)
-    return parse_uint(values[0], limit=2**31 - 1)
+    return parse_uint(value, limit=2**31 - 1)
 
 
-def _build(start: str, fields: Fields, body: bytes) -> Request | Response:
-    headers = Headers._from_parsed(fields)
-    is_response = start.startswith("SIP/")
-    message = _response(start, headers, body) if is_response else _request(start, headers, body)
-    _validate(message, fields)
+def _build(start: str, fields: Fields, first: dict[str, str], body: bytes) -> Request | Response:
+    headers = Headers._from_parsed(fields, first)
+    message = _response(start, headers, body) if start.startswith("SIP/") else _request(start, headers, body)
+    _validate(message, fields, first)
     return message
 
 
@@ -158,7 +186,7 @@ def _response(start: str, headers: Headers, body: bytes) -> Response:
         raise ParseError(f"unsupported version {version!r}", None)
     if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
         raise ParseError(f"bad status code {code[:20]!r}", None)
-    return Response(int(code), reason, headers, body)
+    return Response._parsed(int(code), reason, headers, body)
 
 
 def _request(start: str, headers: Headers, body: bytes) -> Request:
@@ -170,44 +198,63 @@ def _request(start: str, headers: Headers, body: bytes) -> Request:
         if version.upper().startswith("SIP/"):
             raise ParseError(f"version {version!r} not supported", 505)
         raise ParseError(f"bad SIP-Version {version[:20]!r}")
-    if _METHOD.match(method) is None:
+    if not method.isalpha() and _METHOD.match(method) is None:
         raise ParseError(f"bad method {method[:40]!r}")
+    if is_simple_sip_uri(uri_text):
+        return Request._parsed(method, None, uri_text, headers, body)  # certain to parse: structured when read
     uri = parse_uri(uri_text)
     if uri.headers:
         # RFC 4475 §3.1.2.11: headers in a Request-URI never become real headers; refuse the request.
         raise ParseError("escaped headers in the Request-URI")
-    request = Request(method, uri_text, headers, body)
-    request._uri = uri
-    return request
+    return Request._parsed(method, uri, uri_text, headers, body)
 
 
-def _validate(message: Message, fields: Fields) -> None:
-    counts: dict[str, int] = {}
-    for key, _, _ in fields:
-        counts[key] = counts.get(key, 0) + 1
-    for key in _MANDATORY:
-        if key not in counts:
-            raise ParseError(f"missing mandatory header {key}")
-    for key in _SINGLE_VALUED:
-        if counts.get(key, 0) > 1:
-            raise ParseError(f"several {key} headers")
-    headers = message.headers
-    cache = headers.cache
-    cseq = cache["cseq"] = parse_cseq(headers.get("cseq") or "")
-    if isinstance(message, Request) and cseq.method != message.method:
+def _validate(message: Request | Response, fields: Fields, first: dict[str, str]) -> None:
+    if not first.keys() >= _MANDATORY:
+        missing = sorted(_MANDATORY - first.keys())
+        raise ParseError(f"missing mandatory header(s) {', '.join(missing)}")
+    cache = message.headers.cache
+    vias: list[Via]
+    contacts: list[Contact]
+    if len(first) == len(fields):  # every header once: the lists are in ``first``, parse them from there
+        vias = _elements(first["via"], parse_via)
+        contact = first.get("contact")
+        contacts = _elements(contact, parse_contact) if contact is not None else []
+    else:  # some header repeats: only list headers may
+        counts: dict[str, int] = {}
+        for key, _, _ in fields:
+            counts[key] = counts.get(key, 0) + 1
+        for key in _SINGLE_VALUED:
+            if counts.get(key, 0) > 1:
+                raise ParseError(f"several {key} headers")
+        vias = message.vias
+        contacts = message.contacts
+    cache["via"] = vias
+    cache["contact"] = contacts
+    if len(contacts) > 1 and any(contact.star for contact in contacts):
+        raise ParseError("Contact '*' must stand alone (§10.2.2)")
+    cseq = cache["cseq"] = parse_cseq(first["cseq"])
+    if cseq.method != getattr(message, "method", cseq.method):
+        method = cast(Request, message).method
         raise ParseError(
-            f"CSeq method {cseq.method!r} differs from {message.method!r}",
-            400 if message.method in KNOWN_METHODS else 501,
+            f"CSeq method {cseq.method!r} differs from {method!r}", 400 if method in KNOWN_METHODS else 501
         )
-    if not message.call_id:
+    if not first["call-id"]:
         raise ParseError("empty Call-ID")
-    cache["from"] = parse_name_addr(headers.get("from") or "")
-    cache["to"] = parse_name_addr(headers.get("to") or "")
-    message.vias  # noqa: B018 -- parsed now: a malformed Via is a 400, not a surprise later
-    if "contact" in counts:
-        message.contacts  # noqa: B018
-    if "max-forwards" in counts:
-        message.max_forwards  # noqa: B018
+    cache["from"] = parse_name_addr(first["from"])
+    cache["to"] = parse_name_addr(first["to"])
+    max_forwards = first.get("max-forwards")
+    if max_forwards is not None:
+        parse_uint(max_forwards, limit=255)
+
+
+def _elements(line: str, parse_one: Callable[[str], T]) -> list[T]:
+    if "," not in line:
+        return [parse_one(line)]
+    elements = split_commas(line)
+    if not all(elements):
+        raise ParseError("empty list element")
+    return [parse_one(element) for element in elements]
 
 
 class StreamParser:
@@ -263,7 +310,8 @@ class StreamParser:
         is_response = head.startswith(b"SIP/")
         try:
             start, fields = _parse_head(head)
-            length = _content_length(fields, stream=True)
+            first = {key: value for key, _, value in reversed(fields)}
+            length = _content_length(fields, first, stream=True)
         except ParseError as exc:
             self._break(exc)
         assert length is not None
@@ -275,7 +323,7 @@ class StreamParser:
         body = bytes(buffer[end + 4 : total])
         del buffer[:total]
         try:
-            return _build(start, fields, body)
+            return _build(start, fields, first, body)
         except ParseError as exc:
             if is_response:
                 exc.status = None

@@ -20,11 +20,20 @@ from urllib.parse import quote, unquote
 
 from callbridge.sip.errors import ParseError
 
-__all__ = ["URI", "parse_uri"]
+__all__ = ["URI", "is_simple_sip_uri", "parse_uri"]
 
 # Characters a URI may never contain as written: whitespace, controls, and the delimiters that enclose it.
 _FORBIDDEN = re.compile(r'[\x00-\x20<>"\x7f]')
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
+# The everyday shape of a SIP URI, strictly within what parse_uri accepts: text that matches it is known to parse,
+# so a Request-URI of this shape can be checked at parse time and structured when first read.
+_PORT = r"(?::(?:[0-9]{1,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+_SIMPLE_SIP_URI = re.compile(
+    r"sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,%]+(?::[A-Za-z0-9\-_.!~*'()&=+$,%]*)?@)?[A-Za-z0-9\-.]+"
+    + _PORT
+    + r"(?:;[A-Za-z0-9\-_.!~*'()&+$%\[\]/:]+(?:=[A-Za-z0-9\-_.!~*'()&+$%\[\]/:]*)?)*\Z"
+)
+_COMMON_SCHEMES = frozenset({"sip", "sips", "tel"})
 _HOST = re.compile(r"(?:[A-Za-z0-9\-.]+|\[[0-9A-Fa-f:.]+\])\Z")
 
 # Characters left as they are when serialising each component (RFC 3261 §25.1); the rest is %-escaped.
@@ -170,6 +179,10 @@ class URI:
         return hash((self.scheme, self.user, self.host.lower(), self.port))
 
 
+def _new_uri() -> URI:
+    return URI.__new__(URI)
+
+
 def _lower_items(mapping: dict[str, str | None] | dict[str, str]) -> dict[str, str | None]:
     return {name.lower(): (value.lower() if value is not None else None) for name, value in mapping.items()}
 
@@ -179,13 +192,18 @@ def _tel_digits(number: str | None) -> str:
     return "".join(ch for ch in (number or "") if ch not in "-.()").lower()
 
 
+def is_simple_sip_uri(text: str) -> bool:
+    """True when ``text`` is a plain ``sip:``/``sips:`` URI that ``parse_uri`` is certain to accept."""
+    return _SIMPLE_SIP_URI.match(text) is not None
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI as written in a message (escaped); raise ``ParseError(400)`` if malformed."""
     scheme, colon, rest = text.partition(":")
-    if not colon or not rest or _SCHEME.match(scheme) is None:
-        raise ParseError(f"not an absolute URI: {text!r}")
-    if _FORBIDDEN.search(rest) is not None:
-        raise ParseError(f"forbidden character in URI {text!r}")
+    if not colon or not rest or (scheme not in _COMMON_SCHEMES and _SCHEME.match(scheme) is None):
+        raise ParseError(f"not an absolute URI: {text[:80]!r}")
+    if not rest.isprintable() or _FORBIDDEN.search(rest) is not None:
+        raise ParseError(f"forbidden character in URI {text[:80]!r}")
     scheme = scheme.lower()
     if scheme == "sip" or scheme == "sips":
         return _parse_sip(scheme, rest)
@@ -240,4 +258,13 @@ def _parse_sip(scheme: str, rest: str) -> URI:
             if not name or not eq:
                 raise ParseError(f"bad URI header {item!r}")
             headers[_unescape(name)] = _unescape(value)
-    return URI(scheme, user, password, host, port, params, headers)
+    uri = _new_uri()
+    uri.scheme = scheme
+    uri.user = user
+    uri.password = password
+    uri.host = host
+    uri.port = port
+    uri.params = params
+    uri.headers = headers
+    uri.opaque = None
+    return uri
