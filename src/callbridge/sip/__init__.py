@@ -10,6 +10,8 @@ from callbridge.sip.auth import (
     format_auth_header,
     parse_auth_header,
 )
+from callbridge.sip.dialog import Dialog, DialogState
+from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.errors import ParseError, SipError
 from callbridge.sip.headers import Headers
 from callbridge.sip.message import Message, Request, Response, make_response
@@ -25,8 +27,11 @@ __all__ = [
     "AuthResult",
     "CSeq",
     "Contact",
+    "Dialog",
+    "DialogState",
     "DigestChallenger",
     "DigestResponder",
+    "Endpoint",
     "Headers",
     "Message",
     "NameAddr",
