@@ -28,6 +28,8 @@ NOT_IP_LITERAL = "not_ip_literal"
 NETWORK_NOT_ALLOWED = "network_not_allowed"
 BAD_PORT = "bad_port"
 
+HOST_CACHE_SIZE = 4096
+
 Address = tuple[str, int] | tuple[str, int, int, int]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -55,6 +57,8 @@ class DestinationPolicy:
         self._log_interval = log_interval
         self._last_log: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        # Verdicts by host string: parsing an address costs more than the send itself under load.
+        self._host_cache: dict[str, str | None] = {}
 
     def refusal_reason(self, addr: Address | str) -> str | None:
         """Why ``addr`` (a host or a ``(host, port, ...)`` tuple) may not be reached, or None when it may.
@@ -66,12 +70,22 @@ class DestinationPolicy:
             host, port = addr[0], addr[1]
         if port is not None and not 0 < port < 65536:
             return BAD_PORT
+        cache = self._host_cache
+        try:
+            return cache[host]
+        except KeyError:
+            pass
         ip = parse_ip_literal(host)
         if ip is None:
-            return NOT_IP_LITERAL
-        if not any(ip in net for net in self.networks):
-            return NETWORK_NOT_ALLOWED
-        return None
+            reason: str | None = NOT_IP_LITERAL
+        elif not any(ip in net for net in self.networks):
+            reason = NETWORK_NOT_ALLOWED
+        else:
+            reason = None
+        if len(cache) >= HOST_CACHE_SIZE:
+            cache.clear()
+        cache[host] = reason
+        return reason
 
     def allows(self, addr: Address | str) -> bool:
         """True when ``addr`` may be sent to; a refusal is counted and logged (rate-limited)."""
