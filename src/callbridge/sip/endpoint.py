@@ -687,9 +687,7 @@ class Endpoint:
         if dialog.terminated:
             return
         if code == 491 and dialog.glare_retry is not None:
-            # §14.1: the owner of the Call-ID waits 2.1-4 s, the other 0-2 s, in units of 10 ms.
-            delay = self.rng.randint(210, 400) / 100 if dialog.is_uac else self.rng.randint(0, 200) / 100
-            self._arm_dialog(dialog, "glare", now + delay)
+            self._arm_dialog(dialog, "glare", now + self._glare_delay(dialog))
             return
         dialog.glare_retry = None
         if code in (408, 481):
@@ -817,6 +815,12 @@ class Endpoint:
         body, content_type = dialog.last_offer if dialog.last_offer is not None else (b"", None)
         self.send_in_dialog(dialog, "INVITE", now, body=body, content_type=content_type)
 
+    def _glare_delay(self, dialog: Dialog) -> float:
+        """§14.1: the owner of the Call-ID waits 2.1-4 s, the other side 0-2 s, in units of 10 ms."""
+        if dialog.is_uac:
+            return self.rng.randint(210, 400) / 100
+        return self.rng.randint(0, 200) / 100
+
     def _dialog_timer(self, dialog: Dialog, name: str, now: float) -> None:
         if dialog.terminated:
             return
@@ -835,7 +839,10 @@ class Endpoint:
             self._end_dialog(dialog, now, "ack-timeout", send_bye=True)
         elif name == "glare":
             retry = dialog.glare_retry
-            if retry is None or dialog.outgoing_invite is not None or dialog.incoming_invite is not None:
+            if retry is None:
+                return
+            if dialog.outgoing_invite is not None or dialog.incoming_invite is not None:
+                self._arm_dialog(dialog, "glare", now + self._glare_delay(dialog))  # the peer's INVITE won
                 return
             method, body, content_type, headers = retry
             self.send_in_dialog(dialog, method, now, body=body, content_type=content_type, headers=headers)
