@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -56,6 +57,12 @@ def _text(value: str | int) -> str:
 def query(verb: str, *pairs: tuple[str, str | int | None]) -> Params:
     """``api=<verb>`` then the given parameters in order, leaving out those that are None."""
     return [("api", verb), *((name, _text(value)) for name, value in pairs if value is not None)]
+
+
+def encode_query(params: Sequence[tuple[str, str]]) -> str:
+    """RFC 3986 percent-encoding of every reserved character (a space is ``%20``, not the form's ``+``, which a
+    strict server would read as a literal plus: the dial prefix)."""
+    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
 
 
 def recall_date(when: str | datetime) -> str:
@@ -148,7 +155,7 @@ class AgentboxClient(_Base):
         delays = self.retry.delays()
         while True:
             with self._slots:
-                response = self._http.post(ENDPOINT, params=list(params))
+                response = self._http.post(f"{ENDPOINT}?{encode_query(params)}")
             try:
                 return parse(verb, response.status_code, response.content)
             except errors.ConcurrencyLimit:
@@ -247,7 +254,7 @@ class AsyncAgentboxClient(_Base):
         slots = loop_slots(self.base_url, self.token, self.max_in_flight)
         while True:
             async with slots:
-                response = await self._http.post(ENDPOINT, params=list(params))
+                response = await self._http.post(f"{ENDPOINT}?{encode_query(params)}")
             try:
                 return parse(verb, response.status_code, response.content)
             except errors.ConcurrencyLimit:

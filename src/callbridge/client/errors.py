@@ -268,7 +268,12 @@ def _all_classes(root: type[AgentboxError]) -> list[type[AgentboxError]]:
     return out
 
 
-BY_KEY: Mapping[str, type[AgentboxError]] = {cls.key: cls for cls in _all_classes(AgentboxError) if cls.key}
+# Problem key -> class. NUMBER_NOT_ALLOWED (the dial plan refused the number) reads on agentbox as the invalid
+# parameter it is worded as, and is raised as one on the native API too, with its own key.
+BY_KEY: Mapping[str, type[AgentboxError]] = {
+    **{cls.key: cls for cls in _all_classes(AgentboxError) if cls.key},
+    "NUMBER_NOT_ALLOWED": InvalidParameter,
+}
 _BY_STATUS: Mapping[int, type[AgentboxError]] = {
     400: BadRequest, 401: TokenMissing, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed, 409: Conflict,
 }
