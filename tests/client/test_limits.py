@@ -183,24 +183,26 @@ def test_other_errors_are_not_retried() -> None:
 
 
 async def test_a_waiting_retry_lets_go_of_its_slot() -> None:
-    # one request is refused twice and backs off; meanwhile the other slot-holders must not be blocked by it
+    # One request is refused twice and backs off (0.1 s, then 0.2 s). While it waits, the other four must still
+    # get both slots: were the slot held during the backoff, they would run one at a time.
     refusals = {"left": 2}
     counter = AsyncCounter(hold=0.02)
 
     async def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.params["agent_id"] == "9" and refusals["left"]:
-            refusals["left"] -= 1
-            return httpx.Response(403, content=REFUSED)
+        if request.url.params["agent_id"] == "9":
+            if refusals["left"]:
+                refusals["left"] -= 1
+                return httpx.Response(403, content=REFUSED)
+            return httpx.Response(200, content=OK)
         return await counter(request)
 
     policy = RetryPolicy(attempts=5, base_delay=0.2, jitter=lambda: 0.0)
     async with AsyncAgentboxClient("http://127.0.0.1:8080", token="tok-w", retry=policy,
                                    transport=httpx.MockTransport(handler)) as box:
-        started = time.monotonic()
         slow = asyncio.ensure_future(box.hang("9"))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the slow one has been refused and is backing off
+        assert refusals["left"] == 1
         await asyncio.gather(*(box.hang("1") for _ in range(4)))
-        others_done = time.monotonic() - started
-        await slow
-    assert others_done < 0.1 + 0.04 * 2  # two rounds of two, not stuck behind the 0.1 + 0.2 s of backoff
-    assert counter.total == 5
+        assert not slow.done()  # the others finished during its backoff
+        assert (await slow).msg == "Call has been hung up"
+    assert (counter.total, counter.max_seen) == (4, 2)
