@@ -271,7 +271,7 @@ class ServiceCore:
 
     def _agent_answered(self, call: Call, leg: Leg) -> None:
         rt = self._agents.get((call.operation_id, leg.agent)) if leg.agent else None
-        if rt is None or rt.leg_id != leg.leg_id:
+        if rt is None or rt.leg_id != leg.leg_id or rt.state == ON_CALL:
             return
         self._agent_input(rt, AgentInput.ANSWER, "answered")
         rt.untyped_conn_id = call.conn_id

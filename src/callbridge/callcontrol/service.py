@@ -567,6 +567,7 @@ class CallControlService(TransferEngine):
         customer = call.leg(call.customer_leg_id)
         assert customer is not None
         self._signalling.bridge(customer.leg_id, agent_leg.leg_id)
+        call.agent = agent_leg.agent
         for leg in (customer, agent_leg):
             if leg.state in ("calling", "ringing"):
                 self._leg_input(call, leg, LegInput.ANSWER)
