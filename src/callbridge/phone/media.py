@@ -1,0 +1,105 @@
+"""One call's side of the SDP offer/answer (RFC 3264), for a phone that signals media but sends none.
+
+Rules
+- The phone offers one audio stream, PCMU/8000 (payload type 0), on its own RTP port, from its own address.
+- Answers (RFC 3264 §6): one m= line per offered m= line, in order. The first audio stream over RTP/AVP that
+  offers PCMU is accepted (our port, payload 0 only); every other stream is rejected with port 0. An offer with no
+  acceptable stream cannot be answered (the INVITE gets 488).
+- Direction (§6.1): the answer mirrors the offer (sendonly -> recvonly, recvonly -> sendonly, inactive stays);
+  while we hold the call our side also stops receiving (§8.4: sendrecv -> sendonly, recvonly -> inactive).
+- Versions (§8): every description we send in one call keeps the o= session id; its version goes up by one
+  exactly when the description differs from the previous one we sent.
+- Descriptions are written as text (cheap: an answer is a handful of f-strings); the far end's are parsed with
+  `SessionDescription.parse`, so malformed SDP raises `SdpError` (400).
+"""
+
+from __future__ import annotations
+
+from callbridge.sip.sdp import Direction, SessionDescription, answer_direction, hold_direction
+
+__all__ = ["MediaSession", "NotAcceptable", "remote_direction"]
+
+_PCMU = "0"
+
+
+class NotAcceptable(Exception):
+    """The offer has no stream this phone can accept (PCMU over RTP/AVP): answer 488."""
+
+
+def remote_direction(sd: SessionDescription) -> Direction:
+    """The direction of the far end's first accepted audio stream (or of the session when it has none)."""
+    for media in sd.media:
+        if media.media == "audio" and not media.rejected:
+            return sd.direction(media)
+    return sd.direction()
+
+
+class MediaSession:
+    """Our descriptions for one call: what we offered or answered last, and what the far end sent last."""
+
+    __slots__ = ("_body", "_sess_version", "_stream", "address", "addrtype", "holding", "remote", "rtp_port",
+                 "sess_id", "username")
+
+    def __init__(self, address: str, rtp_port: int, sess_id: int, username: str = "-") -> None:
+        self.address = address
+        self.addrtype = "IP6" if ":" in address else "IP4"
+        self.rtp_port = rtp_port
+        self.sess_id = sess_id
+        self.username = username or "-"
+        self._sess_version = sess_id  # RFC 4566 §5.2 suggests an NTP-like start; any number will do
+        self._body: bytes | None = None  # the last description we sent
+        self._stream: str | None = None  # ... without its o= line, to tell whether it changed
+        self.holding = False  # we put the far end on hold (our re-INVITE with sendonly)
+        self.remote: SessionDescription | None = None
+
+    @property
+    def local(self) -> bytes | None:
+        """The last description we sent (offer or answer), or None before the first."""
+        return self._body
+
+    @property
+    def version(self) -> int:
+        return self._sess_version
+
+    def _write(self, media_lines: list[str]) -> bytes:
+        stream = "".join(media_lines)
+        if self._stream is not None and stream != self._stream:
+            self._sess_version += 1
+        self._stream = stream
+        head = (f"v=0\r\no={self.username} {self.sess_id} {self._sess_version} IN {self.addrtype} {self.address}"
+                f"\r\ns=callbridge\r\nc=IN {self.addrtype} {self.address}\r\nt=0 0\r\n")
+        body = (head + stream).encode()
+        self._body = body
+        return body
+
+    def _audio(self, direction: Direction) -> str:
+        return (f"m=audio {self.rtp_port} RTP/AVP {_PCMU}\r\na=rtpmap:{_PCMU} PCMU/8000\r\n"
+                f"a=ptime:20\r\na={direction}\r\n")
+
+    def offer(self) -> bytes:
+        """A new offer (initial, re-INVITE, or in a 2xx to an offer-less INVITE): sendrecv, or sendonly on hold."""
+        return self._write([self._audio("sendonly" if self.holding else "sendrecv")])
+
+    def answer(self, offer: SessionDescription) -> bytes:
+        """Our answer to `offer` (which becomes `remote`); raises `NotAcceptable` when nothing can be accepted."""
+        lines: list[str] = []
+        accepted = False
+        for media in offer.media:
+            if (not accepted and media.media == "audio" and media.proto.upper() == "RTP/AVP"
+                    and not media.rejected and _PCMU in media.formats):
+                direction = answer_direction(offer.direction(media))
+                if self.holding:
+                    direction = hold_direction(direction)
+                lines.append(self._audio(direction))
+                accepted = True
+            else:
+                formats = " ".join(media.formats) or _PCMU
+                lines.append(f"m={media.media} 0 {media.proto} {formats}\r\n")
+        if not accepted:
+            raise NotAcceptable("no PCMU audio stream over RTP/AVP in the offer")
+        self.remote = offer
+        return self._write(lines)
+
+    def accept_answer(self, answer: SessionDescription) -> None:
+        """The far end's answer to our offer."""
+        self.remote = answer
