@@ -138,7 +138,7 @@ def test_an_agent_freed_takes_the_longest_waiting_call(world: World) -> None:
 
 def test_agent_back_from_acw_takes_the_waiting_call(world: World) -> None:
     world.login("1001")
-    conn_id, cust, agent_leg = world.connected_call()
+    _conn_id, cust, _agent_leg = world.connected_call()
     waiting, _ = world.inbound(number="222")
     world.service.on_leg_ended(cust)
     assert world.state("1001") == "acw"
@@ -151,7 +151,7 @@ def test_agent_back_from_acw_takes_the_waiting_call(world: World) -> None:
 
 def test_customer_hangs_up_while_ringing_frees_the_agent(world: World) -> None:
     world.login("1001")
-    conn_id, cust = world.inbound()
+    _conn_id, cust = world.inbound()
     offer = world.signalling.last_originate()
     world.service.on_leg_ended(cust)
     assert ("release", offer.leg_id, None, None) in world.signalling.requests

@@ -28,10 +28,11 @@ def _footprint(world: World) -> tuple[int, ...]:
             len(world.records.legs), len(world.scheduler.pending()))
 
 
-def expect(world: World, error_id: str, fn: Callable[..., Any], *args: Any, parameter: str | None = None) -> None:
+def expect(world: World, error_id: str, fn: Callable[..., Any], *args: Any, parameter: str | None = None,
+           **kwargs: Any) -> None:
     before = _footprint(world)
     with pytest.raises(CallControlError) as info:
-        fn(*args)
+        fn(*args, **kwargs)
     assert info.value.error_id == error_id
     if parameter is not None:
         assert isinstance(info.value, InvalidParameter) and info.value.parameter == parameter
