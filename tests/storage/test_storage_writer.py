@@ -133,3 +133,33 @@ async def test_aflush_does_not_block_the_loop(engine: Engine) -> None:
         assert _count(engine) == 1
     finally:
         writer.close()
+
+
+def test_row_writes_in_one_batch_are_grouped_and_last_write_wins(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(s.operations).values(_operation(0)))
+        conn.execute(insert(s.queues).values(operation_id="op0", name="q-old", max_wait_seconds=1))
+    writer = Writer(engine).start()
+    gate = threading.Event()
+    try:
+        _hold(writer, gate)
+        writer.insert(s.operations, _operation(1))
+        keys = ("operation_id", "name")
+        writer.upsert(s.queues, keys, {"operation_id": "op0", "name": "q-old", "max_wait_seconds": 2.0})  # exists
+        writer.upsert(s.queues, keys, {"operation_id": "op1", "name": "q-new", "max_wait_seconds": 3.0})  # new
+        writer.upsert(s.queues, keys, {"operation_id": "op1", "name": "q-new", "max_wait_seconds": 4.0})  # again
+        writer.insert(s.operations, _operation(2))
+        # one table with both kinds: applied one by one, in order
+        writer.insert(s.aux_states, {"operation_id": "op0", "id": "1", "name": "Break"})
+        writer.upsert(s.aux_states, ("operation_id", "id"), {"operation_id": "op0", "id": "1", "name": "Lunch"})
+        gate.set()
+        assert writer.flush(10)
+        assert writer.stats.batches == 2 and writer.stats.failed == 0
+        with engine.connect() as conn:
+            queues = conn.execute(select(s.queues.c.operation_id, s.queues.c.name, s.queues.c.max_wait_seconds)
+                                  .order_by(s.queues.c.operation_id)).all()
+            assert [tuple(q) for q in queues] == [("op0", "q-old", 2.0), ("op1", "q-new", 4.0)]
+            assert conn.execute(select(s.aux_states.c.name)).scalar_one() == "Lunch"
+        assert _count(engine) == 3
+    finally:
+        writer.close()

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, delete, func, select, update
 
 from callbridge.callcontrol.model import LOGOUT, CallRecord, Cdr, LegRecord
 from callbridge.storage import schema as s
-from callbridge.storage.records import cdr_values, read_cdr, read_legs, read_open_calls, upsert
+from callbridge.storage.records import cdr_values, read_cdr, read_legs, read_open_calls
 from callbridge.storage.sip_state import (
     DialogRecord,
     RegistrationRecord,
@@ -29,6 +29,7 @@ from callbridge.storage.sip_state import (
     read_dialogs,
 )
 from callbridge.storage.times import to_datetime
+from callbridge.storage.writer import upsert
 
 RECONCILE_REASON = "reconciled at start-up"
 

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, insert, select, update
+from sqlalchemy import Connection, Engine, Table, select
 
 from callbridge.callcontrol.model import (
     AgentStateChange,
@@ -34,18 +34,6 @@ from callbridge.storage.times import to_datetime, to_datetime_or_none, to_second
 from callbridge.storage.writer import Writer
 
 
-def upsert(conn: Connection, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
-    """Update the row whose `keys` columns equal those in `values`, or insert it when there is none."""
-    condition = and_(*(table.c[k] == values[k] for k in keys))
-    changed = {k: v for k, v in values.items() if k not in keys}
-    if changed:
-        if conn.execute(update(table).where(condition).values(changed)).rowcount:
-            return
-    elif conn.execute(select(table.c[keys[0]]).where(condition)).first() is not None:
-        return
-    conn.execute(insert(table).values(values))
-
-
 class WriteThrough:
     """Base of the write-through repositories: a writer to queue on and the node the writes come from."""
 
@@ -54,10 +42,10 @@ class WriteThrough:
         self.node_id = node_id
 
     def _upsert(self, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
-        self.writer.submit(lambda conn: upsert(conn, table, keys, values))
+        self.writer.upsert(table, keys, values)
 
     def _insert(self, table: Table, values: dict[str, Any]) -> None:
-        self.writer.execute(insert(table).values(values))
+        self.writer.insert(table, values)
 
 
 class StateRecords(WriteThrough):

@@ -9,6 +9,9 @@ Rules
 - A failing batch is retried item by item, each in its own transaction, so one bad write costs only itself. A
   write that still fails is logged with its traceback and counted (`stats.failed`); nothing is raised to anyone.
 - Order is kept: items commit in the order they were submitted (one thread, FIFO queue, retries in order).
+- The caller's side is cheap: `insert(table, values)` and `upsert(table, keys, values)` queue plain tuples; the
+  statements are built on the writer thread. Within a batch, row writes are grouped by table: inserts run as one
+  executemany, upserts as one SELECT of the keys present, one executemany UPDATE and one executemany INSERT.
 - `flush()` waits until everything submitted before it has been committed or has failed; tests use it to read
   what they wrote and shutdown uses it (through `close()`) to lose nothing. `aflush()` is the same for a
   coroutine, waiting in a worker thread.
@@ -20,15 +23,41 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, Executable
+from sqlalchemy import Connection, Engine, Executable, Table, and_, bindparam, insert, select, tuple_, update
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[Connection], Any]
+
+
+def upsert(conn: Connection, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
+    """Update the row whose `keys` columns equal those in `values`, or insert it when there is none."""
+    condition = and_(*(table.c[k] == values[k] for k in keys))
+    changed = {k: v for k, v in values.items() if k not in keys}
+    if changed:
+        if conn.execute(update(table).where(condition).values(changed)).rowcount:
+            return
+    elif conn.execute(select(table.c[keys[0]]).where(condition)).first() is not None:
+        return
+    conn.execute(insert(table).values(values))
+
+
+class _Insert(NamedTuple):
+    table: Table
+    values: dict[str, Any]
+
+
+class _Upsert(NamedTuple):
+    table: Table
+    keys: Sequence[str]
+    values: dict[str, Any]
+
+
+Item = Callable[[Connection], Any] | _Insert | _Upsert
 
 
 @dataclass
@@ -71,8 +100,19 @@ class Writer:
                 self._thread.start()
         return self
 
+    def insert(self, table: Table, values: dict[str, Any]) -> None:
+        """Queue the insertion of one row (built and executed on the writer thread)."""
+        self._put(_Insert(table, values))
+
+    def upsert(self, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
+        """Queue an insert-or-update of one row by its `keys` columns."""
+        self._put(_Upsert(table, keys, values))
+
     def submit(self, work: Work) -> None:
         """Queue `work(connection)` to run inside the next batch's transaction. Never blocks or raises."""
+        self._put(work)
+
+    def _put(self, work: Item) -> None:
         with self._lock:
             if self._closed:
                 self.stats.dropped += 1
@@ -122,7 +162,7 @@ class Writer:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            work: list[Work] = []
+            work: list[Item] = []
             markers: list[_Flush] = []
             for item in items:
                 if item is _STOP:
@@ -138,11 +178,10 @@ class Writer:
             for marker in markers:
                 marker.done.set()
 
-    def _write(self, work: list[Work]) -> None:
+    def _write(self, work: list[Item]) -> None:
         try:
             with self.engine.begin() as conn:
-                for item in work:
-                    item(conn)
+                _apply(conn, work)
         except Exception:
             if len(work) == 1:
                 self.stats.failed += 1
@@ -154,3 +193,64 @@ class Writer:
             return
         self.stats.batches += 1
         self.stats.committed += len(work)
+
+
+
+def _apply(conn: Connection, work: list[Item]) -> None:
+    """Run a batch in order; each run of row writes (no callable between) is applied table by table, tables in
+    the order they first appear, so a parent row written before its children still lands first."""
+    run: list[_Insert | _Upsert] = []
+    for item in work:
+        if isinstance(item, _Insert | _Upsert):
+            run.append(item)
+            continue
+        _apply_rows(conn, run)
+        run = []
+        item(conn)
+    _apply_rows(conn, run)
+
+
+def _apply_rows(conn: Connection, run: list[_Insert | _Upsert]) -> None:
+    by_table: dict[Table, list[_Insert | _Upsert]] = {}
+    for item in run:
+        by_table.setdefault(item.table, []).append(item)
+    for table, items in by_table.items():
+        upserts = [i for i in items if isinstance(i, _Upsert)]
+        if not upserts:
+            conn.execute(insert(table), [i.values for i in items])
+        elif len(upserts) == len(items) and all(u.keys == upserts[0].keys for u in upserts):
+            _bulk_upsert(conn, table, upserts[0].keys, [u.values for u in upserts])
+        else:  # mixed kinds on one table: keep their exact order
+            for i in items:
+                if isinstance(i, _Insert):
+                    conn.execute(insert(table).values(i.values))
+                else:
+                    upsert(conn, table, i.keys, i.values)
+
+
+def _bulk_upsert(conn: Connection, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    """Upsert many rows with one SELECT of the keys present, one executemany UPDATE and one INSERT. Rows for the
+    same key collapse to the last one (each upsert carries the whole row, so the last write wins anyway)."""
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        latest[tuple(row[k] for k in keys)] = row
+    if len(keys) == 1:
+        condition = table.c[keys[0]].in_([k[0] for k in latest])
+    else:
+        condition = tuple_(*(table.c[k] for k in keys)).in_(list(latest))
+    present = {tuple(r) for r in conn.execute(select(*(table.c[k] for k in keys)).where(condition))}
+    fresh = [row for key, row in latest.items() if key not in present]
+    if fresh:
+        conn.execute(insert(table), fresh)
+    changed: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for key, row in latest.items():
+        if key in present:
+            changed.setdefault(frozenset(row) - set(keys), []).append(row)
+    for columns, group in changed.items():
+        if not columns:
+            continue
+        statement = (update(table)
+                     .where(and_(*(table.c[k] == bindparam(f"k_{k}", type_=table.c[k].type) for k in keys)))
+                     .values({c: bindparam(f"v_{c}", type_=table.c[c].type) for c in sorted(columns)}))
+        conn.execute(statement, [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in columns}}
+                                 for r in group])
