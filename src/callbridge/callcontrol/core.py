@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from callbridge.callcontrol.commands import ActionTicket, ActionVerb
-from callbridge.callcontrol.errors import CallControlError, NumberNotAllowed
+from callbridge.callcontrol.errors import AgentNotFound, AgentNotLoggedIn, CallControlError, NumberNotAllowed
 from callbridge.callcontrol.events import (
     ActionCompleted,
     ActionFailed,
@@ -75,6 +75,7 @@ from callbridge.callcontrol.states import (
     LegInput,
     agent_transition,
     call_transition,
+    is_logged_in,
     leg_transition,
 )
 
@@ -207,6 +208,20 @@ class ServiceCore:
             store.popitem(last=False)
 
     # --- agents -----------------------------------------------------------------------------------------------
+
+    def _require_agent(self, operation_id: str, agent_id: str) -> tuple[Operation, AgentRuntime]:
+        op = self._directory.get_operation(operation_id)
+        rt = self._find_agent(operation_id, agent_id) if op is not None else None
+        if op is None or rt is None:
+            raise AgentNotFound()
+        return op, rt
+
+    def _require_logged_in(self, operation_id: str, agent_id: str) -> tuple[Operation, AgentRuntime]:
+        op, rt = self._require_agent(operation_id, agent_id)
+        if not is_logged_in(rt.state):
+            raise AgentNotLoggedIn()
+        return op, rt
+
 
     def _runtime(self, agent: Agent) -> AgentRuntime:
         key = (agent.operation_id, agent.extension)

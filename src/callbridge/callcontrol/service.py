@@ -15,8 +15,6 @@ success); state-only verbs return once the state is stored.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from callbridge.callcontrol.commands import (
     ActionTicket,
     AgentView,
@@ -31,8 +29,6 @@ from callbridge.callcontrol.commands import (
 )
 from callbridge.callcontrol.core import AgentRuntime
 from callbridge.callcontrol.errors import (
-    AgentNotFound,
-    AgentNotLoggedIn,
     AlreadyOnCall,
     CallControlUnavailable,
     CallNotFound,
@@ -42,7 +38,6 @@ from callbridge.callcontrol.errors import (
     NoActiveCall,
     NoCallToType,
     NoRecentCall,
-    NumberNotAllowed,
     PhoneNotRegistered,
     TargetNotAvailable,
     TransferFinished,
@@ -53,12 +48,10 @@ from callbridge.callcontrol.errors import (
 )
 from callbridge.callcontrol.events import (
     CallAnswered,
-    CallDialing,
     CallHeld,
     CallMuted,
     DisplayChanged,
     Dispositioned,
-    RecallDue,
     RecallScheduled,
 )
 from callbridge.callcontrol.model import (
@@ -69,36 +62,21 @@ from callbridge.callcontrol.model import (
     Disposition,
     HangupBy,
     Leg,
-    Operation,
     Recall,
     TransferKind,
     TransferRecord,
     Trunk,
 )
-from callbridge.callcontrol.ports import OriginateRequest
-from callbridge.callcontrol.states import AgentInput, CallInput, LegInput, is_busy, is_logged_in
+from callbridge.callcontrol.outbound import OutboundCalls
+from callbridge.callcontrol.states import AgentInput, CallInput, LegInput, is_busy
 from callbridge.callcontrol.transfer import TransferInput
-from callbridge.callcontrol.transfers import TransferEngine
 
 
-class CallControlService(TransferEngine):
+class CallControlService(OutboundCalls):
     """Build it with the ports: `CallControlService(directory=..., states=..., records=..., recalls=...,
     signalling=..., events=..., clock=..., scheduler=..., node_id="local", ids=random_ids)`."""
 
     # --- validation helpers -----------------------------------------------------------------------------------
-
-    def _require_agent(self, operation_id: str, agent_id: str) -> tuple[Operation, AgentRuntime]:
-        op = self._directory.get_operation(operation_id)
-        rt = self._find_agent(operation_id, agent_id) if op is not None else None
-        if op is None or rt is None:
-            raise AgentNotFound()
-        return op, rt
-
-    def _require_logged_in(self, operation_id: str, agent_id: str) -> tuple[Operation, AgentRuntime]:
-        op, rt = self._require_agent(operation_id, agent_id)
-        if not is_logged_in(rt.state):
-            raise AgentNotLoggedIn()
-        return op, rt
 
     def _active_call(self, rt: AgentRuntime, *, dialing: bool = False) -> Call:
         """The call the agent talks on (connected or transferring; `dialing` too when asked)."""
@@ -355,79 +333,6 @@ class CallControlService(TransferEngine):
         self._schedule_recall(recall)
         return recall
 
-    # --- recalls ----------------------------------------------------------------------------------------------
-
-    def restore(self) -> None:
-        """At start-up: schedule the recalls stored and not yet done."""
-        for recall in self._recall_repo.pending_recalls():
-            if recall.state in ("pending", "due"):
-                self._schedule_recall(recall)
-
-    def _schedule_recall(self, recall: Recall) -> None:
-        self._recalls[recall.id] = recall
-        rid = recall.id
-        self._arm(f"recall:{rid}", recall.due_at - self._now(), lambda: self._recall_due(rid))
-
-    def _recall_due(self, recall_id: str) -> None:
-        recall = self._recalls[recall_id]
-        self._emit(RecallDue(operation_id=recall.operation_id, recall_id=recall.id, agent=recall.agent,
-                             customer_phone=recall.customer_phone, type_recall=recall.type_recall))
-        if recall.type_recall == "manual":
-            self._set_recall(replace(recall, state="notified"))
-            del self._recalls[recall_id]
-            return
-        self._set_recall(replace(recall, state="due"))
-        rt = self._find_agent(recall.operation_id, recall.agent)
-        if rt is not None and rt.available:
-            self._agent_idle(rt)
-
-    def _set_recall(self, recall: Recall) -> None:
-        self._recalls[recall.id] = recall
-        self._recall_repo.save_recall(recall)
-
-    def _agent_idle(self, rt: AgentRuntime) -> None:
-        due = sorted((r for r in self._recalls.values() if r.state == "due" and r.operation_id == rt.operation_id
-                      and r.agent == rt.extension), key=lambda r: r.due_at)
-        for recall in due:
-            try:
-                trunk, dialled = self._resolve_number(recall.operation_id, recall.customer_phone)
-            except NumberNotAllowed:
-                continue
-            call = self._start_dial(self._operation(rt.operation_id), rt, recall.customer_phone, dialled, trunk)
-            del self._recalls[recall.id]
-            self._recall_repo.save_recall(replace(recall, state="dialled", conn_id=call.conn_id))
-            return
-
-    # --- dialling ---------------------------------------------------------------------------------------------
-
-    def _start_dial(self, op: Operation, rt: AgentRuntime, customer_phone: str, dialled: str,
-                    trunk: Trunk) -> Call:
-        call = self._new_call(op, "outbound", customer_phone, "dialing")
-        call.dialled_number, call.trunk = dialled, trunk.name
-        leg = self._add_leg(call, "agent", rt.extension, agent=rt.extension)
-        call.agent_leg_id, call.agent = leg.leg_id, rt.extension
-        rt.conn_id, rt.leg_id = call.conn_id, leg.leg_id
-        self._history(call, "dialing", f"{rt.extension} -> {customer_phone}")
-        self._records.save_call(call.record())
-        self._agent_input(rt, AgentInput.DIAL, "dial")
-        self._emit(CallDialing(operation_id=op.id, conn_id=call.conn_id, agent=rt.extension,
-                               customer_number=customer_phone))
-        self._originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "agent", rt.extension,
-                                         caller_id=customer_phone, offerless=True, auto_answer=True,
-                                         timeout=op.ring_timeout), op.ring_timeout)
-        return call
-
-    def _call_customer(self, call: Call, agent_leg: Leg) -> None:
-        """dial: the agent's phone answered (or the agent's own INVITE came in): now ring the customer."""
-        op = self._operation(call.operation_id)
-        trunk = self._trunk(op.id, call.trunk)
-        leg = self._add_leg(call, "customer", call.customer_number)
-        call.customer_leg_id = leg.leg_id
-        caller_id = (trunk.caller_id_number if trunk else "") or agent_leg.party
-        self._originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "trunk", call.dialled_number,
-                                         caller_id=caller_id, trunk=call.trunk, offer_from_leg=agent_leg.leg_id,
-                                         timeout=op.dial_timeout), op.dial_timeout)
-
     # --- native API -------------------------------------------------------------------------------------------
 
     def get_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord:
@@ -492,44 +397,6 @@ class CallControlService(TransferEngine):
         call.customer_leg_id = leg.leg_id
         self._history(call, "inbound", did)
         self._enqueue(call, route.queue)
-        return call.conn_id
-
-    def on_agent_call(self, operation_id: str, extension: str, leg_id: str, dialled: str) -> str:
-        """An agent's phone calls out: another agent's extension, or a number through the trunk.
-
-        Raises AgentNotLoggedIn/AlreadyOnCall (answer 403/486), TargetNotAvailable (486), NumberNotAllowed (403).
-        """
-        check_number(dialled, "dialled")
-        op, rt = self._require_logged_in(operation_id, extension)
-        if rt.conn_id is not None or is_busy(rt.state):
-            raise AlreadyOnCall()
-        target_rt = self._find_agent(op.id, dialled)
-        if target_rt is not None and not target_rt.available:
-            raise TargetNotAvailable()
-        trunk: Trunk | None = None
-        number = dialled
-        if target_rt is None:
-            trunk, number = self._resolve_number(op.id, dialled)
-        call = self._new_call(op, "internal" if target_rt else "outbound", dialled, "dialing")
-        call.dialled_number, call.trunk = number, trunk.name if trunk else None
-        agent_leg = self._add_leg(call, "agent", rt.extension, agent=rt.extension, leg_id=leg_id)
-        call.agent_leg_id, call.agent = agent_leg.leg_id, rt.extension
-        rt.conn_id, rt.leg_id = call.conn_id, agent_leg.leg_id
-        self._history(call, "agent_call", f"{rt.extension} -> {dialled}")
-        self._records.save_call(call.record())
-        self._agent_input(rt, AgentInput.DIAL, "dial")
-        self._emit(CallDialing(operation_id=op.id, conn_id=call.conn_id, agent=rt.extension, customer_number=dialled))
-        if target_rt is None:
-            self._call_customer(call, agent_leg)
-        else:
-            leg = self._add_leg(call, "customer", dialled, agent=dialled)
-            call.customer_leg_id = leg.leg_id
-            target_rt.conn_id, target_rt.leg_id = call.conn_id, leg.leg_id
-            self._agent_input(target_rt, AgentInput.OFFER, "agent_call")
-            self._originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "agent", dialled,
-                                             caller_id=rt.extension, caller_name=rt.agent.name,
-                                             offer_from_leg=agent_leg.leg_id, timeout=op.ring_timeout),
-                            op.ring_timeout)
         return call.conn_id
 
     def on_leg_ringing(self, leg_id: str) -> None:
