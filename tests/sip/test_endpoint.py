@@ -217,3 +217,37 @@ def test_2xx_never_acked_ends_the_call_with_bye_after_64_t1() -> None:
     wire.advance(64.0)
     assert alice.transaction_count == bob.transaction_count == 0
     assert alice.dialog_count == bob.dialog_count == 0
+
+
+def test_tables_return_to_empty_after_many_calls() -> None:
+    wire, alice, bob = pair()
+    outcomes = ["answer", "reject", "cancel", "answer-bob-hangs-up"] * 5
+    for outcome in outcomes:
+        tx = alice.invite("sip:bob@127.0.0.2", wire.now, from_uri="sip:alice@127.0.0.1")
+        wire.flush()
+        [incoming] = wire.take(bob, RequestReceived)
+        if outcome == "reject":
+            bob.respond(incoming.transaction, 486, wire.now)
+        elif outcome == "cancel":
+            bob.respond(incoming.transaction, 180, wire.now)
+            wire.flush()
+            alice.cancel(tx, wire.now)
+        else:
+            bob.respond(incoming.transaction, 200, wire.now)
+        wire.flush()
+        wire.advance(0.01)
+        if outcome == "answer":
+            [established] = wire.take(alice, DialogEstablished)
+            alice.bye(established.dialog, wire.now)
+        elif outcome == "answer-bob-hangs-up":
+            [established] = wire.take(bob, DialogEstablished)
+            bob.bye(established.dialog, wire.now)
+        wire.flush()
+        wire.take(alice)
+        wire.take(bob)
+    assert alice.dialog_count == bob.dialog_count == 0
+    assert alice.transaction_count > 0  # Timers K, J, D, I, L, M still running
+    wire.advance(64.0)
+    assert alice.transaction_count == bob.transaction_count == 0
+    assert alice.get_timer() is None and bob.get_timer() is None
+    assert len(alice._heap) == len(bob._heap) == 0

@@ -155,8 +155,8 @@ class Dialog:
         self.state = state
         self.timers: dict[str, float] = {}
         self.session: SessionTimer | None = None
-        # §13.3.1.4 (UAS): the 2xx we retransmit until its ACK: (cseq, bytes, dest, transport, interval, tx).
-        self.pending_2xx: tuple[int, bytes, tuple[str, int], str, float, ServerTransaction | None] | None = None
+        # §13.3.1.4 (UAS): the 2xx we retransmit until its ACK: (cseq, bytes, dest, transport, interval).
+        self.pending_2xx: tuple[int, bytes, tuple[str, int], str, float] | None = None
         # §13.2.2.4 (UAC): the ACK we sent for the last 2xx: (cseq, bytes, dest, transport).
         self.ack: tuple[int, bytes, tuple[str, int], str] | None = None
         self.outgoing_invite: ClientTransaction | None = None  # our INVITE in progress (glare, §14.1)

@@ -413,6 +413,7 @@ class Endpoint:
             for dialog in tx.early_dialogs:
                 if dialog.state is DialogStatus.EARLY:  # forks that never answered
                     self._end_dialog(dialog, 0.0, "rejected", send_bye=False)
+            tx.early_dialogs = []
         elif self._server.get(tx.key) is tx:
             del self._server[tx.key]
 
@@ -534,7 +535,7 @@ class Endpoint:
             dialog.last_offer = (response.body, response.content_type)
         data = bytes(response)
         interval = self.timers.t1
-        dialog.pending_2xx = (request.cseq.number, data, tx.dest, tx.transport, interval, tx)
+        dialog.pending_2xx = (request.cseq.number, data, tx.dest, tx.transport, interval)
         if tx.transport == "udp":
             self._arm_dialog(dialog, "2xx", now + interval)
         self._arm_dialog(dialog, "2xx_giveup", now + 64 * self.timers.t1)
@@ -779,6 +780,8 @@ class Endpoint:
         dialog.handle(DialogInput.TERMINATE)
         dialog.timers.clear()
         dialog.pending_2xx = None
+        # Break the dialog <-> transaction cycles so that both are freed by reference counting.
+        dialog.creating_tx = dialog.outgoing_invite = dialog.incoming_invite = None
         if self._dialogs.get(dialog.id) is dialog:
             del self._dialogs[dialog.id]
         self._events.append(DialogTerminated(dialog, reason))
@@ -828,10 +831,10 @@ class Endpoint:
             pending = dialog.pending_2xx
             if pending is None:
                 return
-            cseq, data, dest, transport, interval, tx = pending
+            cseq, data, dest, transport, interval = pending
             self._out.append((data, dest, transport))
             interval = min(interval * 2, self.timers.t2)
-            dialog.pending_2xx = (cseq, data, dest, transport, interval, tx)
+            dialog.pending_2xx = (cseq, data, dest, transport, interval)
             self._arm_dialog(dialog, "2xx", now + interval)
         elif name == "2xx_giveup":
             dialog.pending_2xx = None
