@@ -470,3 +470,27 @@ def test_swapping_contacts_in_one_request_never_unregisters_the_agent(registrar:
     added, removed = registrar.drain_events()
     assert isinstance(added, BindingAdded) and not added.first
     assert isinstance(removed, BindingRemoved) and removed.binding.contact_uri == "sip:1001@10.0.0.5"
+
+
+def test_changes_go_to_on_change_when_given(directory: FakeDirectory) -> None:
+    seen: list[object] = []
+    registrar = Registrar(directory, ChallengerPool(SECRET), on_change=seen.append)
+    authed(registrar, register(), "s3cret", source=("127.0.0.1", 5070))
+    assert [type(e) for e in seen] == [BindingAdded]
+    assert registrar.drain_events() == []
+
+
+def test_the_transport_is_recorded(registrar: Registrar) -> None:
+    request = register()
+    challenge = registrar.handle_register(request, ("127.0.0.1", 40000), "TCP", T0)
+    answered = with_credentials(request, DigestResponder("1001", "s3cret"), challenge)
+    assert registrar.handle_register(answered, ("127.0.0.1", 40000), "TCP", T0).status == 200
+    [binding] = registrar.contacts_for("0042", "1001", T0)
+    assert (binding.transport, binding.destination) == ("tcp", ("127.0.0.1", 40000))
+
+
+def test_a_malformed_expires_is_400_before_any_challenge(registrar: Registrar) -> None:
+    request = register(extra=("Expires: soon",))
+    response = registrar.handle_register(request, PHONE, "udp", T0)
+    assert response.status == 400
+    assert "WWW-Authenticate" not in response.headers

@@ -171,6 +171,7 @@ class Registrar:
             contacts = _contacts(request)
             header_expires = request.expires
             call_id, cseq = request.call_id, request.cseq.number
+            registrar_domain = request.uri.host.lower() if request.uri.is_sip else ""
         except ParseError as error:
             raise _Reject(400, None) from error
         if not aor.is_sip:
@@ -180,8 +181,7 @@ class Registrar:
             raise _Reject(420, None, [("Unsupported", ", ".join(o.strip() for o in required if o.strip()))])
 
         aor_domain = aor.host.lower()
-        operation = self._operation(aor_domain) or self._operation(request.uri.host.lower() if request.uri.is_sip
-                                                                    else "")
+        operation = self._operation(aor_domain) or self._operation(registrar_domain)
         realm = operation.digest_realm if operation is not None else aor_domain
         username = self._authenticate(request, operation, realm, now)
         assert operation is not None  # nobody authenticates without an operation
