@@ -7,7 +7,8 @@ their tenant). Events are built with `seq=0, at=0.0` and stamped by the service 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from callbridge.callcontrol.model import (
     HangupBy,
@@ -32,6 +33,10 @@ class DomainEvent:
                 out.append("_")
             out.append(ch.lower())
         return "".join(out)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as JSON-ready data: {"type": name, "seq": ..., "at": ..., "operation_id": ..., fields...}."""
+        return {"type": self.name, **asdict(self)}
 
 
 # --- calls ----------------------------------------------------------------------------------------------------
