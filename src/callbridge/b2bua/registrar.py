@@ -184,7 +184,8 @@ class Registrar:
         operation = self._operation(aor_domain) or self._operation(registrar_domain)
         realm = operation.digest_realm if operation is not None else aor_domain
         username = self._authenticate(request, operation, realm, now)
-        assert operation is not None  # nobody authenticates without an operation
+        if operation is None:  # unreachable: without an operation no HA1 exists, so nobody authenticates
+            raise _Reject(404, None)
 
         if aor.user != username:
             raise _Reject(403, "Username Does Not Match To")
