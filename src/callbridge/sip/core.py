@@ -1,0 +1,291 @@
+"""The shared state and helpers of the SIP endpoint: tables, timer heap, event queue, outgoing datagrams, dialog
+life (ending, session timers, glare delays) and in-dialog requests. `uas.py` and `uac.py` add the two roles and
+`endpoint.py` assembles them into the facade; the theory of operation is in `endpoint.py`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from callbridge.sip.dialog import Dialog, DialogError, DialogInput, DialogStatus
+from callbridge.sip.events import (
+    DialogTerminated,
+    Event,
+    TransactionTimedOut,
+    TransportError,
+)
+from callbridge.sip.message import Request, Response
+from callbridge.sip.routing import Addr, request_destination
+from callbridge.sip.session_timer import SessionTimer, expiry_delay, refresh_delay
+from callbridge.sip.timers import TimerConfig
+from callbridge.sip.transaction import ClientTransaction, ServerTransaction, Transaction, TxInput
+
+__all__ = ["EndpointCore"]
+
+HeaderList = Sequence[tuple[str, str]]
+TimerOwner = Transaction | Dialog
+# Requests that carry a Contact (dialog-creating or target-refreshing, §8.1.1.8, §12.2.1.1; REGISTER §10.2).
+CONTACT_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "REGISTER"})
+REPLACED_ON_RETRY = frozenset({"via", "cseq", "authorization", "proxy-authorization"})
+
+
+def _live(owner: TimerOwner, name: TxInput | str, deadline: float) -> bool:
+    """Lazy deletion: a heap entry counts only while its owner still has that timer armed for that deadline."""
+    if isinstance(owner, Transaction):
+        return isinstance(name, TxInput) and owner.timers.get(name) == deadline
+    return isinstance(name, str) and owner.timers.get(name) == deadline
+
+
+class EndpointCore:
+    """Tables, timers, events and dialog life shared by the UAS and UAC halves."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timers: TimerConfig,
+        rng: random.Random,
+        *,
+        user: str = "callbridge",
+        user_agent: str | None = None,
+        send_trying: bool = True,
+        session_expires: int | None = None,
+        min_se: int = 90,
+        auto_ack: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timers = timers
+        self.rng = rng
+        self.user = user
+        self.user_agent = user_agent
+        self.send_trying = send_trying
+        self.session_expires = session_expires
+        self.min_se = min_se
+        self.auto_ack = auto_ack
+        self._hostport = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        self._client: dict[tuple[str, ...], ClientTransaction] = {}
+        self._server: dict[tuple[str, ...], ServerTransaction] = {}
+        self._dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self._heap: list[tuple[float, int, TimerOwner, TxInput | str]] = []
+        self._seq = itertools.count()
+        self._events: deque[Event] = deque()
+        self._out: list[tuple[bytes, Addr, str]] = []
+        self.stats: dict[str, int] = {
+            "parse_errors": 0,
+            "responses_sent_stateless": 0,
+            "unmatched_responses": 0,
+            "unmatched_acks": 0,
+        }
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr, str]]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            deadline, _, owner, name = heap[0]
+            if _live(owner, name, deadline):
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._client) + len(self._server)
+
+    @property
+    def dialog_count(self) -> int:
+        return len(self._dialogs)
+
+    def contact(self, transport: str = "udp") -> str:
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"<sip:{self.user}@{self._hostport}{suffix}>"
+
+    def send_request(
+        self, request: Request, now: float, *, dest: Addr | None = None, transport: str | None = None
+    ) -> ClientTransaction:
+        """Send `request` in a new client transaction (adds the top Via with a new branch and rport)."""
+        target = request_destination(request) if dest is None else (dest, transport or "udp")
+        via_transport = target[1] if target is not None else (transport or "udp")
+        request.headers.prepend("Via", self._via(via_transport))
+        tx = ClientTransaction(
+            request, self, self.timers, target[0] if target is not None else ("", 0), via_transport
+        )
+        self._client[tx.key] = tx
+        if target is None:
+            tx.transport_error(now)
+        else:
+            tx.start(now)
+        return tx
+
+    def send_in_dialog(
+        self,
+        dialog: Dialog,
+        method: str,
+        now: float,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: HeaderList = (),
+    ) -> ClientTransaction:
+        """A request inside `dialog` (§12.2.1.1). BYE ends the dialog at once ("bye-sent")."""
+        if dialog.terminated:
+            raise DialogError("dialog is terminated")
+        if method in ("ACK", "CANCEL"):
+            raise DialogError(f"{method} is not sent with send_in_dialog")
+        if method == "INVITE" and (dialog.outgoing_invite is not None or dialog.incoming_invite is not None):
+            raise DialogError("an INVITE transaction is in progress in this dialog (§14.1)")
+        extra = list(headers)
+        if method in ("INVITE", "UPDATE") and dialog.session is not None:
+            extra += [("Session-Expires", dialog.session.header_value(True)), ("Supported", "timer")]
+        tx = self._dialog_request(dialog, method, now, body=body, content_type=content_type, headers=extra)
+        if method == "INVITE":
+            dialog.outgoing_invite = tx
+            dialog.glare_retry = (method, body, content_type, tuple(headers))
+            if body:
+                dialog.last_offer = (body, content_type)
+        elif method == "BYE":
+            self._end_dialog(dialog, now, "bye-sent", send_bye=False)
+        return tx
+
+    def tx_send(self, tx: Transaction, data: bytes, dest: Addr, transport: str) -> None:
+        self._out.append((data, dest, transport))
+
+    def tx_arm(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._seq), tx, timer))
+
+    def tx_to_tu(self, tx: Transaction, message: Request | Response, now: float) -> None:
+        if isinstance(message, Response):
+            assert isinstance(tx, ClientTransaction)
+            self._client_response(tx, message, now)
+        else:  # an ACK matched to an INVITE server transaction in Accepted (RFC 2543 peers)
+            self._ack_for_2xx(message, now)
+
+    def tx_timeout(self, tx: Transaction, now: float) -> None:
+        self._events.append(TransactionTimedOut(tx))
+        self._tx_failed(tx, now, "timeout")
+
+    def tx_transport_error(self, tx: Transaction, now: float) -> None:
+        reason = "no IP literal destination" if tx.dest == ("", 0) else "transport failure"
+        self._events.append(TransportError(tx, reason))
+        self._tx_failed(tx, now, "transport-error")
+
+    def tx_terminated(self, tx: Transaction) -> None:
+        if isinstance(tx, ClientTransaction):
+            if self._client.get(tx.key) is tx:
+                del self._client[tx.key]
+            for dialog in tx.early_dialogs:
+                if dialog.state is DialogStatus.EARLY:  # forks that never answered
+                    self._end_dialog(dialog, 0.0, "rejected", send_bye=False)
+            tx.early_dialogs = []
+        elif self._server.get(tx.key) is tx:
+            del self._server[tx.key]
+
+    def _token(self, bits: int) -> str:
+        return f"{self.rng.getrandbits(bits):x}"
+
+    def _via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport.upper()} {self._hostport};branch=z9hG4bK{self._token(64)};rport"
+
+    def _dialog_request(
+        self,
+        dialog: Dialog,
+        method: str,
+        now: float,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> ClientTransaction:
+        uri, _ = dialog.target_and_routes()
+        contact = self.contact(uri.transport or "udp") if method in CONTACT_METHODS else None
+        request = dialog.build_request(
+            method, dialog.next_cseq(), None, contact, body=body, content_type=content_type,
+            headers=list(headers), user_agent=self.user_agent,
+        )
+        tx = self.send_request(request, now)
+        tx.dialog = dialog
+        return tx
+
+    def _tx_failed(self, tx: Transaction, now: float, reason: str) -> None:
+        """A transaction timed out or could not be sent: what that does to its dialog (§12.2.1.2)."""
+        dialog = tx.dialog
+        if isinstance(tx, ClientTransaction):
+            if tx.method == "INVITE" and dialog is None:
+                for early in tx.early_dialogs:
+                    self._end_dialog(early, now, reason, send_bye=False)
+                return
+            if dialog is not None and dialog.outgoing_invite is tx:
+                dialog.outgoing_invite = None
+            if dialog is not None and tx.method != "BYE":
+                self._end_dialog(dialog, now, reason, send_bye=reason == "timeout")
+        elif dialog is not None and dialog.incoming_invite is tx:
+            dialog.incoming_invite = None
+
+    def _end_dialog(self, dialog: Dialog, now: float, reason: str, *, send_bye: bool) -> None:
+        if dialog.terminated:
+            return
+        if send_bye and dialog.state is DialogStatus.CONFIRMED:
+            self._dialog_request(dialog, "BYE", now)
+        dialog.handle(DialogInput.TERMINATE)
+        dialog.timers.clear()
+        dialog.pending_2xx = None
+        # Break the dialog <-> transaction cycles so that both are freed by reference counting.
+        dialog.creating_tx = dialog.outgoing_invite = dialog.incoming_invite = None
+        if self._dialogs.get(dialog.id) is dialog:
+            del self._dialogs[dialog.id]
+        self._events.append(DialogTerminated(dialog, reason))
+
+    def _arm_dialog(self, dialog: Dialog, name: str, deadline: float) -> None:
+        dialog.timers[name] = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), dialog, name))
+
+    def _set_session(self, dialog: Dialog, session: SessionTimer | None, now: float) -> None:
+        """(Re-)arm the session timer after a successful INVITE/UPDATE (RFC 4028 §10)."""
+        dialog.session = session
+        dialog.timers.pop("st_refresh", None)
+        dialog.timers.pop("st_expire", None)
+        if session is None or dialog.terminated:
+            return
+        if session.we_refresh:
+            self._arm_dialog(dialog, "st_refresh", now + refresh_delay(session.interval))
+        self._arm_dialog(dialog, "st_expire", now + expiry_delay(session.interval))
+
+    @staticmethod
+    def _session_after_our_refresh(dialog: Dialog, response: Response) -> SessionTimer | None:
+        """The session timer after a 2xx to our INVITE/UPDATE; a peer that does not echo Session-Expires
+        leaves us refreshing as before (RFC 4028 §7.2)."""
+        session = SessionTimer.from_2xx(response, we_sent_request=True)
+        if session is None and dialog.session is not None and dialog.session.we_refresh:
+            return dialog.session
+        return session
+
+    def _refresh_with_invite(self, dialog: Dialog, now: float) -> None:
+        """RFC 4028 §7.4 with a peer that does not allow UPDATE: re-INVITE with our last offer, unchanged."""
+        dialog.refresh_by_invite = True
+        if dialog.outgoing_invite is not None or dialog.incoming_invite is not None:
+            return
+        body, content_type = dialog.last_offer if dialog.last_offer is not None else (b"", None)
+        self.send_in_dialog(dialog, "INVITE", now, body=body, content_type=content_type)
+
+    def _glare_delay(self, dialog: Dialog) -> float:
+        """§14.1: the owner of the Call-ID waits 2.1-4 s, the other side 0-2 s, in units of 10 ms."""
+        if dialog.is_uac:
+            return self.rng.randint(210, 400) / 100
+        return self.rng.randint(0, 200) / 100
+
+    # Implemented by the role mixins (uac.py, uas.py).
+    def _client_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        raise NotImplementedError
+
+    def _ack_for_2xx(self, request: Request, now: float) -> None:
+        raise NotImplementedError
