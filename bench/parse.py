@@ -43,8 +43,15 @@ INVITE = (
     b"Content-Length: " + str(len(SDP)).encode() + b"\r\n"
     b"\r\n" + SDP
 )
-EXPECTED = ("INVITE", "z9hG4bK-524287-1---7d9f3a2b1c", 1, "INVITE", "9f8e7d6c5b4a39281706f5e4d3c2b1a0@127.0.0.1",
-            "4a7b2c91", None)
+EXPECTED = (
+    "INVITE",
+    "z9hG4bK-524287-1---7d9f3a2b1c",
+    1,
+    "INVITE",
+    "9f8e7d6c5b4a39281706f5e4d3c2b1a0@127.0.0.1",
+    "4a7b2c91",
+    None,
+)
 
 Reader = Callable[[bytes], tuple[object, ...]]
 
@@ -52,7 +59,7 @@ Reader = Callable[[bytes], tuple[object, ...]]
 def read_callbridge(data: bytes) -> tuple[object, ...]:
     msg = parse(data)
     cseq = msg.cseq
-    return (msg.method, msg.via.branch, cseq.number, cseq.method, msg.call_id, msg.from_.tag, msg.to.tag)  # type: ignore[union-attr]
+    return (msg.method, msg.via.branch, cseq.number, cseq.method, msg.call_id, msg.from_.tag, msg.to.tag)
 
 
 def make_aiosipua() -> Reader | None:
@@ -64,8 +71,15 @@ def make_aiosipua() -> Reader | None:
     def read(data: bytes) -> tuple[object, ...]:
         msg = SipMessage.parse(data)
         cseq = msg.cseq
-        return (msg.method, msg.via[0].branch, cseq.seq, cseq.method, msg.call_id,  # type: ignore[union-attr]
-                msg.from_addr.tag, msg.to_addr.tag)  # type: ignore[union-attr]
+        return (
+            msg.method,
+            msg.via[0].branch,
+            cseq.seq,
+            cseq.method,
+            msg.call_id,
+            msg.from_addr.tag,
+            msg.to_addr.tag,
+        )
 
     return read
 
@@ -79,8 +93,15 @@ def make_sippy() -> Reader | None:
     def read(data: bytes) -> tuple[object, ...]:
         msg = SipRequest(data.decode())  # sippy's transaction manager decodes the datagram the same way
         number, method = msg.getHFBody("cseq").getCSeq()
-        return (msg.getMethod(), msg.getHFBody("via").getBranch(), number, method, str(msg.getHFBody("call-id")),
-                msg.getHFBody("from").getTag(), msg.getHFBody("to").getTag())
+        return (
+            msg.getMethod(),
+            msg.getHFBody("via").getBranch(),
+            number,
+            method,
+            str(msg.getHFBody("call-id")),
+            msg.getHFBody("from").getTag(),
+            msg.getHFBody("to").getTag(),
+        )
 
     return read
 

@@ -206,7 +206,7 @@ class NameAddr:
 
     def __str__(self) -> str:
         uri = str(self._uri) if self._uri is not None else self._uri_text
-        display = f"{quote_string(self.display)} " if self.display else ""
+        display = f"{quote_string(self.display)} " if self.display is not None else ""
         return f"{display}<{uri}>{format_params(self.params)}"
 
     def __repr__(self) -> str:

@@ -6,8 +6,9 @@ Rules:
   lookups go by key. The name is kept as written, for serialisation.
 - Order is kept, across names too (a proxy must not reorder same-name fields; §7.3.1).
 - Values are raw strings (folds already turned into single spaces by the parser). ``get_all`` splits
-  comma-separated lists, respecting quoted strings and ``<...>``, except for headers whose grammar puts commas
-  inside one value (authentication challenges and credentials, Date, ...).
+  comma-separated lists, respecting quoted strings and ``<...>``, for the headers whose grammar is a list
+  (``LIST_HEADERS``); any other value, known or unknown, is one value even if it holds commas (authentication
+  challenges and credentials, Date, free text).
 - ``cache`` holds the structured values the message accessors parsed; any mutation clears it.
 """
 
@@ -42,43 +43,45 @@ COMPACT_FORMS: dict[str, str] = {
     "n": "identity-info",
 }
 
-# Headers whose single value may contain commas (§20 grammar): never split them.
-NO_SPLIT: frozenset[str] = frozenset(
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1, §20 and extensions): only these are split.
+# Any other header, known or not, may carry commas inside one value (authentication parameters, Date, free text).
+LIST_HEADERS: frozenset[str] = frozenset(
     {
-        "www-authenticate",
-        "authorization",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "authentication-info",
-        "date",
-        "retry-after",
-        "subject",
-        "call-id",
-        "cseq",
-        "content-length",
-        "content-type",
-        "from",
-        "to",
-        "max-forwards",
-        "expires",
-        "min-expires",
-        "user-agent",
-        "server",
-        "organization",
-        "timestamp",
-        "identity",
-        "identity-info",
-        "refer-to",
-        "referred-by",
-        "replaces",
-        "event",
-        "subscription-state",
-        "session-expires",
-        "min-se",
-        "mime-version",
-        "priority",
-        "reply-to",
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "path",
+        "service-route",
+        "allow",
+        "allow-events",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "accept-contact",
+        "reject-contact",
+        "request-disposition",
+        "content-encoding",
+        "content-language",
         "in-reply-to",
+        "alert-info",
+        "call-info",
+        "error-info",
+        "warning",
+        "diversion",
+        "history-info",
+        "p-asserted-identity",
+        "p-preferred-identity",
+        "privacy",
+        "reason",
+        "recv-info",
+        "security-client",
+        "security-server",
+        "security-verify",
     }
 )
 
@@ -124,7 +127,7 @@ class Headers:
         value = first.get(key)
         if value is None:
             return default
-        if key in NO_SPLIT or "," not in value:
+        if key not in LIST_HEADERS or "," not in value:
             return value
         for element in split_commas(value):
             if element:
@@ -135,7 +138,7 @@ class Headers:
         """Every value of ``name`` in order, comma-separated lists split (empty elements dropped)."""
         key = header_key(name)
         values: list[str] = []
-        split = key not in NO_SPLIT
+        split = key in LIST_HEADERS
         for item_key, _, value in self._items:
             if item_key == key:
                 if split and "," in value:
@@ -191,7 +194,7 @@ class Headers:
         key = header_key(name)
         for index, (item_key, item_name, value) in enumerate(self._items):
             if item_key == key:
-                elements = split_commas(value) if key not in NO_SPLIT and "," in value else [value]
+                elements = split_commas(value) if key in LIST_HEADERS and "," in value else [value]
                 if len(elements) > 1:
                     self._items[index] = (key, item_name, ", ".join(elements[1:]))
                 else:
