@@ -102,12 +102,17 @@ class OutboundCalls(TransferEngine):
     def on_agent_call(self, operation_id: str, extension: str, leg_id: str, dialled: str) -> str:
         """An agent's phone calls out: another agent's extension, or a number through the trunk.
 
+        An agent already talking to a customer may place one more call: a consultation (the phone holds the
+        customer itself). It is a call of its own, linked to the first by `related_conn_id`, and does not move the
+        agent's state; a REFER with Replaces then completes an attended transfer (`on_refer_replaces`).
+
         Raises AgentNotLoggedIn/AlreadyOnCall (answer 403/486), TargetNotAvailable (486), NumberNotAllowed (403).
         """
         check_number(dialled, "dialled")
         op, rt = self._require_logged_in(operation_id, extension)
+        consult_of: Call | None = None
         if rt.conn_id is not None or is_busy(rt.state):
-            raise AlreadyOnCall()
+            consult_of = self._consultable(rt)
         target_rt = self._find_agent(op.id, dialled)
         if target_rt is not None and not target_rt.available:
             raise TargetNotAvailable()
@@ -119,10 +124,16 @@ class OutboundCalls(TransferEngine):
         call.dialled_number, call.trunk = number, trunk.name if trunk else None
         agent_leg = self._add_leg(call, "agent", rt.extension, agent=rt.extension, leg_id=leg_id)
         call.agent_leg_id, call.agent = agent_leg.leg_id, rt.extension
-        rt.conn_id, rt.leg_id = call.conn_id, agent_leg.leg_id
-        self._history(call, "agent_call", f"{rt.extension} -> {dialled}")
+        if consult_of is None:
+            rt.conn_id, rt.leg_id = call.conn_id, agent_leg.leg_id
+            self._history(call, "agent_call", f"{rt.extension} -> {dialled}")
+        else:
+            call.related_conn_id = consult_of.conn_id
+            call.agents.append(rt.extension)
+            self._history(call, "consult_call", f"{rt.extension} -> {dialled}, for {consult_of.conn_id}")
         self._records.save_call(call.record())
-        self._agent_input(rt, AgentInput.DIAL, "dial")
+        if consult_of is None:
+            self._agent_input(rt, AgentInput.DIAL, "dial")
         self._emit(CallDialing(operation_id=op.id, conn_id=call.conn_id, agent=rt.extension, customer_number=dialled))
         if target_rt is None:
             self._call_customer(call, agent_leg)
@@ -136,4 +147,15 @@ class OutboundCalls(TransferEngine):
                                              offer_from_leg=agent_leg.leg_id, timeout=op.ring_timeout),
                             op.ring_timeout)
         return call.conn_id
+
+    def _consultable(self, rt: AgentRuntime) -> Call:
+        """The call an agent may consult from: connected, the agent's leg up, no transfer or consultation running."""
+        call = self._calls.get(rt.conn_id) if rt.conn_id else None
+        leg = call.leg(rt.leg_id) if call is not None else None
+        if (call is None or leg is None or call.state != "connected" or call.agent_leg_id != leg.leg_id
+                or leg.state != "up" or call.transfer_id is not None):
+            raise AlreadyOnCall()
+        if any(c.related_conn_id == call.conn_id and c.state != "ended" for c in self._calls.values()):
+            raise AlreadyOnCall()  # one consultation at a time
+        return call
 

@@ -399,6 +399,19 @@ class CallControlService(OutboundCalls):
         self._enqueue(call, route.queue)
         return call.conn_id
 
+    def on_refer(self, leg_id: str, target: str) -> TransferRecord:
+        """A REFER on an agent's leg (the phone's transfer button): the same engine as `api=transfer`.
+
+        Raises what `transfer` raises; the adapter answers the REFER with an error and sends nothing else. Its
+        NOTIFY sipfrag progress follows the transfer's events.
+        """
+        found = self._lookup_leg(leg_id)
+        if found is None or found[1].agent is None or found[0].agent_leg_id != leg_id:
+            raise NoActiveCall()
+        call, leg = found
+        assert leg.agent is not None
+        return self.start_transfer(call.operation_id, leg.agent, target)
+
     def on_leg_ringing(self, leg_id: str) -> None:
         found = self._lookup_leg(leg_id)
         if found is None or found[1].state == "ended":

@@ -11,6 +11,13 @@ from dataclasses import replace
 from typing import Any
 
 from callbridge.callcontrol.core import AgentRuntime, ServiceCore, TransferRun
+from callbridge.callcontrol.errors import (
+    CallControlUnavailable,
+    NoActiveCall,
+    TargetNotAvailable,
+    TransferInProgress,
+    TransferLimit,
+)
 from callbridge.callcontrol.events import (
     TransferAnswered,
     TransferCancelled,
@@ -151,6 +158,8 @@ class TransferEngine(ServiceCore):
         self._signalling.bridge(customer.leg_id, target.leg_id)
         agent_leg = call.leg(call.agent_leg_id)
         call.agent_leg_id, call.agent = target.leg_id, target.agent
+        if target.agent and target.agent not in call.agents:
+            call.agents.append(target.agent)
         call.transfer_count += 1
         call.held = call.muted = False
         call.transfer_id = None
@@ -224,3 +233,66 @@ class TransferEngine(ServiceCore):
                        requeued: bool = False) -> None:
         self._update_transfer(run, state="failed", outcome=outcome, sip_cause=cause, customer_requeued=requeued)
         self._emit(TransferFailed(**self._ids_of(run), outcome=outcome, sip_cause=cause, customer_requeued=requeued))
+
+    # --- transfers made on the agent's phone ------------------------------------------------------------------
+
+    def on_refer_replaces(self, leg_id: str, replaced_leg_id: str) -> TransferRecord:
+        """An attended transfer made on the agent's phone: a consultation call (see `on_agent_call`), then a REFER
+        with Replaces naming the other of the agent's two dialogs (either may carry the REFER).
+
+        The consulted party's leg moves into the customer's call, which is bridged to it; the agent's two legs are
+        released and the consultation call ends. Raises NoActiveCall when the legs are not such a pair.
+        """
+        pair = self._consult_pair(leg_id, replaced_leg_id)
+        if pair is None:
+            raise NoActiveCall()
+        main, consult = pair
+        op = self._operation(main.operation_id)
+        if main.transfer_id is not None:
+            raise TransferInProgress()
+        if main.transfer_count >= op.max_transfers:
+            raise TransferLimit()
+        far = consult.leg(consult.customer_leg_id)
+        if far is None or far.state != "up" or consult.state != "connected":
+            raise TargetNotAvailable()
+        if not self._signalling.is_available():
+            raise CallControlUnavailable()
+        now = self._now()
+        record = TransferRecord(self._ids("t"), main.conn_id, op.id, "attended", main.agent or "", far.party,
+                                "agent" if far.agent else "number", "created", now, now,
+                                dialled=consult.dialled_number or far.party, target_leg_id=far.leg_id)
+        run = TransferRun(record, consult.trunk)
+        self._transfers[record.id] = run
+        self._records.save_transfer(record)
+        self._emit(TransferCreated(operation_id=op.id, transfer_id=record.id, conn_id=main.conn_id,
+                                   kind="attended", agent=record.agent, target=record.target,
+                                   target_kind=record.target_kind))
+        # the consulted party's leg becomes the customer call's transfer target
+        del consult.legs[far.leg_id]
+        consult.customer_leg_id = None
+        far.role, far.conn_id = "target", main.conn_id
+        main.legs[far.leg_id] = far
+        self._leg_calls[far.leg_id] = main.conn_id
+        self._records.save_leg(far.record())
+        target_rt = self._agents.get((op.id, far.agent)) if far.agent else None
+        if target_rt is not None and target_rt.leg_id == far.leg_id:
+            target_rt.conn_id = main.conn_id
+        self._call_input(main, CallInput.TRANSFER_START)
+        main.transfer_id = record.id
+        self._history(main, "transfer_started", f"attended {far.party} (on the phone)")
+        self._update_transfer(run, state="consulting")
+        self._transfer_input(run, TransferInput.COMPLETE)
+        self._end_call(consult, "agent", None)
+        return run.record
+
+    def _consult_pair(self, leg_a: str, leg_b: str) -> tuple[Call, Call] | None:
+        """(the customer's call, the consultation call) when the two legs are the agent's legs on them."""
+        a, b = self._lookup_leg(leg_a), self._lookup_leg(leg_b)
+        if a is None or b is None:
+            return None
+        for (main, main_leg), (consult, consult_leg) in ((a, b), (b, a)):
+            if (consult.related_conn_id == main.conn_id and main.agent_leg_id == main_leg.leg_id
+                    and consult.agent_leg_id == consult_leg.leg_id and main.state == "connected"
+                    and main_leg.state == "up"):
+                return main, consult
+        return None
