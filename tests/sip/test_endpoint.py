@@ -15,9 +15,11 @@ from callbridge.sip.events import (
     InviteCancelled,
     RequestReceived,
     ResponseReceived,
+    TransactionTimedOut,
 )
 from callbridge.sip.message import Request, Response
 from callbridge.sip.parser import parse
+from callbridge.sip.transaction import TxState
 
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 
@@ -251,3 +253,33 @@ def test_tables_return_to_empty_after_many_calls() -> None:
     assert alice.transaction_count == bob.transaction_count == 0
     assert alice.get_timer() is None and bob.get_timer() is None
     assert len(alice._heap) == len(bob._heap) == 0
+
+
+def test_ringing_peer_that_vanishes_is_cancelled_by_timer_c() -> None:
+    wire, alice, bob = pair()
+    tx = alice.invite("sip:bob@127.0.0.2", wire.now, from_uri="sip:alice@127.0.0.1")
+    wire.flush()
+    [incoming] = wire.take(bob, RequestReceived)
+    bob.respond(incoming.transaction, 180, wire.now)
+    wire.flush()
+    wire.drop_all_from(bob)  # bob rings, then goes silent
+    start = wire.now
+    wire.advance(180.9)
+    assert wire.take(alice, TransactionTimedOut) == []
+    wire.advance(0.1)  # Timer C: 181 s after the last provisional response
+    assert [e.transaction for e in wire.take(alice, TransactionTimedOut)] == [tx]
+    assert [e.reason for e in wire.take(alice, DialogTerminated)] == ["timeout"]
+    cancels = [s.time - start for s in wire.log if s.first_line.startswith("CANCEL")]
+    assert cancels[0] == 181.0
+    wire.advance(64.0)  # the CANCEL's own transaction times out (Timer F) and leaves
+    assert alice.transaction_count == 0 and alice.dialog_count == 0
+
+
+def test_an_input_no_state_allows_is_counted_not_raised() -> None:
+    wire, alice, bob = pair()
+    call(wire, alice, bob)
+    [(tx_key, tx)] = [(k, t) for k, t in bob._server.items() if t.method == "INVITE"]
+    tx.state = TxState.TRYING  # force a state the INVITE table does not have, as a bug would
+    retransmission = next(s.data for s in wire.log if s.first_line.startswith("INVITE"))
+    bob.receive_datagram(retransmission, ("127.0.0.1", 5060), wire.now)
+    assert bob.stats["protocol_errors"] == 1 and tx_key in bob._server

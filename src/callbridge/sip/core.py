@@ -18,11 +18,12 @@ from callbridge.sip.events import (
     TransactionTimedOut,
     TransportError,
 )
+from callbridge.sip.headers import Headers
 from callbridge.sip.message import Request, Response
 from callbridge.sip.routing import Addr, request_destination
 from callbridge.sip.session_timer import SessionTimer, expiry_delay, refresh_delay
 from callbridge.sip.timers import TimerConfig
-from callbridge.sip.transaction import ClientTransaction, ServerTransaction, Transaction, TxInput
+from callbridge.sip.transaction import ClientTransaction, ServerTransaction, Transaction, TxInput, TxState
 
 __all__ = ["EndpointCore"]
 
@@ -80,6 +81,7 @@ class EndpointCore:
             "responses_sent_stateless": 0,
             "unmatched_responses": 0,
             "unmatched_acks": 0,
+            "protocol_errors": 0,
         }
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr, str]]:
@@ -216,11 +218,30 @@ class EndpointCore:
         tx.dialog = dialog
         return tx
 
+    def _send_cancel(self, tx: ClientTransaction, now: float) -> None:
+        """§9.1: CANCEL with the INVITE's Request-URI, Call-ID, From, To, CSeq number, top Via and Route."""
+        invite = tx.request
+        fields = [
+            ("Via", invite.headers.get_all("Via")[0]),
+            ("Max-Forwards", "70"),
+            ("From", invite.headers.get("From") or ""),
+            ("To", invite.headers.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.number} CANCEL"),
+        ]
+        fields.extend(("Route", route) for route in invite.headers.get_all("Route"))
+        cancel = Request("CANCEL", invite.uri_text, headers=Headers(fields))
+        cancel_tx = ClientTransaction(cancel, self, self.timers, tx.dest, tx.transport)
+        self._client[cancel_tx.key] = cancel_tx
+        cancel_tx.start(now)
+
     def _tx_failed(self, tx: Transaction, now: float, reason: str) -> None:
         """A transaction timed out or could not be sent: what that does to its dialog (§12.2.1.2)."""
         dialog = tx.dialog
         if isinstance(tx, ClientTransaction):
             if tx.method == "INVITE" and dialog is None:
+                if tx.state is TxState.PROCEEDING and reason == "timeout":
+                    self._send_cancel(tx, now)  # Timer C: stop the ringing we no longer wait for
                 for early in tx.early_dialogs:
                     self._end_dialog(early, now, reason, send_bye=False)
                 return

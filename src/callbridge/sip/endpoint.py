@@ -35,7 +35,7 @@ from callbridge.sip.headers import Headers, header_key
 from callbridge.sip.message import Request
 from callbridge.sip.parser import parse
 from callbridge.sip.routing import Addr, error_response_for_unparsable
-from callbridge.sip.transaction import ClientTransaction, Transaction, TxInput
+from callbridge.sip.transaction import ClientTransaction, Transaction, TransactionStateError, TxInput
 from callbridge.sip.uac import UacCore
 from callbridge.sip.uas import UasCore
 from callbridge.sip.uri import URI, parse_uri
@@ -53,6 +53,10 @@ class Endpoint(UasCore, UacCore):
                 self._on_request(message, addr, now, transport)
             else:
                 self._on_response(message, now)
+        except (TransactionStateError, DialogError):
+            # A message no state allows (a peer's protocol error that slipped past matching): drop it rather
+            # than let one peer stop the transport's loop; counted so that it shows.
+            self.stats["protocol_errors"] += 1
         except ParseError as error:
             self.stats["parse_errors"] += 1
             if error.status is not None:

@@ -11,6 +11,8 @@ Rules
 - Every duration comes from one `TimerConfig`. The retransmission timers (A, E, G) are armed over unreliable
   transports only; the absorb timers (D, I, J, K) are zero over reliable ones, and a zero timer fires within the
   same step (the transaction ends at once instead of lingering in a table).
+- Timer C (§16.6) also runs in the INVITE client transaction, restarted by each provisional response: a peer that
+  rang and vanished times the transaction out (the endpoint then sends CANCEL).
 - Timers survive a change of state unless an action stops them (``STOP_TIMERS``); entering Terminated stops all.
 - No I/O and no clock: a transaction is driven with ``now`` and reports through its `TransactionUser` (the
   endpoint): bytes to send, deadlines to arm, responses/requests for the TU, time-outs, termination.
@@ -61,6 +63,9 @@ __all__ = [
 
 Addr = tuple[str, int]
 MAGIC_COOKIE = "z9hG4bK"
+# Timer C (§16.6 step 11, "greater than 3 minutes"): RFC 3261 gives it to proxies; here it bounds an INVITE
+# client transaction left in Proceeding by a peer that rang and vanished, so that no transaction lives forever.
+TIMER_C = 181.0
 
 
 class TransactionStateError(Exception):
@@ -80,6 +85,7 @@ class TxInput(enum.Enum):
     TRANSPORT_ERROR = "TRANSPORT_ERROR"
     TIMER_A = "TIMER_A"
     TIMER_B = "TIMER_B"
+    TIMER_C = "TIMER_C"
     TIMER_D = "TIMER_D"
     TIMER_E = "TIMER_E"
     TIMER_F = "TIMER_F"
@@ -122,6 +128,7 @@ class Act(enum.Enum):
     START_A = enum.auto()
     BACKOFF_A = enum.auto()  # A doubles without bound
     START_B = enum.auto()
+    START_C = enum.auto()  # (re)start Timer C on a provisional response
     START_D = enum.auto()
     START_E = enum.auto()
     BACKOFF_E = enum.auto()  # E doubles up to T2
@@ -146,14 +153,15 @@ INVITE_CLIENT_TABLE: Table = {
     (S.INIT, In.TRANSPORT_ERROR): ((A.TRANSPORT_FAILED,), S.TERMINATED),  # no usable destination
     (S.CALLING, In.TIMER_A): ((A.SEND_REQUEST, A.BACKOFF_A), S.CALLING),
     (S.CALLING, In.TIMER_B): ((A.TIMEOUT,), S.TERMINATED),
-    (S.CALLING, In.RECV_1XX): ((A.STOP_TIMERS, A.TO_TU), S.PROCEEDING),
+    (S.CALLING, In.RECV_1XX): ((A.STOP_TIMERS, A.TO_TU, A.START_C), S.PROCEEDING),
     (S.CALLING, In.RECV_2XX): ((A.STOP_TIMERS, A.TO_TU, A.START_M), S.ACCEPTED),
     (S.CALLING, In.RECV_300_699): ((A.STOP_TIMERS, A.TO_TU, A.SEND_ACK, A.START_D), S.COMPLETED),
     (S.CALLING, In.TRANSPORT_ERROR): ((A.TRANSPORT_FAILED,), S.TERMINATED),
-    (S.PROCEEDING, In.RECV_1XX): ((A.TO_TU,), S.PROCEEDING),
-    (S.PROCEEDING, In.RECV_2XX): ((A.TO_TU, A.START_M), S.ACCEPTED),
-    (S.PROCEEDING, In.RECV_300_699): ((A.TO_TU, A.SEND_ACK, A.START_D), S.COMPLETED),
+    (S.PROCEEDING, In.RECV_1XX): ((A.TO_TU, A.START_C), S.PROCEEDING),
+    (S.PROCEEDING, In.RECV_2XX): ((A.STOP_TIMERS, A.TO_TU, A.START_M), S.ACCEPTED),
+    (S.PROCEEDING, In.RECV_300_699): ((A.STOP_TIMERS, A.TO_TU, A.SEND_ACK, A.START_D), S.COMPLETED),
     (S.PROCEEDING, In.TRANSPORT_ERROR): ((A.TRANSPORT_FAILED,), S.TERMINATED),
+    (S.PROCEEDING, In.TIMER_C): ((A.TIMEOUT,), S.TERMINATED),  # rang too long: the endpoint CANCELs
     # RFC 6026: every 2xx (other forks, retransmissions) goes to the TU, which (re-)sends its ACK.
     (S.ACCEPTED, In.RECV_2XX): ((A.TO_TU,), S.ACCEPTED),
     (S.ACCEPTED, In.RECV_1XX): ((), S.ACCEPTED),  # late, reordered provisional
@@ -483,6 +491,8 @@ class Transaction:
             self._retransmit_timer(TxInput.TIMER_A, cfg.next_a(self._intervals[TxInput.TIMER_A]), now, immediate)
         elif action is Act.START_B:
             arm(TxInput.TIMER_B, cfg.b, now, immediate)
+        elif action is Act.START_C:
+            arm(TxInput.TIMER_C, TIMER_C, now, immediate)
         elif action is Act.START_D:
             arm(TxInput.TIMER_D, cfg.timer_d(reliable), now, immediate)
         elif action is Act.START_E:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from callbridge.sip.core import EndpointCore
 from callbridge.sip.dialog import Dialog, DialogError, DialogInput, DialogStatus
 from callbridge.sip.events import DialogEstablished, ResponseReceived
-from callbridge.sip.headers import Headers
-from callbridge.sip.message import Request, Response
+from callbridge.sip.message import Response
 from callbridge.sip.routing import request_destination
 from callbridge.sip.session_timer import SessionTimer
 from callbridge.sip.transaction import ClientTransaction, TxState, client_key
@@ -173,20 +172,3 @@ class UacCore(EndpointCore):
         assert dialog.ack is not None
         _, data, dest, transport = dialog.ack
         self._out.append((data, dest, transport))
-
-    def _send_cancel(self, tx: ClientTransaction, now: float) -> None:
-        """§9.1: CANCEL with the INVITE's Request-URI, Call-ID, From, To, CSeq number, top Via and Route."""
-        invite = tx.request
-        fields = [
-            ("Via", invite.headers.get_all("Via")[0]),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("From") or ""),
-            ("To", invite.headers.get("To") or ""),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.number} CANCEL"),
-        ]
-        fields.extend(("Route", route) for route in invite.headers.get_all("Route"))
-        cancel = Request("CANCEL", invite.uri_text, headers=Headers(fields))
-        cancel_tx = ClientTransaction(cancel, self, self.timers, tx.dest, tx.transport)
-        self._client[cancel_tx.key] = cancel_tx
-        cancel_tx.start(now)
