@@ -160,3 +160,54 @@ def test_event_as_dict(world: World) -> None:
     event = world.events.events[0]
     assert event.as_dict() == {"type": "agent_state_changed", "operation_id": OP, "seq": 1, "at": T0,
                                "agent": "1001", "state": "ready", "previous": "logout", "reason": "api"}
+
+
+def test_no_acw_configured_goes_straight_back_to_ready() -> None:
+    w = World(acw_seconds=0)
+    w.login("1001")
+    _, cust, _ = w.connected_call()
+    waiting, _ = w.inbound(number="222")
+    w.service.on_leg_ended(cust)
+    assert w.states.history("1001") == ["ready", "ringing", "on_call", "acw", "ready", "ringing"]
+    assert w.signalling.last_originate().conn_id == waiting
+
+
+def test_agent_leg_ending_while_offered_moves_on(world: World) -> None:
+    world.login("1001", "1002")
+    world.inbound()
+    world.service.on_leg_ended(world.offer_leg("1001"))
+    assert world.signalling.last_originate().destination == "1002"
+    assert world.state("1001") == "ready"
+
+
+def test_one_toggle_of_each_kind_at_a_time(world: World) -> None:
+    world.login("1001")
+    world.connected_call()
+    world.service.mute(OP, "1001")
+    expect(world, "CALL_NOT_UPDATED", world.service.mute, OP, "1001")
+    world.service.hold(OP, "1001")  # another kind may go at the same time
+
+
+def test_a_report_that_comes_back_at_once_is_not_lost(world: World) -> None:
+    world.login("1001")
+    conn_id, _, _ = world.connected_call()
+    svc = world.service
+
+    def answering_hold(leg_id: str, action_id: str) -> None:
+        world.signalling.requests.append(("hold", leg_id, action_id))
+        svc.on_action_result(action_id, True, 200)
+
+    world.signalling.hold = answering_hold  # type: ignore[method-assign]
+    ticket = svc.hold(OP, "1001")
+    assert svc.get_call(OP, conn_id).held is True
+    assert svc.action_outcome(ticket.action_id) is not None
+
+
+def test_auto_recall_due_while_the_agent_is_ready_dials_at_once(world: World) -> None:
+    world.login("1001")
+    recall = world.service.recall(OP, "1001", "3001234567", "20231114171400", "auto")  # T0 + 40 s
+    world.scheduler.advance(38.9)
+    assert world.recalls.recalls[recall.id].state == "pending"
+    world.scheduler.advance(0.1)
+    assert world.recalls.recalls[recall.id].state == "dialled"
+    assert world.state("1001") == "ringing"

@@ -372,3 +372,28 @@ def test_transfers_are_scoped_to_their_operation(talking: tuple[World, str, str,
     expect(world, "TRANSFER_NOT_FOUND", world.service.cancel_transfer, OTHER_OP, record.id)
     expect(world, "TRANSFER_NOT_FOUND", world.service.get_transfer, OP, "t999")
     expect(world, "CALL_NOT_FOUND", world.service.get_call, OTHER_OP, record.conn_id)
+
+
+def test_attended_agent_leaves_while_the_target_rings(talking: tuple[World, str, str, str]) -> None:
+    world, conn_id, cust, agent_leg = talking
+    record = world.service.start_transfer(OP, "1001", "1002", kind="attended")
+    world.service.on_leg_ended(agent_leg)
+    world.service.on_leg_answered(record.target_leg_id or "")
+    assert world.service.get_transfer(OP, record.id).state == "completed"
+    assert world.signalling.of("bridge") == [("bridge", cust, agent_leg), ("bridge", cust, record.target_leg_id)]
+    assert world.service.get_call(OP, conn_id).agent == "1002"
+
+
+def test_requeued_customer_waits_then_is_released_with_480(talking: tuple[World, str, str, str]) -> None:
+    world, conn_id, cust, agent_leg = talking
+    svc = world.service
+    svc.change_status(OP, "1002", "2")
+    record = svc.transfer(OP, "1001", "3007654321")
+    svc.on_leg_ended(agent_leg)
+    svc.change_status(OP, "1001", "logout")  # from ACW: nobody left to take the call
+    svc.on_leg_failed(record.target_leg_id or "", 486)
+    assert svc.get_call(OP, conn_id).state == "queued"
+    world.scheduler.advance(60)
+    assert ("release", cust, 480, None) in world.signalling.requests  # answered before: BYE, not a 480 response
+    assert world.signalling.of("reject") == []
+    assert world.records.cdrs[-1].sip_cause == 480
