@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Literal
 
 from callbridge.phone.events import CallEnded, CallFailed
-from callbridge.phone.media import MediaSession, NotAcceptable
+from callbridge.phone.media import MediaSession, NotAcceptable, parse_remote
 from callbridge.phone.states import CallInput, CallState, CallStateError, next_state
 from callbridge.sip import Request, Response, SdpError, SessionDescription
 from callbridge.sip.dialog import Dialog
@@ -73,7 +73,7 @@ class Call:
     @property
     def local_sdp(self) -> SessionDescription | None:
         body = self.media.local
-        return SessionDescription.parse(body) if body is not None else None
+        return parse_remote(body) if body is not None else None
 
     @property
     def remote_sdp(self) -> SessionDescription | None:
@@ -256,7 +256,7 @@ class Call:
             return
         if response is not None and 200 <= status < 300 and response.body:
             try:
-                self.media.accept_answer(SessionDescription.parse(response.body))
+                self.media.accept_answer(parse_remote(response.body))
             except SdpError:
                 pass
         fut = self._reinvite

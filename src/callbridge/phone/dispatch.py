@@ -33,7 +33,7 @@ from callbridge.phone.events import (
     TransferDone,
     TransferProgress,
 )
-from callbridge.phone.media import MediaSession, NotAcceptable, remote_direction
+from callbridge.phone.media import MediaSession, NotAcceptable, parse_remote, remote_direction
 from callbridge.phone.registration import Registration
 from callbridge.phone.states import CallInput, CallState
 from callbridge.phone.transfer import SIPFRAG, notify_headers, parse_sipfrag_status, sipfrag, split_refer_to
@@ -151,7 +151,7 @@ class Dispatcher:
                 self._respond(tx, 415, headers=[("Accept", SDP)])
                 return
             try:
-                media.remote = SessionDescription.parse(request.body)
+                media.remote = parse_remote(request.body)
             except SdpError:
                 self._respond(tx, 400, reason="Bad SDP")
                 return
@@ -227,7 +227,7 @@ class Dispatcher:
             call.offer_in_ack = False
             if request.body:
                 try:
-                    self._remote_description(call, SessionDescription.parse(request.body))
+                    self._remote_description(call, parse_remote(request.body))
                 except SdpError:
                     pass
         was = call.state
@@ -255,7 +255,7 @@ class Dispatcher:
             if request.content_type != SDP:
                 self._respond(tx, 415, headers=[("Accept", SDP)])
                 return
-            offer = SessionDescription.parse(request.body)
+            offer = parse_remote(request.body)
             before = call.media.remote
             try:
                 body = call.media.answer(offer)
@@ -389,7 +389,7 @@ class Dispatcher:
             assert response is not None
             if response.body:
                 try:
-                    call.media.accept_answer(SessionDescription.parse(response.body))
+                    call.media.accept_answer(parse_remote(response.body))
                 except SdpError:
                     pass
             self._emit(Answered(call, response))

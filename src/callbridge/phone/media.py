@@ -10,20 +10,30 @@ Rules
 - Versions (§8): every description we send in one call keeps the o= session id; its version goes up by one
   exactly when the description differs from the previous one we sent.
 - Descriptions are written as text (cheap: an answer is a handful of f-strings); the far end's are parsed with
-  `SessionDescription.parse`, so malformed SDP raises `SdpError` (400).
+  `SessionDescription.parse`, so malformed SDP raises `SdpError` (400). Parsed descriptions are cached by their
+  bytes (`parse_remote`): a load generator sends the same offer on every call, and parsing is the phone's largest
+  per-call cost. A cached description is shared between calls: treat ``remote_sdp`` as read-only.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from callbridge.sip.sdp import Direction, SessionDescription, answer_direction, hold_direction
 
-__all__ = ["MediaSession", "NotAcceptable", "remote_direction"]
+__all__ = ["MediaSession", "NotAcceptable", "parse_remote", "remote_direction"]
 
 _PCMU = "0"
 
 
 class NotAcceptable(Exception):
     """The offer has no stream this phone can accept (PCMU over RTP/AVP): answer 488."""
+
+
+@lru_cache(maxsize=256)
+def parse_remote(body: bytes) -> SessionDescription:
+    """The far end's description (cached by its bytes; raises `SdpError` when malformed)."""
+    return SessionDescription.parse(body)
 
 
 def remote_direction(sd: SessionDescription) -> Direction:
