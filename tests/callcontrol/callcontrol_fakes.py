@@ -8,6 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from callbridge.callcontrol.errors import CallControlError, InvalidParameter
 from callbridge.callcontrol.events import DomainEvent
 from callbridge.callcontrol.model import (
     ActivityCode,
@@ -311,3 +314,21 @@ class World:
 
     def state(self, ext: str, op: str = OP) -> str:
         return self.service.get_agent(op, ext).state
+
+
+def _footprint(world: World) -> tuple[int, ...]:
+    return (len(world.signalling.requests), len(world.events.events), len(world.states.changes),
+            len(world.records.transfers), len(world.records.dispositions), len(world.records.cdrs),
+            len(world.states.displays), len(world.recalls.recalls), len(world.records.calls),
+            len(world.records.legs), len(world.scheduler.pending()))
+
+
+def expect(world: World, error_id: str, fn: Callable[..., Any], *args: Any, parameter: str | None = None,
+           **kwargs: Any) -> None:
+    before = _footprint(world)
+    with pytest.raises(CallControlError) as info:
+        fn(*args, **kwargs)
+    assert info.value.error_id == error_id
+    if parameter is not None:
+        assert isinstance(info.value, InvalidParameter) and info.value.parameter == parameter
+    assert _footprint(world) == before, "a refused verb changed something"

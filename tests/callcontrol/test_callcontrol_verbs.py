@@ -1,15 +1,11 @@
-"""The agentbox verbs (except transfer, in test_transfer): success paths, every error with its exact error_id, and
+"""The agentbox verbs (except transfer, in test_callcontrol_transfer): success paths, every error with its exact error_id, and
 the rule that a refused verb changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from callcontrol_fakes import OP, OTHER_OP, T0, World
+from callcontrol_fakes import OP, OTHER_OP, T0, World, expect
 
-from callbridge.callcontrol.errors import CallControlError, InvalidParameter
 from callbridge.callcontrol.events import (
     ActionCompleted,
     ActionFailed,
@@ -19,25 +15,6 @@ from callbridge.callcontrol.events import (
     DisplayChanged,
     RecallDue,
 )
-
-
-def _footprint(world: World) -> tuple[int, ...]:
-    return (len(world.signalling.requests), len(world.events.events), len(world.states.changes),
-            len(world.records.transfers), len(world.records.dispositions), len(world.records.cdrs),
-            len(world.states.displays), len(world.recalls.recalls), len(world.records.calls),
-            len(world.records.legs), len(world.scheduler.pending()))
-
-
-def expect(world: World, error_id: str, fn: Callable[..., Any], *args: Any, parameter: str | None = None,
-           **kwargs: Any) -> None:
-    before = _footprint(world)
-    with pytest.raises(CallControlError) as info:
-        fn(*args, **kwargs)
-    assert info.value.error_id == error_id
-    if parameter is not None:
-        assert isinstance(info.value, InvalidParameter) and info.value.parameter == parameter
-    assert _footprint(world) == before, "a refused verb changed something"
-
 
 # --- change_status --------------------------------------------------------------------------------------------
 

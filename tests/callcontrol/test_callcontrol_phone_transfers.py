@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from callcontrol_fakes import OP, World
-from test_verbs import expect
+from callcontrol_fakes import OP, World, expect
 
 from callbridge.callcontrol.events import TransferCompleted, TransferCreated
 

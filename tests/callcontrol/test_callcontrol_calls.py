@@ -3,8 +3,7 @@ registrations, reads."""
 
 from __future__ import annotations
 
-from callcontrol_fakes import OP, OTHER_OP, T0, World
-from test_verbs import expect
+from callcontrol_fakes import OP, OTHER_OP, T0, World, expect
 
 from callbridge.callcontrol.events import AgentStateChanged, CallEnded, DomainEvent
 from callbridge.callcontrol.model import DialPlan
