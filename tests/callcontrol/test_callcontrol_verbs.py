@@ -1,5 +1,5 @@
-"""The agentbox verbs (except transfer, in test_callcontrol_transfer): success paths, every error with its exact error_id, and
-the rule that a refused verb changes nothing."""
+"""The agentbox verbs (transfer is in test_callcontrol_transfer): success paths, every error with its exact
+error_id, and the rule that a refused verb changes nothing."""
 
 from __future__ import annotations
 
@@ -358,3 +358,21 @@ def test_recall_errors(world: World) -> None:
            parameter="customer_phone")
     expect(world, "AGENT_NOT_FOUND", svc.recall, OP, "2001", "3001234567", "20231114000000", "auto")
     expect(world, "NUMBER_NOT_ALLOWED", svc.recall, OP, "1001", "12", "20231114000000", "auto")
+
+
+def test_hang_type_ready_and_aux_call_errors(world: World) -> None:
+    svc = world.service
+    expect(world, "INVALID_PARAMETER", svc.hang_type_ready, OP, "1999", "20", parameter="cod_act")
+    expect(world, "INVALID_PARAMETER", svc.hang_type_ready, OP, "1001", "10", "11", parameter="cod_act_2")
+    expect(world, "AGENT_NOT_FOUND", svc.hang_type_ready, OP, "2001", "10")
+    expect(world, "AGENT_NOT_LOGGED_IN", svc.hang_type_ready, OP, "1001", "10")
+    expect(world, "AGENT_NOT_LOGGED_IN", svc.aux_call, OP, "1001", "3007654321")
+    world.login("1001")
+    _, cust, _ = world.connected_call()
+    world.signalling.available = False
+    expect(world, "CALL_CONTROL_UNAVAILABLE", svc.hang_type_ready, OP, "1001", "10", "20")
+    world.signalling.available = True
+    world.service.on_leg_ended(cust)
+    expect(world, "NUMBER_NOT_ALLOWED", svc.aux_call, OP, "1001", "12")
+    world.signalling.available = False
+    expect(world, "CALL_CONTROL_UNAVAILABLE", svc.aux_call, OP, "1001", "3007654321")
