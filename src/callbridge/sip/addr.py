@@ -237,9 +237,10 @@ def parse_name_addr(value: str) -> NameAddr:
     display: str | None = None
     if text[0] == '"':
         end = text.find('"', 1) + 1
-        if end == 0 or "\\" in text[1:end]:
+        display = text[1 : end - 1]
+        if end == 0 or "\\" in display:
             end = _end_of_quoted(text, 0)
-        display = unquote_string(text[:end])
+            display = unquote_string(text[:end])
         rest = text[end:].lstrip()
         if not rest.startswith("<"):
             raise ParseError(f"expected '<' after display name in {value!r}")
@@ -269,7 +270,11 @@ def parse_name_addr(value: str) -> NameAddr:
         return _name_addr(uri_text, display, params_after_semicolon(param_text) if semi else {})
     if ":" not in uri_text or " " in uri_text or "\t" in uri_text:
         raise ParseError(f"bad URI in address {value[:80]!r}")
-    return _name_addr(uri_text, display, parse_params(param_text) if param_text else {})
+    if not param_text:
+        return _name_addr(uri_text, display, {})
+    if param_text[0] == ";":
+        return _name_addr(uri_text, display, params_after_semicolon(param_text[1:]))
+    return _name_addr(uri_text, display, parse_params(param_text))
 
 
 class Via:
@@ -325,18 +330,22 @@ class Via:
     __hash__ = None  # type: ignore[assignment]
 
 
+# The usual shape of a Via value (no optional whitespace, host name or IPv4 address): matched in one step.
+_PLAIN_VIA = re.compile(r"SIP/2\.0/([A-Za-z0-9]+) ([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?(?:;(.*))?\Z", re.S)
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via element (already split at commas)."""
-    if value.startswith("SIP/2.0/"):  # the usual shape, without optional whitespace: no splitting at '/'
-        transport, space, rest = value[8:].partition(" ")
-        if space and transport.isalnum():
-            sent_by, semi, param_text = rest.partition(";")
-            host, port = _parse_host_port(sent_by.strip())
+    plain = _PLAIN_VIA.match(value)
+    if plain is not None:
+        transport, host, port_text, param_text = plain.groups()
+        port = int(port_text) if port_text else None
+        if port is None or port <= 65535:
             via = Via.__new__(Via)
             via.transport = transport.upper()
             via.host = host
             via.port = port
-            via.params = params_after_semicolon(param_text) if semi else {}
+            via.params = params_after_semicolon(param_text) if param_text is not None else {}
             via.protocol = "SIP/2.0"
             return via
     head, semi, param_text = value.partition(";")
