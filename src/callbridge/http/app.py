@@ -1,0 +1,149 @@
+"""The HTTP application: the agentbox endpoint, the native API, the event streams, `/health`, `/metrics` and
+`/openapi.json`, over explicit dependencies (no globals). `callbridge serve` runs it on uvicorn.
+
+    app = create_app(service=service, directory=directory, events=event_log, metrics=registry,
+                     settings=HttpSettings(), webhooks=WebhookDispatcher(targets))
+
+`events` must be the EventSink the service was built with: `create_app` attaches the service to it (the log
+reads the service's state to build each event's `data`) and feeds it the action waiter and the webhooks. The
+webhook tasks start and stop with the application's lifespan; streams end at shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from callbridge.callcontrol.service import CallControlService
+from callbridge.http import contract
+from callbridge.http.actions import ActionWaiter
+from callbridge.http.agentbox import AgentboxEndpoint
+from callbridge.http.auth import TokenDirectory, TokenGate
+from callbridge.http.events import EventLog
+from callbridge.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from callbridge.http.metrics import MetricsRegistry
+from callbridge.http.native import IdempotencyStore, NativeApi
+from callbridge.http.streams import EventStreams
+from callbridge.http.webhooks import WebhookDispatcher
+
+OPENAPI_DOCUMENT: bytes = resources.files("callbridge.http").joinpath("openapi.json").read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    request_timeout: float = contract.REQUEST_TIMEOUT_S  # no request runs longer (agentbox and native)
+    action_timeout: float = 5.0  # hang/hold/mute/dtmf wait this long for the SIP final response
+    stream_keepalive: float = 15.0  # a blank NDJSON line after this much silence
+    idempotency_ttl: float = 24 * 3600.0  # how long an Idempotency-Key's first answer is replayed
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(json.dumps(body).encode("utf-8"), status_code=status, media_type="application/json")
+
+
+def create_app(*, service: CallControlService, directory: TokenDirectory, events: EventLog,
+               metrics: MetricsRegistry | None = None, settings: HttpSettings | None = None,
+               webhooks: WebhookDispatcher | None = None, gate: TokenGate | None = None,
+               healthy: Callable[[], bool] | None = None) -> Starlette:
+    """The Starlette application.
+
+    - `service`: the call-control service (its EventSink must be `events`).
+    - `directory`: where tokens (by SHA-256 hex) and operations are read; the storage directory.
+    - `events`: the event log (ring buffer, streams' source).
+    - `metrics`: the registry `/metrics` renders; the HTTP layer adds its own numbers to it.
+    - `settings`: limits (60 s per request, 5 s per SIP action...).
+    - `webhooks`: signed deliveries of the events; started and stopped with the application.
+    - `gate`: token checks, concurrency and quota (built over `directory` when not given).
+    - `healthy`: what `/health` reports (default: up while the process runs).
+    """
+    settings = settings or HttpSettings()
+    gate = gate or TokenGate(directory)
+    registry = metrics or MetricsRegistry()
+    events.attach(service)
+    waiter = ActionWaiter(service.action_outcome, limit=settings.action_timeout)
+    events.add_listener(waiter.on_event)
+    if webhooks is not None:
+        events.add_wire_listener(webhooks.on_event)
+
+    by_status: Counter[str] = Counter()
+    by_api: Counter[str] = Counter()
+
+    def answered(api: str, status: int) -> None:
+        by_status[str(status)] += 1
+        by_api[api] += 1
+
+    agentbox = AgentboxEndpoint(service, gate, waiter, request_timeout=settings.request_timeout,
+                                on_answer=answered)
+    native = NativeApi(service, gate, events, request_timeout=settings.request_timeout,
+                       idempotency=IdempotencyStore(ttl=settings.idempotency_ttl))
+    streams = EventStreams(gate, events, keepalive=settings.stream_keepalive)
+
+    registry.counter("callbridge_agentbox_responses_total", "agentbox answers by HTTP status",
+                     lambda: dict(by_status), label="status")
+    registry.counter("callbridge_agentbox_requests_total", "agentbox requests by verb", lambda: dict(by_api),
+                     label="api")
+    registry.gauge("callbridge_http_requests_in_flight", "requests holding a token slot", gate.total_in_flight)
+    registry.gauge("callbridge_action_waiters", "requests waiting for a SIP final response",
+                   lambda: waiter.waiting)
+    registry.counter("callbridge_events_published_total", "wire events published", lambda: events.published)
+    registry.gauge("callbridge_event_streams", "open event streams", lambda: streams.open_streams)
+    if webhooks is not None:
+        hooks = webhooks
+        registry.counter("callbridge_webhook_deliveries_total", "webhook requests by result", lambda: {
+            "delivered": hooks.stats.delivered, "retried": hooks.stats.retries, "given_up": hooks.stats.given_up,
+            "dropped": hooks.stats.dropped}, label="result")
+        registry.gauge("callbridge_webhook_pending", "events waiting for delivery", hooks.pending)
+
+    async def health(request: Request) -> Response:
+        ok = healthy() if healthy is not None else True
+        return _json({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
+
+    async def metrics_page(request: Request) -> Response:
+        return Response(registry.render().encode("utf-8"), headers={"content-type": METRICS_CONTENT_TYPE})
+
+    async def openapi(request: Request) -> Response:
+        return Response(OPENAPI_DOCUMENT, media_type="application/json")
+
+    routes: list[BaseRoute] = [
+        Route(contract.ENDPOINT_PATH, agentbox.__call__),  # every method: anything but POST answers 405
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/v2/transfers", native.create_transfer, methods=["POST"]),
+        Route("/v2/transfers/{tid}", native.get_transfer, methods=["GET"]),
+        Route("/v2/transfers/{tid}", native.cancel_transfer, methods=["DELETE"]),
+        Route("/v2/transfers/{tid}/complete", native.complete_transfer, methods=["PUT"]),
+        Route("/v2/agents", native.list_agents, methods=["GET"]),
+        Route("/v2/agents/{agent_id}", native.get_agent, methods=["GET"]),
+        Route("/v2/calls", native.list_calls, methods=["GET"]),
+        Route("/v2/calls/{conn_id}", native.get_call, methods=["GET"]),
+        Route("/v2/events", streams.http, methods=["GET"]),
+        WebSocketRoute("/v2/events", streams.websocket),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if webhooks is not None:
+            await webhooks.start()
+        try:
+            yield
+        finally:
+            streams.shutdown()
+            if webhooks is not None:
+                await webhooks.stop()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gate = gate
+    app.state.waiter = waiter
+    app.state.streams = streams
+    app.state.native = native
+    return app

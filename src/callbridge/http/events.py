@@ -1,0 +1,324 @@
+"""The event log: the domain's `EventSink`, a ring buffer of wire events per operation, and their streams.
+
+Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
+- An Event is `{"seq", "type", "at", "operation", "data"}`. `seq` is per operation: it starts at 1, has no gaps and
+  only grows. The domain numbers all its events in one sequence and publishes some that have no wire type (action
+  outcomes, queueing, dispositions, recalls); the log gives each wire event its operation's next number, so the
+  wire sequence has no gaps.
+- `data` is built when the event is published, from the service's state at that moment (a transfer event carries
+  the Transfer resource as it was), and serialised once; streams, webhooks and call histories share the bytes.
+- Retention: an event is dropped only when it is both older than 24 hours and not among the operation's last
+  100000 (the document's "whichever is more").
+- Consumers resume with `after=<seq>`: the events with a greater seq that are still kept, then live ones. An
+  `after` older than the oldest kept event (minus one) answers 410 EVENTS_EXPIRED with `oldest_seq`.
+
+Theory of operation: `publish` runs on the event loop's thread, inside the service's call. It appends, then wakes
+the operation's waiters (futures resolved without awaiting) and calls the listeners (the action waiter sees every
+domain event; webhooks see wire events). A stream keeps a cursor (the last seq it sent) and, when woken, reads the
+ring after its cursor, so a slow consumer never loses events while they are kept, and a burst wakes it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Protocol
+
+from callbridge.callcontrol.commands import AgentView, CallView
+from callbridge.callcontrol.errors import CallControlError
+from callbridge.callcontrol.events import (
+    AgentStateChanged,
+    CallAnswered,
+    CallDialing,
+    CallEnded,
+    CallHeld,
+    CallOffered,
+    DisplayChanged,
+    DomainEvent,
+    TransferAnswered,
+    TransferCancelled,
+    TransferCompleted,
+    TransferCreated,
+    TransferEvent,
+    TransferFailed,
+    TransferRinging,
+)
+from callbridge.callcontrol.model import TransferRecord
+from callbridge.http.resources import agent_state, call_direction, display_json, rfc3339, transfer_json
+
+_log = logging.getLogger(__name__)
+
+RETENTION_S = 24 * 3600.0
+RETENTION_COUNT = 100_000
+_KEEP_ENDED_CALLS = 1000
+
+
+class EventContext(Protocol):
+    """What the log reads from the service to build `data` (CallControlService has these)."""
+
+    def get_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord: ...
+
+    def get_call(self, operation_id: str, conn_id: str) -> CallView: ...
+
+    def get_agent(self, operation_id: str, extension: str) -> AgentView: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    seq: int
+    type: str
+    at: float
+    operation: str
+    data: dict[str, Any]
+    conn_id: str | None
+    line: bytes  # the JSON object, UTF-8, no trailing newline
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": self.type, "at": rfc3339(self.at), "operation": self.operation,
+                "data": self.data}
+
+
+_TRANSFER_TYPES: dict[type[TransferEvent], str] = {
+    TransferCreated: "transfer.created", TransferRinging: "transfer.ringing", TransferAnswered: "transfer.answered",
+    TransferCompleted: "transfer.completed", TransferFailed: "transfer.failed",
+    TransferCancelled: "transfer.cancelled",
+}
+
+
+class _OperationLog:
+    __slots__ = ("ended", "events", "last_seq", "waiters")
+
+    def __init__(self) -> None:
+        self.events: deque[WireEvent] = deque()
+        self.last_seq = 0
+        self.waiters: list[asyncio.Future[None]] = []
+        self.ended: OrderedDict[str, None] = OrderedDict()
+
+
+class EventLog:
+    """Implements the domain's EventSink port."""
+
+    def __init__(self, *, retention_s: float = RETENTION_S, retention_count: int = RETENTION_COUNT,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.retention_s = retention_s
+        self.retention_count = retention_count
+        self._clock = clock
+        self._context: EventContext | None = None
+        self._ops: dict[str, _OperationLog] = {}
+        self._by_call: dict[str, list[WireEvent]] = {}
+        self._transfer_times: dict[str, tuple[float | None, float | None]] = {}
+        self._listeners: list[Callable[[DomainEvent], None]] = []
+        self._wire_listeners: list[Callable[[WireEvent], None]] = []
+        self.published = 0
+
+    def attach(self, context: EventContext) -> None:
+        """The service the log reads `data` from; the service is built with the log, so this comes after."""
+        self._context = context
+
+    def add_listener(self, listener: Callable[[DomainEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def add_wire_listener(self, listener: Callable[[WireEvent], None]) -> None:
+        self._wire_listeners.append(listener)
+
+    # --- the EventSink port -----------------------------------------------------------------------------------
+
+    def publish(self, event: DomainEvent) -> None:
+        for listener in self._listeners:
+            listener(event)
+        try:
+            mapped = self._to_wire(event)
+        except Exception:  # the domain's move has happened: never let its report break it
+            _log.exception("event %s could not be put on the wire", event.name)
+            return
+        if mapped is None:
+            return
+        kind, data, conn_id = mapped
+        log = self._ops.get(event.operation_id)
+        if log is None:
+            log = self._ops[event.operation_id] = _OperationLog()
+        log.last_seq += 1
+        body = {"seq": log.last_seq, "type": kind, "at": rfc3339(event.at), "operation": event.operation_id,
+                "data": data}
+        wire = WireEvent(log.last_seq, kind, event.at, event.operation_id, data, conn_id,
+                         json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        log.events.append(wire)
+        if conn_id is not None:
+            self._by_call.setdefault(conn_id, []).append(wire)
+        if kind == "call.ended" and conn_id is not None:
+            log.ended[conn_id] = None
+            while len(log.ended) > _KEEP_ENDED_CALLS:
+                log.ended.popitem(last=False)
+        self.published += 1
+        self._prune(log)
+        waiters, log.waiters = log.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        for wire_listener in self._wire_listeners:
+            wire_listener(wire)
+
+    def _prune(self, log: _OperationLog) -> None:
+        horizon = self._clock() - self.retention_s
+        while len(log.events) > self.retention_count and log.events[0].at < horizon:
+            old = log.events.popleft()
+            kept = self._by_call.get(old.conn_id or "")
+            if kept and kept[0] is old:
+                kept.pop(0)
+                if not kept:
+                    del self._by_call[old.conn_id or ""]
+
+    # --- reads ------------------------------------------------------------------------------------------------
+
+    def last_seq(self, operation_id: str) -> int:
+        log = self._ops.get(operation_id)
+        return log.last_seq if log else 0
+
+    def oldest_seq(self, operation_id: str) -> int:
+        """The oldest seq still kept (last_seq + 1 when nothing is kept)."""
+        log = self._ops.get(operation_id)
+        if log is None:
+            return 1
+        return log.events[0].seq if log.events else log.last_seq + 1
+
+    def expired(self, operation_id: str, after: int) -> bool:
+        """Whether events right after `after` were discarded."""
+        return after < self.oldest_seq(operation_id) - 1
+
+    def since(self, operation_id: str, after: int, limit: int | None = None) -> list[WireEvent]:
+        log = self._ops.get(operation_id)
+        if log is None or not log.events or after >= log.last_seq:
+            return []
+        start = max(0, after + 1 - log.events[0].seq)
+        stop = None if limit is None else start + limit
+        return list(islice(log.events, start, stop))
+
+    async def wait(self, operation_id: str, after: int, timeout: float) -> bool:
+        """Until the operation has an event with seq > after (True) or `timeout` passes (False)."""
+        if self.last_seq(operation_id) > after:
+            return True
+        log = self._ops.get(operation_id)
+        if log is None:
+            log = self._ops[operation_id] = _OperationLog()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        log.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in log.waiters:
+                log.waiters.remove(waiter)
+        return True
+
+    def history(self, conn_id: str) -> list[WireEvent]:
+        """The kept events of a call and of its transfers, by seq."""
+        return list(self._by_call.get(conn_id, ()))
+
+    def ended_calls(self, operation_id: str) -> list[str]:
+        """conn_ids of the operation's ended calls, newest first."""
+        log = self._ops.get(operation_id)
+        return list(reversed(log.ended)) if log else []
+
+    def transfer_times(self, transfer_id: str) -> tuple[float | None, float | None]:
+        """(ringing_at, answered_at) of a transfer, as its events said."""
+        return self._transfer_times.get(transfer_id, (None, None))
+
+    # --- domain event -> wire event ---------------------------------------------------------------------------
+
+    def _to_wire(self, event: DomainEvent) -> tuple[str, dict[str, Any], str | None] | None:
+        if isinstance(event, TransferEvent):
+            return self._transfer(event)
+        if isinstance(event, CallOffered):
+            call = self._call(event.operation_id, event.conn_id)
+            return "call.offered", {
+                "conn_id": event.conn_id, "agent_id": event.agent,
+                "direction": call_direction(call.direction) if call else "inbound",
+                "customer_number": event.customer_number, "queue": call.queue if call else None,
+            }, event.conn_id
+        if isinstance(event, CallDialing):
+            return "call.offered", {
+                "conn_id": event.conn_id, "agent_id": event.agent, "direction": "outbound",
+                "customer_number": event.customer_number, "queue": None,
+            }, event.conn_id
+        if isinstance(event, CallAnswered):
+            if event.agent is None:
+                return None  # the document's call.answered names an agent; a number answering is a transfer event
+            return "call.answered", {"conn_id": event.conn_id, "agent_id": event.agent}, event.conn_id
+        if isinstance(event, CallHeld):
+            call = self._call(event.operation_id, event.conn_id)
+            if call is None or call.agent is None:
+                return None
+            return "call.held", {"conn_id": event.conn_id, "agent_id": call.agent, "held": event.held}, event.conn_id
+        if isinstance(event, CallEnded):
+            call = self._call(event.operation_id, event.conn_id)
+            ended_at = call.ended_at if call and call.ended_at is not None else event.at
+            # "target" is whoever stood on the agent's side after a transfer: the document names it "agent".
+            by = {"customer": "customer", "system": "system"}.get(event.hangup_by, "agent")
+            return "call.ended", {
+                "conn_id": event.conn_id, "agent_id": call.agent if call else None, "ended_by": by,
+                "sip_cause": event.sip_cause,
+                "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
+            }, event.conn_id
+        if isinstance(event, AgentStateChanged):
+            state, aux = agent_state(event.state)
+            previous, _ = agent_state(event.previous)
+            agent = self._agent(event.operation_id, event.agent)
+            return "agent.state_changed", {
+                "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
+                "registered": agent.registered if agent else False,
+            }, None
+        if isinstance(event, DisplayChanged):
+            agent = self._agent(event.operation_id, event.agent)
+            return "agent.display_changed", {
+                "agent_id": event.agent, "button": event.button, "display": "show" if event.visible else "hide",
+                "buttons": display_json(agent.display if agent else ((event.button, event.visible),)),
+            }, None
+        return None
+
+    def _transfer(self, event: TransferEvent) -> tuple[str, dict[str, Any], str | None]:
+        kind = _TRANSFER_TYPES[type(event)]
+        ringing_at, answered_at = self._transfer_times.get(event.transfer_id, (None, None))
+        state: str | None = None
+        if isinstance(event, TransferRinging):
+            ringing_at, state = event.at, "ringing"
+        elif isinstance(event, TransferAnswered):
+            answered_at, state = event.at, "answered"
+        self._transfer_times[event.transfer_id] = (ringing_at, answered_at)
+        record = self._transfer_record(event)
+        data = transfer_json(record, ringing_at=ringing_at, answered_at=answered_at, state=state)
+        if kind == "transfer.created":
+            data["state"] = "created"
+        if len(self._transfer_times) > 4 * _KEEP_ENDED_CALLS:
+            self._transfer_times.pop(next(iter(self._transfer_times)))
+        return kind, data, event.conn_id
+
+    def _transfer_record(self, event: TransferEvent) -> TransferRecord:
+        if self._context is not None:
+            try:
+                return self._context.get_transfer(event.operation_id, event.transfer_id)
+            except CallControlError:
+                pass
+        raise LookupError(f"transfer {event.transfer_id} is unknown to the event log's context")
+
+    def _call(self, operation_id: str, conn_id: str) -> CallView | None:
+        if self._context is None:
+            return None
+        try:
+            return self._context.get_call(operation_id, conn_id)
+        except CallControlError:
+            return None
+
+    def _agent(self, operation_id: str, extension: str) -> AgentView | None:
+        if self._context is None:
+            return None
+        try:
+            return self._context.get_agent(operation_id, extension)
+        except CallControlError:
+            return None

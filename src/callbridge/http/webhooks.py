@@ -1,0 +1,192 @@
+"""Signed webhooks: each wire event of an operation POSTed to that operation's webhook URLs (`openapi.json`,
+`webhooks.event`).
+
+Rules:
+- One request per event, in seq order per URL: the next is sent once the previous was acknowledged or given up.
+- A 2xx within 10 s acknowledges. Anything else (another status, a refused connection, a timeout) is retried
+  after 1, 2, 4, 8... s, jittered (a factor drawn in [0.5, 1.0]), at most 10 minutes between tries, for up to 24
+  hours after the first try; then the event is given up and counted.
+- `Callbridge-Signature: t=<unix time>,v1=<hex>` where v1 = hex(HMAC-SHA256(secret, "<t>." + raw body)): the time
+  is signed with the body. `verify_signature` is the receiver's side: recompute over the raw bytes, compare in
+  constant time, refuse a `t` more than 5 minutes away.
+- Bounded: each URL keeps at most `max_pending` undelivered events; past it the oldest are dropped and counted
+  (a receiver down for a day must not grow the server's memory without limit).
+
+Theory of operation: the event log calls `on_event` (synchronously, on the loop's thread) with every wire event;
+it is appended to the queue of each target of that operation, and that target's delivery task, an asyncio task
+started by `start()`, is woken. The task delivers its queue's head until acknowledged or given up, then the next.
+Webhook URLs come from configuration, never from a request, so this is not a way to make callbridge send
+requests at arbitrary hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from callbridge.http.events import WireEvent
+
+_log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "Callbridge-Signature"
+SIGNATURE_TOLERANCE_S = 300.0
+
+
+def sign(secret: str, body: bytes, t: int) -> str:
+    """The header value for `body` sent at unix time `t`."""
+    digest = hmac.new(secret.encode("utf-8"), str(t).encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+def verify_signature(secret: str, header: str, body: bytes, *, now: float | None = None,
+                     tolerance: float = SIGNATURE_TOLERANCE_S) -> bool:
+    """The receiver's check: well-formed, fresh and made with `secret` over exactly `body`."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    t_text, v1 = fields.get("t", ""), fields.get("v1", "")
+    if not t_text.isdigit() or len(v1) != 64:
+        return False
+    t = int(t_text)
+    if abs((time.time() if now is None else now) - t) > tolerance:
+        return False
+    expected = sign(secret, body, t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, v1)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    operation_id: str
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    first_delay: float = 1.0
+    max_delay: float = 600.0
+    give_up_after: float = 24 * 3600.0
+    ack_timeout: float = 10.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Before try `attempt + 1` (attempt 1 is the first retry): 1, 2, 4... s, jittered, capped."""
+        base = min(self.max_delay, self.first_delay * (2 ** (attempt - 1)))
+        return float(base * rng.uniform(0.5, 1.0))
+
+
+@dataclass(slots=True)
+class _Queue:
+    target: WebhookTarget
+    pending: deque[WireEvent] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class WebhookStats:
+    delivered: int = 0
+    attempts: int = 0
+    retries: int = 0
+    given_up: int = 0
+    dropped: int = 0
+
+
+class WebhookDispatcher:
+    def __init__(self, targets: Sequence[WebhookTarget], *, policy: RetryPolicy | None = None,
+                 max_pending: int = 10_000, client: httpx.AsyncClient | None = None,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        self.policy = policy or RetryPolicy()
+        self.max_pending = max_pending
+        self.stats = WebhookStats()
+        self._queues = [_Queue(t) for t in targets]
+        self._client = client
+        self._own_client = client is None
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    @property
+    def targets(self) -> list[WebhookTarget]:
+        return [q.target for q in self._queues]
+
+    def pending(self) -> int:
+        return sum(len(q.pending) for q in self._queues)
+
+    def on_event(self, event: WireEvent) -> None:
+        for queue in self._queues:
+            if queue.target.operation_id != event.operation:
+                continue
+            queue.pending.append(event)
+            while len(queue.pending) > self.max_pending:
+                queue.pending.popleft()
+                self.stats.dropped += 1
+            queue.wake.set()
+
+    async def start(self) -> None:
+        if not self._queues:
+            return
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.policy.ack_timeout, follow_redirects=False)
+        for queue in self._queues:
+            queue.task = asyncio.create_task(self._run(queue), name=f"webhook {queue.target.url}")
+
+    async def stop(self) -> None:
+        tasks = [q.task for q in self._queues if q.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        for queue in self._queues:
+            queue.task = None
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _run(self, queue: _Queue) -> None:
+        while True:
+            if not queue.pending:
+                queue.wake.clear()
+                await queue.wake.wait()
+                continue
+            event = queue.pending[0]
+            await self._deliver(queue.target, event)
+            if queue.pending and queue.pending[0] is event:
+                queue.pending.popleft()
+
+    async def _deliver(self, target: WebhookTarget, event: WireEvent) -> None:
+        started = self._clock()
+        attempt = 0
+        while True:
+            self.stats.attempts += 1
+            if await self._try(target, event):
+                self.stats.delivered += 1
+                return
+            attempt += 1
+            delay = self.policy.delay(attempt, self._rng)
+            if self._clock() + delay - started > self.policy.give_up_after:
+                self.stats.given_up += 1
+                _log.warning("webhook %s: gave up on event %d after %d tries", target.url, event.seq, attempt)
+                return
+            self.stats.retries += 1
+            await asyncio.sleep(delay)
+
+    async def _try(self, target: WebhookTarget, event: WireEvent) -> bool:
+        assert self._client is not None
+        headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(target.secret, event.line,
+                                                                              int(self._clock()))}
+        try:
+            response = await self._client.post(target.url, content=event.line, headers=headers,
+                                               timeout=self.policy.ack_timeout)
+        except httpx.HTTPError as exc:
+            _log.info("webhook %s: event %d not delivered: %s", target.url, event.seq, exc)
+            return False
+        return 200 <= response.status_code < 300
