@@ -240,3 +240,17 @@ def test_authentication_accessors_delegate_to_auth() -> None:
     ]
     assert challenges[0][1]["realm"] == "callbridge"
     assert msg.proxy_authenticate == [] and msg.authorization == [] and msg.proxy_authorization == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X", "a\r\nInjected: 1"), ("X", "a\nb"), ("X", "a\rb"), ("Bad Name", "v"), ("X:Y", "v"), ("", "v")],
+)
+def test_fields_that_would_break_the_framing_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ValueError):
+        Headers([(name, value)])
+    headers = Headers()
+    for mutate in (headers.add, headers.set, headers.prepend):
+        with pytest.raises(ValueError):
+            mutate(name, value)
+    assert len(headers) == 0

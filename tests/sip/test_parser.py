@@ -291,3 +291,23 @@ def test_stream_head_without_end_is_bounded() -> None:
     with pytest.raises(ParseError):
         stream.next_message()
     assert stream.broken is not None
+
+
+@pytest.mark.parametrize("junk", [b"\n", b"\r", b"\n\r"])
+def test_bare_cr_or_lf_in_the_head_is_refused(junk: bytes) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(INVITE.replace(b"Call-ID: a84b", b"Call-ID: a" + junk + b"84b"))
+    assert caught.value.status == 400
+    assert parse(INVITE.replace(b"a=sendrecv", b"a=send\nrec")).body.endswith(b"a=send\nrec\r\n")  # body: any octets
+
+
+def test_stream_body_in_many_segments() -> None:
+    stream = StreamParser()
+    head, _, body = INVITE.partition(b"\r\n\r\n")
+    stream.feed(head + b"\r\n\r\n")
+    for octet in body[:-1]:
+        stream.feed(bytes([octet]))
+        assert stream.next_message() is None
+    stream.feed(body[-1:])
+    assert stream.next_message() == TABLE[0].message
+    assert stream.next_message() is None

@@ -151,3 +151,10 @@ def test_make_response_keeps_an_existing_to_tag_and_a_custom_reason() -> None:
     assert make_response(request, 480, "Agent Away").start_line == "SIP/2.0 480 Agent Away"
     assert make_response(request, 299).reason == ""
     assert parse(bytes(response)) == response
+
+
+def test_start_line_with_a_line_break_is_refused() -> None:
+    with pytest.raises(ValueError):
+        bytes(Response(200, "OK\r\nInjected: 1"))
+    with pytest.raises(ValueError):
+        bytes(Request("OPTIONS", "sip:a@b\r\nX: 1"))

@@ -9,6 +9,8 @@ Rules:
   comma-separated lists, respecting quoted strings and ``<...>``, for the headers whose grammar is a list
   (``LIST_HEADERS``); any other value, known or unknown, is one value even if it holds commas (authentication
   challenges and credentials, Date, free text).
+- Fields added by code are checked: a name must be a non-empty run without ``:``, whitespace or line breaks, and a
+  value must not contain CR or LF (``ValueError``), so that no value can inject a header or end the head early.
 - ``cache`` holds the structured values the message accessors parsed; any mutation clears it.
 """
 
@@ -86,6 +88,13 @@ LIST_HEADERS: frozenset[str] = frozenset(
 )
 
 
+def _checked(name: str, value: str) -> tuple[str, str, str]:
+    """An entry built by code (not parsed): refuse what would break the framing when serialised."""
+    if not name or ":" in name or any(ch in name for ch in " \t\r\n") or "\r" in value or "\n" in value:
+        raise ValueError(f"header field not allowed: {name[:40]!r}: {value[:40]!r}")
+    return header_key(name), name, value.strip()
+
+
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower-case long form."""
     key = name.lower()
@@ -98,7 +107,7 @@ class Headers:
     __slots__ = ("_first", "_items", "cache")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = [(header_key(name), name, value.strip()) for name, value in items]
+        self._items: list[tuple[str, str, str]] = [_checked(name, value) for name, value in items]
         self._first: dict[str, str] | None = None
         self.cache: dict[str, object] = {}
 
@@ -153,34 +162,35 @@ class Headers:
         return [value for item_key, _, value in self._items if item_key == key]
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((header_key(name), name, value.strip()))
+        self._items.append(_checked(name, value))
         self._changed()
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of the same name (a proxy pushing a Via, §16.6), else at the top."""
-        key = header_key(name)
+        entry = _checked(name, value)
         for index, (item_key, _, _) in enumerate(self._items):
-            if item_key == key:
-                self._items.insert(index, (key, name, value.strip()))
+            if item_key == entry[0]:
+                self._items.insert(index, entry)
                 break
         else:
-            self._items.insert(0, (key, name, value.strip()))
+            self._items.insert(0, entry)
         self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of ``name`` with one, at the place of the first (or at the end)."""
-        key = header_key(name)
+        entry = _checked(name, value)
+        key = entry[0]
         items: list[tuple[str, str, str]] = []
         placed = False
         for item in self._items:
             if item[0] == key:
                 if not placed:
-                    items.append((key, name, value.strip()))
+                    items.append(entry)
                     placed = True
             else:
                 items.append(item)
         if not placed:
-            items.append((key, name, value.strip()))
+            items.append(entry)
         self._items = items
         self._changed()
 

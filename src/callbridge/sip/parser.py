@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import TypeVar, cast
+from typing import NoReturn, TypeVar, cast
 
 from callbridge.sip.addr import (
     Contact,
@@ -140,7 +140,11 @@ def _learn_name(raw: str) -> tuple[str, str] | None:
 
 
 def _parse_head(head: bytes) -> tuple[str, Fields]:
-    lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    text = head.decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+        # a CR or LF outside CRLF: peers disagree on where such a line ends, so it is never accepted or forwarded
+        raise ParseError("bare CR or LF in the message head")
     fields: Fields = []
     append = fields.append
     known_names = _KNOWN_NAMES
@@ -269,6 +273,7 @@ class StreamParser:
         self._buffer = bytearray()
         self._max_head = max_head
         self._max_body = max_body
+        self._pending: tuple[int, int, str, Fields, dict[str, str]] | None = None
         self.broken: ParseError | None = None
 
     def feed(self, data: bytes) -> None:
@@ -296,41 +301,45 @@ class StreamParser:
 
     def _next(self) -> Request | Response | None:
         buffer = self._buffer
-        skip = 0
-        while skip < len(buffer) and buffer[skip] in (13, 10):
-            skip += 1  # keep-alive CRLFs between messages (RFC 5626 §3.5.1)
-        if skip:
-            del buffer[:skip]
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > self._max_head:
-                self._break(ParseError("message head too long", None))
-            return None
-        head = bytes(buffer[:end])
-        is_response = head.startswith(b"SIP/")
-        try:
-            start, fields = _parse_head(head)
-            first = {key: value for key, _, value in reversed(fields)}
-            length = _content_length(fields, first, stream=True)
-        except ParseError as exc:
-            self._break(exc)
-        assert length is not None
-        if length > self._max_body:
-            self._break(ParseError(f"body of {length} octets too large", None))
-        total = end + 4 + length
+        pending = self._pending
+        if pending is None:
+            skip = 0
+            while skip < len(buffer) and buffer[skip] in (13, 10):
+                skip += 1  # keep-alive CRLFs between messages (RFC 5626 §3.5.1)
+            if skip:
+                del buffer[:skip]
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > self._max_head:
+                    self._break(ParseError("message head too long", None))
+                return None
+            try:
+                start, fields = _parse_head(bytes(buffer[:end]))
+                first = {key: value for key, _, value in reversed(fields)}
+                length = _content_length(fields, first, stream=True)
+            except ParseError as exc:
+                self._break(exc)
+            assert length is not None
+            if length > self._max_body:
+                self._break(ParseError(f"body of {length} octets too large", None))
+            # framed: remember it, so that a body arriving in many segments does not parse the head again
+            pending = self._pending = (end + 4, end + 4 + length, start, fields, first)
+        body_start, total, start, fields, first = pending
         if len(buffer) < total:
             return None  # RFC 4475 §3.1.2.2 on a stream: wait for the rest
-        body = bytes(buffer[end + 4 : total])
+        body = bytes(buffer[body_start:total])
         del buffer[:total]
+        self._pending = None
         try:
             return _build(start, fields, first, body)
         except ParseError as exc:
-            if is_response:
+            if start.startswith("SIP/"):
                 exc.status = None
             raise
 
-    def _break(self, error: ParseError) -> None:
+    def _break(self, error: ParseError) -> NoReturn:
         error.status = None
         self.broken = error
         self._buffer.clear()
+        self._pending = None
         raise error
