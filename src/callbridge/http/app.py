@@ -35,6 +35,7 @@ from callbridge.http.native import IdempotencyStore, NativeApi
 from callbridge.http.streams import EventStreams
 from callbridge.http.webhooks import WebhookDispatcher
 
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OPENAPI_DOCUMENT: bytes = resources.files("callbridge.http").joinpath("openapi.json").read_bytes()
 
 
@@ -114,7 +115,7 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
         return Response(OPENAPI_DOCUMENT, media_type="application/json")
 
     routes: list[BaseRoute] = [
-        Route(contract.ENDPOINT_PATH, agentbox.__call__),  # every method: anything but POST answers 405
+        Route(contract.ENDPOINT_PATH, agentbox.__call__, methods=_EVERY_METHOD),  # anything but POST: 405
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
