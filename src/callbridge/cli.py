@@ -6,9 +6,13 @@ import typer
 
 from callbridge import __version__
 from callbridge.admin import admin_app
+from callbridge.cli_agent import agent_app
+from callbridge.cli_live import live_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="callbridge: contact-center call control")
 app.add_typer(admin_app, name="admin")
+app.add_typer(agent_app, name="agent")
+app.add_typer(live_app)
 
 
 def _version(value: bool) -> None:
