@@ -334,6 +334,7 @@ def assert_envelope(response: httpx.Response, code: int, error: str | None, msg:
                     data: dict[str, str] | None = None) -> None:
     assert (response.status_code, response.headers["content-type"], response.content) == (
         code, "application/json; charset=utf-8", envelope_bytes(code, error, msg, data))
+    validate_response(ENDPOINT, "post", response)
 
 
 # --- validation against the document ----------------------------------------------------------------------------
