@@ -421,8 +421,11 @@ def parse_uint(text: str, limit: int = MAX_SCALAR) -> int:
 def parse_cseq(value: str) -> CSeq:
     parts = value.split()
     if len(parts) != 2 or not (parts[1].isalpha() or is_token(parts[1])):
-        raise ParseError(f"bad CSeq: {value!r}")
-    return _new_tuple(CSeq, (parse_uint(parts[0]), parts[1]))
+        raise ParseError(f"bad CSeq: {value[:40]!r}")
+    number = parts[0]
+    if len(number) <= 9 and number.isdigit() and number.isascii():  # below 2**32-1: no range check needed
+        return _new_tuple(CSeq, (int(number), parts[1]))
+    return _new_tuple(CSeq, (parse_uint(number), parts[1]))
 
 
 class Contact(NamedTuple):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import NoReturn, TypeVar, cast
+from typing import NoReturn, TypeVar
 
 from callbridge.sip.addr import (
     Contact,
@@ -221,9 +221,13 @@ def _validate(message: Request | Response, fields: Fields, first: dict[str, str]
     vias: list[Via]
     contacts: list[Contact]
     if len(first) == len(fields):  # every header once: the lists are in ``first``, parse them from there
-        vias = _elements(first["via"], parse_via)
+        via = first["via"]
+        vias = _elements(via, parse_via) if "," in via else [parse_via(via)]
         contact = first.get("contact")
-        contacts = _elements(contact, parse_contact) if contact is not None else []
+        if contact is None:
+            contacts = []
+        else:
+            contacts = _elements(contact, parse_contact) if "," in contact else [parse_contact(contact)]
     else:  # some header repeats: only list headers may
         counts: dict[str, int] = {}
         for key, _, _ in fields:
@@ -238,8 +242,8 @@ def _validate(message: Request | Response, fields: Fields, first: dict[str, str]
     if len(contacts) > 1 and any(contact.star for contact in contacts):
         raise ParseError("Contact '*' must stand alone (§10.2.2)")
     cseq = cache["cseq"] = parse_cseq(first["cseq"])
-    if cseq.method != getattr(message, "method", cseq.method):
-        method = cast(Request, message).method
+    if isinstance(message, Request) and cseq.method != message.method:
+        method = message.method
         raise ParseError(
             f"CSeq method {cseq.method!r} differs from {method!r}", 400 if method in KNOWN_METHODS else 501
         )
@@ -248,8 +252,8 @@ def _validate(message: Request | Response, fields: Fields, first: dict[str, str]
     cache["from"] = parse_name_addr(first["from"])
     cache["to"] = parse_name_addr(first["to"])
     max_forwards = first.get("max-forwards")
-    if max_forwards is not None:
-        parse_uint(max_forwards, limit=255)
+    if max_forwards is not None and not (len(max_forwards) <= 2 and max_forwards.isdigit() and max_forwards.isascii()):
+        parse_uint(max_forwards, limit=255)  # the unusual shapes: checked in full
 
 
 def _elements(line: str, parse_one: Callable[[str], T]) -> list[T]:
