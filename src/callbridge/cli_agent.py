@@ -81,6 +81,15 @@ def exit_code_for(exc: errors.AgentboxError) -> int:
     return next((code for cls, code in _EXIT_BY_ERROR if isinstance(exc, cls)), EXIT_OTHER)
 
 
+def describe(exc: errors.AgentboxError) -> str:
+    """``404 NOT FOUND: AGENT DOES NOT EXIST``; a problem whose title is its message says it once."""
+    head = f"{exc.code} {exc.error}:" if exc.error and exc.error != exc.msg else str(exc.code)
+    line = f"{head} {exc.msg}" if exc.msg else head
+    if isinstance(exc, errors.EventsExpired) and exc.oldest_seq is not None:
+        line += f" (the oldest kept is {exc.oldest_seq}: --after {max(0, exc.oldest_seq - 1)} starts there)"
+    return line
+
+
 def _usage_line(exc: UsageError) -> str:
     where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
     return f"error: {' '.join(exc.format_message().split())}{where}"  # one line, even for a list of choices
@@ -170,7 +179,7 @@ def reporting_errors(url: str, *, json_out: bool) -> Iterator[None]:
         fail(f"unexpected answer from {url} (HTTP {exc.status}): {exc.msg}", EXIT_OTHER, json_out=json_out,
              payload={"code": exc.status, "error": None, "msg": exc.msg, "key": None})
     except errors.AgentboxError as exc:
-        fail(str(exc), exit_code_for(exc), json_out=json_out,
+        fail(describe(exc), exit_code_for(exc), json_out=json_out,
              payload={"code": exc.code, "error": exc.error, "msg": exc.msg, "key": exc.key})
     except httpx.TimeoutException:
         fail(f"{url} did not answer in time", EXIT_UNREACHABLE, json_out=json_out,
