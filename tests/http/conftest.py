@@ -242,11 +242,12 @@ class World:
     2001), the real service over the fakes, and the application built by `create_app`."""
 
     def __init__(self, *, settings: HttpSettings | None = None, webhooks: WebhookDispatcher | None = None,
-                 gate_clock: Callable[[], float] | None = None, **op_settings: Any) -> None:
+                 gate_clock: Callable[[], float] | None = None, events: EventLog | None = None,
+                 **op_settings: Any) -> None:
         self.signalling = FakeSignalling()
         self.directory = d = Directory()
         self.records = Records()
-        self.events = EventLog()
+        self.events = events or EventLog()
         d.operations[OP] = Operation(OP, "op42.test", **({"time_zone": "America/Bogota", "default_queue": "sales",
                                                            "action_timeout": 5.0} | op_settings))
         d.operations[OTHER_OP] = Operation(OTHER_OP, "op77.test", default_queue="support")

@@ -1,0 +1,150 @@
+"""The event log and `/v2/events`: per-operation seq without gaps, the Event schema, resume from a seq, 410 past
+retention, NDJSON streaming live on a real uvicorn, and the WebSocket (header and subprotocol authentication)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import websockets
+from conftest import BEARER, DOC, OP, OTHER_OP, OTHER_TOKEN, TOKEN, LiveServer, World, validate_against_document
+from websockets.exceptions import InvalidStatus
+
+from callbridge.callcontrol.events import CallMuted
+from callbridge.http.events import EventLog
+
+EVENT = {"$ref": "#/components/schemas/Event"}
+
+
+def check_events(lines: list[dict[str, object]]) -> None:
+    for event in lines:
+        validate_against_document(EVENT, event)
+
+
+async def stream(client: httpx.AsyncClient, query: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return await client.get(f"/v2/events?{query}", headers=BEARER if headers is None else headers)
+
+
+def lines_of(response: httpx.Response) -> list[dict[str, object]]:
+    return [json.loads(line) for line in response.text.split("\n") if line.strip()]
+
+
+async def test_wire_events_have_their_operations_seq_without_gaps(client: httpx.AsyncClient, world: World) -> None:
+    world.login("1001", "1002")
+    world.login("2001", op=OTHER_OP)
+    world.service.agent_display(OP, "1001", "hide", "hungup")
+    conn_id, customer, _ = world.connected_call("1001")
+    await client.post("/api/v2/agentbox.php", params={"api": "hold", "agent_id": "1001"},
+                      headers={"wolkvox-token": TOKEN})
+    await client.post("/api/v2/agentbox.php", params={"api": "mute", "agent_id": "1001"},  # no wire type
+                      headers={"wolkvox-token": TOKEN})
+    await client.post("/api/v2/agentbox.php", params={"api": "transfer", "agent_id": "1001",
+                                                      "customer_phone": "1002"}, headers={"wolkvox-token": TOKEN})
+    world.service.on_leg_answered(world.signalling.last_originate("1002").leg_id)
+    world.service.on_leg_ended(customer)
+    response = await stream(client, "after=0&wait=0")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-ndjson"
+    events = lines_of(response)
+    check_events(events)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert int(response.headers["callbridge-last-seq"]) == len(events)
+    assert {e["operation"] for e in events} == {OP}
+    types = [e["type"] for e in events]
+    assert types[:5] == ["agent.state_changed"] * 2 + ["agent.display_changed", "agent.state_changed",
+                                                        "call.offered"]
+    assert "transfer.created" in types and "transfer.completed" in types and types[-1] != "call.muted"
+    answered = next(e for e in events if e["type"] == "transfer.answered")
+    assert answered["data"]["state"] == "answered"  # type: ignore[index]
+    other = lines_of(await stream(client, "after=0&wait=0", {"authorization": f"Bearer {OTHER_TOKEN}"}))
+    assert [e["seq"] for e in other] == [1] and {e["operation"] for e in other} == {OTHER_OP}
+    resumed = lines_of(await stream(client, "after=5&wait=0&limit=3"))
+    assert [e["seq"] for e in resumed] == [6, 7, 8]
+    only = lines_of(await stream(client, "after=0&wait=0&types=call.held,call.ended"))
+    assert [e["type"] for e in only] == ["call.held", "call.ended"]
+    assert only[1]["data"]["conn_id"] == conn_id  # type: ignore[index]
+    assert lines_of(await stream(client, "wait=0")) == []  # no after: only what happens from now on
+
+
+@pytest.mark.parametrize("query", ["after=-1", "after=x", "wait=301", "limit=0", "types=call.exploded"])
+async def test_bad_stream_parameters(client: httpx.AsyncClient, query: str) -> None:
+    response = await stream(client, query)
+    assert response.status_code == 400 and response.json()["error"] == "INVALID_PARAMETER"
+
+
+async def test_410_after_retention_with_the_oldest_kept_seq() -> None:
+    later = time.time() + 1000.0  # the log's clock: every event is older than its 10 s
+    world = World(events=EventLog(retention_s=10.0, retention_count=2, clock=lambda: later))
+    world.service.on_registration_changed(OP, "1001", True)
+    for status in ("ready", "2", "ready", "2"):
+        world.service.change_status(OP, "1001", status)
+    assert world.events.oldest_seq(OP) == 3
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=world.app), base_url="http://t") as client:
+        gone = await stream(client, "after=1&wait=0")
+        assert gone.status_code == 410
+        body = gone.json()
+        validate_against_document(DOC["paths"]["/v2/events"]["get"]["responses"]["410"]["content"]
+                                  ["application/problem+json"]["schema"], body)
+        assert (body["error"], body["oldest_seq"]) == ("EVENTS_EXPIRED", 3)
+        assert [e["seq"] for e in lines_of(await stream(client, "after=2&wait=0"))] == [3, 4]
+
+
+def test_domain_events_without_a_wire_type_are_not_numbered() -> None:
+    log = EventLog()
+    seen: list[str] = []
+    log.add_listener(lambda e: seen.append(e.name))
+    log.publish(CallMuted(operation_id=OP, conn_id="c1", muted=True, seq=1, at=1.0))
+    assert (seen, log.last_seq(OP)) == (["call_muted"], 0)
+
+
+async def test_ndjson_streams_live_events_and_resumes_on_a_real_server() -> None:
+    world = World()
+    world.login("1001")
+    async with LiveServer(world.app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        got: list[dict[str, object]] = []
+
+        async def consume(after: int) -> None:
+            async with client.stream("GET", "/v2/events", params={"after": after, "wait": 5, "limit": 2},
+                                     headers=BEARER) as response:
+                assert response.headers["callbridge-last-seq"] == "1"
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        got.append(json.loads(line))
+
+        task = asyncio.create_task(consume(1))
+        await asyncio.sleep(0.2)
+        assert got == []
+        world.service.change_status(OP, "1001", "2")
+        world.service.agent_display(OP, "1001", "hide", "dial")
+        await asyncio.wait_for(task, 5)
+        check_events(got)
+        assert [(e["seq"], e["type"]) for e in got] == [(2, "agent.state_changed"), (3, "agent.display_changed")]
+
+
+async def test_websocket_with_header_and_with_subprotocol_token() -> None:
+    world = World()
+    world.login("1001")
+    async with LiveServer(world.app) as server:
+        url = f"ws://127.0.0.1:{server.port}/v2/events?after=0"
+        async with websockets.connect(url, additional_headers=BEARER,
+                                      subprotocols=["callbridge.events.v2"]) as ws:  # type: ignore[list-item]
+            assert ws.subprotocol == "callbridge.events.v2"
+            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert (first["seq"], first["type"]) == (1, "agent.state_changed")
+            world.service.change_status(OP, "1001", "2")
+            live = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            check_events([first, live])
+            assert live["seq"] == 2
+        protocols = ["callbridge.events.v2", f"bearer.{TOKEN}"]
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/v2/events?after=1",
+                                      subprotocols=protocols) as ws:  # type: ignore[arg-type]
+            assert ws.subprotocol == "callbridge.events.v2"
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["seq"] == 2
+        with pytest.raises(InvalidStatus) as info:
+            async with websockets.connect(url, additional_headers={"authorization": "Bearer nope"}):
+                pass
+        assert info.value.response.status_code == 403
+        assert json.loads(info.value.response.body or b"{}")["error"] == "INVALID_TOKEN"
