@@ -311,3 +311,10 @@ def test_stream_body_in_many_segments() -> None:
     stream.feed(body[-1:])
     assert stream.next_message() == TABLE[0].message
     assert stream.next_message() is None
+
+
+def test_input_that_is_not_bytes_still_raises_only_parse_error() -> None:
+    for data in ("INVITE sip:a@b SIP/2.0\r\n\r\n", None, 42):
+        with pytest.raises(ParseError):
+            parse(data)  # type: ignore[arg-type]
+    assert parse(bytearray(INVITE)) == parse(memoryview(INVITE))  # type: ignore[arg-type]

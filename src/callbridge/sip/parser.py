@@ -4,8 +4,11 @@ Theory of operation (RFC 3261 §7, §18.3): the head is split from the body at t
 ``find``, decoded once (UTF-8; octets that are not UTF-8 survive as ``surrogateescape`` characters and are written
 back unchanged), split into lines once; folded lines (§7.3.1) are joined with one space. Each field becomes
 ``(key, name, value)`` with the value kept as a raw string; structures are parsed on first read (``message.py``).
-Only what a B2BUA must check before it can answer or route is parsed here:
+Header names seen before are looked up in a bounded table instead of being checked again. Only what a B2BUA must
+check before it can answer or route is parsed here:
 
+- the head: CR and LF only as CRLF (a bare one -> 400: peers would disagree on where the line ends), header names
+  are tokens, every line but a fold has a colon;
 - start line: exactly ``Method SP Request-URI SP SIP-Version`` (trailing whitespace tolerated, RFC 4475 §3.1.2.10);
   version other than SIP/2.0 -> 505; response code three digits 100-699, else the response is dropped;
 - Request-URI checked (``<...>``, spaces, and ``?headers`` in a SIP Request-URI -> 400, RFC 4475 §3.1.2.7/8/11):
@@ -13,7 +16,7 @@ Only what a B2BUA must check before it can answer or route is parsed here:
   is structured when ``request.uri`` is first read; any other text is parsed fully here;
 - To, From, Call-ID, CSeq, Via present (Max-Forwards may be absent: RFC 2543 peers, RFC 4475 §3.4.1), at most one
   of each single-value header (RFC 4475 §3.3.8), and each of them well formed (Via, From, To, Contact, CSeq,
-  Max-Forwards);
+  Max-Forwards at most 255); their structures are kept, so reading them later costs nothing;
 - CSeq number at most 2**32-1 (RFC 4475 §3.1.2.4) and CSeq method = request method: 400, or 501 when the method is
   unknown (RFC 4475 §3.1.2.17/18);
 - Content-Length: digits only (negative -> 400, RFC 4475 §3.1.2.3); several values -> the framing cannot be trusted:
