@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callbridge.sip import URI, ParseError, parse_uri
 from callbridge.sip.uri import is_simple_sip_uri
@@ -149,3 +151,17 @@ def test_simple_sip_uri_shape_is_within_what_parses(text: str, simple: bool) -> 
     assert is_simple_sip_uri(text) is simple
     if simple:
         parse_uri(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="sip:@;=?&%[]/.-_!~*'()+$,0123456789abAB \t<>\"", min_size=4, max_size=40))
+def test_every_simple_sip_uri_parses(tail: str) -> None:
+    # The parser defers the plain Request-URI shape to first read: that shape must never fail to parse.
+    for text in (tail, "sip:" + tail, "sips:a@" + tail):
+        if is_simple_sip_uri(text):
+            assert parse_uri(text).scheme in ("sip", "sips")
+        else:
+            try:
+                parse_uri(text)
+            except ParseError as error:
+                assert error.status == 400
