@@ -1,0 +1,138 @@
+"""Bridging two legs, and the SDP each side is shown (signalling only: media flows between the parties).
+
+Rules (RFC 3264, RFC 3725):
+- Each party sees one consistent session from us: the first SDP we relay to a party is passed as it is, and every
+  later one is shown as a new version of that session (`o=` username, session id and address kept, version + 1,
+  `sdp.rebase_origin`), whoever the far end is now (§8). SDP that does not parse is passed through untouched.
+- `connect(a, b)`: an incoming leg still ringing is answered 200 with the other leg's SDP. Two established legs
+  are joined by moving an offer across: a leg whose 2xx we have not ACKed yet (it answered an offer-less INVITE,
+  RFC 3725 flow I, so its 2xx holds an offer) gives its offer to the other leg in a re-INVITE, and the answer
+  goes back in the ACK. When neither leg has an offer pending, one is asked for with an offer-less re-INVITE.
+- A re-INVITE or UPDATE from one party is relayed to the party it is bridged to, the answer relayed back; a
+  re-INVITE without SDP, or one from a party bridged to nobody, is answered with the SDP that party last got
+  from us (the session does not change). A relayed request that crosses one of ours gets 491 (§14.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from callbridge.b2bua.legs import SipLeg
+from callbridge.sip.message import Request, Response
+from callbridge.sip.sdp import SdpError, SessionDescription, rebase_origin
+from callbridge.sip.transaction import ServerTransaction
+
+if TYPE_CHECKING:
+    from callbridge.b2bua.switch import Switch
+
+SDP = "application/sdp"
+
+__all__ = ["SDP", "connect", "modify_own", "present", "relay_offer"]
+
+
+def present(leg: SipLeg, sdp: bytes) -> bytes:
+    """`sdp`, written by the far end, as `leg`'s party is to see it; remembered as what we sent it."""
+    if not sdp:
+        return sdp
+    try:
+        sd = SessionDescription.parse(sdp)
+        far = sd.origin
+    except SdpError:
+        leg.sent_sdp = sdp
+        return sdp
+    if leg.sent_origin is None:
+        leg.sent_origin = leg.relayed_origin = far
+        out = sdp
+    elif leg.relayed_origin == far:
+        sd.origin = leg.sent_origin  # the same far session, unchanged: same version
+        out = bytes(sd)
+    else:
+        rebased = rebase_origin(sd, leg.sent_origin)
+        leg.sent_origin, leg.relayed_origin = rebased.origin, far
+        out = bytes(rebased)
+    leg.sent_sdp = out
+    return out
+
+
+def modify_own(leg: SipLeg, change: Callable[[SessionDescription], SessionDescription]) -> bytes | None:
+    """A new version of the SDP we last sent `leg` (hold, resume, mute), or None when there is none to change."""
+    if not leg.sent_sdp:
+        return None
+    try:
+        sd = change(SessionDescription.parse(leg.sent_sdp))
+    except SdpError:
+        return None
+    if leg.sent_origin is not None:
+        sd.origin = leg.sent_origin.next_version()
+    else:
+        sd.bump_version()
+    leg.sent_origin, leg.relayed_origin = sd.origin, None  # the next relay is a change again
+    leg.sent_sdp = bytes(sd)
+    return leg.sent_sdp
+
+
+def connect(sw: Switch, a: SipLeg, b: SipLeg) -> None:
+    """Make `a` and `b` talk to each other (see the module rules)."""
+    a.peer, b.peer = b.leg_id, a.leg_id
+    a.early_peer = b.early_peer = None
+    for x, y in ((a, b), (b, a)):
+        if x.direction == "in" and x.ringing and x.server_tx is not None:
+            sw.answer_incoming(x, present(x, y.remote_sdp))
+            return
+    for x, y in ((a, b), (b, a)):
+        if y.ack_pending and x.offer_source == y.leg_id:
+            sw.ack(y, present(y, x.remote_sdp))  # x answered y's offer already (dial: RFC 3725 flow I)
+            return
+    for x, y in ((a, b), (b, a)):
+        if y.ack_pending:
+            _move_offer(sw, offerer=y, answerer=x)
+            return
+    if not (a.up and b.up):
+        return
+
+    def offered(response: Response | None) -> None:
+        if response is not None and 200 <= response.status < 300 and b.ack_pending:
+            b.remote_sdp = response.body
+            _move_offer(sw, offerer=b, answerer=a)
+
+    if not sw.reinvite(b, b"", offered, defer_ack=True):
+        sw.log.warning("could not ask leg %s for an offer to bridge it with %s", b.leg_id, a.leg_id)
+
+
+def _move_offer(sw: Switch, *, offerer: SipLeg, answerer: SipLeg) -> None:
+    """`offerer`'s 2xx holds an offer and waits for its ACK: offer it to `answerer`, ACK with the answer."""
+
+    def answered(response: Response | None) -> None:
+        if offerer.ack_pending:
+            if response is not None and 200 <= response.status < 300 and response.body:
+                answerer.remote_sdp = response.body
+            sw.ack(offerer, present(offerer, answerer.remote_sdp))
+
+    if not sw.reinvite(answerer, present(answerer, offerer.remote_sdp), answered):
+        answered(None)
+
+
+def relay_offer(sw: Switch, leg: SipLeg, tx: ServerTransaction, request: Request) -> None:
+    """A re-INVITE or UPDATE from `leg`'s party: relay its offer to the peer and the answer back."""
+    peer = sw.legs.get(leg.peer)
+    if not request.body or peer is None or not peer.up:
+        sw.respond(tx, 200, body=leg.sent_sdp if request.method == "INVITE" else b"")
+        return
+    leg.remote_sdp = request.body
+    offer = present(peer, request.body)
+
+    def answered(response: Response | None) -> None:
+        if response is None:
+            sw.respond(tx, 500)
+        elif 200 <= response.status < 300:
+            peer.remote_sdp = response.body or peer.remote_sdp
+            sw.respond(tx, response.status, body=present(leg, response.body) if response.body else b"")
+        else:
+            sw.respond(tx, response.status)
+
+    if request.method == "INVITE":
+        if not sw.reinvite(peer, offer, answered):
+            sw.respond(tx, 491)
+    elif not sw.request_in_dialog(peer, "UPDATE", offer, SDP, answered):
+        sw.respond(tx, 500)

@@ -1,0 +1,173 @@
+"""Routing a new INVITE: from a trunk to a DID, or from an agent (after digest) to an extension or a number.
+
+Order of checks (none of the refusals changes any state or record):
+1. Draining: 503 with Retry-After (the server stops taking calls on SIGTERM).
+2. Loops (RFC 3261 §16.3 and §8.2.2.2 as a B2BUA applies them): Max-Forwards 0 → 483; a Via naming our own
+   sent-by (the request already went through us) → 482. The INVITEs we make carry Max-Forwards - 1, so a loop
+   through other B2BUAs also runs out.
+3. A source address within a trunk's inbound networks: the Request-URI user is the DID; unknown → 404.
+4. Anyone else is an agent and must prove it (RFC 3261 §22.3, as Kamailio's `proxy_authorize`): without valid
+   credentials in the operation's realm the answer is 407 with a fresh challenge, before any lookup, and the
+   same for known and unknown extensions. After authentication: the From user must be the authenticated one
+   (403); the domain decides: not logged in 403, busy 486, target busy 486, a number the dial plan refuses 403 (or
+   484 when it is too short for every trunk), an extension or number that is neither → 404.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from callbridge.b2bua.legs import SipLeg
+from callbridge.callcontrol.errors import (
+    AgentNotFound,
+    AgentNotLoggedIn,
+    AlreadyOnCall,
+    DidNotFound,
+    InvalidParameter,
+    NumberNotAllowed,
+    TargetNotAvailable,
+)
+from callbridge.callcontrol.model import Operation
+from callbridge.sip import AuthError, AuthReason, parse_auth_header
+from callbridge.sip.message import Request
+from callbridge.sip.transaction import ServerTransaction
+
+if TYPE_CHECKING:
+    from callbridge.b2bua.switch import Switch
+
+__all__ = ["route_invite"]
+
+_DRAIN_RETRY_AFTER = "30"
+
+
+def route_invite(sw: Switch, request: Request, tx: ServerTransaction) -> None:
+    if sw.draining or sw.service is None:
+        sw.respond(tx, 503, headers=[("Retry-After", _DRAIN_RETRY_AFTER)])
+        return
+    max_forwards = request.max_forwards
+    if max_forwards is not None and max_forwards <= 0:
+        sw.respond(tx, 483)
+        return
+    ours = (sw.endpoint.host.lower(), sw.endpoint.port)
+    if any((via.sent_by[0].lower(), via.sent_by[1] or 5060) == ours for via in request.vias):
+        sw.respond(tx, 482)
+        return
+    hops = 70 if max_forwards is None else min(max_forwards - 1, 70)
+    trunk = sw.trunk_for_source(tx.source[0])
+    if trunk is not None:
+        _from_trunk(sw, request, tx, trunk.operation_id, hops)
+    else:
+        _from_agent(sw, request, tx, hops)
+
+
+def _new_leg(sw: Switch, request: Request, tx: ServerTransaction, operation_id: str, hops: int,
+             agent: str | None = None) -> SipLeg:
+    leg = SipLeg("l" + uuid.uuid4().hex, operation_id, "in", sw.wall(), server_tx=tx, offer=request.body,
+                 remote_sdp=request.body, max_forwards=hops, peer_addr=tx.source, transport=tx.transport,
+                 agent=agent)
+    tx.user_data = leg
+    return sw.legs.add(leg)
+
+
+def _from_trunk(sw: Switch, request: Request, tx: ServerTransaction, operation_id: str, hops: int) -> None:
+    did = request.uri.user or ""
+    caller = request.from_.uri.user or ""
+    leg = _new_leg(sw, request, tx, operation_id, hops)
+    service = sw.service
+    assert service is not None
+    try:
+        leg.conn_id = service.on_inbound_call(operation_id, did, leg.leg_id, caller)
+    except DidNotFound:
+        _refuse(sw, leg, 404)
+    sw.wake()
+
+
+def _from_agent(sw: Switch, request: Request, tx: ServerTransaction, hops: int) -> None:
+    directory = sw.directory
+    from_host = request.from_.uri.host.lower()
+    operation = directory.operation_for_domain(from_host) or directory.operation_for_domain(
+        request.uri.host.lower())
+    realm = operation.digest_realm if operation is not None else from_host
+    username = _authenticate(sw, request, tx, operation, realm)
+    if username is None:
+        return
+    assert operation is not None  # nobody authenticates without an operation: no HA1 exists
+    if (request.from_.uri.user or "") != username:
+        sw.respond(tx, 403, reason="Identity Mismatch")
+        return
+    dialled = request.uri.user or ""
+    leg = _new_leg(sw, request, tx, operation.id, hops, agent=username)
+    service = sw.service
+    assert service is not None
+    try:
+        leg.conn_id = service.on_agent_call(operation.id, username, leg.leg_id, dialled)
+    except (AgentNotLoggedIn, AgentNotFound):
+        _refuse(sw, leg, 403)
+    except (AlreadyOnCall, TargetNotAvailable):
+        _refuse(sw, leg, 486)
+    except NumberNotAllowed:
+        _refuse(sw, leg, _refused_number_status(sw, operation, dialled))
+    except InvalidParameter:
+        _refuse(sw, leg, 404)
+    sw.wake()
+
+
+def _refused_number_status(sw: Switch, operation: Operation, dialled: str) -> int:
+    trunks = sw.directory.list_trunks(operation.id)
+    if not trunks:
+        return 404
+    if all(len(dialled) < t.dial_plan.min_length for t in trunks):
+        return 484
+    return 403
+
+
+def _refuse(sw: Switch, leg: SipLeg, status: int) -> None:
+    leg.released = True
+    sw.legs.remove(leg.leg_id)
+    if leg.server_tx is not None:
+        sw.respond(leg.server_tx, status)
+        leg.server_tx = None
+
+
+def _authenticate(sw: Switch, request: Request, tx: ServerTransaction, operation: Operation | None,
+                  realm: str) -> str | None:
+    """The authenticated extension, or None after answering 407 (or 400 for malformed credentials)."""
+    challenger = sw.challengers(realm)
+    now = sw.wall()
+    credentials = _credentials_for(request.headers.get_all("Proxy-Authorization"), realm)
+    if credentials is None:
+        sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now)])
+        return None
+
+    def lookup_ha1(username: str, _realm: str, algorithm: str) -> str | None:
+        agent = None if operation is None else sw.directory.get_agent(operation.id, username)
+        if agent is None:
+            return None
+        stored = agent.ha1_md5 if algorithm == "MD5" else agent.ha1_sha256 if algorithm == "SHA-256" else ""
+        return stored or None
+
+    result = challenger.verify(request.method, credentials, lookup_ha1, now, request.body)
+    if result.ok and result.username is not None:
+        return result.username
+    if result.reason is AuthReason.MALFORMED:
+        sw.respond(tx, 400, reason="Malformed Credentials")
+        return None
+    sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now, stale=result.stale)])
+    return None
+
+
+def _credentials_for(values: list[str], realm: str) -> dict[str, str] | None:
+    fallback: dict[str, str] | None = None
+    for value in values:
+        try:
+            scheme, params = parse_auth_header(value)
+        except AuthError:
+            continue
+        if scheme.lower() != "digest":
+            continue
+        if params.get("realm") == realm:
+            return params
+        if "realm" not in params and fallback is None:
+            fallback = params
+    return fallback

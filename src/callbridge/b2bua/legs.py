@@ -1,0 +1,98 @@
+"""The B2BUA's legs: one SIP dialog (or the INVITE forks that may become one) per leg of a domain call.
+
+A leg is what the domain calls a leg (`callcontrol.model.Leg`, same `leg_id`), seen from SIP:
+- an *incoming* leg is an INVITE we received (the customer's call from a trunk, an agent's own call): it rings
+  until the domain bridges it (we answer 200 with the other side's SDP) or rejects/releases it (final error);
+- an *outgoing* leg is an INVITE we sent, to every registered contact of an agent (forks, first 2xx wins, the
+  others cancelled, RFC 3261 §16.7-style forking done by a UAC) or to a trunk's gateway.
+
+The leg also holds what a signalling-only B2BUA must remember to keep each side's view of the session consistent
+(RFC 3264 §8): the last SDP each party sent us, the last SDP we sent it and the `o=` line we present to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from callbridge.sip.dialog import Dialog
+from callbridge.sip.message import Response
+from callbridge.sip.sdp import Origin
+from callbridge.sip.transaction import ClientTransaction, ServerTransaction
+
+__all__ = ["LegTable", "ReinviteDone", "SipLeg"]
+
+LegDirection = Literal["in", "out"]
+LegStatus = Literal["ringing", "up", "ended"]
+ReinviteDone = Callable[[Response | None], None]
+"""Called with the final response to a re-INVITE we sent on a leg (None: no response, or it could not be sent)."""
+
+
+@dataclass(eq=False, slots=True)
+class SipLeg:
+    leg_id: str
+    operation_id: str
+    direction: LegDirection
+    created_at: float  # wall clock
+    conn_id: str | None = None
+    status: LegStatus = "ringing"
+    server_tx: ServerTransaction | None = None  # incoming: the INVITE, until its final response
+    forks: list[ClientTransaction] = field(default_factory=list)  # outgoing: one INVITE per contact
+    dialog: Dialog | None = None  # the confirmed dialog (the fork that answered first)
+    peer: str | None = None  # the leg this one is bridged to (in-dialog requests are relayed there)
+    early_peer: str | None = None  # incoming leg that hears this outgoing leg's ringing and early media
+    offer: bytes = b""  # the SDP offer this leg's INVITE carried (incoming) or that we sent (outgoing)
+    remote_sdp: bytes = b""  # the last SDP this party sent us
+    sent_sdp: bytes = b""  # the last SDP we sent this party
+    sent_origin: Origin | None = None  # the o= this party knows our side by
+    relayed_origin: Origin | None = None  # the far end's o= that `sent_origin` stands for
+    ack_pending: bool = False  # its 2xx (to our offer-less INVITE) awaits the ACK that carries the answer
+    defer_ack: bool = False  # our re-INVITE in progress is offer-less: keep its 2xx un-ACKed
+    offer_source: str | None = None  # the leg whose pending offer this leg's INVITE carried
+    max_forwards: int = 70  # for the INVITEs this leg's call makes (incoming: its Max-Forwards - 1)
+    released: bool = False  # the domain released it (release/reject): nothing more is reported
+    ringing_reported: bool = False
+    answered: bool = False
+    fork_statuses: list[int] = field(default_factory=list)
+    reinvite_done: ReinviteDone | None = None  # the completion of our re-INVITE in progress
+    dtmf_queue: list[str] = field(default_factory=list)
+    peer_addr: tuple[str, int] = ("", 0)
+    transport: str = "udp"
+    agent: str | None = None  # the agent's extension when this leg reaches or comes from an agent
+
+    @property
+    def ringing(self) -> bool:
+        return self.status == "ringing"
+
+    @property
+    def up(self) -> bool:
+        return self.status == "up" and self.dialog is not None and not self.dialog.terminated
+
+
+class LegTable:
+    """Legs by id; a dialog's and a transaction's leg are found through their `user_data`."""
+
+    def __init__(self) -> None:
+        self._legs: dict[str, SipLeg] = {}
+
+    def add(self, leg: SipLeg) -> SipLeg:
+        self._legs[leg.leg_id] = leg
+        return leg
+
+    def get(self, leg_id: str | None) -> SipLeg | None:
+        return self._legs.get(leg_id) if leg_id is not None else None
+
+    def remove(self, leg_id: str) -> None:
+        self._legs.pop(leg_id, None)
+
+    def __len__(self) -> int:
+        return len(self._legs)
+
+    def __iter__(self) -> Iterator[SipLeg]:
+        return iter(list(self._legs.values()))
+
+    @staticmethod
+    def of_dialog(dialog: Dialog | None) -> SipLeg | None:
+        data = dialog.user_data if dialog is not None else None
+        return data if isinstance(data, SipLeg) else None

@@ -1,0 +1,226 @@
+"""The domain's `Signalling` port, done in SIP by the switch.
+
+Choices (each method returns at once; outcomes are reported on a later loop turn, ports.py):
+- `originate`: an agent is called at every contact it has registered (forking, first answer wins), each INVITE
+  sent to the address the registration came from (RFC 3581, NAT); a number goes to the trunk's gateway. The INVITE
+  carries the offer of `offer_from_leg` (presented with that leg's SDP as it is) or none (`offerless`, RFC 3725
+  flow I). No contact, or no trunk: `on_leg_failed(leg, 480)`.
+- `bridge`: `bridge.connect`.
+- `hold`/`unhold` (on the customer's leg): a re-INVITE with the SDP the customer last got from us, every stream
+  put on hold (`sendrecv` → `sendonly`, RFC 3264 §8.4) or back, version + 1.
+- `mute`/`unmute` (on the agent's leg): the same re-INVITE toward the agent's phone. An offer marked `sendonly`
+  tells the phone our side only sends, so it answers `recvonly` and stops sending: the agent keeps hearing the
+  customer and the customer stops hearing the agent. Some phones show this as "held by the other side".
+- `send_dtmf`: one INFO `application/dtmf-relay` per tone (`Signal=`, `Duration=160`), each after the previous
+  one's final response; the action succeeds when every tone got a 2xx.
+- `release`: BYE on an established leg (with `Reason: SIP;cause=N` when a cause is given), CANCEL on forks still
+  ringing, a final response (the cause when it is 4xx-6xx, else 480) on an incoming INVITE not yet answered.
+  With an `action_id`, the BYE's final response is reported (CANCEL and final responses succeed at once).
+- `reject`: the final response, with Retry-After when given.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from callbridge.b2bua.bridge import connect, modify_own, present
+from callbridge.b2bua.legs import SipLeg
+from callbridge.callcontrol.ports import OriginateRequest
+from callbridge.sip.message import Response
+from callbridge.sip.sdp import SessionDescription
+from callbridge.sip.uri import URI, parse_uri
+
+if TYPE_CHECKING:
+    from callbridge.b2bua.switch import Switch
+
+__all__ = ["SipSignalling"]
+
+DTMF_RELAY = "application/dtmf-relay"
+
+
+def _ok(response: Response | None) -> bool:
+    return response is not None and 200 <= response.status < 300
+
+
+class SipSignalling:
+    def __init__(self, switch: Switch) -> None:
+        self.sw = switch
+
+    def is_available(self) -> bool:
+        return not self.sw.draining and self.sw.runtime is not None
+
+    # --- legs -------------------------------------------------------------------------------------------------
+    def originate(self, request: OriginateRequest) -> None:
+        sw = self.sw
+        op = sw.directory.get_operation(request.operation_id)
+        leg = sw.legs.add(SipLeg(request.leg_id, request.operation_id, "out", sw.wall(), conn_id=request.conn_id,
+                                 agent=request.destination if request.kind == "agent" else None))
+        source = None if request.offerless else sw.legs.get(request.offer_from_leg)
+        if source is not None:
+            leg.offer = present(leg, source.remote_sdp)
+            leg.max_forwards = source.max_forwards
+            if source.ack_pending:
+                leg.offer_source = source.leg_id
+            if source.direction == "in" and source.ringing:
+                leg.early_peer = source.leg_id
+        targets = self._targets(request) if op is not None else []
+        if not targets or op is None:
+            self._failed(leg, 480)
+            return
+        domain = op.sip_domain
+        caller = request.caller_id or "anonymous"
+        headers: list[tuple[str, str]] = list(request.extra_headers)
+        if request.auto_answer:
+            headers.append(("Call-Info", "<sip:callbridge>;answer-after=0"))
+        if request.diverted_from:
+            headers.append(("Diversion", f"<sip:{request.diverted_from}@{domain}>;reason=deflection"))
+        to_uri = f"sip:{request.destination}@{domain}" if request.kind == "agent" else None
+        for uri, dest, transport in targets:
+            tx = sw.send_invite(uri, from_uri=f"sip:{caller}@{domain}", to_uri=to_uri or str(uri.copy(params={})),
+                                from_display=request.caller_name or None, body=leg.offer, headers=headers,
+                                dest=dest, transport=transport, max_forwards=leg.max_forwards)
+            tx.user_data = leg
+            leg.forks.append(tx)
+        leg.peer_addr, leg.transport = targets[0][1], targets[0][2]
+        sw.wake()
+
+    def _targets(self, request: OriginateRequest) -> list[tuple[URI, tuple[str, int], str]]:
+        sw = self.sw
+        if request.kind == "agent":
+            bindings = sw.registrar.contacts_for(request.operation_id, request.destination, sw.wall())
+            return [(b.uri, b.destination, b.transport) for b in bindings]
+        trunk = next((t for t in sw.directory.list_trunks(request.operation_id) if t.name == request.trunk), None)
+        if trunk is None:
+            return []
+        host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+        suffix = ";transport=tcp" if trunk.transport == "tcp" else ""
+        uri = parse_uri(f"sip:{request.destination}@{host}:{trunk.port}{suffix}")
+        return [(uri, (trunk.host, trunk.port), trunk.transport)]
+
+    def _failed(self, leg: SipLeg, status: int) -> None:
+        leg.released = True
+        leg.status = "ended"
+        self.sw.legs.remove(leg.leg_id)
+        service = self.sw.service
+        assert service is not None
+        self.sw.report(service.on_leg_failed, leg.leg_id, status)
+
+    def bridge(self, leg_a: str, leg_b: str) -> None:
+        a, b = self.sw.legs.get(leg_a), self.sw.legs.get(leg_b)
+        if a is None or b is None:
+            self.sw.log.warning("bridge of %s and %s: a leg is gone", leg_a, leg_b)
+            return
+        connect(self.sw, a, b)
+        self.sw.wake()
+
+    # --- actions ----------------------------------------------------------------------------------------------
+    def _result(self, action_id: str | None, ok: bool, status: int | None) -> None:
+        if action_id is None:
+            return
+        service = self.sw.service
+        assert service is not None
+        self.sw.report(service.on_action_result, action_id, ok, status)
+
+    def _modify(self, leg_id: str, action_id: str, hold: bool) -> None:
+        leg = self.sw.legs.get(leg_id)
+
+        def change(sd: SessionDescription) -> SessionDescription:
+            return sd.with_hold() if hold else sd.with_resume()
+
+        sdp = modify_own(leg, change) if leg is not None and leg.up else None
+        if leg is None or sdp is None:
+            self._result(action_id, False, None)
+            return
+
+        def done(response: Response | None) -> None:
+            if _ok(response) and response is not None and response.body:
+                leg.remote_sdp = response.body
+            self._result(action_id, _ok(response), response.status if response is not None else None)
+
+        if not self.sw.reinvite(leg, sdp, done):
+            self._result(action_id, False, 491)
+
+    def hold(self, leg_id: str, action_id: str) -> None:
+        self._modify(leg_id, action_id, True)
+
+    def unhold(self, leg_id: str, action_id: str) -> None:
+        self._modify(leg_id, action_id, False)
+
+    def mute(self, leg_id: str, action_id: str) -> None:
+        self._modify(leg_id, action_id, True)
+
+    def unmute(self, leg_id: str, action_id: str) -> None:
+        self._modify(leg_id, action_id, False)
+
+    def send_dtmf(self, leg_id: str, tones: str, action_id: str) -> None:
+        leg = self.sw.legs.get(leg_id)
+        if leg is None or not leg.up:
+            self._result(action_id, False, None)
+            return
+        remaining = list(tones)
+
+        def next_tone(response: Response | None) -> None:
+            if response is not None and not _ok(response):
+                self._result(action_id, False, response.status)
+                return
+            if not remaining:
+                self._result(action_id, True, response.status if response is not None else None)
+                return
+            body = f"Signal={remaining.pop(0)}\r\nDuration=160\r\n".encode()
+            if not self.sw.request_in_dialog(leg, "INFO", body, DTMF_RELAY, sent):
+                self._result(action_id, False, None)
+
+        def sent(response: Response | None) -> None:
+            if response is None:
+                self._result(action_id, False, None)
+            else:
+                next_tone(response)
+
+        next_tone(None)
+
+    def release(self, leg_id: str, cause: int | None = None, action_id: str | None = None) -> None:
+        sw = self.sw
+        leg = sw.legs.get(leg_id)
+        if leg is None or leg.status == "ended" or leg.released:
+            self._result(action_id, True, None)
+            return
+        leg.released = True
+        now = sw.now()
+        if leg.direction == "out" and not leg.answered:
+            for tx in leg.forks:
+                sw.endpoint.cancel(tx, now)
+            self._result(action_id, True, None)
+        elif leg.direction == "in" and leg.ringing and leg.server_tx is not None:
+            status = cause if cause is not None and 400 <= cause < 700 else 480
+            sw.respond(leg.server_tx, status)
+            leg.server_tx = None
+            leg.status = "ended"
+            sw.legs.remove(leg_id)
+            self._result(action_id, True, None)
+        elif leg.up:
+            if leg.ack_pending:
+                sw.ack(leg, leg.sent_sdp)
+            headers = [("Reason", f"SIP;cause={cause}")] if cause is not None and 300 <= cause < 700 else []
+
+            def done(response: Response | None) -> None:
+                self._result(action_id, _ok(response), response.status if response is not None else None)
+
+            if not sw.request_in_dialog(leg, "BYE", b"", None, done, headers):
+                self._result(action_id, False, None)
+        else:
+            self._result(action_id, True, None)
+        sw.wake()
+
+    def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
+        sw = self.sw
+        leg = sw.legs.get(leg_id)
+        if leg is None or leg.server_tx is None or not leg.ringing:
+            return
+        leg.released = True
+        headers = [("Retry-After", str(retry_after))] if retry_after is not None else []
+        sw.respond(leg.server_tx, status, headers=headers)
+        leg.server_tx = None
+        leg.status = "ended"
+        sw.legs.remove(leg_id)
+        sw.wake()
+

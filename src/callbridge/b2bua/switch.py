@@ -1,0 +1,530 @@
+"""The switch: the B2BUA's transaction user. It sits between the transport and the SIP endpoint, and turns the
+endpoint's events into domain reports and the domain's commands (through `signalling`) into SIP.
+
+Rules
+- Defences first (Kamailio's order): every datagram's source is checked against the ban table before it is parsed
+  (`Defence.allow`), counted for the flood limit, and a request whose User-Agent names a scanner is dropped unread.
+  Unparseable datagrams, failed credentials, 403/404/484 count as failures toward a ban; trunks are exempt.
+- Out-of-dialog requests: REGISTER goes to the registrar (its binding changes are written through and reported to
+  the domain); OPTIONS is answered 200; INVITE is routed by `inbound` (trunk → DID, agent → digest then dial);
+  anything else is 405. In-dialog requests are found by their dialog (Call-ID and tags, whatever the Request-URI:
+  SIPp's built-in uac sends its ACK and BYE to the address it sent the INVITE to) and relayed to the bridged leg
+  (re-INVITE, UPDATE, INFO; `bridge`); BYE and CANCEL are answered by the endpoint and reported to the domain,
+  which releases the other legs. A request for a dialog we do not have gets 481 from the endpoint.
+- Outgoing INVITEs fork to every contact of an agent: provisional responses are relayed in order to the incoming
+  leg that waits on them (180/183, early media SDP included), the first 2xx wins and the other forks are
+  cancelled; a 2xx that arrives after that (or after the domain let go of the leg) is ACKed and hung up.
+- Reports to the domain (`on_leg_*`, `on_action_result`, `on_registration_changed`) are made on a later turn of the
+  event loop (`report`), never from inside a call the domain made into `signalling` (ports.py).
+- The endpoint runs with `auto_ack=False`: a 2xx to an offer-less INVITE is ACKed only once the other side's
+  answer is known (RFC 3725 flow I); every other 2xx is ACKed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from callbridge.b2bua import inbound
+from callbridge.b2bua.bridge import SDP, relay_offer
+from callbridge.b2bua.defence import Defence, counts_as_failure
+from callbridge.b2bua.legs import LegTable, ReinviteDone, SipLeg
+from callbridge.b2bua.location import (
+    AgentUnregistered,
+    Binding,
+    BindingAdded,
+    BindingRefreshed,
+    BindingRemoved,
+    RegistrationEvent,
+)
+from callbridge.b2bua.registrar import ChallengerPool, Registrar, RegistrarDirectory, RegistrarLimits
+from callbridge.callcontrol.model import Trunk
+from callbridge.sip.dialog import Dialog, DialogError, DialogState
+from callbridge.sip.endpoint import Endpoint
+from callbridge.sip.events import (
+    AckReceived,
+    DialogEstablished,
+    DialogTerminated,
+    InviteCancelled,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTimedOut,
+    TransportError,
+)
+from callbridge.sip.message import Request, Response
+from callbridge.sip.transaction import ClientTransaction, ServerTransaction
+from callbridge.sip.uri import URI
+from callbridge.storage.sip_state import DialogRecord, DialogRecords, RegistrationRecord, RegistrationRecords
+
+if TYPE_CHECKING:
+    from callbridge.callcontrol.service import CallControlService
+    from callbridge.storage.directory import Directory
+    from callbridge.transport import Runtime
+
+__all__ = ["Switch"]
+
+log = logging.getLogger(__name__)
+_USER_AGENT = re.compile(rb"\r\n(?:User-Agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER"
+RESTORED_CSEQ_GAP = 10_000  # CSeq only has to grow (§12.2.1.1): skip past requests not written through
+
+
+class Switch:
+    """See the module docstring. Made by `bootstrap`; `attach(service, runtime)` completes it."""
+
+    log = log
+
+    def __init__(self, endpoint: Endpoint, directory: Directory, *, defence: Defence,
+                 challengers: ChallengerPool, dialogs: DialogRecords, registrations: RegistrationRecords,
+                 wall_clock: Callable[[], float], loop: asyncio.AbstractEventLoop,
+                 registrar_limits: RegistrarLimits | None = None) -> None:
+        self.endpoint = endpoint
+        self.directory = directory
+        self.defence = defence
+        self.challengers = challengers
+        self.dialog_records = dialogs
+        self.registration_records = registrations
+        self.wall = wall_clock
+        self.loop = loop
+        registrar_directory: RegistrarDirectory = directory
+        self.registrar = Registrar(registrar_directory, challengers, on_change=self._on_binding,
+                                   limits=registrar_limits)
+        self.legs = LegTable()
+        self.draining = False
+        self.service: CallControlService | None = None
+        self.runtime: Runtime | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at: float | None = None
+        self._trunks: list[tuple[Trunk, Any]] = []
+        self.reload_trunks()
+
+    def attach(self, service: CallControlService, runtime: Runtime) -> None:
+        self.service = service
+        self.runtime = runtime
+
+    # --- the SipCore shape the runtime drives (defences in front of the endpoint) -----------------------------
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float, transport: str = "udp") -> None:
+        ip = addr[0]
+        defence = self.defence
+        if not defence.allow(ip, now) or not defence.record_request(ip, now):
+            return
+        if defence.scanner_filter:
+            found = _USER_AGENT.search(data)
+            if found is not None and defence.drop_scanner(found.group(1).decode("latin-1")):
+                return
+        stats = self.endpoint.stats
+        errors = stats["parse_errors"]
+        self.endpoint.receive_datagram(data, addr, now, transport)
+        if stats["parse_errors"] != errors:
+            defence.record_failure(ip, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int], str]]:
+        return self.endpoint.datagrams_to_send()
+
+    def get_timer(self) -> float | None:
+        return self.endpoint.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.endpoint.handle_timer(now)
+
+    def next_event(self) -> object | None:
+        return self.endpoint.next_event()
+
+    # --- helpers shared with signalling, bridge and inbound ---------------------------------------------------
+    def now(self) -> float:
+        return self.loop.time()
+
+    def wake(self) -> None:
+        if self.runtime is not None:
+            self.runtime.wake()
+
+    def report(self, fn: Callable[..., object], *args: object) -> None:
+        """Call the domain on a later loop turn, then drain what it asked of us."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("the domain failed on %s%r", getattr(fn, "__name__", fn), args)
+            self.wake()
+
+        self.loop.call_soon(run)
+
+    def respond(self, tx: ServerTransaction, status: int, *, body: bytes = b"",
+                headers: Iterable[tuple[str, str]] = (), reason: str | None = None) -> Response | None:
+        try:
+            response = self.endpoint.respond(tx, status, self.now(), reason=reason, body=body,
+                                             content_type=SDP if body else None, headers=tuple(headers))
+        except Exception:
+            log.exception("could not answer %s with %d", tx.request.method, status)
+            return None
+        if counts_as_failure(status, carried_credentials="proxy-authorization" in tx.request.headers):
+            self.defence.record_failure(tx.source[0], self.now())
+        return response
+
+    def answer_incoming(self, leg: SipLeg, sdp: bytes) -> None:
+        """200 to an incoming leg's INVITE with `sdp` (already presented to it): its dialog is confirmed."""
+        tx = leg.server_tx
+        if tx is None or self.respond(tx, 200, body=sdp) is None or tx.dialog is None:
+            return
+        leg.server_tx = None
+        leg.dialog = tx.dialog
+        tx.dialog.user_data = leg
+        leg.status = "up"
+        leg.answered = True
+
+    def ack(self, leg: SipLeg, sdp: bytes) -> None:
+        """ACK the 2xx that waits on `leg` (offer-less INVITE), carrying the answer."""
+        leg.ack_pending = False
+        if leg.dialog is None or leg.dialog.unacked_invite is None:
+            return
+        try:
+            self.endpoint.ack(leg.dialog, self.now(), body=sdp, content_type=SDP if sdp else None)
+        except DialogError:
+            log.warning("no 2xx awaits an ACK on leg %s", leg.leg_id)
+        self.wake()
+
+    def reinvite(self, leg: SipLeg, body: bytes, done: ReinviteDone, *, defer_ack: bool = False) -> bool:
+        """Send a re-INVITE on `leg` (an offer, or none with `defer_ack`); False when one cannot be sent now."""
+        if not leg.up or leg.reinvite_done is not None or leg.ack_pending:
+            return False
+        assert leg.dialog is not None
+        try:
+            self.endpoint.send_in_dialog(leg.dialog, "INVITE", self.now(), body=body,
+                                         content_type=SDP if body else None)
+        except DialogError:
+            return False
+        leg.reinvite_done, leg.defer_ack = done, defer_ack
+        self.wake()
+        return True
+
+    def request_in_dialog(self, leg: SipLeg, method: str, body: bytes, content_type: str | None,
+                          done: Callable[[Response | None], None],
+                          headers: Iterable[tuple[str, str]] = ()) -> bool:
+        if not leg.up:
+            return False
+        assert leg.dialog is not None
+        try:
+            tx = self.endpoint.send_in_dialog(leg.dialog, method, self.now(), body=body,
+                                              content_type=content_type if body else None, headers=tuple(headers))
+        except DialogError:
+            return False
+        tx.user_data = done
+        self.wake()
+        return True
+
+    def send_invite(self, uri: URI, *, from_uri: str, to_uri: str, from_display: str | None, body: bytes,
+                    headers: Iterable[tuple[str, str]], dest: tuple[str, int], transport: str,
+                    max_forwards: int) -> ClientTransaction:
+        ep = self.endpoint
+        extra = [*headers, ("Supported", "timer")]
+        if ep.session_expires is not None:
+            extra += [("Session-Expires", str(ep.session_expires)), ("Min-SE", str(ep.min_se))]
+        request = ep.create_request("INVITE", uri, from_uri=from_uri, to_uri=to_uri, from_display=from_display,
+                                    body=body, content_type=SDP if body else None, headers=extra)
+        request.headers.set("Max-Forwards", str(max_forwards))
+        return ep.send_request(request, self.now(), dest=dest, transport=transport)
+
+    # --- trunks -----------------------------------------------------------------------------------------------
+    def reload_trunks(self) -> None:
+        """Re-read the trunks' inbound networks (after a directory reload); they are also exempt from bans."""
+        import ipaddress
+
+        trunks: list[tuple[Trunk, Any]] = []
+        for op in self.directory.list_operations():
+            for trunk in self.directory.list_trunks(op.id):
+                for network in trunk.inbound_networks:
+                    trunks.append((trunk, ipaddress.ip_network(network, strict=False)))
+        self._trunks = trunks
+        self.defence.set_trunk_addresses(str(net) for _, net in trunks)
+
+    def trunk_for_source(self, ip: str) -> Trunk | None:
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        for trunk, network in self._trunks:
+            if address.version == network.version and address in network:
+                return trunk
+        return None
+
+    # --- events -----------------------------------------------------------------------------------------------
+    def on_event(self, event: object) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_request(event.request, event.transaction, event.dialog)
+        elif isinstance(event, ResponseReceived):
+            self._on_response(event.response, event.transaction, event.dialog)
+        elif isinstance(event, AckReceived):
+            leg = LegTable.of_dialog(event.dialog)
+            if leg is not None and event.request.body:
+                leg.remote_sdp = event.request.body
+        elif isinstance(event, InviteCancelled):
+            self._incoming_cancelled(event.transaction)
+        elif isinstance(event, TransactionTimedOut | TransportError):
+            tx = event.transaction
+            if isinstance(tx, ClientTransaction):
+                self._client_failed(tx)
+        elif isinstance(event, DialogEstablished):
+            self._dialog_established(event.dialog)
+        elif isinstance(event, DialogTerminated):
+            leg = LegTable.of_dialog(event.dialog)
+            if leg is not None and leg.dialog is event.dialog:
+                self._dialog_ended(leg, event.reason)
+
+    def _on_request(self, request: Request, tx: ServerTransaction, dialog: Dialog | None) -> None:
+        method = request.method
+        if dialog is not None:
+            self._in_dialog(request, tx, dialog)
+        elif method == "REGISTER":
+            self._register(request, tx)
+        elif method == "OPTIONS":
+            self.respond(tx, 200, headers=[("Allow", ALLOW), ("Accept", SDP)])
+        elif method == "INVITE":
+            inbound.route_invite(self, request, tx)
+        else:
+            self.respond(tx, 405, headers=[("Allow", ALLOW)])
+
+    def _in_dialog(self, request: Request, tx: ServerTransaction, dialog: Dialog) -> None:
+        leg = LegTable.of_dialog(dialog)
+        method = request.method
+        if leg is None:
+            self.respond(tx, 481)
+        elif method in ("INVITE", "UPDATE"):
+            relay_offer(self, leg, tx, request)
+        elif method == "INFO":
+            peer = self.legs.get(leg.peer)
+
+            def relayed(response: Response | None) -> None:
+                self.respond(tx, response.status if response is not None else 408)
+
+            if peer is None or not self.request_in_dialog(peer, "INFO", request.body, request.content_type,
+                                                          relayed):
+                self.respond(tx, 200)
+        elif method == "OPTIONS":
+            self.respond(tx, 200, headers=[("Allow", ALLOW)])
+        else:
+            self.respond(tx, 501 if method == "REFER" else 405, headers=[("Allow", ALLOW)])
+
+    def _on_response(self, response: Response, tx: ClientTransaction, dialog: Dialog | None) -> None:
+        data = tx.user_data
+        if tx.method == "INVITE":
+            if isinstance(data, SipLeg) and tx in data.forks:
+                self._fork_response(data, tx, response, dialog)
+            else:
+                self._reinvite_response(response, dialog)
+        elif response.status >= 200 and callable(data):
+            tx.user_data = None
+            data(response)
+
+    def _reinvite_response(self, response: Response, dialog: Dialog | None) -> None:
+        status = response.status
+        leg = LegTable.of_dialog(dialog)
+        if status < 200 or dialog is None:
+            return
+        if 200 <= status < 300 and dialog.unacked_invite is not None:
+            if leg is not None and leg.defer_ack and leg.reinvite_done is not None:
+                leg.ack_pending = True
+                leg.remote_sdp = response.body
+            else:
+                self.endpoint.ack(dialog, self.now())
+        if leg is None or leg.reinvite_done is None:
+            return
+        if status == 491 and dialog.glare_retry is not None:
+            return  # the endpoint re-sends it after the §14.1 delay; its answer completes it
+        if 200 <= status < 300 and response.body and not leg.defer_ack:
+            leg.remote_sdp = response.body
+        done, leg.reinvite_done, leg.defer_ack = leg.reinvite_done, None, False
+        done(response)
+
+    def _client_failed(self, tx: ClientTransaction) -> None:
+        data = tx.user_data
+        if isinstance(data, SipLeg) and tx in data.forks:
+            self._fork_failed(data, tx, 408)
+        elif callable(data):
+            tx.user_data = None
+            data(None)
+        elif tx.method == "INVITE" and tx.dialog is not None:
+            leg = LegTable.of_dialog(tx.dialog)
+            if leg is not None and leg.reinvite_done is not None:
+                done, leg.reinvite_done, leg.defer_ack = leg.reinvite_done, None, False
+                done(None)
+
+    # --- outgoing legs: forks ---------------------------------------------------------------------------------
+    def _fork_response(self, leg: SipLeg, tx: ClientTransaction, response: Response, dialog: Dialog | None) -> None:
+        status = response.status
+        if status < 200:
+            if status == 100 or leg.released or leg.answered:
+                return
+            if not leg.ringing_reported:
+                leg.ringing_reported = True
+                self.report(self._service().on_leg_ringing, leg.leg_id)
+            early = self.legs.get(leg.early_peer)
+            if early is not None and early.ringing and early.server_tx is not None:
+                from callbridge.b2bua.bridge import present
+
+                body = present(early, response.body) if response.body else b""
+                self.respond(early.server_tx, status, body=body, reason=response.reason)
+            return
+        if status >= 300:
+            self._fork_failed(leg, tx, status)
+            return
+        assert dialog is not None
+        if tx.cancelled:
+            return  # the endpoint ACKs and hangs up a 2xx that crossed our CANCEL (§9.1)
+        if leg.answered or leg.released:
+            if dialog.unacked_invite is not None:
+                self.endpoint.ack(dialog, self.now())
+            self.endpoint.bye(dialog, self.now())
+            return
+        leg.answered = True
+        leg.status = "up"
+        leg.dialog = dialog
+        dialog.user_data = leg
+        leg.remote_sdp = response.body
+        leg.peer_addr, leg.transport = tx.dest, tx.transport
+        if leg.offer:
+            self.endpoint.ack(dialog, self.now())
+        else:
+            leg.ack_pending = True  # offer-less: the ACK carries the answer once the other side gives it
+        for other in leg.forks:
+            if other is not tx:
+                self.endpoint.cancel(other, self.now())
+        leg.forks = []
+        self.report(self._service().on_leg_answered, leg.leg_id)
+
+    def _fork_failed(self, leg: SipLeg, tx: ClientTransaction, status: int) -> None:
+        if tx in leg.forks:
+            leg.forks.remove(tx)
+        leg.fork_statuses.append(status)
+        if leg.forks or leg.answered:
+            return
+        leg.status = "ended"
+        self.legs.remove(leg.leg_id)
+        if not leg.released:
+            leg.released = True
+            self.report(self._service().on_leg_failed, leg.leg_id, _best_status(leg.fork_statuses))
+
+    # --- incoming legs and dialogs ----------------------------------------------------------------------------
+    def _incoming_cancelled(self, tx: ServerTransaction) -> None:
+        leg = tx.user_data
+        if not isinstance(leg, SipLeg) or leg.released:
+            return
+        leg.released = True
+        leg.status = "ended"
+        leg.server_tx = None
+        self.legs.remove(leg.leg_id)
+        self.report(self._service().on_leg_ended, leg.leg_id, None)
+
+    def _dialog_established(self, dialog: Dialog) -> None:
+        leg = LegTable.of_dialog(dialog)
+        if leg is None or leg.dialog is not dialog:
+            return
+        now = self.wall()
+        self.dialog_records.save_dialog(DialogRecord(
+            leg_id=leg.leg_id, conn_id=leg.conn_id or "", call_id=dialog.call_id, local_tag=dialog.local_tag,
+            remote_tag=dialog.remote_tag, local_uri=dialog.local_uri, remote_uri=dialog.remote_uri,
+            local_cseq=dialog.local_seq, remote_cseq=dialog.remote_seq, remote_target=str(dialog.remote_target),
+            route_set=tuple(dialog.route_set), peer_host=leg.peer_addr[0], peer_port=leg.peer_addr[1],
+            transport=leg.transport, created_at=leg.created_at, updated_at=now))
+
+    def _dialog_ended(self, leg: SipLeg, reason: str) -> None:
+        self.dialog_records.remove_dialog(leg.leg_id)
+        leg.status = "ended"
+        self.legs.remove(leg.leg_id)
+        if leg.reinvite_done is not None:
+            done, leg.reinvite_done = leg.reinvite_done, None
+            done(None)
+        if leg.released:
+            return
+        leg.released = True
+        self.report(self._service().on_leg_ended, leg.leg_id, None if reason == "bye" else "system")
+
+    # --- registrations ----------------------------------------------------------------------------------------
+    def _register(self, request: Request, tx: ServerTransaction) -> None:
+        response = self.registrar.handle_register(request, tx.source, tx.transport, self.wall())
+        self.endpoint.respond(tx, response, self.now())
+        if counts_as_failure(response.status, carried_credentials="authorization" in request.headers):
+            self.defence.record_failure(tx.source[0], self.now())
+        self._arm_expiry()
+
+    def _on_binding(self, event: RegistrationEvent) -> None:
+        records = self.registration_records
+        if isinstance(event, BindingAdded | BindingRefreshed):
+            records.save_registration(_registration_record(event.binding))
+            if isinstance(event, BindingAdded) and event.first:
+                b = event.binding
+                self.report(self._service().on_registration_changed, b.operation_id, b.extension, True)
+        elif isinstance(event, BindingRemoved):
+            b = event.binding
+            records.remove_registration(b.operation_id, b.extension, b.contact_uri)
+        elif isinstance(event, AgentUnregistered):
+            self.report(self._service().on_registration_changed, event.operation_id, event.extension, False)
+
+    def restore_registrations(self, records: Iterable[RegistrationRecord]) -> int:
+        """After a restart: the bindings still valid, and their agents reported registered."""
+        now = self.wall()
+        bindings = [_binding(r) for r in records]
+        count = self.registrar.restore(bindings, now)
+        for agent in sorted({b.agent for b in bindings if b.expires_at > now}):
+            self.report(self._service().on_registration_changed, agent[0], agent[1], True)
+        self._arm_expiry()
+        return count
+
+    def _arm_expiry(self) -> None:
+        when = self.registrar.next_expiry()
+        if when is None or (self._expiry is not None and self._expiry_at is not None and self._expiry_at <= when):
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry_at = when
+        self._expiry = self.loop.call_later(max(0.0, when - self.wall()) + 0.01, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = self._expiry_at = None
+        self.registrar.expire(self.wall())
+        self._arm_expiry()
+
+    # --- start-up and shut-down -------------------------------------------------------------------------------
+    def end_restored_dialog(self, state: DialogState) -> None:
+        """BYE a dialog left from before a restart (RFC 3261 §15.1.1)."""
+        dialog = self.endpoint.restore_dialog(state)
+        self.endpoint.bye(dialog, self.now())
+        self.wake()
+
+    def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def _service(self) -> CallControlService:
+        assert self.service is not None, "the switch is not attached to the call-control service"
+        return self.service
+
+
+def _best_status(statuses: list[int]) -> int:
+    """The final status of a forked INVITE (§16.7 step 6, simplified): a 6xx wins, then busy, then the lowest."""
+    for status in statuses:
+        if status >= 600:
+            return status
+    if 486 in statuses:
+        return 486
+    return min(statuses) if statuses else 408
+
+
+def _registration_record(b: Binding) -> RegistrationRecord:
+    return RegistrationRecord(
+        operation_id=b.operation_id, extension=b.extension, contact_uri=b.contact_uri, source_host=b.source_host,
+        source_port=b.source_port, transport=b.transport, expires_at=b.expires_at, call_id=b.call_id,
+        cseq=b.cseq, updated_at=b.updated_at, user_agent=b.user_agent)
+
+
+def _binding(r: RegistrationRecord) -> Binding:
+    return Binding(
+        operation_id=r.operation_id, extension=r.extension, contact_uri=r.contact_uri, source_host=r.source_host,
+        source_port=r.source_port, transport=r.transport, expires_at=r.expires_at, call_id=r.call_id, cseq=r.cseq,
+        user_agent=r.user_agent, registered_at=r.updated_at, updated_at=r.updated_at)

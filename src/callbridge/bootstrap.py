@@ -1,0 +1,209 @@
+"""The one place where callbridge is wired together.
+
+    node = await bootstrap(settings)          # storage opened, SIP listening, leftovers of a crash reconciled
+    node.service.change_status("0042", "1001", "ready")
+    ...
+    await node.close()                         # SIP closed, writes flushed, storage closed
+
+`bootstrap` needs a running event loop (the SIP runtime lives on it). With `sip_port=0` a free port is taken; the
+bound address is `node.sip_address` (UDP and TCP share the port). The HTTP application is built (`node.app`) but
+not served: `callbridge.serve` runs it on uvicorn; tests may serve it or call the service directly.
+
+Start-up order (DESIGN.md, "Storage"): open storage (migrations, directory) → bind SIP → read what a crash left
+(`Storage.leftovers`) → BYE every dialog left from before on both legs (`Endpoint.restore_dialog`) → close those
+calls in the records and log their agents out (`Storage.close_leftovers`) → restore the registrations still valid
+(their agents are reported registered) → schedule stored recalls → take traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+
+from callbridge.b2bua.defence import Defence, DefenceConfig
+from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
+from callbridge.b2bua.signalling import SipSignalling
+from callbridge.b2bua.switch import RESTORED_CSEQ_GAP, Switch
+from callbridge.callcontrol.ports import TimerHandle
+from callbridge.callcontrol.service import CallControlService
+from callbridge.config import Settings
+from callbridge.http.app import create_app
+from callbridge.http.events import EventLog
+from callbridge.http.metrics import MetricsRegistry
+from callbridge.sip.dialog import DialogState
+from callbridge.sip.endpoint import Endpoint
+from callbridge.sip.timers import TimerConfig
+from callbridge.storage import Leftovers, Storage
+from callbridge.storage.sip_state import DialogRecord
+from callbridge.transport import DestinationPolicy, Runtime, bind_udp
+
+__all__ = ["Node", "bootstrap"]
+
+log = logging.getLogger(__name__)
+USER_AGENT = "callbridge"
+
+
+class WallClock:
+    """The domain's Clock: wall-clock seconds (records are stamped with it)."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+class LoopScheduler:
+    """The domain's Scheduler on the event loop; what a timeout does to SIP is sent at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, after: Callable[[], None]) -> None:
+        self._loop = loop
+        self._after = after
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        def run() -> None:
+            try:
+                callback()
+            except Exception:
+                log.exception("a domain timer failed")
+            self._after()
+
+        return self._loop.call_later(delay, run)
+
+
+@dataclass
+class Node:
+    """Everything `bootstrap` made, for `serve`, the tests and the benchmarks."""
+
+    settings: Settings
+    storage: Storage
+    endpoint: Endpoint
+    runtime: Runtime
+    switch: Switch
+    signalling: SipSignalling
+    service: CallControlService
+    events: EventLog
+    metrics: MetricsRegistry
+    app: Starlette
+    sip_address: tuple[str, int]
+    reconciled: Leftovers | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def live_legs(self) -> int:
+        return len(self.switch.legs)
+
+    async def close(self) -> None:
+        """Stop SIP and storage (live calls are not ended here: `serve` drains them first)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.switch.close()
+        await self.runtime.close()
+        await asyncio.to_thread(self.storage.close)
+
+
+async def bootstrap(settings: Settings, *, timers: TimerConfig | None = None, session_expires: int | None = 1800,
+                    min_se: int = 90, defence: DefenceConfig | None = None,
+                    registrar_limits: RegistrarLimits | None = None, rng: random.Random | None = None,
+                    secret: bytes | None = None, reconcile: bool = True, listen_tcp: bool = True) -> Node:
+    loop = asyncio.get_running_loop()
+    storage = await asyncio.to_thread(Storage.open, settings.database_url, settings.node_id)
+    try:
+        return await _wire(settings, storage, loop, timers=timers, session_expires=session_expires, min_se=min_se,
+                           defence=defence, registrar_limits=registrar_limits, rng=rng, secret=secret,
+                           reconcile=reconcile, listen_tcp=listen_tcp)
+    except BaseException:
+        await asyncio.to_thread(storage.close)
+        raise
+
+
+async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEventLoop, *,
+                timers: TimerConfig | None, session_expires: int | None, min_se: int,
+                defence: DefenceConfig | None, registrar_limits: RegistrarLimits | None,
+                rng: random.Random | None, secret: bytes | None, reconcile: bool, listen_tcp: bool) -> Node:
+    sock = bind_udp(settings.sip_host, settings.sip_port)
+    host, port = sock.getsockname()[:2]
+    endpoint = Endpoint(host, port, timers or TimerConfig(), rng or random.Random(), user="callbridge",
+                        user_agent=USER_AGENT, session_expires=session_expires, min_se=min_se, auto_ack=False)
+    exempt = tuple(settings.trusted_networks)
+    guard = Defence(defence or DefenceConfig(exempt_networks=exempt))
+    switch = Switch(endpoint, storage.directory, defence=guard,
+                    challengers=ChallengerPool(secret or secrets.token_bytes(32)),
+                    dialogs=storage.dialogs, registrations=storage.registrations, wall_clock=time.time,
+                    loop=loop, registrar_limits=registrar_limits)
+    runtime = Runtime(switch, policy=DestinationPolicy(settings.allowed_networks), on_event=switch.on_event,
+                      loop=loop)
+    try:
+        await runtime.listen_udp(sock=sock)
+        if listen_tcp:
+            await runtime.listen_tcp(host, port)
+    except BaseException:
+        sock.close()
+        await runtime.close()
+        raise
+    signalling = SipSignalling(switch)
+    events = EventLog()
+    service = CallControlService(directory=storage.directory, states=storage.states, records=storage.calls,
+                                 recalls=storage.recalls, signalling=signalling, events=events, clock=WallClock(),
+                                 scheduler=LoopScheduler(loop, runtime.wake), node_id=settings.node_id)
+    switch.attach(service, runtime)
+    metrics = _metrics(endpoint, runtime, switch)
+    app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,
+                     healthy=lambda: not switch.draining)
+    node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
+                (host, port))
+    if reconcile:
+        node.reconciled = await _reconcile(node)
+    service.restore()  # a short read at start-up; its timers must be armed on the loop
+    return node
+
+
+async def _reconcile(node: Node) -> Leftovers:
+    """End what a crash left (see the module docstring); returns what was found."""
+    storage, switch = node.storage, node.switch
+    found = await storage.aleftovers()
+    for record in found.dialogs:
+        try:
+            switch.end_restored_dialog(_dialog_state(record))
+        except Exception:
+            log.exception("could not end the dialog of leg %s left from before", record.leg_id)
+    if found.dialogs:
+        await asyncio.sleep(0.05)  # let the BYEs leave before the records say they are over
+    closed = await storage.aclose_leftovers()
+    switch.restore_registrations(found.registrations)
+    if closed.calls or closed.dialogs:
+        log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents logged out",
+                    len(closed.calls), len(closed.dialogs), len(closed.busy_agents))
+    return closed
+
+
+def _dialog_state(record: DialogRecord) -> DialogState:
+    return DialogState(call_id=record.call_id, local_tag=record.local_tag, remote_tag=record.remote_tag,
+                       local_seq=record.local_cseq + RESTORED_CSEQ_GAP, remote_seq=record.remote_cseq,
+                       local_uri=record.local_uri, remote_uri=record.remote_uri, remote_target=record.remote_target,
+                       route_set=record.route_set, secure=False, is_uac=False)
+
+
+def _metrics(endpoint: Endpoint, runtime: Runtime, switch: Switch) -> MetricsRegistry:
+    registry = MetricsRegistry()
+    registry.gauge("callbridge_sip_dialogs", "Live SIP dialogs in the endpoint's table.",
+                   lambda: endpoint.dialog_count)
+    registry.gauge("callbridge_sip_transactions", "Live SIP transactions in the endpoint's table.",
+                   lambda: endpoint.transaction_count)
+    registry.gauge("callbridge_b2bua_legs", "Legs the B2BUA holds (ringing or up).", lambda: len(switch.legs))
+    registry.gauge("callbridge_registrations", "Live registered contacts.",
+                   lambda: len(switch.registrar.location))
+    registry.counter("callbridge_transport_total", "Transport counters and destination-policy refusals.",
+                     runtime.metrics, label="counter")
+    registry.counter("callbridge_sip_endpoint_total", "SIP endpoint counters (parse errors, stray messages).",
+                     lambda: dict(endpoint.stats), label="counter")
+    registry.gauge("callbridge_defence", "Defence counters (scanner drops, banned drops, bans).",
+                   lambda: switch.defence.metrics(switch.now()), label="counter")
+    registry.counter("callbridge_registrar_total", "Registrar outcomes.", lambda: dict(switch.registrar.stats),
+                     label="outcome")
+    return registry

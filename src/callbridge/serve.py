@@ -1,0 +1,132 @@
+"""`callbridge serve`: one node, SIP (UDP and TCP) and HTTP on one event loop, until SIGTERM or SIGINT.
+
+Life of the process:
+1. `bootstrap`: storage opened and migrated, SIP bound, what a crash left reconciled (dialogs from before ended with
+   BYE on both legs, their calls closed in the records, their agents logged out), registrations restored.
+2. HTTP served on uvicorn (health, metrics, agentbox and the native API).
+3. On SIGTERM/SIGINT, drain: new INVITEs get 503 with Retry-After and `/health` says so; live calls may finish for
+   up to `drain_seconds`; whatever is still up then is ended cleanly (BYE to each party, the call closed by
+   "system" in the records); then HTTP stops, the SIP sockets close and queued writes are flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+import uvicorn
+
+from callbridge.bootstrap import Node, bootstrap
+from callbridge.config import ConfigError, Settings
+
+__all__ = ["drain", "end_live_calls", "run", "serve_command"]
+
+log = logging.getLogger("callbridge.serve")
+SHUTDOWN_CAUSE = 503  # the Reason of the BYEs sent when the drain time is over
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `run` owns SIGTERM/SIGINT and drains SIP first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None,
+              stop: asyncio.Event | None = None, **options: Any) -> None:
+    """Serve until `stop` is set (or a signal arrives); `options` go to `bootstrap`."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    node = await bootstrap(settings, **options)
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    http = _HttpServer(uvicorn.Config(node.app, host=settings.http_host, port=settings.http_port,
+                                      log_level=settings.log_level.lower(), access_log=False, lifespan="on"))
+    http_task = asyncio.create_task(http.serve())
+    try:
+        while not http.started and not http_task.done():
+            await asyncio.sleep(0.01)
+        if http_task.done():
+            http_task.result()  # raises what stopped it (e.g. the port is taken)
+            raise RuntimeError("the HTTP server stopped at start-up")
+        host, port = node.sip_address
+        log.info("callbridge serving SIP on %s:%d (udp, tcp), HTTP on %s:%d", host, port, settings.http_host,
+                 settings.http_port)
+        if ready is not None:
+            ready(node)
+        await stop.wait()
+        log.info("stopping: draining live calls for up to %.0f s", settings.drain_seconds)
+        await drain(node, settings.drain_seconds)
+    finally:
+        http.should_exit = True
+        with contextlib.suppress(Exception):
+            await http_task
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await node.close()
+
+
+async def drain(node: Node, seconds: float) -> None:
+    """Stop taking calls, let live ones finish for up to `seconds`, then end the rest."""
+    loop = asyncio.get_running_loop()
+    node.switch.draining = True
+    deadline = loop.time() + seconds
+    while len(node.switch.legs) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    ended = end_live_calls(node)
+    if ended:
+        log.info("ended %d legs still live at the end of the drain", ended)
+    deadline = loop.time() + 3.0
+    while node.endpoint.transaction_count and loop.time() < deadline:  # the BYEs' answers, CANCELs' 487s
+        await asyncio.sleep(0.02)
+
+
+def end_live_calls(node: Node) -> int:
+    """BYE (or CANCEL, or a final response to) every live leg, and close their calls as ended by "system"."""
+    count = 0
+    for leg in node.switch.legs:
+        if leg.released:
+            continue
+        count += 1
+        node.signalling.release(leg.leg_id, SHUTDOWN_CAUSE)
+        node.service.on_leg_ended(leg.leg_id, "system")
+    node.runtime.wake()
+    return count
+
+
+def serve_command(
+    sip_host: str | None = typer.Option(None, help="SIP address (UDP and TCP) [env CALLBRIDGE_SIP_HOST; 127.0.0.1]"),
+    sip_port: int | None = typer.Option(None, help="SIP port [env CALLBRIDGE_SIP_PORT; 5060]"),
+    http_host: str | None = typer.Option(None, help="HTTP address [env CALLBRIDGE_HTTP_HOST; 127.0.0.1]"),
+    http_port: int | None = typer.Option(None, help="HTTP port [env CALLBRIDGE_HTTP_PORT; 8080]"),
+    database_url: str | None = typer.Option(
+        None, help="Database URL [env CALLBRIDGE_DATABASE_URL; sqlite:///callbridge.db]"),
+    allowed_networks: str | None = typer.Option(
+        None, help="Networks SIP may be sent to, comma-separated [env CALLBRIDGE_ALLOWED_NETWORKS; loopback]"),
+    trusted_networks: str | None = typer.Option(
+        None, help="Networks never banned by the flood defence [env CALLBRIDGE_TRUSTED_NETWORKS]"),
+    node_id: str | None = typer.Option(None, help="This node's id in the records [env CALLBRIDGE_NODE_ID; node-1]"),
+    drain_seconds: float | None = typer.Option(
+        None, help="On SIGTERM, how long live calls may go on [env CALLBRIDGE_DRAIN_SECONDS; 30]"),
+    log_level: str | None = typer.Option(None, help="Log level [env CALLBRIDGE_LOG_LEVEL; INFO]"),
+) -> None:
+    """Run a callbridge node: SIP B2BUA and registrar, HTTP API, health and metrics."""
+    try:
+        settings = Settings.from_env(
+            sip_host=sip_host, sip_port=sip_port, http_host=http_host, http_port=http_port,
+            database_url=database_url, allowed_networks=allowed_networks, trusted_networks=trusted_networks,
+            node_id=node_id, drain_seconds=drain_seconds, log_level=log_level)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(settings))
