@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import (
+from http_world import (
     ENDPOINT,
     HEADERS,
     OP,

@@ -10,7 +10,7 @@ import shutil
 
 import httpx
 import pytest
-from conftest import ENDPOINT, OP, TOKEN, LiveServer, World, envelope_bytes
+from http_world import ENDPOINT, OP, TOKEN, LiveServer, World, envelope_bytes
 
 from callbridge.client import AgentboxClient, NoActiveCall
 from callbridge.http.app import OPENAPI_DOCUMENT

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 import websockets
-from conftest import BEARER, DOC, OP, OTHER_OP, OTHER_TOKEN, TOKEN, LiveServer, World, validate_against_document
+from http_world import BEARER, DOC, OP, OTHER_OP, OTHER_TOKEN, TOKEN, LiveServer, World, validate_against_document
 from websockets.exceptions import InvalidStatus
 
 from callbridge.callcontrol.events import CallMuted

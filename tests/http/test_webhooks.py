@@ -9,7 +9,7 @@ import json
 import random
 
 import pytest
-from conftest import OP, OTHER_OP, LiveServer, World, validate_against_document
+from http_world import OP, OTHER_OP, LiveServer, World, validate_against_document
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response

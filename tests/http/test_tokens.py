@@ -1,4 +1,4 @@
-"""Tokens: lookup by hash, revocation, the `wolkvox_server` check, two requests in flight per token (the third
+"""Tokens (callbridge.http.auth): lookup by hash, revocation, the `wolkvox_server` check, two requests in flight per token (the third
 refused at once, having done nothing), and the daily quota that restarts at midnight in the operation's zone."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from conftest import BEARER, OP, QUOTA_TOKEN, TOKEN, World, assert_envelope, box
+from http_world import BEARER, OP, QUOTA_TOKEN, TOKEN, World, assert_envelope, box
 
 from callbridge.http import contract
 from callbridge.http.auth import Refused, TokenGate, hash_token, server_names_operation

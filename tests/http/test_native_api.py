@@ -7,7 +7,7 @@ import json
 
 import httpx
 import pytest
-from conftest import BEARER, OP, OTHER_TOKEN, World, validate_response
+from http_world import BEARER, OP, OTHER_TOKEN, World, validate_response
 
 from callbridge.http.auth import hash_token
 from callbridge.http.native import IdempotencyStore, Problem
