@@ -50,14 +50,16 @@ def operation_doc(*, gateway_port: int = 5060, ring_timeout: float = 2.0, max_wa
     }
 
 
-def load(db_url: str, doc: dict[str, Any]) -> None:
+def load(db_url: str, doc: dict[str, Any]) -> list[str]:
+    """Load the operation; the API tokens it made (shown once)."""
     upgrade(db_url)
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            load_operation(conn, doc)
+            result = load_operation(conn, doc)
     finally:
         engine.dispose()
+    return [plain for _, plain in result.tokens]
 
 
 async def start_node(tmp_path: Path, *, db_url: str | None = None, doc: dict[str, Any] | None = None,

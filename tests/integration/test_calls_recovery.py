@@ -1,0 +1,187 @@
+"""Nothing left behind: a phone that vanishes mid-call is ended by the session timer (RFC 4028) and its agent
+freed; a node killed with SIGKILL mid-call ends both legs with BYE when it starts again, closes the call in the
+records and logs the agents out; SIGTERM drains (503 to new calls) and then ends the live calls."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from callnode import (
+    CUSTOMER_HOST,
+    OP,
+    agent_phone,
+    cdrs,
+    customer_phone,
+    dialog_rows,
+    did_uri,
+    load,
+    operation_doc,
+    start_node,
+    state_history,
+    until,
+)
+
+from callbridge.client import AsyncAgentboxClient
+from callbridge.phone import CallEnded, CallError, IncomingCall, Phone
+from callbridge.storage import Storage
+from callbridge.storage.reconcile import RECONCILE_REASON
+from peers.ports import free_port
+
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
+
+
+async def test_vanished_phone_is_ended_by_the_session_timer(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, session_expires=2, min_se=1)
+    agent = await agent_phone(node, "1001")
+    agent.endpoint.min_se = 1  # accept our short session interval instead of answering 422
+    customer = await customer_phone()
+    try:
+        call = await customer.call(did_uri(node), wait_answer=False)
+        offered = await agent.wait_for(IncomingCall, timeout=5)
+        await offered.call.answer()
+        await call.wait_answered(5)
+        await until(lambda: node.service.get_agent(OP, "1001").state == "on_call")
+        await asyncio.sleep(2.5)  # refreshes flow both ways: the call survives its interval
+        assert node.live_legs == 2
+        await agent.runtime.close()  # the agent's phone vanishes: no BYE, no answer to refreshes
+        ended = await customer.wait_for(CallEnded, call=call, timeout=10)
+        assert (ended.reason, ended.by) == ("bye", "remote")
+        await until(lambda: node.live_legs == 0, what="legs released")
+        await until(lambda: node.service.get_agent(OP, "1001").state == "ready", what="agent freed")
+    finally:
+        await customer.close()
+        await agent.close()
+        await node.close()
+    [cdr] = cdrs(node)
+    assert cdr["hangup_by"] == "system" and cdr["agents"] == ["1001"]
+    assert dialog_rows(node) == 0
+
+
+def _serve(db_url: str, sip_port: int, http_port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CALLBRIDGE_DATABASE_URL": db_url, "CALLBRIDGE_SIP_PORT": str(sip_port),
+           "CALLBRIDGE_HTTP_PORT": str(http_port), "CALLBRIDGE_DRAIN_SECONDS": "2"}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "callbridge", "serve"], env=env, stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+async def _wait_http(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise AssertionError(f"callbridge serve exited: {log.read_text()[-2000:]}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise AssertionError(f"callbridge serve did not start: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+async def test_kill_9_mid_call_then_restart_ends_both_legs(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'callbridge.db'}"
+    doc = {**operation_doc(), "tokens": [{"label": "tests"}]}
+    [token] = await asyncio.to_thread(load, db_url, doc)
+    sip_port, http_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    proc = _serve(db_url, sip_port, http_port, log)
+    agent = customer = None
+    try:
+        await _wait_http(http_port, proc, log)
+        sip = ("127.0.0.1", sip_port)
+        agent = await Phone.start(host="127.0.0.1", user="1001", domain="0042.callbridge.test",
+                                  password="secret-1001", name="agent-1001", answer="auto")
+        await agent.register(sip, expires=300)
+        async with AsyncAgentboxClient(f"http://127.0.0.1:{http_port}", token=token, server=OP) as api:
+            await api.change_status("1001", "ready")
+        customer = await Phone.start(host=CUSTOMER_HOST, user="3105550000", name="customer")
+        call = await customer.call(f"sip:6000@127.0.0.1:{sip_port}", timeout=10)
+        agent_call = agent.calls[0]
+        await until(lambda: _dialogs(db_url) == 2, timeout=5, what="dialogs written through")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        proc = _serve(db_url, sip_port, http_port, log)  # the same node comes back
+        ended_customer = await customer.wait_for(CallEnded, call=call, timeout=15)
+        ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=15)
+        assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
+        assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
+        await _wait_http(http_port, proc, log)
+        # SIGTERM: drained at once (nothing live), exits cleanly
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+    finally:
+        _stop(proc)
+        for phone in (agent, customer):
+            if phone is not None:
+                await phone.close()
+    storage = await asyncio.to_thread(Storage.open, db_url, "node-1")
+    try:
+        with storage.engine.connect() as conn:
+            from sqlalchemy import select
+
+            from callbridge.storage import schema as s
+            calls = conn.execute(select(s.calls.c.state, s.calls.c.hangup_by)).all()
+            cdr_rows = conn.execute(select(s.cdrs.c.hangup_by, s.cdrs.c.agents)).all()
+            history = conn.execute(select(s.agent_state_history.c.state, s.agent_state_history.c.reason)
+                                   .order_by(s.agent_state_history.c.id)).all()
+            dialogs = conn.execute(select(s.dialogs.c.leg_id)).all()
+    finally:
+        await asyncio.to_thread(storage.close)
+    assert [(c.state, c.hangup_by) for c in calls] == [("ended", "system")]
+    assert [(c.hangup_by, c.agents) for c in cdr_rows] == [("system", ["1001"])]
+    assert (history[-1].state, history[-1].reason) == ("logout", RECONCILE_REASON)
+    assert "on_call" in [h.state for h in history]
+    assert dialogs == []
+
+
+def _dialogs(db_url: str) -> int:
+    from sqlalchemy import func, select
+
+    from callbridge.storage import make_engine
+    from callbridge.storage import schema as s
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(s.dialogs)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+async def test_sigterm_drains_then_ends_live_calls(tmp_path: Path) -> None:
+    from callbridge.serve import drain
+
+    node = await start_node(tmp_path)
+    agent = await agent_phone(node, "1001", answer="auto")
+    customer = await customer_phone()
+    late = await customer_phone("3105550001")
+    try:
+        call = await customer.call(did_uri(node), timeout=5)
+        node.switch.draining = True
+        with pytest.raises(CallError) as refused:
+            await late.call(did_uri(node), timeout=5)
+        assert refused.value.status == 503
+        await drain(node, 0.5)
+        ended = await customer.wait_for(CallEnded, call=call, timeout=5)
+        assert (ended.reason, ended.by) == ("bye", "remote")
+        await agent.wait_for(CallEnded, timeout=5)
+        await until(lambda: node.live_legs == 0 and node.endpoint.dialog_count == 0)
+    finally:
+        for phone in (customer, late, agent):
+            await phone.close()
+        await node.close()
+    [cdr] = cdrs(node)
+    assert cdr["hangup_by"] == "system"
+    assert [s for s, _ in state_history(node, "1001")][-2:] == ["acw", "ready"]
