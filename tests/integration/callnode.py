@@ -103,30 +103,33 @@ def flush(node: Node) -> None:
     node.storage.writer.flush()
 
 
+def _rows(node: Node, query: Any) -> list[Any]:
+    """Read with the node's engine; its pool is emptied after (the node may be closed already)."""
+    flush(node)
+    engine = node.storage.engine
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(query).mappings())
+    finally:
+        engine.dispose()
+
+
 def state_history(node: Node, extension: str) -> list[tuple[str, str]]:
     """(state, reason) of the agent's history, oldest first."""
-    flush(node)
     h = s.agent_state_history
-    with node.storage.engine.connect() as conn:
-        rows = conn.execute(select(h.c.state, h.c.reason).where(h.c.operation_id == OP, h.c.extension == extension)
-                            .order_by(h.c.id)).all()
-    return [(r.state, r.reason) for r in rows]
+    rows = _rows(node, select(h.c.state, h.c.reason).where(h.c.operation_id == OP, h.c.extension == extension)
+                 .order_by(h.c.id))
+    return [(r["state"], r["reason"]) for r in rows]
 
 
 def cdrs(node: Node) -> list[dict[str, Any]]:
-    flush(node)
-    with node.storage.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(s.cdrs).order_by(s.cdrs.c.started_at)).mappings()]
+    return [dict(r) for r in _rows(node, select(s.cdrs).order_by(s.cdrs.c.started_at))]
 
 
 def legs_of(node: Node, conn_id: str) -> list[dict[str, Any]]:
-    flush(node)
-    with node.storage.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(s.legs).where(s.legs.c.conn_id == conn_id)
-                                              .order_by(s.legs.c.started_at)).mappings()]
+    return [dict(r) for r in _rows(node, select(s.legs).where(s.legs.c.conn_id == conn_id)
+                                   .order_by(s.legs.c.started_at))]
 
 
 def dialog_rows(node: Node) -> int:
-    flush(node)
-    with node.storage.engine.connect() as conn:
-        return len(conn.execute(select(s.dialogs.c.leg_id)).all())
+    return len(_rows(node, select(s.dialogs.c.leg_id)))
