@@ -20,7 +20,7 @@ from callnode import (
     until,
 )
 
-from callbridge.phone import CallEnded, Established, Held, IncomingCall, Resumed, Ringing
+from callbridge.phone import CallEnded, DtmfReceived, Established, Held, IncomingCall, Resumed, Ringing
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
 
@@ -83,3 +83,52 @@ async def test_trunk_call_answered_held_and_hung_up(tmp_path: Path, hangup_by: s
     assert [(leg["role"], leg["state"]) for leg in legs] == [("customer", "ended"), ("agent", "ended")]
     assert dialog_rows(node) == 0
 
+
+
+async def test_agentbox_verbs_on_a_live_call(tmp_path: Path) -> None:
+    """hold, mute, dtmf and a blind transfer to another agent (RFC 3725 flow I), driven through the domain."""
+    node = await start_node(tmp_path)
+    agent = await agent_phone(node, "1001", answer="auto")
+    customer = await customer_phone()
+    try:
+        call = await customer.call(did_uri(node), timeout=5)
+        agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
+        await until(lambda: node.service.get_agent(OP, "1001").state == "on_call")
+        target = await agent_phone(node, "1002", answer="auto")
+
+        async def outcome(ticket_id: str) -> bool:
+            await until(lambda: node.service.action_outcome(ticket_id) is not None, what="action outcome")
+            result = node.service.action_outcome(ticket_id)
+            return type(result).__name__ == "ActionCompleted"
+
+        assert await outcome(node.service.hold(OP, "1001").action_id)
+        assert (await customer.wait_for(Held, call=call, timeout=5)).direction == "sendonly"
+        assert await outcome(node.service.hold(OP, "1001").action_id)  # toggles back
+        await customer.wait_for(Resumed, call=call, timeout=5)
+        assert await outcome(node.service.mute(OP, "1001").action_id)
+        await agent.wait_for(Held, call=agent_call, timeout=5)  # the agent's phone stops sending
+        assert await outcome(node.service.mute(OP, "1001").action_id)
+        await agent.wait_for(Resumed, call=agent_call, timeout=5)
+        assert await outcome(node.service.dtmf(OP, "1001", "12#").action_id)
+        digits = [(await customer.wait_for(DtmfReceived, call=call, timeout=5)).digit for _ in range(3)]
+        assert digits == ["1", "2", "#"]
+
+        node.service.transfer(OP, "1001", "1002")
+        target_call = (await target.wait_for(IncomingCall, timeout=5)).call
+        assert target_call.remote_sdp is None or not target_call.remote_sdp.media  # offer-less INVITE
+        await agent.wait_for(CallEnded, call=agent_call, timeout=5)
+        await until(lambda: node.service.get_agent(OP, "1002").state == "on_call", what="target on call")
+        await until(lambda: call.remote_sdp is not None and call.remote_sdp.media[0].port == target.rtp_port,
+                    what="customer re-INVITEd toward the target")
+        await target.wait_for(Established, call=target_call, timeout=5)  # the ACK carried the customer's answer
+        assert target_call.remote_sdp is not None and target_call.remote_sdp.media[0].port == customer.rtp_port
+        await call.hangup()
+        await target.wait_for(CallEnded, call=target_call, timeout=5)
+        await until(lambda: node.live_legs == 0 and node.endpoint.dialog_count == 0)
+        await target.close()
+    finally:
+        await customer.close()
+        await agent.close()
+        await node.close()
+    [cdr] = cdrs(node)
+    assert cdr["agents"] == ["1001", "1002"] and cdr["transfer_count"] == 1 and cdr["hangup_by"] == "customer"
