@@ -57,3 +57,14 @@ def test_the_rules_see_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "x.py"
     bad.write_text("import asyncio\nfrom callbridge.http import app\n")
     assert _imports(bad) == {"asyncio", "callbridge.http"}
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # pytest imports test modules by basename (rootdir "prepend" mode): two test_x.py in different folders break
+    # collection on a fresh clone, where no stale __pycache__ hides the clash.
+    tests = Path(__file__).resolve().parent
+    seen: dict[str, list[str]] = {}
+    for path in tests.rglob("*.py"):
+        if path.name != "__init__.py" and path.name != "conftest.py":
+            seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
