@@ -119,11 +119,16 @@ class UasCore(EndpointCore):
                     return
                 dialog.incoming_invite = tx
             elif method == "BYE":
-                pending = dialog.incoming_invite
-                if pending is not None and pending.state is TxState.PROCEEDING:
-                    self.respond(pending, 487, now)  # §15.1.2
+                # §15.1.2: pending requests of the dialog get 487 -- a re-INVITE, or the INVITE that created
+                # an early dialog (the caller may BYE an early dialog, §15); left unanswered, that server
+                # transaction would stay in Proceeding, which no timer ends.
+                creating = dialog.creating_tx
+                pending = [t for t in (dialog.incoming_invite, creating) if isinstance(t, ServerTransaction)]
                 self.respond(tx, 200, now)
                 self._end_dialog(dialog, now, "bye", send_bye=False)
+                for invite_tx in pending:
+                    if invite_tx.state is TxState.PROCEEDING:
+                        self.respond(invite_tx, 487, now)
                 return
             elif method == "UPDATE" and not request.body:
                 self.respond(tx, 200, now)  # a session refresh (RFC 4028 §7.4): nothing for the TU to decide
