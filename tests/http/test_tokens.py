@@ -1,5 +1,6 @@
-"""Tokens (callbridge.http.auth): lookup by hash, revocation, the `wolkvox_server` check, two requests in flight per token (the third
-refused at once, having done nothing), and the daily quota that restarts at midnight in the operation's zone."""
+"""Tokens (callbridge.http.auth): lookup by hash, revocation, the `wolkvox_server` check, two requests in flight
+per token (the third refused at once, having done nothing), and the daily quota that restarts at midnight in the
+operation's zone."""
 
 from __future__ import annotations
 
