@@ -178,6 +178,21 @@ async def test_replies_and_server_initiated_datagrams_reach_the_right_client() -
         c.close()
 
 
+async def test_the_server_sees_clients_at_the_back_host_asked() -> None:
+    server = await peer(echo=True)
+    client = await peer()
+    async with LossyRelay(("127.0.0.1", 0), server.address, duration=10, back_host="127.0.0.2") as relay:
+        client.send(b"from .2", relay.address)
+        seen = await server.drain(0.2)
+        replies = await client.drain(0.2)
+    assert [(d, src[0]) for d, src in seen] == [(b"from .2", "127.0.0.2")]
+    assert [d for d, _ in replies] == [b"re:from .2"]
+    with pytest.raises(NotLoopback):
+        LossyRelay(("127.0.0.1", 0), server.address, back_host="192.0.2.1")
+    client.close()
+    server.close()
+
+
 async def test_the_relay_stops_by_itself_after_its_duration() -> None:
     server = await peer()
     client = await peer()

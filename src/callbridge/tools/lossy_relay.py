@@ -5,7 +5,9 @@
 Theory of operation
 -------------------
 The relay listens on one loopback UDP socket (the *front*). The first datagram from a client address opens a
-*back* socket for that client alone: bound to an ephemeral port on the loopback address, connected to the server.
+*back* socket for that client alone: bound to an ephemeral port on a loopback address (``back_host``, by default
+the server's own address; another one such as 127.0.0.2 when the server judges a source by its address, e.g. a
+trunk's inbound network), connected to the server.
 A datagram from the client leaves through its back socket; a datagram the server sends to that back socket goes
 out of the front socket to that client. The server therefore sees each client as one distinct address of the
 relay, and everything it sends to the address it saw (responses routed by ``received``/``rport``, RFC 3261
@@ -141,9 +143,10 @@ class LossyRelay:
 
     def __init__(self, listen: Address, server: Address, *, loss_to_server: float = 0.0,
                  loss_to_client: float = 0.0, seed: int = 0, duration: float | None = 60.0,
-                 max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+                 max_clients: int = DEFAULT_MAX_CLIENTS, back_host: str | None = None) -> None:
         self.listen = loopback_address(*listen)
         self.server = loopback_address(*server)
+        self.back_host = loopback_address(back_host or self.server[0], 0)[0]
         if self.server[1] == 0:
             raise ValueError("the server port must not be 0")
         for p in (loss_to_server, loss_to_client):
@@ -257,8 +260,7 @@ class LossyRelay:
 
     async def _open_back(self, client: Address) -> None:
         assert self._loop is not None
-        host = self.server[0]
-        sock = self._socket((host, 0))
+        sock = self._socket((self.back_host, 0))
         try:
             sock.connect(self.server)
             back, _ = await self._loop.create_datagram_endpoint(lambda: _Back(self, client), sock=sock)
@@ -309,6 +311,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds until the relay stops by itself")
     parser.add_argument("--max-clients", type=int, default=DEFAULT_MAX_CLIENTS)
+    parser.add_argument("--back-host", default=None,
+                        help="loopback address the server sees the clients at [the server's address]")
     return parser.parse_args(argv)
 
 
@@ -316,7 +320,8 @@ async def _run(args: argparse.Namespace) -> RelayCounts:
     loss_to_server = args.loss if args.loss_to_server is None else args.loss_to_server
     loss_to_client = args.loss if args.loss_to_client is None else args.loss_to_client
     relay = LossyRelay(args.listen, args.server, loss_to_server=loss_to_server, loss_to_client=loss_to_client,
-                       seed=args.seed, duration=args.duration, max_clients=args.max_clients)
+                       seed=args.seed, duration=args.duration, max_clients=args.max_clients,
+                       back_host=args.back_host)
     await relay.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # stop early, still printing the counts
