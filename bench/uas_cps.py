@@ -27,7 +27,6 @@ import platform
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +123,7 @@ class SippUasTarget:
         self._uas = Sipp("uas", buff_size=BUFF_SIZE, timeout=timeout, trace_err=False)
 
     def start(self) -> tuple[str, int]:
-        self._uas.start()
-        time.sleep(0.3)  # let it bind
+        self._uas.start()  # returns once its socket is bound
         return "127.0.0.1", self._uas.port
 
     @property

@@ -86,6 +86,20 @@ def parse_stat_file(path: Path) -> dict[str, str]:
     return {name: value for name, value in zip(header, last, strict=False) if name}
 
 
+def _port_in_table(table: Path, port: int, listening: bool) -> bool:
+    """Whether /proc/net/{udp,tcp}[6] holds a socket on local ``port`` (in LISTEN state for TCP)."""
+    try:
+        lines = table.read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and (not listening or fields[3] == "0A"):
+            return True
+    return False
+
+
 @dataclass
 class Sipp:
     """One SIPp process: ``scenario`` is a built-in name (``uac``, ``uas``, ...) or a path to an XML scenario."""
@@ -160,7 +174,23 @@ class Sipp:
         with open(self.workdir / "stdout.txt", "wb") as out, open(self.workdir / "stderr.txt", "wb") as err:
             self._proc = subprocess.Popen(self.argv(), cwd=self.workdir, stdin=subprocess.DEVNULL,
                                           stdout=out, stderr=err, start_new_session=True)
+        if self.remote is None:  # a server (uas): callers may send to it as soon as start() returns
+            self.wait_listening()
         return self
+
+    def wait_listening(self, timeout: float = 10.0) -> None:
+        """Block until SIPp's socket is bound (UDP) or listening (TCP) on its port, as the kernel reports it."""
+        assert self._proc is not None
+        tcp = self.transport.startswith("t")
+        tables = ("/proc/net/tcp", "/proc/net/tcp6") if tcp else ("/proc/net/udp", "/proc/net/udp6")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"sipp exited at start ({self._proc.returncode}): {self.argv()}")
+            if any(_port_in_table(Path(t), self.port, tcp) for t in tables):
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"sipp did not open port {self.port} within {timeout}s")
 
     @property
     def pid(self) -> int | None:
