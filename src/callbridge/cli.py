@@ -8,6 +8,7 @@ from callbridge import __version__
 from callbridge.admin import admin_app
 from callbridge.cli_agent import agent_app
 from callbridge.cli_live import live_app
+from callbridge.demo import demo_command
 from callbridge.serve import serve_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="callbridge: contact-center call control")
@@ -15,6 +16,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
 app.add_typer(live_app)
 app.command("serve")(serve_command)
+app.command("demo")(demo_command)
 
 
 def _version(value: bool) -> None:
