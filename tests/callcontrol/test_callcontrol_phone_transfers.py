@@ -73,3 +73,15 @@ def test_refer_with_replaces_needs_a_consultation_pair(talking: tuple[World, str
     expect(world, "NO_ACTIVE_CALL", world.service.on_refer_replaces, agent_leg, "nope")
     world.service.on_agent_call(OP, "1001", "consult-leg", "3007654321")
     expect(world, "TARGET_NOT_AVAILABLE", world.service.on_refer_replaces, agent_leg, "consult-leg")  # not up
+
+
+def test_blind_refer_on_a_consultation_leg_moves_nothing(talking: tuple[World, str, str, str]) -> None:
+    """Regression: a REFER without Replaces on the consultation call used to transfer the customer's call."""
+    world, conn_id, _cust, _agent_leg = talking
+    world.login("1003")
+    world.service.on_agent_call(OP, "1001", "consult-leg", "1002")
+    world.service.on_leg_answered(world.signalling.last_originate().leg_id)
+    mark = len(world.signalling.requests)
+    expect(world, "NO_ACTIVE_CALL", world.service.on_refer, "consult-leg", "1003")
+    assert world.signalling.since(mark) == []
+    assert world.service.get_call(OP, conn_id).state == "connected"

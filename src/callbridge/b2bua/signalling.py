@@ -180,6 +180,7 @@ class SipSignalling:
 
     def release(self, leg_id: str, cause: int | None = None, action_id: str | None = None) -> None:
         sw = self.sw
+        sw.refers.leg_released(leg_id, cause)  # a REFER's NOTIFY goes before the BYE/CANCEL (refer.py)
         leg = sw.legs.get(leg_id)
         if leg is None or leg.status == "ended" or leg.released:
             self._result(action_id, True, None)

@@ -9,13 +9,18 @@ Rules
   the domain); OPTIONS is answered 200; INVITE is routed by `inbound` (trunk → DID, agent → digest then dial);
   anything else is 405. In-dialog requests are found by their dialog (Call-ID and tags, whatever the Request-URI:
   SIPp's built-in uac sends its ACK and BYE to the address it sent the INVITE to) and relayed to the bridged leg
-  (re-INVITE, UPDATE, INFO; `bridge`); BYE and CANCEL are answered by the endpoint and reported to the domain,
+  (re-INVITE, UPDATE, INFO; `bridge`); a REFER on an agent's leg starts a transfer (`refer`, RFC 3515/3891);
+  BYE and CANCEL are answered by the endpoint and reported to the domain,
   which releases the other legs. A request for a dialog we do not have gets 481 from the endpoint.
 - Outgoing INVITEs fork to every contact of an agent: provisional responses are relayed in order to the incoming
   leg that waits on them (180/183, early media SDP included), the first 2xx wins and the other forks are
   cancelled; a 2xx that arrives after that (or after the domain let go of the leg) is ACKed and hung up.
 - Reports to the domain (`on_leg_*`, `on_action_result`, `on_registration_changed`) are made on a later turn of the
   event loop (`report`), never from inside a call the domain made into `signalling` (ports.py).
+- NAT (RFC 3581): an agent's phone is reached where its REGISTER or its INVITE came from, not where its Contact
+  points: INVITEs go to the binding's source address and every later request of the dialog (ACK, re-INVITE, BYE)
+  too (`Endpoint.set_destination`); a restored dialog with a registered agent's source address as its peer too.
+- Each dialog's CSeq numbers are written through on every in-dialog request sent or received (`write_cseq`).
 - The endpoint runs with `auto_ack=False`: a 2xx to an offer-less INVITE is ACKed only once the other side's
   answer is known (RFC 3725 flow I); every other 2xx is ACKed at once.
 """
@@ -40,6 +45,7 @@ from callbridge.b2bua.location import (
     BindingRemoved,
     RegistrationEvent,
 )
+from callbridge.b2bua.refer import ReferHandler
 from callbridge.b2bua.registrar import ChallengerPool, Registrar, RegistrarDirectory, RegistrarLimits
 from callbridge.callcontrol.model import Trunk
 from callbridge.sip.dialog import Dialog, DialogError, DialogState
@@ -68,8 +74,12 @@ __all__ = ["Switch"]
 
 log = logging.getLogger(__name__)
 _USER_AGENT = re.compile(rb"\r\n(?:User-Agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER"
-RESTORED_CSEQ_GAP = 10_000  # CSeq only has to grow (§12.2.1.1): skip past requests not written through
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER, REFER"
+# A restored dialog's BYE skips this far past the stored local CSeq. Every in-dialog request the switch sends is
+# written through (`write_cseq`), but writes are queued (a crash loses the last ones) and the endpoint's own
+# refreshes are written when answered; §12.2.1.1 only asks that the CSeq grow ("strictly monotonically
+# increasing"), not that it grow by one, so a margin larger than any request burst a lost queue could hold is safe.
+RESTORED_CSEQ_GAP = 100
 
 
 class Switch:
@@ -93,6 +103,7 @@ class Switch:
         self.registrar = Registrar(registrar_directory, challengers, on_change=self._on_binding,
                                    limits=registrar_limits)
         self.legs = LegTable()
+        self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.draining = False
         self.service: CallControlService | None = None
         self.runtime: Runtime | None = None
@@ -175,6 +186,8 @@ class Switch:
         tx.dialog.user_data = leg
         leg.status = "up"
         leg.answered = True
+        if leg.agent is not None:  # an agent's own call: its phone may sit behind NAT (module rules)
+            self.endpoint.set_destination(tx.dialog, tx.source, tx.transport)
 
     def ack(self, leg: SipLeg, sdp: bytes) -> None:
         """ACK the 2xx that waits on `leg` (offer-less INVITE), carrying the answer."""
@@ -198,6 +211,7 @@ class Switch:
         except DialogError:
             return False
         leg.reinvite_done, leg.defer_ack = done, defer_ack
+        self.write_cseq(leg)
         self.wake()
         return True
 
@@ -213,8 +227,20 @@ class Switch:
         except DialogError:
             return False
         tx.user_data = done
+        if method != "BYE":  # a BYE ends the dialog at once: its record goes with it
+            self.write_cseq(leg)
         self.wake()
         return True
+
+    def write_cseq(self, leg: SipLeg) -> None:
+        """Write the dialog's sequence numbers through when they moved (a restored dialog's BYE needs them)."""
+        dialog = leg.dialog
+        if dialog is None or dialog.terminated:
+            return
+        seqs = (dialog.local_seq, dialog.remote_seq)
+        if seqs != leg.written_cseq:
+            leg.written_cseq = seqs
+            self.dialog_records.update_cseq(leg.leg_id, seqs[0], seqs[1], self.wall())
 
     def send_invite(self, uri: URI, *, from_uri: str, to_uri: str, from_display: str | None, body: bytes,
                     headers: Iterable[tuple[str, str]], dest: tuple[str, int], transport: str,
@@ -294,7 +320,9 @@ class Switch:
         method = request.method
         if leg is None:
             self.respond(tx, 481)
-        elif method in ("INVITE", "UPDATE"):
+            return
+        self.write_cseq(leg)
+        if method in ("INVITE", "UPDATE"):
             relay_offer(self, leg, tx, request)
         elif method == "INFO":
             peer = self.legs.get(leg.peer)
@@ -305,13 +333,18 @@ class Switch:
             if peer is None or not self.request_in_dialog(peer, "INFO", request.body, request.content_type,
                                                           relayed):
                 self.respond(tx, 200)
+        elif method == "REFER":
+            self.refers.on_refer(leg, tx, request)
         elif method == "OPTIONS":
             self.respond(tx, 200, headers=[("Allow", ALLOW)])
         else:
-            self.respond(tx, 501 if method == "REFER" else 405, headers=[("Allow", ALLOW)])
+            self.respond(tx, 405, headers=[("Allow", ALLOW)])
 
     def _on_response(self, response: Response, tx: ClientTransaction, dialog: Dialog | None) -> None:
         data = tx.user_data
+        answered_leg = LegTable.of_dialog(dialog)
+        if answered_leg is not None:  # the endpoint's own requests (session refresh, glare retry) moved it too
+            self.write_cseq(answered_leg)
         if tx.method == "INVITE":
             if isinstance(data, SipLeg) and tx in data.forks:
                 self._fork_response(data, tx, response, dialog)
@@ -363,6 +396,7 @@ class Switch:
             if not leg.ringing_reported:
                 leg.ringing_reported = True
                 self.report(self._service().on_leg_ringing, leg.leg_id)
+                self.refers.target_ringing(leg.leg_id, status)
             early = self.legs.get(leg.early_peer)
             if early is not None and early.ringing and early.server_tx is not None:
                 from callbridge.b2bua.bridge import present
@@ -376,6 +410,8 @@ class Switch:
         assert dialog is not None
         if tx.cancelled:
             return  # the endpoint ACKs and hangs up a 2xx that crossed our CANCEL (§9.1)
+        if leg.agent is not None:  # the phone is where its registration came from, whatever its Contact says
+            self.endpoint.set_destination(dialog, tx.dest, tx.transport)
         if leg.answered or leg.released:
             if dialog.unacked_invite is not None:
                 self.endpoint.ack(dialog, self.now())
@@ -395,6 +431,7 @@ class Switch:
             if other is not tx:
                 self.endpoint.cancel(other, self.now())
         leg.forks = []
+        self.refers.target_answered(leg.leg_id)
         self.report(self._service().on_leg_answered, leg.leg_id)
 
     def _fork_failed(self, leg: SipLeg, tx: ClientTransaction, status: int) -> None:
@@ -405,6 +442,7 @@ class Switch:
             return
         leg.status = "ended"
         self.legs.remove(leg.leg_id)
+        self.refers.target_failed(leg.leg_id, _best_status(leg.fork_statuses))
         if not leg.released:
             leg.released = True
             self.report(self._service().on_leg_failed, leg.leg_id, _best_status(leg.fork_statuses))
@@ -425,6 +463,7 @@ class Switch:
         if leg is None or leg.dialog is not dialog:
             return
         now = self.wall()
+        leg.written_cseq = (dialog.local_seq, dialog.remote_seq)
         self.dialog_records.save_dialog(DialogRecord(
             leg_id=leg.leg_id, conn_id=leg.conn_id or "", call_id=dialog.call_id, local_tag=dialog.local_tag,
             remote_tag=dialog.remote_tag, local_uri=dialog.local_uri, remote_uri=dialog.remote_uri,
@@ -434,6 +473,7 @@ class Switch:
 
     def _dialog_ended(self, leg: SipLeg, reason: str) -> None:
         self.dialog_records.remove_dialog(leg.leg_id)
+        self.refers.leg_ended(leg.leg_id)
         leg.status = "ended"
         self.legs.remove(leg.leg_id)
         if leg.reinvite_done is not None:
@@ -490,9 +530,13 @@ class Switch:
         self._arm_expiry()
 
     # --- start-up and shut-down -------------------------------------------------------------------------------
-    def end_restored_dialog(self, state: DialogState) -> None:
-        """BYE a dialog left from before a restart (RFC 3261 §15.1.1)."""
+    def end_restored_dialog(self, state: DialogState, destination: tuple[str, int] | None = None,
+                            transport: str = "udp") -> None:
+        """BYE a dialog left from before a restart (RFC 3261 §15.1.1); to `destination` when its party is an agent
+        reached at the address its registration came from (NAT), else to its remote target."""
         dialog = self.endpoint.restore_dialog(state)
+        if destination is not None:
+            self.endpoint.set_destination(dialog, destination, transport)
         self.endpoint.bye(dialog, self.now())
         self.wake()
 

@@ -410,6 +410,9 @@ class CallControlService(OutboundCalls):
             raise NoActiveCall()
         call, leg = found
         assert leg.agent is not None
+        rt = self._find_agent(call.operation_id, leg.agent)
+        if rt is None or rt.leg_id != leg_id:
+            raise NoActiveCall()  # e.g. a blind REFER on a consultation call: the agent's call is another one
         return self.start_transfer(call.operation_id, leg.agent, target)
 
     def on_leg_ringing(self, leg_id: str) -> None:
