@@ -167,9 +167,12 @@ async def _reconcile(node: Node) -> Leftovers:
     """End what a crash left (see the module docstring); returns what was found."""
     storage, switch = node.storage, node.switch
     found = await storage.aleftovers()
+    # A peer at a registered agent's source address is that agent's phone, maybe behind NAT: BYE it there.
+    agents_at = {(r.source_host, r.source_port) for r in found.registrations}
     for record in found.dialogs:
+        peer = (record.peer_host, record.peer_port)
         try:
-            switch.end_restored_dialog(_dialog_state(record))
+            switch.end_restored_dialog(_dialog_state(record), peer if peer in agents_at else None, record.transport)
         except Exception:
             log.exception("could not end the dialog of leg %s left from before", record.leg_id)
     if found.dialogs:

@@ -72,6 +72,8 @@ class EndpointCore:
         self._client: dict[tuple[str, ...], ClientTransaction] = {}
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
+        # Dialogs whose requests go to a fixed address instead of their route/remote target (`set_destination`).
+        self._destinations: dict[tuple[str, str, str], tuple[Addr, str]] = {}
         self._heap: list[tuple[float, int, TimerOwner, TxInput | str]] = []
         self._seq = itertools.count()
         self._events: deque[Event] = deque()
@@ -111,6 +113,22 @@ class EndpointCore:
     def contact(self, transport: str = "udp") -> str:
         suffix = ";transport=tcp" if transport == "tcp" else ""
         return f"<sip:{self.user}@{self._hostport}{suffix}>"
+
+    def set_destination(self, dialog: Dialog, dest: Addr | None, transport: str = "udp") -> None:
+        """Send every later request of `dialog` (and the ACK of its 2xx) to `dest` over `transport`, whatever its
+        route set and remote target name; None goes back to them (§12.2.1.1).
+
+        For a peer behind NAT: its Contact names a private address, and the TU knows where it really is (the source
+        of its REGISTER or of its request, RFC 3581). The Request-URI and Route headers stay as §12.2.1.1 builds
+        them; only where the datagram goes changes. Forgotten when the dialog ends."""
+        if dest is None:
+            self._destinations.pop(dialog.id, None)
+        elif not dialog.terminated:
+            self._destinations[dialog.id] = (dest, transport)
+
+    def dialog_destination(self, dialog: Dialog) -> tuple[Addr, str] | None:
+        """The destination `set_destination` gave `dialog`, if any."""
+        return self._destinations.get(dialog.id)
 
     def send_request(
         self, request: Request, now: float, *, dest: Addr | None = None, transport: str | None = None
@@ -214,7 +232,11 @@ class EndpointCore:
             method, dialog.next_cseq(), None, contact, body=body, content_type=content_type,
             headers=list(headers), user_agent=self.user_agent,
         )
-        tx = self.send_request(request, now)
+        fixed = self._destinations.get(dialog.id) if self._destinations else None
+        if fixed is None:
+            tx = self.send_request(request, now)
+        else:
+            tx = self.send_request(request, now, dest=fixed[0], transport=fixed[1])
         tx.dialog = dialog
         return tx
 
@@ -264,6 +286,7 @@ class EndpointCore:
         dialog.creating_tx = dialog.outgoing_invite = dialog.incoming_invite = None
         if self._dialogs.get(dialog.id) is dialog:
             del self._dialogs[dialog.id]
+            self._destinations.pop(dialog.id, None)
         self._events.append(DialogTerminated(dialog, reason))
 
     def _arm_dialog(self, dialog: Dialog, name: str, deadline: float) -> None:

@@ -159,7 +159,7 @@ class UacCore(EndpointCore):
     ) -> None:
         """§13.2.2.4: ACK for a 2xx, built like an in-dialog request with the INVITE's CSeq number."""
         request = dialog.build_request("ACK", cseq, None, None, body=body, content_type=content_type)
-        target = request_destination(request)
+        target = self._destinations.get(dialog.id) or request_destination(request)
         if target is None:
             return  # nowhere to send it; the peer's 2xx retransmissions will end the dialog
         request.headers.prepend("Via", self._via(target[1]))
