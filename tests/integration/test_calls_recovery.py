@@ -27,6 +27,7 @@ from callnode import (
     until,
 )
 
+from callbridge.bootstrap import Node
 from callbridge.client import AsyncAgentboxClient
 from callbridge.phone import CallEnded, CallError, IncomingCall, Phone
 from callbridge.storage import Storage
@@ -185,3 +186,64 @@ async def test_sigterm_drains_then_ends_live_calls(tmp_path: Path) -> None:
     [cdr] = cdrs(node)
     assert cdr["hangup_by"] == "system"
     assert [s for s, _ in state_history(node, "1001")][-2:] == ["acw", "ready"]
+
+
+def _requests_seen(phone: Phone) -> list[tuple[str, int]]:
+    """(method, CSeq number) of every request the phone receives from now on."""
+    seen: list[tuple[str, int]] = []
+    endpoint = phone.endpoint
+    original = endpoint.receive_datagram
+
+    def receive(data: bytes, addr: tuple[str, int], now: float, transport: str = "udp") -> None:
+        if not data.startswith(b"SIP/2.0"):
+            cseq = next(line for line in data.split(b"\r\n") if line.lower().startswith(b"cseq:"))
+            number, method = cseq.split(b":", 1)[1].split()
+            seen.append((method.decode(), int(number)))
+        original(data, addr, now, transport)
+
+    endpoint.receive_datagram = receive  # type: ignore[method-assign]
+    return seen
+
+
+async def test_stored_cseq_follows_in_dialog_requests_and_the_restored_bye_exceeds_it(tmp_path: Path) -> None:
+    """Each in-dialog request we send is written through (`update_cseq`), so that after a crash the restored
+    dialog's BYE carries a CSeq above every request the phone has seen (§12.2.1.1)."""
+    from callbridge.b2bua.switch import RESTORED_CSEQ_GAP
+
+    node = await start_node(tmp_path)
+    agent = await agent_phone(node, "1001", answer="auto")
+    customer = await customer_phone()
+    agent_seen, customer_seen = _requests_seen(agent), _requests_seen(customer)
+    restarted = None
+    try:
+        call = await customer.call(did_uri(node), timeout=5)
+        await until(lambda: node.service.get_agent(OP, "1001").state == "on_call")
+        for verb in (node.service.mute, node.service.mute, node.service.hold, node.service.hold):
+            ticket = verb(OP, "1001")
+            await until(lambda t=ticket: node.service.action_outcome(t.action_id) is not None, what="action done")
+        live = {leg.leg_id: leg.dialog.local_seq for leg in node.switch.legs if leg.dialog is not None}
+        by_role = {"agent" if leg.agent else "customer": live[leg.leg_id] for leg in node.switch.legs}
+        assert by_role == {"agent": 3, "customer": 2}  # our INVITE (1) and two re-INVITEs; two re-INVITEs
+        assert _stored_cseqs(node) == live
+        await node.close()  # a crash as far as the calls know: no BYE sent, the records left as they are
+        restarted = await start_node(tmp_path, load_doc=False)
+        await customer.wait_for(CallEnded, call=call, timeout=5)
+        await agent.wait_for(CallEnded, timeout=5)
+    finally:
+        for phone in (customer, agent):
+            await phone.close()
+        await node.close()
+        if restarted is not None:
+            await restarted.close()
+    for seen, last in ((agent_seen, 3), (customer_seen, 2)):
+        assert max(number for method, number in seen if method != "BYE") == last
+        assert [number for method, number in seen if method == "BYE"] == [last + RESTORED_CSEQ_GAP + 1]
+
+
+def _stored_cseqs(node: Node) -> dict[str, int]:
+    from sqlalchemy import select
+
+    from callbridge.storage import schema as s
+    node.storage.writer.flush()
+    with node.storage.engine.connect() as conn:
+        return {r.leg_id: r.local_cseq for r in conn.execute(select(s.dialogs.c.leg_id, s.dialogs.c.local_cseq))}

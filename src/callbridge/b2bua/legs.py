@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from callbridge.callcontrol.model import Trunk
 from callbridge.sip.dialog import Dialog
 from callbridge.sip.message import Response
 from callbridge.sip.sdp import Origin
@@ -60,6 +61,9 @@ class SipLeg:
     peer_addr: tuple[str, int] = ("", 0)
     transport: str = "udp"
     agent: str | None = None  # the agent's extension when this leg reaches or comes from an agent
+    trunk: Trunk | None = None  # outgoing through a trunk: its credentials answer the provider's 401/407
+    auth_attempts: int = 0  # credentials sent on this leg's INVITE (a second challenge is a failure unless stale)
+    written_cseq: tuple[int, int | None] = (0, None)  # (local, remote) CSeq last written to the dialog record
 
     @property
     def ringing(self) -> bool:
