@@ -76,9 +76,6 @@ def test_a_sabotaged_target_fails(tmp_path: Path, script: str, sabotage: str, fi
 REGRESSIONS = sorted((FUZZ / "corpus" / "sip-regressions").iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="known parser finding (fuzz/README.md): a folded continuation line holding "
-                   "only whitespace leaves a trailing space in the header value, which the round trip drops; "
-                   "when the parser is fixed this passes: remove the mark and move the files to corpus/sip/")
 def test_sip_regressions_replay_clean(tmp_path: Path) -> None:
     assert REGRESSIONS
     out = subprocess.run([sys.executable, str(FUZZ / "sip_parser.py"), *map(str, REGRESSIONS)],

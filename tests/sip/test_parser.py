@@ -141,6 +141,14 @@ def test_folded_headers_are_joined_with_one_space() -> None:
     assert msg.headers.get("CSeq") == "314159 INVITE"
 
 
+@pytest.mark.parametrize("fold", [b" ", b"\t", b" \t "])
+def test_a_whitespace_only_fold_adds_nothing(fold: bytes) -> None:
+    # Found by fuzzing (fuzz/corpus/sip-regressions/): the value kept a trailing space that the round trip lost.
+    msg = parse(INVITE.replace(b"CSeq: 314159 INVITE\r\n", b"CSeq: 314159 INVITE\r\n" + fold + b"\r\n"))
+    assert msg.headers.get("CSeq") == "314159 INVITE"
+    assert parse(bytes(msg)) == msg
+
+
 def test_datagram_body_rules() -> None:
     head, _, body = INVITE.partition(b"\r\n\r\n")
     assert parse(INVITE + b"trailing junk").body == body  # longer than Content-Length: cut

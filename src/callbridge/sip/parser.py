@@ -160,7 +160,8 @@ def _parse_head(head: bytes) -> tuple[str, Fields]:
                 if line[:1] in (" ", "\t") and fields:  # §7.3.1: a fold is equivalent to one space
                     key, name, previous = fields[-1]
                     more = line.strip()
-                    fields[-1] = (key, name, f"{previous} {more}" if previous else more)
+                    if more:  # a whitespace-only fold adds nothing but LWS, which the value never ends with
+                        fields[-1] = (key, name, f"{previous} {more}" if previous else more)
                     continue
                 raise ParseError(f"bad header line {line[:40]!r}")
         append((known[0], known[1], value.strip()))
