@@ -48,6 +48,8 @@ async def test_sipp_calls_survive_ten_percent_loss_each_way(tmp_path: Path) -> N
     finally:
         callee = uas.stop()
     need = CALLS - CALLS // 1000       # >= 99.9 %
+    print(f"{uac.successful}/{CALLS} calls completed (callee {callee.successful}), SIPp retransmissions "
+          f"{uac.retransmissions} + {callee.retransmissions}, {uac.elapsed:.1f} s; relay {relay.counts}")
     assert uac.created == CALLS, uac.summary()
     assert uac.successful >= need, uac.summary()
     assert callee.successful >= need, callee.summary()

@@ -97,6 +97,8 @@ async def test_calls_complete_at_ten_percent_loss_and_leave_nothing_behind(tmp_p
         await client.aclose()
         await node.close()
     need = math.ceil(CALLS * 0.999)
+    print(f"{loss}: {uac.successful}/{CALLS} calls completed, {uac.failed} failed, {uac.retransmissions} SIPp "
+          f"retransmissions, {uac.elapsed:.1f} s; relay {relay.counts if relay else '-'}; gauges {values}")
     assert uac.created == CALLS, uac.summary()
     assert uac.successful >= need, uac.summary()
     assert uac.retransmissions > 0, uac.summary()  # the loss happened and was recovered from
