@@ -49,7 +49,7 @@ from common import (
 )
 
 TARGET_CPS = 500
-CALLBRIDGE_RATES = (100, 200, 300, 400, 500, 600, 800, 1000)
+CALLBRIDGE_RATES = (200, 300, 400, 500, 600, 800, 1000)
 KAMAILIO_RATES = (1000, 2000, 3000, 4000, 5000, 6000)
 SIPP_RATES = (2000, 4000, 6000, 8000, 10000)
 QUICK = {"seconds": 3.0, "callbridge": (20, 40), "kamailio": (50, 100), "sipp": (50, 100), "agents": 10}
