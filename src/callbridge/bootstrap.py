@@ -12,7 +12,8 @@ not served: `callbridge.serve` runs it on uvicorn; tests may serve it or call th
 Start-up order (DESIGN.md, "Storage"): open storage (migrations, directory) → bind SIP → read what a crash left
 (`Storage.leftovers`) → BYE every dialog left from before on both legs (`Endpoint.restore_dialog`) → close those
 calls in the records and log their agents out (`Storage.close_leftovers`) → restore the registrations still valid
-(their agents are reported registered) → schedule stored recalls → take traffic.
+(their agents are reported registered) → schedule stored recalls → register the trunks that register to their
+provider (`b2bua.trunks`) → take traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from callbridge.b2bua.defence import Defence, DefenceConfig
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
 from callbridge.b2bua.signalling import SipSignalling
 from callbridge.b2bua.switch import RESTORED_CSEQ_GAP, Switch
+from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
 from callbridge.config import Settings
@@ -110,13 +112,14 @@ class Node:
 async def bootstrap(settings: Settings, *, timers: TimerConfig | None = None, session_expires: int | None = 1800,
                     min_se: int = 90, defence: DefenceConfig | None = None,
                     registrar_limits: RegistrarLimits | None = None, rng: random.Random | None = None,
-                    secret: bytes | None = None, reconcile: bool = True, listen_tcp: bool = True) -> Node:
+                    secret: bytes | None = None, reconcile: bool = True, listen_tcp: bool = True,
+                    trunk_registration: TrunkRegistrationConfig | None = None) -> Node:
     loop = asyncio.get_running_loop()
     storage = await asyncio.to_thread(Storage.open, settings.database_url, settings.node_id)
     try:
         return await _wire(settings, storage, loop, timers=timers, session_expires=session_expires, min_se=min_se,
                            defence=defence, registrar_limits=registrar_limits, rng=rng, secret=secret,
-                           reconcile=reconcile, listen_tcp=listen_tcp)
+                           reconcile=reconcile, listen_tcp=listen_tcp, trunk_registration=trunk_registration)
     except BaseException:
         await asyncio.to_thread(storage.close)
         raise
@@ -125,7 +128,8 @@ async def bootstrap(settings: Settings, *, timers: TimerConfig | None = None, se
 async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEventLoop, *,
                 timers: TimerConfig | None, session_expires: int | None, min_se: int,
                 defence: DefenceConfig | None, registrar_limits: RegistrarLimits | None,
-                rng: random.Random | None, secret: bytes | None, reconcile: bool, listen_tcp: bool) -> Node:
+                rng: random.Random | None, secret: bytes | None, reconcile: bool, listen_tcp: bool,
+                trunk_registration: TrunkRegistrationConfig | None) -> Node:
     sock = bind_udp(settings.sip_host, settings.sip_port)
     host, port = sock.getsockname()[:2]
     endpoint = Endpoint(host, port, timers or TimerConfig(), rng or random.Random(), user="callbridge",
@@ -135,7 +139,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     switch = Switch(endpoint, storage.directory, defence=guard,
                     challengers=ChallengerPool(secret or secrets.token_bytes(32)),
                     dialogs=storage.dialogs, registrations=storage.registrations, wall_clock=time.time,
-                    loop=loop, registrar_limits=registrar_limits)
+                    loop=loop, registrar_limits=registrar_limits, trunk_registration=trunk_registration)
     runtime = Runtime(switch, policy=DestinationPolicy(settings.allowed_networks), on_event=switch.on_event,
                       loop=loop)
     try:
@@ -160,6 +164,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     if reconcile:
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
+    switch.start_trunks()
     return node
 
 
@@ -207,6 +212,10 @@ def _metrics(endpoint: Endpoint, runtime: Runtime, switch: Switch) -> MetricsReg
                      lambda: dict(endpoint.stats), label="counter")
     registry.gauge("callbridge_defence", "Defence counters (scanner drops, banned drops, bans).",
                    lambda: switch.defence.metrics(switch.now()), label="counter")
+    registry.gauge("callbridge_trunk_registered", "1 when the trunk is registered to its provider, else 0.",
+                   switch.trunk_registrations.registered, label="trunk")
+    registry.counter("callbridge_trunk_auth_total", "Trunk registrations and digest answers to providers.",
+                     lambda: dict(switch.trunk_registrations.stats), label="outcome")
     registry.counter("callbridge_registrar_total", "Registrar outcomes.", lambda: dict(switch.registrar.stats),
                      label="outcome")
     return registry

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from callbridge.b2bua.bridge import connect, modify_own, present
 from callbridge.b2bua.legs import SipLeg
+from callbridge.callcontrol.model import Trunk
 from callbridge.callcontrol.ports import OriginateRequest
 from callbridge.sip.message import Response
 from callbridge.sip.sdp import SessionDescription
@@ -64,6 +65,8 @@ class SipSignalling:
             if source.direction == "in" and source.ringing:
                 leg.early_peer = source.leg_id
         targets = self._targets(request) if op is not None else []
+        if request.kind != "agent":
+            leg.trunk = self._trunk(request)  # its credentials answer the provider's 401/407 (trunks.py)
         if not targets or op is None:
             self._failed(leg, 480)
             return
@@ -89,13 +92,17 @@ class SipSignalling:
         if request.kind == "agent":
             bindings = sw.registrar.contacts_for(request.operation_id, request.destination, sw.wall())
             return [(b.uri, b.destination, b.transport) for b in bindings]
-        trunk = next((t for t in sw.directory.list_trunks(request.operation_id) if t.name == request.trunk), None)
+        trunk = self._trunk(request)
         if trunk is None:
             return []
         host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
         suffix = ";transport=tcp" if trunk.transport == "tcp" else ""
         uri = parse_uri(f"sip:{request.destination}@{host}:{trunk.port}{suffix}")
         return [(uri, (trunk.host, trunk.port), trunk.transport)]
+
+    def _trunk(self, request: OriginateRequest) -> Trunk | None:
+        return next((t for t in self.sw.directory.list_trunks(request.operation_id) if t.name == request.trunk),
+                    None)
 
     def _failed(self, leg: SipLeg, status: int) -> None:
         leg.released = True

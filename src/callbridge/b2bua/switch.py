@@ -21,6 +21,8 @@ Rules
   points: INVITEs go to the binding's source address and every later request of the dialog (ACK, re-INVITE, BYE)
   too (`Endpoint.set_destination`); a restored dialog with a registered agent's source address as its peer too.
 - Each dialog's CSeq numbers are written through on every in-dialog request sent or received (`write_cseq`).
+- Trunks (`trunks`): a provider's 401/407 to our INVITE is answered with the trunk's credentials; trunks that
+  register to their provider do so once the transport listens (`start_trunks`), refreshed and retried.
 - The endpoint runs with `auto_ack=False`: a 2xx to an offer-less INVITE is ACKed only once the other side's
   answer is known (RFC 3725 flow I); every other 2xx is ACKed at once.
 """
@@ -47,6 +49,7 @@ from callbridge.b2bua.location import (
 )
 from callbridge.b2bua.refer import ReferHandler
 from callbridge.b2bua.registrar import ChallengerPool, Registrar, RegistrarDirectory, RegistrarLimits
+from callbridge.b2bua.trunks import TrunkRegistrationConfig, TrunkRegistrations, answer_challenge
 from callbridge.callcontrol.model import Trunk
 from callbridge.sip.dialog import Dialog, DialogError, DialogState
 from callbridge.sip.endpoint import Endpoint
@@ -90,7 +93,8 @@ class Switch:
     def __init__(self, endpoint: Endpoint, directory: Directory, *, defence: Defence,
                  challengers: ChallengerPool, dialogs: DialogRecords, registrations: RegistrationRecords,
                  wall_clock: Callable[[], float], loop: asyncio.AbstractEventLoop,
-                 registrar_limits: RegistrarLimits | None = None) -> None:
+                 registrar_limits: RegistrarLimits | None = None,
+                 trunk_registration: TrunkRegistrationConfig | None = None) -> None:
         self.endpoint = endpoint
         self.directory = directory
         self.defence = defence
@@ -104,6 +108,7 @@ class Switch:
                                    limits=registrar_limits)
         self.legs = LegTable()
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
+        self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers
         self.draining = False
         self.service: CallControlService | None = None
         self.runtime: Runtime | None = None
@@ -115,6 +120,11 @@ class Switch:
     def attach(self, service: CallControlService, runtime: Runtime) -> None:
         self.service = service
         self.runtime = runtime
+
+    def start_trunks(self) -> None:
+        """Register the trunks that register to their provider (the transport must be listening)."""
+        directory = self.directory
+        self.trunk_registrations.start([t for op in directory.list_operations() for t in directory.list_trunks(op.id)])
 
     # --- the SipCore shape the runtime drives (defences in front of the endpoint) -----------------------------
     def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float, transport: str = "udp") -> None:
@@ -405,6 +415,8 @@ class Switch:
                 self.respond(early.server_tx, status, body=body, reason=response.reason)
             return
         if status >= 300:
+            if status in (401, 407) and answer_challenge(self, leg, tx, response):
+                return  # the same INVITE again with the trunk's credentials, as the same fork (trunks.py)
             self._fork_failed(leg, tx, status)
             return
         assert dialog is not None
@@ -541,6 +553,7 @@ class Switch:
         self.wake()
 
     def close(self) -> None:
+        self.trunk_registrations.close()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
