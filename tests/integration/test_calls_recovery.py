@@ -26,6 +26,7 @@ from callnode import (
     state_history,
     until,
 )
+from test_calls_routing import final_responses
 
 from callbridge.bootstrap import Node
 from callbridge.client import AsyncAgentboxClient
@@ -171,9 +172,11 @@ async def test_sigterm_drains_then_ends_live_calls(tmp_path: Path) -> None:
     try:
         call = await customer.call(did_uri(node), timeout=5)
         node.switch.draining = True
+        finals = final_responses(late)
         with pytest.raises(CallError) as refused:
             await late.call(did_uri(node), timeout=5)
         assert refused.value.status == 503
+        assert [(r.status, r.headers.get("Retry-After")) for r in finals] == [(503, "30")]
         await drain(node, 0.5)
         ended = await customer.wait_for(CallEnded, call=call, timeout=5)
         assert (ended.reason, ended.by) == ("bye", "remote")

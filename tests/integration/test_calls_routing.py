@@ -10,9 +10,26 @@ from pathlib import Path
 import pytest
 from callnode import OP, agent_phone, cdrs, customer_phone, did_uri, start_node, state_history, until
 
-from callbridge.phone import CallEnded, CallFailed, IncomingCall
+from callbridge.phone import CallEnded, CallFailed, IncomingCall, Phone
+from callbridge.sip import Response, parse
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
+
+
+def final_responses(phone: Phone) -> list[Response]:
+    """Every final response the phone receives from now on, as parsed from the wire."""
+    seen: list[Response] = []
+    endpoint = phone.endpoint
+    original = endpoint.receive_datagram
+
+    def receive(data: bytes, addr: tuple[str, int], now: float, transport: str = "udp") -> None:
+        message = parse(data) if data.startswith(b"SIP/2.0 ") else None
+        if isinstance(message, Response) and message.status >= 200:
+            seen.append(message)
+        original(data, addr, now, transport)
+
+    endpoint.receive_datagram = receive  # type: ignore[method-assign]
+    return seen
 
 
 async def test_longest_idle_first_then_ring_no_answer_moves_on(tmp_path: Path) -> None:
@@ -77,11 +94,14 @@ async def test_nobody_available_waits_then_480(tmp_path: Path) -> None:
     node = await start_node(tmp_path)
     customer = await customer_phone()
     try:
+        finals = final_responses(customer)
         started = asyncio.get_running_loop().time()
         call = await customer.call(did_uri(node), wait_answer=False)
         failed = await customer.wait_for(CallFailed, call=call, timeout=10)
         waited = asyncio.get_running_loop().time() - started
         assert failed.status == 480
+        [final] = [r for r in finals if r.cseq.method == "INVITE"]
+        assert (final.status, final.headers.get("Retry-After")) == (480, "42")  # the queue's retry_after
         assert 2.5 < waited < 6  # the queue's max_wait_seconds is 3
         await until(lambda: node.live_legs == 0 and node.endpoint.dialog_count == 0)
     finally:
