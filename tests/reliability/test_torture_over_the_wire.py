@@ -295,6 +295,13 @@ def check_final(name: str, expect: Expect, responses: list[bytes]) -> None:
     allowed = expect.statuses or frozenset()
     ok = status in allowed or (expect.parsed and 200 <= status < 500 and status != 400)
     assert ok, f"{name}: final status {status}, expected {sorted(allowed)}{' or parsed' if expect.parsed else ''}"
+    final = next(r for r in responses if status_of(r) == status)
+    if status == 401:  # a challenge in a scheme the registrar supports (RFC 4475 §3.3.7)
+        challenges = header_values(final, "WWW-Authenticate")
+        assert challenges and all(c.lower().startswith("digest ") for c in challenges), challenges
+    if status == 420:  # with the options it does not support (RFC 3261 §8.2.2.3)
+        unsupported = ",".join(header_values(final, "Unsupported"))
+        assert "nothingSupportsThis" in unsupported and "nothingSupportsThisEither" in unsupported, unsupported
 
 
 # --- answering the challenge (REGISTER rows) ------------------------------------------------------------------------
