@@ -120,7 +120,8 @@ EXPECTED: dict[str, Expect] = {
     "mismatch02": one_of(501, 400),   # unknown method with a CSeq mismatch: 501 (400 acceptable)
     "bigcode": DROPPED,               # response code 4294967301: dropped silently
     "badbranch": Expect(parsed=True, statuses=frozenset({400})),  # branch is just the cookie: 400 or match it
-    "insuf": one_of(400),             # missing required headers: 400 where a response can be formed...
+    "insuf": DROPPED,                 # missing headers: 400 where a response can be formed; none can: it names
+                                      # no From, To or Call-ID, which a response copies (§8.2.6.2)
     "unkscm": one_of(416),            # Request-URI with an unknown scheme: 416
     "novelsc": one_of(416, 404),      # soap.beep scheme: 416 (or 404)
     "unksm2": one_of(400),            # unknown schemes in To/From/Contact: a registrar answers 400
@@ -138,9 +139,6 @@ EXPECTED: dict[str, Expect] = {
     "inv2543": Expect(parsed=True, tcp_close_ok=True),  # RFC 2543 style: accepted (TCP: no Content-Length, §18.3)
     "test": Expect(statuses=None, tcp_close_ok=True),   # request line without SIP version: malformed, no crash
 }
-# insuf names no From, To or Call-ID: no response can be formed from it (§8.2.6.2 copies them), so it is dropped.
-EXPECTED["insuf"] = DROPPED
-
 # The Contact each 2xx row must leave stored (Binding.contact_uri, Binding.params), cases.tsv's last column.
 STORED = {
     "dblreq": ("sip:j.user@host.example.com", ()),
