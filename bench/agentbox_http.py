@@ -40,6 +40,8 @@ import datetime
 import json
 import os
 import platform
+import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -63,6 +65,7 @@ LUA = ROOT / "bench" / "lua" / "agentbox_change_status.lua"
 SLOTS_PER_CONNECTION = 4
 TARGET_RATIO = 0.5
 HTTP_LOG_LEVEL = "WARNING"
+START_TIMEOUT = 60.0  # seconds a server may take to print READY
 
 
 # -- the servers (child processes) -------------------------------------------------------------------------------
@@ -141,7 +144,8 @@ class Server:
         self._proc = subprocess.Popen([sys.executable, __file__, *args, "--port", str(self.port)],
                                       stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
         assert self._proc.stdout is not None
-        line = self._proc.stdout.readline().split()
+        readable, _, _ = select.select([self._proc.stdout], [], [], START_TIMEOUT)
+        line = self._proc.stdout.readline().split() if readable else ["(no READY line in time)"]
         if not line or line[0] != "READY":
             self.stop()
             raise RuntimeError(f"{name} did not start: {line!r}")
@@ -387,6 +391,9 @@ def main() -> int:
         return 0
     if args.quick:
         args.connections, args.repeats, args.warmup = 4, 1, 0.0
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (scripts/setup --test installs it)", file=sys.stderr)
+        return 2
     print(f"agentbox_http on {os.cpu_count()} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory(prefix="agentbox-bench-") as tmp:
         ours_runs, ceiling_runs, answered, written = asyncio.run(measure(args, Path(tmp)))
