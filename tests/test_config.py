@@ -36,3 +36,12 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env)
     assert str(err.value).startswith(message)
+
+
+def test_digest_algorithms_in_order_from_the_environment() -> None:
+    assert Settings().digest_algorithms == ("SHA-256", "MD5")
+    settings = Settings.from_env({"CALLBRIDGE_DIGEST_ALGORITHMS": "md5, SHA-256"})
+    assert settings.digest_algorithms == ("MD5", "SHA-256")
+    for bad in ("", "SHA-512", "MD5,crc32"):
+        with pytest.raises(ConfigError, match="digest_algorithms"):
+            Settings(digest_algorithms=bad)  # type: ignore[arg-type]

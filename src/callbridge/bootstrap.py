@@ -137,7 +137,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     exempt = tuple(settings.trusted_networks)
     guard = Defence(defence or DefenceConfig(exempt_networks=exempt))
     switch = Switch(endpoint, storage.directory, defence=guard,
-                    challengers=ChallengerPool(secret or secrets.token_bytes(32)),
+                    challengers=ChallengerPool(secret or secrets.token_bytes(32),
+                                               algorithms=settings.digest_algorithms),
                     dialogs=storage.dialogs, registrations=storage.registrations, wall_clock=time.time,
                     loop=loop, registrar_limits=registrar_limits, trunk_registration=trunk_registration)
     runtime = Runtime(switch, policy=DestinationPolicy(settings.allowed_networks), on_event=switch.on_event,

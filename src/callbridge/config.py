@@ -59,6 +59,9 @@ class Settings:
     node_id: str = "node-1"
     drain_seconds: float = 30.0
     log_level: str = "INFO"
+    # Digest algorithms the registrar and the INVITE challenge offer, in order: RFC 8760 prefers SHA-256 first,
+    # but phones on libre 1.x (Debian 12's baresip) fail on any challenge that is not MD5: ("MD5",) serves them.
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_port", _port("sip_port", self.sip_port))
@@ -73,6 +76,12 @@ class Settings:
         if drain < 0:
             raise ConfigError("drain_seconds: must not be negative")
         object.__setattr__(self, "drain_seconds", drain)
+        algorithms = self.digest_algorithms
+        if isinstance(algorithms, str):
+            algorithms = tuple(a.strip() for a in algorithms.split(",") if a.strip())
+        if not algorithms or any(a.upper() not in ("MD5", "SHA-256") for a in algorithms):
+            raise ConfigError(f"digest_algorithms: {self.digest_algorithms!r} is not a list of MD5 and SHA-256")
+        object.__setattr__(self, "digest_algorithms", tuple(a.upper() for a in algorithms))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

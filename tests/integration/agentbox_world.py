@@ -88,12 +88,13 @@ class AgentboxNode:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def start(cls, tmp_path: Path, **doc_options: Any) -> AsyncIterator[AgentboxNode]:
+    async def start(cls, tmp_path: Path, *, settings: dict[str, Any] | None = None,
+                    **doc_options: Any) -> AsyncIterator[AgentboxNode]:
         url = f"sqlite:///{tmp_path / 'callbridge.db'}"
         tokens = {OP: await asyncio.to_thread(load, url, main_doc(**doc_options)),
                   OTHER_OP: await asyncio.to_thread(load, url, other_doc())}
         node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                        node_id="node-1"))
+                                        node_id="node-1", **(settings or {})))
         http = LiveHttp(node.app)
         await http.start()
         client = httpx.AsyncClient(base_url=http.url, timeout=15)
