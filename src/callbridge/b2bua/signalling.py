@@ -14,7 +14,8 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
 - `send_dtmf`: one INFO `application/dtmf-relay` per tone (`Signal=`, `Duration=160`), each after the previous
   one's final response; the action succeeds when every tone got a 2xx.
 - `release`: BYE on an established leg (with `Reason: SIP;cause=N` when a cause is given), CANCEL on forks still
-  ringing, a final response (the cause when it is 4xx-6xx, else 480) on an incoming INVITE not yet answered.
+  ringing (the leg leaves the table at once: a phone that never answers must not hold it until Timer B), a final
+  response (the cause when it is 4xx-6xx, else 480) on an incoming INVITE not yet answered.
   With an `action_id`, the BYE's final response is reported (CANCEL and final responses succeed at once).
 - `reject`: the final response, with Retry-After when given.
 """
@@ -197,6 +198,10 @@ class SipSignalling:
         if leg.direction == "out" and not leg.answered:
             for tx in leg.forks:
                 sw.endpoint.cancel(tx, now)
+            # The endpoint finishes the forks (487, or Timer B for a phone that never answered) and a 2xx that
+            # crosses the CANCEL is ACKed and hung up (§9.1); the leg itself is over now.
+            leg.status = "ended"
+            sw.legs.remove(leg_id)
             self._result(action_id, True, None)
         elif leg.direction == "in" and leg.ringing and leg.server_tx is not None:
             status = cause if cause is not None and 400 <= cause < 700 else 480
