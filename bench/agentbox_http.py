@@ -27,9 +27,12 @@ alternates `ready` and an auxiliary state, starting from the opposite of the age
 no answer but 200, and at least as many `agent_state_history` rows written by the API as 200 answers (a slot with
 two requests in flight would turn one of them into a no-op and show up here).
 
-Runs are interleaved (callbridge, bare, callbridge, bare, ...) after an unmeasured warm-up of each; the figure of a
-target is its best run, with that run's p99. The server's and wrk's CPU use are printed: a server near 100% of
-one core with wrk well below it means the server, not the load generator, is the bottleneck.
+Runs are interleaved (callbridge, bare, callbridge, bare, ...) after an unmeasured warm-up of each, and paired: a
+callbridge run with the bare run right after it. The figures are those of the pair with the median ratio (its two
+rates and p99s), so that a burst of other load on the machine during one run does not pick the figure. The load
+average is printed with the result: on a shared machine, compare runs made at similar load. The server's and wrk's
+CPU use are printed per run: a server near 100% of one core with wrk well below it means the server, not the load
+generator, is the bottleneck.
 """
 
 from __future__ import annotations
@@ -364,7 +367,9 @@ async def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[Run], l
 
 
 def record(ours: Run, ceiling: Run, ratio: float, command: str) -> None:
-    row = (f"| agentbox change_status (bench/agentbox_http.py) | {ours.rate:,.0f} req/s (p99 {ours.p99_ms:.1f} ms) "
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    row = (f"| agentbox change_status (bench/agentbox_http.py; median of interleaved pairs, load average {load}) "
+           f"| {ours.rate:,.0f} req/s (p99 {ours.p99_ms:.1f} ms) "
            f"| {ceiling.rate:,.0f} req/s (bare Starlette, p99 {ceiling.p99_ms:.1f} ms) | {ratio:.2f} "
            f"| ≥ {TARGET_RATIO} | {command} | {datetime.date.today().isoformat()} |\n")
     with open(ROOT / "bench" / "RESULTS.md", "a") as out:
@@ -397,9 +402,11 @@ def main() -> int:
     print(f"agentbox_http on {os.cpu_count()} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory(prefix="agentbox-bench-") as tmp:
         ours_runs, ceiling_runs, answered, written = asyncio.run(measure(args, Path(tmp)))
-    ours = max(ours_runs, key=lambda r: r.rate)
-    ceiling = max(ceiling_runs, key=lambda r: r.rate)
+    pairs = sorted(zip(ours_runs, ceiling_runs, strict=True), key=lambda pair: pair[0].rate / pair[1].rate)
+    ours, ceiling = pairs[(len(pairs) - 1) // 2]  # the median pair (the lower of the two middle ones)
     ratio = ours.rate / ceiling.rate if ceiling.rate else 0.0
+    print("ratios of the pairs: " + ", ".join(f"{a.rate / b.rate:.2f}" for a, b in pairs)
+          + f"; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     failed = sum(r.failures for r in ours_runs + ceiling_runs)
     # At most one request per connection and run can be written but not counted (in flight when wrk stopped).
     runs_of_ours = len(ours_runs) + (1 if args.warmup > 0 else 0)
