@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                 defence: DefenceConfig | None, registrar_limits: RegistrarLimits | None,
                 rng: random.Random | None, secret: bytes | None, reconcile: bool, listen_tcp: bool,
                 trunk_registration: TrunkRegistrationConfig | None) -> Node:
-    sock = bind_udp(settings.sip_host, settings.sip_port)
+    sock = _bind_sip_udp(settings.sip_host, settings.sip_port, tcp_too=listen_tcp)
     host, port = sock.getsockname()[:2]
     endpoint = Endpoint(host, port, timers or TimerConfig(), rng or random.Random(), user="callbridge",
                         user_agent=USER_AGENT, session_expires=session_expires, min_se=min_se, auto_ack=False)
@@ -148,8 +149,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
         if listen_tcp:
             await runtime.listen_tcp(host, port)
     except BaseException:
+        await runtime.close()  # before the socket is closed: the runtime unregisters its file descriptor
         sock.close()
-        await runtime.close()
         raise
     signalling = SipSignalling(switch)
     events = EventLog()
@@ -167,6 +168,25 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     service.restore()  # a short read at start-up; its timers must be armed on the loop
     switch.start_trunks()
     return node
+
+
+def _bind_sip_udp(host: str, port: int, *, tcp_too: bool) -> socket.socket:
+    """The UDP socket; with port 0, one whose port is also free for TCP (SIP listens on both at one port), since
+    the kernel picks the UDP port without looking at TCP: a port taken by a TCP connection would fail listen_tcp."""
+    if port != 0 or not tcp_too:
+        return bind_udp(host, port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        sock = bind_udp(host, 0)
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, sock.getsockname()[1]))
+            except OSError:
+                sock.close()
+                continue
+        return sock
+    raise OSError(f"no port free for both UDP and TCP on {host}")
 
 
 async def _reconcile(node: Node) -> Leftovers:
