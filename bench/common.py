@@ -145,12 +145,15 @@ class CallbridgeServe:
         self.stop()
         raise RuntimeError(f"callbridge serve did not become healthy within {timeout}s:\n{self.log()[-3000:]}")
 
-    def metric(self, name: str) -> float | None:
-        """One unlabelled value from /metrics."""
-        with urllib.request.urlopen(f"{self.http_url}/metrics", timeout=5) as answer:
-            for line in answer.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
+    def metric(self, name: str, timeout: float = 15.0) -> float | None:
+        """One unlabelled value from /metrics; None when absent or when the node does not answer in time (busy)."""
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/metrics", timeout=timeout) as answer:
+                for line in answer.read().decode().splitlines():
+                    if line.startswith(name + " "):
+                        return float(line.split()[1])
+        except (OSError, urllib.error.URLError):
+            return None
         return None
 
     def log(self) -> str:

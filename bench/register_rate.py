@@ -32,6 +32,7 @@ from common import (
     REGISTER_HOST,
     CallbridgeServe,
     DigestRegisterLoad,
+    Step,
     agent_extensions,
     best,
     command_line,
@@ -78,6 +79,11 @@ def kamailio_step(rate: int, seconds: float, users: list[str]) -> tuple[bool, st
         kam.stop()
 
 
+def top(steps: list[Step]) -> str:
+    """A note when a ramp never failed: its figure is the highest rate tried, not its limit."""
+    return " (the highest rate tried)" if steps and all(s.passed for s in steps) else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of a step")
@@ -107,7 +113,8 @@ def main() -> int:
         record(f"register_rate: digest REGISTERs (401 then 200, MD5 qop=auth) of {len(users):,} users from one "
                f"Python generator, callbridge serve on SQLite (write-through, defences on), {seconds:g} s steps"
                f"{note}; load average {machine_load()}",
-               f"{cb_rps:,} REGISTERs/s", f"{kam_rps:,} REGISTERs/s (Kamailio, pv_www_authenticate, usrloc in memory)",
+               f"{cb_rps:,} REGISTERs/s",
+               f"{kam_rps:,} REGISTERs/s{top(kam)} (Kamailio, pv_www_authenticate, usrloc in memory)",
                ratio(cb_rps, kam_rps), f">= {TARGET_RPS:,}/s", command_line("bench/register_rate.py", sys.argv[1:]))
     return 0
 
