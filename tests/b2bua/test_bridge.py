@@ -51,3 +51,64 @@ def test_nothing_to_modify_and_unparsable_sdp_passes_through() -> None:
     assert modify_own(fresh, lambda sd: sd.with_hold()) is None
     assert present(fresh, b"not sdp") == b"not sdp"
     assert present(fresh, b"") == b""
+
+
+class FakeSwitch:
+    """What `connect` asks of the switch: re-INVITEs (one at a time per leg) and ACKs."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    def reinvite(self, leg: SipLeg, body: bytes, done: object, *, defer_ack: bool = False) -> bool:
+        if leg.reinvite_done is not None:
+            return False
+        leg.reinvite_done = done  # type: ignore[assignment]
+        self.sent.append(("INVITE", leg.leg_id, body))
+        return True
+
+    def ack(self, leg: SipLeg, body: bytes) -> None:
+        leg.ack_pending = False
+        self.sent.append(("ACK", leg.leg_id, body))
+
+    def finish(self, leg: SipLeg, response: object) -> None:
+        done, leg.reinvite_done = leg.reinvite_done, None
+        assert done is not None
+        done(response)  # type: ignore[arg-type]
+
+
+class Answer:
+    status = 200
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+
+def up_leg(leg_id: str) -> SipLeg:
+    from unittest.mock import Mock
+
+    leg = SipLeg(leg_id, "0042", "in", 0.0, status="up")
+    leg.dialog = Mock(terminated=False)
+    return leg
+
+
+def test_a_target_answering_before_the_hold_completes_gets_the_customer_after_it() -> None:
+    """Regression (bench/transfers.py): the offer-less target's 2xx was ACKed with the customer's stale SDP and
+    the customer was never re-INVITEd toward the target when the transfer's hold was still in progress."""
+    from callbridge.b2bua.bridge import connect
+
+    sw = FakeSwitch()
+    customer, target = up_leg("customer"), up_leg("target")
+    present(customer, sdp("agent", "111", 5, 4000))
+    customer.remote_sdp = sdp("cust", "222", 1, 6000)
+    assert sw.reinvite(customer, modify_own(customer, lambda sd: sd.with_hold()) or b"", lambda r: None)
+    target.ack_pending, target.remote_sdp = True, sdp("target", "333", 1, 7000)
+    connect(sw, customer, target)  # type: ignore[arg-type]
+    assert [kind for kind, _, _ in sw.sent] == ["INVITE"]  # only the hold so far; the target's 2xx waits
+    sw.finish(customer, Answer(sdp("cust", "222", 2, 6000, "recvonly")))
+    kind, leg_id, offer = sw.sent[-1]
+    assert (kind, leg_id) == ("INVITE", "customer")
+    assert SessionDescription.parse(offer).media[0].port == 7000  # the target's offer, as the customer's session
+    sw.finish(customer, Answer(sdp("cust", "222", 3, 6002)))
+    kind, leg_id, answer = sw.sent[-1]
+    assert (kind, leg_id) == ("ACK", "target")
+    assert SessionDescription.parse(answer).media[0].port == 6002

@@ -27,3 +27,46 @@ def test_agentbox_http_bench_runs() -> None:
                         r"\(every answer a real state change\)$", out, re.M)
     assert written, out
     assert int(written.group(2).replace(",", "")) > 0
+
+
+def test_transfers_bench_runs() -> None:
+    """bench/transfers.py in tiny mode: 20 calls up through SIPp, 20 blind transfers through the agentbox
+    endpoint, change_status measured in the same run; exit 0 only when every transfer completed and no customer
+    was lost."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "transfers.py"), "--quick"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert re.search(r"^completed transfers: 20 of 20, failed 0 \{\}$", out, re.M), out
+    assert re.search(r"^completed transfers/s: [\d,.]+ \(target >= 200\)$", out, re.M), out
+    latency = re.search(r"^transfer API latency: p50 ([\d.]+) ms, p99 ([\d.]+) ms$", out, re.M)
+    status = re.search(r"^change_status p99 \(same run, (\d+) requests\): ([\d.]+) ms$", out, re.M)
+    ratio = re.search(r"^transfer p99 / change_status p99: ([\d.]+) \(target <= 5\)$", out, re.M)
+    assert latency and status and ratio, out
+    assert float(latency.group(1)) <= float(latency.group(2)) and int(status.group(1)) > 0
+    assert abs(float(ratio.group(1)) - float(latency.group(2)) / float(status.group(2))) < 0.01
+    assert re.search(r"^customers lost: 0 \(SIPp successful 20, failed 0;", out, re.M), out
+
+
+def test_run_all_quick_writes_a_row_per_benchmark(tmp_path: Path) -> None:
+    """bench/run_all.py --quick: every benchmark of bench/ in its smoke mode, the report written to --output (a
+    row per benchmark, the machine and the command in its header) and bench/RESULTS.md left as it was."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import run_all
+
+    before = (ROOT / "bench" / "RESULTS.md").read_text()
+    output = tmp_path / "RESULTS.md"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--output", str(output)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    report = output.read_text()
+    assert (ROOT / "bench" / "RESULTS.md").read_text() == before
+    assert re.search(r"^- Machine: \d+ cores, [\d.]+ GiB, .+; Python 3\.\d+\.\d+$", report, re.M), report
+    assert re.search(r"^- Load average at the start: [\d.]+ [\d.]+ [\d.]+$", report, re.M), report
+    rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| benchmark ")]
+    present = [b for b in run_all.BENCHMARKS if (ROOT / "bench" / b.script).exists()]
+    for bench in present:
+        mine = [r for r in rows if f"bench/{bench.script}" in run_all.cells(r)[6]]
+        assert mine, (bench.name, report)
+        assert all(run_all.cells(r)[5] in ("met", "NOT met", "?") for r in mine)
+        assert all(" failed (exit" not in r and "wrote no row" not in r for r in mine), report

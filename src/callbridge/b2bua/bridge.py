@@ -8,6 +8,7 @@ Rules (RFC 3264, RFC 3725):
   are joined by moving an offer across: a leg whose 2xx we have not ACKed yet (it answered an offer-less INVITE,
   RFC 3725 flow I, so its 2xx holds an offer) gives its offer to the other leg in a re-INVITE, and the answer
   goes back in the ACK. When neither leg has an offer pending, one is asked for with an offer-less re-INVITE.
+- An offer moved to a leg whose own re-INVITE is still in progress is moved once that one is done.
 - A re-INVITE or UPDATE from one party is relayed to the party it is bridged to, the answer relayed back; a
   re-INVITE without SDP, or one from a party bridged to nobody, is answered with the SDP that party last got
   from us (the session does not change). A relayed request that crosses one of ours gets 491 (§14.1).
@@ -109,6 +110,17 @@ def _move_offer(sw: Switch, *, offerer: SipLeg, answerer: SipLeg) -> None:
                 answerer.remote_sdp = response.body
             sw.ack(offerer, present(offerer, answerer.remote_sdp))
 
+    pending = answerer.reinvite_done
+    if pending is not None and answerer.up:
+        # A re-INVITE of ours is still in progress on the answerer (a transfer's hold, when the target answered
+        # first): move the offer once it is done, rather than ACK the offerer with a stale answer and leave the
+        # answerer's party talking to a leg that is gone (§14.1: one INVITE transaction at a time).
+        def then(response: Response | None) -> None:
+            pending(response)
+            _move_offer(sw, offerer=offerer, answerer=answerer)
+
+        answerer.reinvite_done = then
+        return
     if not sw.reinvite(answerer, present(answerer, offerer.remote_sdp), answered):
         answered(None)
 
