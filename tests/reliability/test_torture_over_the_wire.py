@@ -70,12 +70,16 @@ class Expect:
     ``parsed``: any final status of 200-499 other than 400 (the message was parsed and handled, whatever the
     handling). ``tcp_close_ok``: over TCP the server may close the connection without answering.
     ``tcp_waits``: over TCP nothing comes back and the connection stays open (the server waits for more data).
+    ``tcp_trailing``: over TCP the octets after the first message are messages of their own, framed by their
+    Content-Length (RFC 3261 §18.3), then octets that cannot be framed: only the responses with the first
+    message's Call-ID are checked, and the server may close the connection after writing them.
     ``register``: the user whose challenge the test answers, expecting 2xx."""
 
     statuses: frozenset[int] | None = None
     parsed: bool = False
     tcp_close_ok: bool = False
     tcp_waits: bool = False
+    tcp_trailing: bool = False
     register: str | None = None
 
 
@@ -94,7 +98,10 @@ EXPECTED: dict[str, Expect] = {
     "esc02": one_of(501),             # RE%47IST%45R is an unknown method, not REGISTER
     "lwsdisp": PARSED,                # no whitespace between display name and <
     "longreq": PARSED,                # long header values and many Via entries
-    "dblreq": Expect(statuses=frozenset({401}), register="j.user"),  # the REGISTER; trailing octets ignored
+    # the REGISTER; trailing octets ignored. Over TCP they are not noise: the INVITE in them is a message framed by
+    # its Content-Length (RFC 3261 §18.3; RFC 4475 §3.1.1.8 speaks of a UDP datagram) and is answered too, and the
+    # 5 octets after it cannot be framed, so the connection closes once the answers are written.
+    "dblreq": Expect(statuses=frozenset({401}), register="j.user", tcp_trailing=True),
     "semiuri": PARSED,                # user part "user;par=u@example.net"
     "transports": PARSED,             # Via with unknown transport tokens
     "mpart01": PARSED,                # multipart body with NUL octets (a MESSAGE: 405 is a handling)
@@ -114,7 +121,10 @@ EXPECTED: dict[str, Expect] = {
     "baddate": Expect(parsed=True, statuses=frozenset({400})),   # bad Date time zone: ignore it, or 400
     "regbadct": one_of(400),          # Contact URI with ?headers outside <>: 400
     "badaspec": Expect(parsed=True, statuses=frozenset({400})),  # spaces in an addr-spec: must not break; 400 ok
-    "baddn": one_of(400),             # non-token characters in an unquoted display name: 400
+    # non-token characters in an unquoted display name: 400. The corpus's baddn.dat ends after "l: 0" CRLF,
+    # without the empty line that ends a head (RFC 3261 §7: "MUST be present even if the message body is not"):
+    # on a stream the message is not complete, so the server waits for more data (§18.3), as for clerr.
+    "baddn": one_of(400, tcp_waits=True),
     "badvers": one_of(505),           # SIP/7.0: 505
     "mismatch01": one_of(400),        # request-line method differs from the CSeq method: 400
     "mismatch02": one_of(501, 400),   # unknown method with a CSeq mismatch: 501 (400 acceptable)
@@ -360,6 +370,9 @@ async def test_torture_message(world: World, name: str, transport: str) -> None:
             tcp = await TcpExchange.open(w.node.sip_address, source)
             responses = await tcp.exchange(data, wait)
             assert await listener.collect(0.05) == [] and await sender.collect(0.01) == []
+            if expect.tcp_trailing:
+                call_id = header_values(data, "Call-ID", "i")[0]
+                responses = [r for r in responses if header_values(r, "Call-ID", "i") == [call_id]]
         if transport == "tcp" and expect.tcp_waits:
             assert responses == [] and not tcp.closed, f"{name}: expected the server to wait for more data"
         elif transport == "tcp" and expect.tcp_close_ok and tcp is not None and tcp.closed and not finals(responses):
@@ -376,6 +389,9 @@ async def test_torture_message(world: World, name: str, transport: str) -> None:
                 answers = await until_final(listener, FINAL_WAIT)
             else:
                 assert tcp is not None
+                if tcp.closed and expect.tcp_trailing:  # closed after the unframeable octets: a new connection
+                    await tcp.close()
+                    tcp = await TcpExchange.open(w.node.sip_address, source)
                 answers = await tcp.exchange(retry, FINAL_WAIT)
             assert len(finals(answers)) == 1, f"{name}: {finals(answers)}"
             check_registered(w, name, expect.register, next(a for a in answers if (status_of(a) or 0) >= 200))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 from recording_core import RecordingCore, sip_request
 
 from callbridge.sip import parse
+from callbridge.sip.endpoint import Endpoint
+from callbridge.sip.timers import TimerConfig
 from callbridge.transport import DestinationPolicy, Runtime
 
 
@@ -78,8 +81,10 @@ async def test_broken_framing_closes_that_connection_only(runtime: Runtime, core
         await asyncio.gather(bad_writer.wait_closed(), good_writer.wait_closed(), return_exceptions=True)
 
 
-async def test_an_invalid_but_framed_message_is_dropped_and_the_stream_goes_on(runtime: Runtime,
-                                                                             core: RecordingCore) -> None:
+async def test_an_invalid_but_framed_message_reaches_the_core_and_the_stream_goes_on(runtime: Runtime,
+                                                                                    core: RecordingCore) -> None:
+    # The core answers it as it answers an unparsable datagram (tested with the real endpoint below); its
+    # answer goes back on the connection, before the answer to the next message.
     addr = await runtime.listen_tcp("127.0.0.1", 0)
     reader, writer = await connect(addr)
     try:
@@ -87,10 +92,67 @@ async def test_an_invalid_but_framed_message_is_dropped_and_the_stream_goes_on(r
         after = sip_request("after")
         writer.write(invalid + after)
         await writer.drain()
+        assert await read_echo(reader, invalid) == b"echo:" + invalid
         assert await read_echo(reader, after) == b"echo:" + after
-        assert [r.data for r in core.received] == [after]
+        assert [(r.data, r.transport) for r in core.received] == [(invalid, "tcp"), (after, "tcp")]
         assert runtime.counters.stream_parse_errors == 1
         assert runtime.counters.stream_framing_errors == 0
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_the_endpoint_answers_a_framed_invalid_request_on_the_connection() -> None:
+    # RFC 4475 §3.1.2.16 (SIP/7.0: 505) and §3.1.2.4 (CSeq beyond 2**32-1: 400), over a stream.
+    endpoint = Endpoint("127.0.0.1", 5060, TimerConfig(), random.Random(1))
+    rt = Runtime(endpoint, policy=DestinationPolicy(["127.0.0.0/8"]), on_event=lambda event: None)
+    try:
+        addr = await rt.listen_tcp("127.0.0.1", 0)
+        reader, writer = await connect(addr)
+        request = sip_request("v7")
+        bad_version = request.replace(b"SIP/2.0\r\n", b"SIP/7.0\r\n", 1)
+        big_cseq = sip_request("big").replace(b"CSeq: 1 OPTIONS", b"CSeq: 4294967296 OPTIONS")
+        writer.write(bad_version + big_cseq)
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert first.startswith(b"SIP/2.0 505 ") and b"Call-ID: v7" in first
+        assert second.startswith(b"SIP/2.0 400 ") and b"Call-ID: big" in second
+        assert rt.counters.stream_parse_errors == 2 and rt.counters.tcp_connected == 0
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await rt.close()
+
+
+async def test_broken_framing_closes_only_after_the_answers_to_what_came_before(runtime: Runtime,
+                                                                               core: RecordingCore) -> None:
+    # RFC 4475 §3.1.1.8 on a stream: a REGISTER, then octets that cannot be framed, in one chunk. The REGISTER's
+    # answer is written on the connection, then it closes; nothing after the break reaches the core, and a
+    # late answer to that peer does not open a connection to its (ephemeral) port.
+    addr = await runtime.listen_tcp("127.0.0.1", 0)
+    reader, writer = await connect(addr)
+    try:
+        first = sip_request("before-break")
+        writer.write(first + b"C\r\n\r\n" + sip_request("after-break"))
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 2) == b"echo:" + first  # then end of stream
+        assert [r.data for r in core.received] == [first]
+        assert runtime.counters.stream_framing_errors == 1
+        peer = writer.get_extra_info("sockname")[:2]
+        for _ in range(100):
+            if peer not in runtime.tcp_connections:
+                break
+            await asyncio.sleep(0.01)
+        core.outbox.append((b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", peer, "tcp"))
+        core.outbox.append((sip_request("a-request"), peer, "tcp"))  # a request still may connect
+        runtime.wake()
+        for _ in range(200):
+            if runtime.counters.tcp_connect_failures + runtime.counters.tcp_connected:
+                break
+            await asyncio.sleep(0.01)
+        assert runtime.counters.tcp_closed_peer_drops == 1
+        assert runtime.counters.tcp_connect_failures + runtime.counters.tcp_connected == 1
     finally:
         writer.close()
         await writer.wait_closed()

@@ -7,7 +7,10 @@ Rules
   Unparseable datagrams, failed credentials, 403/404/484 count as failures toward a ban; trunks are exempt.
 - Out-of-dialog requests: REGISTER goes to the registrar (its binding changes are written through and reported to
   the domain); OPTIONS is answered 200; INVITE is routed by `inbound` (trunk → DID, agent → digest then dial);
-  anything else is 405. In-dialog requests are found by their dialog (Call-ID and tags, whatever the Request-URI:
+  any other method is 405 with Allow, or 501 when callbridge does not know it at all (§8.2.1; in a dialog too).
+  Before any of this the endpoint answered 416 to a Request-URI scheme and 420 to a Require it does not support
+  (§8.2.2; `URI_SCHEMES`, `SUPPORTED_OPTIONS`).
+  In-dialog requests are found by their dialog (Call-ID and tags, whatever the Request-URI:
   SIPp's built-in uac sends its ACK and BYE to the address it sent the INVITE to) and relayed to the bridged leg
   (re-INVITE, UPDATE, INFO; `bridge`); a REFER on an agent's leg starts a transfer (`refer`, RFC 3515/3891);
   BYE and CANCEL are answered by the endpoint and reported to the domain,
@@ -64,6 +67,7 @@ from callbridge.sip.events import (
     TransportError,
 )
 from callbridge.sip.message import Request, Response
+from callbridge.sip.parser import KNOWN_METHODS
 from callbridge.sip.transaction import ClientTransaction, ServerTransaction
 from callbridge.sip.uri import URI
 from callbridge.storage.sip_state import DialogRecord, DialogRecords, RegistrationRecord, RegistrationRecords
@@ -78,6 +82,12 @@ __all__ = ["Switch"]
 log = logging.getLogger(__name__)
 _USER_AGENT = re.compile(rb"\r\n(?:User-Agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER, REFER"
+# What the endpoint's §8.2.2 inspection lets through (`callbridge.sip.inspection`): tel as well, since a trunk may
+# send a tel: Request-URI and `inbound` routes by its number; the option tags callbridge implements as a UAS:
+# timer (RFC 4028, the endpoint) and norefersub (RFC 4488, `refer` honours Refer-Sub: false). Not replaces: an
+# INVITE with Replaces (RFC 3891) is not taken, only a REFER whose Refer-To carries one.
+URI_SCHEMES = frozenset({"sip", "sips", "tel"})
+SUPPORTED_OPTIONS = frozenset({"timer", "norefersub"})
 # A restored dialog's BYE skips this far past the stored local CSeq. Every in-dialog request the switch sends is
 # written through (`write_cseq`), but writes are queued (a crash loses the last ones) and the endpoint's own
 # refreshes are written when answered; §12.2.1.1 only asks that the CSeq grow ("strictly monotonically
@@ -96,6 +106,8 @@ class Switch:
                  registrar_limits: RegistrarLimits | None = None,
                  trunk_registration: TrunkRegistrationConfig | None = None) -> None:
         self.endpoint = endpoint
+        endpoint.uri_schemes = URI_SCHEMES
+        endpoint.supported_options = SUPPORTED_OPTIONS
         self.directory = directory
         self.defence = defence
         self.challengers = challengers
@@ -314,7 +326,9 @@ class Switch:
 
     def _on_request(self, request: Request, tx: ServerTransaction, dialog: Dialog | None) -> None:
         method = request.method
-        if dialog is not None:
+        if method not in KNOWN_METHODS:  # §8.2.1: a method not recognised is 501; a known one not allowed, 405
+            self.respond(tx, 501, headers=[("Allow", ALLOW)])
+        elif dialog is not None:
             self._in_dialog(request, tx, dialog)
         elif method == "REGISTER":
             self._register(request, tx)

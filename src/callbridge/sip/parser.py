@@ -274,7 +274,8 @@ class StreamParser:
 
     ``feed`` bytes, then iterate ``messages()``. A ``ParseError`` with ``broken`` set means the framing is lost:
     close the connection (every later call raises it again). Without ``broken``, the message was framed but is
-    invalid: it has been consumed; answer ``.status`` if not ``None`` and call ``messages()`` again to go on.
+    invalid: it has been consumed (its octets are in ``invalid``); answer ``.status`` if not ``None`` and call
+    ``messages()`` again to go on.
     """
 
     def __init__(self, max_head: int = 64 * 1024, max_body: int = 1024 * 1024) -> None:
@@ -283,6 +284,9 @@ class StreamParser:
         self._max_body = max_body
         self._pending: tuple[int, int, str, Fields, dict[str, str]] | None = None
         self.broken: ParseError | None = None
+        # The octets of the last message that was framed but invalid (its error raised), so that the caller can
+        # hand them to the same error path as a datagram's (a 400/505 answered on the connection).
+        self.invalid: bytes | None = None
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -336,14 +340,17 @@ class StreamParser:
         if len(buffer) < total:
             return None  # RFC 4475 §3.1.2.2 on a stream: wait for the rest
         body = bytes(buffer[body_start:total])
-        del buffer[:total]
         self._pending = None
         try:
-            return _build(start, fields, first, body)
+            message = _build(start, fields, first, body)
         except ParseError as exc:
+            self.invalid = bytes(buffer[:total])
+            del buffer[:total]
             if start.startswith("SIP/"):
                 exc.status = None
             raise
+        del buffer[:total]
+        return message
 
     def _break(self, error: ParseError) -> NoReturn:
         error.status = None

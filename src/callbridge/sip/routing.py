@@ -11,7 +11,8 @@ Rules
   name is never looked up), to the source port when ``rport`` is present or the transport is reliable (same
   connection, §18.2.2), else to the sent-by port (5060 by default).
 - A datagram that fails to parse is answered (``ParseError.status``) only when its Via, From, To, Call-ID and CSeq
-  lines can be found and its top Via parses: otherwise there is nowhere trustworthy to answer.
+  lines can be found and its top Via parses, empty parameters and list elements skipped (RFC 4475 §3.1.2.1):
+  otherwise there is nowhere trustworthy to answer. The response copies the Via lines as they came (§8.2.6.2).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-from callbridge.sip.addr import parse_via
+from callbridge.sip.addr import Via, parse_via
 from callbridge.sip.errors import ParseError
 from callbridge.sip.headers import header_key
 from callbridge.sip.message import REASON_PHRASES, Request
@@ -94,6 +95,26 @@ def stamp_via(request: Request, source: Addr, transport: str) -> Addr:
     return (src_host, via.port or 5060)
 
 
+def _top_via_leniently(value: str) -> Via | None:
+    """The first Via element of a header value, or None. Empty elements and empty parameters (``;;``, ``,;,``)
+    are skipped: RFC 4475 §3.1.2.1 asks for a 400 to a request whose only fault is such extraneous separators, and
+    where that 400 goes (the source address; the sent-by port, or the source port with ``rport``) can still be
+    read. Anything else that does not parse leaves nowhere trustworthy to answer."""
+    for element in value.split(","):
+        if not element.strip(" \t;"):
+            continue
+        try:
+            return parse_via(element)
+        except ParseError:
+            pass
+        kept = [part for part in element.split(";") if part.strip()]
+        try:
+            return parse_via(";".join(kept))
+        except ParseError:
+            return None
+    return None
+
+
 def error_response_for_unparsable(data: bytes, status: int, source: Addr, transport: str) -> tuple[bytes, Addr] | None:
     """A minimal response to a request that failed to parse and where it goes (§18.2.2 from the source address),
     or None when one cannot be formed."""
@@ -120,9 +141,8 @@ def error_response_for_unparsable(data: bytes, status: int, source: Addr, transp
             found[key] = value.strip()
     if not vias or len(found) < 4:
         return None
-    try:
-        top = parse_via(vias[0].split(",")[0])
-    except ParseError:
+    top = _top_via_leniently(vias[0])
+    if top is None:
         return None
     reason = REASON_PHRASES.get(status, "Error")
     out = [f"SIP/2.0 {status} {reason}"]

@@ -11,6 +11,7 @@ from callbridge.sip.events import (
     InviteCancelled,
     RequestReceived,
 )
+from callbridge.sip.inspection import DEFAULT_SUPPORTED_OPTIONS, DEFAULT_URI_SCHEMES, inspect_request
 from callbridge.sip.message import Request, Response, make_response
 from callbridge.sip.routing import Addr, stamp_via
 from callbridge.sip.session_timer import SessionTimer, supports_timer
@@ -21,6 +22,10 @@ __all__ = ["UasCore"]
 
 class UasCore(EndpointCore):
     """Requests in, responses out (RFC 3261 §8.2, §12.1.1, §13.3, §17.2)."""
+
+    # §8.2.2 header inspection (`inspection.py`): what this UAS handles; the transaction user may widen them.
+    uri_schemes: frozenset[str] = DEFAULT_URI_SCHEMES
+    supported_options: frozenset[str] = DEFAULT_SUPPORTED_OPTIONS
 
     def respond(
         self,
@@ -89,6 +94,10 @@ class UasCore(EndpointCore):
         self._server[key] = tx
         if method == "CANCEL":
             self._on_cancel(tx, request, now)
+            return
+        rejection = inspect_request(request, self.uri_schemes, self.supported_options)  # 416, 420 (§8.2.2)
+        if rejection is not None:
+            self.respond(tx, rejection[0], now, headers=rejection[1])
             return
         if method == "INVITE" and self.send_trying:
             tx.send_response(make_response(request, 100), now)

@@ -12,7 +12,7 @@ class TransportCounters:
     bytes_in: int = 0
     bytes_out: int = 0
     stream_framing_errors: int = 0  # TCP streams closed because their framing broke
-    stream_parse_errors: int = 0   # framed TCP messages dropped as invalid (the stream goes on)
+    stream_parse_errors: int = 0   # framed TCP messages that were invalid (handed to the core's error path)
     send_errors: int = 0           # the kernel refused a send (other than "try again")
     send_queue_drops: int = 0      # a datagram dropped because the socket's send queue was full
     core_errors: int = 0           # the core raised while handling input (logged; the runtime keeps going)
@@ -24,6 +24,7 @@ class TransportCounters:
     tcp_connect_failures: int = 0
     tcp_closed: int = 0
     tcp_reaped_idle: int = 0
+    tcp_closed_peer_drops: int = 0  # responses not sent: the peer's accepted connection had closed (tcp.py)
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
