@@ -70,27 +70,3 @@ def test_run_all_quick_writes_a_row_per_benchmark(tmp_path: Path) -> None:
         assert mine, (bench.name, report)
         assert all(run_all.cells(r)[5] in ("met", "NOT met", "?") for r in mine)
         assert all(" failed (exit" not in r and "wrote no row" not in r for r in mine), report
-
-
-def test_run_all_quick_writes_a_row_per_benchmark(tmp_path: Path) -> None:
-    """bench/run_all.py --quick: every benchmark of bench/ in its smoke mode, the report written to --output (a
-    row per benchmark, the machine and the command in its header) and bench/RESULTS.md left as it was."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import run_all
-
-    before = (ROOT / "bench" / "RESULTS.md").read_text()
-    output = tmp_path / "RESULTS.md"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--output", str(output)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    report = output.read_text()
-    assert (ROOT / "bench" / "RESULTS.md").read_text() == before
-    assert re.search(r"^- Machine: \d+ cores, [\d.]+ GiB, .+; Python 3\.\d+\.\d+$", report, re.M), report
-    assert re.search(r"^- Load average at the start: [\d.]+ [\d.]+ [\d.]+$", report, re.M), report
-    rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| benchmark ")]
-    present = [b for b in run_all.BENCHMARKS if (ROOT / "bench" / b.script).exists()]
-    for bench in present:
-        mine = [r for r in rows if f"bench/{bench.script}" in run_all.cells(r)[6]]
-        assert mine, (bench.name, report)
-        assert all(run_all.cells(r)[5] in ("met", "NOT met", "?") for r in mine)
-        assert all(" failed (exit" not in r and "wrote no row" not in r for r in mine), report
