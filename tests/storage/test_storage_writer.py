@@ -1,12 +1,15 @@
-"""The writer thread: group commit, order, flush, failures counted and never raised, nothing after close."""
+"""The writer thread: group commit (its window), compiled inserts, order, flush, failures counted and never raised,
+nothing after close."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, insert, select, text
 
 from callbridge.storage import schema as s
 from callbridge.storage.writer import Writer
@@ -163,3 +166,93 @@ def test_row_writes_in_one_batch_are_grouped_and_last_write_wins(engine: Engine)
         assert _count(engine) == 3
     finally:
         writer.close()
+
+
+def _wait_committed(writer: Writer, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while writer.stats.committed < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.stats.committed == count
+
+
+def test_writes_queued_one_by_one_within_the_window_share_one_commit(engine: Engine) -> None:
+    writer = Writer(engine, commit_window=2.0).start()
+    try:
+        for i in range(20):
+            writer.insert(s.operations, _operation(i))
+            time.sleep(0.002)
+        _wait_committed(writer, 20)  # no flush: the window alone closes the batch
+        assert writer.stats.batches == 1
+        assert _count(engine) == 20
+    finally:
+        writer.close()
+
+
+def test_a_full_batch_or_a_flush_ends_the_window_at_once(engine: Engine) -> None:
+    writer = Writer(engine, max_batch=5, commit_window=60.0).start()
+    try:
+        for i in range(5):
+            writer.insert(s.operations, _operation(i))
+        _wait_committed(writer, 5)  # well before the 60 s window
+        assert writer.stats.batches == 1
+        writer.insert(s.operations, _operation(5))
+        started = time.monotonic()
+        assert writer.flush(10)
+        assert time.monotonic() - started < 5
+        assert writer.stats.batches == 2 and _count(engine) == 6
+    finally:
+        started = time.monotonic()
+        writer.close()
+        assert time.monotonic() - started < 5  # close does not wait for the window either
+
+
+def test_inserts_run_as_compiled_executemany_keep_types_order_and_column_sets(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(s.operations).values(_operation(0)))
+    at = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
+    writer = Writer(engine).start()
+    gate = threading.Event()
+    try:
+        _hold(writer, gate)
+        for i in range(4):
+            row: dict[str, object] = {
+                "conn_id": f"c{i}", "operation_id": "op0", "node_id": "n1", "direction": "inbound",
+                "customer_number": "3001", "agents": ["1001", f"10{i:02d}"], "started_at": at + timedelta(seconds=i),
+                "ended_at": at + timedelta(seconds=10 + i), "hangup_by": "customer", "transfer_count": i,
+                "legs": [{"leg_id": f"l{i}", "role": "customer"}],
+            }
+            if i % 2:  # another column set in the same batch
+                row.update(answered_at=at + timedelta(seconds=5), sip_cause=486, queue="support")
+            writer.insert(s.cdrs, row)
+        gate.set()
+        assert writer.flush(10)
+        assert writer.stats.batches == 2 and writer.stats.failed == 0
+        with engine.connect() as conn:
+            rows = conn.execute(select(s.cdrs.c.conn_id, s.cdrs.c.agents, s.cdrs.c.started_at, s.cdrs.c.answered_at,
+                                       s.cdrs.c.sip_cause, s.cdrs.c.queue, s.cdrs.c.legs)
+                                .order_by(s.cdrs.c.conn_id)).all()
+        assert [tuple(r) for r in rows] == [
+            (f"c{i}", ["1001", f"10{i:02d}"], at + timedelta(seconds=i),
+             at + timedelta(seconds=5) if i % 2 else None, 486 if i % 2 else None, "support" if i % 2 else None,
+             [{"leg_id": f"l{i}", "role": "customer"}])
+            for i in range(4)]
+    finally:
+        writer.close()
+
+
+def test_an_insert_leaving_out_a_column_with_a_python_default_gets_the_default(engine: Engine) -> None:
+    metadata = MetaData()
+    table = Table("writer_defaults", metadata, Column("id", Integer, primary_key=True),
+                  Column("label", String(20), nullable=False, default="from-python"))
+    metadata.create_all(engine)
+    writer = Writer(engine).start()
+    try:
+        writer.insert(table, {"id": 1})
+        writer.insert(table, {"id": 2, "label": "given"})
+        assert writer.flush(10)
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(select(table).order_by(table.c.id))] == [
+                (1, "from-python"), (2, "given")]
+    finally:
+        writer.close()
+        metadata.drop_all(engine)

@@ -3,15 +3,23 @@
 Rules
 - The event loop only enqueues. `submit(work)` puts a callable on a queue and returns at once; it never blocks,
   never touches the database and never raises (a write is fire-and-forget for the domain).
-- One thread writes. It sleeps on the queue, wakes on the first item, takes everything queued behind it (up to
-  `max_batch`) and runs the lot in ONE transaction: group commit. Under load many writes share one commit (one
-  fsync on PostgreSQL, one WAL append on SQLite); when idle a single write commits alone, at once.
+- One thread writes, in group commits. It sleeps until the first item arrives, then keeps the batch open for the
+  group-commit window (`commit_window`, 2 ms by default) or until `max_batch` items are queued, whichever comes
+  first, and runs everything queued (up to `max_batch`) in ONE transaction. Under load many writes share one
+  commit (one fsync on PostgreSQL, one WAL append on SQLite); when idle a single write commits alone, one window
+  after it was queued. A flush or close in the queue ends the window at once. The window changes when a write
+  lands, not what is durable: a write is queued before the HTTP answer either way, and a process that dies
+  loses whatever was still queued, with or without the window (SQLite: WAL, synchronous=NORMAL).
+- Wake-ups are cheap for the caller: the queue is a deque, and the writer thread is signalled only when it is
+  asleep and the queue reaches what it waits for (its first item, a full batch, or a flush/close marker); a write
+  queued while the thread is busy or gathering costs an append under a lock.
 - A failing batch is retried item by item, each in its own transaction, so one bad write costs only itself. A
   write that still fails is logged with its traceback and counted (`stats.failed`); nothing is raised to anyone.
 - Order is kept: items commit in the order they were submitted (one thread, FIFO queue, retries in order).
 - The caller's side is cheap: `insert(table, values)` and `upsert(table, keys, values)` queue plain tuples; the
   statements are built on the writer thread. Within a batch, row writes are grouped by table: inserts run as one
-  executemany, upserts as one SELECT of the keys present, one executemany UPDATE and one executemany INSERT.
+  DB-API executemany of a statement compiled once per table and column set (SQLAlchemy's bind processors applied
+  to the values), upserts as one SELECT of the keys present, one executemany UPDATE and one executemany INSERT.
 - `flush()` waits until everything submitted before it has been committed or has failed; tests use it to read
   what they wrote and shutdown uses it (through `close()`) to lose nothing. `aflush()` is the same for a
   coroutine, waiting in a worker thread.
@@ -21,17 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, Executable, Table, and_, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, Dialect, Engine, Executable, Table, and_, bindparam, insert, select, tuple_, update
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[Connection], Any]
+
+DEFAULT_COMMIT_WINDOW = 0.002  # seconds: the group-commit window (see the rules above)
 
 
 def upsert(conn: Connection, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
@@ -82,15 +93,22 @@ _STOP = object()
 class Writer:
     """One thread applying queued writes in group-committed transactions. Start it, submit, flush, close."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = 1000, name: str = "callbridge-writer") -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = 1000, commit_window: float = DEFAULT_COMMIT_WINDOW,
+                 name: str = "callbridge-writer") -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.commit_window = commit_window  # seconds a batch stays open after its first item; 0 = none
         self.stats = WriterStats()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: deque[Any] = deque()
+        self._markers = 0  # flush/stop markers in _pending: a batch with one does not wait for the window
+        self._want = 0  # queue length the sleeping writer waits for; 0 when it is not waiting
+        self._signal = threading.Lock()  # held while nobody has signalled; released to wake the writer
+        self._signal.acquire()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending, _markers, _want, _closed and the signal
         self._closed = False
         self._started = False
+        self._conn: Connection | None = None  # the writer thread's own, kept between batches
 
     # -- the event loop's side ---------------------------------------------------------------------------
     def start(self) -> Writer:
@@ -119,7 +137,21 @@ class Writer:
                 log.error("storage writer closed: write dropped (%r)", work)
                 return
             self.stats.submitted += 1
-            self._queue.put(work)  # under the lock, so nothing lands behind close()'s stop marker
+            self._pending.append(work)  # under the lock, so nothing lands behind close()'s stop marker
+            if self._want and len(self._pending) >= self._want:
+                self._wake()
+
+    def _put_marker(self, marker: object) -> None:
+        with self._lock:
+            self._pending.append(marker)
+            self._markers += 1
+            if self._want:
+                self._wake()
+
+    def _wake(self) -> None:
+        """Signal the sleeping writer (the lock held)."""
+        self._want = 0
+        self._signal.release()
 
     def execute(self, statement: Executable, parameters: Any = None) -> None:
         """Queue one statement (with optional parameters, a dict or a list of dicts for executemany)."""
@@ -133,9 +165,9 @@ class Writer:
         if threading.current_thread() is self._thread:
             raise RuntimeError("flush() called from the writer thread would wait for itself")
         if not self._started or not self._thread.is_alive():
-            return self._queue.empty()
+            return not self._pending
         marker = _Flush()
-        self._queue.put(marker)
+        self._put_marker(marker)
         return marker.done.wait(timeout)
 
     async def aflush(self, timeout: float | None = None) -> bool:
@@ -148,23 +180,46 @@ class Writer:
                 return
             self._closed = True
         if self._started:
-            self._queue.put(_STOP)
+            self._put_marker(_STOP)
             self._thread.join(timeout)
 
     # -- the writer thread -------------------------------------------------------------------------------
+    def _wait_for(self, length: int, timeout: float | None) -> None:
+        """Sleep until the queue holds `length` items or a marker, or `timeout` seconds pass (None: no limit)."""
+        with self._lock:
+            if len(self._pending) >= length or self._markers:
+                return
+            self._want = length
+        signalled = self._signal.acquire(timeout=-1 if timeout is None else timeout)
+        with self._lock:
+            if self._want:  # nobody signalled: the timeout ran out
+                self._want = 0
+            elif not signalled:  # signalled between the timeout and here: consume it (released, so at once)
+                self._signal.acquire()
+
+    def _take(self) -> list[Any]:
+        with self._lock:
+            pending = self._pending
+            items = [pending.popleft() for _ in range(min(len(pending), self.max_batch))]
+            if self._markers:
+                self._markers -= sum(1 for item in items if item is _STOP or isinstance(item, _Flush))
+        return items
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._disconnect()
+
+    def _loop(self) -> None:
         stop = False
         while not stop:
-            first = self._queue.get()
-            items = [first]
-            while len(items) < self.max_batch:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            self._wait_for(1, None)
+            if self.commit_window > 0:
+                self._wait_for(self.max_batch, self.commit_window)  # the group-commit window
             work: list[Item] = []
             markers: list[_Flush] = []
-            for item in items:
+            for item in self._take():
                 if item is _STOP:
                     stop = True
                 elif isinstance(item, _Flush):
@@ -178,11 +233,29 @@ class Writer:
             for marker in markers:
                 marker.done.set()
 
+    def _connection(self) -> Connection:
+        """The thread's connection: checked out once and kept, so a batch costs no pool checkout and reset."""
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                log.warning("storage writer: closing its connection failed", exc_info=True)
+
     def _write(self, work: list[Item]) -> None:
         try:
-            with self.engine.begin() as conn:
+            conn = self._connection()
+            with conn.begin():
                 _apply(conn, work)
         except Exception:
+            # The next batch takes a fresh connection from the pool (pre-pinged on PostgreSQL): a failure may
+            # have been the connection's own.
+            self._disconnect()
             if len(work) == 1:
                 self.stats.failed += 1
                 log.exception("storage write failed")
@@ -193,7 +266,6 @@ class Writer:
             return
         self.stats.batches += 1
         self.stats.committed += len(work)
-
 
 
 def _apply(conn: Connection, work: list[Item]) -> None:
@@ -217,7 +289,7 @@ def _apply_rows(conn: Connection, run: list[_Insert | _Upsert]) -> None:
     for table, items in by_table.items():
         upserts = [i for i in items if isinstance(i, _Upsert)]
         if not upserts:
-            conn.execute(insert(table), [i.values for i in items])
+            _insert_rows(conn, table, [i.values for i in items])
         elif len(upserts) == len(items) and all(u.keys == upserts[0].keys for u in upserts):
             _bulk_upsert(conn, table, upserts[0].keys, [u.values for u in upserts])
         else:  # mixed kinds on one table: keep their exact order
@@ -226,6 +298,66 @@ def _apply_rows(conn: Connection, run: list[_Insert | _Upsert]) -> None:
                     conn.execute(insert(table).values(i.values))
                 else:
                     upsert(conn, table, i.keys, i.values)
+
+
+class _CompiledInsert(NamedTuple):
+    sql: str
+    names: tuple[str, ...]  # the columns, in the statement's parameter order
+    processors: tuple[Callable[[Any], Any] | None, ...]  # each column type's bind processor for the dialect
+    positional: bool
+
+
+# Per dialect object (one per engine: the bind processors follow its settings, such as its JSON serialiser).
+_COMPILED: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, frozenset[str]], _CompiledInsert | None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _compiled_insert(conn: Connection, table: Table, columns: frozenset[str]) -> _CompiledInsert | None:
+    """INSERT of `columns` into `table` compiled once per dialect, or None when SQLAlchemy must run it (a column
+    left out has a Python-side default, or the statement binds anything but the columns)."""
+    dialect = conn.dialect
+    cache = _COMPILED.setdefault(dialect, {})
+    key = (table, columns)
+    if key in cache:
+        return cache[key]
+    compiled_insert: _CompiledInsert | None = None
+    unknown = columns - set(table.c.keys())
+    defaulted = any(c.default is not None or c.onupdate is not None for c in table.c if c.key not in columns)
+    if not unknown and not defaulted:
+        compiled = insert(table).compile(dialect=dialect, column_keys=sorted(columns))
+        names = tuple(compiled.positiontup or ()) if dialect.positional else tuple(compiled.binds)
+        if set(names) == columns and len(names) == len(columns):
+            processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+            compiled_insert = _CompiledInsert(compiled.string, names, processors, dialect.positional)
+    cache[key] = compiled_insert
+    return compiled_insert
+
+
+def _insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` with one DB-API executemany per column set, in the order given (a change of column set
+    starts the next executemany), skipping SQLAlchemy's per-execution compilation and bookkeeping."""
+    start = 0
+    while start < len(rows):
+        columns = frozenset(rows[start])
+        stop = start + 1
+        while stop < len(rows) and rows[stop].keys() == columns:
+            stop += 1
+        group = rows[start:stop]
+        start = stop
+        compiled = _compiled_insert(conn, table, columns)
+        if compiled is None:
+            conn.execute(insert(table), group)
+            continue
+        pairs = tuple(zip(compiled.names, compiled.processors, strict=True))
+        if compiled.positional:
+            parameters: list[Any] = [tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in group]
+        else:
+            parameters = [{n: row[n] if p is None else p(row[n]) for n, p in pairs} for row in group]
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(compiled.sql, parameters)
+        finally:
+            cursor.close()
 
 
 def _bulk_upsert(conn: Connection, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
