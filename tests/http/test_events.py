@@ -15,6 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from callbridge.callcontrol.events import CallMuted
 from callbridge.http.events import EventLog
+from callbridge.http.resources import rfc3339
 
 EVENT = {"$ref": "#/components/schemas/Event"}
 
@@ -148,3 +149,18 @@ async def test_websocket_with_header_and_with_subprotocol_token() -> None:
                 pass
         assert info.value.response.status_code == 403
         assert json.loads(info.value.response.body or b"{}")["error"] == "INVALID_TOKEN"
+
+
+def test_a_wire_event_is_serialised_on_first_read_from_its_state_at_publication() -> None:
+    world = World()
+    world.service.on_registration_changed(OP, "1001", True)
+    world.service.change_status(OP, "1001", "ready")
+    (wire,) = world.events.since(OP, 0)
+    world.service.on_registration_changed(OP, "1001", False)  # after publication: not in the event
+    line = wire.line
+    assert json.loads(line) == {
+        "seq": 1, "type": "agent.state_changed", "at": rfc3339(wire.at), "operation": OP,
+        "data": {"agent_id": "1001", "state": "ready", "previous_state": "logout", "aux_state": None,
+                 "registered": True}}
+    assert line == json.dumps(wire.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert wire.line is line  # serialised once, then shared

@@ -5,6 +5,7 @@ operation's zone."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -14,7 +15,7 @@ import pytest
 from http_world import BEARER, OP, QUOTA_TOKEN, TOKEN, World, assert_envelope, box
 
 from callbridge.http import contract
-from callbridge.http.auth import Refused, TokenGate, hash_token, server_names_operation
+from callbridge.http.auth import _HASH_CACHE_SIZE, Refused, TokenGate, hash_token, server_names_operation
 
 
 def test_tokens_are_looked_up_by_their_sha256_hex() -> None:
@@ -41,6 +42,28 @@ def test_gate_refusals_in_order() -> None:
     assert gate.in_flight(principal.token_hash) == 1
     second.release()
     assert gate.in_flight(principal.token_hash) == 0
+
+
+def test_a_token_seen_before_is_still_looked_up_each_time_so_revocation_applies_at_once() -> None:
+    world = World()
+    gate = TokenGate(world.directory)
+    assert gate.authenticate(TOKEN).token_id == "t1"
+    assert gate.authenticate(f"  {TOKEN} ").token_hash == hash_token(TOKEN)  # the stripped token's hash
+    world.directory.tokens[hash_token(TOKEN)] = dataclasses.replace(world.directory.tokens[hash_token(TOKEN)],
+                                                                    revoked=True)
+    with pytest.raises(Refused) as info:
+        gate.authenticate(TOKEN)
+    assert info.value.key == "INVALID_TOKEN"
+
+
+def test_many_unknown_tokens_neither_grow_the_hash_cache_without_bound_nor_change_the_answers() -> None:
+    world = World()
+    gate = TokenGate(world.directory)
+    for i in range(3 * _HASH_CACHE_SIZE):
+        with pytest.raises(Refused):
+            gate.authenticate(f"unknown-{i}")
+        assert len(gate._hashes) <= _HASH_CACHE_SIZE
+    assert gate.authenticate(TOKEN).token_id == "t1"
 
 
 def test_server_header_forms() -> None:

@@ -14,8 +14,10 @@ never reaches the domain, let alone a SIP message.
 
 A request runs at most `request_timeout` (60 s). Past it the answer is 503 CALL CONTROL IS NOT AVAILABLE: the only
 awaits are on call control (the SIP outcome of an action), so a request that outlives the limit means call control
-could not act in time, which is that row's meaning. An unexpected failure answers 500 INTERNAL SERVER ERROR with a
-message that says nothing of the server's internals.
+could not act in time, which is that row's meaning. Only the verbs that await a SIP outcome (hang, hold, mute, dtmf,
+hang_type_ready) are coroutines, and only they run under the timer; the others are plain functions that cannot
+wait, so they need no timer (one per request was a measurable share of change_status's cost). An unexpected
+failure answers 500 INTERNAL SERVER ERROR with a message that says nothing of the server's internals.
 
 Handlers are thin: parameters in, one service call, the envelope out; the dispatch table maps `api=` to them.
 """
@@ -60,7 +62,8 @@ class Outcome:
     data: Mapping[str, str] | None = None
 
 
-Handler = Callable[[CallControlService, ActionWaiter, str, Params], Awaitable[Outcome]]
+# A handler that awaits call control returns an awaitable; one that cannot wait returns its Outcome at once.
+Handler = Callable[[CallControlService, ActionWaiter, str, Params], Awaitable[Outcome] | Outcome]
 
 
 def _opt(params: Params, name: str) -> str:
@@ -69,13 +72,13 @@ def _opt(params: Params, name: str) -> str:
 
 # --- the twelve verbs ------------------------------------------------------------------------------------------
 
-async def _transfer(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
+def _transfer(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
     record = svc.transfer(op, p["agent_id"], p["customer_phone"])
     return Outcome(contract.VERBS["transfer"].message(customer_phone=p["customer_phone"]),
                    {"conn_id": record.conn_id})
 
 
-async def _dial(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
+def _dial(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
     conn_id = svc.dial(op, p["agent_id"], p["customer_phone"], _opt(p, "customer_id"), _opt(p, "customer_name"))
     return Outcome(contract.VERBS["dial"].message(customer_phone=p["customer_phone"]), {"conn_id": conn_id})
 
@@ -97,12 +100,12 @@ async def _mute(svc: CallControlService, waiter: ActionWaiter, op: str, p: Param
     return Outcome(contract.VERBS["mute"].message("on" if ticket.turning_on else "off"))
 
 
-async def _change_status(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
+def _change_status(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
     svc.change_status(op, p["agent_id"], p["status"])
     return Outcome(contract.VERBS["change_status"].message(status=p["status"]))
 
 
-async def _type(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
+def _type(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
     svc.type(op, p["agent_id"], p["cod_act"], p["cod_act_2"], _opt(p, "comments"))
     return Outcome(contract.VERBS["type"].message())
 
@@ -118,17 +121,17 @@ async def _dtmf(svc: CallControlService, waiter: ActionWaiter, op: str, p: Param
     return Outcome(contract.VERBS["dtmf"].message(), {"tones": p["tones"]})
 
 
-async def _aux_call(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
+def _aux_call(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
     conn_id = svc.aux_call(op, p["agent_id"], p["customer_phone"])
     return Outcome(contract.VERBS["aux_call"].message(customer_phone=p["customer_phone"]), {"conn_id": conn_id})
 
 
-async def _agent_display(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
+def _agent_display(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
     svc.agent_display(op, p["agent_id"], p["display"], p["button"])
     return Outcome(contract.VERBS["agent_display"].message())
 
 
-async def _recall(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
+def _recall(svc: CallControlService, _: ActionWaiter, op: str, p: Params) -> Outcome:
     svc.recall(op, p["agent_id"], p["customer_phone"], p["date"], p["type_recall"])
     return Outcome(contract.VERBS["recall"].message())
 
@@ -178,7 +181,11 @@ def _first(pairs: list[tuple[str, str]], into: dict[str, str]) -> None:
 async def read_parameters(request: Request) -> dict[str, str]:
     """Query string first; then a form body's fields that the query does not have."""
     raw: dict[str, str] = {}
-    _first(parse_qsl(request.url.query, keep_blank_values=True), raw)
+    # The raw query string (request.url would build a URL object for nothing); undecodable bytes are replaced,
+    # as in a form body, and then fail the parameter checks.
+    query: bytes = request.scope.get("query_string", b"")
+    if query:
+        _first(parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True), raw)
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
         body = await request.body()
@@ -253,8 +260,12 @@ class AgentboxEndpoint:
             return row_response(contract.error("UNKNOWN_API"))
         try:
             params = verb_parameters(verb, raw)
-            async with asyncio.timeout(self._timeout):
-                outcome = await handler(self._service, self._waiter, operation_id, params)
+            result = handler(self._service, self._waiter, operation_id, params)
+            if isinstance(result, Outcome):
+                outcome = result
+            else:  # it awaits call control: the request's time limit applies
+                async with asyncio.timeout(self._timeout):
+                    outcome = await result
         except _ParameterError as exc:
             return row_response(exc.row)
         except ActionNotCompleted as exc:

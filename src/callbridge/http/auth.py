@@ -36,6 +36,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+_HASH_CACHE_SIZE = 4096  # tokens presented recently; a full cache starts over (a bound, not an eviction policy)
+
+
 class TokenDirectory(Protocol):
     """The part of the domain's DirectoryRepository that authentication reads."""
 
@@ -101,12 +104,15 @@ class TokenGate:
         self._clock = clock
         self._in_flight: dict[str, int] = {}
         self._usage: dict[str, tuple[date, int]] = {}
+        # plain token -> its hash, so a token seen before costs a dict lookup, not a SHA-256. Only the hash is
+        # cached: the token itself is looked up in the directory on every request (revocation applies at once).
+        self._hashes: dict[str, str] = {}
 
     def authenticate(self, token: str | None, server: str | None = None) -> Principal:
         """The principal of `token`, or Refused(TOKEN_MISSING / INVALID_TOKEN)."""
         if token is None or not token.strip():
             raise Refused("TOKEN_MISSING")
-        token_hash = hash_token(token.strip())
+        token_hash = self._hash(token)
         record = self._directory.get_token(token_hash)
         if record is None or record.revoked:
             raise Refused("INVALID_TOKEN")
@@ -117,6 +123,14 @@ class TokenGate:
             raise Refused("INVALID_TOKEN")
         return Principal(token_hash, record.id, operation.id, record.concurrency_limit, record.daily_quota,
                          operation.time_zone)
+
+    def _hash(self, token: str) -> str:
+        token_hash = self._hashes.get(token)
+        if token_hash is None:
+            if len(self._hashes) >= _HASH_CACHE_SIZE:
+                self._hashes.clear()
+            token_hash = self._hashes[token] = hash_token(token.strip())
+        return token_hash
 
     def admit(self, principal: Principal) -> Admission:
         """Take a slot (or Refused(CONCURRENCY_LIMIT)), then count the request (or Refused(TOKEN_LIMIT_EXCEEDED))."""

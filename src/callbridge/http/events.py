@@ -6,7 +6,9 @@ Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
   outcomes, queueing, dispositions, recalls); the log gives each wire event its operation's next number, so the
   wire sequence has no gaps.
 - `data` is built when the event is published, from the service's state at that moment (a transfer event carries
-  the Transfer resource as it was), and serialised once; streams, webhooks and call histories share the bytes.
+  the Transfer resource as it was, in containers of its own that nothing changes afterwards), and serialised at
+  most once, when something first reads the event's `line` (its `at` formatted then too): streams, webhooks and
+  call histories share the bytes, and an event nobody reads (no stream, no webhook) costs no JSON at all.
 - Retention: an event is dropped only when it is both older than 24 hours and not among the operation's last
   100000 (the document's "whichever is more").
 - Consumers resume with `after=<seq>`: the events with a greater seq that are still kept, then live ones. An
@@ -26,7 +28,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol
 
@@ -77,11 +79,20 @@ class WireEvent:
     operation: str
     data: dict[str, Any]
     conn_id: str | None
-    line: bytes  # the JSON object, UTF-8, no trailing newline
+    _line: bytes | None = field(default=None, repr=False, compare=False)  # `line`, once something read it
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "type": self.type, "at": rfc3339(self.at), "operation": self.operation,
                 "data": self.data}
+
+    @property
+    def line(self) -> bytes:
+        """The JSON object, UTF-8, no trailing newline; serialised on first use, then shared."""
+        line = self._line
+        if line is None:
+            line = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            object.__setattr__(self, "_line", line)  # a cache of a frozen event's own bytes
+        return line
 
 
 _TRANSFER_TYPES: dict[type[TransferEvent], str] = {
@@ -144,10 +155,7 @@ class EventLog:
         if log is None:
             log = self._ops[event.operation_id] = _OperationLog()
         log.last_seq += 1
-        body = {"seq": log.last_seq, "type": kind, "at": rfc3339(event.at), "operation": event.operation_id,
-                "data": data}
-        wire = WireEvent(log.last_seq, kind, event.at, event.operation_id, data, conn_id,
-                         json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        wire = WireEvent(log.last_seq, kind, event.at, event.operation_id, data, conn_id)
         log.events.append(wire)
         if conn_id is not None:
             self._by_call.setdefault(conn_id, []).append(wire)
