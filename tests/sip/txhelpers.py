@@ -33,6 +33,9 @@ class Recorder:
         self.seq += 1
         heapq.heappush(self.heap, (deadline, self.seq, tx, timer))
 
+    def tx_absorbing(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
+        self.tx_arm(tx, timer, deadline)
+
     def tx_to_tu(self, tx: Transaction, message: Request | Response, now: float) -> None:
         self.to_tu.append(message)
 

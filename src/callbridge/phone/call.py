@@ -99,6 +99,11 @@ class Call:
             return
         self.state = CallState.ENDED
         self.end_reason, self.end_status, self.ended_by = reason, status, by
+        tx = self.server_tx
+        if tx is not None and tx.user_data is self:
+            # Nothing reads it once the call ended; unlinked, an ended call is freed by reference counting instead
+            # of waiting (in a cycle with its transaction) for the garbage collector.
+            tx.user_data = None
         phone = self.phone
         phone._forget(self)
         fut = self._answered

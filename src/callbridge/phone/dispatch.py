@@ -424,14 +424,19 @@ class Dispatcher:
     def _on_dialog_terminated(self, event: DialogTerminated) -> None:
         dialog = event.dialog
         call = dialog.user_data
-        if not isinstance(call, Call) or call.ended or call.dialog is not dialog:
+        if not isinstance(call, Call):
             return
-        reason = event.reason
-        if reason == "bye":
-            call._end("bye", None, "remote")
-        elif reason == "bye-sent":
-            call._end("bye", None, "local")
-        elif call.direction == "out" and call.state in (CallState.CALLING, CallState.ALERTING):
-            return  # an early dialog ended with our INVITE's final response, which ends the call
-        else:
-            call._end(reason, None, "local")
+        if not call.ended and call.dialog is dialog:
+            reason = event.reason
+            if reason == "bye":
+                call._end("bye", None, "remote")
+            elif reason == "bye-sent":
+                call._end("bye", None, "local")
+            elif call.direction == "out" and call.state in (CallState.CALLING, CallState.ALERTING):
+                return  # an early dialog ended with our INVITE's final response, which ends the call
+            else:
+                call._end(reason, None, "local")
+        if call.ended and call._reinvite is None:
+            # Both ended and no re-INVITE of ours awaits its answer: unlinked, the call and its dialog are freed by
+            # reference counting instead of waiting (in a cycle) for the garbage collector.
+            dialog.user_data = None

@@ -36,7 +36,7 @@ from callbridge.phone.registration import Registration
 from callbridge.sip import DigestResponder, TimerConfig
 from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.uri import URI, parse_uri
-from callbridge.transport import LOOPBACK_NETWORKS, DestinationPolicy, Runtime, bind_udp
+from callbridge.transport import LOOPBACK_NETWORKS, DestinationPolicy, Runtime, bind_udp, tune_collector
 
 __all__ = ["EventStream", "Phone"]
 
@@ -146,6 +146,7 @@ class Phone(Dispatcher):
         except BaseException:
             await self.close()
             raise
+        tune_collector()  # a phone under load is a SIP server too: see callbridge.transport.collector
         return self
 
     # --- identity -------------------------------------------------------------------------------------------

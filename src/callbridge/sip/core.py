@@ -11,6 +11,7 @@ import random
 from collections import deque
 from collections.abc import Iterable, Sequence
 
+from callbridge.sip.absorbing import CLIENT_RECORD, SERVER_RECORD, Record, record_of
 from callbridge.sip.dialog import Dialog, DialogError, DialogInput, DialogStatus
 from callbridge.sip.events import (
     DialogTerminated,
@@ -23,22 +24,25 @@ from callbridge.sip.message import Request, Response
 from callbridge.sip.routing import Addr, request_destination
 from callbridge.sip.session_timer import SessionTimer, expiry_delay, refresh_delay
 from callbridge.sip.timers import TimerConfig
-from callbridge.sip.transaction import ClientTransaction, ServerTransaction, Transaction, TxInput, TxState
+from callbridge.sip.transaction import (
+    ABSORBING,
+    ClientTransaction,
+    ServerTransaction,
+    Transaction,
+    TxInput,
+    TxState,
+)
 
 __all__ = ["EndpointCore"]
 
 HeaderList = Sequence[tuple[str, str]]
-TimerOwner = Transaction | Dialog
+# A heap entry's owner: a live transaction (name: its TxInput), or the key of a transaction's `Record` (name:
+# SERVER_RECORD/CLIENT_RECORD), or a dialog's id (name: the dialog timer). Keys and ids are tuples of strings, so
+# that an entry keeps no transaction or dialog alive after it ended (and the garbage collector skips it).
+TimerOwner = Transaction | tuple[str, ...]
 # Requests that carry a Contact (dialog-creating or target-refreshing, §8.1.1.8, §12.2.1.1; REGISTER §10.2).
 CONTACT_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "REGISTER"})
 REPLACED_ON_RETRY = frozenset({"via", "cseq", "authorization", "proxy-authorization"})
-
-
-def _live(owner: TimerOwner, name: TxInput | str, deadline: float) -> bool:
-    """Lazy deletion: a heap entry counts only while its owner still has that timer armed for that deadline."""
-    if isinstance(owner, Transaction):
-        return isinstance(name, TxInput) and owner.timers.get(name) == deadline
-    return isinstance(name, str) and owner.timers.get(name) == deadline
 
 
 class EndpointCore:
@@ -69,8 +73,8 @@ class EndpointCore:
         self.min_se = min_se
         self.auto_ack = auto_ack
         self._hostport = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-        self._client: dict[tuple[str, ...], ClientTransaction] = {}
-        self._server: dict[tuple[str, ...], ServerTransaction] = {}
+        self._client: dict[tuple[str, ...], ClientTransaction | Record] = {}
+        self._server: dict[tuple[str, ...], ServerTransaction | Record] = {}
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
         # Dialogs whose requests go to a fixed address instead of their route/remote target (`set_destination`).
         self._destinations: dict[tuple[str, str, str], tuple[Addr, str]] = {}
@@ -97,10 +101,20 @@ class EndpointCore:
         heap = self._heap
         while heap:
             deadline, _, owner, name = heap[0]
-            if _live(owner, name, deadline):
+            if self._live(owner, name, deadline):
                 return deadline
             heapq.heappop(heap)
         return None
+
+    def _live(self, owner: TimerOwner, name: TxInput | str, deadline: float) -> bool:
+        """Lazy deletion: a heap entry counts only while its owner still has that timer armed for that deadline."""
+        if isinstance(owner, Transaction):
+            return isinstance(name, TxInput) and owner.timers.get(name) == deadline
+        if name in (SERVER_RECORD, CLIENT_RECORD):
+            record = (self._server if name == SERVER_RECORD else self._client).get(owner)
+            return isinstance(record, Record) and record.deadline == deadline
+        dialog = self._dialogs.get(owner)  # type: ignore[arg-type]
+        return dialog is not None and isinstance(name, str) and dialog.timers.get(name) == deadline
 
     @property
     def transaction_count(self) -> int:
@@ -199,6 +213,34 @@ class EndpointCore:
         self._events.append(TransportError(tx, reason))
         self._tx_failed(tx, now, "transport-error")
 
+    def tx_absorbing(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
+        """Keep a `Record` of `tx` instead of `tx` while it waits out `timer` (`callbridge.sip.absorbing`)."""
+        if isinstance(tx, ClientTransaction):
+            table: dict[tuple[str, ...], ClientTransaction | Record] | dict[
+                tuple[str, ...], ServerTransaction | Record] = self._client
+            name = CLIENT_RECORD
+            # Its early dialogs end when it terminates (`tx_terminated`): keep it whole while one lives.
+            keep = any(not dialog.terminated for dialog in tx.early_dialogs)
+        else:
+            table, name, keep = self._server, SERVER_RECORD, False
+        if keep or table.get(tx.key) is not tx:
+            self.tx_arm(tx, timer, deadline)
+            return
+        table[tx.key] = record_of(tx, deadline)
+        heapq.heappush(self._heap, (deadline, next(self._seq), tx.key, name))
+
+    def _record_expired(self, key: tuple[str, ...], name: str, deadline: float, now: float) -> None:
+        table = self._server if name == SERVER_RECORD else self._client
+        record = table.get(key)
+        if not isinstance(record, Record) or record.deadline != deadline:
+            return
+        del table[key]
+        tx = record.tx()
+        if tx is not None:  # the TU still holds it: it ends as its table says
+            timer = ABSORBING.get((tx.kind, tx.state))
+            if timer is not None:
+                tx.fire(timer, deadline, now)
+
     def tx_terminated(self, tx: Transaction) -> None:
         if isinstance(tx, ClientTransaction):
             if self._client.get(tx.key) is tx:
@@ -291,7 +333,7 @@ class EndpointCore:
 
     def _arm_dialog(self, dialog: Dialog, name: str, deadline: float) -> None:
         dialog.timers[name] = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), dialog, name))
+        heapq.heappush(self._heap, (deadline, next(self._seq), dialog.id, name))
 
     def _set_session(self, dialog: Dialog, session: SessionTimer | None, now: float) -> None:
         """(Re-)arm the session timer after a successful INVITE/UPDATE (RFC 4028 §10)."""

@@ -19,14 +19,19 @@ Theory of operation
   and after 64*T1 without ACK the session ends with BYE (§13.3.1.4).
 - Timers of transactions and dialogs live in one heap of ``(deadline, seq, owner, name)`` entries with lazy
   deletion: an entry is live only while ``owner.timers[name] == deadline``, so cancelling or re-arming is a dict
-  write and every operation stays O(log n).
-- Finished transactions and dialogs leave their tables at once (`transaction_count`, `dialog_count`).
+  write and every operation stays O(log n). A dialog's entries name its id (looked up in the dialog table), so an
+  ended dialog is freed at once, not when its last entry comes due.
+- A transaction that only waits out a timer (Timer L, J, D, K, I) is replaced in its table by a compact `Record`
+  (`callbridge.sip.absorbing`): under load, whole transactions kept 32 s are what the garbage collector would scan.
+- Finished transactions and dialogs leave their tables at once (`transaction_count`, `dialog_count`; a record
+  counts as a transaction until its timer fires).
 """
 
 from __future__ import annotations
 
 import heapq
 
+from callbridge.sip.absorbing import CLIENT_RECORD, SERVER_RECORD
 from callbridge.sip.core import CONTACT_METHODS, REPLACED_ON_RETRY, HeaderList
 from callbridge.sip.dialog import Dialog, DialogError, DialogState, DialogStatus
 from callbridge.sip.errors import ParseError
@@ -72,9 +77,15 @@ class Endpoint(UasCore, UacCore):
             if isinstance(owner, Transaction):
                 assert isinstance(name, TxInput)
                 owner.fire(name, deadline, now)
-            elif isinstance(name, str) and owner.timers.get(name) == deadline:
-                del owner.timers[name]
-                self._dialog_timer(owner, name, now)
+                continue
+            assert isinstance(name, str)
+            if name in (SERVER_RECORD, CLIENT_RECORD):
+                self._record_expired(owner, name, deadline, now)
+                continue
+            dialog = self._dialogs.get(owner)  # type: ignore[arg-type]
+            if dialog is not None and dialog.timers.get(name) == deadline:
+                del dialog.timers[name]
+                self._dialog_timer(dialog, name, now)
 
     def create_request(
         self,

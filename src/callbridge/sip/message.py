@@ -374,19 +374,24 @@ class Response(Message):
 def make_response(request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
     """A response to ``request`` per RFC 3261 §8.2.6: Via (all, in order), From, To (with ``to_tag`` added when the
     To has no tag yet), Call-ID and CSeq copied; empty body (Content-Length: 0)."""
-    fields: list[tuple[str, str]] = []
+    # The request's fields were checked when they were parsed or added: copied as they are (only the To tag is new).
+    fields: list[tuple[str, str, str]] = []
     to_done = False
-    for key, name, value in request.headers.fields():
+    for field in request.headers.fields():
+        key = field[0]
         if key == "to":
             if to_done:
                 continue
             to_done = True
             if to_tag is not None and request.to.tag is None:
-                value = f"{value.strip()};tag={to_tag}"
-            fields.append((name, value))
-        elif key in ("via", "from", "call-id", "cseq"):
-            fields.append((name, value))
-    return Response(status, reason, Headers(fields))
+                field = Headers([(field[1], f"{field[2].strip()};tag={to_tag}")]).fields()[0]
+            fields.append(field)
+        elif key in _RESPONSE_COPIED:
+            fields.append(field)
+    return Response(status, reason, Headers._from_parsed(fields))
+
+
+_RESPONSE_COPIED = frozenset({"via", "from", "call-id", "cseq"})
 
 
 REASON_PHRASES: dict[int, str] = {

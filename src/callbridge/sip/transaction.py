@@ -14,6 +14,9 @@ Rules
 - Timer C (§16.6) also runs in the INVITE client transaction, restarted by each provisional response: a peer that
   rang and vanished times the transaction out (the endpoint then sends CANCEL).
 - Timers survive a change of state unless an action stops them (``STOP_TIMERS``); entering Terminated stops all.
+- Entering a state where the transaction only waits out one timer (`ABSORBING`: D, I, J, K, L), that timer is
+  armed through ``tx_absorbing`` instead of ``tx_arm``, after the state changed: the endpoint then keeps a compact
+  record in place of the transaction (`callbridge.sip.absorbing`).
 - No I/O and no clock: a transaction is driven with ``now`` and reports through its `TransactionUser` (the
   endpoint): bytes to send, deadlines to arm, responses/requests for the TU, time-outs, termination.
 
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
     from callbridge.sip.dialog import Dialog
 
 __all__ = [
+    "ABSORBING",
     "Act",
     "ClientTransaction",
     "ServerTransaction",
@@ -234,6 +238,18 @@ NON_INVITE_SERVER_TABLE: Table = {
     (S.COMPLETED, In.TIMER_J): ((), S.TERMINATED),
 }
 
+# The states in which a transaction only waits out one timer (§17.1.1.2 Timer D, §17.1.2.2 Timer K, §17.2.1
+# Timer I, §17.2.2 Timer J, RFC 6026 §8.7 Timer L): what it still does there needs only its key and the bytes it
+# last sent (absorb a retransmission, re-send a response or an ACK, pass an ACK for a 2xx to the dialog). The owner
+# is told (`tx_absorbing`) so that it can keep a compact record instead of the transaction and its messages.
+ABSORBING: dict[tuple[TxKind, TxState], TxInput] = {
+    (TxKind.INVITE_SERVER, S.ACCEPTED): In.TIMER_L,
+    (TxKind.INVITE_SERVER, S.CONFIRMED): In.TIMER_I,
+    (TxKind.NON_INVITE_SERVER, S.COMPLETED): In.TIMER_J,
+    (TxKind.NON_INVITE_CLIENT, S.COMPLETED): In.TIMER_K,
+    (TxKind.INVITE_CLIENT, S.COMPLETED): In.TIMER_D,
+}
+
 TABLES: dict[TxKind, Table] = {
     TxKind.INVITE_CLIENT: INVITE_CLIENT_TABLE,
     TxKind.NON_INVITE_CLIENT: NON_INVITE_CLIENT_TABLE,
@@ -256,6 +272,10 @@ class TransactionUser(Protocol):
     def tx_transport_error(self, tx: Transaction, now: float) -> None: ...
 
     def tx_terminated(self, tx: Transaction) -> None: ...
+
+    def tx_absorbing(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
+        """`tx` entered a state of `ABSORBING`: arm its one `timer` for `deadline` (as `tx_arm` would), or keep a
+        compact record of it instead (`callbridge.sip.absorbing`)."""
 
 
 def response_input(status: int) -> TxInput:
@@ -329,6 +349,8 @@ class Transaction:
     """One transaction of any of the four kinds; its behaviour is its table."""
 
     __slots__ = (
+        "__weakref__",  # the owner's compact record of an absorbing transaction refers to it weakly
+        "_absorbing",
         "_ack_bytes",
         "_intervals",
         "_request_bytes",
@@ -376,6 +398,7 @@ class Transaction:
         self._request_bytes: bytes | None = None
         self._response_bytes: bytes | None = None
         self._ack_bytes: bytes | None = None
+        self._absorbing: TxInput | None = None  # the absorbing timer whose arming waits for the new state
         self.last_response: Response | None = None
         self.dialog: Dialog | None = None  # the dialog this transaction belongs to, set by the endpoint
         self.user_data: object | None = None
@@ -383,6 +406,11 @@ class Transaction:
     @property
     def method(self) -> str:
         return self.request.method
+
+    @property
+    def last_sent(self) -> bytes | None:
+        """What an absorbing state re-sends: the ACK of a non-2xx (INVITE client), else the last response."""
+        return self._ack_bytes if self.kind is TxKind.INVITE_CLIENT else self._response_bytes
 
     @property
     def terminated(self) -> bool:
@@ -401,8 +429,11 @@ class Transaction:
                 f"{self.kind.value}: input {event.value} not allowed in state {self.state.value}"
             ) from None
         immediate: list[TxInput] = []
+        absorbing = self._absorbing = ABSORBING.get((self.kind, next_state))
         for action in actions:
             self._run(action, now, message, immediate)
+        deferred = absorbing is not None and self._absorbing is None  # its timer was started: owner arms it
+        self._absorbing = None
         self.state = next_state
         if next_state is TxState.TERMINATED:
             self.timers.clear()
@@ -414,6 +445,11 @@ class Transaction:
                 self.handle(timer, now)
                 if self.state is TxState.TERMINATED:
                     return
+        if deferred:
+            assert absorbing is not None
+            deadline = self.timers.get(absorbing)
+            if deadline is not None:
+                self.owner.tx_absorbing(self, absorbing, deadline)
 
     def fire(self, timer: TxInput, deadline: float, now: float) -> None:
         """A timer entry came due; ignore it unless it is still the armed one (lazy deletion)."""
@@ -440,6 +476,8 @@ class Transaction:
         self.timers[timer] = deadline
         if duration <= 0:
             immediate.append(timer)
+        elif timer is self._absorbing:
+            self._absorbing = None  # armed through `tx_absorbing` once the transaction is in its new state
         else:
             self.owner.tx_arm(self, timer, deadline)
 

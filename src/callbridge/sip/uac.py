@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+from callbridge.sip.absorbing import Record
 from callbridge.sip.core import EndpointCore
 from callbridge.sip.dialog import Dialog, DialogError, DialogInput, DialogStatus
 from callbridge.sip.events import DialogEstablished, ResponseReceived
 from callbridge.sip.message import Response
 from callbridge.sip.routing import request_destination
 from callbridge.sip.session_timer import SessionTimer
-from callbridge.sip.transaction import ClientTransaction, TxState, client_key
+from callbridge.sip.transaction import ClientTransaction, TxKind, TxState, client_key
 
 __all__ = ["UacCore"]
 
@@ -35,6 +36,10 @@ class UacCore(EndpointCore):
 
     def _on_response(self, response: Response, now: float) -> None:
         tx = self._client.get(client_key(response))
+        if isinstance(tx, Record):  # a transaction waiting out Timer D or K (`absorbing.py`)
+            if tx.kind is TxKind.INVITE_CLIENT and response.status >= 300 and tx.resend is not None:
+                self._out.append((tx.resend, tx.dest, tx.transport))  # §17.1.1.2: ACK each retransmission
+            return
         if tx is not None:
             tx.receive_response(response, now)
             return

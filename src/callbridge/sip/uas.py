@@ -3,6 +3,7 @@ responses out (dialog creation, 2xx retransmission until ACK). See `endpoint.py`
 
 from __future__ import annotations
 
+from callbridge.sip.absorbing import Record
 from callbridge.sip.core import EndpointCore, HeaderList
 from callbridge.sip.dialog import Dialog, DialogInput, DialogStatus
 from callbridge.sip.events import (
@@ -15,7 +16,7 @@ from callbridge.sip.inspection import DEFAULT_SUPPORTED_OPTIONS, DEFAULT_URI_SCH
 from callbridge.sip.message import Request, Response, make_response
 from callbridge.sip.routing import Addr, stamp_via
 from callbridge.sip.session_timer import SessionTimer, supports_timer
-from callbridge.sip.transaction import ServerTransaction, TxInput, TxState, server_key
+from callbridge.sip.transaction import ServerTransaction, TxInput, TxKind, TxState, server_key
 
 __all__ = ["UasCore"]
 
@@ -81,6 +82,9 @@ class UasCore(EndpointCore):
         dest = stamp_via(request, source, transport)
         method = request.method
         existing = self._server.get(key)
+        if isinstance(existing, Record):
+            self._absorbed(existing, request, now)
+            return
         if method == "ACK":
             if existing is not None and existing.state in (TxState.COMPLETED, TxState.CONFIRMED, TxState.ACCEPTED):
                 existing.handle(TxInput.RECV_ACK, now, request)
@@ -144,13 +148,22 @@ class UasCore(EndpointCore):
                 return
         self._events.append(RequestReceived(request, tx, dialog))
 
+    def _absorbed(self, record: Record, request: Request, now: float) -> None:
+        """A request matching a server transaction kept as a `Record` (the tables of `absorbing.py`)."""
+        if record.kind is TxKind.INVITE_SERVER:
+            if request.method == "ACK" and record.state is TxState.ACCEPTED:
+                self._ack_for_2xx(request, now)  # RFC 6026 §8.7: the ACK of a 2xx goes to the dialog
+            return  # an INVITE retransmission in Accepted or Confirmed, an ACK in Confirmed: absorbed
+        if record.resend is not None:
+            self._out.append((record.resend, record.dest, record.transport))  # §17.2.2 Completed
+
     def _on_cancel(self, tx: ServerTransaction, request: Request, now: float) -> None:
         invite_tx = self._server.get(server_key(request, "INVITE"))
         if invite_tx is None:
             self.respond(tx, 481, now)
             return
         self.respond(tx, 200, now)
-        if invite_tx.state is TxState.PROCEEDING:
+        if isinstance(invite_tx, ServerTransaction) and invite_tx.state is TxState.PROCEEDING:
             self._events.append(InviteCancelled(invite_tx, request))
             self.respond(invite_tx, 487, now)
 

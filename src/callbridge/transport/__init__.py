@@ -4,6 +4,7 @@
 sends passes the ``DestinationPolicy`` first.
 """
 
+from callbridge.transport.collector import tune_collector
 from callbridge.transport.counters import TransportCounters
 from callbridge.transport.policy import LOOPBACK_NETWORKS, DestinationPolicy, parse_ip_literal
 from callbridge.transport.runtime import TCP, UDP, Runtime, SipCore
@@ -19,4 +20,5 @@ __all__ = [
     "TransportCounters",
     "bind_udp",
     "parse_ip_literal",
+    "tune_collector",
 ]
