@@ -23,6 +23,7 @@ import uvicorn
 
 from callbridge.bootstrap import Node, bootstrap
 from callbridge.config import ConfigError, Settings
+from callbridge.transport.collector import tune_collector
 
 __all__ = ["drain", "end_live_calls", "run", "serve_command"]
 
@@ -61,6 +62,7 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         host, port = node.sip_address
         log.info("callbridge serving SIP on %s:%d (udp, tcp), HTTP on %s:%d", host, port, settings.http_host,
                  settings.http_port)
+        tune_collector()  # started: see callbridge.transport.collector
         if ready is not None:
             ready(node)
         await stop.wait()
