@@ -1,22 +1,39 @@
-"""The `callbridge` command line."""
+"""The `callbridge` command line.
+
+Bad input ends the same way everywhere: an unknown command, a bad or missing flag or argument prints one line on
+stderr, ``error: ... (see 'callbridge serve --help')``, and exits 2; never a framed box or a traceback. The root
+group and the commands mounted here use `cli_agent`'s one-line classes; `main` catches what the sub-apps mounted
+from other modules still raise (Click's usage errors) and what a command lets through that says why it could not
+start (an address in use), so the installed `callbridge` keeps that promise for every subcommand.
+"""
 
 from __future__ import annotations
 
+import errno
+import sys
+
 import typer
+from typer import Abort
+
+try:  # Typer >= 0.22 carries its own copy of Click; before, TyperCommand is Click's
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 from callbridge import __version__
 from callbridge.admin import admin_app
-from callbridge.cli_agent import agent_app
+from callbridge.cli_agent import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, _usage_line, agent_app
 from callbridge.cli_live import live_app
 from callbridge.demo import demo_command
 from callbridge.serve import serve_command
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="callbridge: contact-center call control")
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineGroup,
+                  help="callbridge: contact-center call control")
 app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
 app.add_typer(live_app)
-app.command("serve")(serve_command)
-app.command("demo")(demo_command)
+app.command("serve", cls=OneLineCommand)(serve_command)
+app.command("demo", cls=OneLineCommand)(demo_command)
 
 
 def _version(value: bool) -> None:
@@ -32,5 +49,27 @@ def _root(
     """callbridge: contact-center call control over SIP, with the Wolkvox agentbox API."""
 
 
+_ADDRESS_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL})
+
+
 def main() -> None:
-    app()
+    """The installed `callbridge`: the app, with every usage error as one line (exit 2)."""
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # the help has been printed already
+        code = exc.exit_code
+    except UsageError as exc:
+        typer.echo(_usage_line(exc), err=True)
+        code = EXIT_USAGE
+    except ClickException as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        code = exc.exit_code
+    except Abort:
+        typer.echo("error: aborted", err=True)
+        code = EXIT_OTHER
+    except OSError as exc:
+        if exc.errno not in _ADDRESS_ERRORS:
+            raise
+        typer.echo(f"error: cannot start: {exc.strerror or exc}", err=True)
+        code = EXIT_OTHER
+    sys.exit(code if isinstance(code, int) else 0)

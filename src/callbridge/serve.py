@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,12 +41,33 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
+def _listen_http(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound here so that an address in use is an OSError naming it (uvicorn would log it and
+    sys.exit() from inside its task)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # proto TCP: asyncio sets TCP_NODELAY
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"HTTP {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
 async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None,
               stop: asyncio.Event | None = None, **options: Any) -> None:
     """Serve until `stop` is set (or a signal arrives); `options` go to `bootstrap`."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    node = await bootstrap(settings, **options)
+    http_socket = _listen_http(settings.http_host, settings.http_port)  # taken: fails here, before anything starts
+    try:
+        node = await bootstrap(settings, **options)
+    except OSError as exc:
+        http_socket.close()
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise
+        raise OSError(exc.errno, f"SIP {settings.sip_host}:{settings.sip_port}: {exc.strerror or exc}") from exc
     installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -52,7 +75,7 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
             installed.append(sig)
     http = _HttpServer(uvicorn.Config(node.app, host=settings.http_host, port=settings.http_port,
                                       log_level=settings.log_level.lower(), access_log=False, lifespan="on"))
-    http_task = asyncio.create_task(http.serve())
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     try:
         while not http.started and not http_task.done():
             await asyncio.sleep(0.01)
