@@ -15,10 +15,10 @@ Order of checks (none of the refusals changes any state or record):
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua.legs import SipLeg
+from callbridge.callcontrol.core import random_ids
 from callbridge.callcontrol.errors import (
     AgentNotFound,
     AgentNotLoggedIn,
@@ -63,7 +63,7 @@ def route_invite(sw: Switch, request: Request, tx: ServerTransaction) -> None:
 
 def _new_leg(sw: Switch, request: Request, tx: ServerTransaction, operation_id: str, hops: int,
              agent: str | None = None) -> SipLeg:
-    leg = SipLeg("l" + uuid.uuid4().hex, operation_id, "in", sw.wall(), server_tx=tx, offer=request.body,
+    leg = SipLeg(random_ids("l"), operation_id, "in", sw.wall(), server_tx=tx, offer=request.body,
                  remote_sdp=request.body, max_forwards=hops, peer_addr=tx.source, transport=tx.transport,
                  agent=agent)
     tx.user_data = leg

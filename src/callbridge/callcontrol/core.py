@@ -16,10 +16,10 @@ Ordering rules that the tests pin down:
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from callbridge.callcontrol.commands import ActionTicket, ActionVerb
@@ -66,7 +66,7 @@ from callbridge.callcontrol.ports import (
     StateRepository,
     TimerHandle,
 )
-from callbridge.callcontrol.routing import Candidate, QueueBook, longest_idle, serves
+from callbridge.callcontrol.routing import IdleAgents, QueueBook, serves
 from callbridge.callcontrol.states import (
     AgentAction,
     AgentInput,
@@ -85,9 +85,35 @@ _V = TypeVar("_V")
 _KEEP_FINISHED = 1000  # ended calls, finished transfers and action outcomes kept for reads
 
 
+class _RandomHex:
+    """128-bit random values as 32 hex digits, drawn from the OS in blocks (one `os.urandom` per 256 ids)."""
+
+    __slots__ = ("_block", "_next")
+    _IDS_PER_BLOCK = 256
+
+    def __init__(self) -> None:
+        self._block = ""
+        self._next = 0
+
+    def __call__(self) -> str:
+        at = self._next
+        if at >= len(self._block):
+            self._block, at = os.urandom(16 * self._IDS_PER_BLOCK).hex(), 0
+        self._next = at + 32
+        return self._block[at:at + 32]
+
+
+_random_hex = _RandomHex()
+
+
 def random_ids(prefix: str) -> str:
-    """Opaque, URL-safe, unique ids: a one-letter kind and 32 hex digits."""
-    return prefix + uuid.uuid4().hex
+    """Opaque, URL-safe, unique ids: a one-letter kind and 32 hex digits (128 random bits, as uuid4 has 122).
+
+    conn_id, leg, transfer and action ids are random rather than a counter: unique across restarts and nodes
+    without coordination, and they say nothing about how many calls a node carried or which one came first.
+    Drawing the randomness in blocks keeps them off the hot path's profile.
+    """
+    return prefix + _random_hex()
 
 
 @dataclass(slots=True)
@@ -119,6 +145,19 @@ class AgentRuntime:
     @property
     def available(self) -> bool:
         return self.registered and self.state == READY and self.conn_id is None
+
+
+class _OfferingCalls:
+    """The calls being offered, as a container the queue book skips (their state says so; nothing to keep)."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self, calls: dict[str, Call]) -> None:
+        self._calls = calls
+
+    def __contains__(self, conn_id: object) -> bool:
+        call = self._calls.get(conn_id) if isinstance(conn_id, str) else None
+        return call is not None and call.state == "offering"
 
 
 @dataclass(slots=True)
@@ -158,6 +197,8 @@ class ServiceCore:
         self._transfers: dict[str, TransferRun] = {}
         self._finished_transfers: OrderedDict[str, TransferRecord] = OrderedDict()
         self._book = QueueBook()
+        self._offering = _OfferingCalls(self._calls)
+        self._idle = IdleAgents()
         self._timers: dict[str, TimerHandle] = {}
         self._actions: dict[str, PendingAction] = {}
         self._outcomes: OrderedDict[str, ActionCompleted | ActionFailed] = OrderedDict()
@@ -174,10 +215,13 @@ class ServiceCore:
         return self._clock.now()
 
     def _emit(self, event: _E) -> _E:
+        """Stamp `event` (seq, at) and publish it. Every caller passes an event it has just built and shares with
+        nobody yet, so it is stamped in place rather than copied (`dataclasses.replace` was a hot-path cost)."""
         self._seq += 1
-        stamped = replace(event, seq=self._seq, at=self._now())
-        self._events.publish(stamped)
-        return stamped
+        object.__setattr__(event, "seq", self._seq)
+        object.__setattr__(event, "at", self._now())
+        self._events.publish(event)
+        return event
 
     def _arm(self, key: str, delay: float, callback: Callable[[], None]) -> None:
         self._disarm(key)
@@ -229,8 +273,11 @@ class ServiceCore:
         if rt is None:
             now = self._now()
             rt = self._agents[key] = AgentRuntime(agent, state_since=now, idle_since=now)
-        else:
+        elif rt.agent is not agent:
+            queues_changed = rt.agent.queues != agent.queues
             rt.agent = agent  # the directory may have changed (queues, name)
+            if queues_changed:
+                self._index_agent(rt)
         return rt
 
     def _find_agent(self, operation_id: str, extension: str) -> AgentRuntime | None:
@@ -239,6 +286,31 @@ class ServiceCore:
 
     def _agents_of(self, operation_id: str) -> list[AgentRuntime]:
         return [self._runtime(a) for a in self._directory.list_agents(operation_id)]
+
+    def _queues_of(self, rt: AgentRuntime, op: Operation) -> tuple[str, ...]:
+        """The queues the agent serves: its own, else the operation's default queue."""
+        return rt.agent.queues or ((op.default_queue,) if op.default_queue else ())
+
+    def _index_agent(self, rt: AgentRuntime) -> None:
+        """An agent that may have become available joins the idle index of its queues (routing.IdleAgents).
+
+        Called wherever availability may begin: the state table's move to `ready`, a first registration, the end
+        of its part in a call, a change of its queues. Entries of agents who stop being available are dropped
+        lazily, when a dispatch meets them."""
+        if not rt.available:
+            return
+        op = self._directory.get_operation(rt.operation_id)
+        if op is None:
+            return
+        for queue in self._queues_of(rt, op):
+            self._idle.add(op.id, queue, rt.extension, rt.idle_since)
+
+    def reindex_agents(self) -> None:
+        """Rebuild the idle index from the directory (after the directory was reloaded: queues may have moved)."""
+        self._idle.clear()
+        for op in self._directory.list_operations():
+            for rt in self._agents_of(op.id):
+                self._index_agent(rt)
 
     def _agent_input(self, rt: AgentRuntime, event: AgentInput, reason: str, *, aux_id: str | None = None,
                      dispatch: bool = True) -> None:
@@ -251,6 +323,7 @@ class ServiceCore:
             rt.state, rt.state_since, rt.reason = nxt, now, reason
             if nxt == READY:
                 rt.idle_since = now
+                self._index_agent(rt)
             self._states.record_agent_state(
                 AgentStateChange(rt.operation_id, rt.extension, nxt, reason, now, prev, rt.conn_id))
             self._emit(AgentStateChanged(operation_id=rt.operation_id, agent=rt.extension, state=nxt,
@@ -273,12 +346,11 @@ class ServiceCore:
         if not rt.available:
             return
         op = self._operation(rt.operation_id)
-        queues = rt.agent.queues or ((op.default_queue,) if op.default_queue else ())
-        offering = frozenset(c.conn_id for c in self._calls.values() if c.state == "offering")
-        conn_id = self._book.oldest(op.id, queues, skip=offering)
+        conn_id = self._book.oldest(op.id, self._queues_of(rt, op), skip=self._offering)
         if conn_id is not None:
             self._offer(self._calls[conn_id], rt)
             return
+        self._index_agent(rt)
         self._agent_idle(rt)
 
     def _agent_idle(self, rt: AgentRuntime) -> None:
@@ -311,6 +383,7 @@ class ServiceCore:
         elif rt.state == LOGOUT:
             event = AgentInput.CALL_END
         else:
+            self._index_agent(rt)  # e.g. ready while reserved for a transfer that did not happen
             return rt
         self._agent_input(rt, event, reason, dispatch=dispatch)
         return rt
@@ -446,11 +519,15 @@ class ServiceCore:
             return
         op = self._operation(call.operation_id)
         queue = call.queue
-        candidates = {rt.extension: rt for rt in self._agents_of(op.id)
-                      if rt.available and serves(rt.agent.queues, op.default_queue, queue)}
-        best = longest_idle(Candidate(ext, rt.idle_since) for ext, rt in candidates.items())
+
+        def takes_calls(extension: str, idle_since: float) -> bool:
+            rt = self._find_agent(op.id, extension)  # as the directory has it now: still an agent of the queue?
+            return (rt is not None and rt.available and rt.idle_since == idle_since
+                    and serves(rt.agent.queues, op.default_queue, queue))
+
+        best = self._idle.take(op.id, queue, takes_calls)
         if best is not None:
-            self._offer(call, candidates[best.extension])
+            self._offer(call, self._agents[(op.id, best)])
 
     def _offer(self, call: Call, rt: AgentRuntime) -> None:
         op = self._operation(call.operation_id)

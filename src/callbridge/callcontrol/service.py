@@ -512,3 +512,5 @@ class CallControlService(OutboundCalls):
         rt.registered = registered
         if not registered and rt.state != LOGOUT:
             self._agent_input(rt, AgentInput.REGISTRATION_LOST, "registration_lost")
+        elif registered:
+            self._index_agent(rt)
