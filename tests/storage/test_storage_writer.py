@@ -256,3 +256,42 @@ def test_an_insert_leaving_out_a_column_with_a_python_default_gets_the_default(e
     finally:
         writer.close()
         metadata.drop_all(engine)
+
+
+def test_a_batch_larger_than_one_statement_allows_lands_whole_and_in_order(engine: Engine) -> None:
+    writer = Writer(engine, max_batch=5000).start()
+    gate = threading.Event()
+    try:
+        _hold(writer, gate)
+        for i in range(1500):  # 3 columns: more rows than one SQLite statement of 999 variables holds
+            writer.insert(s.operations, {"id": f"op{i:05d}", "sip_domain": f"op{i}.test", "name": str(i)})
+        gate.set()
+        assert writer.flush(30)
+        assert writer.stats.batches == 2 and writer.stats.failed == 0
+        with engine.connect() as conn:
+            rows = conn.execute(select(s.operations.c.id, s.operations.c.name).order_by(s.operations.c.id)).all()
+        assert [tuple(r) for r in rows] == [(f"op{i:05d}", str(i)) for i in range(1500)]
+    finally:
+        writer.close()
+
+
+def test_a_batch_of_inserts_with_a_failing_row_is_rolled_back_and_retried_row_by_row(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    writer = Writer(engine).start()
+    gate = threading.Event()
+    try:
+        _hold(writer, gate)
+        writer.insert(s.operations, _operation(1))
+        writer.insert(s.operations, _operation(1))  # duplicate key: fails, alone
+        writer.insert(s.operations, _operation(2))
+        with caplog.at_level(logging.ERROR, logger="callbridge.storage.writer"):
+            gate.set()
+            assert writer.flush(10)
+        assert (writer.stats.failed, writer.stats.committed) == (1, 3)
+        writer.insert(s.operations, _operation(3))  # the writer goes on writing afterwards
+        assert writer.flush(10)
+        with engine.connect() as conn:
+            assert conn.execute(select(s.operations.c.id).order_by(s.operations.c.id)).scalars().all() == [
+                "op1", "op2", "op3"]
+    finally:
+        writer.close()

@@ -4,7 +4,7 @@ Rules
 - The event loop only enqueues. `submit(work)` puts a callable on a queue and returns at once; it never blocks,
   never touches the database and never raises (a write is fire-and-forget for the domain).
 - One thread writes, in group commits. It sleeps until the first item arrives, then keeps the batch open for the
-  group-commit window (`commit_window`, 2 ms by default) or until `max_batch` items are queued, whichever comes
+  group-commit window (`commit_window`, 5 ms by default) or until `max_batch` items are queued, whichever comes
   first, and runs everything queued (up to `max_batch`) in ONE transaction. Under load many writes share one
   commit (one fsync on PostgreSQL, one WAL append on SQLite); when idle a single write commits alone, one window
   after it was queued. A flush or close in the queue ends the window at once. The window changes when a write
@@ -12,14 +12,19 @@ Rules
   loses whatever was still queued, with or without the window (SQLite: WAL, synchronous=NORMAL).
 - Wake-ups are cheap for the caller: the queue is a deque, and the writer thread is signalled only when it is
   asleep and the queue reaches what it waits for (its first item, a full batch, or a flush/close marker); a write
-  queued while the thread is busy or gathering costs an append under a lock.
+  queued while the thread is busy or gathering costs an append under a lock. While writes keep coming the thread
+  does not go to sleep between batches: it opens the next window at once and only after `QUIET_WINDOWS` empty
+  windows in a row does it sleep until signalled, so under steady load no write pays for waking it.
 - A failing batch is retried item by item, each in its own transaction, so one bad write costs only itself. A
   write that still fails is logged with its traceback and counted (`stats.failed`); nothing is raised to anyone.
 - Order is kept: items commit in the order they were submitted (one thread, FIFO queue, retries in order).
 - The caller's side is cheap: `insert(table, values)` and `upsert(table, keys, values)` queue plain tuples; the
-  statements are built on the writer thread. Within a batch, row writes are grouped by table: inserts run as one
-  DB-API executemany of a statement compiled once per table and column set (SQLAlchemy's bind processors applied
-  to the values), upserts as one SELECT of the keys present, one executemany UPDATE and one executemany INSERT.
+  statements are built on the writer thread. Within a batch, row writes are grouped by table: inserts run through
+  the DB-API with a statement compiled once per table and column set (SQLAlchemy's bind processors applied to the
+  values): one multi-row INSERT on SQLite, one executemany elsewhere; upserts as one SELECT of the keys present,
+  one executemany UPDATE and one executemany INSERT. On SQLite a batch of nothing but inserts (agent states, the
+  hot path) runs on the DB-API connection alone: BEGIN, the INSERTs, COMMIT, with no SQLAlchemy in between, so
+  the writer holds the GIL the event loop needs only for a few short moments per batch.
 - `flush()` waits until everything submitted before it has been committed or has failed; tests use it to read
   what they wrote and shutdown uses it (through `close()`) to lose nothing. `aflush()` is the same for a
   coroutine, waiting in a worker thread.
@@ -42,7 +47,8 @@ log = logging.getLogger(__name__)
 
 Work = Callable[[Connection], Any]
 
-DEFAULT_COMMIT_WINDOW = 0.002  # seconds: the group-commit window (see the rules above)
+DEFAULT_COMMIT_WINDOW = 0.005  # seconds: the group-commit window (see the rules above)
+QUIET_WINDOWS = 10  # empty windows in a row after which the thread sleeps until signalled (50 ms by default)
 
 
 def upsert(conn: Connection, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
@@ -213,13 +219,19 @@ class Writer:
 
     def _loop(self) -> None:
         stop = False
+        quiet = QUIET_WINDOWS  # windows in a row that found nothing to write
         while not stop:
-            self._wait_for(1, None)
-            if self.commit_window > 0:
+            if self.commit_window <= 0:
+                self._wait_for(1, None)
+            else:
+                if quiet >= QUIET_WINDOWS:
+                    self._wait_for(1, None)  # idle: asleep until the next write signals
                 self._wait_for(self.max_batch, self.commit_window)  # the group-commit window
+            items = self._take()
+            quiet = 0 if items else quiet + 1
             work: list[Item] = []
             markers: list[_Flush] = []
-            for item in self._take():
+            for item in items:
                 if item is _STOP:
                     stop = True
                 elif isinstance(item, _Flush):
@@ -250,8 +262,9 @@ class Writer:
     def _write(self, work: list[Item]) -> None:
         try:
             conn = self._connection()
-            with conn.begin():
-                _apply(conn, work)
+            if not _sqlite_inserts(conn, work):
+                with conn.begin():
+                    _apply(conn, work)
         except Exception:
             # The next batch takes a fresh connection from the pool (pre-pinged on PostgreSQL): a failure may
             # have been the connection's own.
@@ -305,7 +318,10 @@ class _CompiledInsert(NamedTuple):
     names: tuple[str, ...]  # the columns, in the statement's parameter order
     processors: tuple[Callable[[Any], Any] | None, ...]  # each column type's bind processor for the dialect
     positional: bool
+    values: str | None  # SQLite: the statement's "(?, ?, ...)", repeated to insert many rows in one statement
 
+
+_SQLITE_MAX_VARIABLES = 999  # the lowest SQLITE_MAX_VARIABLE_NUMBER of any build (3.32+ allow 32766)
 
 # Per dialect object (one per engine: the bind processors follow its settings, such as its JSON serialiser).
 _COMPILED: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, frozenset[str]], _CompiledInsert | None]] = (
@@ -328,36 +344,91 @@ def _compiled_insert(conn: Connection, table: Table, columns: frozenset[str]) ->
         names = tuple(compiled.positiontup or ()) if dialect.positional else tuple(compiled.binds)
         if set(names) == columns and len(names) == len(columns):
             processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
-            compiled_insert = _CompiledInsert(compiled.string, names, processors, dialect.positional)
+            head, _, values = compiled.string.partition(" VALUES ")
+            multi = dialect.name == "sqlite" and dialect.paramstyle == "qmark" and values.startswith("(")
+            compiled_insert = _CompiledInsert(head + " VALUES " if multi else compiled.string, names, processors,
+                                              dialect.positional, values if multi else None)
     cache[key] = compiled_insert
     return compiled_insert
 
 
+def _column_runs(rows: list[dict[str, Any]]) -> list[tuple[frozenset[str], list[dict[str, Any]]]]:
+    """`rows` cut into runs of the same column set, in order."""
+    runs: list[tuple[frozenset[str], list[dict[str, Any]]]] = []
+    for row in rows:
+        if runs and row.keys() == runs[-1][0]:
+            runs[-1][1].append(row)
+        else:
+            runs.append((frozenset(row), [row]))
+    return runs
+
+
 def _insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows` with one DB-API executemany per column set, in the order given (a change of column set
-    starts the next executemany), skipping SQLAlchemy's per-execution compilation and bookkeeping."""
-    start = 0
-    while start < len(rows):
-        columns = frozenset(rows[start])
-        stop = start + 1
-        while stop < len(rows) and rows[stop].keys() == columns:
-            stop += 1
-        group = rows[start:stop]
-        start = stop
+    """Insert `rows` through the DB-API, one statement per column set, in the order given (a change of column
+    set starts the next statement), skipping SQLAlchemy's per-execution compilation and bookkeeping."""
+    for columns, group in _column_runs(rows):
         compiled = _compiled_insert(conn, table, columns)
         if compiled is None:
             conn.execute(insert(table), group)
             continue
-        pairs = tuple(zip(compiled.names, compiled.processors, strict=True))
-        if compiled.positional:
-            parameters: list[Any] = [tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in group]
-        else:
-            parameters = [{n: row[n] if p is None else p(row[n]) for n, p in pairs} for row in group]
         cursor = conn.connection.cursor()
         try:
-            cursor.executemany(compiled.sql, parameters)
+            _execute_insert(cursor, compiled, group)
         finally:
             cursor.close()
+
+
+def _execute_insert(cursor: Any, compiled: _CompiledInsert, rows: list[dict[str, Any]]) -> None:
+    pairs = tuple(zip(compiled.names, compiled.processors, strict=True))
+    if compiled.values is not None:
+        # SQLite: one multi-row INSERT per chunk, so the batch costs one prepare and one step (each one a release
+        # and re-take of the GIL, contended by the event loop) instead of one step per row.
+        per_statement = max(1, _SQLITE_MAX_VARIABLES // len(pairs))
+        for chunk in range(0, len(rows), per_statement):
+            part = rows[chunk:chunk + per_statement]
+            flat = [row[n] if p is None else p(row[n]) for row in part for n, p in pairs]
+            cursor.execute(compiled.sql + ", ".join([compiled.values] * len(part)), flat)
+    elif compiled.positional:
+        cursor.executemany(compiled.sql, [tuple(row[n] if p is None else p(row[n]) for n, p in pairs)
+                                          for row in rows])
+    else:
+        cursor.executemany(compiled.sql, [{n: row[n] if p is None else p(row[n]) for n, p in pairs}
+                                          for row in rows])
+
+
+def _sqlite_inserts(conn: Connection, work: list[Item]) -> bool:
+    """A batch of nothing but row inserts on SQLite, run on the DB-API connection itself: BEGIN, the multi-row
+    INSERTs (tables in order of first appearance, as `_apply` does), COMMIT. The writer thread then holds the GIL
+    only briefly between those few calls. False (nothing done) for any other batch: it runs through SQLAlchemy."""
+    if conn.dialect.name != "sqlite" or not all(type(item) is _Insert for item in work):
+        return False
+    by_table: dict[Table, list[dict[str, Any]]] = {}
+    for item in work:
+        assert isinstance(item, _Insert)
+        by_table.setdefault(item.table, []).append(item.values)
+    plan: list[tuple[_CompiledInsert, list[dict[str, Any]]]] = []
+    for table, rows in by_table.items():
+        for columns, group in _column_runs(rows):
+            compiled = _compiled_insert(conn, table, columns)
+            if compiled is None or compiled.values is None:
+                return False
+            plan.append((compiled, group))
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        cursor.execute("BEGIN")
+        try:
+            for compiled, group in plan:
+                _execute_insert(cursor, compiled, group)
+            cursor.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.rollback()
+            raise
+    finally:
+        cursor.close()
+    return True
 
 
 def _bulk_upsert(conn: Connection, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
