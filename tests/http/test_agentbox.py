@@ -337,3 +337,16 @@ async def test_tenant_matrix(client: httpx.AsyncClient, world: World, headers: d
     if key == "AGENT_NOT_FOUND":
         assert response.content == missing.content and response.headers == missing.headers
     assert world.footprint() == before
+
+
+def test_envelope_bodies_are_the_contracts_rendering_and_the_kept_ones_stay_bounded() -> None:
+    from callbridge.http import agentbox
+    from callbridge.http.contract import envelope, render
+
+    assert agentbox.envelope_body(200, "Status changed to ready") == render(envelope(200, "Status changed to ready"))
+    assert agentbox.envelope_body(200, "Status changed to ready") is agentbox.envelope_body(
+        200, "Status changed to ready")
+    assert agentbox.envelope_body(200, "ok", {"conn_id": "c1"}) == render(envelope(200, "ok", {"conn_id": "c1"}))
+    for i in range(3 * agentbox._BODY_CACHE_SIZE):
+        assert agentbox.envelope_body(200, f"m{i}") == render(envelope(200, f"m{i}"))
+        assert len(agentbox._bodies) <= agentbox._BODY_CACHE_SIZE

@@ -196,9 +196,25 @@ async def read_parameters(request: Request) -> dict[str, str]:
 
 # --- the endpoint ----------------------------------------------------------------------------------------------
 
+_BODY_CACHE_SIZE = 1024  # envelopes without data: the error rows and the messages of the verbs' successes
+_bodies: dict[tuple[int, str], bytes] = {}
+
+
+def envelope_body(status: int, msg: str, data: Mapping[str, Any] | None = None) -> bytes:
+    """The rendered envelope; one without `data` is rendered once and kept (a full cache starts over)."""
+    if data is not None:
+        return contract.render(contract.envelope(status, msg, data))
+    body = _bodies.get((status, msg))
+    if body is None:
+        if len(_bodies) >= _BODY_CACHE_SIZE:
+            _bodies.clear()
+        body = _bodies[(status, msg)] = contract.render(contract.envelope(status, msg))
+    return body
+
+
 def envelope_response(status: int, msg: str, data: Mapping[str, Any] | None = None,
                       headers: Mapping[str, str] | None = None) -> Response:
-    body = contract.render(contract.envelope(status, msg, data))
+    body = envelope_body(status, msg, data)
     return Response(body, status_code=status, media_type=None,
                     headers={"content-type": contract.CONTENT_TYPE, **(headers or {})})
 
