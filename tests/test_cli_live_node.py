@@ -166,8 +166,8 @@ async def test_admin_on_the_running_node_database(tmp_path: Path) -> None:
         assert (code, err) == (0, "")
         made = json.loads(out)
         assert made["operation_id"] == OP
-        # The node serves its directory from memory and sees administrators' changes from its next reload
-        # (storage/directory.py); nothing reloads it on its own yet (test_a_revoked_token_is_refused_without_...).
+        # The node serves its directory from memory and sees administrators' changes at its next poll
+        # (test_a_revoked_token_is_refused_without_a_restart); reloading here spares this test the wait.
         await world.node.storage.directory.reload()
         assert await cli("agent", "status", AUX, "--agent", "1001", *target(world, made["token"])) == (
             0, f"Agent status has been changed to {AUX}\n", "")
@@ -185,17 +185,62 @@ async def test_admin_on_the_running_node_database(tmp_path: Path) -> None:
         assert (code, out) == (1, "") and err.startswith("error: ") and err.count("\n") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="nothing reloads the running node's directory: a token revoked with "
-                   "`callbridge admin` stays valid until a restart (storage/directory.py promises a reload)")
+async def display_status(world: AgentboxNode, token: str) -> int:
+    """The HTTP status of a harmless agentbox request (agent_display) made with `token`."""
+    return (await world.box("agent_display", token=token, agent_id="1001", display="hide", button="dial")).status_code
+
+
+async def until_status(world: AgentboxNode, token: str, status: int, within: float) -> float:
+    """Wait (bounded) until a request with `token` answers `status`; the seconds it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while (answered := await display_status(world, token)) != status:
+        assert loop.time() - start < within, f"still {answered} after {within} s, expected {status}"
+        await asyncio.sleep(0.05)
+    return loop.time() - start
+
+
 async def test_a_revoked_token_is_refused_without_a_restart(tmp_path: Path) -> None:
+    # Nothing here reloads the directory by hand: the node's own poll (directory_poll_seconds, default 2 s) must
+    # bring `callbridge admin`'s changes in, a created token accepted and a revoked one refused.
     async with AgentboxNode.start(tmp_path) as world:
+        poll = world.node.settings.directory_poll_seconds
+        assert poll == 2.0
         db = ["--database-url", f"sqlite:///{tmp_path / 'callbridge.db'}"]
+        reloads = world.node.storage.directory.reloads
+
+        code, out, err = await cli("admin", *db, "token", "create", OP, "--label", "late", "--json")
+        assert (code, err) == (0, "")
+        made = json.loads(out)
+        await until_status(world, made["token"], 200, within=poll + 5)
+        assert await cli("agent", "display", "hide", "dial", "--agent", "1001", *target(world, made["token"])) == (
+            0, "Display has been updated\n", "")
+
         _code, out, _ = await cli("admin", *db, "token", "list", OP, "--json")
         first = json.loads(out)[0]["id"]
+        assert await display_status(world, world.tokens[OP][0]) == 200
         assert (await cli("admin", *db, "token", "revoke", first))[0] == 0
-        await asyncio.sleep(2.0)
+        await until_status(world, world.tokens[OP][0], 403, within=poll + 5)
         assert await cli("agent", "display", "hide", "dial", "--agent", "1001", *target(world)) == (
             4, "", "error: 403 FORBIDDEN: PLEASE VALIDATE TOKEN\n")
+        assert await display_status(world, made["token"]) == 200  # the other token is untouched
+        # One reload per change, not one per poll: the counter said when.
+        assert world.node.storage.directory.reloads == reloads + 2
+
+
+async def test_an_agent_created_while_the_node_runs_registers_and_takes_a_call(tmp_path: Path) -> None:
+    # The registrar and the queue's routing (its index of idle agents) both see the new agent after the poll.
+    async with AgentboxNode.start(tmp_path) as world:
+        db = ["--database-url", f"sqlite:///{tmp_path / 'callbridge.db'}"]
+        code, _out, err = await cli("admin", *db, "agent", "create", OP, "1004", "--name", "Late", "--password",
+                                    "secret-1004", "--queue", "support")
+        assert (code, err) == (0, "")
+        directory = world.node.storage.directory
+        await until(lambda: directory.get_agent(OP, "1004") is not None,
+                    timeout=world.node.settings.directory_poll_seconds + 5, what="1004 in the directory")
+        agent = await world.agent("1004", answer="auto")  # registered with digest (the registrar knows it), ready
+        _customer, _call, _agent_call = await world.talking(agent, "1004")
+        assert world.service.get_agent(OP, "1004").state == "on_call"
 
 
 @pytest.mark.parametrize("argv", [["frob"], ["--bogus"], ["serve", "--sip-port", "x"], ["admin", "frob"],

@@ -30,6 +30,9 @@ def test_environment_then_flags() -> None:
         ({"CALLBRIDGE_ALLOWED_NETWORKS": "example.com"}, "allowed_networks: 'example.com' is not a network"),
         ({"CALLBRIDGE_ALLOWED_NETWORKS": " , "}, "allowed_networks: at least one network is required"),
         ({"CALLBRIDGE_DRAIN_SECONDS": "-1"}, "drain_seconds: must not be negative"),
+        ({"CALLBRIDGE_DIRECTORY_POLL_SECONDS": "-1"}, "directory_poll_seconds: '-1' is not a finite number"),
+        ({"CALLBRIDGE_DIRECTORY_POLL_SECONDS": "soon"}, "directory_poll_seconds: 'soon' is not a number"),
+        ({"CALLBRIDGE_DIRECTORY_POLL_SECONDS": "nan"}, "directory_poll_seconds: 'nan' is not a finite number"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -45,3 +48,9 @@ def test_digest_algorithms_in_order_from_the_environment() -> None:
     for bad in ("", "SHA-512", "MD5,crc32"):
         with pytest.raises(ConfigError, match="digest_algorithms"):
             Settings(digest_algorithms=bad)  # type: ignore[arg-type]
+
+
+def test_directory_poll_seconds_from_the_environment() -> None:
+    assert Settings().directory_poll_seconds == 2.0
+    assert Settings.from_env({"CALLBRIDGE_DIRECTORY_POLL_SECONDS": "0.5"}).directory_poll_seconds == 0.5
+    assert Settings.from_env({"CALLBRIDGE_DIRECTORY_POLL_SECONDS": "0"}).directory_poll_seconds == 0.0  # off

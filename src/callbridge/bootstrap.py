@@ -13,7 +13,9 @@ Start-up order (DESIGN.md, "Storage"): open storage (migrations, directory) → 
 (`Storage.leftovers`) → BYE every dialog left from before on both legs (`Endpoint.restore_dialog`) → close those
 calls in the records and log their agents out (`Storage.close_leftovers`) → restore the registrations still valid
 (their agents are reported registered) → schedule stored recalls → register the trunks that register to their
-provider (`b2bua.trunks`) → take traffic.
+provider (`b2bua.trunks`) → take traffic → poll the directory for administrative changes every
+`directory_poll_seconds` (`Directory.watch`; after a reload the trunks' networks and the idle-agent index are
+rebuilt, since they are derived from the directory; every other reader asks the directory on each use).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Node:
     app: Starlette
     sip_address: tuple[str, int]
     reconciled: Leftovers | None = None
+    directory_watch: asyncio.Task[None] | None = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -105,6 +108,9 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self.directory_watch is not None:
+            self.directory_watch.cancel()
+            await asyncio.gather(self.directory_watch, return_exceptions=True)
         self.switch.close()
         await self.runtime.close()
         await asyncio.to_thread(self.storage.close)
@@ -167,7 +173,17 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
     switch.start_trunks()
+    if settings.directory_poll_seconds > 0:
+        node.directory_watch = loop.create_task(
+            storage.directory.watch(settings.directory_poll_seconds, lambda: _directory_changed(node)),
+            name="callbridge-directory-watch")
     return node
+
+
+def _directory_changed(node: Node) -> None:
+    """Rebuild what is derived from the directory after `Directory.watch` reloaded it."""
+    node.switch.reload_trunks()
+    node.service.reindex_agents()
 
 
 def _bind_sip_udp(host: str, port: int, *, tcp_too: bool) -> socket.socket:

@@ -45,6 +45,16 @@ def _port(name: str, value: Any) -> int:
     return port
 
 
+def _seconds(name: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a number") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"{name}: {value!r} is not a finite number of seconds, 0 or more")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     sip_host: str = "127.0.0.1"
@@ -58,6 +68,10 @@ class Settings:
     trusted_networks: tuple[str, ...] = ()
     node_id: str = "node-1"
     drain_seconds: float = 30.0
+    # How often a running node asks the database whether `callbridge admin` changed the directory (tokens, agents,
+    # queues...); a change is served from the next poll on. 0 turns the poll off (the directory read at start-up
+    # is kept until a restart).
+    directory_poll_seconds: float = 2.0
     log_level: str = "INFO"
     # Digest algorithms the registrar and the INVITE challenge offer, in order: RFC 8760 prefers SHA-256 first,
     # but phones on libre 1.x (Debian 12's baresip) fail on any challenge that is not MD5: ("MD5",) serves them.
@@ -76,6 +90,8 @@ class Settings:
         if drain < 0:
             raise ConfigError("drain_seconds: must not be negative")
         object.__setattr__(self, "drain_seconds", drain)
+        object.__setattr__(self, "directory_poll_seconds",
+                           _seconds("directory_poll_seconds", self.directory_poll_seconds))
         algorithms = self.digest_algorithms
         if isinstance(algorithms, str):
             algorithms = tuple(a.strip() for a in algorithms.split(",") if a.strip())

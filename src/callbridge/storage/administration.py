@@ -6,6 +6,9 @@ Rules
   naming the field and the value: the CLI prints it as is. Database errors never leak out as tracebacks.
 - Passwords become HA1 digests in the operation's realm at once (`credentials`); tokens are generated here,
   returned in the clear exactly once, and stored as their SHA-256.
+- Every write also bumps the directory's change counter in the same transaction (`directory.bump_version`), so
+  a running node sees it at its next poll (`Directory.refresh`); a refused write bumps nothing (it raises first,
+  and the caller rolls back).
 - These functions are synchronous: they run in the CLI, at start-up, or in a worker thread, never on the loop.
 """
 
@@ -32,6 +35,7 @@ from callbridge.callcontrol.model import (
 from callbridge.storage import credentials
 from callbridge.storage import schema as s
 from callbridge.storage.directory import (
+    bump_version,
     read_activity_codes,
     read_agents,
     read_aux_states,
@@ -118,6 +122,7 @@ def create_operation(
         after_transfer_state=after_transfer_state, default_queue=default_queue, ring_timeout=ring_timeout,
         transfer_timeout=transfer_timeout, max_transfers=max_transfers, recent_call_window=recent_call_window,
         action_timeout=action_timeout, token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota))
+    bump_version(conn)
     return _operation(conn, id)
 
 
@@ -141,6 +146,7 @@ def create_queue(conn: Connection, operation_id: str, name: str, *, max_wait_sec
         raise AdminError(f"queue {name!r} already exists in operation {operation_id!r}")
     conn.execute(insert(t).values(operation_id=operation_id, name=name, max_wait_seconds=max_wait_seconds,
                                   ring_timeout=ring_timeout, retry_after=retry_after))
+    bump_version(conn)
     return Queue(operation_id, name, float(max_wait_seconds), ring_timeout, retry_after)
 
 
@@ -172,6 +178,7 @@ def create_agent(conn: Connection, operation_id: str, extension: str, password: 
         conn.execute(insert(s.agent_queues), [
             {"operation_id": operation_id, "extension": extension, "queue": q, "position": i}
             for i, q in enumerate(queues)])
+    bump_version(conn)
     return agent
 
 
@@ -201,6 +208,7 @@ def create_token(conn: Connection, operation_id: str, *, label: str = "", concur
     digest = credentials.token_sha256(plain)
     conn.execute(insert(s.tokens).values(operation_id=operation_id, token_sha256=digest, label=label,
                                          concurrency_limit=limit, daily_quota=quota))
+    bump_version(conn)
     token = read_token_by_hash(conn, digest)
     assert token is not None
     return token, plain
@@ -223,6 +231,7 @@ def revoke_token(conn: Connection, token_id: str) -> Token:
         raise AdminError(f"token {token_id} does not exist")
     if result.rowcount == 0:
         raise AdminError(f"token {token_id} is already revoked")
+    bump_version(conn)
     token = read_token_by_hash(conn, row.token_sha256)
     assert token is not None
     return token
@@ -286,6 +295,7 @@ def create_trunk(
         dial_min_length=dial_min_length, dial_max_length=dial_max_length, caller_id_policy=caller_id_policy,
         caller_id_number=caller_id_number, register=register, auth_username=username, auth_password=password,
         auth_realm=auth_realm, inbound_networks=networks))
+    bump_version(conn)
     return next(tr for tr in read_trunks(conn, operation_id) if tr.name == name)
 
 
@@ -306,6 +316,7 @@ def create_did(conn: Connection, operation_id: str, number: str, queue: str, *, 
     if _exists(conn, select(d.c.number).where(d.c.operation_id == operation_id, d.c.number == number)):
         raise AdminError(f"DID {number!r} already exists in operation {operation_id!r}")
     conn.execute(insert(d).values(operation_id=operation_id, number=number, queue=queue, trunk=trunk or None))
+    bump_version(conn)
     return Did(operation_id, number, queue, trunk or "")
 
 
@@ -326,6 +337,7 @@ def create_aux_state(conn: Connection, operation_id: str, aux_id: str, name: str
     if _exists(conn, select(t.c.id).where(t.c.operation_id == operation_id, t.c.id == aux_id)):
         raise AdminError(f"auxiliary state {aux_id!r} already exists in operation {operation_id!r}")
     conn.execute(insert(t).values(operation_id=operation_id, id=aux_id, name=name))
+    bump_version(conn)
     return AuxState(operation_id, aux_id, name)
 
 
@@ -346,6 +358,7 @@ def create_activity_code(conn: Connection, operation_id: str, group: int, code: 
                                             t.c.code == code)):
         raise AdminError(f"activity code {code!r} of group {group} already exists in operation {operation_id!r}")
     conn.execute(insert(t).values(operation_id=operation_id, code_group=group, code=code, name=name))
+    bump_version(conn)
     return ActivityCode(operation_id, 1 if group == 1 else 2, code, name)
 
 

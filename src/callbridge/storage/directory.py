@@ -5,21 +5,28 @@ Theory of operation
 - `read_*` functions turn rows into the domain's frozen dataclasses; the administration commands use them too.
 - `Directory.load()` reads everything once, synchronously (start-up, before the event loop serves anything);
   `await Directory.reload()` reads again in a worker thread and swaps the whole snapshot in one assignment, so a
-  reader on the event loop sees either the old directory or the new one, never a mix. The server reloads when an
-  administrator changes something (or periodically); a token created or revoked by `callbridge admin` while the
-  server runs is seen from the next reload on.
+  reader on the event loop sees either the old directory or the new one, never a mix.
+- Change detection: every administrative write bumps the one-row `directory_version` counter in its own
+  transaction (`bump_version`, called by `administration`), so the change and the bump commit together. A running
+  node calls `await refresh()` every `directory_poll_seconds` (`watch`, started by `bootstrap`): one single-row
+  SELECT in a worker thread, and the whole directory is read again only when the counter moved. A counter rather
+  than max(updated_at): a revocation, an insert into a table without timestamps and a clock step all move it alike.
+  The version is read *before* the snapshot, so a write committed between the two reads is in the snapshot and
+  moves the counter past the one kept: the next poll reads once more (harmless), and no change is ever missed.
+  A token created or revoked by `callbridge admin` while the server runs is thus seen within one poll.
 - Every lookup is a dict access on the event loop: no I/O, no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from callbridge.callcontrol.model import (
     ActivityCode,
@@ -34,6 +41,21 @@ from callbridge.callcontrol.model import (
     TrunkCredentials,
 )
 from callbridge.storage import schema as s
+
+log = logging.getLogger(__name__)
+
+
+def read_version(conn: Connection) -> int:
+    """The directory's change counter (0 on a database that has never been administered)."""
+    version = conn.execute(select(s.directory_version.c.version).where(s.directory_version.c.id == 1)).scalar()
+    return 0 if version is None else int(version)
+
+
+def bump_version(conn: Connection) -> None:
+    """Move the change counter, in the caller's transaction: running nodes reload once it commits."""
+    t = s.directory_version
+    if conn.execute(update(t).where(t.c.id == 1).values(version=t.c.version + 1)).rowcount == 0:
+        conn.execute(insert(t).values(id=1, version=1))  # the row migration 0002 makes was deleted by hand
 
 
 def _where_operation(query: Any, table: Any, operation_id: str | None) -> Any:
@@ -185,17 +207,60 @@ class Directory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._snap = DirectorySnapshot()
+        self.version = -1  # the counter the snapshot was read at; -1 before the first read
+        self.reloads = 0  # snapshots read since start-up (the load included)
 
-    def _read(self) -> DirectorySnapshot:
+    def _read(self, known: int | None = None) -> tuple[int, DirectorySnapshot] | None:
+        """(version, snapshot), or None when the counter still says `known`. The version is read first (see the
+        module's docstring)."""
         with self.engine.connect() as conn:
-            return DirectorySnapshot.read(conn)
+            version = read_version(conn)
+            if version == known:
+                return None
+            return version, DirectorySnapshot.read(conn)
+
+    def _keep(self, read: tuple[int, DirectorySnapshot]) -> None:
+        self.version, self._snap = read
+        self.reloads += 1
 
     def load(self) -> Directory:
-        self._snap = self._read()
+        read = self._read()
+        assert read is not None
+        self._keep(read)
         return self
 
     async def reload(self) -> None:
-        self._snap = await asyncio.to_thread(self._read)
+        """Read the whole directory again, changed or not."""
+        read = await asyncio.to_thread(self._read)
+        assert read is not None
+        self._keep(read)
+
+    async def refresh(self) -> bool:
+        """Read the directory again if an administrative write moved the counter since the last read; whether it
+        did. One single-row SELECT when nothing changed."""
+        read = await asyncio.to_thread(self._read, self.version)
+        if read is None:
+            return False
+        self._keep(read)
+        return True
+
+    async def watch(self, interval: float, on_change: Callable[[], None] = lambda: None) -> None:
+        """`refresh()` every `interval` seconds until cancelled, calling `on_change` (on the loop) after each
+        reload, so holders of data derived from the directory rebuild it. A failed poll (database briefly
+        unreachable) is logged and retried at the next tick: the node keeps serving the directory it has."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                changed = await self.refresh()
+            except Exception:
+                log.warning("could not poll the directory for changes; retrying in %gs", interval, exc_info=True)
+                continue
+            if changed:
+                log.info("directory reloaded at version %d", self.version)
+                try:
+                    on_change()
+                except Exception:
+                    log.exception("rebuilding what depends on the directory failed")
 
     # -- DirectoryRepository -----------------------------------------------------------------------------
     def get_operation(self, operation_id: str) -> Operation | None:

@@ -170,6 +170,15 @@ tokens = Table(
     _operation_fk(),
 )
 
+# Bumped in the transaction of every administrative write (`administration`); a running node polls it and reloads
+# its in-memory directory only when it moved (`directory.Directory.refresh`). One row, id 1, made by migration 0002.
+directory_version = Table(
+    "directory_version", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False, server_default="0"),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
 trunks = Table(
     "trunks", metadata,
     Column("operation_id", String(32), primary_key=True),
