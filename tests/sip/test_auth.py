@@ -111,6 +111,11 @@ def test_parse_tolerates_whitespace_empty_elements_and_case() -> None:
                       "stale": "TRUE"}
 
 
+def test_parse_keeps_tabs_in_quoted_values_and_unescapes_after_plain_params() -> None:
+    assert parse_auth_header('Digest realm="a\tb",nonce=n')[1] == {"realm": "a\tb", "nonce": "n"}
+    assert parse_auth_header('Digest nonce="n", realm="x\\y"')[1] == {"nonce": "n", "realm": "xy"}
+
+
 def test_parse_scheme_only_and_unquoted_uri() -> None:
     assert parse_auth_header("Digest") == ("Digest", {})
     assert parse_auth_header("Digest uri=sip:1001@127.0.0.1, nc=00000001")[1] == {
@@ -120,7 +125,8 @@ def test_parse_scheme_only_and_unquoted_uri() -> None:
 @pytest.mark.parametrize("value", [
     "", "   ", '"Digest"', "Digest,realm=x", 'Digest realm="x', "Digest realm", "Digest realm=",
     'Digest realm="x" nonce="y"', 'Digest realm="x", realm="y"', 'Digest realm="a\x00b"', "Digest =x",
-    'Digest realm="x"junk', "Digest realm=\x01",
+    'Digest realm="x"junk', "Digest realm=\x01", "Digest realm=x\xa0, nonce=y", 'Digest realm="a\x7f"',
+    "Digest realm=x;y=\x1f",
 ])
 def test_parse_garbage_raises_auth_error_with_status_400(value: str) -> None:
     with pytest.raises(AuthError) as info:

@@ -33,6 +33,7 @@ import binascii
 import enum
 import hashlib
 import hmac
+import random
 import re
 import secrets
 import struct
@@ -86,8 +87,11 @@ def _base(algorithm: str) -> str:
     return algorithm.removesuffix("-sess")
 
 
+_CONSTRUCTORS: Final = {"md5": hashlib.md5, "sha256": hashlib.sha256}
+
+
 def _h(algorithm: str, text: str) -> str:
-    return hashlib.new(_ALGORITHMS[algorithm][0], text.encode("utf-8")).hexdigest()
+    return _CONSTRUCTORS[_ALGORITHMS[algorithm][0]](text.encode("utf-8")).hexdigest()
 
 
 def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
@@ -147,12 +151,43 @@ def _quoted(text: str, pos: int) -> tuple[str, int]:
     raise AuthError("unterminated quoted string")
 
 
+# One auth-param with its list separator, for the fast path of `parse_auth_header`: a quoted value without escapes
+# or control characters, or an unquoted one without control characters. Anything else (escapes, an empty element,
+# a bad character, a missing separator) leaves the fast path, and the exact parser below decides.
+_FAST_PARAM_RE = re.compile(
+    r'[ \t\r\n]*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)[ \t\r\n]*=[ \t\r\n]*'
+    r'(?:"([^"\\\x00-\x08\x0a-\x1f\x7f]*)"|([^\s,"\x00-\x1f\x7f]+))[ \t\r\n]*(?:,|\Z)')
+
+
+def _parse_fast(text: str, pos: int) -> dict[str, str] | None:
+    """The params of a well-formed list (what phones send), or None when the exact parser must look at it."""
+    params: dict[str, str] = {}
+    end = len(text)
+    match = _FAST_PARAM_RE.match
+    while pos < end:
+        found = match(text, pos)
+        if found is None:
+            return None
+        name = found.group(1).lower()
+        if name in params:
+            return None
+        quoted = found.group(2)
+        params[name] = quoted if quoted is not None else found.group(3)
+        pos = found.end()
+    return params
+
+
 def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
     """Split a WWW-Authenticate / Authorization value into its scheme and its parameters.
 
     Parameter names are lower-cased; quoted values are unescaped. Garbage raises `AuthError` (status 400).
     """
     text = value.strip(_WS)
+    match = _TOKEN_RE.match(text)
+    if match is not None and (match.end() == len(text) or text[match.end()] in _WS):
+        fast = _parse_fast(text, match.end())
+        if fast is not None:
+            return match.group(), fast
     match = _TOKEN_RE.match(text)
     if match is None:
         raise AuthError(f"no auth scheme in {value[:40]!r}")
@@ -287,7 +322,7 @@ class DigestChallenger:
 
     def __init__(self, realm: str, secret: bytes, nonce_ttl: float = 300.0,
                  algorithms: Sequence[str] = ("SHA-256", "MD5"), *, qop: Sequence[str] = ("auth",),
-                 max_nonces: int = 100_000, random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> None:
+                 max_nonces: int = 100_000, random_bytes: Callable[[int], bytes] | None = None) -> None:
         if len(secret) < 16:
             raise ValueError("the nonce secret must be at least 16 bytes")
         if nonce_ttl <= 0 or max_nonces < 1:
@@ -302,14 +337,29 @@ class DigestChallenger:
         if not set(self.qop) <= {"auth", "auth-int"}:
             raise ValueError(f"unsupported qop {qop!r}")
         self._secret = secret
-        self._random_bytes = random_bytes
+        self._realm_bytes = realm.encode("utf-8")
+        # Keyed HMAC states, copied per use: hmac.digest() and hmac.new() release the GIL around OpenSSL on every
+        # call, and a thread that gives up the GIL on the event loop waits for it behind the writer thread.
+        self._hmacs = {name: hmac.new(secret, None, name) for name in ("sha256", "md5")}
+        # The nonce's random part only keeps two nonces of the same instant apart; what makes a nonce unforgeable
+        # is its HMAC, and anyone may obtain valid nonces by asking. So a PRNG seeded from the OS is enough, and
+        # it spares a getrandom() system call per challenge.
+        self._random_bytes = (random_bytes if random_bytes is not None
+                              else random.Random(secrets.randbits(128)).randbytes)
+        self._templates: dict[bool, list[tuple[str, str]]] = {}  # stale -> (before nonce, after nonce) per value
         self._max_nonces = max_nonces
         self._uses: OrderedDict[str, _NonceUse] = OrderedDict()
         self._evicted_floor = float("-inf")  # nonces issued at or before this and unknown count as stale
 
     # nonces
+    def _keyed(self, digest: str, message: bytes) -> bytes:
+        """HMAC(secret, message) with the digest named ("sha256" or "md5")."""
+        state = self._hmacs[digest].copy()
+        state.update(message)
+        return state.digest()
+
     def _mac(self, raw: bytes) -> bytes:
-        return hmac.new(self._secret, raw + self.realm.encode("utf-8"), hashlib.sha256).digest()[:_NONCE_MAC_LEN]
+        return self._keyed("sha256", raw + self._realm_bytes)[:_NONCE_MAC_LEN]
 
     def make_nonce(self, now: float) -> str:
         raw = _NONCE_RAW.pack(now, self._random_bytes(8))
@@ -332,15 +382,21 @@ class DigestChallenger:
     def challenge(self, now: float, stale: bool = False) -> list[str]:
         """WWW-Authenticate (401) / Proxy-Authenticate (407) values: one per algorithm, strongest first."""
         nonce = self.make_nonce(now)
-        values = []
-        for algorithm in self.algorithms:
-            params = {"realm": self.realm, "nonce": nonce, "algorithm": algorithm}
-            if self.qop:
-                params["qop"] = ",".join(self.qop)
-            if stale:
-                params["stale"] = "true"
-            values.append(format_auth_header("Digest", params, challenge=True))
-        return values
+        templates = self._templates.get(stale)
+        if templates is None:
+            # Everything but the nonce is the same for every challenge: formatted once, around a marker.
+            marker = "\0nonce\0"
+            templates = []
+            for algorithm in self.algorithms:
+                params = {"realm": self.realm, "nonce": marker, "algorithm": algorithm}
+                if self.qop:
+                    params["qop"] = ",".join(self.qop)
+                if stale:
+                    params["stale"] = "true"
+                before, _, after = format_auth_header("Digest", params, challenge=True).partition(marker)
+                templates.append((before, after))
+            self._templates[stale] = templates
+        return [before + nonce + after for before, after in templates]
 
     @property
     def tracked_nonces(self) -> int:
@@ -388,7 +444,7 @@ class DigestChallenger:
 
         # Same work whether or not the user exists: the dummy is always derived, and always compared.
         base = _base(algorithm)
-        dummy = hmac.new(self._secret, f"dummy-ha1:{base}:{username}".encode(), _ALGORITHMS[base][0]).hexdigest()
+        dummy = self._keyed(_ALGORITHMS[base][0], f"dummy-ha1:{base}:{username}".encode()).hex()
         stored = lookup_ha1(username, self.realm, base)
         known = stored is not None
         expected = digest_response(algorithm, stored if stored is not None else dummy, nonce, method,
