@@ -219,6 +219,37 @@ def test_registrations_refresh_expire_and_unregister(storage: Storage) -> None:
         assert read_active_registrations(conn, "node-a", T0) == []
 
 
+def test_registration_saves_grouped_keep_their_order_with_removals(storage: Storage) -> None:
+    """Saves queued together become one statement, the last save of a binding winning; a removal between saves
+    still lands between them (the writer is started only once everything is queued)."""
+    from callbridge.storage.sip_state import RegistrationRecords
+    from callbridge.storage.writer import Writer
+
+    writer = Writer(storage.engine)
+    records = RegistrationRecords(writer, "node-a")
+    a = _registration("sip:1001@127.0.0.1:5070", T0 + 3600)
+    a2 = _registration("sip:1001@127.0.0.1:5070", T0 + 3700, cseq=2, updated_at=T0 + 1)
+    b = _registration("sip:1001@127.0.0.1:5170", T0 + 3600, source_port=5170)
+    records.save_registration(a)
+    records.save_registration(b)
+    records.save_registration(a2)  # same binding as a, same group: a2 is what is written
+    records.remove_registration("0042", "1001", b.contact_uri)
+    b2 = _registration("sip:1001@127.0.0.1:5170", T0 + 3800, source_port=5170, cseq=3, updated_at=T0 + 2)
+    records.save_registration(b2)  # after the removal: a new group, written after it
+    records.remove_all_registrations("0042", "1001")
+    a3 = _registration("sip:1001@127.0.0.1:5070", T0 + 3900, cseq=4, updated_at=T0 + 3)
+    records.save_registration(a3)
+    assert writer.stats.submitted == 5  # three groups (the removals split them) and the two removals
+    writer.start()
+    try:
+        assert writer.flush(10)
+        assert writer.stats.failed == 0
+        with storage.engine.connect() as conn:
+            assert read_active_registrations(conn, "node-a", T0) == [a3]
+    finally:
+        writer.close()
+
+
 def _dialog(leg_id: str, **changes: object) -> DialogRecord:
     base = {"leg_id": leg_id, "conn_id": "c1", "call_id": f"{leg_id}@127.0.0.1", "local_tag": "lt-" + leg_id,
             "remote_tag": "rt-" + leg_id, "local_uri": "sip:callbridge@127.0.0.1", "remote_uri": "sip:1001@x",

@@ -8,18 +8,29 @@ domain's records) and the server reads them back once at start-up:
   next local CSeq, the route set and the remote target are all a BYE needs (§12.2.1.1).
 
 Rows carry the `node_id` that owns them; each node restores and reconciles only its own.
+
+Registrations are the busiest write of a node (every REGISTER refresh rewrites its binding), so they are written
+as one statement per group of saves: saves are gathered in an open group that is queued on the writer once, when
+it opens, and taken (closed) by the writer thread when it runs; the group is written as ONE executemany of
+`INSERT ... ON CONFLICT (key) DO UPDATE` (SQLite 3.24+, PostgreSQL 9.5+; a plain update-or-insert per row on any
+other database), several saves of one binding collapsing to the last. A removal closes the open group first, so
+writes still land in the order they were made.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, Dialect, Executable, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from callbridge.storage import schema as s
 from callbridge.storage.records import WriteThrough
 from callbridge.storage.times import to_datetime, to_seconds
+from callbridge.storage.writer import Writer, upsert
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,26 +72,76 @@ class DialogRecord:
     updated_at: float
 
 
+_REGISTRATION_KEY = ("operation_id", "extension", "contact_uri")
+_UPSERTS: dict[str, Executable | None] = {}  # dialect name -> the registrations' INSERT ... ON CONFLICT
+
+
+def _registration_upsert(dialect: Dialect) -> Executable | None:
+    """`INSERT ... ON CONFLICT (key) DO UPDATE SET every other column` for the dialect, or None without one."""
+    if dialect.name not in _UPSERTS:
+        t = s.registrations
+        statement: Executable | None = None
+        if dialect.name in ("sqlite", "postgresql"):
+            module = sqlite if dialect.name == "sqlite" else postgresql
+            inserting = module.insert(t)
+            statement = inserting.on_conflict_do_update(
+                index_elements=[t.c[k] for k in _REGISTRATION_KEY],
+                set_={c.key: inserting.excluded[c.key] for c in t.c if c.key not in _REGISTRATION_KEY})
+        _UPSERTS[dialect.name] = statement
+    return _UPSERTS[dialect.name]
+
+
 class RegistrationRecords(WriteThrough):
     """Registrations written through; `read_active_registrations` restores them at start-up."""
 
+    def __init__(self, writer: Writer, node_id: str) -> None:
+        super().__init__(writer, node_id)
+        self._lock = threading.Lock()  # the event loop adds to the open group, the writer thread takes it
+        self._open: dict[tuple[str, str, str], dict[str, Any]] | None = None
+
     def save_registration(self, reg: RegistrationRecord) -> None:
         """Insert or refresh a binding (by operation, extension and contact URI)."""
-        self._upsert(s.registrations, ("operation_id", "extension", "contact_uri"), {
+        row = {
             "operation_id": reg.operation_id, "extension": reg.extension, "contact_uri": reg.contact_uri,
             "source_host": reg.source_host, "source_port": reg.source_port, "transport": reg.transport,
             "expires_at": to_datetime(reg.expires_at), "call_id": reg.call_id, "cseq": reg.cseq,
             "user_agent": reg.user_agent, "node_id": self.node_id, "updated_at": to_datetime(reg.updated_at),
-        })
+        }
+        with self._lock:
+            group = self._open
+            if group is None:
+                group = self._open = {}
+                self.writer.submit(partial(self._write_group, group))
+            group[(reg.operation_id, reg.extension, reg.contact_uri)] = row
+
+    def _write_group(self, group: dict[tuple[str, str, str], dict[str, Any]], conn: Connection) -> None:
+        """On the writer thread: close the group (later saves open the next one) and write it."""
+        with self._lock:
+            if self._open is group:
+                self._open = None
+            rows = list(group.values())
+        statement = _registration_upsert(conn.dialect)
+        if statement is None:
+            for row in rows:
+                upsert(conn, s.registrations, _REGISTRATION_KEY, row)
+        else:
+            conn.execute(statement, rows)
+
+    def _close_group(self) -> None:
+        """Saves made after this point go to a new group, queued behind whatever is queued next."""
+        with self._lock:
+            self._open = None
 
     def remove_registration(self, operation_id: str, extension: str, contact_uri: str) -> None:
         t = s.registrations
+        self._close_group()
         self.writer.execute(delete(t).where(t.c.operation_id == operation_id, t.c.extension == extension,
                                             t.c.contact_uri == contact_uri))
 
     def remove_all_registrations(self, operation_id: str, extension: str) -> None:
         """`Contact: *` with `Expires: 0` (§10.2.2): every binding of the agent goes."""
         t = s.registrations
+        self._close_group()
         self.writer.execute(delete(t).where(t.c.operation_id == operation_id, t.c.extension == extension))
 
 
