@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from callbridge.b2bua.bridge import modify_own, present
 from callbridge.b2bua.legs import SipLeg
 from callbridge.sip.sdp import SessionDescription
@@ -112,3 +114,26 @@ def test_a_target_answering_before_the_hold_completes_gets_the_customer_after_it
     kind, leg_id, answer = sw.sent[-1]
     assert (kind, leg_id) == ("ACK", "target")
     assert SessionDescription.parse(answer).media[0].port == 6002
+
+
+def test_the_first_sdp_is_not_parsed_until_a_later_one_needs_its_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+    customer = leg()
+    first = sdp("agent", "111", 5, 4000)
+    with monkeypatch.context() as mp:
+        def no_parse(data: bytes) -> SessionDescription:
+            raise AssertionError("parsed")
+
+        mp.setattr(SessionDescription, "parse", staticmethod(no_parse))
+        assert present(customer, first) == first  # a call that never re-negotiates never parses its SDP
+    assert customer.sent_origin is None and customer.origin_pending
+    moved = present(customer, sdp("target", "999", 1, 5000))
+    assert origin(moved) == ("agent", "111", 6)
+    assert not customer.origin_pending
+
+
+def test_an_unparsable_first_sdp_leaves_the_next_valid_one_to_pass_as_it_is() -> None:
+    customer = leg()
+    assert present(customer, b"not sdp") == b"not sdp"
+    valid = sdp("agent", "111", 5, 4000)
+    assert present(customer, valid) == valid
+    assert origin(present(customer, sdp("target", "999", 1, 5000))) == ("agent", "111", 6)

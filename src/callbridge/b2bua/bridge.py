@@ -33,8 +33,17 @@ __all__ = ["SDP", "connect", "modify_own", "present", "relay_offer"]
 
 
 def present(leg: SipLeg, sdp: bytes) -> bytes:
-    """`sdp`, written by the far end, as `leg`'s party is to see it; remembered as what we sent it."""
+    """`sdp`, written by the far end, as `leg`'s party is to see it; remembered as what we sent it.
+
+    The first SDP a party gets is passed as it is, and its `o=` is worked out only when a later SDP or a change
+    of ours needs it (`_settle_origin`): most calls never re-negotiate, so their SDP is never parsed."""
     if not sdp:
+        return sdp
+    if leg.origin_pending:
+        _settle_origin(leg)
+    if leg.sent_origin is None:
+        leg.sent_sdp = sdp
+        leg.origin_pending = True
         return sdp
     try:
         sd = SessionDescription.parse(sdp)
@@ -42,10 +51,7 @@ def present(leg: SipLeg, sdp: bytes) -> bytes:
     except SdpError:
         leg.sent_sdp = sdp
         return sdp
-    if leg.sent_origin is None:
-        leg.sent_origin = leg.relayed_origin = far
-        out = sdp
-    elif leg.relayed_origin == far:
+    if leg.relayed_origin == far:
         sd.origin = leg.sent_origin  # the same far session, unchanged: same version
         out = bytes(sd)
     else:
@@ -56,10 +62,23 @@ def present(leg: SipLeg, sdp: bytes) -> bytes:
     return out
 
 
+def _settle_origin(leg: SipLeg) -> None:
+    """The `o=` of the SDP passed as it is to `leg`'s party: the session that party knows our side by from now on
+    (none when that SDP does not parse: the next one that does is passed as it is in its turn)."""
+    leg.origin_pending = False
+    try:
+        origin = SessionDescription.parse(leg.sent_sdp).origin
+    except SdpError:
+        return
+    leg.sent_origin = leg.relayed_origin = origin
+
+
 def modify_own(leg: SipLeg, change: Callable[[SessionDescription], SessionDescription]) -> bytes | None:
     """A new version of the SDP we last sent `leg` (hold, resume, mute), or None when there is none to change."""
     if not leg.sent_sdp:
         return None
+    if leg.origin_pending:
+        _settle_origin(leg)
     try:
         sd = change(SessionDescription.parse(leg.sent_sdp))
     except SdpError:

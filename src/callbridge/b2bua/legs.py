@@ -48,6 +48,7 @@ class SipLeg:
     sent_sdp: bytes = b""  # the last SDP we sent this party
     sent_origin: Origin | None = None  # the o= this party knows our side by
     relayed_origin: Origin | None = None  # the far end's o= that `sent_origin` stands for
+    origin_pending: bool = False  # `sent_sdp` went as it was; its o= not read yet (bridge.present)
     ack_pending: bool = False  # its 2xx (to our offer-less INVITE) awaits the ACK that carries the answer
     defer_ack: bool = False  # our re-INVITE in progress is offer-less: keep its 2xx un-ACKed
     offer_source: str | None = None  # the leg whose pending offer this leg's INVITE carried
@@ -55,9 +56,8 @@ class SipLeg:
     released: bool = False  # the domain released it (release/reject): nothing more is reported
     ringing_reported: bool = False
     answered: bool = False
-    fork_statuses: list[int] = field(default_factory=list)
+    fork_statuses: tuple[int, ...] = ()  # final statuses of the forks that failed (rarely more than one)
     reinvite_done: ReinviteDone | None = None  # the completion of our re-INVITE in progress
-    dtmf_queue: list[str] = field(default_factory=list)
     peer_addr: tuple[str, int] = ("", 0)
     transport: str = "udp"
     agent: str | None = None  # the agent's extension when this leg reaches or comes from an agent

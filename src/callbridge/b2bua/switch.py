@@ -463,7 +463,7 @@ class Switch:
     def _fork_failed(self, leg: SipLeg, tx: ClientTransaction, status: int) -> None:
         if tx in leg.forks:
             leg.forks.remove(tx)
-        leg.fork_statuses.append(status)
+        leg.fork_statuses += (status,)
         if leg.forks or leg.answered:
             return
         leg.status = "ended"
@@ -577,7 +577,7 @@ class Switch:
         return self.service
 
 
-def _best_status(statuses: list[int]) -> int:
+def _best_status(statuses: tuple[int, ...]) -> int:
     """The final status of a forked INVITE (§16.7 step 6, simplified): a 6xx wins, then busy, then the lowest."""
     for status in statuses:
         if status >= 600:
