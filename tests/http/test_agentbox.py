@@ -350,3 +350,27 @@ def test_envelope_bodies_are_the_contracts_rendering_and_the_kept_ones_stay_boun
     for i in range(3 * agentbox._BODY_CACHE_SIZE):
         assert agentbox.envelope_body(200, f"m{i}") == render(envelope(200, f"m{i}"))
         assert len(agentbox._bodies) <= agentbox._BODY_CACHE_SIZE
+
+
+def test_query_pairs_are_parsed_exactly_as_parse_qsl_with_blank_values() -> None:
+    import random
+    from urllib.parse import parse_qsl
+
+    from callbridge.http.agentbox import parse_pairs
+
+    cases = ["", "&", "a", "a=", "=b", "a=1&a=2", "a=1&&b=2&", "a=b=c", "a+b=c+d", "a%20b=%2B%26%3D", "x=%zz%",
+             "n=%C3%B1", "n=%C3", "s=a;b", "api=change_status&agent_id=1001&status=ready"]
+    alphabet = "ab=&+%;2Fz9C3 "
+    rng = random.Random(7)
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(3000)]
+    for text in cases:
+        assert parse_pairs(text) == parse_qsl(text, keep_blank_values=True), text
+
+
+def test_headers_read_in_one_pass_keep_the_first_of_a_name() -> None:
+    from callbridge.http.agentbox import request_headers
+
+    scope = {"headers": [(b"host", b"t"), (b"wolkvox-token", b"one"), (b"content-type", b"text/plain"),
+                         (b"wolkvox-token", b"two"), (b"wolkvox_server", b"0042"), (b"content-type", b"x")]}
+    assert request_headers(scope) == ("one", "0042", "text/plain")
+    assert request_headers({"headers": [(b"wolkvox-token", b"\xf1")]}) == ("\xf1", None, "")

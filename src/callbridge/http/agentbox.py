@@ -30,7 +30,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -178,19 +178,59 @@ def _first(pairs: list[tuple[str, str]], into: dict[str, str]) -> None:
         into.setdefault(name, value)
 
 
-async def read_parameters(request: Request) -> dict[str, str]:
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """`urllib.parse.parse_qsl(text, keep_blank_values=True)`, without its generic argument handling: `&`
+    separates, a field without `=` has an empty value, `+` is a space, %-escapes are UTF-8 (bad bytes replaced)."""
+    pairs: list[tuple[str, str]] = []
+    for field in text.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "+" in value:
+            value = value.replace("+", " ")
+        pairs.append((unquote(name) if "%" in name else name, unquote(value) if "%" in value else value))
+    return pairs
+
+
+_CONTENT_TYPE: Final = b"content-type"
+_TOKEN_HEADER: Final = contract.TOKEN_HEADER.encode("latin-1")
+_SERVER_HEADER: Final = contract.SERVER_HEADER.encode("latin-1")
+
+
+def request_headers(scope: Mapping[str, Any]) -> tuple[str | None, str | None, str]:
+    """(token, wolkvox_server, content-type) in one pass over the ASGI headers (names arrive lower-cased; the
+    first occurrence of a name wins, as with Starlette's `request.headers.get`)."""
+    token: str | None = None
+    server: str | None = None
+    content_type: str | None = None
+    for name, value in scope.get("headers", ()):
+        if name == _TOKEN_HEADER:
+            if token is None:
+                token = value.decode("latin-1")
+        elif name == _SERVER_HEADER:
+            if server is None:
+                server = value.decode("latin-1")
+        elif name == _CONTENT_TYPE and content_type is None:
+            content_type = value.decode("latin-1")
+    return token, server, content_type or ""
+
+
+async def read_parameters(request: Request, content_type: str | None = None) -> dict[str, str]:
     """Query string first; then a form body's fields that the query does not have."""
     raw: dict[str, str] = {}
     # The raw query string (request.url would build a URL object for nothing); undecodable bytes are replaced,
     # as in a form body, and then fail the parameter checks.
     query: bytes = request.scope.get("query_string", b"")
     if query:
-        _first(parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True), raw)
-    content_type = request.headers.get("content-type", "")
+        _first(parse_pairs(query.decode("utf-8", "replace")), raw)
+    if content_type is None:
+        content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
         body = await request.body()
         if len(body) <= MAX_FORM_BYTES:
-            _first(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True), raw)
+            _first(parse_pairs(body.decode("utf-8", "replace")), raw)
     return raw
 
 
@@ -255,14 +295,14 @@ class AgentboxEndpoint:
             response = row_response(contract.error("METHOD_NOT_ALLOWED"), {"allow": "POST"})
         else:
             try:
-                principal = self._gate.authenticate(request.headers.get(contract.TOKEN_HEADER),
-                                                    request.headers.get(contract.SERVER_HEADER))
+                token, server, content_type = request_headers(request.scope)
+                principal = self._gate.authenticate(token, server)
                 admission = self._gate.admit(principal)
             except Refused as refused:
                 response = row_response(refusal_row(refused))
             else:
                 with admission:
-                    raw = await read_parameters(request)
+                    raw = await read_parameters(request, content_type)
                     api = raw.get("api", "")
                     response = await self._run(principal.operation_id, api, raw)
         if self._on_answer is not None:
