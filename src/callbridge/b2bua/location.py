@@ -159,9 +159,10 @@ class LocationService:
         live.sort(key=lambda b: (-(1.0 if b.q is None else b.q), -b.updated_at))
         return live
 
-    def find(self, operation_id: str, extension: str, uri: URI) -> Binding | None:
-        """The binding whose contact equals `uri` (§19.1.4), expired or not."""
-        slot = self._slot((operation_id, extension), uri)
+    def find(self, operation_id: str, extension: str, uri: URI, text: str | None = None) -> Binding | None:
+        """The binding whose contact equals `uri` (§19.1.4; `text`, when given, is how `uri` was written),
+        expired or not."""
+        slot = self._slot((operation_id, extension), uri, text)
         return None if slot is None else slot.binding
 
     def bindings(self) -> list[Binding]:
@@ -181,7 +182,7 @@ class LocationService:
         uri = binding.uri if uri is None else uri
         key = binding.agent
         slots = self._agents.setdefault(key, [])
-        slot = self._slot(key, uri)
+        slot = self._slot(key, uri, binding.contact_uri)
         if slot is None:
             first = not any(s.binding.expires_at > now for s in slots)
             slots.append(_Slot(uri, binding))
@@ -190,7 +191,8 @@ class LocationService:
             self._emit(BindingAdded(binding, first))
             return
         previous = slot.binding
-        binding = replace(binding, registered_at=previous.registered_at)
+        if binding.registered_at != previous.registered_at:
+            binding = replace(binding, registered_at=previous.registered_at)
         slot.uri, slot.binding = uri, binding
         if (binding.expires_at, binding.contact_uri) != (previous.expires_at, previous.contact_uri):
             self._push(binding)
@@ -256,8 +258,13 @@ class LocationService:
         return restored
 
     # -- internals -----------------------------------------------------------------------------------------
-    def _slot(self, key: AgentKey, uri: URI) -> _Slot | None:
-        for slot in self._agents.get(key, ()):
+    def _slot(self, key: AgentKey, uri: URI, text: str | None = None) -> _Slot | None:
+        slots = self._agents.get(key, ())
+        if text is not None:  # a refresh re-sends the contact as it was: the same text is the same URI
+            for slot in slots:
+                if slot.binding.contact_uri == text:
+                    return slot
+        for slot in slots:
             if slot.uri == uri:
                 return slot
         return None

@@ -263,14 +263,15 @@ class Registrar:
         replaced: list[Binding] = []
         new_bindings: list[tuple[_Wanted, Binding]] = []
         for want in wanted:
-            existing = location.find(operation_id, extension, want.uri)
+            existing = location.find(operation_id, extension, want.uri, want.text)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
                 raise _Reject(500, "Out Of Order CSeq", [("Retry-After", "1")])
             if existing is not None:
                 live.pop(existing.contact_uri, None)
             if want.expires == 0:
                 continue
-            binding = _binding(operation_id, extension, want, request, source_addr, transport, call_id, cseq, now)
+            binding = _binding(operation_id, extension, want, request, source_addr, transport, call_id, cseq, now,
+                               now if existing is None else existing.registered_at)
             if binding.instance_id is not None:
                 for other in list(live.values()):
                     if (other.instance_id, other.reg_id) == (binding.instance_id, binding.reg_id):
@@ -346,7 +347,7 @@ def _raw_uri(element: str) -> str:
 
 
 def _binding(operation_id: str, extension: str, want: _Wanted, request: Request, source_addr: tuple[str, int],
-             transport: str, call_id: str, cseq: int, now: float) -> Binding:
+             transport: str, call_id: str, cseq: int, now: float, registered_at: float) -> Binding:
     assert want.contact.addr is not None
     params = want.contact.addr.params
     instance = params.get("+sip.instance")
@@ -366,7 +367,7 @@ def _binding(operation_id: str, extension: str, want: _Wanted, request: Request,
         reg_id=int(reg_id) if reg_id is not None and reg_id.isdigit() else None,
         params=tuple((name, value) for name, value in params.items() if name != "expires"),
         user_agent=request.headers.get("User-Agent") or "",
-        registered_at=now,
+        registered_at=registered_at,  # a refresh keeps when the binding was first added
         updated_at=now,
     )
 
