@@ -398,7 +398,8 @@ def _execute_insert(cursor: Any, compiled: _CompiledInsert, rows: list[dict[str,
 
 def _sqlite_inserts(conn: Connection, work: list[Item]) -> bool:
     """A batch of nothing but row inserts on SQLite, run on the DB-API connection itself: BEGIN, the multi-row
-    INSERTs (tables in order of first appearance, as `_apply` does), COMMIT. The writer thread then holds the GIL
+    INSERTs (tables in order of first appearance, as `_apply` does), COMMIT; a batch that is one statement runs
+    alone, in the implicit transaction SQLite gives a statement outside BEGIN. The writer thread then holds the GIL
     only briefly between those few calls. False (nothing done) for any other batch: it runs through SQLAlchemy."""
     if conn.dialect.name != "sqlite" or not all(type(item) is _Insert for item in work):
         return False
@@ -417,6 +418,11 @@ def _sqlite_inserts(conn: Connection, work: list[Item]) -> bool:
     assert raw is not None
     cursor = raw.cursor()
     try:
+        if len(plan) == 1 and len(plan[0][1]) * len(plan[0][0].names) <= _SQLITE_MAX_VARIABLES:
+            # One statement: SQLite runs it as a transaction of its own (all rows or none), so BEGIN and
+            # COMMIT would only add two more GIL hand-overs to the event loop.
+            _execute_insert(cursor, *plan[0])
+            return True
         cursor.execute("BEGIN")
         try:
             for compiled, group in plan:
