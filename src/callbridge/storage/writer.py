@@ -23,8 +23,9 @@ Rules
   the DB-API with a statement compiled once per table and column set (SQLAlchemy's bind processors applied to the
   values): one multi-row INSERT on SQLite, one executemany elsewhere; upserts as one SELECT of the keys present,
   one executemany UPDATE and one executemany INSERT. On SQLite a batch of nothing but inserts (agent states, the
-  hot path) runs on the DB-API connection alone: BEGIN, the INSERTs, COMMIT, with no SQLAlchemy in between, so
-  the writer holds the GIL the event loop needs only for a few short moments per batch.
+  hot path) runs on the DB-API connection alone: BEGIN, the INSERTs, COMMIT (or a lone INSERT, which SQLite runs
+  as its own transaction), with no SQLAlchemy in between, so the writer holds the GIL the event loop needs only
+  for a few short moments per batch.
 - `flush()` waits until everything submitted before it has been committed or has failed; tests use it to read
   what they wrote and shutdown uses it (through `close()`) to lose nothing. `aflush()` is the same for a
   coroutine, waiting in a worker thread.
