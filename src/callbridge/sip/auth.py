@@ -188,7 +188,6 @@ def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
         fast = _parse_fast(text, match.end())
         if fast is not None:
             return match.group(), fast
-    match = _TOKEN_RE.match(text)
     if match is None:
         raise AuthError(f"no auth scheme in {value[:40]!r}")
     scheme = match.group()
