@@ -439,7 +439,8 @@ class ServiceCore:
 
     def _originate(self, request: OriginateRequest, ring_timeout: float | None) -> None:
         if ring_timeout is not None:
-            self._arm(f"ring:{request.leg_id}", ring_timeout, lambda: self._ring_timeout(request.leg_id))
+            leg_id = request.leg_id  # the timer keeps the id only: a cancelled timer lingers in the loop until due
+            self._arm(f"ring:{leg_id}", ring_timeout, lambda: self._ring_timeout(leg_id))
         self._signalling.originate(request)
 
     def _ring_timeout(self, leg_id: str) -> None:
