@@ -142,19 +142,24 @@ async def raw_request(phone: Phone, dest: tuple[str, int], method: str, *, extra
                       to_tag: str | None = None) -> int:
     """Send one hand-made request from a plain UDP socket and return the first final status."""
     import asyncio
+    import secrets
     import socket
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((phone.host, 0))
     sock.setblocking(False)
     port = sock.getsockname()[1]
-    vias = [f"SIP/2.0/UDP {phone.host}:{port};branch=z9hG4bKraw{method}{len(extra)};rport"]
+    # A branch and a Call-ID of their own: two raw requests in a row may get the same port from the kernel, and the
+    # same branch and sent-by would make the second a retransmission of the first (RFC 3261 §17.2.3), the same
+    # Call-ID and From tag a merged request (§8.2.2.2): either way not the answer the test asks for.
+    vias = [f"SIP/2.0/UDP {phone.host}:{port};branch=z9hG4bKraw{method}{secrets.token_hex(6)};rport"]
     others = []
     for name, value in extra:
         (vias if name == "Via" else others).append(value)
     to = f"<sip:6000@{dest[0]}>" + (f";tag={to_tag}" if to_tag else "")
     lines = [f"{method} sip:6000@{dest[0]}:{dest[1]} SIP/2.0", *[f"Via: {v}" for v in vias],
-             f"From: <sip:3105550000@{phone.host}>;tag=raw1", f"To: {to}", f"Call-ID: raw-{method}-{port}",
+             f"From: <sip:3105550000@{phone.host}>;tag=raw1", f"To: {to}",
+             f"Call-ID: raw-{method}-{secrets.token_hex(8)}",
              f"CSeq: 1 {method}", f"Contact: <sip:3105550000@{phone.host}:{port}>"]
     if not any(name == "Max-Forwards" for name, _ in extra):
         lines.append("Max-Forwards: 70")

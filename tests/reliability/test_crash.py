@@ -160,6 +160,7 @@ async def test_kill_9_with_500_calls_up_then_restart(tmp_path: Path) -> None:
         ended = await _uac(sip, ENDED_CALLS, 50, tmp_path / "ended").run_async()
         assert (ended.successful, ended.failed) == (ENDED_CALLS, 0), ended.summary()
         await _until(lambda: _count(db_url, s.cdrs) == ENDED_CALLS, 10, "the ended calls' CDRs")
+        await _until(lambda: _count(db_url, s.calls, s.calls.c.state != "ended") == 0, 10, "the ended calls closed")
         await _until(lambda: _metric(http_port, "callbridge_b2bua_legs") == 0, 10, "the ended calls' legs gone")
 
         up = _uac(sip, UP_CALLS, 100, tmp_path / "up", pause_ms=120_000, timeout=140).start()
@@ -187,6 +188,10 @@ async def test_kill_9_with_500_calls_up_then_restart(tmp_path: Path) -> None:
         fresh = await _uac(sip, NEW_CALLS, 20, tmp_path / "new").run_async()
         assert (fresh.successful, fresh.failed) == (NEW_CALLS, 0), fresh.summary()
         first_call_after = time.monotonic() - restarted_at
+        # SIPp is done once its BYEs are answered; the node's writer commits the calls' ends and CDRs a moment
+        # later (group commit). The node is SIGKILLed below, so wait for what is asserted to be written first.
+        await _until(lambda: _count(db_url, s.cdrs) == ENDED_CALLS + UP_CALLS + NEW_CALLS, 10, "the new calls' CDRs")
+        await _until(lambda: _count(db_url, s.calls, s.calls.c.state != "ended") == 0, 10, "the new calls ended")
     finally:
         _kill(proc)
         for peer in (up, uas):
