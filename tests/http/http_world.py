@@ -7,10 +7,12 @@ import asyncio
 import itertools
 import json
 import socket
+import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,26 +22,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 
-from callbridge.callcontrol.model import (
-    ActivityCode,
-    Agent,
-    AgentStateChange,
-    AuxState,
-    CallRecord,
-    Cdr,
-    DialPlan,
-    Did,
-    DisplayChange,
-    Disposition,
-    LegRecord,
-    Operation,
-    Queue,
-    Recall,
-    Token,
-    TransferRecord,
-    Trunk,
-)
-from callbridge.callcontrol.ports import OriginateRequest
+from callbridge.callcontrol.model import ActivityCode, Agent, AuxState, DialPlan, Did, Operation, Queue, Token, Trunk
 from callbridge.callcontrol.service import CallControlService
 from callbridge.http.app import HttpSettings, create_app
 from callbridge.http.auth import hash_token
@@ -47,8 +30,21 @@ from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.webhooks import WebhookDispatcher
 
-OP = "0042"
-OTHER_OP = "0077"
+CALLCONTROL_TESTS = Path(__file__).resolve().parents[1] / "callcontrol"
+if str(CALLCONTROL_TESTS) not in sys.path:  # callcontrol_fakes: the domain's in-memory ports, shared
+    sys.path.insert(0, str(CALLCONTROL_TESTS))
+
+from callcontrol_fakes import (  # noqa: E402
+    OP,
+    OTHER_OP,
+    FakeSignalling,
+    InMemoryDirectory,
+    InMemoryRecalls,
+    InMemoryRecords,
+    InMemoryStates,
+    counter_ids,
+)
+
 TOKEN = "tok-0042-main"
 QUOTA_TOKEN = "tok-0042-quota"
 OTHER_TOKEN = "tok-0077"
@@ -71,26 +67,16 @@ class WallClock:
         return time.time()
 
 
-class FakeSignalling:
+class AnsweringSignalling(FakeSignalling):
     """Records requests. Actions (hold, unhold, mute, unmute, dtmf, release with an action id) are answered on the
     next loop turn according to `answers[verb]`: "ok" (200), a status (refused), "silent" (never), "manual" (the
     test calls `answer`)."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[Any, ...]] = []
-        self.available = True
+        super().__init__()
         self.answers: dict[str, Any] = {}
         self.service: CallControlService | None = None
         self.unanswered: dict[str, str] = {}
-
-    def is_available(self) -> bool:
-        return self.available
-
-    def originate(self, request: OriginateRequest) -> None:
-        self.requests.append(("originate", request))
-
-    def bridge(self, leg_a: str, leg_b: str) -> None:
-        self.requests.append(("bridge", leg_a, leg_b))
 
     def _action(self, verb: str, action_id: str | None) -> None:
         if action_id is None:
@@ -110,130 +96,33 @@ class FakeSignalling:
         self.service.on_action_result(action_id, ok, status)
 
     def hold(self, leg_id: str, action_id: str) -> None:
-        self.requests.append(("hold", leg_id, action_id))
+        super().hold(leg_id, action_id)
         self._action("hold", action_id)
 
     def unhold(self, leg_id: str, action_id: str) -> None:
-        self.requests.append(("unhold", leg_id, action_id))
+        super().unhold(leg_id, action_id)
         self._action("unhold", action_id)
 
     def mute(self, leg_id: str, action_id: str) -> None:
-        self.requests.append(("mute", leg_id, action_id))
+        super().mute(leg_id, action_id)
         self._action("mute", action_id)
 
     def unmute(self, leg_id: str, action_id: str) -> None:
-        self.requests.append(("unmute", leg_id, action_id))
+        super().unmute(leg_id, action_id)
         self._action("unmute", action_id)
 
     def send_dtmf(self, leg_id: str, tones: str, action_id: str) -> None:
-        self.requests.append(("dtmf", leg_id, tones, action_id))
+        super().send_dtmf(leg_id, tones, action_id)
         self._action("dtmf", action_id)
 
     def release(self, leg_id: str, cause: int | None = None, action_id: str | None = None) -> None:
-        self.requests.append(("release", leg_id, cause, action_id))
+        super().release(leg_id, cause, action_id)
         self._action("hang", action_id)
 
-    def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
-        self.requests.append(("reject", leg_id, status, retry_after))
-
-    def originates(self) -> list[OriginateRequest]:
-        return [r[1] for r in self.requests if r[0] == "originate"]
-
-    def last_originate(self, destination: str) -> OriginateRequest:
-        found = [o for o in self.originates() if o.destination == destination]
-        assert found, f"nothing originated to {destination}"
-        return found[-1]
-
 
 @dataclass
-class Directory:
-    operations: dict[str, Operation] = field(default_factory=dict)
-    agents: dict[tuple[str, str], Agent] = field(default_factory=dict)
-    queues: dict[tuple[str, str], Queue] = field(default_factory=dict)
-    trunks: dict[str, list[Trunk]] = field(default_factory=dict)
-    dids: dict[tuple[str, str], Did] = field(default_factory=dict)
-    aux: dict[str, list[AuxState]] = field(default_factory=dict)
-    codes: dict[str, list[ActivityCode]] = field(default_factory=dict)
-    tokens: dict[str, Token] = field(default_factory=dict)
-
-    def get_operation(self, operation_id: str) -> Operation | None:
-        return self.operations.get(operation_id)
-
-    def list_operations(self) -> Sequence[Operation]:
-        return list(self.operations.values())
-
-    def get_agent(self, operation_id: str, extension: str) -> Agent | None:
-        return self.agents.get((operation_id, extension))
-
-    def list_agents(self, operation_id: str) -> Sequence[Agent]:
-        return [a for (op, _), a in self.agents.items() if op == operation_id]
-
-    def get_queue(self, operation_id: str, name: str) -> Queue | None:
-        return self.queues.get((operation_id, name))
-
-    def list_queues(self, operation_id: str) -> Sequence[Queue]:
-        return [q for (op, _), q in self.queues.items() if op == operation_id]
-
-    def list_trunks(self, operation_id: str) -> Sequence[Trunk]:
-        return self.trunks.get(operation_id, [])
-
-    def get_did(self, operation_id: str, number: str) -> Did | None:
-        return self.dids.get((operation_id, number))
-
-    def list_aux_states(self, operation_id: str) -> Sequence[AuxState]:
-        return self.aux.get(operation_id, [])
-
-    def list_activity_codes(self, operation_id: str) -> Sequence[ActivityCode]:
-        return self.codes.get(operation_id, [])
-
-    def get_token(self, token_hash: str) -> Token | None:
-        return self.tokens.get(token_hash)
-
-
-@dataclass
-class Records:
+class Records(InMemoryStates, InMemoryRecords, InMemoryRecalls):
     """StateRepository, CallRecordRepository and RecallRepository in one."""
-
-    states: list[AgentStateChange] = field(default_factory=list)
-    displays: list[DisplayChange] = field(default_factory=list)
-    calls: dict[str, CallRecord] = field(default_factory=dict)
-    legs: dict[str, LegRecord] = field(default_factory=dict)
-    cdrs: list[Cdr] = field(default_factory=list)
-    transfers: list[TransferRecord] = field(default_factory=list)
-    dispositions: list[Disposition] = field(default_factory=list)
-    recalls: dict[str, Recall] = field(default_factory=dict)
-
-    def record_agent_state(self, change: AgentStateChange) -> None:
-        self.states.append(change)
-
-    def record_display(self, change: DisplayChange) -> None:
-        self.displays.append(change)
-
-    def save_call(self, call: CallRecord) -> None:
-        self.calls[call.conn_id] = call
-
-    def save_leg(self, leg: LegRecord) -> None:
-        self.legs[leg.leg_id] = leg
-
-    def save_cdr(self, cdr: Cdr) -> None:
-        self.cdrs.append(cdr)
-
-    def save_transfer(self, transfer: TransferRecord) -> None:
-        self.transfers.append(transfer)
-
-    def save_disposition(self, disposition: Disposition) -> None:
-        self.dispositions.append(disposition)
-
-    def save_recall(self, recall: Recall) -> None:
-        self.recalls[recall.id] = recall
-
-    def pending_recalls(self) -> Sequence[Recall]:
-        return [r for r in self.recalls.values() if r.state == "pending"]
-
-
-def counter_ids() -> Callable[[str], str]:
-    n = itertools.count(1)
-    return lambda prefix: f"{prefix}{next(n)}"
 
 
 class World:
@@ -243,8 +132,8 @@ class World:
     def __init__(self, *, settings: HttpSettings | None = None, webhooks: WebhookDispatcher | None = None,
                  gate_clock: Callable[[], float] | None = None, events: EventLog | None = None,
                  **op_settings: Any) -> None:
-        self.signalling = FakeSignalling()
-        self.directory = d = Directory()
+        self.signalling = AnsweringSignalling()
+        self.directory = d = InMemoryDirectory()
         self.records = Records()
         self.events = events or EventLog()
         d.operations[OP] = Operation(OP, "op42.test", **({"time_zone": "America/Bogota", "default_queue": "sales",
@@ -300,7 +189,7 @@ class World:
     def footprint(self) -> tuple[int, ...]:
         """Everything a request could change; equal before and after = the request did nothing."""
         r = self.records
-        return (len(self.signalling.requests), self.service.last_seq, len(r.states), len(r.displays),
+        return (len(self.signalling.requests), self.service.last_seq, len(r.changes), len(r.displays),
                 len(r.calls), len(r.legs), len(r.cdrs), len(r.transfers), len(r.dispositions), len(r.recalls))
 
 
