@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from callbridge.b2bua.credentials import verify_agent_digest
 from callbridge.b2bua.legs import SipLeg
 from callbridge.callcontrol.core import random_ids
 from callbridge.callcontrol.errors import (
@@ -29,7 +30,7 @@ from callbridge.callcontrol.errors import (
     TargetNotAvailable,
 )
 from callbridge.callcontrol.model import Operation
-from callbridge.sip import AuthError, AuthReason, parse_auth_header
+from callbridge.sip import AuthReason
 from callbridge.sip.message import Request
 from callbridge.sip.transaction import ServerTransaction
 
@@ -135,19 +136,11 @@ def _authenticate(sw: Switch, request: Request, tx: ServerTransaction, operation
     """The authenticated extension, or None after answering 407 (or 400 for malformed credentials)."""
     challenger = sw.challengers(realm)
     now = sw.wall()
-    credentials = _credentials_for(request.headers.get_all("Proxy-Authorization"), realm)
-    if credentials is None:
+    result = verify_agent_digest(challenger, request, "Proxy-Authorization", realm, operation,
+                                 sw.directory.get_agent, now)
+    if result is None:
         sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now)])
         return None
-
-    def lookup_ha1(username: str, _realm: str, algorithm: str) -> str | None:
-        agent = None if operation is None else sw.directory.get_agent(operation.id, username)
-        if agent is None:
-            return None
-        stored = agent.ha1_md5 if algorithm == "MD5" else agent.ha1_sha256 if algorithm == "SHA-256" else ""
-        return stored or None
-
-    result = challenger.verify(request.method, credentials, lookup_ha1, now, request.body)
     if result.ok and result.username is not None:
         return result.username
     if result.reason is AuthReason.MALFORMED:
@@ -155,19 +148,3 @@ def _authenticate(sw: Switch, request: Request, tx: ServerTransaction, operation
         return None
     sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now, stale=result.stale)])
     return None
-
-
-def _credentials_for(values: list[str], realm: str) -> dict[str, str] | None:
-    fallback: dict[str, str] | None = None
-    for value in values:
-        try:
-            scheme, params = parse_auth_header(value)
-        except AuthError:
-            continue
-        if scheme.lower() != "digest":
-            continue
-        if params.get("realm") == realm:
-            return params
-        if "realm" not in params and fallback is None:
-            fallback = params
-    return fallback

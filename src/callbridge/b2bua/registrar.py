@@ -40,11 +40,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from callbridge.b2bua.credentials import verify_agent_digest
 from callbridge.b2bua.location import Binding, LocationService, RegistrationEvent
 from callbridge.callcontrol.model import Agent, Operation
 from callbridge.sip import (
     URI,
-    AuthError,
     AuthReason,
     Contact,
     DigestChallenger,
@@ -52,7 +52,6 @@ from callbridge.sip import (
     Request,
     Response,
     make_response,
-    parse_auth_header,
 )
 from callbridge.sip.addr import parse_contact, split_commas
 
@@ -214,19 +213,11 @@ class Registrar:
     def _authenticate(self, request: Request, operation: Operation | None, realm: str, now: float) -> str:
         """The authenticated username, or `_Reject` with the challenge (identical for unknown users)."""
         challenger = self.challenger_for(realm)
-        credentials = _credentials_for(request.headers.get_all("Authorization"), realm)
-        if credentials is None:
+        result = verify_agent_digest(challenger, request, "Authorization", realm, operation,
+                                     self.directory.get_agent, now)
+        if result is None:
             self.stats["challenged"] += 1
             raise _Reject(401, None, [("WWW-Authenticate", v) for v in challenger.challenge(now)])
-
-        def lookup_ha1(username: str, _realm: str, algorithm: str) -> str | None:
-            agent = None if operation is None else self.directory.get_agent(operation.id, username)
-            if agent is None:
-                return None
-            stored = agent.ha1_md5 if algorithm == "MD5" else agent.ha1_sha256 if algorithm == "SHA-256" else ""
-            return stored or None
-
-        result = challenger.verify(request.method, credentials, lookup_ha1, now, request.body)
         if result.ok and result.username is not None:
             return result.username
         self.stats["auth_failed"] += 1
@@ -302,23 +293,6 @@ class Registrar:
         for name, value in headers:
             response.headers.add(name, value)
         return response
-
-
-def _credentials_for(values: list[str], realm: str) -> dict[str, str] | None:
-    """The params of the Digest Authorization value for `realm` (a phone may send one per realm, §22.4)."""
-    fallback: dict[str, str] | None = None
-    for value in values:
-        try:
-            scheme, params = parse_auth_header(value)
-        except AuthError:
-            continue
-        if scheme.lower() != "digest":
-            continue  # an unknown scheme is no credentials: challenge (RFC 4475 §3.3.7)
-        if params.get("realm") == realm:
-            return params
-        if "realm" not in params and fallback is None:
-            fallback = params  # missing realm: let the challenger call it malformed
-    return fallback
 
 
 def _contacts(request: Request) -> list[tuple[Contact, str]]:
