@@ -12,9 +12,16 @@ ready again when the call ends. The ceilings, same call flow, same machine, same
   stateful) forwarding to the SIPp uas;
 - SIPp's uac calling SIPp's uas directly.
 
-A step runs `rate x seconds` calls at one rate against a fresh target and passes when SIPp's uac counts every
-call successful and none failed. The figure of a target is its highest passing rate; each ramp stops at its first
-failing step. callbridge's CPU use over the step is printed next to it (one process, one core at most).
+A step offers N = rate x seconds calls at one rate to a fresh target. It passes when both hold:
+- none failed: SIPp's uac counts all N calls successful, none failed, and it exited by itself (no timeout);
+- they were carried at the offered rate: the uac's own clock, from its start to its last statistics line (written
+  when it exits, once the last call's BYE is answered), reads at most seconds x SUSTAIN_SLACK. A target that falls
+  behind makes the N calls take longer than `seconds`: 30,000 calls offered at 1,000/s and done in 50 s carried
+  600 calls/s, and that step fails.
+The carried rate, N successful / that time, is printed for every step. The same test applies to callbridge and to
+both ceilings, so the figures compare like with like. The figure of a target is its highest passing rate; each
+ramp stops at its first failing step. callbridge's CPU use over the step is printed next to it (one process, one
+core at most).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from common import (
     CallbridgeServe,
     Kamailio,
     Sipp,
+    SippResult,
     Step,
     agent_extensions,
     best,
@@ -53,6 +61,10 @@ TARGET_CPS = 500
 CALLBRIDGE_RATES = (200, 300, 400, 500, 600, 800, 1000)
 KAMAILIO_RATES = (1000, 2000, 3000, 4000, 5000, 6000)
 SIPP_RATES = (2000, 4000, 6000, 8000, 10000)
+# A step's N calls must be done within its length times this: SIPp paces N calls at `rate` over (N - 1) / rate
+# seconds, plus the last call's few milliseconds; 10 % more allows for scheduling, and nothing more for a target
+# that fell behind.
+SUSTAIN_SLACK = 1.1
 QUICK = {"seconds": 3.0, "callbridge": (20, 40), "kamailio": (50, 100), "sipp": (50, 100), "agents": 10}
 
 
@@ -61,13 +73,29 @@ def uas(port: int, seconds: float, base: Path) -> Sipp:
                 workdir=base / "uas").start()
 
 
+def sipp_seconds(result: SippResult) -> float:
+    """How long SIPp's run took by its own clock: its last statistics line's CurrentTime minus StartTime (each
+    "date<TAB>time<TAB>epoch seconds"), so SIPp's process start is not counted; the wall-clock time from launch to
+    exit when the line is missing or unreadable."""
+    try:
+        start, now = (float(result.stats[name].split("\t")[-1]) for name in ("StartTime", "CurrentTime"))
+    except (KeyError, ValueError):
+        return result.elapsed
+    return now - start
+
+
 def place_calls(remote: tuple[str, int], rate: int, seconds: float, base: Path) -> tuple[bool, str]:
     calls = max(1, int(rate * seconds))
     result = Sipp("uac", remote=remote, host=TRUNK_HOST, service=DID, calls=calls, rate=rate, buff_size=BUFF_SIZE,
                   timeout=seconds + 40, trace_err=False, workdir=base / "uac").run()
-    passed = result.failed == 0 and result.successful == calls and not result.timed_out
-    return passed, (f"{result.successful:,}/{calls:,} ok, {result.failed:,} failed, "
-                    f"{result.retransmissions:,} retransmissions, {result.elapsed:.1f} s")
+    took = sipp_seconds(result)
+    carried = result.successful / took if took > 0 else 0.0
+    no_failure = result.failed == 0 and result.successful == calls and not result.timed_out
+    sustained = took <= seconds * SUSTAIN_SLACK
+    verdict = "" if sustained else f", NOT sustained (> {seconds * SUSTAIN_SLACK:g} s)"
+    return no_failure and sustained, (
+        f"{result.successful:,}/{calls:,} ok, {result.failed:,} failed, {result.retransmissions:,} retransmissions, "
+        f"{took:.1f} s, carried {carried:,.0f} calls/s{verdict}")
 
 
 def sipp_step(rate: int, seconds: float) -> tuple[bool, str]:
@@ -147,7 +175,8 @@ def main() -> int:
         failed = next((s for s in cb if not s.passed), None)
         note = f"; first failing step {failed.rate:,}/s: {failed.detail}" if failed else ""
         record(f"b2bua_cps: SIPp uac (trunk 127.0.0.2) -> DID -> queue -> {len(agents)} agents registered at a SIPp "
-               f"uas, callbridge serve on SQLite, defences on, {seconds:g} s steps, 0 failed calls{note}; "
+               f"uas, callbridge serve on SQLite, defences on, {seconds:g} s steps, 0 failed calls and all of a step's "
+               f"calls done within {seconds * SUSTAIN_SLACK:g} s{note}; "
                f"load average {machine_load()}",
                f"{cb_cps:,} calls/s",
                f"{kam_cps:,} calls/s{top(kam)} (Kamailio proxy); {sipp_cps:,} calls/s{top(sipp)} (SIPp->SIPp)",
