@@ -95,30 +95,25 @@ def _usage_line(exc: UsageError) -> str:
     return f"error: {' '.join(exc.format_message().split())}{where}"  # one line, even for a list of choices
 
 
-class OneLineCommand(TyperCommand):
+class _OneLineUsage:
+    """Bad flags end in one line on stderr and exit 2, instead of click's framed block (mixed into a command)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            typer.echo(_usage_line(exc), err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+
+
+class OneLineCommand(_OneLineUsage, TyperCommand):
     """A command whose bad flags end in one line on stderr and exit 2, instead of a framed block."""
 
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except NoArgsIsHelpError:
-            raise
-        except UsageError as exc:
-            typer.echo(_usage_line(exc), err=True)
-            raise typer.Exit(EXIT_USAGE) from None
 
-
-class OneLineGroup(TyperGroup):
+class OneLineGroup(_OneLineUsage, TyperGroup):
     """A group whose bad flags and unknown subcommands end like :class:`OneLineCommand`'s."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except NoArgsIsHelpError:
-            raise
-        except UsageError as exc:
-            typer.echo(_usage_line(exc), err=True)
-            raise typer.Exit(EXIT_USAGE) from None
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         try:
