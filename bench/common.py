@@ -43,7 +43,7 @@ if str(ROOT / "tests") not in sys.path:
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from peers.kamailio import MODULES, Kamailio  # noqa: E402
+from peers.kamailio import MODULES, ROUTE_PRELUDE, Kamailio, kamailio_globals  # noqa: E402
 from peers.ports import free_port  # noqa: E402
 from peers.sipp import Sipp, SippResult  # noqa: E402,F401  (re-exported for the scripts)
 
@@ -431,31 +431,12 @@ def tree_memory(pgid: int) -> tuple[int, int]:
 def kamailio_registrar_config(host: str, port: int, *, children: int = 1) -> str:
     """A registrar with digest and no database: the password of user U is "secret-U" (`pv_www_authenticate`
     checks it as a pseudo-variable template), the bindings in usrloc's memory, qop=auth as callbridge offers."""
-    loads = "\n".join(f'loadmodule "{m}.so"' for m in (*MODULES, "auth"))
-    return f"""#!KAMAILIO
-debug=1
-log_stderror=yes
-children={children}
-tcp_children={children}
-listen=udp:{host}:{port}
-alias="{host}:{port}"
-auto_aliases=no
-dns=no
-rev_dns=no
-dns_try_ipv6=no
-dns_cache_init=off
-use_dns_failover=off
-
-{loads}
-modparam("usrloc", "db_mode", 0)
-modparam("registrar", "max_expires", 3600)
-modparam("auth", "nonce_count", 0)
+    head = kamailio_globals(host, port, children, modules=(*MODULES, "auth"), tcp=False, server_header=None)
+    return head + f"""modparam("auth", "nonce_count", 0)
 modparam("auth", "qop", "auth")
 
 request_route {{
-    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
-    if (!sanity_check("1511", "7")) {{ exit; }}
-    if (is_method("OPTIONS") && uri == myself && $rU == $null) {{ sl_send_reply("200", "OK"); exit; }}
+{ROUTE_PRELUDE}\
     if (is_method("REGISTER")) {{
         if (!pv_www_authenticate("$td", "secret-$au", "0")) {{ www_challenge("$td", "1"); exit; }}
         if ($au != $tU) {{ sl_send_reply("403", "Forbidden"); exit; }}

@@ -35,39 +35,52 @@ MODULES = ("kex", "corex", "tm", "sl", "rr", "pv", "maxfwd", "usrloc", "registra
            "siputils", "xlog")
 
 
-def kamailio_config(host: str, port: int, default_route: tuple[str, int] | None, children: int = 1) -> str:
-    loads = "\n".join(f'loadmodule "{m}.so"' for m in MODULES)
-    if default_route is not None:
-        fallback = f'$du = "sip:{default_route[0]}:{default_route[1]}";'
-    else:
-        fallback = 'sl_send_reply("404", "Not Found"); exit;'
+# The route's first checks, shared by every configuration: loops, broken requests, and OPTIONS to the server
+# itself answered statelessly (the health check `Kamailio.start` waits for).
+ROUTE_PRELUDE = """\
+    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+    if (!sanity_check("1511", "7")) { exit; }
+    if (is_method("OPTIONS") && uri == myself && $rU == $null) { sl_send_reply("200", "OK"); exit; }
+"""
+
+
+def kamailio_globals(host: str, port: int, children: int = 1, *, modules: tuple[str, ...] = MODULES,
+                     tcp: bool = True, server_header: str | None = "kamailio-reference") -> str:
+    """The head of a configuration: loopback only, no DNS, the workers, the modules, the location in memory."""
+    loads = "\n".join(f'loadmodule "{m}.so"' for m in modules)
+    tcp_listen = f"listen=tcp:{host}:{port}\n" if tcp else ""
+    server = f'server_header="Server: {server_header}"\n' if server_header is not None else ""
     return f"""#!KAMAILIO
 debug=1
 log_stderror=yes
 children={children}
 tcp_children={children}
 listen=udp:{host}:{port}
-listen=tcp:{host}:{port}
-alias="{host}:{port}"
+{tcp_listen}alias="{host}:{port}"
 auto_aliases=no
 dns=no
 rev_dns=no
 dns_try_ipv6=no
 dns_cache_init=off
 use_dns_failover=off
-server_header="Server: kamailio-reference"
-
+{server}
 {loads}
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", 3600)
-modparam("tm", "fr_timer", 5000)
+"""
+
+
+def kamailio_config(host: str, port: int, default_route: tuple[str, int] | None, children: int = 1) -> str:
+    if default_route is not None:
+        fallback = f'$du = "sip:{default_route[0]}:{default_route[1]}";'
+    else:
+        fallback = 'sl_send_reply("404", "Not Found"); exit;'
+    return kamailio_globals(host, port, children) + f"""modparam("tm", "fr_timer", 5000)
 modparam("tm", "fr_inv_timer", 30000)
 modparam("rr", "enable_full_lr", 1)
 
 request_route {{
-    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
-    if (!sanity_check("1511", "7")) {{ exit; }}
-    if (is_method("OPTIONS") && uri == myself && $rU == $null) {{ sl_send_reply("200", "OK"); exit; }}
+{ROUTE_PRELUDE}\
     if (has_totag() && loose_route()) {{ route(RELAY); }}
     if (is_method("CANCEL")) {{ if (t_check_trans()) {{ route(RELAY); }} exit; }}
     if (is_method("ACK") && t_check_trans()) {{ route(RELAY); }}
