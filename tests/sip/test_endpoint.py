@@ -19,7 +19,7 @@ from callbridge.sip.events import (
 )
 from callbridge.sip.message import Request, Response
 from callbridge.sip.parser import parse
-from callbridge.sip.transaction import ServerTransaction, TxKind, TxState
+from callbridge.sip.transaction import TxKind, TxState
 
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 
@@ -277,12 +277,16 @@ def test_ringing_peer_that_vanishes_is_cancelled_by_timer_c() -> None:
 
 def test_an_input_no_state_allows_is_counted_not_raised() -> None:
     wire, alice, bob = pair()
-    call(wire, alice, bob)
-    # The answered INVITE waits out Timer L as a compact record; put the transaction (still held by the TU's
-    # event) back in the table, in a state the INVITE table does not have, as a bug would.
+    alice.invite("sip:bob@127.0.0.2", wire.now, from_uri="sip:alice@127.0.0.1")
+    wire.flush()
+    [incoming] = wire.take(bob, RequestReceived)
+    tx = incoming.transaction  # held here, as a TU may (the confirmed dialog keeps no transaction)
+    bob.respond(tx, 200, wire.now)
+    wire.flush()
+    # The answered INVITE waits out Timer L as a compact record; put the transaction back in the table, in a
+    # state the INVITE table does not have, as a bug would.
     [(tx_key, record)] = [(k, r) for k, r in bob._server.items() if r.kind is TxKind.INVITE_SERVER]
-    tx = record.tx()
-    assert isinstance(tx, ServerTransaction)
+    assert record.tx() is tx
     bob._server[tx_key] = tx
     tx.state = TxState.TRYING
     retransmission = next(s.data for s in wire.log if s.first_line.startswith("INVITE"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import weakref
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -36,10 +37,11 @@ from callbridge.sip.transaction import (
 __all__ = ["EndpointCore"]
 
 HeaderList = Sequence[tuple[str, str]]
-# A heap entry's owner: a live transaction (name: its TxInput), or the key of a transaction's `Record` (name:
-# SERVER_RECORD/CLIENT_RECORD), or a dialog's id (name: the dialog timer). Keys and ids are tuples of strings, so
-# that an entry keeps no transaction or dialog alive after it ended (and the garbage collector skips it).
-TimerOwner = Transaction | tuple[str, ...]
+# A heap entry's owner: a weak reference to a live transaction (name: its TxInput), or the key of a transaction's
+# `Record` (name: SERVER_RECORD/CLIENT_RECORD), or a dialog's id (name: the dialog timer). None of them keeps a
+# transaction or dialog alive after it ended: entries are deleted lazily, and one for Timer C (3 min) would
+# otherwise hold an answered INVITE's transaction, its parsed request and responses, for minutes of the call.
+TimerOwner = weakref.ReferenceType[Transaction] | tuple[str, ...]
 # Requests that carry a Contact (dialog-creating or target-refreshing, §8.1.1.8, §12.2.1.1; REGISTER §10.2).
 CONTACT_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "REGISTER"})
 REPLACED_ON_RETRY = frozenset({"via", "cseq", "authorization", "proxy-authorization"})
@@ -108,8 +110,9 @@ class EndpointCore:
 
     def _live(self, owner: TimerOwner, name: TxInput | str, deadline: float) -> bool:
         """Lazy deletion: a heap entry counts only while its owner still has that timer armed for that deadline."""
-        if isinstance(owner, Transaction):
-            return isinstance(name, TxInput) and owner.timers.get(name) == deadline
+        if isinstance(owner, weakref.ReferenceType):
+            tx = owner()
+            return tx is not None and isinstance(name, TxInput) and tx.timers.get(name) == deadline
         if name in (SERVER_RECORD, CLIENT_RECORD):
             record = (self._server if name == SERVER_RECORD else self._client).get(owner)
             return isinstance(record, Record) and record.deadline == deadline
@@ -195,7 +198,7 @@ class EndpointCore:
         self._out.append((data, dest, transport))
 
     def tx_arm(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
-        heapq.heappush(self._heap, (deadline, next(self._seq), tx, timer))
+        heapq.heappush(self._heap, (deadline, next(self._seq), weakref.ref(tx), timer))
 
     def tx_to_tu(self, tx: Transaction, message: Request | Response, now: float) -> None:
         if isinstance(message, Response):

@@ -19,8 +19,12 @@ Theory of operation
   and after 64*T1 without ACK the session ends with BYE (§13.3.1.4).
 - Timers of transactions and dialogs live in one heap of ``(deadline, seq, owner, name)`` entries with lazy
   deletion: an entry is live only while ``owner.timers[name] == deadline``, so cancelling or re-arming is a dict
-  write and every operation stays O(log n). A dialog's entries name its id (looked up in the dialog table), so an
-  ended dialog is freed at once, not when its last entry comes due.
+  write and every operation stays O(log n). A dialog's entries name its id (looked up in the dialog table) and a
+  transaction's refer to it weakly, so an ended dialog or transaction is freed at once, not when its last entry
+  comes due (Timer C's, 3 min after an INVITE's last provisional response).
+- A dialog keeps the INVITE transaction that created it only while it is early (CANCEL for ours, 487 for theirs
+  on BYE); once confirmed it keeps no parsed message: Call-ID, tags, URIs, CSeqs, route set and remote target
+  (§12), the bytes of an unacknowledged 2xx or of the last ACK, and the last SDP offer for a refresh.
 - A transaction that only waits out a timer (Timer L, J, D, K, I) is replaced in its table by a compact `Record`
   (`callbridge.sip.absorbing`): under load, whole transactions kept 32 s are what the garbage collector would scan.
 - Finished transactions and dialogs leave their tables at once (`transaction_count`, `dialog_count`; a record
@@ -30,6 +34,7 @@ Theory of operation
 from __future__ import annotations
 
 import heapq
+import weakref
 
 from callbridge.sip.absorbing import CLIENT_RECORD, SERVER_RECORD
 from callbridge.sip.core import CONTACT_METHODS, REPLACED_ON_RETRY, HeaderList
@@ -40,7 +45,7 @@ from callbridge.sip.headers import Headers, header_key
 from callbridge.sip.message import Request
 from callbridge.sip.parser import parse
 from callbridge.sip.routing import Addr, error_response_for_unparsable
-from callbridge.sip.transaction import ClientTransaction, Transaction, TransactionStateError, TxInput
+from callbridge.sip.transaction import ClientTransaction, TransactionStateError, TxInput
 from callbridge.sip.uac import UacCore
 from callbridge.sip.uas import UasCore
 from callbridge.sip.uri import URI, parse_uri
@@ -74,9 +79,11 @@ class Endpoint(UasCore, UacCore):
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, owner, name = heapq.heappop(heap)
-            if isinstance(owner, Transaction):
-                assert isinstance(name, TxInput)
-                owner.fire(name, deadline, now)
+            if isinstance(owner, weakref.ReferenceType):
+                tx = owner()
+                if tx is not None:  # else nothing held it any more: it ended, and its timers with it
+                    assert isinstance(name, TxInput)
+                    tx.fire(name, deadline, now)
                 continue
             assert isinstance(name, str)
             if name in (SERVER_RECORD, CLIENT_RECORD):

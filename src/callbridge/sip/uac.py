@@ -101,6 +101,7 @@ class UacCore(EndpointCore):
             else:
                 dialog.update_from_2xx(response)
                 dialog.handle(DialogInput.CONFIRM)
+            dialog.creating_tx = None  # needed only while early (CANCEL in `bye`); the call keeps no INVITE
             if request.body:
                 dialog.last_offer = (request.body, request.content_type)
             self._set_session(dialog, SessionTimer.from_2xx(response, we_sent_request=True), now)

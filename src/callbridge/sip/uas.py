@@ -206,7 +206,9 @@ class UasCore(EndpointCore):
             return
         was_early = dialog.state is DialogStatus.EARLY
         dialog.handle(DialogInput.CONFIRM)
-        if not creating:
+        if creating:
+            dialog.creating_tx = None  # needed only while early (the 487 on BYE above); the call keeps no INVITE
+        else:
             dialog.refresh_target(request)
             if dialog.incoming_invite is tx:
                 dialog.incoming_invite = None
