@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +42,7 @@ if str(ROOT / "tests") not in sys.path:
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
+from peers import stop_process_group  # noqa: E402
 from peers.kamailio import MODULES, ROUTE_PRELUDE, Kamailio, kamailio_globals  # noqa: E402
 from peers.ports import free_port  # noqa: E402
 from peers.sipp import Sipp, SippResult  # noqa: E402,F401  (re-exported for the scripts)
@@ -164,14 +164,7 @@ class CallbridgeServe:
         if self._proc is None:
             return
         proc, self._proc = self._proc, None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, 30)
 
     def __enter__(self) -> CallbridgeServe:
         return self if self._proc is not None else self.start()

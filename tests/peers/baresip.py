@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,7 +26,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from . import require_binary
+from . import require_binary, stop_process_group
 from .ports import free_port
 
 MODULE_PATH = "/usr/lib/baresip/modules"
@@ -204,14 +202,7 @@ ctrl_tcp_listen {self.host}:{self.ctrl_port}
         if self._proc is None:
             return
         proc, self._proc = self._proc, None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, 5)
 
     async def aclose(self) -> None:
         writer = self._writer

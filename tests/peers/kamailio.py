@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import require_binary
+from . import require_binary, stop_process_group
 from .ports import free_port
 
 MODULES = ("kex", "corex", "tm", "sl", "rr", "pv", "maxfwd", "usrloc", "registrar", "sanity", "textops",
@@ -165,14 +165,7 @@ class Kamailio:
         if self._proc is None:
             return
         proc, self._proc = self._proc, None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, 5)
         # Workers may outlive the main process: the group goes as a whole.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
