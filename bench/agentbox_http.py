@@ -344,7 +344,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[Run], l
             run = await asyncio.to_thread(run_wrk, target, server, slots, duration, connections)
             if target == "callbridge":
                 answered += int(run.result["requests"]) - int(run.result["non_2xx"])
-                await asyncio.sleep(0.3)  # requests still in flight when wrk stopped are answered
+                await asyncio.sleep(1.0)  # requests still in flight when wrk stopped are answered
             return run
 
         if args.warmup > 0:
@@ -408,9 +408,12 @@ def main() -> int:
     print("ratios of the pairs: " + ", ".join(f"{a.rate / b.rate:.2f}" for a, b in pairs)
           + f"; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     failed = sum(r.failures for r in ours_runs + ceiling_runs)
-    # At most one request per connection and run can be written but not counted (in flight when wrk stopped).
+    # At most one request per connection and run can be written but not counted (in flight when wrk stopped); and
+    # when such a request lands after the next run read the agents' states, that run's first request to the agent
+    # repeats the state it already has: answered 200, nothing to write (a no-op change writes no history row).
     runs_of_ours = len(ours_runs) + (1 if args.warmup > 0 else 0)
-    writes_ok = answered <= written <= answered + args.connections * runs_of_ours
+    slack = args.connections * runs_of_ours
+    writes_ok = answered - slack <= written <= answered + slack
     print(f"state changes written through: {written:,} rows for {answered:,} answers 200 "
           f"({'every answer a real state change' if writes_ok else 'MISMATCH'})")
     print(f"callbridge: {ours.rate:,.0f} req/s, p99 {ours.p99_ms:.2f} ms")
