@@ -295,3 +295,89 @@ def test_a_batch_of_inserts_with_a_failing_row_is_rolled_back_and_retried_row_by
                 "op1", "op2", "op3"]
     finally:
         writer.close()
+
+
+def _model_apply(rows: dict[int, dict[str, object]], op: tuple[str, dict[str, object]]) -> None:
+    """What each write means, one at a time: the model the folded batch must agree with."""
+    kind, values = op
+    key = int(values["id"])  # type: ignore[call-overload]
+    changed = {c: v for c, v in values.items() if c != "id"}
+    if kind == "delete":
+        rows.pop(key, None)
+    elif kind == "update":
+        if key in rows:
+            rows[key].update(changed)
+    elif key in rows:  # upsert of a row that is there
+        rows[key].update(changed)
+    else:
+        rows[key] = {"a": None, "b": "default-b", **changed}
+
+
+def test_upserts_updates_and_deletes_in_one_batch_fold_per_key_to_what_one_by_one_would_do(engine: Engine) -> None:
+    import random
+
+    metadata = MetaData()
+    table = Table("writer_fold", metadata, Column("id", Integer, primary_key=True), Column("a", Integer),
+                  Column("b", String(20), server_default="default-b"))
+    metadata.create_all(engine)
+    chooser = random.Random(4475)
+    writer = Writer(engine).start()
+    try:
+        model: dict[int, dict[str, object]] = {}
+        for round_ in range(40):
+            gate = threading.Event()
+            _hold(writer, gate)
+            for _ in range(chooser.randint(1, 12)):
+                kind = chooser.choice(["upsert", "upsert", "update", "delete"])
+                values: dict[str, object] = {"id": chooser.randint(1, 4)}
+                if kind != "delete":
+                    for column in chooser.sample(["a", "b"], chooser.randint(1, 2)):
+                        values[column] = chooser.randint(0, 99) if column == "a" else f"r{round_}"
+                getattr(writer, kind)(table, ("id",), values)
+                _model_apply(model, (kind, values))
+            gate.set()
+            assert writer.flush(10)
+            with engine.connect() as conn:
+                stored = {r.id: {"a": r.a, "b": r.b} for r in conn.execute(select(table))}
+            assert stored == model, f"round {round_}"
+        assert writer.stats.failed == 0
+    finally:
+        writer.close()
+        metadata.drop_all(engine)
+
+
+def test_a_dialog_written_updated_and_removed_costs_one_statement_per_table_and_kind(engine: Engine) -> None:
+    from callbridge.storage import rowwrites
+
+    at = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+    dialog = {"leg_id": "leg-1", "conn_id": "c1", "call_id": "call-1", "local_tag": "l", "remote_tag": "r",
+              "local_uri": "sip:a@127.0.0.1", "remote_uri": "sip:b@127.0.0.1", "local_cseq": 1, "remote_cseq": 1,
+              "remote_target": "sip:b@127.0.0.1:5070", "route_set": [], "peer_host": "127.0.0.1",
+              "peer_port": 5070, "transport": "udp", "node_id": "n1", "created_at": at, "updated_at": at}
+    cseq = {"leg_id": "leg-1", "local_cseq": 2, "remote_cseq": 1, "updated_at": at + timedelta(seconds=1)}
+    run = [rowwrites.Upsert(s.dialogs, ("leg_id",), dialog), rowwrites.Update(s.dialogs, ("leg_id",), cseq),
+           rowwrites.Update(s.dialogs, ("leg_id",), {**cseq, "local_cseq": 3})]
+    steps = rowwrites.plan(engine.dialect, run)
+    assert len(steps) == 1 and isinstance(steps[0], rowwrites.Step)
+    assert "ON CONFLICT" in steps[0].statement.sql and steps[0].rows[0]["local_cseq"] == 3
+    steps = rowwrites.plan(engine.dialect, [*run, rowwrites.Delete(s.dialogs, ("leg_id",), {"leg_id": "leg-1"})])
+    assert len(steps) == 1 and isinstance(steps[0], rowwrites.Step)
+    assert steps[0].statement.sql.startswith("DELETE") and steps[0].rows == [{"leg_id": "leg-1"}]
+    writer = Writer(engine).start()
+    try:
+        gate = threading.Event()
+        _hold(writer, gate)
+        for item in run:
+            getattr(writer, type(item).__name__.lower())(item.table, item.keys, item.values)
+        gate.set()
+        assert writer.flush(10)
+        with engine.connect() as conn:
+            row = conn.execute(select(s.dialogs.c.local_cseq, s.dialogs.c.updated_at)).one()
+        assert tuple(row) == (3, at + timedelta(seconds=1))
+        writer.update(s.dialogs, ("leg_id",), {"leg_id": "gone", "local_cseq": 9})  # no such row: nothing
+        writer.delete(s.dialogs, ("leg_id",), {"leg_id": "leg-1"})
+        assert writer.flush(10) and writer.stats.failed == 0
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(s.dialogs)).scalar_one() == 0
+    finally:
+        writer.close()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Executable, delete, select, update
+from sqlalchemy import Connection, Dialect, Executable, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from callbridge.storage import schema as s
@@ -162,12 +162,11 @@ class DialogRecords(WriteThrough):
 
     def update_cseq(self, leg_id: str, local_cseq: int, remote_cseq: int | None, at: float) -> None:
         """The cheap update for every in-dialog request: only the sequence numbers move."""
-        t = s.dialogs
-        self.writer.execute(update(t).where(t.c.leg_id == leg_id).values(
-            local_cseq=local_cseq, remote_cseq=remote_cseq, updated_at=to_datetime(at)))
+        self.writer.update(s.dialogs, ("leg_id",), {"leg_id": leg_id, "local_cseq": local_cseq,
+                                                    "remote_cseq": remote_cseq, "updated_at": to_datetime(at)})
 
     def remove_dialog(self, leg_id: str) -> None:
-        self.writer.execute(delete(s.dialogs).where(s.dialogs.c.leg_id == leg_id))
+        self.writer.delete(s.dialogs, ("leg_id",), {"leg_id": leg_id})
 
 
 def _registration(r: Any) -> RegistrationRecord:

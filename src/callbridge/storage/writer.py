@@ -18,14 +18,12 @@ Rules
 - A failing batch is retried item by item, each in its own transaction, so one bad write costs only itself. A
   write that still fails is logged with its traceback and counted (`stats.failed`); nothing is raised to anyone.
 - Order is kept: items commit in the order they were submitted (one thread, FIFO queue, retries in order).
-- The caller's side is cheap: `insert(table, values)` and `upsert(table, keys, values)` queue plain tuples; the
-  statements are built on the writer thread. Within a batch, row writes are grouped by table: inserts run through
-  the DB-API with a statement compiled once per table and column set (SQLAlchemy's bind processors applied to the
-  values): one multi-row INSERT on SQLite, one executemany elsewhere; upserts as one SELECT of the keys present,
-  one executemany UPDATE and one executemany INSERT. On SQLite a batch of nothing but inserts (agent states, the
-  hot path) runs on the DB-API connection alone: BEGIN, the INSERTs, COMMIT (or a lone INSERT, which SQLite runs
-  as its own transaction), with no SQLAlchemy in between, so the writer holds the GIL the event loop needs only
-  for a few short moments per batch.
+- The caller's side is cheap: `insert`, `upsert`, `update` and `delete` queue plain tuples; the statements are
+  planned, compiled (once) and run on the writer thread by `callbridge.storage.rowwrites`: within a batch the row
+  writes of a table are folded per key and run as a few compiled statements on the DB-API cursor. On SQLite a
+  batch of nothing but row writes (agent states, calls, legs, dialogs: the hot path) runs on the DB-API
+  connection alone (BEGIN, the statements, COMMIT), with no SQLAlchemy in between, so the writer holds the GIL the
+  event loop needs only for a few short moments per batch.
 - `flush()` waits until everything submitted before it has been committed or has failed; tests use it to read
   what they wrote and shutdown uses it (through `close()`) to lose nothing. `aflush()` is the same for a
   coroutine, waiting in a worker thread.
@@ -36,13 +34,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, Executable, Table, and_, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, Executable, Table, and_, insert, select, update
+
+from callbridge.storage import rowwrites
+from callbridge.storage.rowwrites import ROW_WRITES, Delete, Insert, RowWrite, Update, Upsert
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +64,7 @@ def upsert(conn: Connection, table: Table, keys: Sequence[str], values: dict[str
     conn.execute(insert(table).values(values))
 
 
-class _Insert(NamedTuple):
-    table: Table
-    values: dict[str, Any]
-
-
-class _Upsert(NamedTuple):
-    table: Table
-    keys: Sequence[str]
-    values: dict[str, Any]
-
-
-Item = Callable[[Connection], Any] | _Insert | _Upsert
+Item = Callable[[Connection], Any] | RowWrite
 
 
 @dataclass
@@ -127,11 +116,19 @@ class Writer:
 
     def insert(self, table: Table, values: dict[str, Any]) -> None:
         """Queue the insertion of one row (built and executed on the writer thread)."""
-        self._put(_Insert(table, values))
+        self._put(Insert(table, values))
 
     def upsert(self, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
         """Queue an insert-or-update of one row by its `keys` columns."""
-        self._put(_Upsert(table, keys, values))
+        self._put(Upsert(table, keys, values))
+
+    def update(self, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
+        """Queue an update of the non-key columns in `values` of the row with these `keys`; none if it is gone."""
+        self._put(Update(table, keys, values))
+
+    def delete(self, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
+        """Queue the deletion of the row whose `keys` columns equal those in `values`."""
+        self._put(Delete(table, keys, values))
 
     def submit(self, work: Work) -> None:
         """Queue `work(connection)` to run inside the next batch's transaction. Never blocks or raises."""
@@ -263,7 +260,7 @@ class Writer:
     def _write(self, work: list[Item]) -> None:
         try:
             conn = self._connection()
-            if not _sqlite_inserts(conn, work):
+            if not rowwrites.run_sqlite_batch(conn, work):
                 with conn.begin():
                     _apply(conn, work)
         except Exception:
@@ -283,184 +280,14 @@ class Writer:
 
 
 def _apply(conn: Connection, work: list[Item]) -> None:
-    """Run a batch in order; each run of row writes (no callable between) is applied table by table, tables in
-    the order they first appear, so a parent row written before its children still lands first."""
-    run: list[_Insert | _Upsert] = []
+    """Run a batch in order: each run of row writes (no callable between) as `rowwrites.apply` plans it, each
+    callable after the writes queued before it."""
+    run: list[RowWrite] = []
     for item in work:
-        if isinstance(item, _Insert | _Upsert):
-            run.append(item)
+        if type(item) in ROW_WRITES:
+            run.append(item)  # type: ignore[arg-type]
             continue
-        _apply_rows(conn, run)
+        rowwrites.apply(conn, run)
         run = []
-        item(conn)
-    _apply_rows(conn, run)
-
-
-def _apply_rows(conn: Connection, run: list[_Insert | _Upsert]) -> None:
-    by_table: dict[Table, list[_Insert | _Upsert]] = {}
-    for item in run:
-        by_table.setdefault(item.table, []).append(item)
-    for table, items in by_table.items():
-        upserts = [i for i in items if isinstance(i, _Upsert)]
-        if not upserts:
-            _insert_rows(conn, table, [i.values for i in items])
-        elif len(upserts) == len(items) and all(u.keys == upserts[0].keys for u in upserts):
-            _bulk_upsert(conn, table, upserts[0].keys, [u.values for u in upserts])
-        else:  # mixed kinds on one table: keep their exact order
-            for i in items:
-                if isinstance(i, _Insert):
-                    conn.execute(insert(table).values(i.values))
-                else:
-                    upsert(conn, table, i.keys, i.values)
-
-
-class _CompiledInsert(NamedTuple):
-    sql: str
-    names: tuple[str, ...]  # the columns, in the statement's parameter order
-    processors: tuple[Callable[[Any], Any] | None, ...]  # each column type's bind processor for the dialect
-    positional: bool
-    values: str | None  # SQLite: the statement's "(?, ?, ...)", repeated to insert many rows in one statement
-
-
-_SQLITE_MAX_VARIABLES = 999  # the lowest SQLITE_MAX_VARIABLE_NUMBER of any build (3.32+ allow 32766)
-
-# Per dialect object (one per engine: the bind processors follow its settings, such as its JSON serialiser).
-_COMPILED: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, frozenset[str]], _CompiledInsert | None]] = (
-    weakref.WeakKeyDictionary())
-
-
-def _compiled_insert(conn: Connection, table: Table, columns: frozenset[str]) -> _CompiledInsert | None:
-    """INSERT of `columns` into `table` compiled once per dialect, or None when SQLAlchemy must run it (a column
-    left out has a Python-side default, or the statement binds anything but the columns)."""
-    dialect = conn.dialect
-    cache = _COMPILED.setdefault(dialect, {})
-    key = (table, columns)
-    if key in cache:
-        return cache[key]
-    compiled_insert: _CompiledInsert | None = None
-    unknown = columns - set(table.c.keys())
-    defaulted = any(c.default is not None or c.onupdate is not None for c in table.c if c.key not in columns)
-    if not unknown and not defaulted:
-        compiled = insert(table).compile(dialect=dialect, column_keys=sorted(columns))
-        names = tuple(compiled.positiontup or ()) if dialect.positional else tuple(compiled.binds)
-        if set(names) == columns and len(names) == len(columns):
-            processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
-            head, _, values = compiled.string.partition(" VALUES ")
-            multi = dialect.name == "sqlite" and dialect.paramstyle == "qmark" and values.startswith("(")
-            compiled_insert = _CompiledInsert(head + " VALUES " if multi else compiled.string, names, processors,
-                                              dialect.positional, values if multi else None)
-    cache[key] = compiled_insert
-    return compiled_insert
-
-
-def _column_runs(rows: list[dict[str, Any]]) -> list[tuple[frozenset[str], list[dict[str, Any]]]]:
-    """`rows` cut into runs of the same column set, in order."""
-    runs: list[tuple[frozenset[str], list[dict[str, Any]]]] = []
-    for row in rows:
-        if runs and row.keys() == runs[-1][0]:
-            runs[-1][1].append(row)
-        else:
-            runs.append((frozenset(row), [row]))
-    return runs
-
-
-def _insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows` through the DB-API, one statement per column set, in the order given (a change of column
-    set starts the next statement), skipping SQLAlchemy's per-execution compilation and bookkeeping."""
-    for columns, group in _column_runs(rows):
-        compiled = _compiled_insert(conn, table, columns)
-        if compiled is None:
-            conn.execute(insert(table), group)
-            continue
-        cursor = conn.connection.cursor()
-        try:
-            _execute_insert(cursor, compiled, group)
-        finally:
-            cursor.close()
-
-
-def _execute_insert(cursor: Any, compiled: _CompiledInsert, rows: list[dict[str, Any]]) -> None:
-    pairs = tuple(zip(compiled.names, compiled.processors, strict=True))
-    if compiled.values is not None:
-        # SQLite: one multi-row INSERT per chunk, so the batch costs one prepare and one step (each one a release
-        # and re-take of the GIL, contended by the event loop) instead of one step per row.
-        per_statement = max(1, _SQLITE_MAX_VARIABLES // len(pairs))
-        for chunk in range(0, len(rows), per_statement):
-            part = rows[chunk:chunk + per_statement]
-            flat = [row[n] if p is None else p(row[n]) for row in part for n, p in pairs]
-            cursor.execute(compiled.sql + ", ".join([compiled.values] * len(part)), flat)
-    elif compiled.positional:
-        cursor.executemany(compiled.sql, [tuple(row[n] if p is None else p(row[n]) for n, p in pairs)
-                                          for row in rows])
-    else:
-        cursor.executemany(compiled.sql, [{n: row[n] if p is None else p(row[n]) for n, p in pairs}
-                                          for row in rows])
-
-
-def _sqlite_inserts(conn: Connection, work: list[Item]) -> bool:
-    """A batch of nothing but row inserts on SQLite, run on the DB-API connection itself: BEGIN, the multi-row
-    INSERTs (tables in order of first appearance, as `_apply` does), COMMIT; a batch that is one statement runs
-    alone, in the implicit transaction SQLite gives a statement outside BEGIN. The writer thread then holds the GIL
-    only briefly between those few calls. False (nothing done) for any other batch: it runs through SQLAlchemy."""
-    if conn.dialect.name != "sqlite" or not all(type(item) is _Insert for item in work):
-        return False
-    by_table: dict[Table, list[dict[str, Any]]] = {}
-    for item in work:
-        assert isinstance(item, _Insert)
-        by_table.setdefault(item.table, []).append(item.values)
-    plan: list[tuple[_CompiledInsert, list[dict[str, Any]]]] = []
-    for table, rows in by_table.items():
-        for columns, group in _column_runs(rows):
-            compiled = _compiled_insert(conn, table, columns)
-            if compiled is None or compiled.values is None:
-                return False
-            plan.append((compiled, group))
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    cursor = raw.cursor()
-    try:
-        if len(plan) == 1 and len(plan[0][1]) * len(plan[0][0].names) <= _SQLITE_MAX_VARIABLES:
-            # One statement: SQLite runs it as a transaction of its own (all rows or none), so BEGIN and
-            # COMMIT would only add two more GIL hand-overs to the event loop.
-            _execute_insert(cursor, *plan[0])
-            return True
-        cursor.execute("BEGIN")
-        try:
-            for compiled, group in plan:
-                _execute_insert(cursor, compiled, group)
-            cursor.execute("COMMIT")
-        except BaseException:
-            if raw.in_transaction:
-                raw.rollback()
-            raise
-    finally:
-        cursor.close()
-    return True
-
-
-def _bulk_upsert(conn: Connection, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    """Upsert many rows with one SELECT of the keys present, one executemany UPDATE and one INSERT. Rows for the
-    same key collapse to the last one (each upsert carries the whole row, so the last write wins anyway)."""
-    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in rows:
-        latest[tuple(row[k] for k in keys)] = row
-    if len(keys) == 1:
-        condition = table.c[keys[0]].in_([k[0] for k in latest])
-    else:
-        condition = tuple_(*(table.c[k] for k in keys)).in_(list(latest))
-    present = {tuple(r) for r in conn.execute(select(*(table.c[k] for k in keys)).where(condition))}
-    fresh = [row for key, row in latest.items() if key not in present]
-    if fresh:
-        conn.execute(insert(table), fresh)
-    changed: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for key, row in latest.items():
-        if key in present:
-            changed.setdefault(frozenset(row) - set(keys), []).append(row)
-    for columns, group in changed.items():
-        if not columns:
-            continue
-        statement = (update(table)
-                     .where(and_(*(table.c[k] == bindparam(f"k_{k}", type_=table.c[k].type) for k in keys)))
-                     .values({c: bindparam(f"v_{c}", type_=table.c[c].type) for c in sorted(columns)}))
-        conn.execute(statement, [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in columns}}
-                                 for r in group])
+        item(conn)  # type: ignore[operator]
+    rowwrites.apply(conn, run)
