@@ -17,7 +17,11 @@ requests (agent i -> extension N+i) are sent at `--rate` per second, while `chan
 transfers/s (from the first request to the last target answered), transfer API latency p50/p99, change_status
 p99 in the same run, and customers lost. `--record` appends a row to bench/RESULTS.md.
 
-    .venv/bin/python bench/transfers.py --calls 2000 --rate 200 [--record]
+    .venv/bin/python bench/transfers.py --calls 2000 --rate 300 [--record]
+
+Requested at exactly 200/s, 2,000 transfers cannot complete faster than 2,000 / (10 s + the last one's time to
+answer), a hair under 200/s whatever the server does; the default rate (300/s) asks for more than the target so
+the figure shows what the server completes, not what the driver sent.
     .venv/bin/python bench/transfers.py --quick        # tiny mode (tests/bench)
 """
 
@@ -392,8 +396,9 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
     for error in (transfers.errors + statuses.errors)[:5]:
         print(f"  error: {error}")
     ok = lost == 0 and completed == n and not transfers.errors and not statuses.errors
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     row = (f"| transfers (bench/transfers.py): {n:,} calls up, blind transfers to agents through the agentbox "
-           f"endpoint requested at {result['rate']:g}/s; transfer API p50 {transfers.pct(0.5):.1f} ms, p99 "
+           f"endpoint requested at {result['rate']:g}/s (load average {load}); transfer API p50 {transfers.pct(0.5):.1f} ms, p99 "
            f"{transfers.pct(0.99):.1f} ms; {completed} completed; {lost} customers lost "
            f"| {per_second:,.1f} transfers/s | change_status p99 {statuses.pct(0.99):.1f} ms (same run) "
            f"| p99 {ratio:.2f}x | >= 200 transfers/s, p99 <= 5x, 0 lost")
@@ -409,7 +414,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=200.0, help="transfer requests per second")
+    parser.add_argument("--rate", type=float, default=300.0, help="transfer requests per second")
     parser.add_argument("--setup-rate", type=float, default=200.0, help="customer calls per second at set-up")
     parser.add_argument("--status-agents", type=int, default=20)
     parser.add_argument("--status-rate", type=float, default=50.0)
