@@ -375,11 +375,19 @@ def _through_sqlalchemy(conn: Connection, item: RowWrite) -> None:
     if type(item) is Delete:
         conn.execute(delete(table).where(condition))
         return
-    changed = {k: v for k, v in values.items() if k not in keys}
     if type(item) is Update:
+        changed = {k: v for k, v in values.items() if k not in keys}
         if changed:
             conn.execute(update(table).where(condition).values(changed))
         return
+    upsert(conn, table, keys, values)
+
+
+def upsert(conn: Connection, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
+    """Update the row whose `keys` columns equal those in `values`, or insert it when there is none (through
+    SQLAlchemy, in the caller's transaction)."""
+    condition = and_(*(table.c[k] == values[k] for k in keys))
+    changed = {k: v for k, v in values.items() if k not in keys}
     if changed:
         if conn.execute(update(table).where(condition).values(changed)).rowcount:
             return

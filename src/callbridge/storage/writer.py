@@ -39,10 +39,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, Table, and_, insert, select, update
+from sqlalchemy import Connection, Engine, Executable, Table
 
 from callbridge.storage import rowwrites
-from callbridge.storage.rowwrites import ROW_WRITES, Delete, Insert, RowWrite, Update, Upsert
+from callbridge.storage.rowwrites import ROW_WRITES, Delete, Insert, RowWrite, Update, Upsert, upsert
+
+__all__ = ["Writer", "WriterStats", "upsert"]
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +52,6 @@ Work = Callable[[Connection], Any]
 
 DEFAULT_COMMIT_WINDOW = 0.005  # seconds: the group-commit window (see the rules above)
 QUIET_WINDOWS = 10  # empty windows in a row after which the thread sleeps until signalled (50 ms by default)
-
-
-def upsert(conn: Connection, table: Table, keys: Sequence[str], values: dict[str, Any]) -> None:
-    """Update the row whose `keys` columns equal those in `values`, or insert it when there is none."""
-    condition = and_(*(table.c[k] == values[k] for k in keys))
-    changed = {k: v for k, v in values.items() if k not in keys}
-    if changed:
-        if conn.execute(update(table).where(condition).values(changed)).rowcount:
-            return
-    elif conn.execute(select(table.c[keys[0]]).where(condition)).first() is not None:
-        return
-    conn.execute(insert(table).values(values))
 
 
 Item = Callable[[Connection], Any] | RowWrite
