@@ -1,10 +1,11 @@
-"""`callbridge admin`: create and list operations, agents, tokens, trunks, DIDs, queues, auxiliary states and
-activity codes, or load a whole operation from one TOML file. No web UI yet; this is it.
+"""`callbridge admin`: create and list operations, agents, tokens, trunks, DIDs, queues, auxiliary states,
+activity codes and webhooks, or load a whole operation from one TOML file. No web UI yet; this is it.
 
 The database is `--database-url`, else `$CALLBRIDGE_DATABASE_URL`, else `sqlite:///callbridge.db` in the working
 directory; it is created and migrated on first use. Bad input prints one line on stderr (`error: ...`) and exits
 with status 1; nothing is written. List commands print a table, or JSON with `--json`. Secrets are never printed:
-agents' HA1 digests and trunks' passwords are left out, and a token is shown once, when it is created.
+agents' HA1 digests, trunks' passwords and webhooks' secrets are left out, and a token is shown once, when it is
+created.
 
 Examples:
 
@@ -12,6 +13,8 @@ Examples:
     callbridge admin queue create 0042 support
     callbridge admin agent create 0042 1001 --name Ana --queue support        (asks for the password)
     callbridge admin token create 0042 --label crm                             (prints the token once)
+    callbridge admin webhook add 0042 https://crm.example/callbridge --secret "$SECRET" --event call.ended
+    callbridge admin webhook update 1 --url https://crm2.example/callbridge   (a running node follows at its poll)
     callbridge admin load docs/examples/operation.toml
 
 ## The operation file (`callbridge admin load FILE.toml`)
@@ -34,6 +37,8 @@ One file describes one operation; loading it is all or nothing. Sections and the
                          inbound_networks [[]] (CIDR networks the provider sends calls from)
     [[dids]]             number, queue, trunk [any trunk of the operation]
     [[tokens]]           label [""], concurrency_limit [the operation's], daily_quota [the operation's]
+    [[webhooks]]         url (http or https, a host, no user:password@), secret (16-256 characters, stored as
+                         given: it signs), events [[] = every event type; else e.g. ["call.ended"]]
 
 Tokens listed in the file are generated while loading and printed once. `docs/examples/operation.toml` is a
 complete example.
@@ -59,6 +64,7 @@ from callbridge.storage.administration import AdminError
 from callbridge.storage.database import DATABASE_URL_ENV, DEFAULT_DATABASE_URL, DatabaseUrlError, make_engine
 from callbridge.storage.loader import load_operation
 from callbridge.storage.migrate import upgrade
+from callbridge.storage.webhooks import create_webhook, delete_webhook, list_webhooks, update_webhook
 
 T = TypeVar("T")
 
@@ -72,9 +78,10 @@ did_app = typer.Typer(no_args_is_help=True, help="DIDs (inbound numbers) of an o
 queue_app = typer.Typer(no_args_is_help=True, help="Queues of an operation.")
 aux_app = typer.Typer(no_args_is_help=True, help="Auxiliary (not ready) states of an operation.")
 activity_app = typer.Typer(no_args_is_help=True, help="Activity (disposition) codes of an operation.")
+webhook_app = typer.Typer(no_args_is_help=True, help="Webhooks: where an operation's events are POSTed, signed.")
 for _sub, _name in ((operation_app, "operation"), (agent_app, "agent"), (token_app, "token"),
                     (trunk_app, "trunk"), (did_app, "did"), (queue_app, "queue"), (aux_app, "aux"),
-                    (activity_app, "activity")):
+                    (activity_app, "activity"), (webhook_app, "webhook")):
     admin_app.add_typer(_sub, name=_name)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
@@ -118,7 +125,7 @@ def _run(ctx: typer.Context, action: Callable[[Connection], T]) -> T:
 
 def _plain(value: Any) -> Any:
     data = dataclasses.asdict(value)
-    for secret in ("ha1_md5", "ha1_sha256", "hash"):
+    for secret in ("ha1_md5", "ha1_sha256", "hash", "secret"):
         data.pop(secret, None)
     if data.get("credentials"):
         data["credentials"].pop("password", None)
@@ -351,6 +358,54 @@ def activity_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OP
     """List an operation's activity codes."""
     _show(_run(ctx, lambda c: adm.list_activity_codes(c, operation_id)), ["group", "code", "name"], as_json,
           f"activity codes of {operation_id}")
+
+
+# --- webhooks ---------------------------------------------------------------------------------------------------
+
+EVENT_OPTION = typer.Option("--event", help="An event type to send (repeatable); none = every event.")
+
+
+@webhook_app.command("add")
+def webhook_add(
+    ctx: typer.Context, operation_id: str, url: str,
+    secret: str = typer.Option(..., "--secret", prompt=True, hide_input=True,
+                               help="Signing secret, 16-256 characters (stored as given: it signs)."),
+    event: Annotated[list[str] | None, EVENT_OPTION] = None,
+) -> None:
+    """Add a webhook to an operation."""
+    hook = _run(ctx, lambda c: create_webhook(c, operation_id, url, secret, events=event or []))
+    typer.echo(f"webhook {hook.id} added to operation {operation_id}: {hook.url}")
+
+
+@webhook_app.command("update")
+def webhook_update(
+    ctx: typer.Context, webhook_id: str,
+    url: str | None = typer.Option(None, "--url"),
+    secret: str | None = typer.Option(None, "--secret"),
+    event: Annotated[list[str] | None, EVENT_OPTION] = None,
+    all_events: bool = typer.Option(False, "--all-events", help="Drop the event filter: send every event."),
+) -> None:
+    """Change a webhook's URL, secret or events; running nodes follow at their next directory poll."""
+    if all_events and event:
+        _fail("--event and --all-events: give one or the other")
+    events = [] if all_events else (event or None)
+    hook = _run(ctx, lambda c: update_webhook(c, webhook_id, url=url, secret=secret, events=events))
+    typer.echo(f"webhook {hook.id} of operation {hook.operation_id} updated: {hook.url}")
+
+
+@webhook_app.command("remove")
+def webhook_remove(ctx: typer.Context, webhook_id: str) -> None:
+    """Remove a webhook."""
+    hook = _run(ctx, lambda c: delete_webhook(c, webhook_id))
+    typer.echo(f"webhook {hook.id} of operation {hook.operation_id} removed")
+
+
+@webhook_app.command("list")
+def webhook_list(ctx: typer.Context, operation_id: str | None = typer.Argument(None),
+                 as_json: bool = JSON_OPTION) -> None:
+    """List webhooks (without their secrets)."""
+    _show(_run(ctx, lambda c: list_webhooks(c, operation_id)), ["id", "operation_id", "url", "events"], as_json,
+          "webhooks")
 
 
 # --- the whole operation from one file ---------------------------------------------------------------------------

@@ -15,7 +15,8 @@ calls in the records and log their agents out (`Storage.close_leftovers`) → re
 (their agents are reported registered) → schedule stored recalls → register the trunks that register to their
 provider (`b2bua.trunks`) → take traffic → poll the directory for administrative changes every
 `directory_poll_seconds` (`Directory.watch`; after a reload the trunks' networks and the idle-agent index are
-rebuilt, since they are derived from the directory; every other reader asks the directory on each use).
+rebuilt, and so are the webhook dispatcher's targets, since they are derived from the directory; every other
+reader asks the directory on each use).
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ from callbridge.config import Settings
 from callbridge.http.app import create_app
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
+from callbridge.http.webhooks import WebhookDispatcher, WebhookTarget
 from callbridge.sip.dialog import DialogState
 from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.timers import TimerConfig
 from callbridge.storage import Leftovers, Storage
+from callbridge.storage.directory import Directory
 from callbridge.storage.sip_state import DialogRecord
 from callbridge.transport import DestinationPolicy, Runtime, bind_udp
 
@@ -97,6 +100,7 @@ class Node:
     sip_address: tuple[str, int]
     reconciled: Leftovers | None = None
     directory_watch: asyncio.Task[None] | None = None
+    webhooks: WebhookDispatcher | None = None  # the operations' webhook targets, rebuilt after each reload
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -165,10 +169,11 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                  scheduler=LoopScheduler(loop, runtime.wake), node_id=settings.node_id)
     switch.attach(service, runtime)
     metrics = _metrics(endpoint, runtime, switch)
+    webhooks = WebhookDispatcher(webhook_targets(storage.directory))  # started and stopped with the app
     app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,
-                     healthy=lambda: not switch.draining)
+                     webhooks=webhooks, healthy=lambda: not switch.draining)
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
-                (host, port))
+                (host, port), webhooks=webhooks)
     if reconcile:
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
@@ -184,6 +189,14 @@ def _directory_changed(node: Node) -> None:
     """Rebuild what is derived from the directory after `Directory.watch` reloaded it."""
     node.switch.reload_trunks()
     node.service.reindex_agents()
+    if node.webhooks is not None:
+        node.webhooks.set_targets(webhook_targets(node.storage.directory))
+
+
+def webhook_targets(directory: Directory) -> list[WebhookTarget]:
+    """Every operation's stored webhooks as the dispatcher's targets (keyed by id: a changed URL keeps its queue)."""
+    return [WebhookTarget(hook.operation_id, hook.url, hook.secret, frozenset(hook.events), key=hook.id)
+            for hook in directory.list_webhooks()]
 
 
 def _bind_sip_udp(host: str, port: int, *, tcp_too: bool) -> socket.socket:

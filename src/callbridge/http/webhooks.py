@@ -11,12 +11,19 @@ Rules:
   constant time, refuse a `t` more than 5 minutes away.
 - Bounded: each URL keeps at most `max_pending` undelivered events; past it the oldest are dropped and counted
   (a receiver down for a day must not grow the server's memory without limit).
+- A target with an `events` filter gets only those event types (seq numbers then have gaps for it: `seq` counts
+  the operation's events, not one receiver's); an empty filter means every event.
+- Targets can be replaced while running (`set_targets`, after an administrative change): a target whose `key` is
+  kept keeps its queue, and its pending events go to its new URL with its new secret (the delivery in progress is
+  restarted, so the head event may arrive twice: receivers deduplicate by seq anyway); a removed target's pending
+  events are dropped and counted; a new target starts with the next event.
 
 Theory of operation: the event log calls `on_event` (synchronously, on the loop's thread) with every wire event;
-it is appended to the queue of each target of that operation, and that target's delivery task, an asyncio task
-started by `start()`, is woken. The task delivers its queue's head until acknowledged or given up, then the next.
-Webhook URLs come from configuration, never from a request, so this is not a way to make callbridge send
-requests at arbitrary hosts.
+it is appended to the queue of each target of that operation that wants it, and that target's delivery task, an
+asyncio task started by `start()` (or by `set_targets` once started), is woken. The task delivers its queue's head
+until acknowledged or given up, then the next. Webhook URLs come from configuration (`callbridge admin`, stored per
+operation and read by the directory), never from a request, so this is not a way to make callbridge send requests
+at arbitrary hosts.
 """
 
 from __future__ import annotations
@@ -66,6 +73,15 @@ class WebhookTarget:
     operation_id: str
     url: str
     secret: str
+    events: frozenset[str] = frozenset()  # event types sent; empty = every event
+    key: str = ""  # what stays the same across reconfiguration (the stored webhook's id); "" = the URL
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return self.operation_id, self.key or self.url
+
+    def wants(self, event: WireEvent) -> bool:
+        return self.operation_id == event.operation and (not self.events or event.type in self.events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +126,8 @@ class WebhookDispatcher:
         self._own_client = client is None
         self._clock = clock
         self._rng = rng or random.Random()
+        self._started = False
+        self._retired: set[asyncio.Task[None]] = set()  # cancelled by set_targets, awaited by stop
 
     @property
     def targets(self) -> list[WebhookTarget]:
@@ -120,7 +138,7 @@ class WebhookDispatcher:
 
     def on_event(self, event: WireEvent) -> None:
         for queue in self._queues:
-            if queue.target.operation_id != event.operation:
+            if not queue.target.wants(event):
                 continue
             queue.pending.append(event)
             while len(queue.pending) > self.max_pending:
@@ -128,16 +146,50 @@ class WebhookDispatcher:
                 self.stats.dropped += 1
             queue.wake.set()
 
-    async def start(self) -> None:
-        if not self._queues:
+    def set_targets(self, targets: Sequence[WebhookTarget]) -> None:
+        """Replace the targets (on the loop's thread): see the module's rules for what happens to queues."""
+        kept = {q.target.identity: q for q in self._queues}
+        queues = []
+        for target in targets:
+            queue = kept.pop(target.identity, None)
+            if queue is None:
+                queue = _Queue(target)
+                self._spawn(queue)
+            elif queue.target != target:
+                queue.target = target
+                self._retire(queue)  # it may be waiting on the old URL, or sleeping in a backoff meant for it
+                self._spawn(queue)
+            queues.append(queue)
+        for queue in kept.values():
+            self._retire(queue)
+            self.stats.dropped += len(queue.pending)
+            queue.pending.clear()
+        self._queues = queues
+
+    def _spawn(self, queue: _Queue) -> None:
+        if not self._started:
             return
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.policy.ack_timeout, follow_redirects=False)
+        if queue.pending:
+            queue.wake.set()
+        queue.task = asyncio.create_task(self._run(queue), name=f"webhook {queue.target.url}")
+
+    def _retire(self, queue: _Queue) -> None:
+        if queue.task is not None:
+            queue.task.cancel()
+            self._retired.add(queue.task)
+            queue.task.add_done_callback(self._retired.discard)
+            queue.task = None
+
+    async def start(self) -> None:
+        self._started = True
         for queue in self._queues:
-            queue.task = asyncio.create_task(self._run(queue), name=f"webhook {queue.target.url}")
+            self._spawn(queue)
 
     async def stop(self) -> None:
-        tasks = [q.task for q in self._queues if q.task is not None]
+        self._started = False
+        tasks = [q.task for q in self._queues if q.task is not None] + list(self._retired)
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -1,5 +1,6 @@
-"""The directory (operations, agents, queues, trunks, DIDs, auxiliary states, activity codes, tokens), read from the
-database into memory and served from there: the domain's `DirectoryRepository`.
+"""The directory (operations, agents, queues, trunks, DIDs, auxiliary states, activity codes, tokens, webhooks), read
+from the database into memory and served from there: the domain's `DirectoryRepository` (webhooks are beyond the
+port: the HTTP layer's dispatcher is configured from them).
 
 Theory of operation
 - `read_*` functions turn rows into the domain's frozen dataclasses; the administration commands use them too.
@@ -152,6 +153,25 @@ def read_activity_codes(conn: Connection, operation_id: str | None = None) -> li
             for r in conn.execute(query).mappings()]
 
 
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """An operation's webhook target as stored; `events` empty = every event type."""
+
+    id: str
+    operation_id: str
+    url: str
+    secret: str
+    events: tuple[str, ...] = ()
+
+
+def read_webhooks(conn: Connection, operation_id: str | None = None) -> list[Webhook]:
+    t = s.webhooks
+    query = _where_operation(select(t).order_by(t.c.operation_id, t.c.id), t, operation_id)
+    return [Webhook(id=str(r["id"]), operation_id=r["operation_id"], url=r["url"], secret=r["secret"],
+                    events=tuple(r["events"]))
+            for r in conn.execute(query).mappings()]
+
+
 def _token(r: Any) -> Token:
     return Token(id=str(r["id"]), operation_id=r["operation_id"], hash=r["token_sha256"],
                  concurrency_limit=r["concurrency_limit"], daily_quota=r["daily_quota"], label=r["label"],
@@ -179,6 +199,7 @@ class DirectorySnapshot:
     aux_states: dict[str, list[AuxState]] = field(default_factory=dict)
     activity_codes: dict[str, list[ActivityCode]] = field(default_factory=dict)
     tokens: dict[str, Token] = field(default_factory=dict)  # by hash
+    webhooks: dict[str, list[Webhook]] = field(default_factory=dict)
     by_domain: dict[str, Operation] = field(default_factory=dict)
 
     @classmethod
@@ -198,6 +219,8 @@ class DirectorySnapshot:
         for code in read_activity_codes(conn):
             snap.activity_codes.setdefault(code.operation_id, []).append(code)
         snap.tokens.update((token.hash, token) for token in read_tokens(conn))
+        for hook in read_webhooks(conn):
+            snap.webhooks.setdefault(hook.operation_id, []).append(hook)
         return snap
 
 
@@ -300,4 +323,10 @@ class Directory:
     def operation_for_domain(self, sip_domain: str) -> Operation | None:
         """The operation whose SIP domain is `sip_domain` (the registrar's lookup), or None."""
         return self._snap.by_domain.get(sip_domain)
+
+    def list_webhooks(self, operation_id: str | None = None) -> list[Webhook]:
+        """An operation's webhook targets (every operation's with None), as of the last read."""
+        if operation_id is not None:
+            return list(self._snap.webhooks.get(operation_id, []))
+        return [hook for hooks in self._snap.webhooks.values() for hook in hooks]
 

@@ -14,8 +14,10 @@ from sqlalchemy import Connection
 from callbridge.callcontrol.model import Operation, Token
 from callbridge.storage import administration as admin
 from callbridge.storage.administration import AdminError
+from callbridge.storage.webhooks import create_webhook
 
-SECTIONS = ("operation", "queues", "agents", "aux_states", "activity_codes", "trunks", "dids", "tokens")
+SECTIONS = ("operation", "queues", "agents", "aux_states", "activity_codes", "trunks", "dids", "tokens",
+            "webhooks")
 
 
 @dataclass
@@ -78,5 +80,7 @@ def load_operation(conn: Connection, doc: Mapping[str, Any]) -> LoadResult:
         _call(f"dids[{i}]", admin.create_did, (conn, op), d)
     for i, t in enumerate(_entries(doc, "tokens")):
         result.tokens.append(_call(f"tokens[{i}]", admin.create_token, (conn, op), t))
+    for i, w in enumerate(_entries(doc, "webhooks")):
+        _call(f"webhooks[{i}]", create_webhook, (conn, op), w)
     result.counts = {section: len(_entries(doc, section)) for section in SECTIONS[1:]}
     return result

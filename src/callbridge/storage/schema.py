@@ -206,6 +206,21 @@ trunks = Table(
     _operation_fk(),
 )
 
+# Where an operation's events are POSTed, signed with `secret` (`callbridge.http.webhooks`). The secret is stored as
+# given, unlike agents' passwords and tokens: signing needs the secret itself (as answering a provider needs a
+# trunk's password). Loaded with the operation (`[[webhooks]]`) or by `callbridge admin webhook`.
+webhooks = Table(
+    "webhooks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("operation_id", String(32), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(256), nullable=False),
+    Column("events", JSON, nullable=False),  # event types sent; [] = every event
+    Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
+    UniqueConstraint("operation_id", "url"),
+    _operation_fk(),
+)
+
 dids = Table(
     "dids", metadata,
     Column("operation_id", String(32), primary_key=True),
