@@ -16,12 +16,22 @@ Rules
   consulted party and releases both of the agent's legs at once. The 202 and the final `200 OK` NOTIFY are
   therefore sent as the engine releases the REFER's leg, before its BYE.
 - `Refer-Sub: false` (RFC 4488): 202 with `Refer-Sub: false` and no NOTIFY at all.
-- The subscription ends with its final NOTIFY, or silently with the referring dialog (nothing can be sent after
-  a BYE); the transfer itself goes on either way (the engine's rule for an agent leaving mid-transfer).
+- The subscription is a usage of the referring dialog of its own (RFC 5057 §5.5, RFC 6665 §4.5.3): a BYE ends
+  the INVITE usage only. Softphones hang up right after a blind transfer and wait for the final NOTIFY to show
+  its outcome, so the dialog's state is held in the endpoint (`Endpoint.hold_usage`) from the 202 until the final
+  NOTIFY is answered (or times out), and then released (`release_usage`): the final NOTIFY goes out after the
+  agent's BYE (or ours) as it would before. A phone that discarded the dialog answers 481: logged at debug, the
+  state released all the same. The transfer itself goes on either way (the engine's rule for an agent leaving
+  mid-transfer). A referring dialog ended any other way (session expiry, time-out, 481) ends the subscription
+  silently: nobody is there to tell.
+- The subscription lasts `expires` seconds (60) from its last NOTIFY (`active;expires=60`); when that runs out
+  before the transfer ends, its last status goes as the final NOTIFY with `terminated;reason=timeout`
+  (RFC 6665 §4.2.2) and the dialog's state is released as above.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +47,7 @@ from callbridge.callcontrol.errors import (
     TransferInProgress,
     TransferLimit,
 )
+from callbridge.sip.dialog import Dialog, DialogError
 from callbridge.sip.errors import SipError
 from callbridge.sip.message import REASON_PHRASES, Request, Response
 from callbridge.sip.transaction import ServerTransaction
@@ -46,10 +57,11 @@ from callbridge.sip.values import parse_replaces
 if TYPE_CHECKING:
     from callbridge.b2bua.switch import Switch
 
-__all__ = ["SIPFRAG", "ReferHandler", "refusal_status"]
+__all__ = ["REFER_EXPIRES", "SIPFRAG", "ReferHandler", "refusal_status"]
 
 log = logging.getLogger(__name__)
 SIPFRAG = "message/sipfrag;version=2.0"
+REFER_EXPIRES = 60  # seconds a REFER's subscription lasts from its last NOTIFY (RFC 3515 §2.4.4 leaves it to us)
 
 
 def refusal_status(exc: CallControlError) -> tuple[int, str]:
@@ -80,7 +92,10 @@ class ReferSubscription:
     notify: bool = True  # False with Refer-Sub: false
     target_leg_id: str | None = None
     pending_tx: ServerTransaction | None = None  # attended: the REFER, answered as the engine releases the leg
-    done: bool = False
+    done: bool = False  # its final NOTIFY is decided (sent, or nothing can be)
+    dialog: Dialog | None = None  # the referring dialog, whose state the endpoint holds for this usage
+    last_status: int = 100  # the status line of its last NOTIFY
+    expiry: asyncio.TimerHandle | None = None
 
 
 class ReferHandler:
@@ -90,6 +105,7 @@ class ReferHandler:
         self.sw = switch
         self._by_target: dict[str, ReferSubscription] = {}
         self._by_referrer: dict[str, ReferSubscription] = {}
+        self.expires = REFER_EXPIRES
         self.stats = {"accepted": 0, "refused": 0, "foreign_refer_to": 0}
 
     def __len__(self) -> int:
@@ -185,8 +201,12 @@ class ReferHandler:
         self.stats["accepted"] += 1
         headers = [] if sub.notify else [("Refer-Sub", "false")]
         self.sw.respond(tx, 202, headers=headers)
-        if sub.notify:
+        dialog = sub.referrer.dialog
+        if sub.notify and dialog is not None and not dialog.terminated:
             self._by_referrer[sub.referrer.leg_id] = sub
+            self.sw.endpoint.hold_usage(dialog)  # released once the final NOTIFY is answered (_release)
+            sub.dialog = dialog
+            self._arm_expiry(sub)
 
     def _complete_attended(self, sub: ReferSubscription) -> None:
         tx, sub.pending_tx = sub.pending_tx, None
@@ -197,32 +217,80 @@ class ReferHandler:
         self._progress(sub, 200)
 
     # --- NOTIFY ---------------------------------------------------------------------------------------------
-    def _progress(self, sub: ReferSubscription, status: int) -> None:
-        final = status >= 200
+    def _progress(self, sub: ReferSubscription, status: int, *, reason: str = "noresource") -> None:
+        """NOTIFY `status` (a final one ends the subscription with `reason`)."""
+        final = status >= 200 or reason == "timeout"
         if sub.done:
             return
         if final:
             sub.done = True
             self._forget(sub)
-        leg = sub.referrer
-        if not sub.notify or not leg.up:
+        dialog = sub.dialog
+        if dialog is None:  # Refer-Sub: false, or nothing held it
             return
-        state = "terminated;reason=noresource" if final else "active;expires=60"
+        sub.last_status = status
+        state = f"terminated;reason={reason}" if final else f"active;expires={self.expires}"
         body = f"SIP/2.0 {status} {REASON_PHRASES.get(status, 'Unknown')}\r\n".encode()
+        leg = sub.referrer
+        sw = self.sw
 
         def answered(response: Response | None) -> None:
-            if response is None or response.status >= 300:
-                log.info("NOTIFY %d on leg %s: %s", status, leg.leg_id,
-                         response.status if response is not None else "no answer")
+            code = response.status if response is not None else None
+            if code == 481:  # RFC 5057 §5.1: the phone discarded the dialog (it hung up and forgot it): fine
+                log.debug("NOTIFY %d on leg %s: 481, the phone no longer has the dialog", status, leg.leg_id)
+            elif code is None or code >= 300:
+                log.info("NOTIFY %d on leg %s: %s", status, leg.leg_id, code if code is not None else "no answer")
+            if final:
+                self._release(sub)
 
-        self.sw.request_in_dialog(leg, "NOTIFY", body, SIPFRAG, answered,
-                                  headers=[("Event", sub.event), ("Subscription-State", state)])
+        try:
+            tx = sw.endpoint.send_in_dialog(dialog, "NOTIFY", sw.now(), body=body, content_type=SIPFRAG,
+                                            headers=(("Event", sub.event), ("Subscription-State", state)))
+        except DialogError:
+            if final:
+                self._release(sub)
+            return
+        tx.user_data = answered
+        sw.write_cseq(leg)  # a no-op once the INVITE usage ended (its record went with it)
+        if final:
+            self._cancel_expiry(sub)
+        else:
+            self._arm_expiry(sub)
+        sw.wake()
+
+    def _arm_expiry(self, sub: ReferSubscription) -> None:
+        self._cancel_expiry(sub)
+        sub.expiry = self.sw.loop.call_later(self.expires, self._expired, sub)
+
+    def _cancel_expiry(self, sub: ReferSubscription) -> None:
+        if sub.expiry is not None:
+            sub.expiry.cancel()
+            sub.expiry = None
+
+    def _expired(self, sub: ReferSubscription) -> None:
+        """The subscription ran out before the transfer ended (RFC 6665 §4.2.2): its last status, terminated."""
+        sub.expiry = None
+        if not sub.done:
+            log.info("REFER subscription on leg %s expired before the transfer ended", sub.referrer.leg_id)
+            self._progress(sub, sub.last_status, reason="timeout")
+
+    def _release(self, sub: ReferSubscription) -> None:
+        """The subscription usage is over: the endpoint may forget the dialog (if its INVITE usage ended too)."""
+        self._cancel_expiry(sub)
+        dialog, sub.dialog = sub.dialog, None
+        if dialog is not None:
+            self.sw.endpoint.release_usage(dialog)
 
     def _forget(self, sub: ReferSubscription) -> None:
         if self._by_referrer.get(sub.referrer.leg_id) is sub:
             del self._by_referrer[sub.referrer.leg_id]
         if sub.target_leg_id is not None and self._by_target.get(sub.target_leg_id) is sub:
             del self._by_target[sub.target_leg_id]
+
+    def close(self) -> None:
+        """Shut-down: stop the expiry timers (the endpoint goes with the node)."""
+        for sub in [*self._by_referrer.values(), *self._by_target.values()]:
+            self._cancel_expiry(sub)
 
     # --- hooks ------------------------------------------------------------------------------------------------
     def target_ringing(self, leg_id: str, status: int) -> None:
@@ -251,9 +319,15 @@ class ReferHandler:
         if sub is not None and sub.pending_tx is not None:
             self._complete_attended(sub)
 
-    def leg_ended(self, leg_id: str) -> None:
-        """The referring dialog is over: its subscription ends with it."""
-        sub = self._by_referrer.pop(leg_id, None)
-        if sub is not None:
-            sub.done = True
-            self._forget(sub)
+    def leg_ended(self, leg_id: str, reason: str) -> None:
+        """The referring dialog's INVITE usage is over. After a BYE (the phone's or ours) the subscription lives
+        on, its final NOTIFY still to come (module rules); any other end takes it along silently."""
+        sub = self._by_referrer.get(leg_id)
+        if sub is None or sub.done:
+            return
+        if reason in ("bye", "bye-sent") and sub.dialog is not None:
+            log.debug("leg %s hung up mid-transfer: its REFER subscription waits for the outcome", leg_id)
+            return
+        sub.done = True
+        self._forget(sub)
+        self._release(sub)

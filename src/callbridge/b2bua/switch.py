@@ -499,7 +499,7 @@ class Switch:
 
     def _dialog_ended(self, leg: SipLeg, reason: str) -> None:
         self.dialog_records.remove_dialog(leg.leg_id)
-        self.refers.leg_ended(leg.leg_id)
+        self.refers.leg_ended(leg.leg_id, reason)  # after a BYE its REFER subscription lives on (refer.py)
         leg.status = "ended"
         self.legs.remove(leg.leg_id)
         if leg.reinvite_done is not None:
@@ -568,6 +568,7 @@ class Switch:
 
     def close(self) -> None:
         self.trunk_registrations.close()
+        self.refers.close()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None

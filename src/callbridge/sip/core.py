@@ -44,6 +44,8 @@ HeaderList = Sequence[tuple[str, str]]
 TimerOwner = weakref.ReferenceType[Transaction] | tuple[str, ...]
 # Requests that carry a Contact (dialog-creating or target-refreshing, §8.1.1.8, §12.2.1.1; REGISTER §10.2).
 CONTACT_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "REGISTER"})
+# Requests of a subscription usage (RFC 6665), which outlives the INVITE usage of its dialog (RFC 5057 §5.5).
+USAGE_METHODS = frozenset({"NOTIFY", "SUBSCRIBE"})
 REPLACED_ON_RETRY = frozenset({"via", "cseq", "authorization", "proxy-authorization"})
 
 
@@ -174,8 +176,9 @@ class EndpointCore:
         content_type: str | None = None,
         headers: HeaderList = (),
     ) -> ClientTransaction:
-        """A request inside `dialog` (§12.2.1.1). BYE ends the dialog at once ("bye-sent")."""
-        if dialog.terminated:
+        """A request inside `dialog` (§12.2.1.1). BYE ends the dialog at once ("bye-sent"). A terminated dialog
+        whose subscription usage the TU holds (`hold_usage`) still carries that usage's NOTIFY/SUBSCRIBE."""
+        if dialog.terminated and not (dialog.usages and method in USAGE_METHODS):
             raise DialogError("dialog is terminated")
         if method in ("ACK", "CANCEL"):
             raise DialogError(f"{method} is not sent with send_in_dialog")
@@ -329,10 +332,30 @@ class EndpointCore:
         dialog.pending_2xx = None
         # Break the dialog <-> transaction cycles so that both are freed by reference counting.
         dialog.creating_tx = dialog.outgoing_invite = dialog.incoming_invite = None
+        if not dialog.usages:  # else the INVITE usage alone ended (RFC 5057 §5.5): `release_usage` forgets it
+            self._forget_dialog(dialog)
+        self._events.append(DialogTerminated(dialog, reason))
+
+    def _forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.id) is dialog:
             del self._dialogs[dialog.id]
             self._destinations.pop(dialog.id, None)
-        self._events.append(DialogTerminated(dialog, reason))
+
+    def hold_usage(self, dialog: Dialog) -> None:
+        """The TU holds a usage of `dialog` besides the INVITE one (a REFER's subscription, RFC 3515 §2.4.4):
+        a BYE ends the session but the dialog stays in the table (requests for it still get 481) and can carry
+        NOTIFY/SUBSCRIBE until every usage held is released (RFC 5057 §5.5, RFC 6665 §4.5.3)."""
+        if dialog.terminated:
+            raise DialogError("dialog is terminated")
+        dialog.usages += 1
+
+    def release_usage(self, dialog: Dialog) -> None:
+        """A usage held with `hold_usage` ended; the last one of a terminated dialog releases its state."""
+        if dialog.usages <= 0:
+            raise DialogError("no usage of this dialog is held")
+        dialog.usages -= 1
+        if not dialog.usages and dialog.terminated:
+            self._forget_dialog(dialog)
 
     def _arm_dialog(self, dialog: Dialog, name: str, deadline: float) -> None:
         dialog.timers[name] = deadline

@@ -12,6 +12,10 @@ Rules
   route set. Strict routing: Request-URI = first route, Route = the rest followed by the remote target.
 - A request whose CSeq is lower than the remote CSeq is out of order: 500 (§12.2.2).
 - The dialog's life is a table ``(state, input) -> next state``; the endpoint drives it.
+- Usages (RFC 5057 §5): the INVITE usage is the dialog's `state`; BYE ends only it. Other usages (a REFER's
+  subscription, RFC 3515 §2.4.4, RFC 6665 §4.5) are counted in `usages` by the TU (`Endpoint.hold_usage`): while
+  one is held, a terminated dialog stays in the endpoint's table and may still carry NOTIFY/SUBSCRIBE; the dialog's
+  state is released when the last usage is (`Endpoint.release_usage`).
 - `DialogState` is the identity that storage writes through; `Dialog.restore` rebuilds a dialog from it after a
   restart so that a BYE can be sent.
 """
@@ -122,6 +126,7 @@ class Dialog:
         "state",
         "timers",
         "unacked_invite",
+        "usages",
         "user_data",
     )
 
@@ -166,6 +171,7 @@ class Dialog:
         self.last_offer: tuple[bytes, str | None] | None = None  # last body we sent in an INVITE/2xx
         self.unacked_invite: int | None = None  # CSeq of our INVITE whose 2xx the TU has yet to ACK
         self.refresh_by_invite = False  # the peer refused UPDATE: refresh the session by re-INVITE
+        self.usages = 0  # usages other than the INVITE one that the TU holds (RFC 5057): subscriptions
         self.user_data: object | None = None
 
     @property

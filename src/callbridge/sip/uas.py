@@ -4,7 +4,7 @@ responses out (dialog creation, 2xx retransmission until ACK). See `endpoint.py`
 from __future__ import annotations
 
 from callbridge.sip.absorbing import Record
-from callbridge.sip.core import EndpointCore, HeaderList
+from callbridge.sip.core import USAGE_METHODS, EndpointCore, HeaderList
 from callbridge.sip.dialog import Dialog, DialogInput, DialogStatus
 from callbridge.sip.events import (
     AckReceived,
@@ -109,7 +109,8 @@ class UasCore(EndpointCore):
         dialog: Dialog | None = None
         if to_tag is not None:
             dialog = self._dialogs.get((request.call_id, to_tag, request.from_.tag or ""))
-            if dialog is None or dialog.terminated:
+            # A terminated dialog whose subscription usage is held still takes that usage's requests (RFC 5057).
+            if dialog is None or (dialog.terminated and not (dialog.usages and method in USAGE_METHODS)):
                 self.respond(tx, 481, now)
                 return
             tx.dialog = dialog
