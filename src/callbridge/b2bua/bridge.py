@@ -9,6 +9,16 @@ Rules (RFC 3264, RFC 3725):
   RFC 3725 flow I, so its 2xx holds an offer) gives its offer to the other leg in a re-INVITE, and the answer
   goes back in the ACK. When neither leg has an offer pending, one is asked for with an offer-less re-INVITE.
 - An offer moved to a leg whose own re-INVITE is still in progress is moved once that one is done.
+- Parking (a dial: the agent's phone answers first, the customer may ring for up to the dial timeout). A leg whose
+  2xx holds an offer cannot wait for its ACK until the party that offer goes to answers: the phone retransmits
+  that 2xx for 64*T1 only (32 s) and then hangs up (RFC 3261 §13.3.1.4), and RFC 3725 §4.1 keeps flow I for a
+  party that answers at once. So when the offer is handed to a leg that may ring, `park` ACKs the 2xx at once
+  with an answer that sends no media (`sdp.inactive_answer`: every stream accepted with one of its codecs,
+  `a=inactive`, the black-hole address; our own `o=` session, version 1), as step 3 of RFC 3725 §4.3 (flow III)
+  does. When that leg answers, `connect` brings the parked party to it with a re-INVITE carrying the answerer's
+  SDP as a new version of our session (same `o=` session id, version + 1, RFC 3264 §8), as flow III's steps 6-9
+  do; the answerer got the parked party's own offer in its INVITE (flow I's step 3, since a trunk may refuse an
+  INVITE without an offer), and was ACKed when it answered.
 - A re-INVITE or UPDATE from one party is relayed to the party it is bridged to, the answer relayed back; a
   re-INVITE without SDP, or one from a party bridged to nobody, is answered with the SDP that party last got
   from us (the session does not change). A relayed request that crosses one of ours gets 491 (§14.1).
@@ -21,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from callbridge.b2bua.legs import SipLeg
 from callbridge.sip.message import Request, Response
-from callbridge.sip.sdp import SdpError, SessionDescription, rebase_origin
+from callbridge.sip.sdp import Origin, SdpError, SessionDescription, inactive_answer, rebase_origin
 from callbridge.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
@@ -29,7 +39,9 @@ if TYPE_CHECKING:
 
 SDP = "application/sdp"
 
-__all__ = ["SDP", "connect", "modify_own", "present", "relay_offer"]
+__all__ = ["SDP", "connect", "modify_own", "park", "present", "relay_offer"]
+# RFC 4566 §5.2 suggests an NTP timestamp for an o= session id: seconds from 1900 to the Unix epoch.
+_NTP_EPOCH_OFFSET = 2_208_988_800
 
 
 def present(leg: SipLeg, sdp: bytes) -> bytes:
@@ -101,6 +113,10 @@ def connect(sw: Switch, a: SipLeg, b: SipLeg) -> None:
             sw.answer_incoming(x, present(x, y.remote_sdp))
             return
     for x, y in ((a, b), (b, a)):
+        if y.parked and x.offer_source == y.leg_id:
+            _unpark(sw, parked=y, answerer=x)  # x answered y's offer; y sends no media yet (dial, RFC 3725 §4.3)
+            return
+    for x, y in ((a, b), (b, a)):
         if y.ack_pending and x.offer_source == y.leg_id:
             sw.ack(y, present(y, x.remote_sdp))  # x answered y's offer already (dial: RFC 3725 flow I)
             return
@@ -118,6 +134,49 @@ def connect(sw: Switch, a: SipLeg, b: SipLeg) -> None:
 
     if not sw.reinvite(b, b"", offered, defer_ack=True):
         sw.log.warning("could not ask leg %s for an offer to bridge it with %s", b.leg_id, a.leg_id)
+
+
+def park(sw: Switch, leg: SipLeg) -> None:
+    """ACK `leg`'s 2xx now, answering its offer with no media (module rules, "Parking").
+
+    An offer that does not parse is left waiting for its ACK as before (flow I): there is nothing to answer it
+    with."""
+    try:
+        offer = SessionDescription.parse(leg.remote_sdp)
+    except SdpError:
+        return
+    host = sw.endpoint.host
+    origin = Origin("callbridge", str(int(sw.wall()) + _NTP_EPOCH_OFFSET), 1, "IN", "IP6" if ":" in host else "IP4",
+                    host)
+    answer = bytes(inactive_answer(offer, origin))
+    leg.sent_sdp, leg.sent_origin, leg.relayed_origin, leg.origin_pending = answer, origin, None, False
+    leg.parked = True
+    sw.ack(leg, answer)
+
+
+def _unpark(sw: Switch, *, parked: SipLeg, answerer: SipLeg) -> None:
+    """`answerer` answered `parked`'s offer: re-INVITE `parked` with that answer as our session's next version."""
+    parked.parked = False
+
+    def answered(response: Response | None) -> None:
+        if response is None or not 200 <= response.status < 300:
+            sw.log.warning("leg %s refused the media of leg %s (%s): the call has no media", parked.leg_id,
+                           answerer.leg_id, response.status if response is not None else "no response")
+
+    def send() -> None:
+        if parked.up and not sw.reinvite(parked, present(parked, answerer.remote_sdp), answered):
+            answered(None)
+
+    pending = parked.reinvite_done
+    if pending is not None and parked.up:
+        # A re-INVITE of ours is still in progress on the parked leg (§14.1: one at a time): send once it is done.
+        def then(response: Response | None) -> None:
+            pending(response)
+            send()
+
+        parked.reinvite_done = then
+        return
+    send()
 
 
 def _move_offer(sw: Switch, *, offerer: SipLeg, answerer: SipLeg) -> None:

@@ -52,6 +52,7 @@ class SipLeg:
     ack_pending: bool = False  # its 2xx (to our offer-less INVITE) awaits the ACK that carries the answer
     defer_ack: bool = False  # our re-INVITE in progress is offer-less: keep its 2xx un-ACKed
     offer_source: str | None = None  # the leg whose pending offer this leg's INVITE carried
+    parked: bool = False  # its offer answered with no media until the leg given that offer answers (bridge.park)
     max_forwards: int = 70  # for the INVITEs this leg's call makes (incoming: its Max-Forwards - 1)
     released: bool = False  # the domain released it (release/reject): nothing more is reported
     ringing_reported: bool = False

@@ -5,6 +5,11 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   sent to the address the registration came from (RFC 3581, NAT); a number goes to the trunk's gateway. The INVITE
   carries the offer of `offer_from_leg` (presented with that leg's SDP as it is) or none (`offerless`, RFC 3725
   flow I). No contact, or no trunk: `on_leg_failed(leg, 480)`.
+  An offer taken from a leg whose 2xx still waits for its ACK (a dial: the agent's phone answered our offer-less,
+  auto-answered INVITE, and the customer is called through the trunk with its offer) parks that leg first: its
+  2xx is ACKed at once with an answer that sends no media, since the customer may ring for longer than the 64*T1
+  the phone retransmits an un-ACKed 2xx for; the customer's answer reaches it by re-INVITE when the two are
+  bridged (`bridge.park`, RFC 3725 §4.3).
 - `bridge`: `bridge.connect`.
 - `hold`/`unhold` (on the customer's leg): a re-INVITE with the SDP the customer last got from us, every stream
   put on hold (`sendrecv` → `sendonly`, RFC 3264 §8.4) or back, version + 1.
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from callbridge.b2bua.bridge import connect, modify_own, present
+from callbridge.b2bua.bridge import connect, modify_own, park, present
 from callbridge.b2bua.legs import SipLeg
 from callbridge.callcontrol.model import Trunk
 from callbridge.callcontrol.ports import OriginateRequest
@@ -63,6 +68,7 @@ class SipSignalling:
             leg.max_forwards = source.max_forwards
             if source.ack_pending:
                 leg.offer_source = source.leg_id
+                park(sw, source)
             if source.direction == "in" and source.ringing:
                 leg.early_peer = source.leg_id
         targets = self._targets(request) if op is not None else []

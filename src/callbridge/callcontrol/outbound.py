@@ -1,10 +1,25 @@
 """Calls this side places: `dial`/`aux_call`/`recall` (the agent's phone first, then the customer through the trunk),
 an agent's own outgoing call (`on_agent_call`), and the recalls' timers.
 
-A dial is two steps (RFC 3725 flow I toward the agent's phone): an offer-less INVITE with an auto-answer hint rings
-the agent; once it answers, the customer is called through the trunk with the agent's offer, and the two legs are
-bridged when the customer answers. A due `auto` recall dials as soon as its agent is available (after the calls
-waiting in the agent's queues); a `manual` one is announced with a RecallDue event.
+A dial (and an aux_call, and an `auto` recall) is two steps, third party call control as RFC 3725 §4.3 (flow III)
+does it toward the agent's phone:
+1. an offer-less INVITE with an auto-answer hint (`Call-Info: <sip:callbridge>;answer-after=0`) rings the agent,
+   whose phone answers at once with its offer in the 200;
+2. that 200 is ACKed at once with an answer that sends no media (RFC 3264 §6: the same m-lines, one codec of the
+   offer, `a=inactive`, RFC 3725's black-hole address), and the customer is called through the trunk with the
+   agent's offer (a carrier may refuse an INVITE without one, so not flow III's offer-less INVITE to B); when the
+   customer answers, its 200 is ACKed and the agent's phone is re-INVITEd with the customer's answer as the next
+   version of the session it already has (same `o=` session id, version + 1, RFC 3264 §8), and ACKed in turn.
+Why not flow I (ACK the agent's 200 only with the customer's answer): the customer may ring for the whole dial
+timeout (45 s), but the phone retransmits an un-ACKed 200 for 64*T1 (32 s) only and then hangs up (RFC 3261
+§13.3.1.4); RFC 3725 §4.1 keeps flow I for a party that answers at once, and §5 recommends flow IV (or III)
+otherwise. Flow IV would send the agent's phone an offer without media first, which an auto-answering phone may
+refuse; flow III's first step is the offer-less INVITE phones already take. The SIP side of this is
+`b2bua.bridge.park` and `connect`. Customer failures (busy, no answer, trunk refusal) end the call and release the
+agent's leg with a BYE; the agent hanging up while the customer rings CANCELs the customer.
+
+A due `auto` recall dials as soon as its agent is available (after the calls waiting in the agent's queues); a
+`manual` one is announced with a RecallDue event.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ __all__ = [
     "Timing",
     "answer_direction",
     "hold_direction",
+    "inactive_answer",
     "rebase_origin",
     "resume_direction",
 ]
@@ -539,3 +540,38 @@ def rebase_origin(sd: SessionDescription, previous_origin: Origin) -> SessionDes
     rebased = sd.copy()
     rebased.origin = previous_origin.next_version()
     return rebased
+
+
+# RFC 3725 §4: the "black hole" address, to which packets are never sent off the host; `::` its IPv6 equivalent.
+_BLACK_HOLE: Final[dict[str, str]] = {"IP4": "0.0.0.0", "IP6": "::"}
+# The discard port (RFC 863): an accepted stream needs a port other than 0 (RFC 3264 §6), and no media goes to it.
+DISCARD_PORT: Final = 9
+
+
+def inactive_answer(offer: SessionDescription, origin: Origin) -> SessionDescription:
+    """An answer to `offer` that sends and receives nothing, with `origin` as its o=.
+
+    RFC 3264 §6: one m= line per offered stream, in order; a rejected stream (port 0) stays rejected; every other
+    stream is accepted with one format of the offer (the first that is not `telephone-event`, with its rtpmap and
+    fmtp lines), `a=inactive`, the discard port, and the black-hole connection address of RFC 3725 §4 in the
+    offer's address family. The party that made the offer has its session answered and sends no media until a
+    later offer changes it (RFC 3725 §4.3 step 3).
+    """
+    first = next((c for c in (offer.connection, *(m.connection for m in offer.media)) if c is not None), None)
+    family = first.addrtype if first is not None and first.addrtype in _BLACK_HOLE else "IP4"
+    media: list[MediaDescription] = []
+    for offered in offer.media:
+        if offered.rejected:
+            media.append(MediaDescription.create(offered.media, 0, offered.proto, offered.formats))
+            continue
+        rtpmaps = {value.partition(" ")[0]: value for name, value in
+                   ((a.name, a.value or "") for a in offered.attributes) if name == "rtpmap"}
+        chosen = next((f for f in offered.formats if not rtpmaps.get(f, "").lower().partition(" ")[2]
+                       .startswith("telephone-event")), offered.formats[0])
+        section = MediaDescription.create(offered.media, DISCARD_PORT, offered.proto, [chosen])
+        for attr in offered.attributes:
+            if attr.name in ("rtpmap", "fmtp") and (attr.value or "").partition(" ")[0] == chosen:
+                section.add_attribute(attr.name, attr.value)
+        section.add_attribute("inactive")
+        media.append(section)
+    return SessionDescription.create(origin, "-", Connection("IN", family, _BLACK_HOLE[family]), media)
