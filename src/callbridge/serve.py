@@ -45,7 +45,9 @@ def _listen_http(host: str, port: int) -> socket.socket:
     """The HTTP socket, bound here so that an address in use is an OSError naming it (uvicorn would log it and
     sys.exit() from inside its task)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # proto TCP: asyncio sets TCP_NODELAY
+    # proto IPPROTO_TCP, inherited by accepted sockets, is what makes asyncio set TCP_NODELAY on them: without it
+    # small answers wait ~40 ms for delayed ACKs (tests/http/test_http_nodelay.py pins this)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
