@@ -115,6 +115,7 @@ class Node:
         if self.directory_watch is not None:
             self.directory_watch.cancel()
             await asyncio.gather(self.directory_watch, return_exceptions=True)
+        await self.switch.trunk_registrations.unregister()  # Expires: 0 at each provider, a bounded wait
         self.switch.close()
         await self.runtime.close()
         await asyncio.to_thread(self.storage.close)

@@ -14,12 +14,18 @@ Rules (RFC 3261 §8.1.3.5, §22.2, §10.2; RFC 7616):
   until the granted expiry (the `expires` of our Contact in the 2xx, else its Expires, else what we asked), and the
   binding is refreshed at half of it. Anything else (a final error, a second challenge, no answer) marks the trunk
   failed and the REGISTER is tried again after `retry_seconds`.
+- Unregistration on shut-down (§10.2.2): `unregister` (awaited by `Node.close` before the transport closes)
+  sends, for every trunk registered or with a REGISTER in flight, the REGISTER of its binding with `Expires: 0`
+  (same Call-ID, CSeq + 1), answers one challenge as above, and waits for the answers at most
+  `unregister_timeout` seconds (2 s): a provider that does not answer does not hold the shut-down longer. From
+  then on nothing is refreshed or retried, and late answers to earlier REGISTERs are ignored.
 - Status: per trunk `registered` (1/0), and counters of successes, failures and challenges answered, on /metrics.
 - `start` (after the transport listens) begins every trunk's registration; `close` stops the timers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections import Counter
@@ -32,8 +38,6 @@ from callbridge.sip.auth import AuthError, challenge_is_stale, parse_auth_header
 from callbridge.sip.transaction import ClientTransaction
 
 if TYPE_CHECKING:
-    import asyncio
-
     from callbridge.b2bua.legs import SipLeg
     from callbridge.b2bua.switch import Switch
 
@@ -48,6 +52,7 @@ class TrunkRegistrationConfig:
     expires: int = 3600  # asked of the provider
     retry_seconds: float = 60.0  # after a failed registration
     min_refresh: float = 1.0  # never refresh sooner than this after a 2xx
+    unregister_timeout: float = 2.0  # on shut-down, the longest wait for the answers to Expires: 0
 
 
 def _challenges(response: Response, realm: str | None) -> tuple[str, list[str]]:
@@ -116,14 +121,16 @@ class TrunkRegistration:
         self.last_status: int | None = None
         self._answers = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._current: ClientTransaction | None = None  # our latest REGISTER, until its final response
+        self._unregistered: asyncio.Future[int | None] | None = None  # shut-down: the answer to Expires: 0
 
-    def send(self) -> None:
+    def send(self, expires: int | None = None) -> None:
         self._timer = None
         sw = self.owner.sw
         endpoint = sw.endpoint
         self.cseq += 1
         self._answers = 0
-        headers = [("Expires", str(self.owner.config.expires))]
+        headers = [("Expires", str(self.owner.config.expires if expires is None else expires))]
         responder = self.owner.responder(self.trunk)
         again = responder.reauthorize("REGISTER", self.uri)
         if again is not None:
@@ -133,13 +140,32 @@ class TrunkRegistration:
         tx = endpoint.send_request(request, sw.now(), dest=(self.trunk.host, self.trunk.port),
                                    transport=self.trunk.transport)
         tx.user_data = functools.partial(self._final, tx)
+        self._current = tx
         sw.wake()
+
+    def unregister(self) -> asyncio.Future[int | None] | None:
+        """Remove our binding at the provider (§10.2.2): REGISTER with Expires: 0. The future is its final status
+        (None: no answer); None when there is no binding to remove. Nothing is refreshed or retried after it."""
+        self.cancel()
+        if self._unregistered is not None:
+            return self._unregistered
+        if not (self.registered or self._current is not None):
+            return None
+        self._unregistered = self.owner.sw.loop.create_future()
+        self.send(expires=0)
+        return self._unregistered
 
     def _final(self, tx: ClientTransaction, response: Response | None) -> None:
         """The final response to our REGISTER (None: no answer, or it could not be sent)."""
         owner, sw = self.owner, self.owner.sw
+        if tx is not self._current:
+            return  # an earlier REGISTER answered late (after the Expires: 0 that replaced it)
         status = response.status if response is not None else 408
         self.last_status = status
+        if self._unregistered is not None:
+            self._unregister_answered(tx, response)
+            return
+        self._current = None
         if response is not None and status in (401, 407) and self._retry_with_credentials(tx, response):
             return
         if 200 <= status < 300 and response is not None:
@@ -172,11 +198,28 @@ class TrunkRegistration:
         sw = self.owner.sw
         retried = sw.endpoint.retry_request(tx, sw.now(), headers=[(header, value)])
         retried.user_data = functools.partial(self._final, retried)
+        self._current = retried
         self.cseq = retried.request.cseq.number
         self._answers += 1
         self.owner.stats["challenges_answered"] += 1
         sw.wake()
         return True
+
+    def _unregister_answered(self, tx: ClientTransaction, response: Response | None) -> None:
+        status = response.status if response is not None else None
+        if response is not None and status in (401, 407) and self._retry_with_credentials(tx, response):
+            return
+        self._current = None
+        self.registered = False
+        self.expires_at = None
+        if status is None or not 200 <= status < 300:
+            log.warning("trunk %s/%s: unregistration from %s failed (%s)", self.trunk.operation_id,
+                        self.trunk.name, self.uri, status if status is not None else "no answer")
+        else:
+            self.owner.stats["unregistered"] += 1
+        future = self._unregistered
+        if future is not None and not future.done():
+            future.set_result(status)
 
     def _granted(self, response: Response) -> int:
         own = self.owner.sw.endpoint.contact(self.trunk.transport)
@@ -203,7 +246,8 @@ class TrunkRegistrations:
         self.sw = sw
         self.config = config or TrunkRegistrationConfig()
         self.by_trunk: dict[tuple[str, str], TrunkRegistration] = {}
-        self.stats: Counter[str] = Counter(registered=0, failed=0, challenges_answered=0)
+        self.stats: Counter[str] = Counter(registered=0, failed=0, challenges_answered=0,
+                                                 unregistered=0)
         self._responders: dict[tuple[str, str, str], DigestResponder] = {}
 
     def responder(self, trunk: Trunk) -> DigestResponder:
@@ -229,6 +273,15 @@ class TrunkRegistrations:
         now = self.sw.now()
         return {f"{op}/{name}": int(r.registered and r.expires_at is not None and r.expires_at > now)
                 for (op, name), r in sorted(self.by_trunk.items())}
+
+    async def unregister(self) -> dict[tuple[str, str], int | None]:
+        """Shut-down: every binding removed at its provider (Expires: 0), waiting at most `unregister_timeout`
+        seconds for the answers; returns each unregistered trunk's final status (None: no answer in time)."""
+        pending = {key: future for key, registration in self.by_trunk.items()
+                   if (future := registration.unregister()) is not None}
+        if pending:
+            await asyncio.wait(pending.values(), timeout=self.config.unregister_timeout)
+        return {key: future.result() if future.done() else None for key, future in pending.items()}
 
     def close(self) -> None:
         for registration in self.by_trunk.values():
