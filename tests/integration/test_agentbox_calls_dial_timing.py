@@ -3,7 +3,8 @@
 the agent by re-INVITE when the customer answers (RFC 3725 §4.3; `b2bua.bridge`, "Parking").
 
 Every SIP party (the node, the agent's phone, the trunk's gateway) runs with T1 = 50 ms, so 64*T1 is 3.2 s and the
-customer answers 1.5 times that after the agent's phone did.
+customer answers 1.5 times that after the agent's phone did. baresip (whose T1 is the RFC's 500 ms) is parked past
+its own 32 s.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from agentbox_world import OP, AgentboxNode, LiveHttp, envelope, main_doc, other_doc
+from agentbox_world import DOMAIN, OP, AgentboxNode, LiveHttp, envelope, main_doc, other_doc
 from callnode import cdrs, dialog_rows, load, until
 
 from callbridge.bootstrap import bootstrap
@@ -24,8 +26,10 @@ from callbridge.config import Settings
 from callbridge.phone import CallEnded, Established, IncomingCall, Phone, ReInviteReceived
 from callbridge.phone.states import CallState
 from callbridge.sip import Request, parse
+from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.sdp import Origin, SessionDescription, inactive_answer
 from callbridge.sip.timers import TimerConfig
+from peers.baresip import Baresip
 from peers.ports import free_port
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
@@ -38,14 +42,16 @@ AGENT_HOST, GATEWAY_HOST = "127.0.0.1", "127.0.0.3"
 
 
 @contextlib.asynccontextmanager
-async def dial_world(tmp_path: Path, *, dial_timeout: float = 45.0) -> AsyncIterator[tuple[AgentboxNode, int]]:
+async def dial_world(tmp_path: Path, *, dial_timeout: float = 45.0,
+                     settings: dict[str, Any] | None = None) -> AsyncIterator[tuple[AgentboxNode, int]]:
     """A live node with the fast timers, its agentbox endpoint, and the trunk's gateway port (free, not bound)."""
     port = free_port(GATEWAY_HOST)
     url = f"sqlite:///{tmp_path / 'callbridge.db'}"
     tokens = {OP: await asyncio.to_thread(load, url, main_doc(gateway_port=port)),
               "0077": await asyncio.to_thread(load, url, other_doc())}
     node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                    node_id="node-1", directory_poll_seconds=0), timers=FAST)
+                                    node_id="node-1", directory_poll_seconds=0, **(settings or {})),
+                           timers=FAST)
     # The dial timeout is not a stored setting (the operation's default, 45 s): set on the directory read at start.
     directory = node.storage.directory
     op = directory.get_operation(OP)
@@ -66,27 +72,31 @@ async def dial_world(tmp_path: Path, *, dial_timeout: float = 45.0) -> AsyncIter
 
 
 class Wire:
-    """The requests a phone received and sent on the wire, by method, in order; a retransmission (the same method
-    and CSeq again) is counted once, since with T1 = 50 ms a busy machine may well retransmit."""
+    """The requests an endpoint received and sent on the wire, by method, in order (only those exchanged with
+    `peer` when given); a retransmission (the same method and CSeq again) is counted once, since with T1 = 50 ms
+    a busy machine may well retransmit. `responses`: the final responses received, as "200 INVITE"."""
 
-    def __init__(self, phone: Phone) -> None:
+    def __init__(self, endpoint: Phone | Endpoint, *, peer: tuple[str, int] | None = None) -> None:
         self._received: dict[tuple[str, str], None] = {}
         self._sent: dict[tuple[str, str], None] = {}
-        endpoint = phone.endpoint
-        receive, drain = endpoint.receive_datagram, endpoint.datagrams_to_send
+        self._responses: dict[tuple[str, str], None] = {}
+        ep = endpoint.endpoint if isinstance(endpoint, Phone) else endpoint
+        receive, drain = ep.receive_datagram, ep.datagrams_to_send
 
         def spy_receive(data: bytes, addr: tuple[str, int], now: float, transport: str = "udp") -> None:
-            _note(self._received, data)
+            if peer is None or addr == peer:
+                _note(self._received, data, self._responses)
             receive(data, addr, now, transport)
 
         def spy_drain() -> list[tuple[bytes, tuple[str, int], str]]:
             out = drain()
-            for data, _, _ in out:
-                _note(self._sent, data)
+            for data, addr, _ in out:
+                if peer is None or addr == peer:
+                    _note(self._sent, data, None)
             return out
 
-        endpoint.receive_datagram = spy_receive  # type: ignore[method-assign]
-        endpoint.datagrams_to_send = spy_drain  # type: ignore[method-assign]
+        ep.receive_datagram = spy_receive  # type: ignore[method-assign]
+        ep.datagrams_to_send = spy_drain  # type: ignore[method-assign]
 
     @property
     def received(self) -> list[str]:
@@ -96,12 +106,20 @@ class Wire:
     def sent(self) -> list[str]:
         return [method for method, _ in self._sent]
 
+    @property
+    def responses(self) -> list[str]:
+        return [status for status, _ in self._responses]
 
-def _note(seen: dict[tuple[str, str], None], data: bytes) -> None:
-    """Note a request (not a response) by its method and its CSeq header."""
+
+def _note(requests: dict[tuple[str, str], None], data: bytes,
+          responses: dict[tuple[str, str], None] | None) -> None:
+    """Note a request by its method and its CSeq header, a final response by its status and CSeq method."""
     message = parse(data)
+    cseq = f"{message.call_id} {message.headers.get('CSeq')}"
     if isinstance(message, Request):
-        seen[(message.method, f"{message.call_id} {message.headers.get('CSeq')}")] = None
+        requests[(message.method, cseq)] = None
+    elif responses is not None and message.status >= 200:
+        responses[(f"{message.status} {message.cseq.method}", cseq)] = None
 
 
 async def dial(world: AgentboxNode) -> str:
@@ -253,3 +271,46 @@ async def test_dial_customer_busy_releases_the_parked_agent(tmp_path: Path) -> N
                     what="the dialog tables empty")
         cdr = next(c for c in await asyncio.to_thread(cdrs, world.node) if c["conn_id"] == conn_id)
         assert (cdr["answered_at"], cdr["sip_cause"]) == (None, 486)
+
+
+BARESIP_ACK_GIVE_UP = 64 * 0.5  # baresip's T1 is RFC 3261's
+
+
+async def test_dial_baresip_agent_parked_past_64_t1_then_reinvited(tmp_path: Path) -> None:
+    # baresip 1.0.0 (libre 1.x) fails on any challenge that is not MD5 (config.py, digest_algorithms)
+    async with dial_world(tmp_path, settings={"digest_algorithms": ("MD5",)}) as (world, port):
+        gateway = await world.gateway(port)
+        host, sip_port = world.node.sip_address
+        account = (f"<sip:1001@{DOMAIN}>;auth_pass=secret-1001;outbound=\"sip:{host}:{sip_port}\""
+                   ";regint=300;answermode=auto")
+        phone = Baresip(user="1001", accounts=[account], workdir=tmp_path / "baresip-1001")
+        await phone.start()
+        try:
+            await until(lambda: world.service.get_agent(OP, "1001").registered, timeout=10, what="registered")
+            assert envelope(await world.box("change_status", agent_id="1001", status="ready"))[0] == 200
+            to_baresip = Wire(world.node.endpoint, peer=(phone.host, phone.port))
+            conn_id = await dial(world)
+            await phone.wait_event("CALL_ESTABLISHED")  # it answered the offer-less INVITE by itself
+            out = await gateway.wait_for(IncomingCall, timeout=5)
+            baresip_media = media_of(SessionDescription.parse(out.request.body))  # its offer, given to the customer
+            await out.call.ring()
+            await until(lambda: to_baresip.sent == ["INVITE", "ACK"], what="the ACK with the no-media answer")
+            await asyncio.sleep(BARESIP_ACK_GIVE_UP + 2)
+            assert "CALL_CLOSED" not in [e.get("type") for e in phone.all_events]
+            assert to_baresip.received == [] and world.service.get_call(OP, conn_id).state == "dialing"
+
+            await out.call.answer()
+            await until(lambda: to_baresip.sent == ["INVITE", "ACK", "INVITE", "ACK"],
+                        what="the re-INVITE answered and ACKed")
+            assert to_baresip.responses[-1] == "200 INVITE"  # baresip took the customer's media
+            [leg] = [leg for leg in world.node.switch.legs if leg.agent == "1001"]  # baresip's leg
+            answer = SessionDescription.parse(leg.remote_sdp)
+            assert media_of(answer) == baresip_media and answer.direction(0) == "sendrecv"
+            assert media_of(out.call.remote_sdp) == baresip_media
+            assert world.service.get_call(OP, conn_id).state == "connected"
+
+            await out.call.hangup()
+            await phone.wait_event("CALL_CLOSED")
+            await until(lambda: world.node.live_legs == 0, what="legs released")
+        finally:
+            await phone.aclose()
