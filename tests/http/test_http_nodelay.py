@@ -13,7 +13,6 @@ without IPPROTO_TCP yields sockets without it, so the check can fail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from pathlib import Path
@@ -92,20 +91,27 @@ async def test_the_http_server_sets_tcp_nodelay_on_accepted_sockets(tmp_path: Pa
 async def test_the_check_sees_a_listener_made_without_ipproto_tcp() -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # proto 0: asyncio leaves Nagle on
     listener.bind(("127.0.0.1", 0))
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-        await writer.drain()
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-        writer.close()
+    class Answer(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
 
-    server = await asyncio.start_server(answer, sock=listener)
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not closed.done():
+                closed.set_result(None)
+
+    server = await loop.create_server(Answer, sock=listener)
     try:
         client, _ = await request_health(listener.getsockname()[1])
         with client:
             assert server_side_nodelay(client) == 0
+        await asyncio.wait_for(closed, 10)  # the server's side closed too, before the loop ends
     finally:
         server.close()
         await server.wait_closed()
