@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, select
+from typer.testing import CliRunner
 
+from callbridge.cli import app
 from callbridge.storage import schema as s
 from callbridge.storage.administration import AdminError
 from callbridge.storage.database import make_engine
@@ -219,3 +221,35 @@ def test_refused_changes_write_nothing(engine: Engine, change: Any, message: str
 def test_the_event_types_are_the_documents() -> None:
     document = json.loads(OPENAPI.read_text())
     assert list(EVENT_TYPES) == document["components"]["schemas"]["EventType"]["enum"]
+
+
+def test_the_admin_commands_add_list_update_and_remove(db_url: str) -> None:
+    def admin(*args: str, code: int = 0) -> tuple[str, str]:
+        result = CliRunner().invoke(app, ["admin", "--database-url", db_url, *args])
+        assert result.exit_code == code, result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        return result.stdout, result.stderr
+
+    admin("operation", "create", OP, "--domain", "0042.callbridge.test")
+    out, _ = admin("webhook", "add", OP, "http://127.0.0.1:9000/hook", "--secret", SECRET, "--event", "call.ended",
+                   "--event", "transfer.failed")
+    assert out == f"webhook 1 added to operation {OP}: http://127.0.0.1:9000/hook\n"
+    listed = json.loads(admin("webhook", "list", OP, "--json")[0])
+    assert listed == [{"id": "1", "operation_id": OP, "url": "http://127.0.0.1:9000/hook",
+                       "events": ["call.ended", "transfer.failed"]}]  # no secret
+    table = admin("webhook", "list")[0]
+    assert "http://127.0.0.1:9000/hook" in table and SECRET not in table
+    out, _ = admin("webhook", "update", "1", "--url", "http://127.0.0.1:9004/moved", "--all-events")
+    assert out == f"webhook 1 of operation {OP} updated: http://127.0.0.1:9004/moved\n"
+    assert json.loads(admin("webhook", "list", OP, "--json")[0])[0]["events"] == []
+    _, err = admin("webhook", "update", "1", "--event", "call.ended", "--all-events", code=1)
+    assert err == "error: --event and --all-events: give one or the other\n"
+    _, err = admin("webhook", "add", OP, "http://user:pw@127.0.0.1/x", "--secret", SECRET, code=1)
+    assert err == "error: url: credentials in the URL (user:password@) are refused; the signature authenticates\n"
+    _, err = admin("webhook", "add", OP, "file:///etc/passwd", "--secret", SECRET, code=1)
+    assert err == "error: url: 'file:///etc/passwd' is not an http or https URL\n"
+    out, _ = admin("webhook", "remove", "1")
+    assert out == f"webhook 1 of operation {OP} removed\n"
+    assert json.loads(admin("webhook", "list", OP, "--json")[0]) == []
+    _, err = admin("webhook", "remove", "1", code=1)
+    assert err == "error: webhook 1 does not exist\n"
