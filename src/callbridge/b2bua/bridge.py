@@ -164,7 +164,10 @@ def _unpark(sw: Switch, *, parked: SipLeg, answerer: SipLeg) -> None:
                            answerer.leg_id, response.status if response is not None else "no response")
 
     def send() -> None:
-        if parked.up and not sw.reinvite(parked, present(parked, answerer.remote_sdp), answered):
+        # A 2xx without the answer its INVITE's offer called for leaves nothing to bring to the parked party.
+        brought = bool(answerer.remote_sdp) and (
+            not parked.up or sw.reinvite(parked, present(parked, answerer.remote_sdp), answered))
+        if not brought:
             answered(None)
 
     pending = parked.reinvite_done
