@@ -26,8 +26,10 @@ Rules
 - Each dialog's CSeq numbers are written through on every in-dialog request sent or received (`write_cseq`).
 - Trunks (`trunks`): a provider's 401/407 to our INVITE is answered with the trunk's credentials; trunks that
   register to their provider do so once the transport listens (`start_trunks`), refreshed and retried.
-- The endpoint runs with `auto_ack=False`: a 2xx to an offer-less INVITE is ACKed only once the other side's
-  answer is known (RFC 3725 flow I); every other 2xx is ACKed at once.
+- The endpoint runs with `auto_ack=False`: a 2xx to an offer-less INVITE is ACKed once the other side's answer
+  is known (RFC 3725 flow I: transfers, requeued callers), or at once with an answer that sends no media when the
+  other side may ring longer than 64*T1 (a dial's agent leg is parked, RFC 3725 flow III; `bridge.park`); every
+  other 2xx is ACKed at once.
 """
 
 from __future__ import annotations
