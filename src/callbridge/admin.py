@@ -23,9 +23,9 @@ One file describes one operation; loading it is all or nothing. Sections and the
 
     [operation]          id (the wolkvox_server, e.g. "0042"), sip_domain, name [""], realm [sip_domain],
                          time_zone ["UTC"], acw_seconds [0], after_transfer_state ["acw" | "ready"],
-                         default_queue [none], ring_timeout [20], transfer_timeout [30], max_transfers [5],
-                         recent_call_window [600], action_timeout [5], token_concurrency_limit [2],
-                         daily_quota [none]
+                         default_queue [none], ring_timeout [20], transfer_timeout [30], dial_timeout [45],
+                         max_transfers [5], recent_call_window [600], action_timeout [5],
+                         token_concurrency_limit [2], daily_quota [none]
     [[queues]]           name, max_wait_seconds [60], ring_timeout [the operation's], retry_after [60]
     [[agents]]           extension (digits), password (8+ characters; stored as HA1 only), name [""], queues [[]]
     [[aux_states]]       id (digits, what change_status names), name
@@ -170,6 +170,7 @@ def operation_create(
     default_queue: str | None = typer.Option(None, "--default-queue"),
     ring_timeout: float = typer.Option(20.0, "--ring-timeout"),
     transfer_timeout: float = typer.Option(30.0, "--transfer-timeout"),
+    dial_timeout: float = typer.Option(45.0, "--dial-timeout", help="How long a dialled customer rings."),
     max_transfers: int = typer.Option(5, "--max-transfers"),
     token_concurrency_limit: int = typer.Option(2, "--token-concurrency-limit"),
     daily_quota: int | None = typer.Option(None, "--daily-quota"),
@@ -178,8 +179,8 @@ def operation_create(
     op = _run(ctx, lambda c: adm.create_operation(
         c, id=operation_id, sip_domain=domain, name=name, realm=realm, time_zone=time_zone,
         acw_seconds=acw_seconds, after_transfer_state=after_transfer, default_queue=default_queue,
-        ring_timeout=ring_timeout, transfer_timeout=transfer_timeout, max_transfers=max_transfers,
-        token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota))
+        ring_timeout=ring_timeout, transfer_timeout=transfer_timeout, dial_timeout=dial_timeout,
+        max_transfers=max_transfers, token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota))
     typer.echo(f"operation {op.id} created (domain {op.sip_domain})")
 
 

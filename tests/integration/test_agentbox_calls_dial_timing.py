@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -47,16 +46,15 @@ async def dial_world(tmp_path: Path, *, dial_timeout: float = 45.0,
     """A live node with the fast timers, its agentbox endpoint, and the trunk's gateway port (free, not bound)."""
     port = free_port(GATEWAY_HOST)
     url = f"sqlite:///{tmp_path / 'callbridge.db'}"
-    tokens = {OP: await asyncio.to_thread(load, url, main_doc(gateway_port=port)),
+    doc = main_doc(gateway_port=port)
+    doc["operation"]["dial_timeout"] = dial_timeout  # the operation's stored setting, read by the directory
+    tokens = {OP: await asyncio.to_thread(load, url, doc),
               "0077": await asyncio.to_thread(load, url, other_doc())}
     node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
                                     node_id="node-1", directory_poll_seconds=0, **(settings or {})),
                            timers=FAST)
-    # The dial timeout is not a stored setting (the operation's default, 45 s): set on the directory read at start.
-    directory = node.storage.directory
-    op = directory.get_operation(OP)
-    assert op is not None
-    directory._snap.operations[OP] = dataclasses.replace(op, dial_timeout=dial_timeout)
+    op = node.storage.directory.get_operation(OP)
+    assert op is not None and op.dial_timeout == dial_timeout
     http = LiveHttp(node.app)
     await http.start()
     client = httpx.AsyncClient(base_url=http.url, timeout=15)

@@ -133,3 +133,14 @@ async def test_watch_polls_and_calls_back_after_each_reload(engine: Engine, othe
     finally:
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
+
+
+def test_the_dial_timeout_is_stored_per_operation_and_refused_below_a_second(engine: Engine) -> None:
+    with engine.begin() as conn:
+        made = admin.create_operation(conn, id="0042", sip_domain="a.test", dial_timeout=12.5)
+        default = admin.create_operation(conn, id="0043", sip_domain="b.test")
+    assert (made.dial_timeout, default.dial_timeout) == (12.5, 45.0)
+    with engine.begin() as conn, pytest.raises(admin.AdminError, match=r"^dial_timeout: 0 is below 1$"):
+        admin.create_operation(conn, id="0044", sip_domain="c.test", dial_timeout=0)
+    directory = Directory(engine).load()
+    assert [(op.id, op.dial_timeout) for op in directory.list_operations()] == [("0042", 12.5), ("0043", 45.0)]

@@ -48,3 +48,26 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
     finally:
         eng.dispose()
+
+
+def test_0004_gives_existing_operations_the_45_s_dial_timeout_and_takes_the_column_away(db_url: str) -> None:
+    from alembic import command
+
+    from callbridge.storage.migrate import alembic_config
+
+    upgrade(db_url, "0003")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO operations (id, sip_domain) VALUES ('0042', 'a.test')"))
+        upgrade(engine)
+        assert current_revision(engine) == "0004"
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT dial_timeout FROM operations WHERE id = '0042'")).scalar_one() == 45.0
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0003")
+        assert "dial_timeout" not in {c["name"] for c in inspect(engine).get_columns("operations")}
+        with engine.connect() as conn:  # the row itself survives the column's removal
+            assert conn.execute(text("SELECT sip_domain FROM operations WHERE id = '0042'")).scalar_one() == "a.test"
+    finally:
+        engine.dispose()

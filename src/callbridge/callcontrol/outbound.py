@@ -11,12 +11,12 @@ does it toward the agent's phone:
    customer answers, its 200 is ACKed and the agent's phone is re-INVITEd with the customer's answer as the next
    version of the session it already has (same `o=` session id, version + 1, RFC 3264 §8), and ACKed in turn.
 Why not flow I (ACK the agent's 200 only with the customer's answer): the customer may ring for the whole dial
-timeout (45 s), but the phone retransmits an un-ACKed 200 for 64*T1 (32 s) only and then hangs up (RFC 3261
-§13.3.1.4); RFC 3725 §4.1 keeps flow I for a party that answers at once, and §5 recommends flow IV (or III)
-otherwise. Flow IV would send the agent's phone an offer without media first, which an auto-answering phone may
-refuse; flow III's first step is the offer-less INVITE phones already take. The SIP side of this is
-`b2bua.bridge.park` and `connect`. Customer failures (busy, no answer, trunk refusal) end the call and release the
-agent's leg with a BYE; the agent hanging up while the customer rings CANCELs the customer.
+timeout (the operation's `dial_timeout`, 45 s by default), but the phone retransmits an un-ACKed 200 for 64*T1
+(32 s) only and then hangs up (RFC 3261 §13.3.1.4); RFC 3725 §4.1 keeps flow I for a party that answers at once, and §5
+recommends flow IV (or III) otherwise. Flow IV would send the agent's phone an offer without media first, which an
+auto-answering phone may refuse; flow III's first step is the offer-less INVITE phones already take. The SIP side of
+this is `b2bua.bridge.park` and `connect`. Customer failures (busy, no answer, trunk refusal) end the call and
+release the agent's leg with a BYE; the agent hanging up while the customer rings CANCELs the customer.
 
 A due `auto` recall dials as soon as its agent is available (after the calls waiting in the agent's queues); a
 `manual` one is announced with a RecallDue event.

@@ -89,7 +89,7 @@ def _exists(conn: Connection, query: object) -> bool:
 def create_operation(
     conn: Connection, *, id: str, sip_domain: str, name: str = "", realm: str = "", time_zone: str = "UTC",
     acw_seconds: float = 0.0, after_transfer_state: str = "acw", default_queue: str | None = None,
-    ring_timeout: float = 20.0, transfer_timeout: float = 30.0, max_transfers: int = 5,
+    ring_timeout: float = 20.0, transfer_timeout: float = 30.0, dial_timeout: float = 45.0, max_transfers: int = 5,
     recent_call_window: float = 600.0, action_timeout: float = 5.0, token_concurrency_limit: int = 2,
     daily_quota: int | None = None,
 ) -> Operation:
@@ -109,6 +109,7 @@ def create_operation(
                          ("transfer_timeout", transfer_timeout), ("recent_call_window", recent_call_window),
                          ("action_timeout", action_timeout)):
         _number(field, value)
+    _number("dial_timeout", dial_timeout, minimum=1)  # a customer's phone rings at least a second
     _number("max_transfers", max_transfers, integer=True)
     _number("token_concurrency_limit", token_concurrency_limit, minimum=1, integer=True)
     if daily_quota is not None:
@@ -120,8 +121,9 @@ def create_operation(
     conn.execute(insert(s.operations).values(
         id=id, sip_domain=sip_domain, name=name, realm=realm, time_zone=time_zone, acw_seconds=acw_seconds,
         after_transfer_state=after_transfer_state, default_queue=default_queue, ring_timeout=ring_timeout,
-        transfer_timeout=transfer_timeout, max_transfers=max_transfers, recent_call_window=recent_call_window,
-        action_timeout=action_timeout, token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota))
+        transfer_timeout=transfer_timeout, dial_timeout=dial_timeout, max_transfers=max_transfers,
+        recent_call_window=recent_call_window, action_timeout=action_timeout,
+        token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota))
     bump_version(conn)
     return _operation(conn, id)
 

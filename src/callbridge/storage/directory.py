@@ -71,7 +71,8 @@ def read_operations(conn: Connection) -> list[Operation]:
             id=r["id"], sip_domain=r["sip_domain"], realm=r["realm"], name=r["name"], time_zone=r["time_zone"],
             acw_seconds=r["acw_seconds"], after_transfer_state=r["after_transfer_state"],
             default_queue=r["default_queue"], ring_timeout=r["ring_timeout"], transfer_timeout=r["transfer_timeout"],
-            max_transfers=r["max_transfers"], recent_call_window=r["recent_call_window"],
+            dial_timeout=r["dial_timeout"], max_transfers=r["max_transfers"],
+            recent_call_window=r["recent_call_window"],
             action_timeout=r["action_timeout"], token_concurrency_limit=r["token_concurrency_limit"],
             daily_quota=r["daily_quota"],
         )

@@ -97,6 +97,7 @@ operations = Table(
     Column("default_queue", String(64)),
     Column("ring_timeout", Float, nullable=False, server_default="20"),
     Column("transfer_timeout", Float, nullable=False, server_default="30"),
+    Column("dial_timeout", Float, nullable=False, server_default="45"),  # dial/aux_call/recall: customer rings
     Column("max_transfers", Integer, nullable=False, server_default="5"),
     Column("recent_call_window", Float, nullable=False, server_default="600"),
     Column("action_timeout", Float, nullable=False, server_default="5"),
