@@ -398,8 +398,9 @@ def report(result: dict[str, Any]) -> tuple[str, bool]:
     ok = lost == 0 and completed == n and not transfers.errors and not statuses.errors
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     row = (f"| transfers (bench/transfers.py): {n:,} calls up, blind transfers to agents through the agentbox "
-           f"endpoint requested at {result['rate']:g}/s (load average {load}); transfer API p50 {transfers.pct(0.5):.1f} ms, p99 "
-           f"{transfers.pct(0.99):.1f} ms; {completed} completed; {lost} customers lost "
+           f"endpoint requested at {result['rate']:g}/s (load average {load}); transfer API p50 "
+           f"{transfers.pct(0.5):.1f} ms, p99 {transfers.pct(0.99):.1f} ms; {completed} completed; "
+           f"{lost} customers lost "
            f"| {per_second:,.1f} transfers/s | change_status p99 {statuses.pct(0.99):.1f} ms (same run) "
            f"| p99 {ratio:.2f}x | >= 200 transfers/s, p99 <= 5x, 0 lost")
     return row, ok
