@@ -144,7 +144,8 @@ async def test_closing_the_node_removes_the_trunk_binding(tmp_path: Path, challe
     assert elapsed < 1.0  # answered at once: the bound is not waited out
 
 
-async def test_a_provider_that_never_answers_holds_the_shut_down_no_longer_than_the_bound(tmp_path: Path) -> None:
+async def test_a_provider_that_never_answers_holds_the_shut_down_no_longer_than_the_bound(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     registrar = Registrar(silent_on_removal=True)
     transport, port = await provider(registrar)
     try:
@@ -161,6 +162,9 @@ async def test_a_provider_that_never_answers_holds_the_shut_down_no_longer_than_
     assert {r.call_id for r in registrar.removals()} == {registrar.requests[0].call_id}
     assert bound - 0.1 <= elapsed < bound + 0.5
     assert node.switch.trunk_registrations.stats["unregistered"] == 0
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "callbridge.b2bua.trunks" and "unregistration not answered" in r.getMessage()]
+    assert len(warnings) == 1 and "within 2 s; the provider keeps the binding until it expires" in warnings[0]
 
 
 async def test_a_trunk_that_never_registered_sends_nothing_on_close(tmp_path: Path) -> None:

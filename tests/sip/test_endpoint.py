@@ -292,3 +292,19 @@ def test_an_input_no_state_allows_is_counted_not_raised() -> None:
     retransmission = next(s.data for s in wire.log if s.first_line.startswith("INVITE"))
     bob.receive_datagram(retransmission, ("127.0.0.1", 5060), wire.now)
     assert bob.stats["protocol_errors"] == 1 and tx_key in bob._server
+
+
+def test_pending_transactions_are_those_whose_final_response_is_still_to_come() -> None:
+    """What a shut-down waits for: not the transactions that only absorb retransmissions (Accepted, Completed)."""
+    wire, alice, bob = pair()
+    alice.invite("sip:bob@127.0.0.2", wire.now, from_uri="sip:alice@127.0.0.1", body=SDP,
+                 content_type="application/sdp")
+    wire.flush()
+    [incoming] = wire.take(bob, RequestReceived)
+    bob.respond(incoming.transaction, 180, wire.now)
+    wire.flush()
+    assert (alice.pending_transaction_count, bob.pending_transaction_count) == (1, 1)  # Proceeding, both sides
+    bob.respond(incoming.transaction, 200, wire.now, body=SDP, content_type="application/sdp")
+    wire.flush()
+    assert alice.transaction_count >= 1 and bob.transaction_count >= 1  # kept to absorb 2xx/ACK retransmissions
+    assert (alice.pending_transaction_count, bob.pending_transaction_count) == (0, 0)

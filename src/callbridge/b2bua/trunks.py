@@ -281,6 +281,10 @@ class TrunkRegistrations:
                    if (future := registration.unregister()) is not None}
         if pending:
             await asyncio.wait(pending.values(), timeout=self.config.unregister_timeout)
+        for (operation_id, name), future in pending.items():
+            if not future.done():
+                log.warning("trunk %s/%s: unregistration not answered within %g s; the provider keeps the binding "
+                            "until it expires", operation_id, name, self.config.unregister_timeout)
         return {key: future.result() if future.done() else None for key, future in pending.items()}
 
     def close(self) -> None:

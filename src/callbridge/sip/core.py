@@ -49,6 +49,8 @@ USAGE_METHODS = frozenset({"NOTIFY", "SUBSCRIBE"})
 REPLACED_ON_RETRY = frozenset({"via", "cseq", "authorization", "proxy-authorization"})
 
 
+_AWAITING_FINAL = frozenset({TxState.INIT, TxState.CALLING, TxState.TRYING, TxState.PROCEEDING})
+
 class EndpointCore:
     """Tables, timers, events and dialog life shared by the UAS and UAC halves."""
 
@@ -124,6 +126,13 @@ class EndpointCore:
     @property
     def transaction_count(self) -> int:
         return len(self._client) + len(self._server)
+
+    @property
+    def pending_transaction_count(self) -> int:
+        """Transactions whose final response is still to come or to be sent; not those that only wait out their
+        absorbing timers (Completed, Accepted, Confirmed, compact records), which need nothing more from anyone."""
+        return sum(1 for table in (self._client, self._server) for tx in table.values()
+                   if not isinstance(tx, Record) and tx.state in _AWAITING_FINAL)
 
     @property
     def dialog_count(self) -> int:
