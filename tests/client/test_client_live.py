@@ -28,10 +28,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from agentbox_world import AUX, OP, AgentboxNode, LiveHttp, main_doc, other_doc, until
-from callnode import load
+from agentbox_world import AUX, OP, AgentboxNode, main_doc, until
 
-from callbridge.bootstrap import bootstrap
 from callbridge.client import (
     AgentAlreadyOnCall,
     AgentboxClient,
@@ -68,7 +66,6 @@ from callbridge.client import (
 )
 from callbridge.client.agentbox import ENDPOINT, parse, query
 from callbridge.client.limits import NO_RETRY
-from callbridge.config import Settings
 from callbridge.phone import (
     CallEnded,
     DtmfReceived,
@@ -91,26 +88,11 @@ async def live_node(tmp_path: Path, *, gateway_port: int = 5060,
                     action_timeout: float = 5.0) -> AsyncIterator[AgentboxNode]:
     """agentbox_world's node with two more things in operation 0042: the time call control waits for a phone's
     answer (`action_timeout`), and a third token whose daily quota is QUOTA (tokens[OP][2])."""
-    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
     doc = main_doc(gateway_port=gateway_port)
     doc["operation"]["action_timeout"] = action_timeout
     doc["tokens"] = [*doc["tokens"], {"label": "quota", "daily_quota": QUOTA}]
-    tokens = {OP: await asyncio.to_thread(load, url, doc),
-              "0077": await asyncio.to_thread(load, url, other_doc())}
-    node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                    node_id="node-1"))
-    http = LiveHttp(node.app)
-    await http.start()
-    client = httpx.AsyncClient(base_url=http.url, timeout=15)
-    world = AgentboxNode(node, http, client, tokens)
-    try:
+    async with AgentboxNode.start(tmp_path, doc=doc) as world:
         yield world
-    finally:
-        for phone in world.phones:
-            await phone.close()
-        await client.aclose()
-        await http.stop()
-        await node.close()
 
 
 class Box:

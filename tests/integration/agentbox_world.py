@@ -88,13 +88,16 @@ class AgentboxNode:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def start(cls, tmp_path: Path, *, settings: dict[str, Any] | None = None,
-                    **doc_options: Any) -> AsyncIterator[AgentboxNode]:
+    async def start(cls, tmp_path: Path, *, settings: dict[str, Any] | None = None, doc: dict[str, Any] | None = None,
+                    timers: Any = None, **doc_options: Any) -> AsyncIterator[AgentboxNode]:
+        """A live node on SQLite with operation 0042 (`doc`, or `main_doc(**doc_options)`) and 0077, its HTTP
+        server and a client; `settings` and `timers` go to bootstrap."""
         url = f"sqlite:///{tmp_path / 'callbridge.db'}"
-        tokens = {OP: await asyncio.to_thread(load, url, main_doc(**doc_options)),
+        tokens = {OP: await asyncio.to_thread(load, url, doc if doc is not None else main_doc(**doc_options)),
                   OTHER_OP: await asyncio.to_thread(load, url, other_doc())}
+        extra = {"timers": timers} if timers is not None else {}
         node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                        node_id="node-1", **(settings or {})))
+                                        node_id="node-1", **(settings or {})), **extra)
         http = LiveHttp(node.app)
         await http.start()
         client = httpx.AsyncClient(base_url=http.url, timeout=15)

@@ -15,13 +15,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from agentbox_world import DOMAIN, OP, AgentboxNode, LiveHttp, envelope, main_doc, other_doc
-from callnode import cdrs, dialog_rows, load, until
+from agentbox_world import DOMAIN, OP, AgentboxNode, envelope, main_doc
+from callnode import cdrs, dialog_rows, until
 
-from callbridge.bootstrap import bootstrap
-from callbridge.config import Settings
 from callbridge.phone import CallEnded, Established, IncomingCall, Phone, ReInviteReceived
 from callbridge.phone.states import CallState
 from callbridge.sip import Request, parse
@@ -45,28 +42,13 @@ async def dial_world(tmp_path: Path, *, dial_timeout: float = 45.0,
                      settings: dict[str, Any] | None = None) -> AsyncIterator[tuple[AgentboxNode, int]]:
     """A live node with the fast timers, its agentbox endpoint, and the trunk's gateway port (free, not bound)."""
     port = free_port(GATEWAY_HOST)
-    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
     doc = main_doc(gateway_port=port)
     doc["operation"]["dial_timeout"] = dial_timeout  # the operation's stored setting, read by the directory
-    tokens = {OP: await asyncio.to_thread(load, url, doc),
-              "0077": await asyncio.to_thread(load, url, other_doc())}
-    node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                    node_id="node-1", directory_poll_seconds=0, **(settings or {})),
-                           timers=FAST)
-    op = node.storage.directory.get_operation(OP)
-    assert op is not None and op.dial_timeout == dial_timeout
-    http = LiveHttp(node.app)
-    await http.start()
-    client = httpx.AsyncClient(base_url=http.url, timeout=15)
-    world = AgentboxNode(node, http, client, tokens)
-    try:
+    async with AgentboxNode.start(tmp_path, doc=doc, timers=FAST,
+                                  settings={"directory_poll_seconds": 0, **(settings or {})}) as world:
+        op = world.node.storage.directory.get_operation(OP)
+        assert op is not None and op.dial_timeout == dial_timeout
         yield world, port
-    finally:
-        for phone in world.phones:
-            await phone.close()
-        await client.aclose()
-        await http.stop()
-        await node.close()
 
 
 class Wire:
