@@ -225,3 +225,30 @@ async def test_a_changed_target_keeps_its_pending_events_and_a_removed_one_drops
     assert [(e["seq"], e["type"]) for _, e in receiver.seen] == [(1, "call.ended"), (3, "call.ended")]
     assert all(ok for ok, _ in receiver.seen)
     assert dispatcher.stats.delivered == 2 and dispatcher.stats.given_up == 0
+
+
+async def test_a_narrowed_filter_drops_the_pending_events_it_no_longer_wants() -> None:
+    """A kept target whose `events` filter narrows while events wait for it: those of other types are dropped and
+    counted, the rest go to its (new) URL in order."""
+    def event(seq: int, kind: str) -> WireEvent:
+        return WireEvent(seq, kind, 1_700_000_000.0 + seq, OP, {"n": seq}, None)
+
+    receiver = Receiver("narrowed", SECRETS[OP])
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there: the events stay pending
+    async with LiveServer(receiver.app) as live:
+        dispatcher = WebhookDispatcher(
+            [WebhookTarget(OP, dead, SECRETS[OP], key="1")],
+            policy=RetryPolicy(first_delay=0.05, max_delay=0.1, give_up_after=60.0, ack_timeout=2.0))
+        await dispatcher.start()
+        try:
+            for seq, kind in ((1, "call.ended"), (2, "call.offered"), (3, "call.ended"), (4, "agent.state_changed")):
+                dispatcher.on_event(event(seq, kind))
+            assert dispatcher.pending() == 4
+            dispatcher.set_targets([WebhookTarget(OP, f"{live.url}/hook", SECRETS[OP], frozenset({"call.ended"}),
+                                                  key="1")])
+            assert dispatcher.stats.dropped == 2 and dispatcher.pending() == 2
+            await until(lambda: dispatcher.pending() == 0, "the wanted events at the new URL")
+        finally:
+            await dispatcher.stop()
+    assert [(e["seq"], e["type"]) for _, e in receiver.seen] == [(1, "call.ended"), (3, "call.ended")]
+    assert dispatcher.stats.delivered == 2 and dispatcher.stats.given_up == 0

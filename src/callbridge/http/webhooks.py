@@ -15,8 +15,9 @@ Rules:
   the operation's events, not one receiver's); an empty filter means every event.
 - Targets can be replaced while running (`set_targets`, after an administrative change): a target whose `key` is
   kept keeps its queue, and its pending events go to its new URL with its new secret (the delivery in progress is
-  restarted, so the head event may arrive twice: receivers deduplicate by seq anyway); a removed target's pending
-  events are dropped and counted; a new target starts with the next event.
+  restarted, so the head event may arrive twice: receivers deduplicate by seq anyway), less those its new
+  `events` filter no longer wants (dropped and counted); a removed target's pending events are dropped and counted;
+  a new target starts with the next event.
 
 Theory of operation: the event log calls `on_event` (synchronously, on the loop's thread) with every wire event;
 it is appended to the queue of each target of that operation that wants it, and that target's delivery task, an
@@ -157,6 +158,9 @@ class WebhookDispatcher:
                 self._spawn(queue)
             elif queue.target != target:
                 queue.target = target
+                wanted = deque(event for event in queue.pending if target.wants(event))
+                self.stats.dropped += len(queue.pending) - len(wanted)  # a narrowed filter: no longer wanted
+                queue.pending = wanted
                 self._retire(queue)  # it may be waiting on the old URL, or sleeping in a backoff meant for it
                 self._spawn(queue)
             queues.append(queue)
