@@ -21,6 +21,7 @@ from sqlalchemy import Connection, delete, func, select, update
 from callbridge.callcontrol.model import LOGOUT, CallRecord, Cdr, LegRecord
 from callbridge.storage import schema as s
 from callbridge.storage.records import cdr_values, read_cdr, read_legs, read_open_calls
+from callbridge.storage.rowwrites import upsert
 from callbridge.storage.sip_state import (
     DialogRecord,
     RegistrationRecord,
@@ -29,7 +30,6 @@ from callbridge.storage.sip_state import (
     read_dialogs,
 )
 from callbridge.storage.times import to_datetime
-from callbridge.storage.writer import upsert
 
 RECONCILE_REASON = "reconciled at start-up"
 

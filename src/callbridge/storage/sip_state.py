@@ -29,8 +29,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from callbridge.storage import schema as s
 from callbridge.storage.records import WriteThrough
+from callbridge.storage.rowwrites import upsert
 from callbridge.storage.times import to_datetime, to_seconds
-from callbridge.storage.writer import Writer, upsert
+from callbridge.storage.writer import Writer
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,9 +42,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Executable, Table
 
 from callbridge.storage import rowwrites
-from callbridge.storage.rowwrites import ROW_WRITES, Delete, Insert, RowWrite, Update, Upsert, upsert
-
-__all__ = ["Writer", "WriterStats", "upsert"]
+from callbridge.storage.rowwrites import ROW_WRITES, Delete, Insert, RowWrite, Update, Upsert
 
 log = logging.getLogger(__name__)
 
