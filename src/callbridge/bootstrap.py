@@ -144,8 +144,11 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                 trunk_registration: TrunkRegistrationConfig | None) -> Node:
     sock = _bind_sip_udp(settings.sip_host, settings.sip_port, tcp_too=listen_tcp)
     host, port = sock.getsockname()[:2]
-    endpoint = Endpoint(host, port, timers or TimerConfig(), rng or random.Random(), user="callbridge",
-                        user_agent=USER_AGENT, session_expires=session_expires, min_se=min_se, auto_ack=False)
+    # Via and Contact carry the advertised address (a node behind NAT or a load balancer); the socket is bound to
+    # sip_host.
+    endpoint = Endpoint(settings.sip_advertise or host, port, timers or TimerConfig(), rng or random.Random(),
+                        user="callbridge", user_agent=USER_AGENT, session_expires=session_expires, min_se=min_se,
+                        auto_ack=False)
     exempt = tuple(settings.trusted_networks)
     guard = Defence(defence or DefenceConfig(exempt_networks=exempt))
     switch = Switch(endpoint, storage.directory, defence=guard,

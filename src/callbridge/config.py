@@ -1,17 +1,33 @@
 """Runtime configuration of a callbridge node: addresses, ports, database, destination policy, drain time.
 
 Every setting has a default for the embedded case (SQLite in the working directory, loopback ports) and can be set
-from the environment (``CALLBRIDGE_<NAME>``) or, in the CLI, by a flag of the same name. The environment is read
-once, by :func:`Settings.from_env`; nothing else in the package reads it.
+in a TOML settings file (the same keys as the fields below), from the environment (``CALLBRIDGE_<NAME>``) or, in the
+CLI, by a flag of the same name; the flag wins over the environment, which wins over the file. The environment is
+read once, by :func:`Settings.from_env`; nothing else in the package reads it.
+
+Rules
+- Every value is checked when the settings are built, before anything starts: a bad one raises `ConfigError`,
+  whose message starts with the setting's name (``sip_host: ...``) and says what is allowed.
+- What can only be checked on this machine (that ``sip_host`` is one of its addresses, that the SQLite file's
+  folder is writable) is checked by :func:`check_on_this_machine`, which `callbridge serve` calls before it binds.
+- ``sip_host`` is where SIP is bound; ``sip_advertise`` (default: ``sip_host``) is what goes into Via and Contact,
+  for a node behind NAT or a load balancer. Neither may be a wildcard (0.0.0.0, ::): a peer cannot send to it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
+import tempfile
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+from callbridge.storage.database import DatabaseUrlError, normalise_url
 
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
@@ -45,6 +61,39 @@ def _port(name: str, value: Any) -> int:
     return port
 
 
+def _ip(name: str, value: Any, *, wildcard_ok: bool = False) -> str:
+    try:
+        address = ipaddress.ip_address(str(value).strip("[]"))
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not an IP address (callbridge never resolves names)") from None
+    if address.is_unspecified and not wildcard_ok:
+        raise ConfigError(f"{name}: {value!r} is a wildcard: give an address of this machine that peers can reach")
+    return str(address)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...], *, upper: bool) -> str:
+    text = str(value).upper() if upper else str(value).lower()
+    if text not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    return text
+
+
+def _database_url(value: Any) -> str:
+    url = str(value)
+    try:
+        parsed = normalise_url(url)
+    except DatabaseUrlError as exc:
+        raise ConfigError(f"database_url: {exc}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError(f"database_url: {url!r} names no file: use sqlite:///FILE (sqlite:////abs/path.db)")
+    return url
+
+
 def _seconds(name: str, value: Any) -> float:
     try:
         seconds = float(value)
@@ -58,6 +107,8 @@ def _seconds(name: str, value: Any) -> float:
 @dataclass(frozen=True)
 class Settings:
     sip_host: str = "127.0.0.1"
+    # What goes into Via and Contact when it is not sip_host (a node behind NAT or a load balancer).
+    sip_advertise: str | None = None
     sip_port: int = 5060
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -73,11 +124,25 @@ class Settings:
     # is kept until a restart).
     directory_poll_seconds: float = 2.0
     log_level: str = "INFO"
-    # Digest algorithms the registrar and the INVITE challenge offer, in order: RFC 8760 prefers SHA-256 first,
-    # but phones on libre 1.x (Debian 12's baresip) fail on any challenge that is not MD5: ("MD5",) serves them.
-    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    # "text" (one line per record) or "json" (one JSON object per line, for log collectors).
+    log_format: str = "text"
+    # Digest algorithms the registrar and the INVITE challenge offer, in order. RFC 8760 prefers SHA-256 first, but
+    # phones on libre 1.x (Debian 12's baresip), SIPp and many desk phones fail on any challenge that is not MD5,
+    # so the default is MD5 alone; "SHA-256,MD5" offers both (phones that know SHA-256 then use it).
+    digest_algorithms: tuple[str, ...] = ("MD5",)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
+        if self.sip_advertise is not None and self.sip_advertise != "":
+            object.__setattr__(self, "sip_advertise", _ip("sip_advertise", self.sip_advertise))
+        else:
+            object.__setattr__(self, "sip_advertise", None)
+        object.__setattr__(self, "http_host", _ip("http_host", self.http_host, wildcard_ok=True))
+        object.__setattr__(self, "database_url", _database_url(self.database_url))
+        object.__setattr__(self, "log_level", _choice("log_level", self.log_level, LOG_LEVELS, upper=True))
+        object.__setattr__(self, "log_format", _choice("log_format", self.log_format, LOG_FORMATS, upper=False))
+        if not isinstance(self.node_id, str) or not _NODE_ID.fullmatch(self.node_id):
+            raise ConfigError(f"node_id: {self.node_id!r} is not 1-64 letters, digits, '.', '_' or '-'")
         object.__setattr__(self, "sip_port", _port("sip_port", self.sip_port))
         object.__setattr__(self, "http_port", _port("http_port", self.http_port))
         object.__setattr__(self, "allowed_networks", _networks(self.allowed_networks))
@@ -99,11 +164,19 @@ class Settings:
             raise ConfigError(f"digest_algorithms: {self.digest_algorithms!r} is not a list of MD5 and SHA-256")
         object.__setattr__(self, "digest_algorithms", tuple(a.upper() for a in algorithms))
 
+    @property
+    def advertised_sip_host(self) -> str:
+        """The address written in Via and Contact."""
+        return self.sip_advertise or self.sip_host
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``CALLBRIDGE_*`` variables, then explicit overrides (flags) that are not None."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, settings_file: str | Path | None = None,
+                 **overrides: Any) -> Settings:
+        """Defaults, then the settings file (``settings_file`` or ``CALLBRIDGE_SETTINGS_FILE``), then
+        ``CALLBRIDGE_*`` variables, then explicit overrides (flags) that are not None."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        path = settings_file if settings_file is not None else env.get("CALLBRIDGE_SETTINGS_FILE") or None
+        values: dict[str, Any] = read_settings_file(path) if path is not None else {}
         for f in fields(cls):
             raw = env.get(f"CALLBRIDGE_{f.name.upper()}")
             if raw is not None and raw != "":
@@ -113,3 +186,49 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """The TOML settings file's values by setting name; an unknown key or a bad file is a `ConfigError`."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"settings_file: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings_file: {str(path)!r} is not valid TOML: {exc}") from None
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"settings_file: {str(path)!r}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        values[name] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return values
+
+
+def check_on_this_machine(settings: Settings) -> None:
+    """What only this machine can tell: ``sip_host`` and ``http_host`` are its addresses, the SQLite file's folder
+    exists and is writable. Raises `ConfigError` naming the setting; binds nothing that stays bound."""
+    for name in ("sip_host", "http_host"):
+        host = getattr(settings, name)
+        if ipaddress.ip_address(host).is_unspecified:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((host, 0))
+        except OSError:
+            raise ConfigError(f"{name}: {host!r} is not an address of this machine") from None
+    if settings.database_url.startswith("sqlite:///"):
+        file = Path(settings.database_url[len("sqlite:///"):])
+        folder = file.parent if str(file.parent) else Path(".")
+        if not folder.is_dir():
+            raise ConfigError(f"database_url: the folder {str(folder)!r} of the SQLite file does not exist")
+        try:  # a real write: os.access says yes to root even on a read-only file system
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+            if file.exists():
+                with file.open("r+b"):
+                    pass
+        except OSError as exc:
+            raise ConfigError(f"database_url: {str(file)!r} is not writable: {exc.strerror or exc}") from None

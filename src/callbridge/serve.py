@@ -24,7 +24,8 @@ import typer
 import uvicorn
 
 from callbridge.bootstrap import Node, bootstrap
-from callbridge.config import ConfigError, Settings
+from callbridge.config import ConfigError, Settings, check_on_this_machine
+from callbridge.logs import configure_logging
 from callbridge.transport.collector import tune_collector
 
 __all__ = ["drain", "end_live_calls", "run", "serve_command"]
@@ -132,7 +133,11 @@ def end_live_calls(node: Node) -> int:
 
 
 def serve_command(
-    sip_host: str | None = typer.Option(None, help="SIP address (UDP and TCP) [env CALLBRIDGE_SIP_HOST; 127.0.0.1]"),
+    sip_host: str | None = typer.Option(
+        None, help="SIP address (UDP and TCP), an IP address of this machine [env CALLBRIDGE_SIP_HOST; 127.0.0.1]"),
+    sip_advertise: str | None = typer.Option(
+        None, help="Address written in Via and Contact, if not --sip-host (NAT, load balancer) "
+                   "[env CALLBRIDGE_SIP_ADVERTISE]"),
     sip_port: int | None = typer.Option(None, help="SIP port [env CALLBRIDGE_SIP_PORT; 5060]"),
     http_host: str | None = typer.Option(None, help="HTTP address [env CALLBRIDGE_HTTP_HOST; 127.0.0.1]"),
     http_port: int | None = typer.Option(None, help="HTTP port [env CALLBRIDGE_HTTP_PORT; 8080]"),
@@ -146,15 +151,24 @@ def serve_command(
     drain_seconds: float | None = typer.Option(
         None, help="On SIGTERM, how long live calls may go on [env CALLBRIDGE_DRAIN_SECONDS; 30]"),
     log_level: str | None = typer.Option(None, help="Log level [env CALLBRIDGE_LOG_LEVEL; INFO]"),
+    log_format: str | None = typer.Option(None, help="text or json [env CALLBRIDGE_LOG_FORMAT; text]"),
+    digest_algorithms: str | None = typer.Option(
+        None, help="Digest algorithms offered, in order: MD5, SHA-256 [env CALLBRIDGE_DIGEST_ALGORITHMS; MD5]"),
+    settings_file: str | None = typer.Option(
+        None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
+                                 "[env CALLBRIDGE_SETTINGS_FILE]"),
 ) -> None:
     """Run a callbridge node: SIP B2BUA and registrar, HTTP API, health and metrics."""
     try:
         settings = Settings.from_env(
-            sip_host=sip_host, sip_port=sip_port, http_host=http_host, http_port=http_port,
-            database_url=database_url, allowed_networks=allowed_networks, trusted_networks=trusted_networks,
-            node_id=node_id, drain_seconds=drain_seconds, log_level=log_level)
+            settings_file=settings_file,
+            sip_host=sip_host, sip_advertise=sip_advertise, sip_port=sip_port, http_host=http_host,
+            http_port=http_port, database_url=database_url, allowed_networks=allowed_networks,
+            trusted_networks=trusted_networks, node_id=node_id, drain_seconds=drain_seconds, log_level=log_level,
+            log_format=log_format, digest_algorithms=digest_algorithms)
+        check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(run(settings))
