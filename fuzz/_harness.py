@@ -16,8 +16,8 @@ from pathlib import Path
 
 FUZZ_DIR = Path(__file__).resolve().parent
 REPO = FUZZ_DIR.parent
-# The shared torture corpus sits beside the checkout (../shared); CALLBRIDGE_SIP_TORTURE points elsewhere.
-TORTURE_DIR = Path(os.environ.get("CALLBRIDGE_SIP_TORTURE", REPO.parent / "shared" / "sip-torture" / "rfc4475"))
+# The RFC 4475 torture messages are in the repository; CALLBRIDGE_SIP_TORTURE points elsewhere.
+TORTURE_DIR = Path(os.environ.get("CALLBRIDGE_SIP_TORTURE", REPO / "tests" / "sip" / "torture" / "rfc4475"))
 
 # The messages ParseError carries when the parsers' last-resort guard turned some other exception into it
 # (callbridge.sip.parser): the bytes reached code that raised what the parser did not plan for.
