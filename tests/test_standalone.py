@@ -2,10 +2,10 @@
 
 Two checks, each on every text file of src/, tests/, bench/, fuzz/, scripts/, .ci/ and docs/, and on the README:
 
-- nothing reads or cites a path beside the checkout: ``../shared``, a ``"shared"`` path part built from a
-  ``parent``, the reference notes by their names there (``DESIGN.md``, ``wolkvox-agentbox.md``, ``PEERS.md``,
-  ``sip-torture/``). The project's own copies are ``docs/design.md``, ``docs/agentbox-contract.md`` and
-  ``tests/sip/torture/``;
+- nothing reads or cites a path beside the checkout: the reference directory that sits beside some checkouts
+  (reached as ``..`` from the root, or as a path part built from a ``parent``), or the reference notes by their
+  names there (``DESIGN.md``, ``wolkvox-agentbox.md``, ``PEERS.md``, ``sip-torture/``). The project's own copies
+  are ``docs/design.md``, ``docs/agentbox-contract.md``, ``docs/peers.md`` and ``tests/sip/torture/``;
 - every ``docs/<name>.md`` that is cited exists, and a citation of a section (``docs/design.md, "Storage"``) names
   a heading of that document.
 
@@ -26,11 +26,13 @@ DOC_DIRS = ("docs",)
 SKIP_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", "work", "rfc4475",
              "corpus"}
 
-# What a path beside the checkout looks like, in code or in prose.
+# What a path beside the checkout looks like, in code or in prose. The directory's name is kept in one constant so
+# that this file does not itself read as a path beside the checkout.
+BESIDE_DIR = "shared"
 BESIDE = (
-    ("a path into ../shared", re.compile(r"\.\./shared\b")),
-    ('a "shared" directory beside the checkout',
-     re.compile(r"""\.parents?\b(\[\d+\])?[^\n#]*?/\s*["']shared["']""")),
+    ("a path into the reference directory beside the checkout", re.compile(rf"\.\./{BESIDE_DIR}\b")),
+    ("the reference directory beside the checkout, built from a parent",
+     re.compile(rf"""\.parents?\b(\[\d+\])?[^\n#]*?/\s*["']{BESIDE_DIR}["']""")),
     ("the reference design notes (use docs/design.md)", re.compile(r"(?<![\w/])DESIGN\.md\b")),
     ("the reference contract (use docs/agentbox-contract.md)", re.compile(r"\bwolkvox-agentbox\.md\b")),
     ("the reference notes on peers (use docs/peers.md)", re.compile(r"(?<![\w/])PEERS\.md\b")),
@@ -118,10 +120,10 @@ def test_the_torture_messages_are_in_the_repository() -> None:
 # --- the checkers can fail ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line", [
-    'CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "sip-torture"',
-    'DOC = TESTS.parents[1] / "shared" / "wolkvox-agentbox.md"',
-    "TORTURE_DIR = REPO.parent / 'shared' / 'x'",
-    "see ../shared/notes.md beside the clone",
+    f'CORPUS = Path(__file__).resolve().parents[2].parent / "{BESIDE_DIR}" / "x"',
+    f'DOC = TESTS.parents[1] / "{BESIDE_DIR}" / "contract.md"',
+    f"TORTURE_DIR = REPO.parent / '{BESIDE_DIR}' / 'x'",
+    f"see ../{BESIDE_DIR}/notes.md beside the clone",
     '"""The transfer table (DESIGN.md, "Transfer semantics")."""',
     "# the contract's rows, shared/wolkvox-agentbox.md",
     "far below the ceilings in PEERS.md",
