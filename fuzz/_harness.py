@@ -3,7 +3,7 @@ dictionary) and the check that the parsers' last-resort guard did not hide an ex
 
 libFuzzer writes the inputs it finds to the first corpus directory on its command line, so that one is a work
 directory (``fuzz/work/<target>/``, ignored by git, or the first directory given), never a seed directory; the seeds
-(``fuzz/corpus/<target>/`` and, for SIP, the RFC 4475 torture messages read where they lie) follow it and are only
+(``fuzz/corpus/<target>/`` and, for SIP, the RFC 4475 messages in ``tests/sip/torture/rfc4475/``) follow it and are only
 read. Crash inputs go to the work directory too unless ``-artifact_prefix=`` says otherwise.
 """
 
