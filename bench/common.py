@@ -56,7 +56,7 @@ AGENTS_HOST = "127.0.0.4"     # the SIPp uas that every agent registered at
 REGISTER_HOST = "127.0.0.5"   # the REGISTER benchmark's SIPp
 RESULTS = ROOT / "bench" / "RESULTS.md"
 DATE = "2026-11-25"
-BUFF_SIZE = 4 * 1024 * 1024   # SIPp's socket buffers (PEERS.md: the kernel drops beyond 5,000/s without)
+BUFF_SIZE = 4 * 1024 * 1024   # SIPp's socket buffers (docs/peers.md: the kernel drops beyond 5,000/s without)
 
 
 def agent_extensions(count: int, first: int = 10001) -> list[str]:

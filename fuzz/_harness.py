@@ -3,7 +3,7 @@ dictionary) and the check that the parsers' last-resort guard did not hide an ex
 
 libFuzzer writes the inputs it finds to the first corpus directory on its command line, so that one is a work
 directory (``fuzz/work/<target>/``, ignored by git, or the first directory given), never a seed directory; the seeds
-(``fuzz/corpus/<target>/`` and, for SIP, the RFC 4475 torture messages read where they lie) follow it and are only
+(``fuzz/corpus/<target>/`` and, for SIP, the RFC 4475 messages in ``tests/sip/torture/rfc4475/``) follow it and are only
 read. Crash inputs go to the work directory too unless ``-artifact_prefix=`` says otherwise.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 FUZZ_DIR = Path(__file__).resolve().parent
 REPO = FUZZ_DIR.parent
-# The shared torture corpus sits beside the checkout (../shared); CALLBRIDGE_SIP_TORTURE points elsewhere.
-TORTURE_DIR = Path(os.environ.get("CALLBRIDGE_SIP_TORTURE", REPO.parent / "shared" / "sip-torture" / "rfc4475"))
+# The RFC 4475 torture messages are in the repository; CALLBRIDGE_SIP_TORTURE points elsewhere.
+TORTURE_DIR = Path(os.environ.get("CALLBRIDGE_SIP_TORTURE", REPO / "tests" / "sip" / "torture" / "rfc4475"))
 
 # The messages ParseError carries when the parsers' last-resort guard turned some other exception into it
 # (callbridge.sip.parser): the bytes reached code that raised what the parser did not plan for.

@@ -1,4 +1,5 @@
-"""The rules of direction from DESIGN.md, checked on the source: inner layers never import outer ones."""
+"""The rules of direction (docs/design.md, "The rules of direction"), checked on the source: inner layers never
+import outer ones."""
 
 from __future__ import annotations
 

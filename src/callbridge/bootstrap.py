@@ -9,7 +9,7 @@
 bound address is `node.sip_address` (UDP and TCP share the port). The HTTP application is built (`node.app`) but
 not served: `callbridge.serve` runs it on uvicorn; tests may serve it or call the service directly.
 
-Start-up order (DESIGN.md, "Storage"): open storage (migrations, directory) → bind SIP → read what a crash left
+Start-up order (docs/design.md, "Storage"): open storage (migrations, directory) → bind SIP → read what a crash left
 (`Storage.leftovers`) → BYE every dialog left from before on both legs (`Endpoint.restore_dialog`) → close those
 calls in the records and log their agents out (`Storage.close_leftovers`) → restore the registrations still valid
 (their agents are reported registered) → schedule stored recalls → register the trunks that register to their

@@ -18,7 +18,7 @@ from callbridge.callcontrol.model import Agent, Operation
 from callbridge.sip import DigestResponder, ParseError, Request, Response, parse, parse_auth_header
 from callbridge.sip.auth import ha1
 
-TORTURE = Path(__file__).resolve().parents[2].parent / "shared" / "sip-torture" / "rfc4475"
+TORTURE = Path(__file__).resolve().parents[1] / "sip" / "torture" / "rfc4475"
 SECRET = b"registrar-test-secret-0123456789"
 PHONE = ("198.51.100.7", 40123)  # the NAT's public side: where the REGISTER came from
 T0 = 1_700_000_000.0

@@ -1,4 +1,4 @@
-"""`callbridge.http.contract` against the contract text (shared/wolkvox-agentbox.md) and a transcription of it."""
+"""`callbridge.http.contract` against the contract document (docs/agentbox-contract.md) and a transcription of it."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 from callbridge.http import contract
 
-CONTRACT_DOC = Path(__file__).resolve().parents[2].parent / "shared" / "wolkvox-agentbox.md"
+CONTRACT_DOC = Path(__file__).resolve().parents[2] / "docs" / "agentbox-contract.md"
 
-# The two error tables, transcribed: key -> (status, error, msg). Kept here as well as parsed from the document so
-# that the test still holds a fresh clone to the contract when shared/ is not beside it.
+# The two error tables, transcribed: key -> (status, error, msg). Kept here as well as parsed from the document, so
+# that changing the document and the code together still has to change this test too.
 TRANSCRIBED = {
     "UNKNOWN_API": (400, "BAD REQUEST", "THE API YOU WANT TO CONSULT DOES NOT EXIST"),
     "MISSING_PARAMETERS": (400, "BAD REQUEST", "SOME PARAMETERS ARE REQUIRED"),
@@ -49,28 +49,52 @@ def _as_written(row: contract.ErrorRow) -> tuple[int, str, str]:
     return (row.status, row.error, msg)
 
 
-def _doc_rows() -> list[tuple[int, str, str]]:
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _doc_rows() -> list[tuple[str, tuple[int, str, str], str]]:
+    """The document's two error tables: (key, (status, error, msg), origin), in the document's order."""
     text = CONTRACT_DOC.read_text(encoding="utf-8")
     start = text.index("## Errors every verb can return")
-    end = text.index("**Which error wins**")
+    end = text.index("## Which error wins")
     rows = []
     for line in text[start:end].splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0].isdigit():
-            rows.append((int(cells[0]), cells[1], cells[2]))
+        cells = _cells(line)
+        if len(cells) == 6 and cells[0].isdigit():
+            status, error, msg, key, _, origin = cells
+            rows.append((key, (int(status), error, msg.strip("`")), origin))
     return rows
+
+
+def _doc_verbs() -> dict[str, list[str]]:
+    """The document's table of verbs: api -> its other cells (required, optional, success msg, data)."""
+    text = CONTRACT_DOC.read_text(encoding="utf-8")
+    rows: dict[str, list[str]] = {}
+    for line in text[text.index("## The verbs"):].splitlines():
+        cells = _cells(line)
+        if line.startswith("| ") and cells[0] in contract.VERBS:
+            assert cells[0] not in rows, f"{cells[0]} has two rows in the table of verbs"
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _names(cell: str) -> tuple[str, ...]:
+    return () if cell == "—" else tuple(name.strip() for name in cell.split(","))
 
 
 def test_every_row_matches_the_transcription_exactly() -> None:
     assert {key: _as_written(row) for key, row in contract.ERRORS.items()} == TRANSCRIBED
 
 
-@pytest.mark.skipif(not CONTRACT_DOC.exists(), reason="shared/ is not beside this clone")
 def test_every_row_of_both_tables_in_the_document_is_a_row_here() -> None:
     doc = _doc_rows()
-    assert len(doc) == 21  # 16 common rows + 5 verb rows (one repeats INVALID PARAMETER: <name>)
-    ours = {_as_written(row) for row in contract.ERRORS.values()}
-    assert set(doc) == ours
+    assert len(doc) == 20  # 16 common rows + 4 rows of particular verbs, each key once
+    assert [key for key, _, _ in doc] == [row.key for row in contract.COMMON_ERRORS + contract.VERB_ERRORS]
+    ours = {key: _as_written(row) for key, row in contract.ERRORS.items()}
+    assert {key: written for key, written, _ in doc} == ours
+    origin = {"doc": "Wolkvox", "ours": "callbridge"}
+    assert {key: who for key, _, who in doc} == {key: origin[row.source] for key, row in contract.ERRORS.items()}
 
 
 def test_rows_with_arguments() -> None:
@@ -129,10 +153,9 @@ def test_precedence_is_the_contracts_order() -> None:
         contract.first_error(["NOT_A_ROW"])
 
 
-@pytest.mark.skipif(not CONTRACT_DOC.exists(), reason="shared/ is not beside this clone")
 def test_precedence_follows_the_documents_sentence() -> None:
     text = CONTRACT_DOC.read_text(encoding="utf-8")
-    sentence = text[text.index("first match:"):text.index("**Tenants.**")]
+    sentence = text[text.index("first match:"):text.index("## Tenants")]
     statuses = [int(s) for s in re.findall(r"\b(\d{3})\b", sentence)]
     # one status per tier, or each distinct one where a tier mixes them ("409 target not available, or 400 ...")
     ours = [status for tier in contract.PRECEDENCE[:-1]
@@ -172,13 +195,15 @@ def test_verbs_parameters_and_messages() -> None:
         "transfer": ("conn_id",), "dial": ("conn_id",), "aux_call": ("conn_id",), "dtmf": ("tones",)}
 
 
-@pytest.mark.skipif(not CONTRACT_DOC.exists(), reason="shared/ is not beside this clone")
 def test_verb_messages_are_the_documents() -> None:
-    text = CONTRACT_DOC.read_text(encoding="utf-8")
+    doc = _doc_verbs()
+    assert set(doc) == set(contract.VERBS)
     for verb in contract.VERBS.values():
-        line = next(ln for ln in text.splitlines() if ln.startswith(f"| {verb.name} |"))
+        required, optional, messages, data = doc[verb.name]
         for template in verb.messages.values():
-            assert template in line, (verb.name, template)
+            assert template in messages, (verb.name, template)
+        assert messages.split(" / ") == list(verb.messages.values()), verb.name
+        assert (_names(required), _names(optional), _names(data)) == (verb.required, verb.optional, verb.data)
 
 
 @pytest.mark.parametrize(("name", "value", "ok"), [

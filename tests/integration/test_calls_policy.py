@@ -1,4 +1,4 @@
-"""Addresses that SIP messages name are never trusted as destinations (DESIGN.md, "What the server sends, and
+"""Addresses that SIP messages name are never trusted as destinations (docs/design.md, "What the server sends, and
 where"). On a running node: an agent whose registered Contact names 192.0.2.10 is rung only where its REGISTER
 came from (here: nowhere any more, so the caller gets a final failure and nothing is left behind); a customer whose
 Contact names 192.0.2.10 gets its BYE refused by the destination policy before any socket call, counted on

@@ -4,7 +4,7 @@
         await phone.command("dial", "sip:1001@127.0.0.1:5060")
         event = await phone.wait_event("CALL_ESTABLISHED")
 
-Headless as PEERS.md measured it: one config directory per phone; ``sip_listen 127.0.0.1:<port>`` (it also opens
+Headless as docs/peers.md says: one config directory per phone; ``sip_listen 127.0.0.1:<port>`` (it also opens
 TLS on port+1, so the port is taken from a free block of two), ``net_interface 127.0.0.1``, ``dns_server
 127.0.0.1:53`` and IP literals only; audio from ``aufile`` playing a long 8 kHz mono WAV written with the ``wave``
 module (a call ends when the file ends), audio out to ``aubridge``; modules g711, aufile, aubridge, account (which

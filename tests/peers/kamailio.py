@@ -11,7 +11,7 @@ The configuration (generated per instance) loads tm, sl, rr, usrloc (in memory),
   ignores Record-Route) are routed like a new request;
 - INVITEs are record-routed; everything is relayed statefully (tm).
 
-Started in the foreground as PEERS.md measured it: ``-DD -E -m 1024 -x tlsf``, ``children=1`` (keeps a call's 180
+Started in the foreground as docs/peers.md says: ``-DD -E -m 1024 -x tlsf``, ``children=1`` (keeps a call's 180
 and 200 in order), no DNS, listening on 127.0.0.1 (UDP and TCP) only; stopped by killing its whole process group
 (its workers outlive a killed main process).
 """

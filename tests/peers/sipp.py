@@ -10,7 +10,7 @@ timeout after which its process group is killed. Statistics come from ``-trace_s
 header line and then a line per dump, the last one when it exits; the cumulative ``(C)`` columns of that last line
 are the result. SIPp runs in a process group of its own, in its own working directory (it writes its logs there).
 
-Note (PEERS.md): the built-in uas keeps each call "current" for about 4 s after BYE, so its final counters come
+Note (docs/peers.md): the built-in uas keeps each call "current" for about 4 s after BYE, so its final counters come
 only when it exits (with ``calls=N`` it exits after N calls).
 """
 

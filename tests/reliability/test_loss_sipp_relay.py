@@ -29,7 +29,7 @@ pytestmark = pytest.mark.peers
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 CALLS = int(os.environ.get("RELIABILITY_LOSS_CALLS", "1000"))
-RATE = 100.0       # calls per second: moderate, far below the ceilings in PEERS.md
+RATE = 100.0       # calls per second: moderate, far below the ceilings in docs/peers.md
 LOSS = 0.10
 SEED = 42
 # Each side's transactions finish within 32 s (64*T1) of their last message; the callee holds each call 16 s.

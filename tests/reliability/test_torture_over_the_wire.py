@@ -3,7 +3,7 @@
 The node is `callbridge.bootstrap` on loopback with its destination policy limited to 127.0.0.0/8 and ::1, and an
 operation whose SIP domain is example.com (the corpus's), so that the registrar rows mean something: the corpus's
 registering users (j.user, user, watson) are agents of it. Each message is answered or dropped as
-``../shared/sip-torture/cases.tsv`` says (the EXPECTED table below cites it; where the RFC lets an element choose,
+``tests/sip/torture/expected.tsv`` says (the EXPECTED table below cites it; where the RFC lets an element choose,
 the choices are listed). The one change made to a message is its top Via's sent-by, rewritten to the loopback
 address and port where the test listens (``torture_wire``): the server must answer there (RFC 3261 §18.2.2; the
 source port when the Via has ``rport``, RFC 3581, and over TCP on the connection, §18.2.2) and nowhere else:
@@ -89,7 +89,7 @@ def one_of(*statuses: int, **kw: object) -> Expect:
 
 PARSED = Expect(parsed=True)
 DROPPED = Expect()
-# Per cases.tsv (its summary in the comment); RFC 4475 is the authority.
+# Per tests/sip/torture/expected.tsv (its row in the comment); RFC 4475 is the authority.
 EXPECTED: dict[str, Expect] = {
     "wsinv": PARSED,                  # parse and accept (its To has a tag: 481 for the unknown dialog, §12.2.2)
     "intmeth": one_of(501),           # unknown extension method: 501
@@ -149,7 +149,7 @@ EXPECTED: dict[str, Expect] = {
     "inv2543": Expect(parsed=True, tcp_close_ok=True),  # RFC 2543 style: accepted (TCP: no Content-Length, §18.3)
     "test": Expect(statuses=None, tcp_close_ok=True),   # request line without SIP version: malformed, no crash
 }
-# The Contact each 2xx row must leave stored (Binding.contact_uri, Binding.params), cases.tsv's last column.
+# The Contact each 2xx row must leave stored (Binding.contact_uri, Binding.params), expected.tsv's last column.
 STORED = {
     "dblreq": ("sip:j.user@host.example.com", ()),
     "cparam01": ("sip:+19725552222@gw1.example.net", (("unknownparam", None),)),

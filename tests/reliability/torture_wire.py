@@ -30,7 +30,7 @@ for extra in (TESTS, TESTS / "integration"):  # the peers harness; callnode's he
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-CORPUS = TESTS.parents[1] / "shared" / "sip-torture"   # ../shared/sip-torture beside the clone
+CORPUS = TESTS / "sip" / "torture"  # the RFC 4475 messages and our expected.tsv (tests/sip/torture/README.md)
 OP = "torture"
 DOMAIN = "example.com"
 AGENT = "1001"
@@ -53,8 +53,8 @@ class Case:
 
 
 def load_cases() -> list[Case]:
-    rows = list(csv.DictReader((CORPUS / "cases.tsv").read_text().splitlines(), delimiter="\t"))
-    return [Case(r["file"], r["rfc4475_section"], r["class"], r[next(k for k in r if k.startswith("expected"))],
+    rows = list(csv.DictReader((CORPUS / "expected.tsv").read_text().splitlines(), delimiter="\t"))
+    return [Case(r["file"], r["rfc4475_section"], r["class"], r["expected"],
                  (CORPUS / "rfc4475" / f"{r['file']}.dat").read_bytes()) for r in rows]
 
 

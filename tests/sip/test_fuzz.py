@@ -22,7 +22,7 @@ if str(FUZZ_DIR) not in sys.path:  # the properties the atheris target checks to
 
 from sip_properties import check_status, round_trip  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "sip-torture" / "rfc4475"
+CORPUS = Path(__file__).resolve().parent / "torture" / "rfc4475"
 SEEDS = [path.read_bytes() for path in sorted(CORPUS.glob("*.dat"))] + [row.wire for row in TABLE]
 DELIMITERS = [
     b"\r\n",

@@ -1,4 +1,4 @@
-"""The 50 messages of RFC 4475, each with the outcome its row of ``cases.tsv`` implies.
+"""The 50 messages of RFC 4475, each with the outcome its row of ``torture/expected.tsv`` implies.
 
 Valid, application, transaction and backward-compatibility rows parse, and the test checks what was parsed; the
 protocol-level answers (416, 420, 415, 401, registrar behaviour) belong to the endpoint and are tested on the wire.
@@ -32,8 +32,8 @@ import pytest
 
 from callbridge.sip import ParseError, Request, Response, StreamParser, parse, parse_uri
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "sip-torture"
-ROWS = list(csv.DictReader((CORPUS / "cases.tsv").read_text().splitlines(), delimiter="\t"))
+CORPUS = Path(__file__).resolve().parent / "torture"  # the RFC 4475 messages and our expected.tsv (its README)
+ROWS = list(csv.DictReader((CORPUS / "expected.tsv").read_text().splitlines(), delimiter="\t"))
 
 
 def load(name: str) -> bytes:
@@ -357,7 +357,7 @@ CHECKS: dict[str, Callable[[str], None]] = {
 }
 
 PARSING_CLASSES = {"valid", "application", "transaction", "backward-compat"}
-# Rows of those classes whose cases.tsv text itself says to reject at parse time.
+# Rows of those classes whose expected.tsv text itself says to reject at parse time.
 REJECTED_DESPITE_CLASS = {"insuf", "multi01", "mcl01"}
 
 

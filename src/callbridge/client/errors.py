@@ -235,7 +235,7 @@ class CallControlUnavailable(ServerError):
     key = "CALL_CONTROL_UNAVAILABLE"
 
 
-# The agentbox contract's fixed messages -> class (the contract's rows, shared/wolkvox-agentbox.md).
+# The agentbox contract's fixed messages -> class (the contract's rows, docs/agentbox-contract.md).
 AGENTBOX_MESSAGES: Mapping[str, type[AgentboxError]] = {
     "THE API YOU WANT TO CONSULT DOES NOT EXIST": UnknownApi,
     "SOME PARAMETERS ARE REQUIRED": MissingParameters,

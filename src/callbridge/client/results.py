@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Toggle messages of hold and mute (ours, shared/wolkvox-agentbox.md): message -> the state after the toggle.
+# Toggle messages of hold and mute (ours, docs/agentbox-contract.md): message -> the state after the toggle.
 _TOGGLES: Mapping[str, bool] = {
     "call has been put on hold": True,
     "call has been taken off hold": False,

@@ -1,4 +1,4 @@
-"""`POST /api/v2/agentbox.php`: the Wolkvox agentbox contract (`shared/wolkvox-agentbox.md`), byte for byte.
+"""`POST /api/v2/agentbox.php`: the Wolkvox agentbox contract (`docs/agentbox-contract.md`), byte for byte.
 
 Order of the checks, the contract's "Which error wins" (first match):
   405 method → 401 no token → 403 invalid token / foreign `wolkvox_server` → 403 concurrency → 403 quota →

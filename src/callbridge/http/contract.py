@@ -1,6 +1,6 @@
 """The agentbox contract (Wolkvox "Agent APIs v2") as data, and the native API's problem types.
 
-Source of truth: ``shared/wolkvox-agentbox.md``. Everything a handler needs to answer byte for byte as the contract
+Source of truth: ``docs/agentbox-contract.md``. Everything a handler needs to answer byte for byte as the contract
 says lives here, free of Starlette and of the domain:
 
 - :func:`envelope` builds ``{"code": "<status>", "error": <REASON or null>, "msg": ..., "data": ...}`` where
@@ -186,8 +186,8 @@ def first_error(keys: Iterable[str]) -> str | None:
 
 
 # Domain error_id -> contract row key. TRANSFER_LIMIT (a call transferred more often than the configured hop limit,
-# DESIGN.md "Transfer semantics" step 3) has no row of its own in the contract: to a Wolkvox client the call simply
-# cannot reach the target, so it answers as TARGET_NOT_AVAILABLE; the native API tells the two apart.
+# docs/design.md, "Transfer semantics", step 3) has no row of its own in the contract: to a Wolkvox client the
+# call simply cannot reach the target, so it answers as TARGET_NOT_AVAILABLE; the native API tells the two apart.
 ERROR_IDS: Final[Mapping[str, str]] = {
     "AGENT_NOT_FOUND": "AGENT_NOT_FOUND",
     "AGENT_NOT_LOGGED_IN": "AGENT_NOT_LOGGED_IN",

@@ -1,6 +1,6 @@
 """Start-up reconciliation: what a crash of this node left behind, and closing it in the records.
 
-Theory of operation (DESIGN.md, "Storage"): live call state is in memory, so after a crash the database still
+Theory of operation (docs/design.md, "Storage"): live call state is in memory, so after a crash the database still
 shows the node's calls as open, its dialogs as live and its agents in call states. At start-up, before taking
 traffic, the server
 1. reads `find_leftovers(conn, node_id, now)`: open calls, live dialogs, registrations still valid, agents whose

@@ -1,9 +1,9 @@
 """The destination policy: where callbridge is allowed to send SIP.
 
-Every datagram and every stream write the runtime makes asks this policy first (DESIGN.md, "What the server sends,
-and where"). A registered Contact, a Via or a Refer-To that names a host outside the allowed networks gets nothing
-sent to it; the refusal is logged (rate-limited, so that a flood of refusals does not flood the log) and counted per
-reason.
+Every datagram and every stream write the runtime makes asks this policy first (docs/design.md, "What the server
+sends, and where"). A registered Contact, a Via or a Refer-To that names a host outside the allowed networks gets
+nothing sent to it; the refusal is logged (rate-limited, so that a flood of refusals does not flood the log) and
+counted per reason.
 
 Rules:
 - Only IP literals are ever allowed. A host name is refused without resolving it: callbridge never asks DNS.
