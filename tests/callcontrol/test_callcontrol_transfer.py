@@ -1,4 +1,4 @@
-"""The transfer engine: every path of DESIGN.md "Transfer semantics", blind and attended."""
+"""The transfer engine: every path of docs/design.md "Transfer semantics", blind and attended."""
 
 from __future__ import annotations
 
