@@ -15,9 +15,9 @@ success); state-only verbs return once the state is stored.
 The service is a facade over one live state (`live.LiveState`) and the collaborators it builds around it, each
 handed the state, the ports and the kernel (constructor injection): the agent desk (`agents`), the calls' life
 (`lifecycle`), the ACD (`acd`), actions (`actions`), the transfer engine (`transfer_engine`), outbound calls
-(`outbound`) and the adapter's reports (`reports`). It validates and delegates; it holds no state of its own.
+(`outbound`), the reads (`reads`) and the adapter's reports (`reports`). It validates and delegates; it holds no
+state of its own.
 """
-
 
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ from callbridge.callcontrol.agents import AgentDesk
 from callbridge.callcontrol.calls import Call
 from callbridge.callcontrol.commands import (
     ActionTicket,
-    AgentView,
-    CallView,
     check_agent_id,
     check_code,
     check_display,
@@ -41,7 +39,6 @@ from callbridge.callcontrol.directory import Trunk
 from callbridge.callcontrol.errors import (
     AlreadyOnCall,
     CallControlUnavailable,
-    CallNotFound,
     CallNotUpdated,
     InvalidParameter,
     NoActiveCall,
@@ -53,7 +50,6 @@ from callbridge.callcontrol.errors import (
     TransferInProgress,
     TransferLimit,
     TransferNotAnswered,
-    TransferNotFound,
 )
 from callbridge.callcontrol.events import DisplayChanged, Dispositioned, RecallScheduled
 from callbridge.callcontrol.ids import IdFactory, random_ids
@@ -72,6 +68,7 @@ from callbridge.callcontrol.ports import (
     Signalling,
     StateRepository,
 )
+from callbridge.callcontrol.reads import Reads
 from callbridge.callcontrol.records import (
     LOGOUT,
     READY,
@@ -105,8 +102,14 @@ class CallControlService:
         self._transfers = transfers = TransferEngine(state, ports, kernel, agents, life, acd)
         self._outbound = outbound = OutboundCalls(state, ports, kernel, agents, life, acd)
         self._calls = state.calls
+        # the reads and the adapter's reports are the collaborators' own methods, bound here: no further call
+        reads = Reads(state, kernel, agents)
+        self.get_transfer = reads.get_transfer
+        self.list_agents = reads.list_agents
+        self.get_agent = reads.get_agent
+        self.list_calls = reads.list_calls
+        self.get_call = reads.get_call
         reports = AdapterReports(state, ports, kernel, agents, life, acd, transfers, outbound)
-        # the adapter's reports and the reads kept by collaborators are theirs, bound here without a further call
         self.on_inbound_call = reports.on_inbound_call
         self.on_leg_ringing = reports.on_leg_ringing
         self.on_leg_answered = reports.on_leg_answered
@@ -366,14 +369,7 @@ class CallControlService:
         self._outbound.schedule_recall(recall)
         return recall
 
-    # --- native API -------------------------------------------------------------------------------------------
-
-    def get_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord:
-        run = self._state.transfers.get(transfer_id)
-        record = run.record if run is not None else self._state.finished_transfers.get(transfer_id)
-        if record is None or record.operation_id != operation_id:
-            raise TransferNotFound()
-        return record
+    # --- native API (its reads are bound from `reads.Reads` in __init__) --------------------------------------
 
     def complete_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord:
         """Attended: bridge the customer with the target and release the agent."""
@@ -397,27 +393,7 @@ class CallControlService:
         self._transfers.input(run, TransferInput.CANCEL)
         return run.record
 
-    def list_agents(self, operation_id: str) -> list[AgentView]:
-        return [self._agent_view(rt) for rt in self._agents.of_operation(operation_id)]
-
-    def get_agent(self, operation_id: str, extension: str) -> AgentView:
-        return self._agent_view(self._agents.require_agent(operation_id, extension)[1])
-
-    @staticmethod
-    def _agent_view(rt: AgentRuntime) -> AgentView:
-        return AgentView(rt.operation_id, rt.extension, rt.agent.name, rt.state, rt.state_since, rt.reason,
-                         rt.registered, rt.available, rt.conn_id, rt.agent.queues, tuple(sorted(rt.display.items())))
-
-    def list_calls(self, operation_id: str) -> list[CallView]:
-        return [CallView.of(c) for c in self._k.live_calls(operation_id)]
-
-    def get_call(self, operation_id: str, conn_id: str) -> CallView:
-        call = self._calls.get(conn_id) or self._state.ended_calls.get(conn_id)
-        if call is None or call.operation_id != operation_id:
-            raise CallNotFound()
-        return CallView.of(call)
-
-    # --- adapter reports (the others are bound from `reports.AdapterReports` in __init__) ----------------------
+    # --- adapter reports (the others are bound from `reports.AdapterReports` in __init__) ---------------------
 
     def on_refer(self, leg_id: str, target: str) -> TransferRecord:
         """A REFER on an agent's leg (the phone's transfer button): the same engine as `api=transfer`.
