@@ -3,8 +3,8 @@
 Theory of operation. All live call state is in memory, in the process that holds the SIP dialogs; the service is
 single-threaded (the adapters call it from one event loop) and never blocks. `LiveState` is plain data: it is built
 once by the service and handed, by reference, to each collaborator (`agents`, `lifecycle`, `acd`, `actions`,
-`transfer_engine`, `outbound`, `reports`), which keep references to the containers they use. A container is never
-replaced, only changed in place, so every collaborator sees the same calls and agents.
+`transfer_engine`, `outbound`, `reads`, `reports`), which keep references to the containers they use. A
+container is never replaced, only changed in place, so every collaborator sees the same calls and agents.
 """
 
 from __future__ import annotations
