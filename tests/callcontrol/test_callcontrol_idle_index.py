@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from callcontrol_fakes import OP, World
 
-from callbridge.callcontrol.core import random_ids
+from callbridge.callcontrol.ids import random_ids
 from callbridge.callcontrol.model import Agent
 from callbridge.callcontrol.routing import IdleAgents, QueueBook
 

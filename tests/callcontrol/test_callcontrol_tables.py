@@ -22,7 +22,7 @@ from callbridge.callcontrol.states import (
     is_logged_in,
     leg_transition,
 )
-from callbridge.callcontrol.transfer import (
+from callbridge.callcontrol.transfer_table import (
     TRANSFER_TABLE,
     TransferAction,
     TransferInput,

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from callbridge.b2bua.credentials import verify_agent_digest
 from callbridge.b2bua.legs import SipLeg
-from callbridge.callcontrol.core import random_ids
 from callbridge.callcontrol.errors import (
     AgentNotFound,
     AgentNotLoggedIn,
@@ -29,6 +28,7 @@ from callbridge.callcontrol.errors import (
     NumberNotAllowed,
     TargetNotAvailable,
 )
+from callbridge.callcontrol.ids import random_ids
 from callbridge.callcontrol.model import Operation
 from callbridge.sip import AuthReason
 from callbridge.sip.message import Request

@@ -5,8 +5,8 @@ It knows neither SIP, HTTP, SQL nor asyncio. Adapters build `CallControlService`
 """
 
 from callbridge.callcontrol.commands import ActionTicket, AgentView, CallView, LegView
-from callbridge.callcontrol.core import random_ids
 from callbridge.callcontrol.errors import CallControlError
+from callbridge.callcontrol.ids import random_ids
 from callbridge.callcontrol.service import CallControlService
 
 __all__ = ["ActionTicket", "AgentView", "CallControlError", "CallControlService", "CallView", "LegView",

@@ -26,91 +26,107 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from callbridge.callcontrol.acd import Acd
+from callbridge.callcontrol.agents import AgentDesk
+from callbridge.callcontrol.calls import Call, Leg
 from callbridge.callcontrol.commands import check_number
-from callbridge.callcontrol.core import AgentRuntime
+from callbridge.callcontrol.directory import Operation, Trunk
 from callbridge.callcontrol.errors import (
     AlreadyOnCall,
     NumberNotAllowed,
     TargetNotAvailable,
 )
 from callbridge.callcontrol.events import CallDialing, RecallDue
-from callbridge.callcontrol.model import Call, Leg, Operation, Recall, Trunk
-from callbridge.callcontrol.ports import OriginateRequest
+from callbridge.callcontrol.kernel import Kernel
+from callbridge.callcontrol.lifecycle import CallLifecycle
+from callbridge.callcontrol.live import AgentRuntime, LiveState
+from callbridge.callcontrol.ports import OriginateRequest, Ports
+from callbridge.callcontrol.records import Recall
 from callbridge.callcontrol.states import AgentInput, is_busy
-from callbridge.callcontrol.transfers import TransferEngine
 
 
-class OutboundCalls(TransferEngine):
+class OutboundCalls:
+    def __init__(self, state: LiveState, ports: Ports, kernel: Kernel, agents: AgentDesk,
+                 lifecycle: CallLifecycle, acd: Acd) -> None:
+        self._state = state
+        self._ports = ports
+        self._k = kernel
+        self._agents = agents
+        self._life = lifecycle
+        self._calls = state.calls
+        self._recalls = state.recalls
+        acd.agent_idle = self.agent_idle
+
     # --- recalls ----------------------------------------------------------------------------------------------
 
     def restore(self) -> None:
         """At start-up: schedule the recalls stored and not yet done."""
-        for recall in self._recall_repo.pending_recalls():
+        for recall in self._ports.recalls.pending_recalls():
             if recall.state in ("pending", "due"):
-                self._schedule_recall(recall)
+                self.schedule_recall(recall)
 
-    def _schedule_recall(self, recall: Recall) -> None:
+    def schedule_recall(self, recall: Recall) -> None:
         self._recalls[recall.id] = recall
         rid = recall.id
-        self._arm(f"recall:{rid}", recall.due_at - self._now(), lambda: self._recall_due(rid))
+        self._k.arm(f"recall:{rid}", recall.due_at - self._k.now(), lambda: self._recall_due(rid))
 
     def _recall_due(self, recall_id: str) -> None:
         recall = self._recalls[recall_id]
-        self._emit(RecallDue(operation_id=recall.operation_id, recall_id=recall.id, agent=recall.agent,
+        self._k.emit(RecallDue(operation_id=recall.operation_id, recall_id=recall.id, agent=recall.agent,
                              customer_phone=recall.customer_phone, type_recall=recall.type_recall))
         if recall.type_recall == "manual":
             self._set_recall(replace(recall, state="notified"))
             del self._recalls[recall_id]
             return
         self._set_recall(replace(recall, state="due"))
-        rt = self._find_agent(recall.operation_id, recall.agent)
+        rt = self._agents.find(recall.operation_id, recall.agent)
         if rt is not None and rt.available:
-            self._agent_idle(rt)
+            self.agent_idle(rt)
 
     def _set_recall(self, recall: Recall) -> None:
         self._recalls[recall.id] = recall
-        self._recall_repo.save_recall(recall)
+        self._ports.recalls.save_recall(recall)
 
-    def _agent_idle(self, rt: AgentRuntime) -> None:
+    def agent_idle(self, rt: AgentRuntime) -> None:
         due = sorted((r for r in self._recalls.values() if r.state == "due" and r.operation_id == rt.operation_id
                       and r.agent == rt.extension), key=lambda r: r.due_at)
         for recall in due:
             try:
-                trunk, dialled = self._resolve_number(recall.operation_id, recall.customer_phone)
+                trunk, dialled = self._k.resolve_number(recall.operation_id, recall.customer_phone)
             except NumberNotAllowed:
                 continue
-            call = self._start_dial(self._operation(rt.operation_id), rt, recall.customer_phone, dialled, trunk)
+            call = self.start_dial(self._k.operation(rt.operation_id), rt, recall.customer_phone, dialled, trunk)
             del self._recalls[recall.id]
-            self._recall_repo.save_recall(replace(recall, state="dialled", conn_id=call.conn_id))
+            self._ports.recalls.save_recall(replace(recall, state="dialled", conn_id=call.conn_id))
             return
 
     # --- dialling ---------------------------------------------------------------------------------------------
 
-    def _start_dial(self, op: Operation, rt: AgentRuntime, customer_phone: str, dialled: str,
+    def start_dial(self, op: Operation, rt: AgentRuntime, customer_phone: str, dialled: str,
                     trunk: Trunk) -> Call:
-        call = self._new_call(op, "outbound", customer_phone, "dialing")
+        call = self._life.new_call(op, "outbound", customer_phone, "dialing")
         call.dialled_number, call.trunk = dialled, trunk.name
-        leg = self._add_leg(call, "agent", rt.extension, agent=rt.extension)
+        leg = self._life.add_leg(call, "agent", rt.extension, agent=rt.extension)
         call.agent_leg_id, call.agent = leg.leg_id, rt.extension
         rt.conn_id, rt.leg_id = call.conn_id, leg.leg_id
-        self._history(call, "dialing", f"{rt.extension} -> {customer_phone}")
-        self._records.save_call(call.record())
-        self._agent_input(rt, AgentInput.DIAL, "dial")
-        self._emit(CallDialing(operation_id=op.id, conn_id=call.conn_id, agent=rt.extension,
+        self._k.history(call, "dialing", f"{rt.extension} -> {customer_phone}")
+        self._ports.records.save_call(call.record())
+        self._agents.input(rt, AgentInput.DIAL, "dial")
+        self._k.emit(CallDialing(operation_id=op.id, conn_id=call.conn_id, agent=rt.extension,
                                customer_number=customer_phone))
-        self._originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "agent", rt.extension,
+        self._life.originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "agent", rt.extension,
                                          caller_id=customer_phone, offerless=True, auto_answer=True,
                                          timeout=op.ring_timeout), op.ring_timeout)
         return call
 
-    def _call_customer(self, call: Call, agent_leg: Leg) -> None:
+    def call_customer(self, call: Call, agent_leg: Leg) -> None:
         """dial: the agent's phone answered (or the agent's own INVITE came in): now ring the customer."""
-        op = self._operation(call.operation_id)
-        trunk = self._trunk(op.id, call.trunk)
-        leg = self._add_leg(call, "customer", call.customer_number)
+        op = self._k.operation(call.operation_id)
+        trunk = self._k.trunk(op.id, call.trunk)
+        leg = self._life.add_leg(call, "customer", call.customer_number)
         call.customer_leg_id = leg.leg_id
         caller_id = (trunk.caller_id_number if trunk else "") or agent_leg.party
-        self._originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "trunk", call.dialled_number,
+        self._life.originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "trunk", call.dialled_number,
                                          caller_id=caller_id, trunk=call.trunk, offer_from_leg=agent_leg.leg_id,
                                          timeout=op.dial_timeout), op.dial_timeout)
 
@@ -124,40 +140,40 @@ class OutboundCalls(TransferEngine):
         Raises AgentNotLoggedIn/AlreadyOnCall (answer 403/486), TargetNotAvailable (486), NumberNotAllowed (403).
         """
         check_number(dialled, "dialled")
-        op, rt = self._require_logged_in(operation_id, extension)
+        op, rt = self._agents.require_logged_in(operation_id, extension)
         consult_of: Call | None = None
         if rt.conn_id is not None or is_busy(rt.state):
             consult_of = self._consultable(rt)
-        target_rt = self._find_agent(op.id, dialled)
+        target_rt = self._agents.find(op.id, dialled)
         if target_rt is not None and not target_rt.available:
             raise TargetNotAvailable()
         trunk: Trunk | None = None
         number = dialled
         if target_rt is None:
-            trunk, number = self._resolve_number(op.id, dialled)
-        call = self._new_call(op, "internal" if target_rt else "outbound", dialled, "dialing")
+            trunk, number = self._k.resolve_number(op.id, dialled)
+        call = self._life.new_call(op, "internal" if target_rt else "outbound", dialled, "dialing")
         call.dialled_number, call.trunk = number, trunk.name if trunk else None
-        agent_leg = self._add_leg(call, "agent", rt.extension, agent=rt.extension, leg_id=leg_id)
+        agent_leg = self._life.add_leg(call, "agent", rt.extension, agent=rt.extension, leg_id=leg_id)
         call.agent_leg_id, call.agent = agent_leg.leg_id, rt.extension
         if consult_of is None:
             rt.conn_id, rt.leg_id = call.conn_id, agent_leg.leg_id
-            self._history(call, "agent_call", f"{rt.extension} -> {dialled}")
+            self._k.history(call, "agent_call", f"{rt.extension} -> {dialled}")
         else:
             call.related_conn_id = consult_of.conn_id
             call.agents.append(rt.extension)
-            self._history(call, "consult_call", f"{rt.extension} -> {dialled}, for {consult_of.conn_id}")
-        self._records.save_call(call.record())
+            self._k.history(call, "consult_call", f"{rt.extension} -> {dialled}, for {consult_of.conn_id}")
+        self._ports.records.save_call(call.record())
         if consult_of is None:
-            self._agent_input(rt, AgentInput.DIAL, "dial")
-        self._emit(CallDialing(operation_id=op.id, conn_id=call.conn_id, agent=rt.extension, customer_number=dialled))
+            self._agents.input(rt, AgentInput.DIAL, "dial")
+        self._k.emit(CallDialing(operation_id=op.id, conn_id=call.conn_id, agent=rt.extension, customer_number=dialled))
         if target_rt is None:
-            self._call_customer(call, agent_leg)
+            self.call_customer(call, agent_leg)
         else:
-            leg = self._add_leg(call, "customer", dialled, agent=dialled)
+            leg = self._life.add_leg(call, "customer", dialled, agent=dialled)
             call.customer_leg_id = leg.leg_id
             target_rt.conn_id, target_rt.leg_id = call.conn_id, leg.leg_id
-            self._agent_input(target_rt, AgentInput.OFFER, "agent_call")
-            self._originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "agent", dialled,
+            self._agents.input(target_rt, AgentInput.OFFER, "agent_call")
+            self._life.originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "agent", dialled,
                                              caller_id=rt.extension, caller_name=rt.agent.name,
                                              offer_from_leg=agent_leg.leg_id, timeout=op.ring_timeout),
                             op.ring_timeout)

@@ -186,3 +186,17 @@ class RecallRepository(Protocol):
 
 class EventSink(Protocol):
     def publish(self, event: DomainEvent) -> None: ...
+
+
+@dataclass(slots=True)
+class Ports:
+    """The ports one service is built with, handed together to each of its collaborators."""
+
+    directory: DirectoryRepository
+    states: StateRepository
+    records: CallRecordRepository
+    recalls: RecallRepository
+    signalling: Signalling
+    events: EventSink
+    clock: Clock
+    scheduler: Scheduler

@@ -15,7 +15,7 @@ Costs: with thousands of agents and calls, each routing decision is O(log n) —
 agents of each queue ordered by idle time, `QueueBook` the waiting calls in arrival order — never a scan of the
 operation's agents or calls.
 
-This module is pure: it orders; the service offers, rings and times.
+This module is pure: it orders; `acd` offers, rings and times.
 """
 
 from __future__ import annotations

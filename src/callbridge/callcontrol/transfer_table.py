@@ -1,4 +1,4 @@
-"""The transfer state machine, as a table (DESIGN.md, "Transfer semantics").
+"""The transfer state machine, as a table (docs/design.md, "Transfer semantics").
 
 Rules:
 1. A transfer is validated before anything moves; the API answers at once with the call's conn_id.
@@ -16,9 +16,13 @@ Rules:
    Then `COMPLETE` bridges the customer with the target and releases the agent; `CANCEL` releases the target and
    reconnects the customer with the agent. The agent hanging up while consulting completes the transfer (the
    usual PBX behaviour); the target hanging up while consulting reconnects the customer with the agent.
+4. Attended on the agent's phone: the phone consults on a call of its own, then sends a REFER with Replaces. The
+   consultation is already up, so the transfer starts at `consulting` (`REPLACES`: the consulted party's leg moves
+   into the customer's call) and is completed at once (`COMPLETE`).
 
-The table maps `(kind, state, input) -> (action, next state)`; the service performs the action. Anything missing is
-an error (`InvalidTransition`).
+Theory of operation. The table maps `(kind, state, input) -> (action, next state)`; the engine
+(`transfer_engine`) performs the action and writes the next state the table gives, and no other: no step of the
+engine names a state. Anything missing is an error (`InvalidTransition`), raised before anything moves.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class TransferInput(StrEnum):
     TARGET_HANGUP = "TARGET_HANGUP"  # attended: the target hangs up while consulting
     COMPLETE = "COMPLETE"
     CANCEL = "CANCEL"
+    REPLACES = "REPLACES"  # a REFER with Replaces: the phone's own consultation becomes the transfer's
 
 
 class TransferAction(StrEnum):
@@ -52,6 +57,7 @@ class TransferAction(StrEnum):
     RETURN_CUSTOMER = "RETURN_CUSTOMER"  # release the target; unhold to the agent, or requeue if the agent left
     RECONNECT_AGENT = "RECONNECT_AGENT"  # attended: release the target, bridge the customer with the agent again
     RELEASE_ALL = "RELEASE_ALL"  # the customer left: release the target and the agent
+    ADOPT_CONSULTATION = "ADOPT_CONSULTATION"  # the consulted party's leg joins the customer's call as the target
 
 
 _I = TransferInput
@@ -77,6 +83,7 @@ def _build() -> dict[tuple[TransferKind, TransferState, TransferInput], tuple[Tr
             else (_X.CONNECT_AGENT_TO_TARGET, "consulting"))
         for state in _RINGING_STATES:
             table[(kind, state, _I.TARGET_ANSWERED)] = answered
+    table[("attended", "created", _I.REPLACES)] = (_X.ADOPT_CONSULTATION, "consulting")
     table[("attended", "consulting", _I.COMPLETE)] = (_X.CONNECT_CUSTOMER_TO_TARGET, "completed")
     table[("attended", "consulting", _I.AGENT_HANGUP)] = (_X.CONNECT_CUSTOMER_TO_TARGET, "completed")
     table[("attended", "consulting", _I.CANCEL)] = (_X.RECONNECT_AGENT, "cancelled")
