@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua.credentials import verify_agent_digest
-from callbridge.b2bua.legs import SipLeg
+from callbridge.b2bua.legs import LegInput, SipLeg
 from callbridge.callcontrol.core import random_ids
 from callbridge.callcontrol.errors import (
     AgentNotFound,
@@ -35,14 +35,14 @@ from callbridge.sip.message import Request
 from callbridge.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
-    from callbridge.b2bua.switch import Switch
+    from callbridge.b2bua.context import InboundContext
 
 __all__ = ["route_invite"]
 
 _DRAIN_RETRY_AFTER = "30"
 
 
-def route_invite(sw: Switch, request: Request, tx: ServerTransaction) -> None:
+def route_invite(sw: InboundContext, request: Request, tx: ServerTransaction) -> None:
     if sw.draining or sw.service is None:
         sw.respond(tx, 503, headers=[("Retry-After", _DRAIN_RETRY_AFTER)])
         return
@@ -62,7 +62,7 @@ def route_invite(sw: Switch, request: Request, tx: ServerTransaction) -> None:
         _from_agent(sw, request, tx, hops)
 
 
-def _new_leg(sw: Switch, request: Request, tx: ServerTransaction, operation_id: str, hops: int,
+def _new_leg(sw: InboundContext, request: Request, tx: ServerTransaction, operation_id: str, hops: int,
              agent: str | None = None) -> SipLeg:
     leg = SipLeg(random_ids("l"), operation_id, "in", sw.wall(), server_tx=tx, offer=request.body,
                  remote_sdp=request.body, max_forwards=hops, peer_addr=tx.source, transport=tx.transport,
@@ -71,7 +71,7 @@ def _new_leg(sw: Switch, request: Request, tx: ServerTransaction, operation_id: 
     return sw.legs.add(leg)
 
 
-def _from_trunk(sw: Switch, request: Request, tx: ServerTransaction, operation_id: str, hops: int) -> None:
+def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, operation_id: str, hops: int) -> None:
     did = request.uri.user or ""
     caller = request.from_.uri.user or ""
     leg = _new_leg(sw, request, tx, operation_id, hops)
@@ -84,7 +84,7 @@ def _from_trunk(sw: Switch, request: Request, tx: ServerTransaction, operation_i
     sw.wake()
 
 
-def _from_agent(sw: Switch, request: Request, tx: ServerTransaction, hops: int) -> None:
+def _from_agent(sw: InboundContext, request: Request, tx: ServerTransaction, hops: int) -> None:
     directory = sw.directory
     from_host = request.from_.uri.host.lower()
     operation = directory.operation_for_domain(from_host) or directory.operation_for_domain(
@@ -114,7 +114,7 @@ def _from_agent(sw: Switch, request: Request, tx: ServerTransaction, hops: int) 
     sw.wake()
 
 
-def _refused_number_status(sw: Switch, operation: Operation, dialled: str) -> int:
+def _refused_number_status(sw: InboundContext, operation: Operation, dialled: str) -> int:
     trunks = sw.directory.list_trunks(operation.id)
     if not trunks:
         return 404
@@ -123,15 +123,14 @@ def _refused_number_status(sw: Switch, operation: Operation, dialled: str) -> in
     return 403
 
 
-def _refuse(sw: Switch, leg: SipLeg, status: int) -> None:
-    leg.released = True
-    sw.legs.remove(leg.leg_id)
+def _refuse(sw: InboundContext, leg: SipLeg, status: int) -> None:
+    sw.legs.end(leg, LegInput.REFUSED)
     if leg.server_tx is not None:
         sw.respond(leg.server_tx, status)
         leg.server_tx = None
 
 
-def _authenticate(sw: Switch, request: Request, tx: ServerTransaction, operation: Operation | None,
+def _authenticate(sw: InboundContext, request: Request, tx: ServerTransaction, operation: Operation | None,
                   realm: str) -> str | None:
     """The authenticated extension, or None after answering 407 (or 400 for malformed credentials)."""
     challenger = sw.challengers(realm)

@@ -55,7 +55,7 @@ from callbridge.sip.uri import URI
 from callbridge.sip.values import parse_replaces
 
 if TYPE_CHECKING:
-    from callbridge.b2bua.switch import Switch
+    from callbridge.b2bua.context import ReferContext
 
 __all__ = ["REFER_EXPIRES", "SIPFRAG", "ReferHandler", "refusal_status"]
 
@@ -101,7 +101,7 @@ class ReferSubscription:
 class ReferHandler:
     """Owned by the switch; the switch and the signalling port call the `on_*`/`target_*`/`leg_*` hooks."""
 
-    def __init__(self, switch: Switch) -> None:
+    def __init__(self, switch: ReferContext) -> None:
         self.sw = switch
         self._by_target: dict[str, ReferSubscription] = {}
         self._by_referrer: dict[str, ReferSubscription] = {}

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 from callbridge.b2bua import inbound
 from callbridge.b2bua.bridge import SDP, relay_offer
 from callbridge.b2bua.defence import Defence, counts_as_failure
-from callbridge.b2bua.legs import LegTable, ReinviteDone, SipLeg
+from callbridge.b2bua.leg_state import step
+from callbridge.b2bua.legs import LegInput, LegState, LegTable, ReinviteDone, SipLeg
 from callbridge.b2bua.location import (
     AgentUnregistered,
     Binding,
@@ -51,6 +52,14 @@ from callbridge.b2bua.location import (
     BindingRefreshed,
     BindingRemoved,
     RegistrationEvent,
+)
+from callbridge.b2bua.ports import (
+    B2buaDirectory,
+    DialogRecord,
+    DialogStore,
+    Domain,
+    RegistrationRecord,
+    RegistrationStore,
 )
 from callbridge.b2bua.refer import ReferHandler
 from callbridge.b2bua.registrar import ChallengerPool, Registrar, RegistrarDirectory, RegistrarLimits
@@ -72,12 +81,9 @@ from callbridge.sip.message import Request, Response
 from callbridge.sip.parser import KNOWN_METHODS
 from callbridge.sip.transaction import ClientTransaction, ServerTransaction
 from callbridge.sip.uri import URI
-from callbridge.storage.sip_state import DialogRecord, DialogRecords, RegistrationRecord, RegistrationRecords
 
 if TYPE_CHECKING:
-    from callbridge.callcontrol.service import CallControlService
-    from callbridge.storage.directory import Directory
-    from callbridge.transport import Runtime
+    from callbridge.b2bua.context import Waker
 
 __all__ = ["Switch"]
 
@@ -102,8 +108,8 @@ class Switch:
 
     log = log
 
-    def __init__(self, endpoint: Endpoint, directory: Directory, *, defence: Defence,
-                 challengers: ChallengerPool, dialogs: DialogRecords, registrations: RegistrationRecords,
+    def __init__(self, endpoint: Endpoint, directory: B2buaDirectory, *, defence: Defence,
+                 challengers: ChallengerPool, dialogs: DialogStore, registrations: RegistrationStore,
                  wall_clock: Callable[[], float], loop: asyncio.AbstractEventLoop,
                  registrar_limits: RegistrarLimits | None = None,
                  trunk_registration: TrunkRegistrationConfig | None = None) -> None:
@@ -124,14 +130,14 @@ class Switch:
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers
         self.draining = False
-        self.service: CallControlService | None = None
-        self.runtime: Runtime | None = None
+        self.service: Domain | None = None
+        self.runtime: Waker | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_at: float | None = None
         self._trunks: list[tuple[Trunk, Any]] = []
         self.reload_trunks()
 
-    def attach(self, service: CallControlService, runtime: Runtime) -> None:
+    def attach(self, service: Domain, runtime: Waker) -> None:
         self.service = service
         self.runtime = runtime
 
@@ -208,8 +214,7 @@ class Switch:
         leg.server_tx = None
         leg.dialog = tx.dialog
         tx.dialog.user_data = leg
-        leg.status = "up"
-        leg.answered = True
+        step(leg, LegInput.ANSWERED)
         if leg.agent is not None:  # an agent's own call: its phone may sit behind NAT (module rules)
             self.endpoint.set_destination(tx.dialog, tx.source, tx.transport)
 
@@ -417,10 +422,9 @@ class Switch:
     def _fork_response(self, leg: SipLeg, tx: ClientTransaction, response: Response, dialog: Dialog | None) -> None:
         status = response.status
         if status < 200:
-            if status == 100 or leg.released or leg.answered:
+            if status == 100 or not leg.forking:
                 return
-            if not leg.ringing_reported:
-                leg.ringing_reported = True
+            if step(leg, LegInput.PROVISIONAL) is LegState.CALLING:  # the first ringing is reported
                 self.report(self._service().on_leg_ringing, leg.leg_id)
                 self.refers.target_ringing(leg.leg_id, status)
             early = self.legs.get(leg.early_peer)
@@ -440,13 +444,12 @@ class Switch:
             return  # the endpoint ACKs and hangs up a 2xx that crossed our CANCEL (§9.1)
         if leg.agent is not None:  # the phone is where its registration came from, whatever its Contact says
             self.endpoint.set_destination(dialog, tx.dest, tx.transport)
-        if leg.answered or leg.released:
+        if not leg.forking:  # answered by another fork, or released (CANCELled) already
             if dialog.unacked_invite is not None:
                 self.endpoint.ack(dialog, self.now())
             self.endpoint.bye(dialog, self.now())
             return
-        leg.answered = True
-        leg.status = "up"
+        step(leg, LegInput.ANSWERED)
         leg.dialog = dialog
         dialog.user_data = leg
         leg.remote_sdp = response.body
@@ -466,24 +469,20 @@ class Switch:
         if tx in leg.forks:
             leg.forks.remove(tx)
         leg.fork_statuses += (status,)
-        if leg.forks or leg.answered:
+        if leg.forks or leg.state is LegState.UP or leg.state is LegState.RELEASING:
             return
-        leg.status = "ended"
-        self.legs.remove(leg.leg_id)
+        was = self.legs.end(leg, LegInput.FAILED)  # ENDED already when released while it rang (its 487s)
         self.refers.target_failed(leg.leg_id, _best_status(leg.fork_statuses))
-        if not leg.released:
-            leg.released = True
+        if was is not LegState.ENDED:
             self.report(self._service().on_leg_failed, leg.leg_id, _best_status(leg.fork_statuses))
 
     # --- incoming legs and dialogs ----------------------------------------------------------------------------
     def _incoming_cancelled(self, tx: ServerTransaction) -> None:
         leg = tx.user_data
-        if not isinstance(leg, SipLeg) or leg.released:
+        if not isinstance(leg, SipLeg) or leg.state is not LegState.INCOMING:
             return
-        leg.released = True
-        leg.status = "ended"
+        self.legs.end(leg, LegInput.CANCELLED)
         leg.server_tx = None
-        self.legs.remove(leg.leg_id)
         self.report(self._service().on_leg_ended, leg.leg_id, None)
 
     def _dialog_established(self, dialog: Dialog) -> None:
@@ -502,14 +501,12 @@ class Switch:
     def _dialog_ended(self, leg: SipLeg, reason: str) -> None:
         self.dialog_records.remove_dialog(leg.leg_id)
         self.refers.leg_ended(leg.leg_id, reason)  # after a BYE its REFER subscription lives on (refer.py)
-        leg.status = "ended"
-        self.legs.remove(leg.leg_id)
+        was = self.legs.end(leg, LegInput.DIALOG_ENDED)
         if leg.reinvite_done is not None:
             done, leg.reinvite_done = leg.reinvite_done, None
             done(None)
-        if leg.released:
+        if was is not LegState.UP:  # released by the domain (our BYE), or reported already
             return
-        leg.released = True
         self.report(self._service().on_leg_ended, leg.leg_id, None if reason == "bye" else "system")
 
     # --- registrations ----------------------------------------------------------------------------------------
@@ -575,7 +572,7 @@ class Switch:
             self._expiry.cancel()
             self._expiry = None
 
-    def _service(self) -> CallControlService:
+    def _service(self) -> Domain:
         assert self.service is not None, "the switch is not attached to the call-control service"
         return self.service
 
