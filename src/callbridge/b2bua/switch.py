@@ -79,6 +79,7 @@ from callbridge.sip.events import (
 )
 from callbridge.sip.message import Request, Response
 from callbridge.sip.parser import KNOWN_METHODS
+from callbridge.sip.session_timer import timer_headers
 from callbridge.sip.transaction import ClientTransaction, ServerTransaction
 from callbridge.sip.uri import URI
 
@@ -275,9 +276,9 @@ class Switch:
                     headers: Iterable[tuple[str, str]], dest: tuple[str, int], transport: str,
                     max_forwards: int) -> ClientTransaction:
         ep = self.endpoint
-        extra = [*headers, ("Supported", "timer")]
-        if ep.session_expires is not None:
-            extra += [("Session-Expires", str(ep.session_expires)), ("Min-SE", str(ep.min_se))]
+        interval = ep.session_expires
+        extra = [*headers, *timer_headers(session_expires=interval, min_se=None if interval is None else ep.min_se,
+                                          supported=True)]
         request = ep.create_request("INVITE", uri, from_uri=from_uri, to_uri=to_uri, from_display=from_display,
                                     body=body, content_type=SDP if body else None, headers=extra)
         request.headers.set("Max-Forwards", str(max_forwards))
