@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from starlette.applications import Starlette
 
 from callbridge.b2bua.defence import Defence, DefenceConfig
+from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
 from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, RegistrationStore
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
 from callbridge.b2bua.signalling import SipSignalling
-from callbridge.b2bua.switch import RESTORED_CSEQ_GAP, Switch
+from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService

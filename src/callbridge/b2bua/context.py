@@ -26,12 +26,14 @@ from callbridge.sip.transaction import ClientTransaction, ServerTransaction
 from callbridge.sip.uri import URI
 
 if TYPE_CHECKING:
+    from callbridge.b2bua.defence import Defence
     from callbridge.b2bua.location import Binding
     from callbridge.b2bua.registrar import ChallengerPool
     from callbridge.callcontrol.model import Trunk
     from callbridge.sip import DigestResponder
 
-__all__ = ["BridgeContext", "InboundContext", "ReferContext", "SignallingContext", "TrunkContext", "Waker"]
+__all__ = ["BridgeContext", "ForkContext", "InboundContext", "ReferContext", "RegistrationsContext",
+           "ReinviteContext", "SignallingContext", "TrunkContext", "Waker"]
 
 
 class Waker(Protocol):
@@ -155,3 +157,55 @@ class TrunkContext(Protocol):
     def now(self) -> float: ...
 
     def wake(self) -> None: ...
+
+
+class TransferHooks(Protocol):
+    """The REFER handler's hooks on a transfer target's progress (its NOTIFYs follow them)."""
+
+    def target_ringing(self, leg_id: str, status: int) -> None: ...
+
+    def target_answered(self, leg_id: str) -> None: ...
+
+    def target_failed(self, leg_id: str, status: int) -> None: ...
+
+
+class ForkContext(TrunkContext, Protocol):
+    """`forks`: the responses to an outgoing leg's INVITEs (a provider's challenge is `trunks`' to answer)."""
+
+    legs: LegTable
+    service: Domain | None
+
+    @property
+    def refers(self) -> TransferHooks: ...
+
+    def report(self, fn: Callable[..., object], *args: object) -> None: ...
+
+    def respond(self, tx: ServerTransaction, status: int, *, body: bytes = b"",
+                headers: Iterable[tuple[str, str]] = (), reason: str | None = None) -> Response | None: ...
+
+
+class RegistrationsContext(Protocol):
+    """`registrations`: REGISTER, bindings written through and reported."""
+
+    endpoint: Endpoint
+    defence: Defence
+    loop: asyncio.AbstractEventLoop
+    service: Domain | None
+
+    def wall(self) -> float: ...
+
+    def now(self) -> float: ...
+
+    def report(self, fn: Callable[..., object], *args: object) -> None: ...
+
+
+class ReinviteContext(Protocol):
+    """`reinvites`: our re-INVITEs on a leg."""
+
+    endpoint: Endpoint
+
+    def now(self) -> float: ...
+
+    def wake(self) -> None: ...
+
+    def write_cseq(self, leg: SipLeg) -> None: ...

@@ -15,6 +15,8 @@ Order of checks (none of the refusals changes any state or record):
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua.credentials import verify_agent_digest
@@ -29,15 +31,18 @@ from callbridge.callcontrol.errors import (
     NumberNotAllowed,
     TargetNotAvailable,
 )
-from callbridge.callcontrol.model import Operation
+from callbridge.callcontrol.model import Operation, Trunk
 from callbridge.sip import AuthReason
 from callbridge.sip.message import Request
 from callbridge.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
     from callbridge.b2bua.context import InboundContext
+    from callbridge.b2bua.ports import B2buaDirectory
 
-__all__ = ["route_invite"]
+__all__ = ["TrunkNetwork", "route_invite", "trunk_for_source", "trunk_networks"]
+
+TrunkNetwork = tuple[Trunk, "ipaddress.IPv4Network | ipaddress.IPv6Network"]
 
 _DRAIN_RETRY_AFTER = "30"
 
@@ -146,4 +151,22 @@ def _authenticate(sw: InboundContext, request: Request, tx: ServerTransaction, o
         sw.respond(tx, 400, reason="Malformed Credentials")
         return None
     sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now, stale=result.stale)])
+    return None
+
+
+def trunk_networks(directory: B2buaDirectory) -> list[TrunkNetwork]:
+    """Every trunk's inbound networks (step 3: a source within one is that trunk)."""
+    return [(trunk, ipaddress.ip_network(network, strict=False))
+            for op in directory.list_operations() for trunk in directory.list_trunks(op.id)
+            for network in trunk.inbound_networks]
+
+
+def trunk_for_source(networks: Iterable[TrunkNetwork], ip: str) -> Trunk | None:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    for trunk, network in networks:
+        if address.version == network.version and address in network:
+            return trunk
     return None
