@@ -34,12 +34,9 @@ Theory of operation (RFC 3261)
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from callbridge.b2bua.legs import SipLeg
-
-__all__ = ["TABLE", "LegInput", "LegState", "LegStateError", "step"]
+__all__ = ["TABLE", "LegInput", "LegState", "LegStateError", "Stateful", "step"]
 
 
 class LegStateError(Exception):
@@ -91,7 +88,14 @@ for _state, _input, _next in _ROWS:
     TABLE[_state][_input] = _next
 
 
-def step(leg: SipLeg, event: LegInput) -> LegState:
+class Stateful(Protocol):
+    """A leg as the table sees it (`legs.SipLeg`)."""
+
+    leg_id: str
+    state: LegState
+
+
+def step(leg: Stateful, event: LegInput) -> LegState:
     """Move `leg` by `event`; the state it was in (what the domain was told depends on it)."""
     was = leg.state
     try:
