@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua.bridge import present
-from callbridge.b2bua.leg_state import step
-from callbridge.b2bua.legs import LegInput, LegState, SipLeg
+from callbridge.b2bua.leg_state import ANSWERED, CALLING, ENDED, FAILED, PROVISIONAL, RELEASING, UP, step
+from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.trunks import answer_challenge
 from callbridge.sip.dialog import Dialog
 from callbridge.sip.message import Response
@@ -41,7 +41,7 @@ def fork_response(sw: ForkContext, leg: SipLeg, tx: ClientTransaction, response:
     if status < 200:
         if status == 100 or not leg.forking:
             return
-        if step(leg, LegInput.PROVISIONAL) is LegState.CALLING:  # the first ringing is reported
+        if step(leg, PROVISIONAL) is CALLING:  # the first ringing is reported
             service = sw.service
             assert service is not None
             sw.report(service.on_leg_ringing, leg.leg_id)
@@ -67,7 +67,7 @@ def fork_response(sw: ForkContext, leg: SipLeg, tx: ClientTransaction, response:
             endpoint.ack(dialog, sw.now())
         endpoint.bye(dialog, sw.now())
         return
-    step(leg, LegInput.ANSWERED)
+    step(leg, ANSWERED)
     leg.dialog = dialog
     dialog.user_data = leg
     leg.remote_sdp = response.body
@@ -91,11 +91,11 @@ def fork_failed(sw: ForkContext, leg: SipLeg, tx: ClientTransaction, status: int
     if tx in leg.forks:
         leg.forks.remove(tx)
     leg.fork_statuses += (status,)
-    if leg.forks or leg.state is LegState.UP or leg.state is LegState.RELEASING:
+    if leg.forks or leg.state is UP or leg.state is RELEASING:
         return
-    was = sw.legs.end(leg, LegInput.FAILED)  # ENDED already when released while it rang (its 487s)
+    was = sw.legs.end(leg, FAILED)  # ENDED already when released while it rang (its 487s)
     sw.refers.target_failed(leg.leg_id, best_status(leg.fork_statuses))
-    if was is not LegState.ENDED:
+    if was is not ENDED:
         service = sw.service
         assert service is not None
         sw.report(service.on_leg_failed, leg.leg_id, best_status(leg.fork_statuses))

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua.credentials import verify_agent_digest
-from callbridge.b2bua.legs import LegInput, SipLeg
+from callbridge.b2bua.leg_state import REFUSED
+from callbridge.b2bua.legs import SipLeg
 from callbridge.callcontrol.core import random_ids
 from callbridge.callcontrol.errors import (
     AgentNotFound,
@@ -129,7 +130,7 @@ def _refused_number_status(sw: InboundContext, operation: Operation, dialled: st
 
 
 def _refuse(sw: InboundContext, leg: SipLeg, status: int) -> None:
-    sw.legs.end(leg, LegInput.REFUSED)
+    sw.legs.end(leg, REFUSED)
     if leg.server_tx is not None:
         sw.respond(leg.server_tx, status)
         leg.server_tx = None

@@ -95,6 +95,15 @@ class Stateful(Protocol):
     state: LegState
 
 
+# The members as plain module constants: on Python 3.11 `LegState.UP` is a descriptor call on the class, and the
+# leg's properties (`SipLeg.up`, `forking`, ...) run on every message; a global is a dict lookup.
+INCOMING, CALLING, EARLY, UP, RELEASING, ENDED = (LegState.INCOMING, LegState.CALLING, LegState.EARLY, LegState.UP,
+                                                  LegState.RELEASING, LegState.ENDED)
+PROVISIONAL, ANSWERED, FAILED, CANCELLED, REFUSED, RELEASE, DIALOG_ENDED = (
+    LegInput.PROVISIONAL, LegInput.ANSWERED, LegInput.FAILED, LegInput.CANCELLED, LegInput.REFUSED, LegInput.RELEASE,
+    LegInput.DIALOG_ENDED)
+
+
 def step(leg: Stateful, event: LegInput) -> LegState:
     """Move `leg` by `event`; the state it was in (what the domain was told depends on it)."""
     was = leg.state

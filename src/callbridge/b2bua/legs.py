@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from callbridge.b2bua.leg_state import LegInput, LegState, step
+from callbridge.b2bua.leg_state import CALLING, EARLY, ENDED, INCOMING, RELEASING, UP, LegInput, LegState, step
 from callbridge.callcontrol.model import Trunk
 from callbridge.sip.dialog import Dialog
 from callbridge.sip.message import Response
@@ -69,26 +69,26 @@ class SipLeg:
     def ringing(self) -> bool:
         """Not answered yet (incoming, or outgoing before its 2xx)."""
         state = self.state
-        return state is LegState.INCOMING or state is LegState.CALLING or state is LegState.EARLY
+        return state is INCOMING or state is CALLING or state is EARLY
 
     @property
     def forking(self) -> bool:
         """Outgoing and not answered yet: its forks' responses still decide it."""
         state = self.state
-        return state is LegState.CALLING or state is LegState.EARLY
+        return state is CALLING or state is EARLY
 
     @property
     def up(self) -> bool:
         """Answered and its dialog alive (released or not: a released leg still carries its BYE and NOTIFYs)."""
         state = self.state
-        return ((state is LegState.UP or state is LegState.RELEASING) and self.dialog is not None
+        return ((state is UP or state is RELEASING) and self.dialog is not None
                 and not self.dialog.terminated)
 
     @property
     def released(self) -> bool:
         """The domain let go of it, or its end was reported: nothing more is reported on it."""
         state = self.state
-        return state is LegState.RELEASING or state is LegState.ENDED
+        return state is RELEASING or state is ENDED
 
 
 class LegTable:
@@ -108,7 +108,7 @@ class LegTable:
         """The one place a leg ends: `event` moves it to `ENDED` (`leg_state.TABLE`) and it leaves the table.
         Returns the state it was in."""
         was = step(leg, event)
-        assert leg.state is LegState.ENDED, f"{event} in {was} does not end a leg"
+        assert leg.state is ENDED, f"{event} in {was} does not end a leg"
         if self._legs.get(leg.leg_id) is leg:
             del self._legs[leg.leg_id]
         return was

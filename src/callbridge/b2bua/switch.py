@@ -44,8 +44,8 @@ from callbridge.b2bua.bridge import SDP, relay_offer
 from callbridge.b2bua.defence import Defence, counts_as_failure
 from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP, DialogWriter
 from callbridge.b2bua.forks import fork_failed, fork_response
-from callbridge.b2bua.leg_state import step
-from callbridge.b2bua.legs import LegInput, LegState, LegTable, ReinviteDone, SipLeg
+from callbridge.b2bua.leg_state import ANSWERED, CANCELLED, DIALOG_ENDED, INCOMING, UP, step
+from callbridge.b2bua.legs import LegTable, ReinviteDone, SipLeg
 from callbridge.b2bua.ports import (
     B2buaDirectory,
     DialogStore,
@@ -201,7 +201,7 @@ class Switch:
         leg.server_tx = None
         leg.dialog = tx.dialog
         tx.dialog.user_data = leg
-        step(leg, LegInput.ANSWERED)
+        step(leg, ANSWERED)
         if leg.agent is not None:  # an agent's own call: its phone may sit behind NAT (module rules)
             self.endpoint.set_destination(tx.dialog, tx.source, tx.transport)
 
@@ -348,9 +348,9 @@ class Switch:
     # --- incoming legs and dialogs ----------------------------------------------------------------------------
     def _incoming_cancelled(self, tx: ServerTransaction) -> None:
         leg = tx.user_data
-        if not isinstance(leg, SipLeg) or leg.state is not LegState.INCOMING:
+        if not isinstance(leg, SipLeg) or leg.state is not INCOMING:
             return
-        self.legs.end(leg, LegInput.CANCELLED)
+        self.legs.end(leg, CANCELLED)
         leg.server_tx = None
         self.report(self._service().on_leg_ended, leg.leg_id, None)
 
@@ -363,11 +363,11 @@ class Switch:
     def _dialog_ended(self, leg: SipLeg, reason: str) -> None:
         self.dialogs.ended(leg)
         self.refers.leg_ended(leg.leg_id, reason)  # after a BYE its REFER subscription lives on (refer.py)
-        was = self.legs.end(leg, LegInput.DIALOG_ENDED)
+        was = self.legs.end(leg, DIALOG_ENDED)
         if leg.reinvite_done is not None:
             done, leg.reinvite_done = leg.reinvite_done, None
             done(None)
-        if was is not LegState.UP:  # released by the domain (our BYE), or reported already
+        if was is not UP:  # released by the domain (our BYE), or reported already
             return
         self.report(self._service().on_leg_ended, leg.leg_id, None if reason == "bye" else "system")
 
