@@ -78,7 +78,3 @@ class SessionTimer:
     def refresher(self, we_send: bool) -> str:
         """The refresher a request (we_send=True) or response we send names: "uac" is that message's sender."""
         return "uac" if self.we_refresh == we_send else "uas"
-
-    def header_value(self, we_send: bool) -> str:
-        """Session-Expires for a request (we_send=True) or response we send, naming the refresher."""
-        return f"{self.interval};refresher={self.refresher(we_send)}"
