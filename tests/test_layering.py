@@ -15,6 +15,15 @@ FORBIDDEN = {
     "sip": {"transport", "phone", "callcontrol", "b2bua", "storage", "http", "client", "cli", "bootstrap", "config"},
     "callcontrol": {"sip", "transport", "phone", "b2bua", "storage", "http", "client", "cli", "bootstrap"},
     "client": {"sip", "transport", "phone", "callcontrol", "b2bua", "storage", "http", "cli", "bootstrap", "config"},
+    # The B2BUA is the SIP adapter of the domain: it uses sip and callcontrol, and reaches storage, the runtime
+    # (transport) and the domain service only through its own ports (b2bua/ports.py, b2bua/context.py), which
+    # bootstrap wires.
+    "b2bua": {"transport", "phone", "storage", "http", "client", "cli", "bootstrap", "config", "serve", "admin",
+              "demo", "tools"},
+    # The HTTP API is the domain's other adapter: it speaks to callcontrol only (the directory, tokens and the
+    # event log reach it as callcontrol's ports and its own types), never to SIP or to storage.
+    "http": {"sip", "transport", "phone", "b2bua", "storage", "client", "cli", "bootstrap", "config", "serve",
+             "admin", "demo", "tools"},
 }
 # packages that must stay free of I/O and clocks
 NO_IO = {"sip": {"asyncio", "socket", "time", "selectors", "threading"},

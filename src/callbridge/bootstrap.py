@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 from starlette.applications import Starlette
 
 from callbridge.b2bua.defence import Defence, DefenceConfig
+from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
+from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, RegistrationStore
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
 from callbridge.b2bua.signalling import SipSignalling
-from callbridge.b2bua.switch import RESTORED_CSEQ_GAP, Switch
+from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
@@ -49,7 +51,6 @@ from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.timers import TimerConfig
 from callbridge.storage import Leftovers, Storage
 from callbridge.storage.directory import Directory
-from callbridge.storage.sip_state import DialogRecord
 from callbridge.transport import DestinationPolicy, Runtime, bind_udp
 
 __all__ = ["Node", "bootstrap"]
@@ -151,10 +152,14 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                         auto_ack=False)
     exempt = tuple(settings.trusted_networks)
     guard = Defence(defence or DefenceConfig(exempt_networks=exempt))
-    switch = Switch(endpoint, storage.directory, defence=guard,
+    # The B2BUA's ports (b2bua/ports.py) are the storage adapter's repositories: the B2BUA imports no storage.
+    directory: B2buaDirectory = storage.directory
+    dialogs: DialogStore = storage.dialogs
+    registrations: RegistrationStore = storage.registrations
+    switch = Switch(endpoint, directory, defence=guard,
                     challengers=ChallengerPool(secret or secrets.token_bytes(32),
                                                algorithms=settings.digest_algorithms),
-                    dialogs=storage.dialogs, registrations=storage.registrations, wall_clock=time.time,
+                    dialogs=dialogs, registrations=registrations, wall_clock=time.time,
                     loop=loop, registrar_limits=registrar_limits, trunk_registration=trunk_registration)
     runtime = Runtime(switch, policy=DestinationPolicy(settings.allowed_networks), on_event=switch.on_event,
                       loop=loop)

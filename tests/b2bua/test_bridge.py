@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callbridge.b2bua.bridge import modify_own, present
-from callbridge.b2bua.legs import SipLeg
+from callbridge.b2bua.legs import LegState, SipLeg
 from callbridge.sip.sdp import SessionDescription
 
 
@@ -88,7 +88,7 @@ class Answer:
 def up_leg(leg_id: str) -> SipLeg:
     from unittest.mock import Mock
 
-    leg = SipLeg(leg_id, "0042", "in", 0.0, status="up")
+    leg = SipLeg(leg_id, "0042", "in", 0.0, state=LegState.UP)
     leg.dialog = Mock(terminated=False)
     return leg
 

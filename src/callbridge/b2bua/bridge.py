@@ -35,7 +35,7 @@ from callbridge.sip.sdp import Origin, SdpError, SessionDescription, inactive_an
 from callbridge.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
-    from callbridge.b2bua.switch import Switch
+    from callbridge.b2bua.context import BridgeContext
 
 SDP = "application/sdp"
 
@@ -104,7 +104,7 @@ def modify_own(leg: SipLeg, change: Callable[[SessionDescription], SessionDescri
     return leg.sent_sdp
 
 
-def connect(sw: Switch, a: SipLeg, b: SipLeg) -> None:
+def connect(sw: BridgeContext, a: SipLeg, b: SipLeg) -> None:
     """Make `a` and `b` talk to each other (see the module rules)."""
     a.peer, b.peer = b.leg_id, a.leg_id
     a.early_peer = b.early_peer = None
@@ -136,7 +136,7 @@ def connect(sw: Switch, a: SipLeg, b: SipLeg) -> None:
         sw.log.warning("could not ask leg %s for an offer to bridge it with %s", b.leg_id, a.leg_id)
 
 
-def park(sw: Switch, leg: SipLeg) -> None:
+def park(sw: BridgeContext, leg: SipLeg) -> None:
     """ACK `leg`'s 2xx now, answering its offer with no media (module rules, "Parking").
 
     An offer that does not parse is left waiting for its ACK as before (flow I): there is nothing to answer it
@@ -154,7 +154,7 @@ def park(sw: Switch, leg: SipLeg) -> None:
     sw.ack(leg, answer)
 
 
-def _unpark(sw: Switch, *, parked: SipLeg, answerer: SipLeg) -> None:
+def _unpark(sw: BridgeContext, *, parked: SipLeg, answerer: SipLeg) -> None:
     """`answerer` answered `parked`'s offer: re-INVITE `parked` with that answer as our session's next version."""
     parked.parked = False
 
@@ -182,7 +182,7 @@ def _unpark(sw: Switch, *, parked: SipLeg, answerer: SipLeg) -> None:
     send()
 
 
-def _move_offer(sw: Switch, *, offerer: SipLeg, answerer: SipLeg) -> None:
+def _move_offer(sw: BridgeContext, *, offerer: SipLeg, answerer: SipLeg) -> None:
     """`offerer`'s 2xx holds an offer and waits for its ACK: offer it to `answerer`, ACK with the answer."""
 
     def answered(response: Response | None) -> None:
@@ -206,7 +206,7 @@ def _move_offer(sw: Switch, *, offerer: SipLeg, answerer: SipLeg) -> None:
         answered(None)
 
 
-def relay_offer(sw: Switch, leg: SipLeg, tx: ServerTransaction, request: Request) -> None:
+def relay_offer(sw: BridgeContext, leg: SipLeg, tx: ServerTransaction, request: Request) -> None:
     """A re-INVITE or UPDATE from `leg`'s party: relay its offer to the peer and the answer back."""
     peer = sw.legs.get(leg.peer)
     if not request.body or peer is None or not peer.up:

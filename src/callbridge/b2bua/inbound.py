@@ -15,9 +15,12 @@ Order of checks (none of the refusals changes any state or record):
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua.credentials import verify_agent_digest
+from callbridge.b2bua.leg_state import REFUSED
 from callbridge.b2bua.legs import SipLeg
 from callbridge.callcontrol.errors import (
     AgentNotFound,
@@ -29,20 +32,23 @@ from callbridge.callcontrol.errors import (
     TargetNotAvailable,
 )
 from callbridge.callcontrol.ids import random_ids
-from callbridge.callcontrol.model import Operation
+from callbridge.callcontrol.model import Operation, Trunk
 from callbridge.sip import AuthReason
 from callbridge.sip.message import Request
 from callbridge.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
-    from callbridge.b2bua.switch import Switch
+    from callbridge.b2bua.context import InboundContext
+    from callbridge.b2bua.ports import B2buaDirectory
 
-__all__ = ["route_invite"]
+__all__ = ["TrunkNetwork", "route_invite", "trunk_for_source", "trunk_networks"]
+
+TrunkNetwork = tuple[Trunk, "ipaddress.IPv4Network | ipaddress.IPv6Network"]
 
 _DRAIN_RETRY_AFTER = "30"
 
 
-def route_invite(sw: Switch, request: Request, tx: ServerTransaction) -> None:
+def route_invite(sw: InboundContext, request: Request, tx: ServerTransaction) -> None:
     if sw.draining or sw.service is None:
         sw.respond(tx, 503, headers=[("Retry-After", _DRAIN_RETRY_AFTER)])
         return
@@ -62,7 +68,7 @@ def route_invite(sw: Switch, request: Request, tx: ServerTransaction) -> None:
         _from_agent(sw, request, tx, hops)
 
 
-def _new_leg(sw: Switch, request: Request, tx: ServerTransaction, operation_id: str, hops: int,
+def _new_leg(sw: InboundContext, request: Request, tx: ServerTransaction, operation_id: str, hops: int,
              agent: str | None = None) -> SipLeg:
     leg = SipLeg(random_ids("l"), operation_id, "in", sw.wall(), server_tx=tx, offer=request.body,
                  remote_sdp=request.body, max_forwards=hops, peer_addr=tx.source, transport=tx.transport,
@@ -71,7 +77,7 @@ def _new_leg(sw: Switch, request: Request, tx: ServerTransaction, operation_id: 
     return sw.legs.add(leg)
 
 
-def _from_trunk(sw: Switch, request: Request, tx: ServerTransaction, operation_id: str, hops: int) -> None:
+def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, operation_id: str, hops: int) -> None:
     did = request.uri.user or ""
     caller = request.from_.uri.user or ""
     leg = _new_leg(sw, request, tx, operation_id, hops)
@@ -84,7 +90,7 @@ def _from_trunk(sw: Switch, request: Request, tx: ServerTransaction, operation_i
     sw.wake()
 
 
-def _from_agent(sw: Switch, request: Request, tx: ServerTransaction, hops: int) -> None:
+def _from_agent(sw: InboundContext, request: Request, tx: ServerTransaction, hops: int) -> None:
     directory = sw.directory
     from_host = request.from_.uri.host.lower()
     operation = directory.operation_for_domain(from_host) or directory.operation_for_domain(
@@ -114,7 +120,7 @@ def _from_agent(sw: Switch, request: Request, tx: ServerTransaction, hops: int) 
     sw.wake()
 
 
-def _refused_number_status(sw: Switch, operation: Operation, dialled: str) -> int:
+def _refused_number_status(sw: InboundContext, operation: Operation, dialled: str) -> int:
     trunks = sw.directory.list_trunks(operation.id)
     if not trunks:
         return 404
@@ -123,15 +129,14 @@ def _refused_number_status(sw: Switch, operation: Operation, dialled: str) -> in
     return 403
 
 
-def _refuse(sw: Switch, leg: SipLeg, status: int) -> None:
-    leg.released = True
-    sw.legs.remove(leg.leg_id)
+def _refuse(sw: InboundContext, leg: SipLeg, status: int) -> None:
+    sw.legs.end(leg, REFUSED)
     if leg.server_tx is not None:
         sw.respond(leg.server_tx, status)
         leg.server_tx = None
 
 
-def _authenticate(sw: Switch, request: Request, tx: ServerTransaction, operation: Operation | None,
+def _authenticate(sw: InboundContext, request: Request, tx: ServerTransaction, operation: Operation | None,
                   realm: str) -> str | None:
     """The authenticated extension, or None after answering 407 (or 400 for malformed credentials)."""
     challenger = sw.challengers(realm)
@@ -147,4 +152,22 @@ def _authenticate(sw: Switch, request: Request, tx: ServerTransaction, operation
         sw.respond(tx, 400, reason="Malformed Credentials")
         return None
     sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now, stale=result.stale)])
+    return None
+
+
+def trunk_networks(directory: B2buaDirectory) -> list[TrunkNetwork]:
+    """Every trunk's inbound networks (step 3: a source within one is that trunk)."""
+    return [(trunk, ipaddress.ip_network(network, strict=False))
+            for op in directory.list_operations() for trunk in directory.list_trunks(op.id)
+            for network in trunk.inbound_networks]
+
+
+def trunk_for_source(networks: Iterable[TrunkNetwork], ip: str) -> Trunk | None:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    for trunk, network in networks:
+        if address.version == network.version and address in network:
+            return trunk
     return None

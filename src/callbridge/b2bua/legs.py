@@ -6,8 +6,10 @@ A leg is what the domain calls a leg (`callcontrol.model.Leg`, same `leg_id`), s
 - an *outgoing* leg is an INVITE we sent, to every registered contact of an agent (forks, first 2xx wins, the
   others cancelled, RFC 3261 §16.7-style forking done by a UAC) or to a trunk's gateway.
 
-The leg also holds what a signalling-only B2BUA must remember to keep each side's view of the session consistent
-(RFC 3264 §8): the last SDP each party sent us, the last SDP we sent it and the `o=` line we present to it.
+Its life cycle is its `state` (`leg_state`: the table of what moves it, and the one place a leg ends,
+`LegTable.end`). The leg also holds what a signalling-only B2BUA must remember to keep each side's view of the
+session consistent (RFC 3264 §8): the last SDP each party sent us, the last SDP we sent it and the `o=` line we
+present to it.
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from callbridge.b2bua.leg_state import CALLING, EARLY, ENDED, INCOMING, RELEASING, UP, LegInput, LegState, step
 from callbridge.callcontrol.model import Trunk
 from callbridge.sip.dialog import Dialog
 from callbridge.sip.message import Response
 from callbridge.sip.sdp import Origin
 from callbridge.sip.transaction import ClientTransaction, ServerTransaction
 
-__all__ = ["LegTable", "ReinviteDone", "SipLeg"]
+__all__ = ["LegInput", "LegState", "LegTable", "ReinviteDone", "SipLeg"]
 
 LegDirection = Literal["in", "out"]
-LegStatus = Literal["ringing", "up", "ended"]
 ReinviteDone = Callable[[Response | None], None]
 """Called with the final response to a re-INVITE we sent on a leg (None: no response, or it could not be sent)."""
 
@@ -37,7 +39,7 @@ class SipLeg:
     direction: LegDirection
     created_at: float  # wall clock
     conn_id: str | None = None
-    status: LegStatus = "ringing"
+    state: LegState = LegState.INCOMING  # outgoing legs are made CALLING (`signalling.originate`)
     server_tx: ServerTransaction | None = None  # incoming: the INVITE, until its final response
     forks: list[ClientTransaction] = field(default_factory=list)  # outgoing: one INVITE per contact
     dialog: Dialog | None = None  # the confirmed dialog (the fork that answered first)
@@ -54,9 +56,6 @@ class SipLeg:
     offer_source: str | None = None  # the leg whose pending offer this leg's INVITE carried
     parked: bool = False  # its offer answered with no media until the leg given that offer answers (bridge.park)
     max_forwards: int = 70  # for the INVITEs this leg's call makes (incoming: its Max-Forwards - 1)
-    released: bool = False  # the domain released it (release/reject): nothing more is reported
-    ringing_reported: bool = False
-    answered: bool = False
     fork_statuses: tuple[int, ...] = ()  # final statuses of the forks that failed (rarely more than one)
     reinvite_done: ReinviteDone | None = None  # the completion of our re-INVITE in progress
     peer_addr: tuple[str, int] = ("", 0)
@@ -68,11 +67,28 @@ class SipLeg:
 
     @property
     def ringing(self) -> bool:
-        return self.status == "ringing"
+        """Not answered yet (incoming, or outgoing before its 2xx)."""
+        state = self.state
+        return state is INCOMING or state is CALLING or state is EARLY
+
+    @property
+    def forking(self) -> bool:
+        """Outgoing and not answered yet: its forks' responses still decide it."""
+        state = self.state
+        return state is CALLING or state is EARLY
 
     @property
     def up(self) -> bool:
-        return self.status == "up" and self.dialog is not None and not self.dialog.terminated
+        """Answered and its dialog alive (released or not: a released leg still carries its BYE and NOTIFYs)."""
+        state = self.state
+        return ((state is UP or state is RELEASING) and self.dialog is not None
+                and not self.dialog.terminated)
+
+    @property
+    def released(self) -> bool:
+        """The domain let go of it, or its end was reported: nothing more is reported on it."""
+        state = self.state
+        return state is RELEASING or state is ENDED
 
 
 class LegTable:
@@ -88,8 +104,14 @@ class LegTable:
     def get(self, leg_id: str | None) -> SipLeg | None:
         return self._legs.get(leg_id) if leg_id is not None else None
 
-    def remove(self, leg_id: str) -> None:
-        self._legs.pop(leg_id, None)
+    def end(self, leg: SipLeg, event: LegInput) -> LegState:
+        """The one place a leg ends: `event` moves it to `ENDED` (`leg_state.TABLE`) and it leaves the table.
+        Returns the state it was in."""
+        was = step(leg, event)
+        assert leg.state is ENDED, f"{event} in {was} does not end a leg"
+        if self._legs.get(leg.leg_id) is leg:
+            del self._legs[leg.leg_id]
+        return was
 
     def __len__(self) -> int:
         return len(self._legs)

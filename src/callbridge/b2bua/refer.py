@@ -1,12 +1,12 @@
 """Transfers made on the agent's phone: REFER (RFC 3515) on the agent's leg, and REFER with Replaces (RFC 3891)
-after a consultation call, run by the same transfer engine as `api=transfer` (DESIGN.md, "Transfer semantics").
+after a consultation call, run by the same transfer engine as `api=transfer` (docs/design.md, "Transfer semantics").
 
 Rules
 - A REFER is only taken on an agent's leg; the Refer-To must be a `sip:`/`sips:` URI (else 416) naming the
   operation's SIP domain or our own address (else 403: callbridge never sends anything to a host a REFER names,
   it routes the user part itself: an extension of the operation or a number through the trunk's dial plan).
 - Blind (no Replaces): `service.on_refer(leg, user)` validates and starts the transfer; a domain refusal is the
-  REFER's final response (`refusal_status`) and nothing else is sent. Accepted: 202, then the implicit
+  REFER's final response (`REFUSALS`, by its `error_id`) and nothing else is sent. Accepted: 202, then the implicit
   subscription's NOTIFYs (§2.4.4, `Event: refer`, `message/sipfrag`): `100 Trying` at once, `180 Ringing` when the
   target rings, and the final status with `Subscription-State: terminated;reason=noresource` (RFC 6665 §4.1.3):
   `200 OK` when the target answered (sent before the engine hangs up the agent's leg, so that it still has a
@@ -33,20 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from callbridge.b2bua.legs import SipLeg
-from callbridge.callcontrol.errors import (
-    AgentNotLoggedIn,
-    CallControlError,
-    CallControlUnavailable,
-    InvalidParameter,
-    NumberNotAllowed,
-    TargetNotAvailable,
-    TransferInProgress,
-    TransferLimit,
-)
+from callbridge.callcontrol.errors import CallControlError
 from callbridge.sip.dialog import Dialog, DialogError
 from callbridge.sip.errors import SipError
 from callbridge.sip.message import REASON_PHRASES, Request, Response
@@ -55,32 +47,39 @@ from callbridge.sip.uri import URI
 from callbridge.sip.values import parse_replaces
 
 if TYPE_CHECKING:
-    from callbridge.b2bua.switch import Switch
+    from callbridge.b2bua.context import ReferContext
 
-__all__ = ["REFER_EXPIRES", "SIPFRAG", "ReferHandler", "refusal_status"]
+__all__ = ["REFER_EXPIRES", "REFUSALS", "SIPFRAG", "ReferHandler", "refusal_status"]
 
 log = logging.getLogger(__name__)
 SIPFRAG = "message/sipfrag;version=2.0"
 REFER_EXPIRES = 60  # seconds a REFER's subscription lasts from its last NOTIFY (RFC 3515 §2.4.4 leaves it to us)
 
 
-def refusal_status(exc: CallControlError) -> tuple[int, str]:
-    """The final response to a REFER the domain refused (nothing has moved)."""
-    if isinstance(exc, TargetNotAvailable):
-        return 480, "Transfer Target Not Available"
-    if isinstance(exc, TransferInProgress):
-        return 403, "Transfer In Progress"
-    if isinstance(exc, TransferLimit):
-        return 403, "Too Many Transfers"
-    if isinstance(exc, NumberNotAllowed):
-        return 403, "Number Not Allowed"
-    if isinstance(exc, InvalidParameter):
-        return 404, "Not Found"
-    if isinstance(exc, CallControlUnavailable):
-        return 503, "Service Unavailable"
-    if isinstance(exc, AgentNotLoggedIn):
-        return 403, "Agent Not Logged In"
-    return 403, "No Active Call"
+# Every final response that refuses a REFER, by cause: the domain's `error_id` when the transfer engine refused it
+# (nothing has moved), else what is wrong with the REFER itself. Reason None: the status's standard phrase.
+REFUSALS: Final[Mapping[str, tuple[int, str | None]]] = {
+    # the REFER itself (checked in this order, before the domain is asked)
+    "BAD_REFER_TO": (400, "Bad Refer-To"),  # Refer-To or its Replaces does not parse
+    "REFER_TO_COUNT": (400, "Exactly One Refer-To"),  # none, or more than one (RFC 3515 §2.4.1)
+    "REFER_TO_SCHEME": (416, None),  # not sip:/sips: (RFC 3261 §8.2.2.1)
+    "FOREIGN_HOST": (403, "Refer-To Host Not Served"),  # we never send anything to a host a REFER names
+    "REPLACED_DIALOG_NOT_FOUND": (481, "Replaced Dialog Does Not Exist"),  # RFC 3891 §3
+    # the domain's refusals (`callcontrol.errors`); TRANSFER_IN_PROGRESS is also a REFER on a leg that has one
+    "TARGET_NOT_AVAILABLE": (480, "Transfer Target Not Available"),
+    "TRANSFER_IN_PROGRESS": (403, "Transfer In Progress"),
+    "TRANSFER_LIMIT": (403, "Too Many Transfers"),
+    "NUMBER_NOT_ALLOWED": (403, "Number Not Allowed"),
+    "INVALID_PARAMETER": (404, "Not Found"),
+    "CALL_CONTROL_UNAVAILABLE": (503, "Service Unavailable"),
+    "AGENT_NOT_LOGGED_IN": (403, "Agent Not Logged In"),
+    "NO_ACTIVE_CALL": (403, "No Active Call"),  # also any other refusal of the domain
+}
+
+
+def refusal_status(exc: CallControlError) -> tuple[int, str | None]:
+    """The final response to a REFER the domain refused (nothing has moved): `REFUSALS` by its `error_id`."""
+    return REFUSALS.get(exc.error_id) or REFUSALS["NO_ACTIVE_CALL"]
 
 
 @dataclass(eq=False, slots=True)
@@ -101,7 +100,7 @@ class ReferSubscription:
 class ReferHandler:
     """Owned by the switch; the switch and the signalling port call the `on_*`/`target_*`/`leg_*` hooks."""
 
-    def __init__(self, switch: Switch) -> None:
+    def __init__(self, switch: ReferContext) -> None:
         self.sw = switch
         self._by_target: dict[str, ReferSubscription] = {}
         self._by_referrer: dict[str, ReferSubscription] = {}
@@ -124,21 +123,21 @@ class ReferHandler:
                         replaces_value = uri.headers.pop(name)
             replaces = parse_replaces(replaces_value) if replaces_value is not None else None
         except SipError:
-            self._refuse(tx, 400, "Bad Refer-To")
+            self._refuse(tx, "BAD_REFER_TO")
             return
         if refer_to is None or len(request.headers.get_all("Refer-To")) != 1:
-            self._refuse(tx, 400, "Exactly One Refer-To")
+            self._refuse(tx, "REFER_TO_COUNT")
             return
         if uri.scheme not in ("sip", "sips"):
-            self._refuse(tx, 416)
+            self._refuse(tx, "REFER_TO_SCHEME")
             return
         if not self._ours(leg, uri):
             self.stats["foreign_refer_to"] += 1
             log.warning("REFER on leg %s names a foreign host %s: refused", leg.leg_id, uri.host)
-            self._refuse(tx, 403, "Refer-To Host Not Served")
+            self._refuse(tx, "FOREIGN_HOST")
             return
         if leg.leg_id in self._by_referrer:
-            self._refuse(tx, 403, "Transfer In Progress")
+            self._refuse(tx, "TRANSFER_IN_PROGRESS")
             return
         event = f"refer;id={request.cseq.number}"
         sub_value = (request.headers.get("Refer-Sub") or "").strip().lower()
@@ -149,7 +148,7 @@ class ReferHandler:
             try:
                 record = service.on_refer(leg.leg_id, uri.user or "")
             except CallControlError as exc:
-                self._refuse(tx, *refusal_status(exc))
+                self._refuse(tx, exc.error_id)
                 return
             self._accept(sub, tx)
             sub.target_leg_id = record.target_leg_id
@@ -161,7 +160,7 @@ class ReferHandler:
         else:
             replaced = self._leg_of_dialog(leg, replaces.call_id, replaces.to_tag, replaces.from_tag)
             if replaced is None:
-                self._refuse(tx, 481, "Replaced Dialog Does Not Exist")
+                self._refuse(tx, "REPLACED_DIALOG_NOT_FOUND")
                 return
             sub.pending_tx = tx
             self._by_referrer[leg.leg_id] = sub
@@ -169,7 +168,7 @@ class ReferHandler:
                 service.on_refer_replaces(leg.leg_id, replaced.leg_id)
             except CallControlError as exc:
                 self._by_referrer.pop(leg.leg_id, None)
-                self._refuse(tx, *refusal_status(exc))
+                self._refuse(tx, exc.error_id)
                 return
             self._complete_attended(sub)
         sw.wake()
@@ -192,8 +191,10 @@ class ReferHandler:
                 return leg
         return None
 
-    def _refuse(self, tx: ServerTransaction, status: int, reason: str | None = None) -> None:
+    def _refuse(self, tx: ServerTransaction, cause: str) -> None:
+        """The REFER's final response for `cause` (`REFUSALS`; an unknown one is the domain's "No Active Call")."""
         self.stats["refused"] += 1
+        status, reason = REFUSALS.get(cause) or REFUSALS["NO_ACTIVE_CALL"]
         self.sw.respond(tx, status, reason=reason)
         self.sw.wake()
 

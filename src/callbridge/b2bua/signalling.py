@@ -30,6 +30,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua.bridge import connect, modify_own, park, present
+from callbridge.b2bua.leg_state import CALLING, FAILED, INCOMING, REFUSED, RELEASE, UP
+from callbridge.b2bua.leg_state import step as leg_state_step
 from callbridge.b2bua.legs import SipLeg
 from callbridge.callcontrol.model import Trunk
 from callbridge.callcontrol.ports import OriginateRequest
@@ -38,7 +40,7 @@ from callbridge.sip.sdp import SessionDescription
 from callbridge.sip.uri import URI, parse_uri
 
 if TYPE_CHECKING:
-    from callbridge.b2bua.switch import Switch
+    from callbridge.b2bua.context import SignallingContext
 
 __all__ = ["SipSignalling"]
 
@@ -50,7 +52,7 @@ def _ok(response: Response | None) -> bool:
 
 
 class SipSignalling:
-    def __init__(self, switch: Switch) -> None:
+    def __init__(self, switch: SignallingContext) -> None:
         self.sw = switch
 
     def is_available(self) -> bool:
@@ -61,6 +63,7 @@ class SipSignalling:
         sw = self.sw
         op = sw.directory.get_operation(request.operation_id)
         leg = sw.legs.add(SipLeg(request.leg_id, request.operation_id, "out", sw.wall(), conn_id=request.conn_id,
+                                 state=CALLING,
                                  agent=request.destination if request.kind == "agent" else None))
         source = None if request.offerless else sw.legs.get(request.offer_from_leg)
         if source is not None:
@@ -112,9 +115,7 @@ class SipSignalling:
                     None)
 
     def _failed(self, leg: SipLeg, status: int) -> None:
-        leg.released = True
-        leg.status = "ended"
-        self.sw.legs.remove(leg.leg_id)
+        self.sw.legs.end(leg, FAILED)
         service = self.sw.service
         assert service is not None
         self.sw.report(service.on_leg_failed, leg.leg_id, status)
@@ -196,27 +197,28 @@ class SipSignalling:
         sw = self.sw
         sw.refers.leg_released(leg_id, cause)  # a REFER's NOTIFY goes before the BYE/CANCEL (refer.py)
         leg = sw.legs.get(leg_id)
-        if leg is None or leg.status == "ended" or leg.released:
+        if leg is None or leg.released:
             self._result(action_id, True, None)
             return
-        leg.released = True
         now = sw.now()
-        if leg.direction == "out" and not leg.answered:
+        if leg.forking:
             for tx in leg.forks:
                 sw.endpoint.cancel(tx, now)
             # The endpoint finishes the forks (487, or Timer B for a phone that never answered) and a 2xx that
             # crosses the CANCEL is ACKed and hung up (§9.1); the leg itself is over now.
-            leg.status = "ended"
-            sw.legs.remove(leg_id)
+            sw.legs.end(leg, RELEASE)
             self._result(action_id, True, None)
-        elif leg.direction == "in" and leg.ringing and leg.server_tx is not None:
+        elif leg.state is INCOMING and leg.server_tx is not None:
+            sw.legs.end(leg, RELEASE)
             status = cause if cause is not None and 400 <= cause < 700 else 480
             sw.respond(leg.server_tx, status)
             leg.server_tx = None
-            leg.status = "ended"
-            sw.legs.remove(leg_id)
+            self._result(action_id, True, None)
+        elif leg.state is not UP:
+            sw.legs.end(leg, RELEASE)  # incoming, its INVITE's transaction gone: nothing to send
             self._result(action_id, True, None)
         elif leg.up:
+            leg_state_step(leg, RELEASE)  # up → releasing: the BYE below still goes on it
             if leg.ack_pending:
                 sw.ack(leg, leg.sent_sdp)
             headers = [("Reason", f"SIP;cause={cause}")] if cause is not None and 300 <= cause < 700 else []
@@ -227,19 +229,18 @@ class SipSignalling:
             if not sw.request_in_dialog(leg, "BYE", b"", None, done, headers):
                 self._result(action_id, False, None)
         else:
+            leg_state_step(leg, RELEASE)  # its dialog is ending already: nothing more is reported
             self._result(action_id, True, None)
         sw.wake()
 
     def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
         sw = self.sw
         leg = sw.legs.get(leg_id)
-        if leg is None or leg.server_tx is None or not leg.ringing:
+        if leg is None or leg.server_tx is None or leg.state is not INCOMING:
             return
-        leg.released = True
+        sw.legs.end(leg, REFUSED)
         headers = [("Retry-After", str(retry_after))] if retry_after is not None else []
         sw.respond(leg.server_tx, status, headers=headers)
         leg.server_tx = None
-        leg.status = "ended"
-        sw.legs.remove(leg_id)
         sw.wake()
 

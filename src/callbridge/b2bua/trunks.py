@@ -38,8 +38,8 @@ from callbridge.sip.auth import AuthError, challenge_is_stale, parse_auth_header
 from callbridge.sip.transaction import ClientTransaction
 
 if TYPE_CHECKING:
+    from callbridge.b2bua.context import TrunkContext
     from callbridge.b2bua.legs import SipLeg
-    from callbridge.b2bua.switch import Switch
 
 __all__ = ["MAX_ANSWERS", "TrunkRegistration", "TrunkRegistrationConfig", "TrunkRegistrations", "answer_challenge"]
 
@@ -80,10 +80,10 @@ def _answer(responder: DigestResponder, tx: ClientTransaction, challenges: list[
         return None
 
 
-def answer_challenge(sw: Switch, leg: SipLeg, tx: ClientTransaction, response: Response) -> bool:
+def answer_challenge(sw: TrunkContext, leg: SipLeg, tx: ClientTransaction, response: Response) -> bool:
     """Answer a provider's 401/407 to `leg`'s INVITE through its trunk; False when it cannot or must not be."""
     trunk = leg.trunk
-    if trunk is None or trunk.credentials is None or leg.released or leg.answered or tx not in leg.forks:
+    if trunk is None or trunk.credentials is None or not leg.forking or tx not in leg.forks:
         return False
     header, challenges = _challenges(response, trunk.credentials.realm)
     if not challenges or leg.auth_attempts >= MAX_ANSWERS:
@@ -242,7 +242,7 @@ class TrunkRegistration:
 class TrunkRegistrations:
     """The digest responders of every trunk and the registrations of those that register."""
 
-    def __init__(self, sw: Switch, config: TrunkRegistrationConfig | None = None) -> None:
+    def __init__(self, sw: TrunkContext, config: TrunkRegistrationConfig | None = None) -> None:
         self.sw = sw
         self.config = config or TrunkRegistrationConfig()
         self.by_trunk: dict[tuple[str, str], TrunkRegistration] = {}

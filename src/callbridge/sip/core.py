@@ -23,7 +23,7 @@ from callbridge.sip.events import (
 from callbridge.sip.headers import Headers
 from callbridge.sip.message import Request, Response
 from callbridge.sip.routing import Addr, request_destination
-from callbridge.sip.session_timer import SessionTimer, expiry_delay, refresh_delay
+from callbridge.sip.session_timer import SessionTimer, expiry_delay, refresh_delay, timer_headers
 from callbridge.sip.timers import TimerConfig
 from callbridge.sip.transaction import (
     ABSORBING,
@@ -195,7 +195,8 @@ class EndpointCore:
             raise DialogError("an INVITE transaction is in progress in this dialog (§14.1)")
         extra = list(headers)
         if method in ("INVITE", "UPDATE") and dialog.session is not None:
-            extra += [("Session-Expires", dialog.session.header_value(True)), ("Supported", "timer")]
+            session = dialog.session
+            extra += timer_headers(session_expires=session.interval, refresher=session.refresher(True), supported=True)
         tx = self._dialog_request(dialog, method, now, body=body, content_type=content_type, headers=extra)
         if method == "INVITE":
             dialog.outgoing_invite = tx

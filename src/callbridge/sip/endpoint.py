@@ -45,6 +45,7 @@ from callbridge.sip.headers import Headers, header_key
 from callbridge.sip.message import Request
 from callbridge.sip.parser import parse
 from callbridge.sip.routing import Addr, error_response_for_unparsable
+from callbridge.sip.session_timer import timer_headers
 from callbridge.sip.transaction import ClientTransaction, TransactionStateError, TxInput
 from callbridge.sip.uac import UacCore
 from callbridge.sip.uas import UasCore
@@ -143,10 +144,9 @@ class Endpoint(UasCore, UacCore):
         session_expires: int | None = None,
     ) -> ClientTransaction:
         """Start a call: an INVITE offering a session timer when configured (RFC 4028 §7.1)."""
-        extra = [*headers, ("Supported", "timer")]
         interval = session_expires if session_expires is not None else self.session_expires
-        if interval is not None:
-            extra += [("Session-Expires", str(interval)), ("Min-SE", str(self.min_se))]
+        extra = [*headers, *timer_headers(session_expires=interval, min_se=None if interval is None else self.min_se,
+                                          supported=True)]
         request = self.create_request(
             "INVITE", uri, from_uri=from_uri, to_uri=to_uri, from_display=from_display, body=body,
             content_type=content_type, headers=extra,

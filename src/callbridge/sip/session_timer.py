@@ -9,6 +9,9 @@ Rules
   sent the last successful INVITE/UPDATE is "uac" (§7.4, §9).
 - The refresher refreshes at half the interval (§10); both sides give up at ``interval - min(32, interval/3)``
   after the last refresh (§10) by sending BYE, so a dialog whose peer vanished ends by itself.
+- Every session-timer header callbridge sends (the endpoint's and the B2BUA's INVITEs, refreshes, 2xx and 422,
+  the phone's calls) is built by `timer_headers`, in one order: ``Supported: timer``, ``Session-Expires``,
+  ``Min-SE``, ``Require: timer``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 from callbridge.sip.message import Message
 
-__all__ = ["SessionTimer", "expiry_delay", "refresh_delay", "supports_timer"]
+__all__ = ["SessionTimer", "expiry_delay", "refresh_delay", "supports_timer", "timer_headers"]
 
 MIN_SE_FLOOR = 90  # RFC 4028 §4: Min-SE is never below 90 seconds
 
@@ -28,6 +31,22 @@ def refresh_delay(interval: int) -> float:
 
 def expiry_delay(interval: int) -> float:
     return interval - min(32.0, interval / 3)
+
+
+def timer_headers(*, session_expires: int | None = None, refresher: str | None = None, min_se: int | None = None,
+                  supported: bool = False, require: bool = False) -> list[tuple[str, str]]:
+    """The RFC 4028 headers of a message we send: ``Supported: timer`` (§7.1: we do session timers),
+    ``Session-Expires: N[;refresher=uac|uas]`` (§4), ``Min-SE: N`` (§5: an initial INVITE's, or a 422's),
+    ``Require: timer`` (§9: a 2xx to a UAC that supports them)."""
+    headers: list[tuple[str, str]] = [("Supported", "timer")] if supported else []
+    if session_expires is not None:
+        value = str(session_expires) if refresher is None else f"{session_expires};refresher={refresher}"
+        headers.append(("Session-Expires", value))
+    if min_se is not None:
+        headers.append(("Min-SE", str(min_se)))
+    if require:
+        headers.append(("Require", "timer"))
+    return headers
 
 
 def supports_timer(message: Message) -> bool:
@@ -56,7 +75,6 @@ class SessionTimer:
         we_refresh = (refresher == "uac") == we_sent_request
         return cls(se.delta, we_refresh)
 
-    def header_value(self, we_send: bool) -> str:
-        """Session-Expires for a request (we_send=True) or response we send, naming the refresher."""
-        refresher = "uac" if self.we_refresh == we_send else "uas"
-        return f"{self.interval};refresher={refresher}"
+    def refresher(self, we_send: bool) -> str:
+        """The refresher a request (we_send=True) or response we send names: "uac" is that message's sender."""
+        return "uac" if self.we_refresh == we_send else "uas"

@@ -15,7 +15,7 @@ from callbridge.sip.events import (
 from callbridge.sip.inspection import DEFAULT_SUPPORTED_OPTIONS, DEFAULT_URI_SCHEMES, inspect_request
 from callbridge.sip.message import Request, Response, make_response
 from callbridge.sip.routing import Addr, stamp_via
-from callbridge.sip.session_timer import SessionTimer, supports_timer
+from callbridge.sip.session_timer import SessionTimer, supports_timer, timer_headers
 from callbridge.sip.transaction import ServerTransaction, TxInput, TxKind, TxState, server_key
 
 __all__ = ["UasCore"]
@@ -229,7 +229,7 @@ class UasCore(EndpointCore):
         """RFC 4028 §8.1: 422 with our Min-SE when the offered interval is too small."""
         se = request.session_expires
         if se is not None and se.delta < self.min_se:
-            self.respond(tx, 422, now, headers=[("Min-SE", str(self.min_se))])
+            self.respond(tx, 422, now, headers=timer_headers(min_se=self.min_se))
             return False
         return True
 
@@ -249,7 +249,6 @@ class UasCore(EndpointCore):
             return None
         if not uac_supports:
             refresher = "uas"
-        response.headers.add("Session-Expires", f"{interval};refresher={refresher}")
-        if uac_supports:
-            response.headers.add("Require", "timer")
+        for name, value in timer_headers(session_expires=interval, refresher=refresher, require=uac_supports):
+            response.headers.add(name, value)
         return SessionTimer(interval, we_refresh=refresher == "uas")

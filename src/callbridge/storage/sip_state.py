@@ -7,6 +7,9 @@ domain's records) and the server reads them back once at start-up:
 - dialogs left from before a crash are what reconciliation ends with a BYE on each (§15.1.1): Call-ID, tags, the
   next local CSeq, the route set and the remote target are all a BYE needs (§12.2.1.1).
 
+The records are the B2BUA's (`callbridge.b2bua.ports`, its write-through port): these repositories implement its
+`DialogStore` and `RegistrationStore`, and `bootstrap` hands them to the switch.
+
 Rows carry the `node_id` that owns them; each node restores and reconciles only its own.
 
 Registrations are the busiest write of a node (every REGISTER refresh rewrites its binding), so they are written
@@ -20,58 +23,21 @@ writes still land in the order they were made.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Executable, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from callbridge.b2bua.ports import DialogRecord, RegistrationRecord
 from callbridge.storage import schema as s
 from callbridge.storage.records import WriteThrough
 from callbridge.storage.rowwrites import upsert
 from callbridge.storage.times import to_datetime, to_seconds
 from callbridge.storage.writer import Writer
 
-
-@dataclass(frozen=True, slots=True)
-class RegistrationRecord:
-    """One binding of an agent's address of record to a contact (§10.3), with where it came from."""
-
-    operation_id: str
-    extension: str
-    contact_uri: str
-    source_host: str
-    source_port: int
-    transport: str  # "udp" | "tcp"
-    expires_at: float  # epoch seconds
-    call_id: str
-    cseq: int
-    updated_at: float
-    user_agent: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class DialogRecord:
-    """A live dialog of one leg, as the B2BUA holds it (§12.1)."""
-
-    leg_id: str
-    conn_id: str
-    call_id: str
-    local_tag: str
-    remote_tag: str
-    local_uri: str
-    remote_uri: str
-    local_cseq: int
-    remote_cseq: int | None
-    remote_target: str
-    route_set: tuple[str, ...]
-    peer_host: str
-    peer_port: int
-    transport: str
-    created_at: float
-    updated_at: float
-
+__all__ = ["DialogRecord", "DialogRecords", "RegistrationRecord", "RegistrationRecords", "purge_expired_registrations",
+           "read_active_registrations", "read_dialogs"]
 
 _REGISTRATION_KEY = ("operation_id", "extension", "contact_uri")
 _UPSERTS: dict[str, Executable | None] = {}  # dialect name -> the registrations' INSERT ... ON CONFLICT

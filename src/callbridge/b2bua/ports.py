@@ -1,0 +1,120 @@
+"""The B2BUA's ports: what it reads, what it writes through, and the domain it reports to.
+
+Rules
+- The B2BUA imports no adapter (`tests/test_layering.py`): `bootstrap` hands it a directory, the two record stores
+  and the call-control service, each of which only has to have the shape below (structural typing).
+- `DialogRecord` and `RegistrationRecord` are the B2BUA's own records (docs/design.md, "Storage"): the SIP state
+  that must survive a crash, RFC 3261 §12 (a dialog's identity, all a BYE needs, §12.2.1.1) and §10 (a binding, with
+  the address it came from, RFC 3581). The storage adapter (`callbridge.storage.sip_state`) stores these
+  records: it depends on this module, never the other way round.
+- Writes are fire-and-forget (the adapter queues them on its writer thread): nothing here returns a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from callbridge.callcontrol.model import Agent, HangupBy, Operation, TransferRecord, Trunk
+
+__all__ = ["B2buaDirectory", "DialogRecord", "DialogStore", "Domain", "RegistrationRecord", "RegistrationStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRecord:
+    """One binding of an agent's address of record to a contact (§10.3), with where it came from."""
+
+    operation_id: str
+    extension: str
+    contact_uri: str
+    source_host: str
+    source_port: int
+    transport: str  # "udp" | "tcp"
+    expires_at: float  # epoch seconds
+    call_id: str
+    cseq: int
+    updated_at: float
+    user_agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DialogRecord:
+    """A live dialog of one leg, as the B2BUA holds it (§12.1)."""
+
+    leg_id: str
+    conn_id: str
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_uri: str
+    remote_uri: str
+    local_cseq: int
+    remote_cseq: int | None
+    remote_target: str
+    route_set: tuple[str, ...]
+    peer_host: str
+    peer_port: int
+    transport: str
+    created_at: float
+    updated_at: float
+
+
+class DialogStore(Protocol):
+    """Dialog identities written through while the dialog lives, removed when it ends."""
+
+    def save_dialog(self, dialog: DialogRecord) -> None: ...
+
+    def update_cseq(self, leg_id: str, local_cseq: int, remote_cseq: int | None, at: float) -> None: ...
+
+    def remove_dialog(self, leg_id: str) -> None: ...
+
+
+class RegistrationStore(Protocol):
+    """Bindings written through on every change the registrar makes."""
+
+    def save_registration(self, reg: RegistrationRecord) -> None: ...
+
+    def remove_registration(self, operation_id: str, extension: str, contact_uri: str) -> None: ...
+
+
+class B2buaDirectory(Protocol):
+    """What the B2BUA reads of the directory: operations and their trunks, and agents for digest."""
+
+    def get_operation(self, operation_id: str) -> Operation | None: ...
+
+    def list_operations(self) -> Sequence[Operation]: ...
+
+    def list_trunks(self, operation_id: str) -> Sequence[Trunk]: ...
+
+    def operation_for_domain(self, sip_domain: str) -> Operation | None: ...
+
+    def get_agent(self, operation_id: str, extension: str) -> Agent | None: ...
+
+
+class Domain(Protocol):
+    """The call-control service as the B2BUA sees it: the reports it makes (`callcontrol.service`).
+
+    `on_inbound_call`, `on_agent_call`, `on_refer` and `on_refer_replaces` are asked while a request waits for
+    its answer and raise the domain's errors (`callcontrol.errors`); the others are made on a later loop turn
+    (`Switch.report`)."""
+
+    def on_inbound_call(self, operation_id: str, did: str, leg_id: str, from_number: str) -> str: ...
+
+    def on_agent_call(self, operation_id: str, extension: str, leg_id: str, dialled: str) -> str: ...
+
+    def on_refer(self, leg_id: str, target: str) -> TransferRecord: ...
+
+    def on_refer_replaces(self, leg_id: str, replaced_leg_id: str) -> TransferRecord: ...
+
+    def on_leg_ringing(self, leg_id: str) -> None: ...
+
+    def on_leg_answered(self, leg_id: str) -> None: ...
+
+    def on_leg_failed(self, leg_id: str, sip_status: int | None) -> None: ...
+
+    def on_leg_ended(self, leg_id: str, by: HangupBy | None = None) -> None: ...
+
+    def on_action_result(self, action_id: str, ok: bool, sip_status: int | None = None) -> None: ...
+
+    def on_registration_changed(self, operation_id: str, extension: str, registered: bool) -> None: ...
