@@ -90,8 +90,8 @@ def agents_process(sip_host: str, sip_port: int, count: int) -> None:
 def serve(http_port: int, database_url: str, summary: Path) -> None:
     from callbridge.bootstrap import Node
     from callbridge.callcontrol.events import CallEnded, TransferCompleted, TransferFailed
+    from callbridge.cli.serve import run
     from callbridge.config import Settings
-    from callbridge.serve import run
 
     counts: dict[str, Any] = {"completed": 0, "failed": 0, "failures": {}, "ended_by": {}, "last_completed": 0.0}
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from callbridge import cli_agent
+from callbridge.cli import agent as cli_agent
 from callbridge.cli import app
 
 TOKEN = "tok-0042-secret"

@@ -28,11 +28,11 @@ from typer.testing import CliRunner
 
 from callbridge.bootstrap import Node
 from callbridge.cli import app as cli
+from callbridge.cli.serve import run
 from callbridge.config import Settings
 from callbridge.http.events import WireEvent
 from callbridge.http.webhooks import RetryPolicy, WebhookDispatcher, WebhookTarget, verify_signature
 from callbridge.phone import Phone
-from callbridge.serve import run
 from callbridge.storage.database import make_engine
 from callbridge.storage.loader import load_operation
 from callbridge.storage.migrate import upgrade

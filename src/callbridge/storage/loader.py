@@ -1,5 +1,5 @@
 """Loading a whole operation from one document (the parsed TOML of `callbridge admin load`; format in
-`callbridge.admin`). All or nothing: the caller runs it in one transaction, and the first refusal (an
+`callbridge.cli.admin`). All or nothing: the caller runs it in one transaction, and the first refusal (an
 `AdminError` naming the table entry and the field) rolls everything back."""
 
 from __future__ import annotations

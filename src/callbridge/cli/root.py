@@ -21,11 +21,11 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 from callbridge import __version__
-from callbridge.admin import admin_app
-from callbridge.cli_agent import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, _usage_line, agent_app
-from callbridge.cli_live import live_app
-from callbridge.demo import demo_command
-from callbridge.serve import serve_command
+from callbridge.cli.admin import admin_app
+from callbridge.cli.agent import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, _usage_line, agent_app
+from callbridge.cli.demo import demo_command
+from callbridge.cli.live import live_app
+from callbridge.cli.serve import serve_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineGroup,
                   help="callbridge: contact-center call control")

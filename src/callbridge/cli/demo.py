@@ -86,7 +86,7 @@ def _password(extension: str) -> str:
 
 
 def demo_operation(gateway_port: int) -> dict[str, Any]:
-    """The demo's operation, in the format of `callbridge admin load` (see `callbridge.admin`)."""
+    """The demo's operation, in the format of `callbridge admin load` (see `callbridge.cli.admin`)."""
     return {
         "operation": {"id": OPERATION, "sip_domain": DOMAIN, "name": "callbridge demo", "acw_seconds": 0,
                       "after_transfer_state": "ready", "default_queue": "support", "ring_timeout": 10,
