@@ -36,7 +36,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from callbridge.cli.agent import (
+from callbridge.cli.common import (
     DEFAULT_URL,
     JsonOption,
     OneLineCommand,
