@@ -228,8 +228,7 @@ def run_wrk(target: str, server: Server, slots_file: Path, duration: float, conn
 
 def make_database(directory: Path, agents: int) -> tuple[str, list[str]]:
     """A migrated SQLite database holding one operation, its agents and one token per agent; (url, tokens)."""
-    from callbridge.storage import make_engine, upgrade
-    from callbridge.storage.loader import load_operation
+    from callbridge.storage.loader import load_into_fresh_database
 
     url = f"sqlite:///{directory / 'callbridge.db'}"
     doc = {
@@ -240,14 +239,7 @@ def make_database(directory: Path, agents: int) -> tuple[str, list[str]]:
         "aux_states": [{"id": AUX_ID, "name": "Break"}],
         "tokens": [{"label": f"bench-{i}"} for i in range(agents)],  # the operation's default concurrency limit
     }
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = load_operation(conn, doc)
-    finally:
-        engine.dispose()
-    return url, [plain for _, plain in result.tokens]
+    return url, [plain for _, plain in load_into_fresh_database(url, doc).tokens]
 
 
 def extension(i: int) -> str:

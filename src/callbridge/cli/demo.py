@@ -44,8 +44,7 @@ from callbridge.bootstrap import Node, bootstrap
 from callbridge.client import AgentboxError, AsyncAgentboxClient, AsyncNativeClient, Event
 from callbridge.config import Settings
 from callbridge.phone import Call, CallEnded, CallState, Held, IncomingCall, Phone, Resumed
-from callbridge.storage import make_engine, upgrade
-from callbridge.storage.loader import load_operation
+from callbridge.storage.loader import load_into_fresh_database
 from callbridge.storage.records import read_cdr
 
 __all__ = ["DEMO_OPERATION", "STEP_TITLES", "Demo", "DemoFailed", "demo_command", "play"]
@@ -539,14 +538,7 @@ def _metric(page: str, name: str) -> float:
 
 
 def _load(url: str, doc: dict[str, Any]) -> list[str]:
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = load_operation(conn, doc)
-    finally:
-        engine.dispose()
-    return [plain for _, plain in result.tokens]
+    return [plain for _, plain in load_into_fresh_database(url, doc).tokens]
 
 
 def _read_cdr(node: Node, conn_id: str) -> Any:
