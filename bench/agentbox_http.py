@@ -8,14 +8,14 @@ both on uvicorn in the same run.
 What is measured, per request: `POST /api/v2/agentbox.php?api=change_status&agent_id=…&status=…` with the
 `wolkvox-token` and `wolkvox_server` headers and no body, the way Wolkvox documents its calls. The two targets:
 
-- callbridge as `callbridge serve` runs it (`callbridge.serve.run`: `bootstrap` wiring SQLite storage with its
+- callbridge as `callbridge serve` runs it (`callbridge.cli.serve.run`: `bootstrap` wiring SQLite storage with its
   writer thread, the call-control service and the application, on uvicorn), in a process of its own. Every
   protection is on: token authentication, the per-token concurrency limit at its default (2), the dispatch, the
   parameter checks, the domain's rules (the agent must have a live SIP registration: each agent's phone, a
   `callbridge.phone` in this driver's process, registers with the node's registrar with digest before the run),
   and the write-through of every agent state change to the writer thread (`agent_state_history`);
 - a bare Starlette route on the same path answering the same envelope bytes (`contract.render`), in a process
-  of its own, on uvicorn with the options `callbridge.serve.run` uses (loopback, one worker, `access_log=False`,
+  of its own, on uvicorn with the options `callbridge.cli.serve.run` uses (loopback, one worker, `access_log=False`,
   `lifespan="on"`, the log level): the ceiling of the HTTP stack on this machine.
 
 Load: `wrk` (one thread, `--connections` keep-alive connections, closed loop) with `bench/lua/...lua`. There is one
@@ -75,8 +75,8 @@ START_TIMEOUT = 60.0  # seconds a server may take to print READY
 def serve_callbridge(http_port: int, database_url: str) -> None:
     """`callbridge serve` on loopback: SIP on a free port (printed), HTTP on `http_port`, until SIGTERM."""
     from callbridge.bootstrap import Node
+    from callbridge.cli.serve import run
     from callbridge.config import Settings
-    from callbridge.serve import run
 
     settings = Settings(sip_host=HOST, sip_port=0, http_host=HOST, http_port=http_port, database_url=database_url,
                         node_id="bench-1", drain_seconds=0.0, log_level=HTTP_LOG_LEVEL)
@@ -113,7 +113,7 @@ def bare_app(statuses: list[str]) -> Any:
 def serve_bare(http_port: int) -> None:
     import uvicorn
 
-    # The options callbridge.serve.run gives uvicorn.
+    # The options callbridge.cli.serve.run gives uvicorn.
     config = uvicorn.Config(bare_app(["ready", AUX_ID]), host=HOST, port=http_port, log_level=HTTP_LOG_LEVEL.lower(),
                             access_log=False, lifespan="on")
     server = uvicorn.Server(config)
@@ -228,8 +228,7 @@ def run_wrk(target: str, server: Server, slots_file: Path, duration: float, conn
 
 def make_database(directory: Path, agents: int) -> tuple[str, list[str]]:
     """A migrated SQLite database holding one operation, its agents and one token per agent; (url, tokens)."""
-    from callbridge.storage import make_engine, upgrade
-    from callbridge.storage.loader import load_operation
+    from callbridge.storage.loader import load_into_fresh_database
 
     url = f"sqlite:///{directory / 'callbridge.db'}"
     doc = {
@@ -240,14 +239,7 @@ def make_database(directory: Path, agents: int) -> tuple[str, list[str]]:
         "aux_states": [{"id": AUX_ID, "name": "Break"}],
         "tokens": [{"label": f"bench-{i}"} for i in range(agents)],  # the operation's default concurrency limit
     }
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = load_operation(conn, doc)
-    finally:
-        engine.dispose()
-    return url, [plain for _, plain in result.tokens]
+    return url, [plain for _, plain in load_into_fresh_database(url, doc).tokens]
 
 
 def extension(i: int) -> str:

@@ -80,17 +80,9 @@ def operation_doc(agents: Sequence[str], *, ring_timeout: float = 10.0, max_wait
 
 def load(db_url: str, doc: dict[str, Any]) -> str:
     """Migrate and load the operation (as `callbridge admin load` does); the API token it made."""
-    from callbridge.storage import make_engine, upgrade
-    from callbridge.storage.loader import load_operation
+    from callbridge.storage.loader import load_into_fresh_database
 
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            result = load_operation(conn, doc)
-    finally:
-        engine.dispose()
-    return result.tokens[0][1]
+    return load_into_fresh_database(db_url, doc).tokens[0][1]
 
 
 # -- callbridge serve --------------------------------------------------------------------------------------------

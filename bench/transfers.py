@@ -90,8 +90,8 @@ def agents_process(sip_host: str, sip_port: int, count: int) -> None:
 def serve(http_port: int, database_url: str, summary: Path) -> None:
     from callbridge.bootstrap import Node
     from callbridge.callcontrol.events import CallEnded, TransferCompleted, TransferFailed
+    from callbridge.cli.serve import run
     from callbridge.config import Settings
-    from callbridge.serve import run
 
     counts: dict[str, Any] = {"completed": 0, "failed": 0, "failures": {}, "ended_by": {}, "last_completed": 0.0}
 
@@ -122,8 +122,7 @@ def serve(http_port: int, database_url: str, summary: Path) -> None:
 
 
 def make_database(directory: Path, agents: int) -> tuple[str, list[str]]:
-    from callbridge.storage import make_engine, upgrade
-    from callbridge.storage.loader import load_operation
+    from callbridge.storage.loader import load_into_fresh_database
 
     url = f"sqlite:///{directory / 'bench.db'}"
     doc = {
@@ -138,14 +137,7 @@ def make_database(directory: Path, agents: int) -> tuple[str, list[str]]:
         "dids": [{"number": DID, "queue": "support", "trunk": "carrier"}],
         "tokens": [{"label": f"bench-{t}"} for t in range(TOKENS)],
     }
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = load_operation(conn, doc)
-    finally:
-        engine.dispose()
-    return url, [plain for _, plain in result.tokens]
+    return url, [plain for _, plain in load_into_fresh_database(url, doc).tokens]
 
 
 def free_port(host: str = HOST) -> int:

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from callbridge import cli_agent
-from callbridge.cli import app
+from callbridge.cli import agent as cli_agent
+from callbridge.cli import app, common
 
 TOKEN = "tok-0042-secret"
 BASE = ["--url", "http://127.0.0.1:8080", "--token", TOKEN]
@@ -305,5 +305,5 @@ def test_exit_code_table_covers_the_error_tree() -> None:
         errors.EventsExpired: 6, errors.ServerError: 1, errors.CallControlUnavailable: 1,
     }
     make: Callable[[type[errors.AgentboxError]], errors.AgentboxError] = lambda cls: cls(400, None, "x")  # noqa: E731
-    assert {cls: cli_agent.exit_code_for(make(cls)) for cls in expected} == expected
-    assert cli_agent.exit_code_for(errors.UnexpectedResponse(502, "<html>", "not JSON")) == 1
+    assert {cls: common.exit_code_for(make(cls)) for cls in expected} == expected
+    assert common.exit_code_for(errors.UnexpectedResponse(502, "<html>", "not JSON")) == 1

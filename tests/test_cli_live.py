@@ -13,8 +13,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from callbridge import cli_live
 from callbridge.cli import app
+from callbridge.cli import live as cli_live
 
 TOKEN = "tok-0042-secret"
 BASE = ["--url", "http://127.0.0.1:8080", "--token", TOKEN]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from callbridge.demo import BUSY_NUMBER, STEP_TITLES, play
+from callbridge.cli.demo import BUSY_NUMBER, STEP_TITLES, play
 
 pytestmark = pytest.mark.timeout(120)
 

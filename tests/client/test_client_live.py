@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from agentbox_world import AUX, OP, AgentboxNode, main_doc, until
 
+from callbridge.cli.serve import drain
 from callbridge.client import (
     AgentAlreadyOnCall,
     AgentboxClient,
@@ -74,7 +75,6 @@ from callbridge.phone import (
     Phone,
     Resumed,
 )
-from callbridge.serve import drain
 from callbridge.sip.events import RequestReceived
 from peers.ports import free_port
 

@@ -17,8 +17,8 @@ import os
 import socket
 from pathlib import Path
 
+from callbridge.cli.serve import run
 from callbridge.config import Settings
-from callbridge.serve import run
 
 
 def server_side_nodelay(client: socket.socket) -> int:

@@ -28,14 +28,12 @@ from typer.testing import CliRunner
 
 from callbridge.bootstrap import Node
 from callbridge.cli import app as cli
+from callbridge.cli.serve import run
 from callbridge.config import Settings
 from callbridge.http.events import WireEvent
 from callbridge.http.webhooks import RetryPolicy, WebhookDispatcher, WebhookTarget, verify_signature
 from callbridge.phone import Phone
-from callbridge.serve import run
-from callbridge.storage.database import make_engine
-from callbridge.storage.loader import load_operation
-from callbridge.storage.migrate import upgrade
+from callbridge.storage.loader import load_into_fresh_database
 
 OP, OTHER = "0042", "0077"
 SECRETS = {OP: "whsec-0042-configured", OTHER: "whsec-0077-configured"}
@@ -80,13 +78,7 @@ def operation(op: str, extensions: tuple[str, ...], hook_url: str) -> dict[str, 
 
 
 def load(url: str, doc: dict[str, Any]) -> str:
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            return load_operation(conn, doc).tokens[0][1]
-    finally:
-        engine.dispose()
+    return load_into_fresh_database(url, doc).tokens[0][1]
 
 
 def admin(db: str, *args: str) -> str:

@@ -25,9 +25,8 @@ if str(TESTS) not in sys.path:  # `tests/` itself: the peers harness and pg.py
 from callbridge.bootstrap import Node, bootstrap  # noqa: E402
 from callbridge.config import Settings  # noqa: E402
 from callbridge.phone import Phone  # noqa: E402
-from callbridge.storage import make_engine, upgrade  # noqa: E402
 from callbridge.storage import schema as s  # noqa: E402
-from callbridge.storage.loader import load_operation  # noqa: E402
+from callbridge.storage.loader import load_into_fresh_database  # noqa: E402
 
 OP = "0042"
 DOMAIN = "0042.callbridge.test"
@@ -52,14 +51,7 @@ def operation_doc(*, gateway_port: int = 5060, ring_timeout: float = 2.0, max_wa
 
 def load(db_url: str, doc: dict[str, Any]) -> list[str]:
     """Load the operation; the API tokens it made (shown once)."""
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            result = load_operation(conn, doc)
-    finally:
-        engine.dispose()
-    return [plain for _, plain in result.tokens]
+    return [plain for _, plain in load_into_fresh_database(db_url, doc).tokens]
 
 
 async def start_node(tmp_path: Path, *, db_url: str | None = None, doc: dict[str, Any] | None = None,

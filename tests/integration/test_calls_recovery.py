@@ -163,7 +163,7 @@ def _dialogs(db_url: str) -> int:
 
 
 async def test_sigterm_drains_then_ends_live_calls(tmp_path: Path) -> None:
-    from callbridge.serve import drain
+    from callbridge.cli.serve import drain
 
     node = await start_node(tmp_path)
     agent = await agent_phone(node, "1001", answer="auto")

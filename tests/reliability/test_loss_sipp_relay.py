@@ -22,7 +22,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests/` itself: the harness package is `peers`
 
-from callbridge.tools.lossy_relay import LossyRelay
+from lossy_relay import LossyRelay
+
 from peers.sipp import Sipp
 
 pytestmark = pytest.mark.peers

@@ -3,7 +3,7 @@ the DID; callbridge.phone agents answer. Two kinds of loss on the carrier's side
 
 - ``sipp-lost``: SIPp drops 10 % of its own sends (``scenarios/uac_lost10.xml``, ``lost="10"``);
 - ``relay``: the project's lossy relay sits in front of callbridge and drops 10 % of the datagrams each way,
-  seeded (``callbridge.tools.lossy_relay``; its server-side sockets are on 127.0.0.2, so callbridge still sees
+  seeded (``lossy_relay``, beside this test; its server-side sockets are on 127.0.0.2, so callbridge still sees
   the carrier's network).
 
 At least 99.9 % of the calls complete (all of them in the CI form of 300 calls), every completed call has its CDR,
@@ -29,10 +29,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))  # callnode: the call-flow node
 
 from callnode import CUSTOMER_HOST, DID, OP, agent_phone, cdrs, operation_doc, start_node, until
+from lossy_relay import LossyRelay
 
 from callbridge.bootstrap import Node
 from callbridge.phone import Phone
-from callbridge.tools.lossy_relay import LossyRelay
 from peers.sipp import Sipp
 
 CALLS = int(os.environ.get("RELIABILITY_CALLBRIDGE_LOSS_CALLS", "300"))

@@ -8,11 +8,11 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
-
-from callbridge.tools.lossy_relay import (
+from lossy_relay import (
     TO_CLIENT,
     TO_SERVER,
     LossyRelay,
@@ -22,6 +22,7 @@ from callbridge.tools.lossy_relay import (
 )
 
 Address = tuple[str, int]
+RELAY = str(Path(__file__).with_name("lossy_relay.py"))  # the relay's command line
 
 
 class Peer(asyncio.DatagramProtocol):
@@ -262,7 +263,7 @@ async def test_command_line_forwards_with_loss_and_prints_its_counts() -> None:
     server = await peer(echo=True)
     client = await peer()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callbridge.tools.lossy_relay", "--listen", "127.0.0.1:0",
+        sys.executable, RELAY, "--listen", "127.0.0.1:0",
         "--server", f"127.0.0.1:{server.address[1]}", "--loss", "0.2", "--seed", "42", "--duration", "3",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
@@ -285,7 +286,7 @@ async def test_command_line_forwards_with_loss_and_prints_its_counts() -> None:
 
 
 def test_command_line_refuses_a_non_loopback_address() -> None:
-    result = subprocess.run([sys.executable, "-m", "callbridge.tools.lossy_relay", "--listen", "192.0.2.1:5060",
+    result = subprocess.run([sys.executable, RELAY, "--listen", "192.0.2.1:5060",
                              "--server", "127.0.0.1:5060", "--duration", "1"],
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 2

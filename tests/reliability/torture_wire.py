@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from callbridge.storage import credentials, make_engine, upgrade
+from callbridge.storage import credentials, make_engine
 from callbridge.storage import schema as s
-from callbridge.storage.loader import load_operation
+from callbridge.storage.loader import load_into_fresh_database
 
 TESTS = Path(__file__).resolve().parents[1]
 for extra in (TESTS, TESTS / "integration"):  # the peers harness; callnode's helpers
@@ -112,11 +112,10 @@ def operation_doc(gateway_port: int = 5060) -> dict[str, Any]:
 
 
 def load(db_url: str) -> None:
-    upgrade(db_url)
+    load_into_fresh_database(db_url, operation_doc())
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            load_operation(conn, operation_doc())
             conn.execute(insert(s.agents), [
                 {"operation_id": OP, "extension": user, "name": user,
                  "ha1_md5": credentials.ha1_md5(user, DOMAIN, PASSWORD),

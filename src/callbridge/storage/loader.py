@@ -1,5 +1,5 @@
 """Loading a whole operation from one document (the parsed TOML of `callbridge admin load`; format in
-`callbridge.admin`). All or nothing: the caller runs it in one transaction, and the first refusal (an
+`callbridge.cli.admin`). All or nothing: the caller runs it in one transaction, and the first refusal (an
 `AdminError` naming the table entry and the field) rolls everything back."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from sqlalchemy import Connection
 from callbridge.callcontrol.model import Operation, Token
 from callbridge.storage import administration as admin
 from callbridge.storage.administration import AdminError
+from callbridge.storage.database import make_engine
+from callbridge.storage.migrate import upgrade
 from callbridge.storage.webhooks import create_webhook
 
 SECTIONS = ("operation", "queues", "agents", "aux_states", "activity_codes", "trunks", "dids", "tokens",
@@ -84,3 +86,16 @@ def load_operation(conn: Connection, doc: Mapping[str, Any]) -> LoadResult:
         _call(f"webhooks[{i}]", create_webhook, (conn, op), w)
     result.counts = {section: len(_entries(doc, section)) for section in SECTIONS[1:]}
     return result
+
+
+def load_into_fresh_database(url: str, doc: Mapping[str, Any]) -> LoadResult:
+    """Migrate the database at `url` (created on first use; a no-op when it is up to date), then load `doc` into it
+    in one transaction, on an engine of its own that is disposed before returning: how the demo, tests and
+    benchmarks start from an operation document."""
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            return load_operation(conn, doc)
+    finally:
+        engine.dispose()

@@ -1,6 +1,6 @@
 """A seeded lossy UDP relay for loopback tests: the packet loss that kernel netem would give, reproducibly.
 
-    python -m callbridge.tools.lossy_relay --listen 127.0.0.1:P --server 127.0.0.1:Q --loss 0.1 --seed 42 --duration 60
+    python tests/reliability/lossy_relay.py --listen 127.0.0.1:P --server 127.0.0.1:Q --loss 0.1 --seed 42 --duration 60
 
 Theory of operation
 -------------------
@@ -301,7 +301,7 @@ def _address_argument(text: str) -> Address:
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m callbridge.tools.lossy_relay",
+    parser = argparse.ArgumentParser(prog="python tests/reliability/lossy_relay.py",
                                      description="Seeded lossy UDP relay in front of a SIP server, loopback only.")
     parser.add_argument("--listen", required=True, type=_address_argument, help="HOST:PORT clients send to")
     parser.add_argument("--server", required=True, type=_address_argument, help="HOST:PORT of the server")

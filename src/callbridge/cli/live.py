@@ -18,7 +18,7 @@ a bad ``--type`` or an ``--after`` the server no longer keeps end at once with t
 stream, which the client resumes from the last seq it printed whenever the connection drops, for as long as it
 takes (a server restart), so no event is printed twice or lost.
 
-Exit codes are those of :mod:`callbridge.cli_agent`: 0 ok, 1 other, 2 usage, 3 unreachable, 4 token, 5 not found,
+Exit codes are those of :mod:`callbridge.cli.agent`: 0 ok, 1 other, 2 usage, 3 unreachable, 4 token, 5 not found,
 6 conflict or state (410: ``--after`` older than what the server keeps).
 """
 
@@ -36,7 +36,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from callbridge.cli_agent import (
+from callbridge.cli.common import (
     DEFAULT_URL,
     JsonOption,
     OneLineCommand,

@@ -1,8 +1,8 @@
-"""The `callbridge` command line.
+"""The root of the `callbridge` command line: the app that mounts every command, and `main`, the installed script.
 
 Bad input ends the same way everywhere: an unknown command, a bad or missing flag or argument prints one line on
 stderr, ``error: ... (see 'callbridge serve --help')``, and exits 2; never a framed box or a traceback. The root
-group and the commands mounted here use `cli_agent`'s one-line classes; `main` catches what the sub-apps mounted
+group and the commands mounted here use `common`'s one-line classes; `main` catches what the sub-apps mounted
 from other modules still raise (Click's usage errors) and what a command lets through that says why it could not
 start (an address in use), so the installed `callbridge` keeps that promise for every subcommand.
 """
@@ -21,11 +21,12 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 from callbridge import __version__
-from callbridge.admin import admin_app
-from callbridge.cli_agent import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, _usage_line, agent_app
-from callbridge.cli_live import live_app
-from callbridge.demo import demo_command
-from callbridge.serve import serve_command
+from callbridge.cli.admin import admin_app
+from callbridge.cli.agent import agent_app
+from callbridge.cli.common import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, usage_line
+from callbridge.cli.demo import demo_command
+from callbridge.cli.live import live_app
+from callbridge.cli.serve import serve_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineGroup,
                   help="callbridge: contact-center call control")
@@ -59,7 +60,7 @@ def main() -> None:
     except NoArgsIsHelpError as exc:  # the help has been printed already
         code = exc.exit_code
     except UsageError as exc:
-        typer.echo(_usage_line(exc), err=True)
+        typer.echo(usage_line(exc), err=True)
         code = EXIT_USAGE
     except ClickException as exc:
         typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)

@@ -1,0 +1,96 @@
+"""`callbridge demo`: callbridge moving a real call on this machine, in well under a minute, with nothing to set up.
+
+What it does
+- Starts a node in-process (`callbridge.bootstrap`) on SQLite in a temporary directory, SIP (UDP and TCP) and HTTP
+  (uvicorn) on free loopback ports, the destination policy allowing loopback only.
+- Loads a demo operation (`DEMO_OPERATION`): three agents, a queue, a trunk whose customers come from 127.0.0.2
+  and whose gateway is 127.0.0.3, a DID and a token.
+- Starts `callbridge.phone` phones, real SIP over real sockets: the customer (127.0.0.2), the agents 1001-1003
+  (127.0.0.1, registering with digest) and the outside world behind the trunk's gateway (127.0.0.3), which answers
+  every number but `BUSY_NUMBER`, for which it answers 486 Busy Here.
+- Plays the scenario through the public API only (the Python client over HTTP: agentbox verbs, native resources,
+  the event stream): agents made ready, the customer calls in, the longest-idle agent answers, hold and unhold,
+  transfer to another agent, a transfer to a busy number that comes back to the agent, a transfer to an outside
+  number, hang up; then the CDR.
+
+Every step is checked, not announced: what the phones saw (SIP), what the event stream said and what the API
+reports must agree with what the step should have done, within `STEP_TIMEOUT` seconds. One line per step, with a
+check mark and its time; the first step that does not happen as expected is named and the command exits 1.
+
+`callbridge demo --keep` then puts a new call up and leaves everything running, printing `curl` commands (real
+token, real ports) to act on it by hand, until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import typer
+from rich.console import Console
+
+from callbridge.cli.demo_report import curl_commands, event_line
+from callbridge.cli.demo_steps import STEP_TITLES, Demo, DemoFailed
+from callbridge.cli.demo_world import BUSY_NUMBER, CUSTOMER_NUMBER, DEMO_OPERATION, READY_ORDER
+
+__all__ = ["BUSY_NUMBER", "DEMO_OPERATION", "STEP_TITLES", "Demo", "DemoFailed", "demo_command", "play"]
+
+
+# --- --keep: a call up, curl commands, until Ctrl-C --------------------------------------------------------------
+
+
+async def _keep(demo: Demo, console: Console) -> None:
+    _, _, watch = demo.api()
+    await demo.customer_calls()
+    agent = READY_ORDER[1]  # idle longest now: the other two took calls since
+    await demo.longest_idle_answers(agent)
+    console.print(f"\n[bold]Still running.[/bold] A new call is up: customer {CUSTOMER_NUMBER} with agent {agent} "
+                  f"(conn_id {demo.conn_id}). Try the API by hand:\n", soft_wrap=True, highlight=False)
+    for what, command in curl_commands(demo.base_url, demo.token, agent):
+        console.print(f"[dim]# {what}[/dim]", highlight=False)
+        console.print(command, soft_wrap=True, highlight=False, markup=False)
+    console.print("\nEvents are printed below as they happen. Ctrl-C stops everything.\n", highlight=False)
+    watch.on_event = lambda e: console.print(event_line(e), soft_wrap=True, highlight=False, markup=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    console.print("stopping: phones hang up, the server closes", highlight=False)
+
+
+# --- the command ----------------------------------------------------------------------------------------------
+
+
+async def play(console: Console, *, keep: bool = False, busy_status: int = 486) -> int:
+    """Run the demo; 0 when every step happened as expected, 1 otherwise (the failed step is printed)."""
+    console.print("[bold]callbridge demo[/bold]: a customer, three agents and an outside line, all on this "
+                  "machine, driven through the API\n", highlight=False, soft_wrap=True)
+    demo = Demo(console, busy_status=busy_status)
+    started = time.perf_counter()
+    try:
+        await demo.play()
+        console.print(f"\n[green]✓[/green] all {len(STEP_TITLES)} steps happened as expected in "
+                      f"{time.perf_counter() - started:.1f} s", highlight=False)
+        if keep:
+            await _keep(demo, console)
+        return 0
+    except DemoFailed as failure:
+        console.print(f"[red]✗[/red] {failure.number:>2} {failure.title}: {failure.reason}", soft_wrap=True,
+                      highlight=False)
+        console.print(f"\n[red]demo failed at step {failure.number} ({failure.title})[/red]", highlight=False)
+        return 1
+    finally:
+        await demo.close()
+
+
+def demo_command(
+    keep: bool = typer.Option(False, "--keep", help="Leave the server and phones running with a call up and print "
+                                                    "curl commands to try the API by hand, until Ctrl-C."),
+) -> None:
+    """Run callbridge with phones on this machine and play a call through the API (transfers included)."""
+    code = asyncio.run(play(Console(), keep=keep))
+    raise typer.Exit(code)
