@@ -9,8 +9,15 @@ Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
   the Transfer resource as it was, in containers of its own that nothing changes afterwards), and serialised at
   most once, when something first reads the event's `line` (its `at` formatted then too): streams, webhooks and
   call histories share the bytes, and an event nobody reads (no stream, no webhook) costs no JSON at all.
-- Retention: an event is dropped only when it is both older than 24 hours and not among the operation's last
-  100000 (the document's "whichever is more").
+- Retention: an event is dropped only when it is both older than 7 days and not among the operation's last
+  100000 (the document's "whichever is more"). Durable (built with a `store`, as `bootstrap` does): the database
+  keeps the events for `retention_s` (pruned off the loop, `prune`) and memory keeps the last `ring` per operation
+  as a cache; a read older than the ring goes to the database.
+- Durable: each wire event is serialised once at publish and its row queued on the writer in the same loop turn as
+  the state change it reports (one transaction, `storage.event_log`). Consumers (streams, webhooks, `last_seq`)
+  see an event only once the writer reports its batch committed: one `call_soon_threadsafe` per batch moves the
+  operations' visible seq forward, wakes their waiters and calls the wire listeners. At start-up `restore` takes
+  each operation's stored oldest and newest seq, so a restart continues the sequence and never reuses a seq.
 - Consumers resume with `after=<seq>`: the events with a greater seq that are still kept, then live ones. An
   `after` older than the oldest kept event (minus one) answers 410 EVENTS_EXPIRED with `oldest_seq`.
 
@@ -53,11 +60,14 @@ from callbridge.callcontrol.events import (
 )
 from callbridge.callcontrol.model import TransferRecord
 from callbridge.http.resources import agent_state, call_direction, display_json, rfc3339, transfer_json
+from callbridge.storage.event_log import Bounds, EventStore
 
 _log = logging.getLogger(__name__)
 
-RETENTION_S = 24 * 3600.0
+RETENTION_S = 7 * 24 * 3600.0
 RETENTION_COUNT = 100_000
+RING = 10_000  # durable: the events kept in memory per operation
+_DB_PAGE = 1000
 _KEEP_ENDED_CALLS = 1000
 
 
@@ -103,11 +113,12 @@ _TRANSFER_TYPES: dict[type[TransferEvent], str] = {
 
 
 class _OperationLog:
-    __slots__ = ("ended", "events", "last_seq", "waiters")
+    __slots__ = ("ended", "events", "last_seq", "visible", "waiters")
 
     def __init__(self) -> None:
         self.events: deque[WireEvent] = deque()
-        self.last_seq = 0
+        self.last_seq = 0  # the last seq given
+        self.visible = 0  # the last seq consumers may see (durable: committed)
         self.waiters: list[asyncio.Future[None]] = []
         self.ended: OrderedDict[str, None] = OrderedDict()
 
@@ -116,7 +127,8 @@ class EventLog:
     """Implements the domain's EventSink port."""
 
     def __init__(self, *, retention_s: float = RETENTION_S, retention_count: int = RETENTION_COUNT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, store: EventStore | None = None,
+                 ring: int = RING) -> None:
         self.retention_s = retention_s
         self.retention_count = retention_count
         self._clock = clock
@@ -127,6 +139,71 @@ class EventLog:
         self._listeners: list[Callable[[DomainEvent], None]] = []
         self._wire_listeners: list[Callable[[WireEvent], None]] = []
         self.published = 0
+        self._store = store
+        self._ring = ring
+        self._uncommitted: deque[tuple[int, WireEvent]] = deque()  # (writer item number, event)
+        self._oldest_kept: dict[str, int] = {}  # durable: the oldest seq in the database, per operation
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- durability ---------------------------------------------------------------------------------------------
+
+    def restore(self, bounds: dict[str, Bounds]) -> None:
+        """At start-up, before anything is published: continue each operation's sequence from the stored one."""
+        for op, kept in bounds.items():
+            log = self._ops.setdefault(op, _OperationLog())
+            log.last_seq = log.visible = max(log.last_seq, kept.last)
+            self._oldest_kept[op] = kept.oldest
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Be told (on `loop`) when the writer committed events: once per batch."""
+        self._loop = loop
+        if self._store is not None:
+            self._store.writer.on_done = self._report
+
+    def _report(self, done: int) -> None:  # the writer's thread
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._committed, done)
+            except RuntimeError:  # the loop closed in between: nobody is left to tell
+                pass
+
+    def _committed(self, done: int) -> None:
+        woken: list[_OperationLog] = []
+        pending = self._uncommitted
+        while pending and pending[0][0] <= done:
+            wire = pending.popleft()[1]
+            log = self._ops[wire.operation]
+            log.visible = wire.seq
+            if not woken or woken[-1] is not log:
+                woken.append(log)
+            for wire_listener in self._wire_listeners:
+                wire_listener(wire)
+        for log in woken:
+            self._wake(log)
+
+    @staticmethod
+    def _wake(log: _OperationLog) -> None:
+        waiters, log.waiters = log.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def prune(self) -> None:
+        """Durable: delete the stored events past retention, off the loop; `after` older than them answers 410."""
+        if self._store is None:
+            return
+        bounds = await asyncio.to_thread(self._store.prune, self._clock() - self.retention_s)
+        for op, kept in bounds.items():
+            self._oldest_kept[op] = max(self._oldest_kept.get(op, 0), kept.oldest)
+
+    async def prune_every(self, interval: float) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                _log.exception("pruning the event log failed")
+            await asyncio.sleep(interval)
 
     def attach(self, context: EventContext) -> None:
         """The service the log reads `data` from; the service is built with the log, so this comes after."""
@@ -164,17 +241,23 @@ class EventLog:
             while len(log.ended) > _KEEP_ENDED_CALLS:
                 log.ended.popitem(last=False)
         self.published += 1
+        if self._store is not None:
+            self._oldest_kept.setdefault(event.operation_id, wire.seq)
+            ticket = self._store.append(event.operation_id, wire.seq, kind, event.at, conn_id, wire.line)
+            self._uncommitted.append((ticket, wire))
+            self._prune(log)
+            return  # shown to consumers once committed (`_committed`)
+        log.visible = wire.seq
         self._prune(log)
-        waiters, log.waiters = log.waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake(log)
         for wire_listener in self._wire_listeners:
             wire_listener(wire)
 
     def _prune(self, log: _OperationLog) -> None:
         horizon = self._clock() - self.retention_s
-        while len(log.events) > self.retention_count and log.events[0].at < horizon:
+        durable = self._store is not None
+        while (len(log.events) > self._ring if durable
+               else len(log.events) > self.retention_count and log.events[0].at < horizon):
             old = log.events.popleft()
             kept = self._by_call.get(old.conn_id or "")
             if kept and kept[0] is old:
@@ -185,14 +268,17 @@ class EventLog:
     # --- reads ------------------------------------------------------------------------------------------------
 
     def last_seq(self, operation_id: str) -> int:
+        """The last seq consumers may see (durable: the last committed)."""
         log = self._ops.get(operation_id)
-        return log.last_seq if log else 0
+        return log.visible if log else 0
 
     def oldest_seq(self, operation_id: str) -> int:
         """The oldest seq still kept (last_seq + 1 when nothing is kept)."""
         log = self._ops.get(operation_id)
         if log is None:
             return 1
+        if self._store is not None:
+            return self._oldest_kept.get(operation_id, log.visible + 1)
         return log.events[0].seq if log.events else log.last_seq + 1
 
     def expired(self, operation_id: str, after: int) -> bool:
@@ -200,12 +286,28 @@ class EventLog:
         return after < self.oldest_seq(operation_id) - 1
 
     def since(self, operation_id: str, after: int, limit: int | None = None) -> list[WireEvent]:
+        """The visible events in memory with seq > after."""
         log = self._ops.get(operation_id)
-        if log is None or not log.events or after >= log.last_seq:
+        if log is None or not log.events or after >= log.visible:
             return []
-        start = max(0, after + 1 - log.events[0].seq)
-        stop = None if limit is None else start + limit
+        first = log.events[0].seq
+        start = max(0, after + 1 - first)
+        stop = log.visible - first + 1
+        if limit is not None:
+            stop = min(stop, start + limit)
         return list(islice(log.events, start, stop))
+
+    async def read(self, operation_id: str, after: int, limit: int | None = None) -> list[WireEvent]:
+        """`since`, reading the database (off the loop) when memory no longer has the events after `after`."""
+        log = self._ops.get(operation_id)
+        if (self._store is None or log is None or after >= log.visible
+                or (log.events and log.events[0].seq <= after + 1)):
+            return self.since(operation_id, after, limit)
+        page = _DB_PAGE if limit is None else min(limit, _DB_PAGE)
+        stored = await asyncio.to_thread(self._store.read, operation_id, after, page)
+        visible = log.visible
+        return [WireEvent(e.seq, e.type, e.at, operation_id, json.loads(e.line)["data"], e.conn_id, e.line)
+                for e in stored if e.seq <= visible]
 
     async def wait(self, operation_id: str, after: int, timeout: float) -> bool:
         """Until the operation has an event with seq > after (True) or `timeout` passes (False)."""

@@ -9,6 +9,9 @@ or, from a browser, as the offered subprotocol `bearer.<token>`. A refused token
 problem (401/403) and no upgrade. One Event per text frame; a ping every 20 s (uvicorn's `ws_ping_interval`, set by
 `callbridge serve`); close 4410 when the consumer's cursor falls out of retention, 1001 at shutdown.
 
+After a restart a stream resumes from the durable log: `after=N` answers the kept events with seq > N, read from
+memory when recent, from the database otherwise (`EventLog.read`); only committed events are sent.
+
 Streams count toward neither the token's concurrency limit nor its 60 s limit.
 """
 
@@ -130,7 +133,7 @@ class EventStreams:
         self.open_streams += 1
         try:
             while True:
-                for wire in self._events.since(op, cursor):
+                for wire in await self._events.read(op, cursor):
                     cursor = wire.seq
                     if query.types is not None and wire.type not in query.types:
                         continue
@@ -170,7 +173,7 @@ class EventStreams:
         receiver = asyncio.create_task(self._drain(ws))
         try:
             while not receiver.done():
-                for wire in self._events.since(op, cursor):
+                for wire in await self._events.read(op, cursor):
                     cursor = wire.seq
                     if query.types is None or wire.type in query.types:
                         await ws.send_text(wire.line.decode("utf-8"))
