@@ -72,14 +72,14 @@ async def stop(node: Node) -> None:
 
 async def changes(node: Node, count: int) -> None:
     """`count` agent.state_changed events (each a change of state), committed."""
-    first = node.events.last_seq(OP)
+    first = node.events.committed_seq(OP)
     for _ in range(count):
         state = node.service.get_agent(OP, AGENT).state
         node.service.change_status(OP, AGENT, "ready" if state != "ready" else "2")
         await asyncio.sleep(0)
     await node.storage.writer.aflush()
     await asyncio.sleep(0.05)  # the commit report reaches the loop
-    assert node.events.last_seq(OP) == first + count
+    assert node.events.committed_seq(OP) == first + count
 
 
 async def get_events(node: Node, token: str, query: str) -> httpx.Response:
@@ -248,11 +248,11 @@ async def test_an_event_and_its_state_row_commit_in_one_batch(db_url: str) -> No
         await writer.aflush()
         batches = writer.stats.batches
         node.service.change_status(OP, AGENT, "2")  # an agent_state_history row and its event, one loop turn
-        assert node.events.last_seq(OP) == 0  # not shown before it is committed
+        assert (node.events.last_seq(OP), node.events.committed_seq(OP)) == (1, 0)  # not shown before committed
         await writer.aflush()
         assert writer.stats.batches == batches + 1
         await asyncio.sleep(0.05)
-        assert node.events.last_seq(OP) == 1
+        assert node.events.committed_seq(OP) == 1
     finally:
         await stop(node)
     history = await asyncio.to_thread(stored, db_url, select(func.count()).select_from(s.agent_state_history))

@@ -14,7 +14,7 @@ Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
   keeps the events for `retention_s` (pruned off the loop, `prune`) and memory keeps the last `ring` per operation
   as a cache; a read older than the ring goes to the database.
 - Durable: each wire event is serialised once at publish and its row queued on the writer in the same loop turn as
-  the state change it reports (one transaction, `storage.event_log`). Consumers (streams, webhooks, `last_seq`)
+  the state change it reports (one transaction, `storage.event_log`). Consumers (streams, webhooks, `committed_seq`)
   see an event only once the writer reports its batch committed: one `call_soon_threadsafe` per batch moves the
   operations' visible seq forward, wakes their waiters and calls the wire listeners. At start-up `restore` takes
   each operation's stored oldest and newest seq, so a restart continues the sequence and never reuses a seq.
@@ -268,7 +268,12 @@ class EventLog:
     # --- reads ------------------------------------------------------------------------------------------------
 
     def last_seq(self, operation_id: str) -> int:
-        """The last seq consumers may see (durable: the last committed)."""
+        """The last seq given (durable: maybe not committed yet; consumers read `committed_seq`)."""
+        log = self._ops.get(operation_id)
+        return log.last_seq if log else 0
+
+    def committed_seq(self, operation_id: str) -> int:
+        """The last seq consumers may see (durable: the last committed; otherwise `last_seq`)."""
         log = self._ops.get(operation_id)
         return log.visible if log else 0
 
@@ -311,7 +316,7 @@ class EventLog:
 
     async def wait(self, operation_id: str, after: int, timeout: float) -> bool:
         """Until the operation has an event with seq > after (True) or `timeout` passes (False)."""
-        if self.last_seq(operation_id) > after:
+        if self.committed_seq(operation_id) > after:
             return True
         log = self._ops.get(operation_id)
         if log is None:

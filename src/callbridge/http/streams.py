@@ -107,7 +107,7 @@ class EventStreams:
         """The cursor to start from; Problem(EVENTS_EXPIRED) when `after` is no longer kept."""
         op = principal.operation_id
         if query.after is None:
-            return self._events.last_seq(op)
+            return self._events.committed_seq(op)
         if self._events.expired(op, query.after):
             raise Problem("EVENTS_EXPIRED", oldest_seq=self._events.oldest_seq(op))
         return query.after
@@ -122,7 +122,7 @@ class EventStreams:
             cursor = self._start(principal, query)
         except Problem as problem:
             return problem_response(problem)
-        last = self._events.last_seq(principal.operation_id)
+        last = self._events.committed_seq(principal.operation_id)
         return StreamingResponse(self._lines(principal.operation_id, cursor, query),
                                  media_type="application/x-ndjson",
                                  headers={"callbridge-last-seq": str(last), "cache-control": "no-store"})

@@ -287,7 +287,7 @@ class LogWebhookDispatcher(WebhookDispatcher):
         return {feed.target.identity: feed.position for feed in self._feeds}
 
     def pending(self) -> int:
-        return sum(max(0, self._log.last_seq(f.target.operation_id) - f.position) for f in self._feeds)
+        return sum(max(0, self._log.committed_seq(f.target.operation_id) - f.position) for f in self._feeds)
 
     def on_event(self, event: WireEvent) -> None:
         """Nothing to queue: each target reads the log, woken by the log itself."""
@@ -296,7 +296,7 @@ class LogWebhookDispatcher(WebhookDispatcher):
         webhook_id = int(target.key) if target.key.isdigit() else None
         position = self._saved.get(webhook_id) if webhook_id is not None else None
         if position is None:
-            position = self._log.last_seq(target.operation_id)
+            position = self._log.committed_seq(target.operation_id)
             self._save(target, position)
         return _Feed(target, position)
 
