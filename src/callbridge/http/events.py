@@ -5,10 +5,10 @@ Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
   only grows. The domain numbers all its events in one sequence and publishes some that have no wire type (action
   outcomes, queueing, dispositions, recalls); the log gives each wire event its operation's next number, so the
   wire sequence has no gaps.
-- `data` is built when the event is published, from the service's state at that moment (a transfer event carries
-  the Transfer resource as it was, in containers of its own that nothing changes afterwards), and serialised at
-  most once, when something first reads the event's `line` (its `at` formatted then too): streams, webhooks and
-  call histories share the bytes, and an event nobody reads (no stream, no webhook) costs no JSON at all.
+- `data` is built when the event is published, from the service's state at that moment (`callbridge.http.wire`:
+  which domain events have a wire type, and their `data`), and serialised at most once, when something first
+  reads the event's `line` (its `at` formatted then too): the durable log, streams, webhooks and call histories
+  share the bytes; without a store, an event nobody reads costs no JSON at all.
 - Retention: an event is dropped only when it is both older than 7 days and not among the operation's last
   100000 (the document's "whichever is more"). Durable (built with a `store`, as `bootstrap` does): the database
   keeps the events for `retention_s` (pruned off the loop, `prune`) and memory keeps the last `ring` per operation
@@ -37,29 +37,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any
 
-from callbridge.callcontrol.commands import AgentView, CallView
-from callbridge.callcontrol.errors import CallControlError
-from callbridge.callcontrol.events import (
-    AgentStateChanged,
-    CallAnswered,
-    CallDialing,
-    CallEnded,
-    CallHeld,
-    CallOffered,
-    DisplayChanged,
-    DomainEvent,
-    TransferAnswered,
-    TransferCancelled,
-    TransferCompleted,
-    TransferCreated,
-    TransferEvent,
-    TransferFailed,
-    TransferRinging,
-)
-from callbridge.callcontrol.model import TransferRecord
-from callbridge.http.resources import agent_state, call_direction, display_json, rfc3339, transfer_json
+from callbridge.callcontrol.events import DomainEvent
+from callbridge.http.resources import rfc3339
+from callbridge.http.wire import EventContext, WireMapper
 from callbridge.storage.event_log import Bounds, EventStore
 
 _log = logging.getLogger(__name__)
@@ -69,16 +51,6 @@ RETENTION_COUNT = 100_000
 RING = 10_000  # durable: the events kept in memory per operation
 _DB_PAGE = 1000
 _KEEP_ENDED_CALLS = 1000
-
-
-class EventContext(Protocol):
-    """What the log reads from the service to build `data` (CallControlService has these)."""
-
-    def get_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord: ...
-
-    def get_call(self, operation_id: str, conn_id: str) -> CallView: ...
-
-    def get_agent(self, operation_id: str, extension: str) -> AgentView: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +77,6 @@ class WireEvent:
         return line
 
 
-_TRANSFER_TYPES: dict[type[TransferEvent], str] = {
-    TransferCreated: "transfer.created", TransferRinging: "transfer.ringing", TransferAnswered: "transfer.answered",
-    TransferCompleted: "transfer.completed", TransferFailed: "transfer.failed",
-    TransferCancelled: "transfer.cancelled",
-}
-
-
 class _OperationLog:
     __slots__ = ("ended", "events", "last_seq", "visible", "waiters")
 
@@ -132,10 +97,9 @@ class EventLog:
         self.retention_s = retention_s
         self.retention_count = retention_count
         self._clock = clock
-        self._context: EventContext | None = None
+        self._wire = WireMapper()
         self._ops: dict[str, _OperationLog] = {}
         self._by_call: dict[str, list[WireEvent]] = {}
-        self._transfer_times: dict[str, tuple[float | None, float | None]] = {}
         self._listeners: list[Callable[[DomainEvent], None]] = []
         self._wire_listeners: list[Callable[[WireEvent], None]] = []
         self.published = 0
@@ -207,7 +171,7 @@ class EventLog:
 
     def attach(self, context: EventContext) -> None:
         """The service the log reads `data` from; the service is built with the log, so this comes after."""
-        self._context = context
+        self._wire.context = context
 
     def add_listener(self, listener: Callable[[DomainEvent], None]) -> None:
         self._listeners.append(listener)
@@ -221,7 +185,7 @@ class EventLog:
         for listener in self._listeners:
             listener(event)
         try:
-            mapped = self._to_wire(event)
+            mapped = self._wire.to_wire(event)
         except Exception:  # the domain's move has happened: never let its report break it
             _log.exception("event %s could not be put on the wire", event.name)
             return
@@ -343,97 +307,4 @@ class EventLog:
 
     def transfer_times(self, transfer_id: str) -> tuple[float | None, float | None]:
         """(ringing_at, answered_at) of a transfer, as its events said."""
-        return self._transfer_times.get(transfer_id, (None, None))
-
-    # --- domain event -> wire event ---------------------------------------------------------------------------
-
-    def _to_wire(self, event: DomainEvent) -> tuple[str, dict[str, Any], str | None] | None:
-        if isinstance(event, TransferEvent):
-            return self._transfer(event)
-        if isinstance(event, CallOffered):
-            call = self._call(event.operation_id, event.conn_id)
-            return "call.offered", {
-                "conn_id": event.conn_id, "agent_id": event.agent,
-                "direction": call_direction(call.direction) if call else "inbound",
-                "customer_number": event.customer_number, "queue": call.queue if call else None,
-            }, event.conn_id
-        if isinstance(event, CallDialing):
-            return "call.offered", {
-                "conn_id": event.conn_id, "agent_id": event.agent, "direction": "outbound",
-                "customer_number": event.customer_number, "queue": None,
-            }, event.conn_id
-        if isinstance(event, CallAnswered):
-            if event.agent is None:
-                return None  # the document's call.answered names an agent; a number answering is a transfer event
-            return "call.answered", {"conn_id": event.conn_id, "agent_id": event.agent}, event.conn_id
-        if isinstance(event, CallHeld):
-            call = self._call(event.operation_id, event.conn_id)
-            if call is None or call.agent is None:
-                return None
-            return "call.held", {"conn_id": event.conn_id, "agent_id": call.agent, "held": event.held}, event.conn_id
-        if isinstance(event, CallEnded):
-            call = self._call(event.operation_id, event.conn_id)
-            ended_at = call.ended_at if call and call.ended_at is not None else event.at
-            # "target" is whoever stood on the agent's side after a transfer: the document names it "agent".
-            by = {"customer": "customer", "system": "system"}.get(event.hangup_by, "agent")
-            return "call.ended", {
-                "conn_id": event.conn_id, "agent_id": call.agent if call else None, "ended_by": by,
-                "sip_cause": event.sip_cause,
-                "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
-            }, event.conn_id
-        if isinstance(event, AgentStateChanged):
-            state, aux = agent_state(event.state)
-            previous, _ = agent_state(event.previous)
-            agent = self._agent(event.operation_id, event.agent)
-            return "agent.state_changed", {
-                "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
-                "registered": agent.registered if agent else False,
-            }, None
-        if isinstance(event, DisplayChanged):
-            agent = self._agent(event.operation_id, event.agent)
-            return "agent.display_changed", {
-                "agent_id": event.agent, "button": event.button, "display": "show" if event.visible else "hide",
-                "buttons": display_json(agent.display if agent else ((event.button, event.visible),)),
-            }, None
-        return None
-
-    def _transfer(self, event: TransferEvent) -> tuple[str, dict[str, Any], str | None]:
-        kind = _TRANSFER_TYPES[type(event)]
-        ringing_at, answered_at = self._transfer_times.get(event.transfer_id, (None, None))
-        state: str | None = None
-        if isinstance(event, TransferRinging):
-            ringing_at, state = event.at, "ringing"
-        elif isinstance(event, TransferAnswered):
-            answered_at, state = event.at, "answered"
-        self._transfer_times[event.transfer_id] = (ringing_at, answered_at)
-        record = self._transfer_record(event)
-        data = transfer_json(record, ringing_at=ringing_at, answered_at=answered_at, state=state)
-        if kind == "transfer.created":
-            data["state"] = "created"
-        if len(self._transfer_times) > 4 * _KEEP_ENDED_CALLS:
-            self._transfer_times.pop(next(iter(self._transfer_times)))
-        return kind, data, event.conn_id
-
-    def _transfer_record(self, event: TransferEvent) -> TransferRecord:
-        if self._context is not None:
-            try:
-                return self._context.get_transfer(event.operation_id, event.transfer_id)
-            except CallControlError:
-                pass
-        raise LookupError(f"transfer {event.transfer_id} is unknown to the event log's context")
-
-    def _call(self, operation_id: str, conn_id: str) -> CallView | None:
-        if self._context is None:
-            return None
-        try:
-            return self._context.get_call(operation_id, conn_id)
-        except CallControlError:
-            return None
-
-    def _agent(self, operation_id: str, extension: str) -> AgentView | None:
-        if self._context is None:
-            return None
-        try:
-            return self._context.get_agent(operation_id, extension)
-        except CallControlError:
-            return None
+        return self._wire.transfer_times.get(transfer_id, (None, None))

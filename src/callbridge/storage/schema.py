@@ -237,13 +237,14 @@ events = Table(
     Index(None, "at"),
 )
 
-# Per webhook target: the last seq delivered (or given up); delivery resumes after it (`http.webhooks`).
+# Per webhook target: the last seq delivered (or given up); delivery resumes after it (`http.webhooks`). No foreign
+# key on purpose: a cursor saved in the writer batch that races the target's removal must not fail that batch (and
+# with it the atomicity of the events in it); a cursor whose webhook is gone is never read.
 webhook_cursors = Table(
     "webhook_cursors", metadata,
     Column("webhook_id", Integer, primary_key=True, autoincrement=False),
     Column("last_seq", BigInteger, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
-    ForeignKeyConstraint(["webhook_id"], ["webhooks.id"], ondelete="CASCADE"),
 )
 
 dids = Table(
