@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -69,12 +70,43 @@ class WireEvent:
 
     @property
     def line(self) -> bytes:
-        """The JSON object, UTF-8, no trailing newline; serialised on first use, then shared."""
+        """The JSON object, UTF-8, no trailing newline; serialised on first use, then shared. The same bytes as
+        `json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)`, built around `data`'s JSON alone
+        (the durable log serialises every event on the loop: this is its cost)."""
         line = self._line
         if line is None:
-            line = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            line = (f'{{"seq":{self.seq},"type":{_quoted(self.type)},"at":"{_stamp(self.at)}",'
+                    f'"operation":{_quoted(self.operation)},"data":{_encode(self.data)}}}').encode()
             object.__setattr__(self, "_line", line)  # a cache of a frozen event's own bytes
         return line
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_QUOTED: dict[str, str] = {}
+_SECOND: list[Any] = [None, ""]  # the whole second last formatted, and its "YYYY-MM-DDTHH:MM:SS."
+
+
+def _quoted(text: str) -> str:
+    quoted = _QUOTED.get(text)
+    if quoted is None:
+        quoted = _encode(text)
+        if len(_QUOTED) < 10_000:  # event types and operation ids: a few of each
+            _QUOTED[text] = quoted
+    return quoted
+
+
+def _stamp(t: float) -> str:
+    """`rfc3339(t)`, with the date and time of the second reused: datetime's own rounding to the microsecond
+    (half to even, carrying into the second), then milliseconds truncated."""
+    frac, whole = math.modf(t)
+    micro = round(frac * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    elif micro < 0:
+        whole, micro = whole - 1, micro + 1_000_000
+    if _SECOND[0] != whole:
+        _SECOND[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))]
+    return f"{_SECOND[1]}{micro // 1000:03d}Z"
 
 
 class _OperationLog:
