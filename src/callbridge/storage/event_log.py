@@ -6,8 +6,10 @@ Rules
   the writer's item number of that row: once the writer reports that number done (`Writer.on_done`), the event
   is committed and may be shown to consumers.
 - `line` is the wire JSON, serialised once by the event; the row keeps it as text and a read gives the same bytes.
-- `seq` only grows per operation. Pruning (`prune`) deletes events older than the horizon but never an
-  operation's newest row, so `bounds()` after any restart gives max(seq) and the log continues from it.
+- `seq` only grows per operation. Pruning (`prune`) deletes, per operation, every event up to the last one older
+  than the horizon, but never the operation's newest row: what is kept is always a run of consecutive seqs
+  (a wall clock stepping back makes no hole), and `bounds()` after any restart gives max(seq) to continue from.
+  It deletes in chunks of `PRUNE_CHUNK` seqs, each its own short transaction, so the writer never waits long.
 - Reads and pruning run off the event loop (callers use `asyncio.to_thread`); they open their own connections.
 """
 
@@ -16,14 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, and_, delete, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Engine, delete, func, select
 
 from callbridge.storage import schema as s
 from callbridge.storage.times import to_datetime, to_seconds
 from callbridge.storage.writer import Writer
 
 DEFAULT_RETENTION_DAYS = 7.0
+PRUNE_CHUNK = 5000
 RETENTION_ENV = "CALLBRIDGE_EVENT_RETENTION_DAYS"
 
 
@@ -72,12 +74,21 @@ class EventStore:
             return [StoredEvent(operation_id, int(seq), kind, to_seconds(at), conn_id, line.encode("utf-8"))
                     for seq, kind, at, conn_id, line in conn.execute(query)]
 
-    def prune(self, horizon: float) -> dict[str, Bounds]:
-        """Delete the events older than `horizon` (unix seconds) but each operation's newest; the bounds after."""
+    def prune(self, horizon: float, chunk: int = PRUNE_CHUNK) -> dict[str, Bounds]:
+        """Delete the events up to each operation's last one older than `horizon` (unix seconds), never its newest
+        (see the rules); the bounds after."""
         t = self._events
-        newest = aliased(t)
-        last = select(func.max(newest.c.seq)).where(newest.c.operation_id == t.c.operation_id).scalar_subquery()
         cutoff: datetime = to_datetime(horizon)
-        with self.engine.begin() as conn:
-            conn.execute(delete(t).where(and_(t.c.at < cutoff, t.c.seq < last)))
+        query = select(t.c.operation_id, func.max(t.c.seq)).where(t.c.at < cutoff).group_by(t.c.operation_id)
+        with self.engine.connect() as conn:
+            old = {op: int(seq) for op, seq in conn.execute(query)}
+        bounds = self.bounds()
+        for op, upto in old.items():
+            upto = min(upto, bounds[op].last - 1)
+            low = bounds[op].oldest
+            while low <= upto:
+                high = min(low + chunk - 1, upto)
+                with self.engine.begin() as conn:
+                    conn.execute(delete(t).where(t.c.operation_id == op, t.c.seq >= low, t.c.seq <= high))
+                low = high + 1
         return self.bounds()
