@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 TESTS = Path(__file__).resolve().parents[1]
 for folder in (TESTS, TESTS / "storage"):
@@ -34,6 +34,7 @@ from callbridge.storage import schema as s  # noqa: E402
 from callbridge.storage import webhooks as hooks  # noqa: E402
 from callbridge.storage.database import make_engine  # noqa: E402
 from callbridge.storage.migrate import upgrade  # noqa: E402
+from callbridge.storage.reconcile import RECONCILE_REASON  # noqa: E402
 from pg import PostgresUnavailable, postgres_server  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,6 +83,22 @@ def prepare(url: str, hook_url: str) -> str:
             _, token = admin.create_token(conn, OP, concurrency_limit=4)
             hooks.create_webhook(conn, OP, hook_url, SECRET)
         return token
+    finally:
+        engine.dispose()
+
+
+def pairs(url: str) -> tuple[int, int]:
+    """(agent_state_history rows, agent.state_changed events): each change's row and its event commit together.
+    The rows start-up reconciliation writes itself (agents logged out after a crash) are left out: no event
+    reports them (yet)."""
+    engine = make_engine(url)
+    h = s.agent_state_history
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(func.count()).select_from(h).where(h.c.reason != RECONCILE_REASON)).scalar_one()
+            events = conn.execute(select(func.count()).select_from(s.events)
+                                  .where(s.events.c.type == "agent.state_changed")).scalar_one()
+            return rows, events
     finally:
         engine.dispose()
 
@@ -171,6 +188,8 @@ async def test_seq_survives_kill_9_and_sigterm_and_the_receiver_gets_every_event
         assert await serve.end(signal.SIGKILL) == -signal.SIGKILL
         kept = await asyncio.to_thread(logged, db_url)
         assert kept == list(range(1, len(kept) + 1)) and len(kept) >= seen  # nothing a consumer saw was lost
+        rows, events = await asyncio.to_thread(pairs, db_url)
+        assert rows == events == len(kept)  # no event without its state change, no change without its event
 
         serve = await Serve.start(db_url, tmp_path)
         receiver.mode = "ok"
@@ -193,6 +212,7 @@ async def test_seq_survives_kill_9_and_sigterm_and_the_receiver_gets_every_event
         serve = None
         kept = await asyncio.to_thread(logged, db_url)
         assert kept == list(range(1, seen + 1))
+        assert await asyncio.to_thread(pairs, db_url) == (seen, seen)
         got = receiver.seqs()
         assert sorted(set(got)) == kept  # every event at least once
         assert got == sorted(got)  # in order (a repeat only of the event being delivered at the crash)
