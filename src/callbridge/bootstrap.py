@@ -271,7 +271,10 @@ async def _reconcile(node: Node) -> Leftovers:
             log.exception("could not end the dialog of leg %s left from before", record.leg_id)
     if found.dialogs:
         await asyncio.sleep(0.05)  # let the BYEs leave before the records say they are over
-    closed = await storage.aclose_leftovers()
+    now = time.time()
+    logouts = node.events.logged_out_at_start(found.busy_agents, now)  # in reconciliation's own transaction
+    closed = await storage.aclose_leftovers(now, node.events.rows(logouts))
+    node.events.show(logouts)
     switch.restore_registrations(found.registrations)
     if closed.calls or closed.dialogs:
         log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents logged out",

@@ -88,17 +88,27 @@ def prepare(url: str, hook_url: str) -> str:
 
 
 def pairs(url: str) -> tuple[int, int]:
-    """(agent_state_history rows, agent.state_changed events): each change's row and its event commit together.
-    The rows start-up reconciliation writes itself (agents logged out after a crash) are left out: no event
-    reports them (yet)."""
+    """(agent_state_history rows, agent.state_changed events): each change's row and its event commit together,
+    the logouts start-up reconciliation writes after a crash included."""
     engine = make_engine(url)
     h = s.agent_state_history
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(func.count()).select_from(h).where(h.c.reason != RECONCILE_REASON)).scalar_one()
+            rows = conn.execute(select(func.count()).select_from(h)).scalar_one()
             events = conn.execute(select(func.count()).select_from(s.events)
                                   .where(s.events.c.type == "agent.state_changed")).scalar_one()
             return rows, events
+    finally:
+        engine.dispose()
+
+
+def reconciled(url: str) -> int:
+    engine = make_engine(url)
+    h = s.agent_state_history
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(h)
+                                    .where(h.c.reason == RECONCILE_REASON)).scalar_one())
     finally:
         engine.dispose()
 
@@ -204,8 +214,10 @@ async def test_seq_survives_kill_9_and_sigterm_and_the_receiver_gets_every_event
         async with httpx.AsyncClient(base_url=serve.http, timeout=10) as client:
             resumed = await client.get("/v2/events", params={"after": "3", "wait": "0"},
                                        headers={"authorization": f"Bearer {token}"})
+        last = int(resumed.headers["callbridge-last-seq"])
+        assert last == seen + 1  # start-up reconciliation logged the agent out: an event too
         assert [int(line.split(b'"seq":')[1].split(b",")[0]) for line in resumed.content.splitlines() if line] \
-            == list(range(4, seen + 1))
+            == list(range(4, last + 1))
         seen = await changes(serve, token, 3)
         await receiver.wait_for(seen, timeout=20)
         assert await serve.end(signal.SIGTERM) == 0
@@ -213,6 +225,7 @@ async def test_seq_survives_kill_9_and_sigterm_and_the_receiver_gets_every_event
         kept = await asyncio.to_thread(logged, db_url)
         assert kept == list(range(1, seen + 1))
         assert await asyncio.to_thread(pairs, db_url) == (seen, seen)
+        assert await asyncio.to_thread(reconciled, db_url) == 2  # the crash's and the SIGTERM's: reported too
         got = receiver.seqs()
         assert sorted(set(got)) == kept  # every event at least once
         assert got == sorted(got)  # in order (a repeat only of the event being delivered at the crash)

@@ -32,6 +32,9 @@ OP = "0042"
 AGENT = "1001"
 SECRET = "s" * 32
 FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, ack_timeout=1.0)
+# A node closed with its agent not logged out: the next start-up's reconciliation logs the agent out, and reports
+# it with an event of its own (seq after the stored ones).
+RECONCILED = 1
 
 
 def _prepare(url: str, hook_urls: tuple[str, ...] = ()) -> str:
@@ -119,18 +122,20 @@ async def test_events_survive_a_restart_and_seq_continues(db_url: str) -> None:
         await stop(node)
     node = await start(db_url)
     try:
-        assert node.events.last_seq(OP) == 3
+        assert node.events.last_seq(OP) == 3 + RECONCILED
+        logout = (await node.events.read(OP, 3))[0].to_json()
+        assert (logout["type"], logout["data"]["state"]) == ("agent.state_changed", "logout")
         await changes(node, 2)
         after = await node.events.read(OP, 0)  # 1-3 are no longer in memory: read from the database
-        assert [w.seq for w in after] == [1, 2, 3, 4, 5]
+        assert [w.seq for w in after] == [1, 2, 3, 4, 5, 6]
         assert [w.line for w in after[:3]] == before
         assert after[0].to_json() == json.loads(before[0])
-        assert [w.seq for w in await node.events.read(OP, 3)] == [4, 5]
+        assert [w.seq for w in await node.events.read(OP, 3)] == [4, 5, 6]
     finally:
         await stop(node)
     rows = await asyncio.to_thread(stored, db_url, select(s.events.c.seq).where(s.events.c.operation_id == OP)
                                    .order_by(s.events.c.seq))
-    assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
 async def test_after_n_across_a_restart_answers_exactly_the_events_after_n(db_url: str) -> None:
@@ -145,11 +150,11 @@ async def test_after_n_across_a_restart_answers_exactly_the_events_after_n(db_ur
         await changes(node, 2)
         response = await get_events(node, token, "after=3&wait=0")
         assert response.status_code == 200
-        assert response.headers["callbridge-last-seq"] == "7"
-        assert [e["seq"] for e in lines(response)] == [4, 5, 6, 7]
+        assert response.headers["callbridge-last-seq"] == str(7 + RECONCILED)
+        assert [e["seq"] for e in lines(response)] == [4, 5, 6, 7, 8]
         assert {e["type"] for e in lines(response)} == {"agent.state_changed"}
         assert [e["seq"] for e in lines(await get_events(node, token, "after=0&wait=0&limit=3"))] == [1, 2, 3]
-        assert lines(await get_events(node, token, "after=7&wait=0")) == []
+        assert lines(await get_events(node, token, "after=8&wait=0")) == []
     finally:
         await stop(node)
 
@@ -175,17 +180,17 @@ async def test_webhook_cursors_resume_and_a_target_down_across_the_restart_gets_
         await asyncio.sleep(0.2)
         assert receiver.seqs() == [1, 2, 3]
         lag = await asyncio.to_thread(_status, db_url)
-        assert (lag.last_seq, lag.cursor, lag.lag) == (7, 3, 4)
+        assert (lag.last_seq, lag.cursor, lag.lag) == (7 + RECONCILED, 3, 4 + RECONCILED)
         assert lag.oldest_undelivered_age_s is not None and lag.oldest_undelivered_age_s >= 0
         receiver.mode = "ok"
-        await receiver.wait_for(7)
+        await receiver.wait_for(8)
         await node.storage.writer.aflush()
-        assert receiver.seqs() == [1, 2, 3, 4, 5, 6, 7]
+        assert receiver.seqs() == [1, 2, 3, 4, 5, 6, 7, 8]
         assert receiver.bad_signatures == 0
     finally:
         await stop(node)
     lag = await asyncio.to_thread(_status, db_url)
-    assert (lag.cursor, lag.lag, lag.oldest_undelivered_age_s) == (7, 0, None)
+    assert (lag.cursor, lag.lag, lag.oldest_undelivered_age_s) == (8, 0, None)
 
 
 def _status(url: str) -> Any:
@@ -235,7 +240,7 @@ async def test_pruning_removes_old_events_and_410_follows_also_after_a_restart(d
     try:
         assert (await get_events(node, token, "after=2&wait=0")).status_code == 410
         await changes(node, 1)
-        assert [e["seq"] for e in lines(await get_events(node, token, "after=3&wait=0"))] == [4, 5]
+        assert [e["seq"] for e in lines(await get_events(node, token, "after=3&wait=0"))] == [4, 5, 6]
     finally:
         await stop(node)
 

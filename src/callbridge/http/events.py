@@ -35,15 +35,17 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
 from callbridge.callcontrol.events import DomainEvent
-from callbridge.http.resources import rfc3339
+from callbridge.callcontrol.model import LOGOUT
+from callbridge.http.resources import agent_state, rfc3339
 from callbridge.http.wire import EventContext, WireMapper
-from callbridge.storage.event_log import Bounds, EventStore
+from callbridge.storage.event_log import Bounds, EventStore, row
+from callbridge.storage.reconcile import BusyAgent
 
 _log = logging.getLogger(__name__)
 
@@ -184,6 +186,37 @@ class EventLog:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def logged_out_at_start(self, agents: Sequence[BusyAgent], at: float) -> list[WireEvent]:
+        """The agent.state_changed events of the agents start-up reconciliation logs out: numbered now, written by
+        the caller in reconciliation's own transaction (`rows`), shown once it committed (`show`)."""
+        made = []
+        for agent in agents:
+            state, aux = agent_state(LOGOUT)
+            previous, _ = agent_state(agent.state)
+            data = {"agent_id": agent.extension, "state": state, "previous_state": previous, "aux_state": aux,
+                    "registered": False}
+            log = self._ops.setdefault(agent.operation_id, _OperationLog())
+            log.last_seq += 1
+            wire = WireEvent(log.last_seq, "agent.state_changed", at, agent.operation_id, data, None)
+            log.events.append(wire)
+            self._oldest_kept.setdefault(agent.operation_id, wire.seq)
+            self.published += 1
+            made.append(wire)
+        return made
+
+    @staticmethod
+    def rows(wires: Sequence[WireEvent]) -> list[dict[str, Any]]:
+        return [row(w.operation, w.seq, w.type, w.at, w.conn_id, w.line) for w in wires]
+
+    def show(self, wires: Sequence[WireEvent]) -> None:
+        """Events committed by someone else's transaction: visible from now on."""
+        for wire in wires:
+            log = self._ops[wire.operation]
+            log.visible = max(log.visible, wire.seq)
+            for wire_listener in self._wire_listeners:
+                wire_listener(wire)
+            self._wake(log)
 
     async def prune(self) -> None:
         """Durable: delete the stored events past retention, off the loop; `after` older than them answers 410."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, delete, func, select
 
@@ -45,6 +46,12 @@ class Bounds:
     last: int  # the newest seq written
 
 
+def row(operation_id: str, seq: int, kind: str, at: float, conn_id: str | None, line: bytes) -> dict[str, Any]:
+    """The `events` row of one event (for a caller that writes it in a transaction of its own)."""
+    return {"operation_id": operation_id, "seq": seq, "type": kind, "at": to_datetime(at), "conn_id": conn_id,
+            "line": line.decode("utf-8")}
+
+
 class EventStore:
     def __init__(self, writer: Writer, engine: Engine) -> None:
         self.writer = writer
@@ -54,8 +61,7 @@ class EventStore:
     def append(self, operation_id: str, seq: int, kind: str, at: float, conn_id: str | None, line: bytes) -> int:
         """Queue the event's row; returns its writer item number (see the rules)."""
         writer = self.writer
-        writer.insert(self._events, {"operation_id": operation_id, "seq": seq, "type": kind, "at": to_datetime(at),
-                                     "conn_id": conn_id, "line": line.decode("utf-8")})
+        writer.insert(self._events, row(operation_id, seq, kind, at, conn_id, line))
         return writer.stats.submitted
 
     def bounds(self) -> dict[str, Bounds]:
