@@ -17,12 +17,18 @@ provider (`b2bua.trunks`) → take traffic → poll the directory for administra
 `directory_poll_seconds` (`Directory.watch`; after a reload the trunks' networks and the idle-agent index are
 rebuilt, and so are the webhook dispatcher's targets, since they are derived from the directory; every other
 reader asks the directory on each use).
+
+The event log is durable (`storage.event_log`): before the service is built it continues each operation's seq
+from the database, the writer seals its batches per loop turn and reports commits to the log, webhooks deliver
+from the log with stored cursors, and a background task prunes events older than the retention
+(`CALLBRIDGE_EVENT_RETENTION_DAYS`, default 7) every `EVENT_PRUNE_INTERVAL_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import secrets
 import socket
@@ -45,18 +51,35 @@ from callbridge.config import Settings
 from callbridge.http.app import create_app
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
-from callbridge.http.webhooks import WebhookDispatcher, WebhookTarget
+from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, WebhookTarget
 from callbridge.sip.dialog import DialogState
 from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.timers import TimerConfig
 from callbridge.storage import Leftovers, Storage
 from callbridge.storage.directory import Directory
+from callbridge.storage.event_log import DEFAULT_RETENTION_DAYS, RETENTION_ENV, EventStore
+from callbridge.storage.webhook_cursors import CursorStore
 from callbridge.transport import DestinationPolicy, Runtime, bind_udp
 
 __all__ = ["Node", "bootstrap"]
 
 log = logging.getLogger(__name__)
 USER_AGENT = "callbridge"
+EVENT_PRUNE_INTERVAL_S = 3600.0
+
+
+def retention_days_from_env(environ: dict[str, str] | None = None) -> float:
+    """`CALLBRIDGE_EVENT_RETENTION_DAYS` (a positive number of days), else 7."""
+    raw = (os.environ if environ is None else environ).get(RETENTION_ENV, "")
+    if not raw:
+        return DEFAULT_RETENTION_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        raise ValueError(f"{RETENTION_ENV}: {raw!r} is not a number of days") from None
+    if not 0 < days < float("inf"):
+        raise ValueError(f"{RETENTION_ENV}: {raw!r} is not a positive number of days")
+    return days
 
 
 class WallClock:
@@ -102,6 +125,7 @@ class Node:
     reconciled: Leftovers | None = None
     directory_watch: asyncio.Task[None] | None = None
     webhooks: WebhookDispatcher | None = None  # the operations' webhook targets, rebuilt after each reload
+    event_pruning: asyncio.Task[None] | None = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -113,9 +137,10 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        if self.directory_watch is not None:
-            self.directory_watch.cancel()
-            await asyncio.gather(self.directory_watch, return_exceptions=True)
+        for task in (self.directory_watch, self.event_pruning):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.switch.trunk_registrations.unregister()  # Expires: 0 at each provider, a bounded wait
         self.switch.close()
         await self.runtime.close()
@@ -126,13 +151,18 @@ async def bootstrap(settings: Settings, *, timers: TimerConfig | None = None, se
                     min_se: int = 90, defence: DefenceConfig | None = None,
                     registrar_limits: RegistrarLimits | None = None, rng: random.Random | None = None,
                     secret: bytes | None = None, reconcile: bool = True, listen_tcp: bool = True,
-                    trunk_registration: TrunkRegistrationConfig | None = None) -> Node:
+                    trunk_registration: TrunkRegistrationConfig | None = None,
+                    event_retention_days: float | None = None,
+                    event_prune_interval: float = EVENT_PRUNE_INTERVAL_S) -> Node:
+    """`event_retention_days`: None reads `CALLBRIDGE_EVENT_RETENTION_DAYS` (default 7)."""
     loop = asyncio.get_running_loop()
+    retention_days = retention_days_from_env() if event_retention_days is None else event_retention_days
     storage = await asyncio.to_thread(Storage.open, settings.database_url, settings.node_id)
     try:
         return await _wire(settings, storage, loop, timers=timers, session_expires=session_expires, min_se=min_se,
                            defence=defence, registrar_limits=registrar_limits, rng=rng, secret=secret,
-                           reconcile=reconcile, listen_tcp=listen_tcp, trunk_registration=trunk_registration)
+                           reconcile=reconcile, listen_tcp=listen_tcp, trunk_registration=trunk_registration,
+                           retention_s=retention_days * 86400.0, prune_interval=event_prune_interval)
     except BaseException:
         await asyncio.to_thread(storage.close)
         raise
@@ -142,7 +172,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                 timers: TimerConfig | None, session_expires: int | None, min_se: int,
                 defence: DefenceConfig | None, registrar_limits: RegistrarLimits | None,
                 rng: random.Random | None, secret: bytes | None, reconcile: bool, listen_tcp: bool,
-                trunk_registration: TrunkRegistrationConfig | None) -> Node:
+                trunk_registration: TrunkRegistrationConfig | None, retention_s: float,
+                prune_interval: float) -> Node:
     sock = _bind_sip_udp(settings.sip_host, settings.sip_port, tcp_too=listen_tcp)
     host, port = sock.getsockname()[:2]
     # Via and Contact carry the advertised address (a node behind NAT or a load balancer); the socket is bound to
@@ -172,13 +203,19 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
         sock.close()
         raise
     signalling = SipSignalling(switch)
-    events = EventLog()
+    store = EventStore(storage.writer, storage.engine)
+    events = EventLog(retention_s=retention_s, store=store)
+    events.restore(await asyncio.to_thread(store.bounds))  # before anything publishes: seq continues
+    storage.writer.seal_on(loop)
+    events.bind(loop)
     service = CallControlService(directory=storage.directory, states=storage.states, records=storage.calls,
                                  recalls=storage.recalls, signalling=signalling, events=events, clock=WallClock(),
                                  scheduler=LoopScheduler(loop, runtime.wake), node_id=settings.node_id)
     switch.attach(service, runtime)
     metrics = _metrics(endpoint, runtime, switch)
-    webhooks = WebhookDispatcher(webhook_targets(storage.directory))  # started and stopped with the app
+    cursors = CursorStore(storage.writer, storage.engine)
+    webhooks = LogWebhookDispatcher(webhook_targets(storage.directory), log=events, save_cursor=cursors.save,
+                                    saved=await asyncio.to_thread(cursors.load))  # started and stopped with the app
     app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,
                      webhooks=webhooks, healthy=lambda: not switch.draining)
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
@@ -187,6 +224,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
     switch.start_trunks()
+    node.event_pruning = loop.create_task(events.prune_every(prune_interval), name="callbridge-event-pruning")
     if settings.directory_poll_seconds > 0:
         node.directory_watch = loop.create_task(
             storage.directory.watch(settings.directory_poll_seconds, lambda: _directory_changed(node)),
@@ -241,7 +279,10 @@ async def _reconcile(node: Node) -> Leftovers:
             log.exception("could not end the dialog of leg %s left from before", record.leg_id)
     if found.dialogs:
         await asyncio.sleep(0.05)  # let the BYEs leave before the records say they are over
-    closed = await storage.aclose_leftovers()
+    now = time.time()
+    logouts = node.events.logged_out_at_start(found.busy_agents, now)  # in reconciliation's own transaction
+    closed = await storage.aclose_leftovers(now, node.events.rows(logouts))
+    node.events.show(logouts)
     switch.restore_registrations(found.registrations)
     if closed.calls or closed.dialogs:
         log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents logged out",

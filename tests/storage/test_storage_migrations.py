@@ -60,7 +60,7 @@ def test_0004_gives_existing_operations_the_45_s_dial_timeout_and_takes_the_colu
     try:
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO operations (id, sip_domain) VALUES ('0042', 'a.test')"))
-        upgrade(engine)
+        upgrade(engine, "0004")
         assert current_revision(engine) == "0004"
         with engine.connect() as conn:
             assert conn.execute(text("SELECT dial_timeout FROM operations WHERE id = '0042'")).scalar_one() == 45.0

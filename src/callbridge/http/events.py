@@ -5,12 +5,19 @@ Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
   only grows. The domain numbers all its events in one sequence and publishes some that have no wire type (action
   outcomes, queueing, dispositions, recalls); the log gives each wire event its operation's next number, so the
   wire sequence has no gaps.
-- `data` is built when the event is published, from the service's state at that moment (a transfer event carries
-  the Transfer resource as it was, in containers of its own that nothing changes afterwards), and serialised at
-  most once, when something first reads the event's `line` (its `at` formatted then too): streams, webhooks and
-  call histories share the bytes, and an event nobody reads (no stream, no webhook) costs no JSON at all.
-- Retention: an event is dropped only when it is both older than 24 hours and not among the operation's last
-  100000 (the document's "whichever is more").
+- `data` is built when the event is published, from the service's state at that moment (`callbridge.http.wire`:
+  which domain events have a wire type, and their `data`), and serialised at most once, when something first
+  reads the event's `line` (its `at` formatted then too): the durable log, streams, webhooks and call histories
+  share the bytes; without a store, an event nobody reads costs no JSON at all.
+- Retention: an event is dropped only when it is both older than 7 days and not among the operation's last
+  100000 (the document's "whichever is more"). Durable (built with a `store`, as `bootstrap` does): the database
+  keeps the events for `retention_s` (pruned off the loop, `prune`) and memory keeps the last `ring` per operation
+  as a cache; a read older than the ring goes to the database.
+- Durable: each wire event is serialised once at publish and its row queued on the writer in the same loop turn as
+  the state change it reports (one transaction, `storage.event_log`). Consumers (streams, webhooks, `committed_seq`)
+  see an event only once the writer reports its batch committed: one `call_soon_threadsafe` per batch moves the
+  operations' visible seq forward, wakes their waiters and calls the wire listeners. At start-up `restore` takes
+  each operation's stored oldest and newest seq, so a restart continues the sequence and never reuses a seq.
 - Consumers resume with `after=<seq>`: the events with a greater seq that are still kept, then live ones. An
   `after` older than the oldest kept event (minus one) answers 410 EVENTS_EXPIRED with `oldest_seq`.
 
@@ -25,50 +32,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any
 
-from callbridge.callcontrol.commands import AgentView, CallView
-from callbridge.callcontrol.errors import CallControlError
-from callbridge.callcontrol.events import (
-    AgentStateChanged,
-    CallAnswered,
-    CallDialing,
-    CallEnded,
-    CallHeld,
-    CallOffered,
-    DisplayChanged,
-    DomainEvent,
-    TransferAnswered,
-    TransferCancelled,
-    TransferCompleted,
-    TransferCreated,
-    TransferEvent,
-    TransferFailed,
-    TransferRinging,
-)
-from callbridge.callcontrol.model import TransferRecord
-from callbridge.http.resources import agent_state, call_direction, display_json, rfc3339, transfer_json
+from callbridge.callcontrol.events import DomainEvent
+from callbridge.callcontrol.model import LOGOUT
+from callbridge.http.resources import agent_state, rfc3339
+from callbridge.http.wire import EventContext, WireMapper
+from callbridge.storage.event_log import Bounds, EventStore, row
+from callbridge.storage.reconcile import BusyAgent
 
 _log = logging.getLogger(__name__)
 
-RETENTION_S = 24 * 3600.0
+RETENTION_S = 7 * 24 * 3600.0
 RETENTION_COUNT = 100_000
+RING = 10_000  # durable: the events kept in memory per operation
+_DB_PAGE = 1000
 _KEEP_ENDED_CALLS = 1000
-
-
-class EventContext(Protocol):
-    """What the log reads from the service to build `data` (CallControlService has these)."""
-
-    def get_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord: ...
-
-    def get_call(self, operation_id: str, conn_id: str) -> CallView: ...
-
-    def get_agent(self, operation_id: str, extension: str) -> AgentView: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,27 +72,52 @@ class WireEvent:
 
     @property
     def line(self) -> bytes:
-        """The JSON object, UTF-8, no trailing newline; serialised on first use, then shared."""
+        """The JSON object, UTF-8, no trailing newline; serialised on first use, then shared. The same bytes as
+        `json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)`, built around `data`'s JSON alone
+        (the durable log serialises every event on the loop: this is its cost)."""
         line = self._line
         if line is None:
-            line = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            line = (f'{{"seq":{self.seq},"type":{_quoted(self.type)},"at":"{_stamp(self.at)}",'
+                    f'"operation":{_quoted(self.operation)},"data":{_encode(self.data)}}}').encode()
             object.__setattr__(self, "_line", line)  # a cache of a frozen event's own bytes
         return line
 
 
-_TRANSFER_TYPES: dict[type[TransferEvent], str] = {
-    TransferCreated: "transfer.created", TransferRinging: "transfer.ringing", TransferAnswered: "transfer.answered",
-    TransferCompleted: "transfer.completed", TransferFailed: "transfer.failed",
-    TransferCancelled: "transfer.cancelled",
-}
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_QUOTED: dict[str, str] = {}
+_SECOND: list[Any] = [None, ""]  # the whole second last formatted, and its "YYYY-MM-DDTHH:MM:SS."
+
+
+def _quoted(text: str) -> str:
+    quoted = _QUOTED.get(text)
+    if quoted is None:
+        quoted = _encode(text)
+        if len(_QUOTED) < 10_000:  # event types and operation ids: a few of each
+            _QUOTED[text] = quoted
+    return quoted
+
+
+def _stamp(t: float) -> str:
+    """`rfc3339(t)`, with the date and time of the second reused: datetime's own rounding to the microsecond
+    (half to even, carrying into the second), then milliseconds truncated."""
+    frac, whole = math.modf(t)
+    micro = round(frac * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    elif micro < 0:
+        whole, micro = whole - 1, micro + 1_000_000
+    if _SECOND[0] != whole:
+        _SECOND[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))]
+    return f"{_SECOND[1]}{micro // 1000:03d}Z"
 
 
 class _OperationLog:
-    __slots__ = ("ended", "events", "last_seq", "waiters")
+    __slots__ = ("ended", "events", "last_seq", "visible", "waiters")
 
     def __init__(self) -> None:
         self.events: deque[WireEvent] = deque()
-        self.last_seq = 0
+        self.last_seq = 0  # the last seq given
+        self.visible = 0  # the last seq consumers may see (durable: committed)
         self.waiters: list[asyncio.Future[None]] = []
         self.ended: OrderedDict[str, None] = OrderedDict()
 
@@ -116,21 +126,117 @@ class EventLog:
     """Implements the domain's EventSink port."""
 
     def __init__(self, *, retention_s: float = RETENTION_S, retention_count: int = RETENTION_COUNT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, store: EventStore | None = None,
+                 ring: int = RING) -> None:
         self.retention_s = retention_s
         self.retention_count = retention_count
         self._clock = clock
-        self._context: EventContext | None = None
+        self._wire = WireMapper()
         self._ops: dict[str, _OperationLog] = {}
         self._by_call: dict[str, list[WireEvent]] = {}
-        self._transfer_times: dict[str, tuple[float | None, float | None]] = {}
         self._listeners: list[Callable[[DomainEvent], None]] = []
         self._wire_listeners: list[Callable[[WireEvent], None]] = []
         self.published = 0
+        self._store = store
+        self._ring = ring
+        self._uncommitted: deque[tuple[int, WireEvent]] = deque()  # (writer item number, event)
+        self._oldest_kept: dict[str, int] = {}  # durable: the oldest seq in the database, per operation
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- durability ---------------------------------------------------------------------------------------------
+
+    def restore(self, bounds: dict[str, Bounds]) -> None:
+        """At start-up, before anything is published: continue each operation's sequence from the stored one."""
+        for op, kept in bounds.items():
+            log = self._ops.setdefault(op, _OperationLog())
+            log.last_seq = log.visible = max(log.last_seq, kept.last)
+            self._oldest_kept[op] = kept.oldest
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Be told (on `loop`) when the writer committed events: once per batch."""
+        self._loop = loop
+        if self._store is not None:
+            self._store.writer.on_done = self._report
+
+    def _report(self, done: int) -> None:  # the writer's thread
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._committed, done)
+            except RuntimeError:  # the loop closed in between: nobody is left to tell
+                pass
+
+    def _committed(self, done: int) -> None:
+        woken: list[_OperationLog] = []
+        pending = self._uncommitted
+        while pending and pending[0][0] <= done:
+            wire = pending.popleft()[1]
+            log = self._ops[wire.operation]
+            log.visible = wire.seq
+            if not woken or woken[-1] is not log:
+                woken.append(log)
+            for wire_listener in self._wire_listeners:
+                wire_listener(wire)
+        for log in woken:
+            self._wake(log)
+
+    @staticmethod
+    def _wake(log: _OperationLog) -> None:
+        waiters, log.waiters = log.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def logged_out_at_start(self, agents: Sequence[BusyAgent], at: float) -> list[WireEvent]:
+        """The agent.state_changed events of the agents start-up reconciliation logs out: numbered now, written by
+        the caller in reconciliation's own transaction (`rows`), shown once it committed (`show`)."""
+        made = []
+        for agent in agents:
+            state, aux = agent_state(LOGOUT)
+            previous, _ = agent_state(agent.state)
+            data = {"agent_id": agent.extension, "state": state, "previous_state": previous, "aux_state": aux,
+                    "registered": False}
+            log = self._ops.setdefault(agent.operation_id, _OperationLog())
+            log.last_seq += 1
+            wire = WireEvent(log.last_seq, "agent.state_changed", at, agent.operation_id, data, None)
+            log.events.append(wire)
+            self._oldest_kept.setdefault(agent.operation_id, wire.seq)
+            self.published += 1
+            made.append(wire)
+        return made
+
+    @staticmethod
+    def rows(wires: Sequence[WireEvent]) -> list[dict[str, Any]]:
+        return [row(w.operation, w.seq, w.type, w.at, w.conn_id, w.line) for w in wires]
+
+    def show(self, wires: Sequence[WireEvent]) -> None:
+        """Events committed by someone else's transaction: visible from now on."""
+        for wire in wires:
+            log = self._ops[wire.operation]
+            log.visible = max(log.visible, wire.seq)
+            for wire_listener in self._wire_listeners:
+                wire_listener(wire)
+            self._wake(log)
+
+    async def prune(self) -> None:
+        """Durable: delete the stored events past retention, off the loop; `after` older than them answers 410."""
+        if self._store is None:
+            return
+        bounds = await asyncio.to_thread(self._store.prune, self._clock() - self.retention_s)
+        for op, kept in bounds.items():
+            self._oldest_kept[op] = max(self._oldest_kept.get(op, 0), kept.oldest)
+
+    async def prune_every(self, interval: float) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                _log.exception("pruning the event log failed")
+            await asyncio.sleep(interval)
 
     def attach(self, context: EventContext) -> None:
         """The service the log reads `data` from; the service is built with the log, so this comes after."""
-        self._context = context
+        self._wire.context = context
 
     def add_listener(self, listener: Callable[[DomainEvent], None]) -> None:
         self._listeners.append(listener)
@@ -144,7 +250,7 @@ class EventLog:
         for listener in self._listeners:
             listener(event)
         try:
-            mapped = self._to_wire(event)
+            mapped = self._wire.to_wire(event)
         except Exception:  # the domain's move has happened: never let its report break it
             _log.exception("event %s could not be put on the wire", event.name)
             return
@@ -164,17 +270,23 @@ class EventLog:
             while len(log.ended) > _KEEP_ENDED_CALLS:
                 log.ended.popitem(last=False)
         self.published += 1
+        if self._store is not None:
+            self._oldest_kept.setdefault(event.operation_id, wire.seq)
+            ticket = self._store.append(event.operation_id, wire.seq, kind, event.at, conn_id, wire.line)
+            self._uncommitted.append((ticket, wire))
+            self._prune(log)
+            return  # shown to consumers once committed (`_committed`)
+        log.visible = wire.seq
         self._prune(log)
-        waiters, log.waiters = log.waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake(log)
         for wire_listener in self._wire_listeners:
             wire_listener(wire)
 
     def _prune(self, log: _OperationLog) -> None:
         horizon = self._clock() - self.retention_s
-        while len(log.events) > self.retention_count and log.events[0].at < horizon:
+        durable = self._store is not None
+        while (len(log.events) > self._ring if durable
+               else len(log.events) > self.retention_count and log.events[0].at < horizon):
             old = log.events.popleft()
             kept = self._by_call.get(old.conn_id or "")
             if kept and kept[0] is old:
@@ -185,14 +297,22 @@ class EventLog:
     # --- reads ------------------------------------------------------------------------------------------------
 
     def last_seq(self, operation_id: str) -> int:
+        """The last seq given (durable: maybe not committed yet; consumers read `committed_seq`)."""
         log = self._ops.get(operation_id)
         return log.last_seq if log else 0
+
+    def committed_seq(self, operation_id: str) -> int:
+        """The last seq consumers may see (durable: the last committed; otherwise `last_seq`)."""
+        log = self._ops.get(operation_id)
+        return log.visible if log else 0
 
     def oldest_seq(self, operation_id: str) -> int:
         """The oldest seq still kept (last_seq + 1 when nothing is kept)."""
         log = self._ops.get(operation_id)
         if log is None:
             return 1
+        if self._store is not None:
+            return self._oldest_kept.get(operation_id, log.visible + 1)
         return log.events[0].seq if log.events else log.last_seq + 1
 
     def expired(self, operation_id: str, after: int) -> bool:
@@ -200,16 +320,32 @@ class EventLog:
         return after < self.oldest_seq(operation_id) - 1
 
     def since(self, operation_id: str, after: int, limit: int | None = None) -> list[WireEvent]:
+        """The visible events in memory with seq > after."""
         log = self._ops.get(operation_id)
-        if log is None or not log.events or after >= log.last_seq:
+        if log is None or not log.events or after >= log.visible:
             return []
-        start = max(0, after + 1 - log.events[0].seq)
-        stop = None if limit is None else start + limit
+        first = log.events[0].seq
+        start = max(0, after + 1 - first)
+        stop = log.visible - first + 1
+        if limit is not None:
+            stop = min(stop, start + limit)
         return list(islice(log.events, start, stop))
+
+    async def read(self, operation_id: str, after: int, limit: int | None = None) -> list[WireEvent]:
+        """`since`, reading the database (off the loop) when memory no longer has the events after `after`."""
+        log = self._ops.get(operation_id)
+        if (self._store is None or log is None or after >= log.visible
+                or (log.events and log.events[0].seq <= after + 1)):
+            return self.since(operation_id, after, limit)
+        page = _DB_PAGE if limit is None else min(limit, _DB_PAGE)
+        stored = await asyncio.to_thread(self._store.read, operation_id, after, page)
+        visible = log.visible
+        return [WireEvent(e.seq, e.type, e.at, operation_id, json.loads(e.line)["data"], e.conn_id, e.line)
+                for e in stored if e.seq <= visible]
 
     async def wait(self, operation_id: str, after: int, timeout: float) -> bool:
         """Until the operation has an event with seq > after (True) or `timeout` passes (False)."""
-        if self.last_seq(operation_id) > after:
+        if self.committed_seq(operation_id) > after:
             return True
         log = self._ops.get(operation_id)
         if log is None:
@@ -236,97 +372,4 @@ class EventLog:
 
     def transfer_times(self, transfer_id: str) -> tuple[float | None, float | None]:
         """(ringing_at, answered_at) of a transfer, as its events said."""
-        return self._transfer_times.get(transfer_id, (None, None))
-
-    # --- domain event -> wire event ---------------------------------------------------------------------------
-
-    def _to_wire(self, event: DomainEvent) -> tuple[str, dict[str, Any], str | None] | None:
-        if isinstance(event, TransferEvent):
-            return self._transfer(event)
-        if isinstance(event, CallOffered):
-            call = self._call(event.operation_id, event.conn_id)
-            return "call.offered", {
-                "conn_id": event.conn_id, "agent_id": event.agent,
-                "direction": call_direction(call.direction) if call else "inbound",
-                "customer_number": event.customer_number, "queue": call.queue if call else None,
-            }, event.conn_id
-        if isinstance(event, CallDialing):
-            return "call.offered", {
-                "conn_id": event.conn_id, "agent_id": event.agent, "direction": "outbound",
-                "customer_number": event.customer_number, "queue": None,
-            }, event.conn_id
-        if isinstance(event, CallAnswered):
-            if event.agent is None:
-                return None  # the document's call.answered names an agent; a number answering is a transfer event
-            return "call.answered", {"conn_id": event.conn_id, "agent_id": event.agent}, event.conn_id
-        if isinstance(event, CallHeld):
-            call = self._call(event.operation_id, event.conn_id)
-            if call is None or call.agent is None:
-                return None
-            return "call.held", {"conn_id": event.conn_id, "agent_id": call.agent, "held": event.held}, event.conn_id
-        if isinstance(event, CallEnded):
-            call = self._call(event.operation_id, event.conn_id)
-            ended_at = call.ended_at if call and call.ended_at is not None else event.at
-            # "target" is whoever stood on the agent's side after a transfer: the document names it "agent".
-            by = {"customer": "customer", "system": "system"}.get(event.hangup_by, "agent")
-            return "call.ended", {
-                "conn_id": event.conn_id, "agent_id": call.agent if call else None, "ended_by": by,
-                "sip_cause": event.sip_cause,
-                "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
-            }, event.conn_id
-        if isinstance(event, AgentStateChanged):
-            state, aux = agent_state(event.state)
-            previous, _ = agent_state(event.previous)
-            agent = self._agent(event.operation_id, event.agent)
-            return "agent.state_changed", {
-                "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
-                "registered": agent.registered if agent else False,
-            }, None
-        if isinstance(event, DisplayChanged):
-            agent = self._agent(event.operation_id, event.agent)
-            return "agent.display_changed", {
-                "agent_id": event.agent, "button": event.button, "display": "show" if event.visible else "hide",
-                "buttons": display_json(agent.display if agent else ((event.button, event.visible),)),
-            }, None
-        return None
-
-    def _transfer(self, event: TransferEvent) -> tuple[str, dict[str, Any], str | None]:
-        kind = _TRANSFER_TYPES[type(event)]
-        ringing_at, answered_at = self._transfer_times.get(event.transfer_id, (None, None))
-        state: str | None = None
-        if isinstance(event, TransferRinging):
-            ringing_at, state = event.at, "ringing"
-        elif isinstance(event, TransferAnswered):
-            answered_at, state = event.at, "answered"
-        self._transfer_times[event.transfer_id] = (ringing_at, answered_at)
-        record = self._transfer_record(event)
-        data = transfer_json(record, ringing_at=ringing_at, answered_at=answered_at, state=state)
-        if kind == "transfer.created":
-            data["state"] = "created"
-        if len(self._transfer_times) > 4 * _KEEP_ENDED_CALLS:
-            self._transfer_times.pop(next(iter(self._transfer_times)))
-        return kind, data, event.conn_id
-
-    def _transfer_record(self, event: TransferEvent) -> TransferRecord:
-        if self._context is not None:
-            try:
-                return self._context.get_transfer(event.operation_id, event.transfer_id)
-            except CallControlError:
-                pass
-        raise LookupError(f"transfer {event.transfer_id} is unknown to the event log's context")
-
-    def _call(self, operation_id: str, conn_id: str) -> CallView | None:
-        if self._context is None:
-            return None
-        try:
-            return self._context.get_call(operation_id, conn_id)
-        except CallControlError:
-            return None
-
-    def _agent(self, operation_id: str, extension: str) -> AgentView | None:
-        if self._context is None:
-            return None
-        try:
-            return self._context.get_agent(operation_id, extension)
-        except CallControlError:
-            return None
+        return self._wire.transfer_times.get(transfer_id, (None, None))

@@ -9,6 +9,9 @@ or, from a browser, as the offered subprotocol `bearer.<token>`. A refused token
 problem (401/403) and no upgrade. One Event per text frame; a ping every 20 s (uvicorn's `ws_ping_interval`, set by
 `callbridge serve`); close 4410 when the consumer's cursor falls out of retention, 1001 at shutdown.
 
+After a restart a stream resumes from the durable log: `after=N` answers the kept events with seq > N, read from
+memory when recent, from the database otherwise (`EventLog.read`); only committed events are sent.
+
 Streams count toward neither the token's concurrency limit nor its 60 s limit.
 """
 
@@ -104,7 +107,7 @@ class EventStreams:
         """The cursor to start from; Problem(EVENTS_EXPIRED) when `after` is no longer kept."""
         op = principal.operation_id
         if query.after is None:
-            return self._events.last_seq(op)
+            return self._events.committed_seq(op)
         if self._events.expired(op, query.after):
             raise Problem("EVENTS_EXPIRED", oldest_seq=self._events.oldest_seq(op))
         return query.after
@@ -119,7 +122,7 @@ class EventStreams:
             cursor = self._start(principal, query)
         except Problem as problem:
             return problem_response(problem)
-        last = self._events.last_seq(principal.operation_id)
+        last = self._events.committed_seq(principal.operation_id)
         return StreamingResponse(self._lines(principal.operation_id, cursor, query),
                                  media_type="application/x-ndjson",
                                  headers={"callbridge-last-seq": str(last), "cache-control": "no-store"})
@@ -130,7 +133,7 @@ class EventStreams:
         self.open_streams += 1
         try:
             while True:
-                for wire in self._events.since(op, cursor):
+                for wire in await self._events.read(op, cursor):
                     cursor = wire.seq
                     if query.types is not None and wire.type not in query.types:
                         continue
@@ -170,7 +173,7 @@ class EventStreams:
         receiver = asyncio.create_task(self._drain(ws))
         try:
             while not receiver.done():
-                for wire in self._events.since(op, cursor):
+                for wire in await self._events.read(op, cursor):
                     cursor = wire.seq
                     if query.types is None or wire.type in query.types:
                         await ws.send_text(wire.line.decode("utf-8"))

@@ -19,6 +19,13 @@ Rules:
   `events` filter no longer wants (dropped and counted); a removed target's pending events are dropped and counted;
   a new target starts with the next event.
 
+Durable (`LogWebhookDispatcher`, what `bootstrap` builds): no queue in memory. Each target reads the event log
+after its own cursor (memory, or the database after a restart or a long outage: bounded by retention, not by
+`max_pending`), delivers what it wants in seq order with the same signature and retries, and saves its cursor
+(`storage.webhook_cursors`) after each acknowledged or given-up event: at least once, and a restart or a crash
+resumes where each target stopped. A target without a saved cursor starts at the operation's last seq. Each
+target is its own task and database reads run off the loop, so a target that fails or hangs delays only itself.
+
 Theory of operation: the event log calls `on_event` (synchronously, on the loop's thread) with every wire event;
 it is appended to the queue of each target of that operation that wants it, and that target's delivery task, an
 asyncio task started by `start()` (or by `set_targets` once started), is woken. The task delivers its queue's head
@@ -36,12 +43,12 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
-from callbridge.http.events import WireEvent
+from callbridge.http.events import EventLog, WireEvent
 
 _log = logging.getLogger(__name__)
 
@@ -246,3 +253,120 @@ class WebhookDispatcher:
             _log.info("webhook %s: event %d not delivered: %s", target.url, event.seq, exc)
             return False
         return 200 <= response.status_code < 300
+
+
+@dataclass(slots=True)
+class _Feed:
+    target: WebhookTarget
+    position: int  # the last seq delivered, given up or skipped
+    task: asyncio.Task[None] | None = None
+
+
+class LogWebhookDispatcher(WebhookDispatcher):
+    """Webhooks delivered from the durable event log, with a stored cursor per target (see the module's rules)."""
+
+    def __init__(self, targets: Sequence[WebhookTarget], *, log: EventLog,
+                 save_cursor: Callable[[int, int], None] | None = None, saved: Mapping[int, int] | None = None,
+                 page: int = 100, idle_wait: float = 30.0, policy: RetryPolicy | None = None,
+                 client: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        super().__init__([], policy=policy, client=client, clock=clock, rng=rng)
+        self._log = log
+        self._save_cursor = save_cursor
+        self._saved = dict(saved or {})
+        self._page = page
+        self._idle_wait = idle_wait
+        self._feeds = [self._feed(target) for target in targets]
+
+    @property
+    def targets(self) -> list[WebhookTarget]:
+        return [feed.target for feed in self._feeds]
+
+    def cursors(self) -> dict[tuple[str, str], int]:
+        """Each target's identity -> the last seq it was given (delivered, given up or skipped)."""
+        return {feed.target.identity: feed.position for feed in self._feeds}
+
+    def pending(self) -> int:
+        return sum(max(0, self._log.committed_seq(f.target.operation_id) - f.position) for f in self._feeds)
+
+    def on_event(self, event: WireEvent) -> None:
+        """Nothing to queue: each target reads the log, woken by the log itself."""
+
+    def _feed(self, target: WebhookTarget) -> _Feed:
+        webhook_id = int(target.key) if target.key.isdigit() else None
+        position = self._saved.get(webhook_id) if webhook_id is not None else None
+        if position is None:
+            position = self._log.committed_seq(target.operation_id)
+            self._save(target, position)
+        return _Feed(target, position)
+
+    def _save(self, target: WebhookTarget, position: int) -> None:
+        if self._save_cursor is not None and target.key.isdigit():
+            self._saved[int(target.key)] = position
+            self._save_cursor(int(target.key), position)
+
+    def set_targets(self, targets: Sequence[WebhookTarget]) -> None:
+        """A kept target keeps its cursor (its delivery in progress restarts); a new one starts at the last seq."""
+        kept = {feed.target.identity: feed for feed in self._feeds}
+        feeds = []
+        for target in targets:
+            feed = kept.pop(target.identity, None)
+            if feed is None:
+                feed = self._feed(target)
+                self._spawn_feed(feed)
+            elif feed.target != target:
+                feed.target = target
+                self._retire_feed(feed)
+                self._spawn_feed(feed)
+            feeds.append(feed)
+        for feed in kept.values():
+            self._retire_feed(feed)
+        self._feeds = feeds
+
+    def _spawn_feed(self, feed: _Feed) -> None:
+        if not self._started:
+            return
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.policy.ack_timeout, follow_redirects=False)
+        feed.task = asyncio.create_task(self._follow(feed), name=f"webhook {feed.target.url}")
+
+    def _retire_feed(self, feed: _Feed) -> None:
+        if feed.task is not None:
+            feed.task.cancel()
+            self._retired.add(feed.task)
+            feed.task.add_done_callback(self._retired.discard)
+            feed.task = None
+
+    async def start(self) -> None:
+        self._started = True
+        for feed in self._feeds:
+            self._spawn_feed(feed)
+
+    async def stop(self) -> None:
+        for feed in self._feeds:
+            if feed.task is not None:
+                self._retired.add(feed.task)
+                feed.task = None
+        await super().stop()
+
+    async def _follow(self, feed: _Feed) -> None:
+        op = feed.target.operation_id
+        while True:
+            events = await self._log.read(op, feed.position, self._page)
+            if not events:
+                await self._log.wait(op, feed.position, self._idle_wait)
+                continue
+            if events[0].seq > feed.position + 1:  # fell out of retention while the target was behind
+                self.stats.dropped += events[0].seq - feed.position - 1
+            skipped = False
+            for event in events:
+                if feed.target.wants(event):
+                    await self._deliver(feed.target, event)
+                    feed.position = event.seq
+                    self._save(feed.target, event.seq)
+                    skipped = False
+                else:
+                    feed.position = event.seq
+                    skipped = True
+            if skipped:
+                self._save(feed.target, feed.position)

@@ -8,13 +8,16 @@ traffic, the server
 2. sends a BYE on every leftover dialog (the B2BUA's job, from the `DialogRecord`s; RFC 3261 §15.1.1);
 3. calls `close_leftovers(conn, node_id, now)`: open calls and their legs are ended by "system", a CDR is written
    for each call that has none, the dialogs are deleted, expired registrations purged, and each busy agent gets a
-   `logout` entry in its history (its phone re-registering, or the restored registration, brings it back).
+   `logout` entry in its history (its phone re-registering, or the restored registration, brings it back), and
+   the caller's `event_rows` (the event log's rows reporting those logouts) are inserted in the same transaction.
 Everything is scoped to `node_id`: another node's calls are never touched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
@@ -78,7 +81,8 @@ def _closing_cdr(call: CallRecord, legs: list[LegRecord], now: float) -> Cdr:
     )
 
 
-def close_leftovers(conn: Connection, node_id: str, now: float) -> Leftovers:
+def close_leftovers(conn: Connection, node_id: str, now: float, *,
+                    event_rows: Sequence[dict[str, Any]] = ()) -> Leftovers:
     """Close in the records everything `find_leftovers` reports; returns what it closed. Run in a transaction."""
     found = find_leftovers(conn, node_id, now)
     ended = to_datetime(now)
@@ -96,5 +100,7 @@ def close_leftovers(conn: Connection, node_id: str, now: float) -> Leftovers:
         conn.execute(s.agent_state_history.insert().values(
             operation_id=agent.operation_id, extension=agent.extension, state=LOGOUT, previous_state=agent.state,
             reason=RECONCILE_REASON, conn_id=None, entered_at=ended, node_id=node_id))
+    if event_rows:
+        conn.execute(s.events.insert(), list(event_rows))
     return found
 

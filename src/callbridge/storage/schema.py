@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -220,6 +221,30 @@ webhooks = Table(
     Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
     UniqueConstraint("operation_id", "url"),
     _operation_fk(),
+)
+
+# The durable event log (`storage.event_log`): every wire event, written in the writer batch of the state change it
+# reports. `seq` is per operation and only grows; pruning by age never removes an operation's newest row, so the
+# next seq after a restart is always max(seq) + 1. No foreign key: an event outlives nothing it names.
+events = Table(
+    "events", metadata,
+    Column("operation_id", String(32), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("conn_id", String(64)),
+    Column("line", Text, nullable=False),  # the wire JSON object, as streams and webhooks send it
+    Index(None, "at"),
+)
+
+# Per webhook target: the last seq delivered (or given up); delivery resumes after it (`http.webhooks`). No foreign
+# key on purpose: a cursor saved in the writer batch that races the target's removal must not fail that batch (and
+# with it the atomicity of the events in it); a cursor whose webhook is gone is never read.
+webhook_cursors = Table(
+    "webhook_cursors", metadata,
+    Column("webhook_id", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 dids = Table(

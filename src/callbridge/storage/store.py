@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
@@ -50,17 +52,19 @@ class Storage:
         with self.engine.connect() as conn:
             return find_leftovers(conn, self.node_id, time.time() if now is None else now)
 
-    def close_leftovers(self, now: float | None = None) -> Leftovers:
-        """Close in the records what a crash left behind; call after the BYEs are sent."""
+    def close_leftovers(self, now: float | None = None, event_rows: Sequence[dict[str, Any]] = ()) -> Leftovers:
+        """Close in the records what a crash left behind; call after the BYEs are sent. `event_rows` (the events
+        reporting the agents logged out) commit in the same transaction."""
         self.writer.flush()
         with self.engine.begin() as conn:
-            return close_leftovers(conn, self.node_id, time.time() if now is None else now)
+            return close_leftovers(conn, self.node_id, time.time() if now is None else now, event_rows=event_rows)
 
     async def aleftovers(self, now: float | None = None) -> Leftovers:
         return await asyncio.to_thread(self.leftovers, now)
 
-    async def aclose_leftovers(self, now: float | None = None) -> Leftovers:
-        return await asyncio.to_thread(self.close_leftovers, now)
+    async def aclose_leftovers(self, now: float | None = None,
+                               event_rows: Sequence[dict[str, Any]] = ()) -> Leftovers:
+        return await asyncio.to_thread(self.close_leftovers, now, event_rows)
 
     def close(self) -> None:
         self.writer.close()

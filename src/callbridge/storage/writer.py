@@ -24,6 +24,14 @@ Rules
   batch of nothing but row writes (agent states, calls, legs, dialogs: the hot path) runs on the DB-API
   connection alone (BEGIN, the statements, COMMIT), with no SQLAlchemy in between, so the writer holds the GIL the
   event loop needs only for a few short moments per batch.
+- Batches never split a loop turn (`seal_on(loop)`): a write queued on the event loop's thread is taken only once
+  the loop has finished the callback that queued it (one `call_soon` per turn that writes seals the turn's
+  writes), so the rows of one domain call (a state change and the event reporting it) commit in one transaction.
+  Writes from other threads, flushes and close seal at once. (A turn of more than `max_batch` writes is the one
+  exception, and a failing batch retried item by item is another.)
+- The writer reports progress (`on_done`): after each batch, the number of items done so far (committed or
+  failed), from its own thread; items are done in submission order, so item number N (`stats.submitted` right
+  after queueing it) is done once the number reported reaches N.
 - `flush()` waits until everything submitted before it has been committed or has failed; tests use it to read
   what they wrote and shutdown uses it (through `close()`) to lose nothing. `aflush()` is the same for a
   coroutine, waiting in a worker thread.
@@ -93,6 +101,12 @@ class Writer:
         self._closed = False
         self._started = False
         self._conn: Connection | None = None  # the writer thread's own, kept between batches
+        self._unsealed = 0  # items at the end of _pending queued in the loop's current turn (see seal_on)
+        self._seal_loop: asyncio.AbstractEventLoop | None = None
+        self._seal_thread = 0
+        self._seal_scheduled = False
+        self._done = 0  # items done (committed or failed), in submission order
+        self.on_done: Callable[[int], None] | None = None  # called on the writer thread after each batch
 
     # -- the event loop's side ---------------------------------------------------------------------------
     def start(self) -> Writer:
@@ -101,6 +115,18 @@ class Writer:
                 self._started = True
                 self._thread.start()
         return self
+
+    def seal_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From now on, writes queued on `loop`'s thread (the caller's) are taken per loop turn (see the rules)."""
+        self._seal_loop = loop
+        self._seal_thread = threading.get_ident()
+
+    def _seal(self) -> None:
+        with self._lock:
+            self._seal_scheduled = False
+            self._unsealed = 0
+            if self._want and len(self._pending) >= self._want:
+                self._wake()
 
     def insert(self, table: Table, values: dict[str, Any]) -> None:
         """Queue the insertion of one row (built and executed on the writer thread)."""
@@ -130,6 +156,13 @@ class Writer:
                 return
             self.stats.submitted += 1
             self._pending.append(work)  # under the lock, so nothing lands behind close()'s stop marker
+            if self._seal_loop is not None and threading.get_ident() == self._seal_thread:
+                self._unsealed += 1
+                if not self._seal_scheduled:
+                    self._seal_scheduled = True
+                    self._seal_loop.call_soon(self._seal)
+                return
+            self._unsealed = 0
             if self._want and len(self._pending) >= self._want:
                 self._wake()
 
@@ -137,6 +170,7 @@ class Writer:
         with self._lock:
             self._pending.append(marker)
             self._markers += 1
+            self._unsealed = 0
             if self._want:
                 self._wake()
 
@@ -179,7 +213,7 @@ class Writer:
     def _wait_for(self, length: int, timeout: float | None) -> None:
         """Sleep until the queue holds `length` items or a marker, or `timeout` seconds pass (None: no limit)."""
         with self._lock:
-            if len(self._pending) >= length or self._markers:
+            if len(self._pending) - self._unsealed >= length or self._markers:
                 return
             self._want = length
         signalled = self._signal.acquire(timeout=-1 if timeout is None else timeout)
@@ -192,7 +226,10 @@ class Writer:
     def _take(self) -> list[Any]:
         with self._lock:
             pending = self._pending
-            items = [pending.popleft() for _ in range(min(len(pending), self.max_batch))]
+            sealed = len(pending) - self._unsealed
+            if sealed <= 0:
+                return []
+            items = [pending.popleft() for _ in range(min(sealed, self.max_batch))]
             if self._markers:
                 self._markers -= sum(1 for item in items if item is _STOP or isinstance(item, _Flush))
         return items
@@ -228,6 +265,12 @@ class Writer:
                     work.append(item)
             if work:
                 self._write(work)
+                self._done += len(work)
+                if self.on_done is not None:
+                    try:
+                        self.on_done(self._done)
+                    except Exception:
+                        log.exception("storage writer: on_done failed")
             for marker in markers:
                 marker.done.set()
 

@@ -1,0 +1,153 @@
+"""Domain events -> wire events: which domain events have a wire type, and the `data` each carries (`openapi.json`,
+`Event`), read from the service's state at the moment the event is published.
+
+Rules:
+- `to_wire` answers (type, data, conn_id), or None for a domain event with no wire type (action outcomes, queueing,
+  dispositions, recalls) or one the document does not report (a number answering, a hold of an agentless call).
+- A transfer event carries the Transfer resource as it was, in containers of its own that nothing changes
+  afterwards; its ringing and answered times are remembered per transfer (the last 4000) from its own events.
+- A context that no longer knows a call or an agent gives the defaults the document allows; a transfer it does not
+  know is an error (the log logs it and publishes nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from callbridge.callcontrol.commands import AgentView, CallView
+from callbridge.callcontrol.errors import CallControlError
+from callbridge.callcontrol.events import (
+    AgentStateChanged,
+    CallAnswered,
+    CallDialing,
+    CallEnded,
+    CallHeld,
+    CallOffered,
+    DisplayChanged,
+    DomainEvent,
+    TransferAnswered,
+    TransferCancelled,
+    TransferCompleted,
+    TransferCreated,
+    TransferEvent,
+    TransferFailed,
+    TransferRinging,
+)
+from callbridge.callcontrol.model import TransferRecord
+from callbridge.http.resources import agent_state, call_direction, display_json, transfer_json
+
+KEEP_TRANSFER_TIMES = 4000
+
+
+class EventContext(Protocol):
+    """What the log reads from the service to build `data` (CallControlService has these)."""
+
+    def get_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord: ...
+
+    def get_call(self, operation_id: str, conn_id: str) -> CallView: ...
+
+    def get_agent(self, operation_id: str, extension: str) -> AgentView: ...
+
+
+_TRANSFER_TYPES: dict[type[TransferEvent], str] = {
+    TransferCreated: "transfer.created", TransferRinging: "transfer.ringing", TransferAnswered: "transfer.answered",
+    TransferCompleted: "transfer.completed", TransferFailed: "transfer.failed",
+    TransferCancelled: "transfer.cancelled",
+}
+
+
+class WireMapper:
+    def __init__(self) -> None:
+        self.context: EventContext | None = None
+        self.transfer_times: dict[str, tuple[float | None, float | None]] = {}
+
+    def to_wire(self, event: DomainEvent) -> tuple[str, dict[str, Any], str | None] | None:
+        if isinstance(event, TransferEvent):
+            return self._transfer(event)
+        if isinstance(event, CallOffered):
+            call = self._call(event.operation_id, event.conn_id)
+            return "call.offered", {
+                "conn_id": event.conn_id, "agent_id": event.agent,
+                "direction": call_direction(call.direction) if call else "inbound",
+                "customer_number": event.customer_number, "queue": call.queue if call else None,
+            }, event.conn_id
+        if isinstance(event, CallDialing):
+            return "call.offered", {
+                "conn_id": event.conn_id, "agent_id": event.agent, "direction": "outbound",
+                "customer_number": event.customer_number, "queue": None,
+            }, event.conn_id
+        if isinstance(event, CallAnswered):
+            if event.agent is None:
+                return None  # the document's call.answered names an agent; a number answering is a transfer event
+            return "call.answered", {"conn_id": event.conn_id, "agent_id": event.agent}, event.conn_id
+        if isinstance(event, CallHeld):
+            call = self._call(event.operation_id, event.conn_id)
+            if call is None or call.agent is None:
+                return None
+            return "call.held", {"conn_id": event.conn_id, "agent_id": call.agent, "held": event.held}, event.conn_id
+        if isinstance(event, CallEnded):
+            call = self._call(event.operation_id, event.conn_id)
+            ended_at = call.ended_at if call and call.ended_at is not None else event.at
+            # "target" is whoever stood on the agent's side after a transfer: the document names it "agent".
+            by = {"customer": "customer", "system": "system"}.get(event.hangup_by, "agent")
+            return "call.ended", {
+                "conn_id": event.conn_id, "agent_id": call.agent if call else None, "ended_by": by,
+                "sip_cause": event.sip_cause,
+                "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
+            }, event.conn_id
+        if isinstance(event, AgentStateChanged):
+            state, aux = agent_state(event.state)
+            previous, _ = agent_state(event.previous)
+            agent = self._agent(event.operation_id, event.agent)
+            return "agent.state_changed", {
+                "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
+                "registered": agent.registered if agent else False,
+            }, None
+        if isinstance(event, DisplayChanged):
+            agent = self._agent(event.operation_id, event.agent)
+            return "agent.display_changed", {
+                "agent_id": event.agent, "button": event.button, "display": "show" if event.visible else "hide",
+                "buttons": display_json(agent.display if agent else ((event.button, event.visible),)),
+            }, None
+        return None
+
+    def _transfer(self, event: TransferEvent) -> tuple[str, dict[str, Any], str | None]:
+        kind = _TRANSFER_TYPES[type(event)]
+        ringing_at, answered_at = self.transfer_times.get(event.transfer_id, (None, None))
+        state: str | None = None
+        if isinstance(event, TransferRinging):
+            ringing_at, state = event.at, "ringing"
+        elif isinstance(event, TransferAnswered):
+            answered_at, state = event.at, "answered"
+        self.transfer_times[event.transfer_id] = (ringing_at, answered_at)
+        record = self._transfer_record(event)
+        data = transfer_json(record, ringing_at=ringing_at, answered_at=answered_at, state=state)
+        if kind == "transfer.created":
+            data["state"] = "created"
+        if len(self.transfer_times) > KEEP_TRANSFER_TIMES:
+            self.transfer_times.pop(next(iter(self.transfer_times)))
+        return kind, data, event.conn_id
+
+    def _transfer_record(self, event: TransferEvent) -> TransferRecord:
+        if self.context is not None:
+            try:
+                return self.context.get_transfer(event.operation_id, event.transfer_id)
+            except CallControlError:
+                pass
+        raise LookupError(f"transfer {event.transfer_id} is unknown to the event log's context")
+
+    def _call(self, operation_id: str, conn_id: str) -> CallView | None:
+        if self.context is None:
+            return None
+        try:
+            return self.context.get_call(operation_id, conn_id)
+        except CallControlError:
+            return None
+
+    def _agent(self, operation_id: str, extension: str) -> AgentView | None:
+        if self.context is None:
+            return None
+        try:
+            return self.context.get_agent(operation_id, extension)
+        except CallControlError:
+            return None
