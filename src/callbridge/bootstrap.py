@@ -49,6 +49,7 @@ from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.timers import TimerConfig
 from callbridge.storage import Leftovers, Storage
 from callbridge.storage.directory import Directory
+from callbridge.storage.history import History
 from callbridge.storage.sip_state import DialogRecord
 from callbridge.transport import DestinationPolicy, Runtime, bind_udp
 
@@ -172,7 +173,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     metrics = _metrics(endpoint, runtime, switch)
     webhooks = WebhookDispatcher(webhook_targets(storage.directory))  # started and stopped with the app
     app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,
-                     webhooks=webhooks, healthy=lambda: not switch.draining)
+                     webhooks=webhooks, healthy=lambda: not switch.draining, history=History(storage.engine))
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
                 (host, port), webhooks=webhooks)
     if reconcile:
