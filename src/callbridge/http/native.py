@@ -12,6 +12,9 @@ Rules:
   the first 201 again (`Idempotency-Replayed: true`) and starts nothing; with another body 422
   IDEMPOTENCY_KEY_REUSED; while the first is still being answered 409 IDEMPOTENCY_KEY_IN_USE. Error answers are
   not stored: a retry after one is a new attempt.
+- Calls, transfers and CDRs are read through `calls.CallReads`: the service's live state first, then the call
+  records for what it no longer holds (an ended call, its legs, its transfer, its CDR, across restarts), in a worker
+  thread. Listings page by an opaque `cursor` over a `from`/`to` range (`paging`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,7 +39,7 @@ from callbridge.callcontrol.model import TransferRecord
 from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
 from callbridge.http.auth import Principal, Refused, TokenGate
-from callbridge.http.calls import CallReads
+from callbridge.http.calls import CallReads, CallsState
 from callbridge.http.resources import agent_json, agent_state, call_json, transfer_json
 
 if TYPE_CHECKING:
@@ -332,8 +335,7 @@ class NativeApi:
             agent_id = query.get("agent_id")
             if agent_id is not None and not _EXTENSION.fullmatch(agent_id):
                 raise Problem("INVALID_PARAMETER", parameter="agent_id")
-            scope: Literal["active", "ended", "all"] = "ended" if state == "ended" else (
-                "all" if state == "all" else "active")
+            scope = cast(CallsState, state)
             return json_response(await self._reads.list_calls(principal.operation_id, scope, agent_id, query))
         return await self._guarded(request, run)
 
