@@ -81,7 +81,16 @@ async def snapshot(node: Node, token: str, conn_id: str, tid: str) -> dict[str, 
         "call": (await get(node, token, f"/v2/calls/{conn_id}", "/v2/calls/{conn_id}")).json(),
         "transfer": (await get(node, token, f"/v2/transfers/{tid}", "/v2/transfers/{transfer_id}")).json(),
         "cdrs": (await get(node, token, "/v2/cdrs", "/v2/cdrs")).json(),
+        "complete": (await put(node, token, f"/v2/transfers/{tid}/complete")).json(),  # a finished blind one
     }
+
+
+async def put(node: Node, token: str, url: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=node.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://callbridge.test") as client:
+        response = await client.put(url, headers={"authorization": f"Bearer {token}"})
+    validate_response("/v2/transfers/{transfer_id}/complete", "put", response)
+    return response
 
 
 async def foreign_sees_nothing(node: Node, token: str, conn_id: str, tid: str) -> None:
@@ -167,6 +176,7 @@ async def test_history_survives_a_restart(db_url: str) -> None:
     assert after["ended"] == before["ended"]
     assert after["all"] == before["all"]
     assert after["cdrs"] == before["cdrs"]
+    assert after["complete"] == before["complete"] and before["complete"]["error"] == "NOT_ATTENDED"
     assert without(after["call"], LIVE_ONLY_CALL) == without(before["call"], LIVE_ONLY_CALL)
     assert after["call"]["history"] == []  # the event log is in memory (until it is made durable)
     assert without(after["transfer"], LIVE_ONLY_TRANSFER) == without(before["transfer"], LIVE_ONLY_TRANSFER)

@@ -22,6 +22,7 @@ from agentbox_world import main_doc, other_doc  # noqa: E402
 from callnode import load  # noqa: E402
 
 from callbridge.bootstrap import Node, bootstrap  # noqa: E402
+from callbridge.callcontrol.model import TransferRecord  # noqa: E402
 from callbridge.client import AsyncNativeClient  # noqa: E402
 from callbridge.client import InvalidParameter as ClientInvalidParameter  # noqa: E402
 from callbridge.config import Settings  # noqa: E402
@@ -137,3 +138,22 @@ async def test_the_async_client_iterates_over_every_page(world: World) -> None:
         assert rest.items[0].agents == ("1001",) and rest.items[0].duration == 5.0
         with pytest.raises(ClientInvalidParameter):
             await client.list_cdrs(cursor="garbage")
+
+
+async def test_a_transfer_only_the_records_know_has_finished(world: World) -> None:
+    world.node.storage.calls.save_transfer(TransferRecord(
+        id="t-old", conn_id="c1", operation_id="0042", kind="attended", agent="1001", target="1002",
+        target_kind="agent", state="cancelled", created_at=T0 + 11, updated_at=T0 + 12, outcome="cancelled",
+        ended_at=T0 + 12, timeout=30.0))
+    await world.node.storage.writer.aflush()
+    body = (await world.get("/v2/transfers/t-old", "/v2/transfers/{transfer_id}")).json()
+    assert (body["id"], body["state"], body["outcome"], body["kind"]) == ("t-old", "cancelled", "back_with_agent",
+                                                                         "attended")
+    headers = {"authorization": f"Bearer {world.token}"}
+    for method, url, path in (("PUT", "/v2/transfers/t-old/complete", "/v2/transfers/{transfer_id}/complete"),
+                              ("DELETE", "/v2/transfers/t-old", "/v2/transfers/{transfer_id}")):
+        response = await world.http.request(method, url, headers=headers)
+        validate_response(path, method.lower(), response)
+        assert (response.status_code, response.json()["error"]) == (409, "TRANSFER_FINISHED")
+    foreign = await world.get("/v2/transfers/t-old", "/v2/transfers/{transfer_id}", world.other)
+    assert foreign.json()["error"] == "TRANSFER_NOT_FOUND"
