@@ -58,6 +58,7 @@ from callbridge.sip.timers import TimerConfig
 from callbridge.storage import Leftovers, Storage
 from callbridge.storage.directory import Directory
 from callbridge.storage.event_log import DEFAULT_RETENTION_DAYS, RETENTION_ENV, EventStore
+from callbridge.storage.history import History
 from callbridge.storage.webhook_cursors import CursorStore
 from callbridge.transport import DestinationPolicy, Runtime, bind_udp
 
@@ -217,7 +218,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     webhooks = LogWebhookDispatcher(webhook_targets(storage.directory), log=events, save_cursor=cursors.save,
                                     saved=await asyncio.to_thread(cursors.load))  # started and stopped with the app
     app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,
-                     webhooks=webhooks, healthy=lambda: not switch.draining)
+                     webhooks=webhooks, healthy=lambda: not switch.draining, history=History(storage.engine))
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
                 (host, port), webhooks=webhooks)
     if reconcile:

@@ -55,7 +55,7 @@ def test_every_native_endpoint_is_there() -> None:
         ("/v2/transfers", "post"), ("/v2/transfers/{transfer_id}", "get"),
         ("/v2/transfers/{transfer_id}/complete", "put"), ("/v2/transfers/{transfer_id}", "delete"),
         ("/v2/agents", "get"), ("/v2/agents/{agent_id}", "get"),
-        ("/v2/calls", "get"), ("/v2/calls/{conn_id}", "get"), ("/v2/events", "get"),
+        ("/v2/calls", "get"), ("/v2/calls/{conn_id}", "get"), ("/v2/cdrs", "get"), ("/v2/events", "get"),
     }
     found = {(p, m) for p, item in DOC["paths"].items() for m in item if m in {"get", "post", "put", "delete"}}
     assert found == expected

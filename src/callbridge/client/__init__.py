@@ -53,7 +53,7 @@ from callbridge.client.errors import (
     UnknownApi,
 )
 from callbridge.client.limits import RetryPolicy
-from callbridge.client.models import Agent, Call, Event, Leg, Transfer
+from callbridge.client.models import Agent, Call, Cdr, Event, Leg, Page, Transfer
 from callbridge.client.native import AsyncNativeClient, NativeClient
 from callbridge.client.results import (
     AgentboxResult,
@@ -67,11 +67,11 @@ from callbridge.client.results import (
 __all__ = [
     "Agent", "AgentAlreadyOnCall", "AgentNotFound", "AgentNotLoggedIn", "AgentboxClient", "AgentboxError",
     "AgentboxResult", "AsyncAgentboxClient", "AsyncNativeClient", "AuxCallResult", "BadRequest", "Call",
-    "CallControlUnavailable", "CallNotFound", "CallNotUpdated", "ConcurrencyLimit", "Conflict", "DialResult",
+    "CallControlUnavailable", "CallNotFound", "CallNotUpdated", "Cdr", "ConcurrencyLimit", "Conflict", "DialResult",
     "DtmfResult", "Event", "EventsExpired", "Forbidden", "IdempotencyKeyInUse", "IdempotencyKeyReused",
     "InvalidParameter", "InvalidToken", "Leg", "MethodNotAllowed", "MissingParameters", "NativeClient",
-    "NoActiveCall", "NoCallToType", "NoRecentCall", "NotAttended", "NotFound", "PhoneNotRegistered", "RetryPolicy",
-    "ServerError", "ToggleResult", "TokenLimitExceeded", "TokenMissing", "Transfer", "TransferFinished",
+    "NoActiveCall", "NoCallToType", "NoRecentCall", "NotAttended", "NotFound", "Page", "PhoneNotRegistered",
+    "RetryPolicy", "ServerError", "ToggleResult", "TokenLimitExceeded", "TokenMissing", "Transfer", "TransferFinished",
     "TransferInProgress", "TransferLimit", "TransferNotAnswered", "TransferNotFound", "TransferResult",
     "TransferTargetUnavailable", "UnexpectedResponse", "UnknownApi", "wolkvox_url",
 ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+T = TypeVar("T")
 TRANSFER_STATES = ("created", "ringing", "answered", "completed", "failed", "cancelled")
 TERMINAL_TRANSFER_STATES = frozenset({"completed", "failed", "cancelled"})
 
@@ -180,3 +181,50 @@ class Call:
                    started_at=_time(o.get("started_at")), answered_at=_time(o.get("answered_at")),
                    ended_at=_time(o.get("ended_at")), legs=tuple(Leg.from_json(x) for x in legs),
                    history=tuple(Event.from_json(x) for x in history), raw=dict(o))
+
+
+@dataclass(frozen=True)
+class Cdr:
+    """A call detail record (``GET /v2/cdrs``); ``duration`` and ``talk_time`` in seconds."""
+
+    conn_id: str
+    direction: str | None = None
+    customer_number: str | None = None
+    queue: str | None = None
+    agents: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration: float = 0.0
+    talk_time: float = 0.0
+    hangup_by: str | None = None
+    sip_cause: int | None = None
+    transfers: int = 0
+    related_conn_id: str | None = None
+    legs: tuple[Leg, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Cdr:
+        o = _obj(value)
+        agents, legs = o.get("agents") or [], o.get("legs") or []
+        if not isinstance(agents, list) or not isinstance(legs, list):
+            raise ValueError("agents and legs are lists")
+        duration, talk = o.get("duration"), o.get("talk_time")
+        return cls(conn_id=str(o["conn_id"]), direction=_str(o.get("direction")),
+                   customer_number=_str(o.get("customer_number")), queue=_str(o.get("queue")),
+                   agents=tuple(str(a) for a in agents), started_at=_time(o.get("started_at")),
+                   answered_at=_time(o.get("answered_at")), ended_at=_time(o.get("ended_at")),
+                   duration=float(duration) if isinstance(duration, int | float) else 0.0,
+                   talk_time=float(talk) if isinstance(talk, int | float) else 0.0,
+                   hangup_by=_str(o.get("hangup_by")), sip_cause=_int(o.get("sip_cause")),
+                   transfers=_int(o.get("transfers")) or 0, related_conn_id=_str(o.get("related_conn_id")),
+                   legs=tuple(Leg.from_json(x) for x in legs), raw=dict(o))
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; ``next_cursor`` (None on the last page) asks for the next one."""
+
+    items: tuple[T, ...]
+    next_cursor: str | None = None

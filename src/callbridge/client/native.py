@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -29,7 +30,7 @@ import httpx
 from callbridge.client import errors
 from callbridge.client.agentbox import wolkvox_url
 from callbridge.client.limits import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT_S, RetryPolicy, loop_slots, thread_slots
-from callbridge.client.models import Agent, Call, Event, Transfer
+from callbridge.client.models import Agent, Call, Cdr, Event, Page, Transfer
 
 EVENTS_PATH = "/v2/events"
 LAST_SEQ_HEADER = "callbridge-last-seq"
@@ -85,6 +86,33 @@ def _parse_line(line: str) -> Event | None:
         return Event.from_json(value)
     except ValueError:
         return None
+
+
+def _instant(value: datetime | str) -> str:
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        raise ValueError("a time without a zone: give an aware datetime")
+    return value.isoformat()
+
+
+def _cdr_params(since: datetime | str | None, until: datetime | str | None, limit: int | None,
+                cursor: str | None) -> dict[str, str | int | float]:
+    params: dict[str, str | int | float] = {}
+    for name, value in (("from", since), ("to", until)):
+        if value is not None:
+            params[name] = _instant(value)
+    if limit is not None:
+        params["limit"] = limit
+    if cursor is not None:
+        params["cursor"] = cursor
+    return params
+
+
+def _cdr_page(body: Any) -> Page[Cdr]:
+    following = body.get("next_cursor") if isinstance(body, dict) else None
+    return Page(tuple(_build(Cdr.from_json, item, 200) for item in _items(body)),
+                following if isinstance(following, str) and following else None)
 
 
 def _seg(value: str) -> str:
@@ -196,6 +224,22 @@ class NativeClient(_Base):
     def get_call(self, conn_id: str) -> Call:
         return _build(Call.from_json, self.request("GET", f"/v2/calls/{_seg(conn_id)}"), 200)
 
+    def list_cdrs(self, *, since: datetime | str | None = None, until: datetime | str | None = None,
+                  limit: int | None = None, cursor: str | None = None) -> Page[Cdr]:
+        """One page of ``GET /v2/cdrs``: started in [since, until), oldest first."""
+        return _cdr_page(self.request("GET", "/v2/cdrs", params=_cdr_params(since, until, limit, cursor)))
+
+    def cdrs(self, *, since: datetime | str | None = None, until: datetime | str | None = None,
+             page_size: int | None = None) -> Iterator[Cdr]:
+        """Every CDR started in [since, until), oldest first, page after page (each exactly once)."""
+        cursor: str | None = None
+        while True:
+            page = self.list_cdrs(since=since, until=until, limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     def events(self, after: int | None = None, *, wait: float = 30.0,
                types: Sequence[str] | None = None) -> Iterator[Event]:
         """Every event after ``after``, in order, for ever: see the module's docstring."""
@@ -302,6 +346,21 @@ class AsyncNativeClient(_Base):
 
     async def get_call(self, conn_id: str) -> Call:
         return _build(Call.from_json, await self.request("GET", f"/v2/calls/{_seg(conn_id)}"), 200)
+
+    async def list_cdrs(self, *, since: datetime | str | None = None, until: datetime | str | None = None,
+                        limit: int | None = None, cursor: str | None = None) -> Page[Cdr]:
+        return _cdr_page(await self.request("GET", "/v2/cdrs", params=_cdr_params(since, until, limit, cursor)))
+
+    async def cdrs(self, *, since: datetime | str | None = None, until: datetime | str | None = None,
+                   page_size: int | None = None) -> AsyncIterator[Cdr]:
+        cursor: str | None = None
+        while True:
+            page = await self.list_cdrs(since=since, until=until, limit=page_size, cursor=cursor)
+            for cdr in page.items:
+                yield cdr
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def events(self, after: int | None = None, *, wait: float = 30.0,
                      types: Sequence[str] | None = None) -> AsyncIterator[Event]:

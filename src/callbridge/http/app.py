@@ -34,6 +34,7 @@ from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.native import IdempotencyStore, NativeApi
 from callbridge.http.streams import EventStreams
 from callbridge.http.webhooks import WebhookDispatcher
+from callbridge.storage.history import History
 
 _EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OPENAPI_DOCUMENT: bytes = resources.files("callbridge.http").joinpath("openapi.json").read_bytes()
@@ -54,7 +55,7 @@ def _json(body: object, status: int = 200) -> Response:
 def create_app(*, service: CallControlService, directory: TokenDirectory, events: EventLog,
                metrics: MetricsRegistry | None = None, settings: HttpSettings | None = None,
                webhooks: WebhookDispatcher | None = None, gate: TokenGate | None = None,
-               healthy: Callable[[], bool] | None = None) -> Starlette:
+               healthy: Callable[[], bool] | None = None, history: History | None = None) -> Starlette:
     """The Starlette application.
 
     - `service`: the call-control service (its EventSink must be `events`).
@@ -65,6 +66,8 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
     - `webhooks`: signed deliveries of the events; started and stopped with the application.
     - `gate`: token checks, concurrency and quota (built over `directory` when not given).
     - `healthy`: what `/health` reports (default: up while the process runs).
+    - `history`: the call records (ended calls, legs, transfers, CDRs) the native API reads what the service no
+      longer holds from; None: the service's memory only, and `/v2/cdrs` lists nothing.
     """
     settings = settings or HttpSettings()
     gate = gate or TokenGate(directory)
@@ -85,7 +88,7 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
     agentbox = AgentboxEndpoint(service, gate, waiter, request_timeout=settings.request_timeout,
                                 on_answer=answered)
     native = NativeApi(service, gate, events, request_timeout=settings.request_timeout,
-                       idempotency=IdempotencyStore(ttl=settings.idempotency_ttl))
+                       idempotency=IdempotencyStore(ttl=settings.idempotency_ttl), history=history)
     streams = EventStreams(gate, events, keepalive=settings.stream_keepalive)
 
     registry.counter("callbridge_agentbox_responses_total", "agentbox answers by HTTP status",
@@ -127,6 +130,7 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
         Route("/v2/agents/{agent_id}", native.get_agent, methods=["GET"]),
         Route("/v2/calls", native.list_calls, methods=["GET"]),
         Route("/v2/calls/{conn_id}", native.get_call, methods=["GET"]),
+        Route("/v2/cdrs", native.list_cdrs, methods=["GET"]),
         Route("/v2/events", streams.http, methods=["GET"]),
         WebSocketRoute("/v2/events", streams.websocket),
     ]

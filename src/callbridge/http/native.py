@@ -12,6 +12,9 @@ Rules:
   the first 201 again (`Idempotency-Replayed: true`) and starts nothing; with another body 422
   IDEMPOTENCY_KEY_REUSED; while the first is still being answered 409 IDEMPOTENCY_KEY_IN_USE. Error answers are
   not stored: a retry after one is a new attempt.
+- Calls, transfers and CDRs are read through `calls.CallReads`: the service's live state first, then the call
+  records for what it no longer holds (an ended call, its legs, its transfer, its CDR, across restarts), in a worker
+  thread. Listings page by an opaque `cursor` over a `from`/`to` range (`paging`).
 """
 
 from __future__ import annotations
@@ -25,21 +28,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from callbridge.callcontrol.commands import CallView
-from callbridge.callcontrol.errors import CallControlError, InvalidParameter, TransferNotFound
+from callbridge.callcontrol.errors import CallControlError, InvalidParameter, TransferFinished, TransferNotFound
 from callbridge.callcontrol.model import TransferRecord
 from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
 from callbridge.http.auth import Principal, Refused, TokenGate
-from callbridge.http.resources import agent_json, agent_state, call_json, call_summary_json, transfer_json
+from callbridge.http.calls import CallReads, CallsState
+from callbridge.http.resources import agent_json, agent_state, call_json, transfer_json
 
 if TYPE_CHECKING:
     from callbridge.http.events import EventLog
+    from callbridge.storage.history import History
 
 _log = logging.getLogger(__name__)
 
@@ -158,10 +163,11 @@ class IdempotencyStore:
 class NativeApi:
     def __init__(self, service: CallControlService, gate: TokenGate, events: EventLog, *,
                  request_timeout: float = contract.REQUEST_TIMEOUT_S,
-                 idempotency: IdempotencyStore | None = None) -> None:
+                 idempotency: IdempotencyStore | None = None, history: History | None = None) -> None:
         self._service = service
         self._gate = gate
         self._events = events
+        self._reads = CallReads(service, history, events.ended_calls)
         self._timeout = request_timeout
         self.idempotency = idempotency or IdempotencyStore()
 
@@ -256,29 +262,34 @@ class NativeApi:
         except CallControlError:
             return None
 
-    def _transfer_of(self, principal: Principal, transfer_id: str) -> TransferRecord:
+    async def _transfer_of(self, principal: Principal, transfer_id: str, *, running: bool = False) -> TransferRecord:
+        """The operation's transfer, from the service or else the records; `running`: an attended one the service
+        still runs (one only the records know has ended: TRANSFER_FINISHED, as one the service let go)."""
         if not _ID.fullmatch(transfer_id):
             raise TransferNotFound()
-        return self._service.get_transfer(principal.operation_id, transfer_id)
+        record, held = await self._reads.transfer(principal.operation_id, transfer_id)
+        if running and record.kind != "attended":
+            raise Problem("NOT_ATTENDED")
+        if running and not held:
+            raise TransferFinished()
+        return record
 
     async def get_transfer(self, request: Request) -> Response:
         async def run(principal: Principal, request: Request) -> Response:
-            return json_response(self._transfer_body(self._transfer_of(principal, request.path_params["tid"])))
+            return json_response(self._transfer_body(await self._transfer_of(principal, request.path_params["tid"])))
         return await self._guarded(request, run)
 
     async def complete_transfer(self, request: Request) -> Response:
         async def run(principal: Principal, request: Request) -> Response:
             tid = request.path_params["tid"]
-            if self._transfer_of(principal, tid).kind != "attended":
-                raise Problem("NOT_ATTENDED")
+            await self._transfer_of(principal, tid, running=True)
             return json_response(self._transfer_body(self._service.complete_transfer(principal.operation_id, tid)))
         return await self._guarded(request, run)
 
     async def cancel_transfer(self, request: Request) -> Response:
         async def run(principal: Principal, request: Request) -> Response:
             tid = request.path_params["tid"]
-            if self._transfer_of(principal, tid).kind != "attended":
-                raise Problem("NOT_ATTENDED")
+            await self._transfer_of(principal, tid, running=True)
             return json_response(self._transfer_body(self._service.cancel_transfer(principal.operation_id, tid)))
         return await self._guarded(request, run)
 
@@ -324,19 +335,8 @@ class NativeApi:
             agent_id = query.get("agent_id")
             if agent_id is not None and not _EXTENSION.fullmatch(agent_id):
                 raise Problem("INVALID_PARAMETER", parameter="agent_id")
-            limit_text = query.get("limit", "100")
-            if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-                raise Problem("INVALID_PARAMETER", parameter="limit")
-            op = principal.operation_id
-            views: list[CallView] = []
-            if state in ("active", "all"):
-                views.extend(self._service.list_calls(op))
-            if state in ("ended", "all"):
-                views.extend(v for v in (self._call_or_none(op, c) for c in self._events.ended_calls(op)) if v)
-            if agent_id is not None:
-                views = [v for v in views if v.agent == agent_id]
-            views.sort(key=lambda v: v.created_at, reverse=True)
-            return json_response({"items": [call_summary_json(v) for v in views[: int(limit_text)]]})
+            scope = cast(CallsState, state)
+            return json_response(await self._reads.list_calls(principal.operation_id, scope, agent_id, query))
         return await self._guarded(request, run)
 
     async def get_call(self, request: Request) -> Response:
@@ -344,9 +344,16 @@ class NativeApi:
             conn_id = request.path_params["conn_id"]
             if not _ID.fullmatch(conn_id):
                 raise Problem("CALL_NOT_FOUND")
-            view = self._service.get_call(principal.operation_id, conn_id)
+            view = await self._reads.call(principal.operation_id, conn_id)
             history = [w.to_json() for w in self._events.history(conn_id) if w.operation == principal.operation_id]
             return json_response(call_json(view, history))
+        return await self._guarded(request, run)
+
+    # --- CDRs -------------------------------------------------------------------------------------------------
+
+    async def list_cdrs(self, request: Request) -> Response:
+        async def run(principal: Principal, request: Request) -> Response:
+            return json_response(await self._reads.list_cdrs(principal.operation_id, request.query_params))
         return await self._guarded(request, run)
 
 

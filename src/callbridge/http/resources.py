@@ -1,4 +1,4 @@
-"""The native API's resources as JSON: Transfer, Agent, CallSummary/Call, Leg (`openapi.json`, components).
+"""The native API's resources as JSON: Transfer, Agent, CallSummary/Call, Leg, Cdr (`openapi.json`, components).
 
 The domain's words and the document's differ in a few places; the mapping lives here and nowhere else:
 
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callbridge.callcontrol.commands import AgentView, CallView, LegView
-from callbridge.callcontrol.model import AUX_PREFIX, TransferRecord
+from callbridge.callcontrol.model import AUX_PREFIX, Cdr, TransferRecord
 
 DISPLAY_BUTTONS = ("hungup", "disposition", "dial")
 
@@ -171,3 +171,30 @@ def call_json(view: CallView, history: list[dict[str, Any]]) -> dict[str, Any]:
     body["legs"] = [leg_json(leg, view.held) for leg in sorted(view.legs, key=lambda leg: leg.created_at)]
     body["history"] = history
     return body
+
+
+def _seconds(t: float) -> float:
+    return round(t, 3)
+
+
+def cdr_json(cdr: Cdr) -> dict[str, Any]:
+    """The Cdr resource: the record written when the call ended, as the database keeps it."""
+    return {
+        "conn_id": cdr.conn_id,
+        "direction": call_direction(cdr.direction),
+        "customer_number": cdr.customer_number,
+        "queue": cdr.queue,
+        "agents": list(cdr.agents),
+        "started_at": rfc3339(cdr.started_at),
+        "answered_at": rfc3339_or_none(cdr.answered_at),
+        "ended_at": rfc3339(cdr.ended_at),
+        "duration": _seconds(max(0.0, cdr.duration)),
+        "talk_time": _seconds(max(0.0, cdr.talk_time)),
+        "hangup_by": cdr.hangup_by,
+        "sip_cause": _cause(cdr.sip_cause),
+        "transfers": cdr.transfer_count,
+        "related_conn_id": cdr.related_conn_id,
+        "legs": [leg_json(LegView(leg.leg_id, leg.role, leg.party, leg.state, leg.agent, leg.created_at,
+                                  leg.answered_at, leg.ended_at, leg.sip_status), False)
+                 for leg in sorted(cdr.legs, key=lambda leg: (leg.created_at, leg.leg_id))],
+    }

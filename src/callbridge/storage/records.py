@@ -146,7 +146,7 @@ class RecallRecords(WriteThrough):
 # --- reading records back ---------------------------------------------------------------------------------------
 
 
-def _call(r: Any) -> CallRecord:
+def call_of_row(r: Any) -> CallRecord:
     return CallRecord(
         conn_id=r["conn_id"], operation_id=r["operation_id"], node_id=r["node_id"], direction=r["direction"],
         customer_number=r["customer_number"], state=r["state"], queue=r["queue"], agent=r["extension"],
@@ -158,14 +158,14 @@ def _call(r: Any) -> CallRecord:
 
 def read_call(conn: Connection, conn_id: str) -> CallRecord | None:
     row = conn.execute(select(s.calls).where(s.calls.c.conn_id == conn_id)).mappings().first()
-    return None if row is None else _call(row)
+    return None if row is None else call_of_row(row)
 
 
 def read_open_calls(conn: Connection, node_id: str) -> list[CallRecord]:
     """Calls this node held that were never closed (no `ended_at`): what a crash left behind."""
     t = s.calls
     query = select(t).where(t.c.node_id == node_id, t.c.ended_at.is_(None)).order_by(t.c.started_at)
-    return [_call(r) for r in conn.execute(query).mappings()]
+    return [call_of_row(r) for r in conn.execute(query).mappings()]
 
 
 def read_legs(conn: Connection, conn_id: str) -> list[LegRecord]:
@@ -182,8 +182,10 @@ def read_legs(conn: Connection, conn_id: str) -> list[LegRecord]:
 
 def read_cdr(conn: Connection, conn_id: str) -> Cdr | None:
     r = conn.execute(select(s.cdrs).where(s.cdrs.c.conn_id == conn_id)).mappings().first()
-    if r is None:
-        return None
+    return None if r is None else cdr_of_row(r)
+
+
+def cdr_of_row(r: Any) -> Cdr:
     return Cdr(
         conn_id=r["conn_id"], operation_id=r["operation_id"], node_id=r["node_id"], direction=r["direction"],
         customer_number=r["customer_number"], queue=r["queue"], agents=tuple(r["agents"]),
@@ -196,8 +198,10 @@ def read_cdr(conn: Connection, conn_id: str) -> Cdr | None:
 
 def read_transfer(conn: Connection, transfer_id: str) -> TransferRecord | None:
     r = conn.execute(select(s.transfers).where(s.transfers.c.id == transfer_id)).mappings().first()
-    if r is None:
-        return None
+    return None if r is None else transfer_of_row(r)
+
+
+def transfer_of_row(r: Any) -> TransferRecord:
     return TransferRecord(
         id=r["id"], conn_id=r["conn_id"], operation_id=r["operation_id"], kind=r["kind"], agent=r["extension"],
         target=r["target"], target_kind=r["target_kind"], state=r["state"], created_at=to_seconds(r["created_at"]),
