@@ -16,7 +16,7 @@ Rules
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -42,7 +42,10 @@ from callbridge.storage.directory import (
 _OPERATION_FIELDS = tuple(col.name for col in s.operations.c if col.name != "created_at")
 
 
-def _one(items: list[Any], what: str) -> Any:
+T = TypeVar("T")
+
+
+def _one(items: list[T], what: str) -> T:
     if not items:
         raise NotFound(f"{what} does not exist")
     return items[0]
