@@ -84,7 +84,7 @@ def operation_fields(conn: Connection, operation_id: str) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def update_operation(conn: Connection, operation_id: str, **changes: Any) -> Operation:
+def update_operation(conn: Connection, operation_id: str, /, **changes: Any) -> Operation:
     current = operation_fields(conn, operation_id)
     row = c.operation_row(_merge(current, changes, ("id",)))
     t = s.operations
@@ -125,7 +125,7 @@ def queue_fields(conn: Connection, operation_id: str, name: str) -> dict[str, An
             "retry_after": q.retry_after}
 
 
-def update_queue(conn: Connection, operation_id: str, name: str, **changes: Any) -> Queue:
+def update_queue(conn: Connection, operation_id: str, name: str, /, **changes: Any) -> Queue:
     row = c.queue_row(_merge(queue_fields(conn, operation_id, name), changes, ("name",)))
     t = s.queues
     conn.execute(update(t).where(t.c.operation_id == operation_id, t.c.name == name).values(**row))
@@ -156,7 +156,7 @@ def agent_fields(conn: Connection, operation_id: str, extension: str) -> dict[st
     return {"extension": a.extension, "name": a.name, "queues": list(a.queues)}
 
 
-def update_agent(conn: Connection, operation_id: str, extension: str, **changes: Any) -> Agent:
+def update_agent(conn: Connection, operation_id: str, extension: str, /, **changes: Any) -> Agent:
     """Change an agent's name or queues (in order); `reset_agent_password` changes its password."""
     if "password" in changes:
         raise AdminError("password: use reset_agent_password (callbridge admin agent reset-password)")
@@ -223,7 +223,7 @@ def trunk_fields(conn: Connection, operation_id: str, name: str) -> dict[str, An
             for k, v in row.items() if k != "operation_id"}
 
 
-def update_trunk(conn: Connection, operation_id: str, name: str, **changes: Any) -> Trunk:
+def update_trunk(conn: Connection, operation_id: str, name: str, /, **changes: Any) -> Trunk:
     row = c.trunk_row(_merge(trunk_fields(conn, operation_id, name), changes, ("name",)))
     t = s.trunks
     conn.execute(update(t).where(t.c.operation_id == operation_id, t.c.name == name).values(**row))
@@ -251,7 +251,7 @@ def did_fields(conn: Connection, operation_id: str, number: str) -> dict[str, An
     return {"number": d.number, "queue": d.queue, "trunk": d.trunk or None}
 
 
-def update_did(conn: Connection, operation_id: str, number: str, **changes: Any) -> Did:
+def update_did(conn: Connection, operation_id: str, number: str, /, **changes: Any) -> Did:
     row = c.did_row(_merge(did_fields(conn, operation_id, number), changes, ("number",)))
     if row["queue"] not in {q.name for q in read_queues(conn, operation_id)}:
         raise AdminError(f"queue: queue {row['queue']!r} does not exist in operation {operation_id!r}")
@@ -330,7 +330,7 @@ def get_token(conn: Connection, operation_id: str, token_id: str) -> Token:
                 f"token {token_id} of operation {operation_id!r}")
 
 
-def update_token(conn: Connection, operation_id: str, token_id: str, **changes: Any) -> Token:
+def update_token(conn: Connection, operation_id: str, token_id: str, /, **changes: Any) -> Token:
     """Change a token's label, concurrency_limit or daily_quota (None: no quota); its secret stays."""
     token = get_token(conn, operation_id, token_id)
     current = {"label": token.label, "concurrency_limit": token.concurrency_limit, "daily_quota": token.daily_quota}
