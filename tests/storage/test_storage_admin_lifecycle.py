@@ -263,3 +263,25 @@ def test_nothing_to_change_is_refused(db: Engine) -> None:
         ch.update_queue(conn, OP, "sales")
 
     assert refused(db, AdminError, nothing).startswith("nothing to change")
+
+
+async def test_a_running_node_picks_up_each_change_at_its_next_poll(db: Engine) -> None:
+    node = Directory(db).load()
+    token, _ = change(db, admin.create_token, OP, label="crm")
+    assert await node.refresh() is True
+    steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
+        (ch.update_queue, (OP, "sales"), {"max_wait_seconds": 15}),
+        (ch.update_agent, (OP, "1001"), {"name": "Ana G."}),
+        (ch.reset_agent_password, (OP, "1001", "new-password-1"), {}),
+        (ch.rotate_token, (OP, token.id), {}),
+        (ch.delete_did, (OP, "6015550100"), {}),
+        (ch.delete_trunk, (OP, "carrier"), {}),
+    ]
+    for fn, args, kwargs in steps:
+        change(db, fn, *args, **kwargs)
+        assert await node.refresh() is True, fn.__name__
+        assert await node.refresh() is False, fn.__name__
+    assert node.get_queue(OP, "sales").max_wait_seconds == 15  # type: ignore[union-attr]
+    assert node.get_agent(OP, "1001").name == "Ana G."  # type: ignore[union-attr]
+    assert node.get_did(OP, "6015550100") is None and node.list_trunks(OP) == []
+    assert node.get_token(token.hash) is None  # rotated away
