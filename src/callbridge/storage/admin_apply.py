@@ -162,6 +162,10 @@ class _Run:
             where = f"{section}[{i}]"
             fields = _fields(where, fn, 2, entry, renamed)
             k = key(fields)
+            try:
+                hash(k)
+            except TypeError:
+                raise AdminError(f"{where}: {k!r} is not a name, number or label") from None
             if k in seen:
                 raise AdminError(f"{where}: {k!r} is already named by {seen[k]}")
             seen[k] = where
