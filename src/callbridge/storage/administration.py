@@ -1,5 +1,5 @@
-"""Administration: creating the directory (operations, queues, agents, tokens, trunks, DIDs, auxiliary states,
-activity codes), validated, on a connection the caller holds in a transaction.
+"""Administration: creating and listing the directory (operations, queues, agents, tokens, trunks, DIDs,
+auxiliary states, activity codes), validated, on a connection the caller holds in a transaction.
 
 Rules
 - Input is checked before anything is written, and every refusal is an `AdminError` whose message is one line
@@ -9,16 +9,14 @@ Rules
 - Every write also bumps the directory's change counter in the same transaction (`directory.bump_version`), so
   a running node sees it at its next poll (`Directory.refresh`); a refused write bumps nothing (it raises first,
   and the caller rolls back).
+- Changing and deleting live in `admin_changes`, the checks shared with them in `admin_checks`.
 - These functions are synchronous: they run in the CLI, at start-up, or in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -32,8 +30,10 @@ from callbridge.callcontrol.model import (
     Token,
     Trunk,
 )
+from callbridge.storage import admin_checks as c
 from callbridge.storage import credentials
 from callbridge.storage import schema as s
+from callbridge.storage.admin_checks import AdminError, NotFound
 from callbridge.storage.directory import (
     bump_version,
     read_activity_codes,
@@ -47,36 +47,14 @@ from callbridge.storage.directory import (
     read_trunks,
 )
 
-
-class AdminError(ValueError):
-    """Refused administrative input; the message is one line for the operator."""
-
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
-_DIGITS = re.compile(r"[0-9]{1,32}")
-_NUMBER = re.compile(r"\+?[0-9]{1,31}")
-_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
-
-
-def _check(pattern: re.Pattern[str], field: str, value: object, what: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise AdminError(f"{field}: {value!r} is not {what}")
-    return value
-
-
-def _number(field: str, value: object, *, minimum: float = 0, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
-        raise AdminError(f"{field}: {value!r} is not {'an integer' if integer else 'a number'}")
-    if value < minimum:
-        raise AdminError(f"{field}: {value} is below {minimum:g}")
-    return value
+__all__ = ["AdminError", "NotFound"]
 
 
 def _operation(conn: Connection, operation_id: str) -> Operation:
     for operation in read_operations(conn):
         if operation.id == operation_id:
             return operation
-    raise AdminError(f"operation {operation_id!r} does not exist")
+    raise NotFound(f"operation {operation_id!r} does not exist")
 
 
 def _exists(conn: Connection, query: object) -> bool:
@@ -93,37 +71,17 @@ def create_operation(
     recent_call_window: float = 600.0, action_timeout: float = 5.0, token_concurrency_limit: int = 2,
     daily_quota: int | None = None,
 ) -> Operation:
-    _check(_NAME, "id", id, "an operation id (letters, digits, '_', '.', '-'; up to 32)")
-    _check(_HOST, "sip_domain", sip_domain, "a SIP domain")
-    if realm:
-        _check(_HOST, "realm", realm, "a digest realm")
-    try:
-        ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise AdminError(f"time_zone: {time_zone!r} is not an IANA time zone") from None
-    if after_transfer_state not in ("acw", "ready"):
-        raise AdminError(f"after_transfer_state: {after_transfer_state!r} is not 'acw' or 'ready'")
-    if default_queue is not None:
-        _check(_NAME, "default_queue", default_queue, "a queue name")
-    for field, value in (("acw_seconds", acw_seconds), ("ring_timeout", ring_timeout),
-                         ("transfer_timeout", transfer_timeout), ("recent_call_window", recent_call_window),
-                         ("action_timeout", action_timeout)):
-        _number(field, value)
-    _number("dial_timeout", dial_timeout, minimum=1)  # a customer's phone rings at least a second
-    _number("max_transfers", max_transfers, integer=True)
-    _number("token_concurrency_limit", token_concurrency_limit, minimum=1, integer=True)
-    if daily_quota is not None:
-        _number("daily_quota", daily_quota, minimum=1, integer=True)
-    if _exists(conn, select(s.operations.c.id).where(s.operations.c.id == id)):
-        raise AdminError(f"operation {id!r} already exists")
-    if _exists(conn, select(s.operations.c.id).where(s.operations.c.sip_domain == sip_domain)):
-        raise AdminError(f"sip_domain: {sip_domain!r} already belongs to another operation")
-    conn.execute(insert(s.operations).values(
+    row = c.operation_row(dict(
         id=id, sip_domain=sip_domain, name=name, realm=realm, time_zone=time_zone, acw_seconds=acw_seconds,
         after_transfer_state=after_transfer_state, default_queue=default_queue, ring_timeout=ring_timeout,
         transfer_timeout=transfer_timeout, dial_timeout=dial_timeout, max_transfers=max_transfers,
         recent_call_window=recent_call_window, action_timeout=action_timeout,
         token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota))
+    if _exists(conn, select(s.operations.c.id).where(s.operations.c.id == id)):
+        raise AdminError(f"operation {id!r} already exists")
+    if _exists(conn, select(s.operations.c.id).where(s.operations.c.sip_domain == sip_domain)):
+        raise AdminError(f"sip_domain: {sip_domain!r} already belongs to another operation")
+    conn.execute(insert(s.operations).values(**row))
     bump_version(conn)
     return _operation(conn, id)
 
@@ -138,11 +96,8 @@ def list_operations(conn: Connection) -> list[Operation]:
 def create_queue(conn: Connection, operation_id: str, name: str, *, max_wait_seconds: float = 60.0,
                  ring_timeout: float | None = None, retry_after: int = 60) -> Queue:
     _operation(conn, operation_id)
-    _check(_NAME, "name", name, "a queue name (letters, digits, '_', '.', '-'; up to 32)")
-    _number("max_wait_seconds", max_wait_seconds)
-    if ring_timeout is not None:
-        _number("ring_timeout", ring_timeout)
-    _number("retry_after", retry_after, integer=True)
+    c.queue_row(dict(name=name, max_wait_seconds=max_wait_seconds, ring_timeout=ring_timeout,
+                     retry_after=retry_after))
     t = s.queues
     if _exists(conn, select(t.c.name).where(t.c.operation_id == operation_id, t.c.name == name)):
         raise AdminError(f"queue {name!r} already exists in operation {operation_id!r}")
@@ -161,21 +116,19 @@ def _queue_must_exist(conn: Connection, operation_id: str, field: str, queue: st
 def create_agent(conn: Connection, operation_id: str, extension: str, password: str, *, name: str = "",
                  queues: Sequence[str] = ()) -> Agent:
     operation = _operation(conn, operation_id)
-    _check(_DIGITS, "extension", extension, "an extension (digits only)")
-    if not isinstance(password, str) or len(password) < 8:
-        raise AdminError("password: at least 8 characters are required")
+    row = c.agent_row(dict(extension=extension, name=name))
+    c.password(password)
+    queues = c.agent_queues(queues)
     for queue in queues:
         _queue_must_exist(conn, operation_id, "queues", queue)
-    if len(set(queues)) != len(queues):
-        raise AdminError(f"queues: {list(queues)!r} names a queue twice")
     t = s.agents
     if _exists(conn, select(t.c.extension).where(t.c.operation_id == operation_id, t.c.extension == extension)):
         raise AdminError(f"agent {extension!r} already exists in operation {operation_id!r}")
     realm = operation.digest_realm
     agent = Agent(operation_id, extension, name, credentials.ha1_md5(extension, realm, password),
                   credentials.ha1_sha256(extension, realm, password), tuple(queues))
-    conn.execute(insert(t).values(operation_id=operation_id, extension=extension, name=name,
-                                  ha1_md5=agent.ha1_md5, ha1_sha256=agent.ha1_sha256))
+    conn.execute(insert(t).values(operation_id=operation_id, **row, ha1_md5=agent.ha1_md5,
+                                  ha1_sha256=agent.ha1_sha256))
     if queues:
         conn.execute(insert(s.agent_queues), [
             {"operation_id": operation_id, "extension": extension, "queue": q, "position": i}
@@ -202,10 +155,8 @@ def create_token(conn: Connection, operation_id: str, *, label: str = "", concur
     """A new token: (its record, the token itself). The token is not stored and cannot be shown again."""
     operation = _operation(conn, operation_id)
     limit = operation.token_concurrency_limit if concurrency_limit is None else concurrency_limit
-    _number("concurrency_limit", limit, minimum=1, integer=True)
     quota = operation.daily_quota if daily_quota is None else daily_quota
-    if quota is not None:
-        _number("daily_quota", quota, minimum=1, integer=True)
+    c.token_row(dict(label=label, concurrency_limit=limit, daily_quota=quota))
     plain = credentials.new_token()
     digest = credentials.token_sha256(plain)
     conn.execute(insert(s.tokens).values(operation_id=operation_id, token_sha256=digest, label=label,
@@ -223,14 +174,14 @@ def list_tokens(conn: Connection, operation_id: str | None = None) -> list[Token
 
 
 def revoke_token(conn: Connection, token_id: str) -> Token:
-    if not _DIGITS.fullmatch(token_id):
+    if not isinstance(token_id, str) or not c.DIGITS.fullmatch(token_id):
         raise AdminError(f"token id: {token_id!r} is not a token id")
     t = s.tokens
     result = conn.execute(update(t).where(t.c.id == int(token_id), t.c.revoked.is_(False))
                           .values(revoked=True, revoked_at=datetime.now(UTC)))
     row = conn.execute(select(t.c.token_sha256, t.c.revoked).where(t.c.id == int(token_id))).first()
     if row is None:
-        raise AdminError(f"token {token_id} does not exist")
+        raise NotFound(f"token {token_id} does not exist")
     if result.rowcount == 0:
         raise AdminError(f"token {token_id} is already revoked")
     bump_version(conn)
@@ -255,48 +206,15 @@ def create_trunk(
     auth_realm: str | None = None, inbound_networks: Sequence[str] = (),
 ) -> Trunk:
     _operation(conn, operation_id)
-    _check(_NAME, "name", name, "a trunk name (letters, digits, '_', '.', '-'; up to 32)")
-    _check(_HOST, "host", host, "a host address")
-    _number("port", port, minimum=1, integer=True)
-    if port > 65535:
-        raise AdminError(f"port: {port} is out of range 1-65535")
-    if transport not in ("udp", "tcp"):
-        raise AdminError(f"transport: {transport!r} is not 'udp' or 'tcp'")
-    for pattern in dial_patterns:
-        try:
-            re.compile(pattern)
-        except (re.error, TypeError) as exc:
-            raise AdminError(f"dial_patterns: {pattern!r} is not a regular expression ({exc})") from None
-    _number("dial_strip", dial_strip, integer=True)
-    if dial_prefix and not _NUMBER.fullmatch(dial_prefix):
-        raise AdminError(f"dial_prefix: {dial_prefix!r} is not digits (with an optional leading '+')")
-    _number("dial_min_length", dial_min_length, minimum=1, integer=True)
-    _number("dial_max_length", dial_max_length, minimum=dial_min_length, integer=True)
-    if caller_id_policy not in ("customer", "agent", "fixed"):
-        raise AdminError(f"caller_id_policy: {caller_id_policy!r} is not 'customer', 'agent' or 'fixed'")
-    if caller_id_number:
-        _check(_NUMBER, "caller_id_number", caller_id_number, "a phone number")
-    elif caller_id_policy == "fixed":
-        raise AdminError("caller_id_number: required with caller_id_policy 'fixed'")
-    if (username is None) != (password is None):
-        raise AdminError("username and password: give both or neither")
-    if register and username is None:
-        raise AdminError("register: registering to the provider needs a username and a password")
-    networks = []
-    for network in inbound_networks:
-        try:
-            networks.append(str(ipaddress.ip_network(network, strict=False)))
-        except (ValueError, TypeError):
-            raise AdminError(f"inbound_networks: {network!r} is not a network") from None
+    row = c.trunk_row(dict(
+        name=name, host=host, port=port, transport=transport, dial_patterns=dial_patterns, dial_strip=dial_strip,
+        dial_prefix=dial_prefix, dial_min_length=dial_min_length, dial_max_length=dial_max_length,
+        caller_id_policy=caller_id_policy, caller_id_number=caller_id_number, register=register,
+        username=username, password=password, auth_realm=auth_realm, inbound_networks=inbound_networks))
     t = s.trunks
     if _exists(conn, select(t.c.name).where(t.c.operation_id == operation_id, t.c.name == name)):
         raise AdminError(f"trunk {name!r} already exists in operation {operation_id!r}")
-    conn.execute(insert(t).values(
-        operation_id=operation_id, name=name, host=host, port=port, transport=transport,
-        dial_patterns=list(dial_patterns), dial_strip=dial_strip, dial_prefix=dial_prefix,
-        dial_min_length=dial_min_length, dial_max_length=dial_max_length, caller_id_policy=caller_id_policy,
-        caller_id_number=caller_id_number, register=register, auth_username=username, auth_password=password,
-        auth_realm=auth_realm, inbound_networks=networks))
+    conn.execute(insert(t).values(operation_id=operation_id, **row))
     bump_version(conn)
     return next(tr for tr in read_trunks(conn, operation_id) if tr.name == name)
 
@@ -308,7 +226,7 @@ def list_trunks(conn: Connection, operation_id: str) -> list[Trunk]:
 
 def create_did(conn: Connection, operation_id: str, number: str, queue: str, *, trunk: str | None = None) -> Did:
     _operation(conn, operation_id)
-    _check(_NUMBER, "number", number, "a phone number")
+    c.did_row(dict(number=number, queue=queue, trunk=trunk))
     _queue_must_exist(conn, operation_id, "queue", queue)
     if trunk:
         t = s.trunks
@@ -332,9 +250,7 @@ def list_dids(conn: Connection, operation_id: str) -> list[Did]:
 
 def create_aux_state(conn: Connection, operation_id: str, aux_id: str, name: str) -> AuxState:
     _operation(conn, operation_id)
-    _check(_DIGITS, "id", aux_id, "an auxiliary state id (digits)")
-    if not isinstance(name, str) or not name.strip():
-        raise AdminError("name: an auxiliary state needs a name")
+    c.aux_state_row(dict(aux_id=aux_id, name=name))
     t = s.aux_states
     if _exists(conn, select(t.c.id).where(t.c.operation_id == operation_id, t.c.id == aux_id)):
         raise AdminError(f"auxiliary state {aux_id!r} already exists in operation {operation_id!r}")
@@ -350,11 +266,7 @@ def list_aux_states(conn: Connection, operation_id: str) -> list[AuxState]:
 
 def create_activity_code(conn: Connection, operation_id: str, group: int, code: str, name: str) -> ActivityCode:
     _operation(conn, operation_id)
-    if group not in (1, 2) or isinstance(group, bool):
-        raise AdminError(f"group: {group!r} is not 1 or 2")
-    _check(_NAME, "code", code, "an activity code (letters, digits, '_', '.', '-'; up to 32)")
-    if not isinstance(name, str) or not name.strip():
-        raise AdminError("name: an activity code needs a name")
+    c.activity_code_row(dict(group=group, code=code, name=name))
     t = s.activity_codes
     if _exists(conn, select(t.c.code).where(t.c.operation_id == operation_id, t.c.code_group == group,
                                             t.c.code == code)):

@@ -1,6 +1,7 @@
 """Loading a whole operation from one document (the parsed TOML of `callbridge admin load`; format in
 `callbridge.cli.admin`). All or nothing: the caller runs it in one transaction, and the first refusal (an
-`AdminError` naming the table entry and the field) rolls everything back."""
+`AdminError` naming the table entry and the field) rolls everything back. Loading creates only: to change an
+operation already in the database so it matches its file, `admin_apply` plans and makes the differences."""
 
 from __future__ import annotations
 

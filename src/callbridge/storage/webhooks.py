@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, delete, insert, select, update
 
 from callbridge.storage import schema as s
-from callbridge.storage.administration import AdminError
+from callbridge.storage.administration import AdminError, NotFound
 from callbridge.storage.directory import Webhook, bump_version, read_operations, read_webhooks
 
 # The wire event types (`openapi.json`, EventType); a test keeps the two lists equal.
@@ -98,13 +98,14 @@ def _url_must_be_free(conn: Connection, operation_id: str, url: str, *, other_th
         raise AdminError(f"url: {url!r} is already a webhook of operation {operation_id!r}")
 
 
-def _by_id(conn: Connection, webhook_id: str) -> Webhook:
+def _by_id(conn: Connection, webhook_id: str, operation_id: str | None = None) -> Webhook:
+    """The webhook; `NotFound` if there is none, or it belongs to another operation than the one given."""
     if not isinstance(webhook_id, str) or not _DIGITS.fullmatch(webhook_id):
         raise AdminError(f"webhook id: {webhook_id!r} is not a webhook id")
-    for hook in read_webhooks(conn):
+    for hook in read_webhooks(conn, operation_id):
         if hook.id == webhook_id:
             return hook
-    raise AdminError(f"webhook {webhook_id} does not exist")
+    raise NotFound(f"webhook {webhook_id} does not exist" + (f" in operation {operation_id!r}" if operation_id else ""))
 
 
 def create_webhook(conn: Connection, operation_id: str, url: str, secret: str, *,
@@ -123,9 +124,10 @@ def create_webhook(conn: Connection, operation_id: str, url: str, secret: str, *
 
 
 def update_webhook(conn: Connection, webhook_id: str, *, url: str | None = None, secret: str | None = None,
-                   events: Sequence[str] | None = None) -> Webhook:
-    """Change what is given of a webhook; the rest stays. `events=[]` sends every event again."""
-    hook = _by_id(conn, webhook_id)
+                   events: Sequence[str] | None = None, operation_id: str | None = None) -> Webhook:
+    """Change what is given of a webhook (of `operation_id`, if given); the rest stays. `events=[]` sends every
+    event again."""
+    hook = _by_id(conn, webhook_id, operation_id)
     values: dict[str, object] = {}
     if url is not None:
         values["url"] = check_url(url)
@@ -141,8 +143,8 @@ def update_webhook(conn: Connection, webhook_id: str, *, url: str | None = None,
     return _by_id(conn, webhook_id)
 
 
-def delete_webhook(conn: Connection, webhook_id: str) -> Webhook:
-    hook = _by_id(conn, webhook_id)
+def delete_webhook(conn: Connection, webhook_id: str, *, operation_id: str | None = None) -> Webhook:
+    hook = _by_id(conn, webhook_id, operation_id)
     conn.execute(delete(s.webhooks).where(s.webhooks.c.id == int(hook.id)))
     bump_version(conn)
     return hook
