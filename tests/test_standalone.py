@@ -46,7 +46,9 @@ def text_files(dirs: tuple[str, ...], files: tuple[str, ...] = ()) -> list[Path]
     found = [ROOT / name for name in files if (ROOT / name).is_file()]
     for top in dirs:
         for path in sorted((ROOT / top).rglob("*")):
-            if not path.is_file() or SKIP_DIRS & set(path.relative_to(ROOT).parts[:-1]):
+            parts = path.relative_to(ROOT).parts[:-1]
+            # build output (an editable install's egg-info copies the README as it was) is not the project's text
+            if not path.is_file() or SKIP_DIRS & set(parts) or any(p.endswith(".egg-info") for p in parts):
                 continue
             found.append(path)
     return found

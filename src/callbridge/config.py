@@ -113,7 +113,8 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     database_url: str = "sqlite:///callbridge.db"
-    # Where callbridge may send SIP (requests and responses alike); see DESIGN.md "What the server sends".
+    # Where callbridge may send SIP (requests and responses alike):
+    # docs/design.md, "What the server sends, and where".
     allowed_networks: tuple[str, ...] = field(default=LOOPBACK_NETWORKS)
     # Networks whose sources are never ignored by the flood defence (trunks are exempt on their own).
     trusted_networks: tuple[str, ...] = ()
