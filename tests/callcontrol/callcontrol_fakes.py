@@ -85,9 +85,13 @@ class FakeSignalling:
     def __init__(self) -> None:
         self.requests: list[tuple[Any, ...]] = []
         self.available = True
+        self.draining = False
 
     def is_available(self) -> bool:
         return self.available
+
+    def accepts_new_calls(self) -> bool:
+        return self.available and not self.draining
 
     def originate(self, request: OriginateRequest) -> None:
         self.requests.append(("originate", request))

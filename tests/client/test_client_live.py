@@ -276,7 +276,7 @@ async def test_every_error_class_from_a_live_node(tmp_path: Path, kind: str) -> 
         agent = await world.agent("1001", answer="auto")
         target = await world.agent("1002", answer="manual")
         customer = await world.customer()
-        customer, call, agent_call = await world.talking(agent, customer=customer)
+        customer, _call, agent_call = await world.talking(agent, customer=customer)
 
         async with box(kind, world, token="") as anonymous:
             await raises(TokenMissing, anonymous.hang("1001"), code=401, msg="PLEASE ENTER THE WOLKVOX-TOKEN")
@@ -335,11 +335,13 @@ async def test_every_error_class_from_a_live_node(tmp_path: Path, kind: str) -> 
         await agent.wait_for(CallEnded, call=agent_call, timeout=5)
         await until(lambda: world.service.get_agent(OP, "1002").conn_id == moved.conn_id, what="1002 on the call")
 
-        # Call control unavailable: the node draining (what `callbridge serve` does on SIGTERM) with a call up.
+        # The node draining (what `callbridge serve` does on SIGTERM) with a call up: a new call is refused, the live
+        # one keeps its verbs (this test answered 503 to hold here before the drain kept call control, on purpose).
         draining = asyncio.create_task(drain(world.node, 10.0))
         await until(lambda: world.node.switch.draining, what="draining")
-        await raises(CallControlUnavailable, b.hold("1002"), code=503, msg="CALL CONTROL IS NOT AVAILABLE")
-        await call.hangup()  # the last call ends: the drain is over
+        await raises(CallControlUnavailable, b.dial("1001", "3105550123"), code=503,
+                     msg="CALL CONTROL IS NOT AVAILABLE")
+        assert await b.hang("1002") == AgentboxResult(code=200, msg="Call has been hung up")  # ends the drain
         await asyncio.wait_for(draining, 10)
         await target.wait_for(CallEnded, call=ringing, timeout=5)
 

@@ -56,6 +56,10 @@ class SipSignalling:
         self.sw = switch
 
     def is_available(self) -> bool:
+        # Live calls keep their verbs during the SIGTERM drain (hold, transfer, hang up...); only new calls stop.
+        return self.sw.runtime is not None
+
+    def accepts_new_calls(self) -> bool:
         return not self.sw.draining and self.sw.runtime is not None
 
     # --- legs -------------------------------------------------------------------------------------------------

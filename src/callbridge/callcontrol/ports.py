@@ -90,7 +90,13 @@ class Signalling(Protocol):
     adapter for legs that arrive (the customer's INVITE, an agent's own call)."""
 
     def is_available(self) -> bool:
-        """False while the signalling side cannot act (starting, draining): verbs answer CALL_CONTROL_UNAVAILABLE."""
+        """False while the signalling side cannot act (starting, stopped): verbs answer CALL_CONTROL_UNAVAILABLE.
+        During a drain it is still True: live calls keep every verb."""
+        ...
+
+    def accepts_new_calls(self) -> bool:
+        """False also while draining: a verb that starts a new call (dial, aux_call) answers
+        CALL_CONTROL_UNAVAILABLE."""
         ...
 
     def originate(self, request: OriginateRequest) -> None: ...
