@@ -96,28 +96,28 @@ def _admin(
     ctx.obj = database_url
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
 
-def _run(ctx: typer.Context, action: Callable[[Connection], T]) -> T:
+def run_in_database(ctx: typer.Context, action: Callable[[Connection], T]) -> T:
     """Run `action` in one transaction on the migrated database; any refusal is one line on stderr, exit 1."""
     url = ctx.obj
     try:
         engine = make_engine(url)
     except DatabaseUrlError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         upgrade(engine)
         with engine.begin() as conn:
             return action(conn)
     except AdminError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except SQLAlchemyError as exc:
-        _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
+        fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
     except OSError as exc:
-        _fail(f"database: {exc}")
+        fail(f"database: {exc}")
     finally:
         engine.dispose()
     raise AssertionError("unreachable")
@@ -132,7 +132,7 @@ def _plain(value: Any) -> Any:
     return data
 
 
-def _show(rows: Sequence[Any], columns: Sequence[str], as_json: bool, title: str) -> None:
+def show_rows(rows: Sequence[Any], columns: Sequence[str], as_json: bool, title: str) -> None:
     plain = [_plain(r) for r in rows]
     if as_json:
         typer.echo(json.dumps(plain, indent=2, ensure_ascii=False))
@@ -176,7 +176,7 @@ def operation_create(
     daily_quota: int | None = typer.Option(None, "--daily-quota"),
 ) -> None:
     """Create an operation."""
-    op = _run(ctx, lambda c: adm.create_operation(
+    op = run_in_database(ctx, lambda c: adm.create_operation(
         c, id=operation_id, sip_domain=domain, name=name, realm=realm, time_zone=time_zone,
         acw_seconds=acw_seconds, after_transfer_state=after_transfer, default_queue=default_queue,
         ring_timeout=ring_timeout, transfer_timeout=transfer_timeout, dial_timeout=dial_timeout,
@@ -187,8 +187,8 @@ def operation_create(
 @operation_app.command("list")
 def operation_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """List operations."""
-    rows = _run(ctx, adm.list_operations)
-    _show(rows, ["id", "name", "sip_domain", "time_zone", "acw_seconds", "default_queue", "max_transfers"],
+    rows = run_in_database(ctx, adm.list_operations)
+    show_rows(rows, ["id", "name", "sip_domain", "time_zone", "acw_seconds", "default_queue", "max_transfers"],
           as_json, "operations")
 
 
@@ -203,7 +203,7 @@ def queue_create(
     retry_after: int = typer.Option(60, "--retry-after"),
 ) -> None:
     """Create a queue."""
-    _run(ctx, lambda c: adm.create_queue(c, operation_id, name, max_wait_seconds=max_wait_seconds,
+    run_in_database(ctx, lambda c: adm.create_queue(c, operation_id, name, max_wait_seconds=max_wait_seconds,
                                          ring_timeout=ring_timeout, retry_after=retry_after))
     typer.echo(f"queue {name} created in operation {operation_id}")
 
@@ -211,7 +211,7 @@ def queue_create(
 @queue_app.command("list")
 def queue_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's queues."""
-    _show(_run(ctx, lambda c: adm.list_queues(c, operation_id)),
+    show_rows(run_in_database(ctx, lambda c: adm.list_queues(c, operation_id)),
           ["name", "max_wait_seconds", "ring_timeout", "retry_after"], as_json, f"queues of {operation_id}")
 
 
@@ -224,15 +224,16 @@ def agent_create(
     queue: Annotated[list[str] | None, typer.Option("--queue", help="A queue of the agent (repeatable).")] = None,
 ) -> None:
     """Create an agent (SIP credentials stored as HA1 in the operation's realm)."""
-    _run(ctx, lambda c: adm.create_agent(c, operation_id, extension, password, name=name, queues=queue or []))
+    run_in_database(ctx, lambda c: adm.create_agent(c, operation_id, extension, password, name=name,
+                                                    queues=queue or []))
     typer.echo(f"agent {extension} created in operation {operation_id}")
 
 
 @agent_app.command("list")
 def agent_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's agents."""
-    _show(_run(ctx, lambda c: adm.list_agents(c, operation_id)), ["extension", "name", "queues"], as_json,
-          f"agents of {operation_id}")
+    show_rows(run_in_database(ctx, lambda c: adm.list_agents(c, operation_id)), ["extension", "name", "queues"],
+              as_json, f"agents of {operation_id}")
 
 
 # --- tokens ------------------------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def token_create(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a token; it is printed once and stored hashed."""
-    token, plain = _run(ctx, lambda c: adm.create_token(c, operation_id, label=label,
+    token, plain = run_in_database(ctx, lambda c: adm.create_token(c, operation_id, label=label,
                                                         concurrency_limit=concurrency_limit,
                                                         daily_quota=daily_quota))
     if as_json:
@@ -262,14 +263,14 @@ def token_create(
 def token_list(ctx: typer.Context, operation_id: str | None = typer.Argument(None),
                as_json: bool = JSON_OPTION) -> None:
     """List tokens (without their values)."""
-    _show(_run(ctx, lambda c: adm.list_tokens(c, operation_id)),
+    show_rows(run_in_database(ctx, lambda c: adm.list_tokens(c, operation_id)),
           ["id", "operation_id", "label", "concurrency_limit", "daily_quota", "revoked"], as_json, "tokens")
 
 
 @token_app.command("revoke")
 def token_revoke(ctx: typer.Context, token_id: str) -> None:
     """Revoke a token by its id."""
-    token = _run(ctx, lambda c: adm.revoke_token(c, token_id))
+    token = run_in_database(ctx, lambda c: adm.revoke_token(c, token_id))
     typer.echo(f"token {token.id} of operation {token.operation_id} revoked")
 
 
@@ -298,7 +299,7 @@ def trunk_create(
                                typer.Option("--inbound-network", help="Provider source CIDR (repeatable).")] = None,
 ) -> None:
     """Create a trunk."""
-    _run(ctx, lambda c: adm.create_trunk(
+    run_in_database(ctx, lambda c: adm.create_trunk(
         c, operation_id, name, host, port=port, transport=transport, dial_patterns=dial_pattern or [], dial_strip=strip,
         dial_prefix=prefix, dial_min_length=min_length, dial_max_length=max_length,
         caller_id_policy=caller_id_policy, caller_id_number=caller_id_number, register=register,
@@ -309,7 +310,7 @@ def trunk_create(
 @trunk_app.command("list")
 def trunk_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's trunks."""
-    _show(_run(ctx, lambda c: adm.list_trunks(c, operation_id)),
+    show_rows(run_in_database(ctx, lambda c: adm.list_trunks(c, operation_id)),
           ["name", "host", "port", "transport", "dial_plan.allowed_patterns", "caller_id_policy",
            "inbound_networks", "dids"], as_json, f"trunks of {operation_id}")
 
@@ -319,14 +320,14 @@ def did_create(ctx: typer.Context, operation_id: str, number: str,
                queue: str = typer.Option(..., "--queue"),
                trunk: str | None = typer.Option(None, "--trunk")) -> None:
     """Create a DID routed to a queue."""
-    _run(ctx, lambda c: adm.create_did(c, operation_id, number, queue, trunk=trunk))
+    run_in_database(ctx, lambda c: adm.create_did(c, operation_id, number, queue, trunk=trunk))
     typer.echo(f"DID {number} created in operation {operation_id}")
 
 
 @did_app.command("list")
 def did_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's DIDs."""
-    _show(_run(ctx, lambda c: adm.list_dids(c, operation_id)), ["number", "queue", "trunk"], as_json,
+    show_rows(run_in_database(ctx, lambda c: adm.list_dids(c, operation_id)), ["number", "queue", "trunk"], as_json,
           f"DIDs of {operation_id}")
 
 
@@ -336,29 +337,29 @@ def did_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION)
 @aux_app.command("create")
 def aux_create(ctx: typer.Context, operation_id: str, aux_id: str, name: str) -> None:
     """Create an auxiliary state."""
-    _run(ctx, lambda c: adm.create_aux_state(c, operation_id, aux_id, name))
+    run_in_database(ctx, lambda c: adm.create_aux_state(c, operation_id, aux_id, name))
     typer.echo(f"auxiliary state {aux_id} created in operation {operation_id}")
 
 
 @aux_app.command("list")
 def aux_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's auxiliary states."""
-    _show(_run(ctx, lambda c: adm.list_aux_states(c, operation_id)), ["id", "name"], as_json,
+    show_rows(run_in_database(ctx, lambda c: adm.list_aux_states(c, operation_id)), ["id", "name"], as_json,
           f"auxiliary states of {operation_id}")
 
 
 @activity_app.command("create")
 def activity_create(ctx: typer.Context, operation_id: str, group: int, code: str, name: str) -> None:
     """Create an activity code of group 1 (cod_act) or 2 (cod_act_2)."""
-    _run(ctx, lambda c: adm.create_activity_code(c, operation_id, group, code, name))
+    run_in_database(ctx, lambda c: adm.create_activity_code(c, operation_id, group, code, name))
     typer.echo(f"activity code {code} (group {group}) created in operation {operation_id}")
 
 
 @activity_app.command("list")
 def activity_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's activity codes."""
-    _show(_run(ctx, lambda c: adm.list_activity_codes(c, operation_id)), ["group", "code", "name"], as_json,
-          f"activity codes of {operation_id}")
+    show_rows(run_in_database(ctx, lambda c: adm.list_activity_codes(c, operation_id)), ["group", "code", "name"],
+              as_json, f"activity codes of {operation_id}")
 
 
 # --- webhooks ---------------------------------------------------------------------------------------------------
@@ -374,7 +375,7 @@ def webhook_add(
     event: Annotated[list[str] | None, EVENT_OPTION] = None,
 ) -> None:
     """Add a webhook to an operation."""
-    hook = _run(ctx, lambda c: create_webhook(c, operation_id, url, secret, events=event or []))
+    hook = run_in_database(ctx, lambda c: create_webhook(c, operation_id, url, secret, events=event or []))
     typer.echo(f"webhook {hook.id} added to operation {operation_id}: {hook.url}")
 
 
@@ -388,16 +389,16 @@ def webhook_update(
 ) -> None:
     """Change a webhook's URL, secret or events; running nodes follow at their next directory poll."""
     if all_events and event:
-        _fail("--event and --all-events: give one or the other")
+        fail("--event and --all-events: give one or the other")
     events = [] if all_events else (event or None)
-    hook = _run(ctx, lambda c: update_webhook(c, webhook_id, url=url, secret=secret, events=events))
+    hook = run_in_database(ctx, lambda c: update_webhook(c, webhook_id, url=url, secret=secret, events=events))
     typer.echo(f"webhook {hook.id} of operation {hook.operation_id} updated: {hook.url}")
 
 
 @webhook_app.command("remove")
 def webhook_remove(ctx: typer.Context, webhook_id: str) -> None:
     """Remove a webhook."""
-    hook = _run(ctx, lambda c: delete_webhook(c, webhook_id))
+    hook = run_in_database(ctx, lambda c: delete_webhook(c, webhook_id))
     typer.echo(f"webhook {hook.id} of operation {hook.operation_id} removed")
 
 
@@ -405,8 +406,8 @@ def webhook_remove(ctx: typer.Context, webhook_id: str) -> None:
 def webhook_list(ctx: typer.Context, operation_id: str | None = typer.Argument(None),
                  as_json: bool = JSON_OPTION) -> None:
     """List webhooks (without their secrets)."""
-    _show(_run(ctx, lambda c: list_webhooks(c, operation_id)), ["id", "operation_id", "url", "events"], as_json,
-          "webhooks")
+    show_rows(run_in_database(ctx, lambda c: list_webhooks(c, operation_id)), ["id", "operation_id", "url", "events"],
+              as_json, "webhooks")
 
 
 # --- the whole operation from one file ---------------------------------------------------------------------------
@@ -418,10 +419,10 @@ def load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="The oper
     try:
         doc = tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
-        _fail(f"{file}: {exc.strerror or exc}")
+        fail(f"{file}: {exc.strerror or exc}")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        _fail(f"{file}: not valid TOML ({exc})")
-    result = _run(ctx, lambda c: load_operation(c, doc))
+        fail(f"{file}: not valid TOML ({exc})")
+    result = run_in_database(ctx, lambda c: load_operation(c, doc))
     counts = ", ".join(f"{n} {section}" for section, n in result.counts.items())
     typer.echo(f"operation {result.operation.id} loaded from {file}: {counts}")
     for token, plain in result.tokens:
