@@ -18,6 +18,7 @@ highest rate whose step passed.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -55,7 +56,6 @@ GATEWAY_HOST = "127.0.0.3"    # the trunk's outbound gateway (unused by the benc
 AGENTS_HOST = "127.0.0.4"     # the SIPp uas that every agent registered at
 REGISTER_HOST = "127.0.0.5"   # the REGISTER benchmark's SIPp
 RESULTS = ROOT / "bench" / "RESULTS.md"
-DATE = "2026-11-25"
 BUFF_SIZE = 4 * 1024 * 1024   # SIPp's socket buffers (docs/peers.md: the kernel drops beyond 5,000/s without)
 
 
@@ -442,7 +442,7 @@ def start_kamailio_registrar(host: str = "127.0.0.1") -> Kamailio:
 
 # -- results -----------------------------------------------------------------------------------------------------
 def record(benchmark: str, figure: str, ceiling: str, ratio: str, target: str, command: str) -> str:
-    row = f"| {benchmark} | {figure} | {ceiling} | {ratio} | {target} | `{command}` | {DATE} |\n"
+    row = f"| {benchmark} | {figure} | {ceiling} | {ratio} | {target} | `{command}` | {datetime.date.today().isoformat()} |\n"
     with open(RESULTS, "a") as out:
         out.write(row)
     return row
