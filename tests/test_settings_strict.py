@@ -47,6 +47,14 @@ BAD = [
     (["--allowed-networks", "example.com"], {},
      "error: allowed_networks: 'example.com' is not a network ('example.com' does not appear to be an IPv4 or IPv6 "
      "network)"),
+    (["--sip-ws-port", "70000"], {}, "error: sip_ws_port: 70000 is out of range 0-65535"),
+    (["--sip-ws-port", "5066", "--sip-tls-cert", "/nonexistent/cert.pem"], {},
+     "error: sip_tls_cert: a certificate and its key go together (sip_tls_cert and sip_tls_key)"),
+    (["--sip-tls-cert", "/nonexistent/cert.pem", "--sip-tls-key", "/nonexistent/key.pem"], {},
+     "error: sip_tls_cert: TLS is for the WebSocket listener; set sip_ws_port too"),
+    (["--sip-ws-port", "5066", "--sip-tls-cert", "/nonexistent/cert.pem", "--sip-tls-key", "/nonexistent/key.pem"],
+     {}, "error: sip_tls_cert: cannot read '/nonexistent/cert.pem' or '/nonexistent/key.pem': No such file or "
+     "directory"),
 ]
 
 

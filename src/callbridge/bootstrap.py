@@ -47,7 +47,7 @@ from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
-from callbridge.config import Settings
+from callbridge.config import Settings, tls_context
 from callbridge.http.app import create_app
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
@@ -124,6 +124,7 @@ class Node:
     app: Starlette
     sip_address: tuple[str, int]
     reconciled: Leftovers | None = None
+    sip_ws_address: tuple[str, int] | None = None  # the SIP WebSocket listener (RFC 7118), when one was asked for
     directory_watch: asyncio.Task[None] | None = None
     webhooks: WebhookDispatcher | None = None  # the operations' webhook targets, rebuilt after each reload
     event_pruning: asyncio.Task[None] | None = None
@@ -199,6 +200,11 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
         await runtime.listen_udp(sock=sock)
         if listen_tcp:
             await runtime.listen_tcp(host, port)
+        ws_address = None
+        if settings.sip_ws_port is not None:
+            tls = (tls_context(settings.sip_tls_cert, settings.sip_tls_key)
+                   if settings.sip_tls_cert is not None and settings.sip_tls_key is not None else None)
+            ws_address = await runtime.listen_ws(host, settings.sip_ws_port, ssl_context=tls)
     except BaseException:
         await runtime.close()  # before the socket is closed: the runtime unregisters its file descriptor
         sock.close()
@@ -221,6 +227,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                      webhooks=webhooks, healthy=lambda: not switch.draining, history=History(storage.engine))
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
                 (host, port), webhooks=webhooks)
+    node.sip_ws_address = ws_address
     if reconcile:
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop

@@ -20,6 +20,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import tempfile
 import tomllib
 from collections.abc import Mapping
@@ -131,6 +132,12 @@ class Settings:
     # phones on libre 1.x (Debian 12's baresip), SIPp and many desk phones fail on any challenge that is not MD5,
     # so the default is MD5 alone; "SHA-256,MD5" offers both (phones that know SHA-256 then use it).
     digest_algorithms: tuple[str, ...] = ("MD5",)
+    # SIP over WebSocket (RFC 7118) for browser phones: off unless a port is given (0 takes a free one), on
+    # sip_host. With a certificate and its key (PEM files) the listener speaks TLS (wss); otherwise a proxy in
+    # front terminates TLS (docs/operations.md).
+    sip_ws_port: int | None = None
+    sip_tls_cert: str | None = None
+    sip_tls_key: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -146,6 +153,17 @@ class Settings:
             raise ConfigError(f"node_id: {self.node_id!r} is not 1-64 letters, digits, '.', '_' or '-'")
         object.__setattr__(self, "sip_port", _port("sip_port", self.sip_port))
         object.__setattr__(self, "http_port", _port("http_port", self.http_port))
+        if self.sip_ws_port is not None and str(self.sip_ws_port) != "":
+            object.__setattr__(self, "sip_ws_port", _port("sip_ws_port", self.sip_ws_port))
+        else:
+            object.__setattr__(self, "sip_ws_port", None)
+        for name in ("sip_tls_cert", "sip_tls_key"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, None)
+        if (self.sip_tls_cert is None) != (self.sip_tls_key is None):
+            raise ConfigError("sip_tls_cert: a certificate and its key go together (sip_tls_cert and sip_tls_key)")
+        if self.sip_tls_cert is not None and self.sip_ws_port is None:
+            raise ConfigError("sip_tls_cert: TLS is for the WebSocket listener; set sip_ws_port too")
         object.__setattr__(self, "allowed_networks", _networks(self.allowed_networks))
         if self.trusted_networks:
             object.__setattr__(self, "trusted_networks", _networks(self.trusted_networks))
@@ -207,6 +225,19 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The server TLS context of the WebSocket listener; a file that cannot be read or used is a `ConfigError`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as exc:
+        raise ConfigError(f"sip_tls_cert: cannot read {cert!r} or {key!r}: {exc.strerror or exc}") from None
+    except ssl.SSLError as exc:
+        raise ConfigError(f"sip_tls_cert: {cert!r} and {key!r} are not a PEM certificate and its key: "
+                          f"{exc.reason or exc}") from None
+    return context
+
+
 def check_on_this_machine(settings: Settings) -> None:
     """What only this machine can tell: ``sip_host`` and ``http_host`` are its addresses, the SQLite file's folder
     exists and is writable. Raises `ConfigError` naming the setting; binds nothing that stays bound."""
@@ -220,6 +251,8 @@ def check_on_this_machine(settings: Settings) -> None:
                 probe.bind((host, 0))
         except OSError:
             raise ConfigError(f"{name}: {host!r} is not an address of this machine") from None
+    if settings.sip_tls_cert is not None and settings.sip_tls_key is not None:
+        tls_context(settings.sip_tls_cert, settings.sip_tls_key)
     if settings.database_url.startswith("sqlite:///"):
         file = Path(settings.database_url[len("sqlite:///"):])
         folder = file.parent if str(file.parent) else Path(".")

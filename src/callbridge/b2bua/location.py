@@ -6,6 +6,8 @@ Rules:
   headers: RFC 4475 §3.3.13, §3.3.14) and the contact-params apart from `expires` are kept beside it (§3.3.12).
 - A binding also records where its REGISTER came from (source address and transport). Behind NAT the Contact names
   a private address; requests for the agent go to the source address, which the binding's `destination` gives.
+- A binding made over a connection-bound flow (a WebSocket) is removed when that connection closes (`remove_flow`,
+  reason "connection closed").
 - A binding is live while `now < expires_at`. Expired bindings are never returned; `expire(now)` removes them and
   says so, and the adapter calls it at `next_expiry()`.
 - Every change is reported as one event, in order: `BindingAdded`, `BindingRefreshed`, `BindingRemoved`, and
@@ -54,7 +56,7 @@ class Binding:
     contact_uri: str  # exactly as received, escapes and all
     source_host: str
     source_port: int
-    transport: str  # "udp" | "tcp"
+    transport: str  # "udp" | "tcp" | "ws" | "wss"
     expires_at: float
     call_id: str
     cseq: int
@@ -214,6 +216,18 @@ class LocationService:
         for slot in list(self._agents.get(key, ())):
             self._drop(key, slot, reason, now)
             removed.append(slot.binding)
+        return removed
+
+    def remove_flow(self, source: tuple[str, int], transport: str, reason: str, now: float) -> list[Binding]:
+        """Remove every binding registered through the connection from `source` over `transport` (RFC 7118 §5: a
+        WebSocket's registrations cannot be reached once it closes)."""
+        removed = []
+        for key, slots in list(self._agents.items()):
+            for slot in list(slots):
+                b = slot.binding
+                if (b.source_host, b.source_port) == source and b.transport == transport:
+                    self._drop(key, slot, reason, now)
+                    removed.append(b)
         return removed
 
     def expire(self, now: float) -> list[Binding]:

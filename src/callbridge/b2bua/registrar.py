@@ -137,6 +137,10 @@ class Registrar:
     def expire(self, now: float) -> list[Binding]:
         return self.location.expire(now)
 
+    def connection_closed(self, source: tuple[str, int], transport: str, now: float) -> list[Binding]:
+        """The bindings registered through that connection, removed (RFC 7118 §5)."""
+        return self.location.remove_flow(source, transport, "connection closed", now)
+
     def restore(self, bindings: Iterable[Binding], now: float) -> int:
         return self.location.restore(bindings, now)
 
@@ -152,7 +156,7 @@ class Registrar:
     # -- REGISTER ------------------------------------------------------------------------------------------
     def handle_register(self, request: Request, source_addr: tuple[str, int], transport: str,
                         now: float) -> Response:
-        """The final response to a REGISTER received from `source_addr` over `transport` ("udp" | "tcp")."""
+        """The final response to a REGISTER received from `source_addr` over `transport` (udp, tcp, ws, wss)."""
         if request.method != "REGISTER":
             raise ValueError(f"not a REGISTER: {request.method}")
         self.stats["registers"] += 1

@@ -82,6 +82,10 @@ class Registrations:
         self._arm_expiry()
         return count
 
+    def connection_closed(self, source: tuple[str, int], transport: str) -> None:
+        """A WebSocket closed: its registrations go (each removal reported like an expiry)."""
+        self.registrar.connection_closed(source, transport, self.sw.wall())
+
     def _arm_expiry(self) -> None:
         when = self.registrar.next_expiry()
         if when is None or (self._expiry is not None and self._expiry_at is not None and self._expiry_at <= when):

@@ -161,6 +161,9 @@ class Switch:
     def next_event(self) -> object | None:
         return self.endpoint.next_event()
 
+    def connection_closed(self, addr: tuple[str, int], transport: str, now: float) -> None:
+        self.registrations.connection_closed(addr, transport)  # RFC 7118 §5: its registrations go with it
+
     # --- helpers shared with signalling, bridge and inbound ---------------------------------------------------
     def now(self) -> float:
         return self.loop.time()

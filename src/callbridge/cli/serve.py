@@ -88,6 +88,9 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         host, port = node.sip_address
         log.info("callbridge serving SIP on %s:%d (udp, tcp), HTTP on %s:%d", host, port, settings.http_host,
                  settings.http_port)
+        if node.sip_ws_address is not None:
+            scheme = "wss" if settings.sip_tls_cert else "ws"
+            log.info("callbridge serving SIP over WebSocket on %s://%s:%d", scheme, *node.sip_ws_address)
         tune_collector()  # started: see callbridge.transport.collector
         if ready is not None:
             ready(node)
@@ -154,6 +157,12 @@ def serve_command(
     log_format: str | None = typer.Option(None, help="text or json [env CALLBRIDGE_LOG_FORMAT; text]"),
     digest_algorithms: str | None = typer.Option(
         None, help="Digest algorithms offered, in order: MD5, SHA-256 [env CALLBRIDGE_DIGEST_ALGORITHMS; MD5]"),
+    sip_ws_port: int | None = typer.Option(
+        None, help="SIP over WebSocket (RFC 7118) port for browser phones; off when unset "
+                   "[env CALLBRIDGE_SIP_WS_PORT]"),
+    sip_tls_cert: str | None = typer.Option(
+        None, help="PEM certificate: the WebSocket listener speaks TLS (wss) [env CALLBRIDGE_SIP_TLS_CERT]"),
+    sip_tls_key: str | None = typer.Option(None, help="The certificate's PEM key [env CALLBRIDGE_SIP_TLS_KEY]"),
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),
@@ -165,7 +174,8 @@ def serve_command(
             sip_host=sip_host, sip_advertise=sip_advertise, sip_port=sip_port, http_host=http_host,
             http_port=http_port, database_url=database_url, allowed_networks=allowed_networks,
             trusted_networks=trusted_networks, node_id=node_id, drain_seconds=drain_seconds, log_level=log_level,
-            log_format=log_format, digest_algorithms=digest_algorithms)
+            log_format=log_format, digest_algorithms=digest_algorithms, sip_ws_port=sip_ws_port,
+            sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key)
         check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -115,8 +115,8 @@ class Phone(Dispatcher):
                     follow_refer: bool = True, history: int = 1000, timers: TimerConfig | None = None,
                     rng: random.Random | None = None, user_agent: str | None = "callbridge-phone",
                     session_expires: int | None = None) -> Phone:
-        if transport not in ("udp", "tcp"):
-            raise ValueError(f"transport must be 'udp' or 'tcp', not {transport!r}")
+        if transport not in ("udp", "tcp", "ws"):
+            raise ValueError(f"transport must be 'udp', 'tcp' or 'ws', not {transport!r}")
         if answer not in ("manual", "auto"):
             raise ValueError(f"answer must be 'manual' or 'auto', not {answer!r}")
         self = cls()
@@ -138,6 +138,8 @@ class Phone(Dispatcher):
         self.port = bound
         self.endpoint = Endpoint(host, bound, timers or TimerConfig(), self.rng, user=user, user_agent=user_agent,
                                  session_expires=session_expires)
+        if transport == "ws":  # a WebSocket client, as a browser is: reached only over its connection (RFC 7118 §5)
+            self.endpoint.flow_host = f"{self.rng.getrandbits(48):012x}.invalid"
         self.runtime = Runtime(self.endpoint, policy=DestinationPolicy(allowed_networks),
                                on_event=self._on_core_event)
         try:
@@ -163,7 +165,7 @@ class Phone(Dispatcher):
     def uri(self) -> str:
         """Where to call this phone directly: ``sip:user@host:port`` (``;transport=tcp`` over TCP)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        suffix = ";transport=tcp" if self.transport == "tcp" else ""
+        suffix = f";transport={self.transport}" if self.transport != "udp" else ""
         return f"sip:{self.user}@{host}:{self.port}{suffix}"
 
     @property
@@ -179,8 +181,8 @@ class Phone(Dispatcher):
 
     def _transport_uri(self, uri: str | URI) -> URI:
         parsed = parse_uri(uri) if isinstance(uri, str) else uri.copy()
-        if self.transport == "tcp" and "transport" not in parsed.params:
-            parsed.params["transport"] = "tcp"
+        if self.transport != "udp" and "transport" not in parsed.params:
+            parsed.params["transport"] = self.transport
         return parsed
 
     # --- events -----------------------------------------------------------------------------------------------

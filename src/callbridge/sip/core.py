@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from callbridge.sip.absorbing import CLIENT_RECORD, SERVER_RECORD, Record, record_of
 from callbridge.sip.dialog import Dialog, DialogError, DialogInput, DialogStatus
 from callbridge.sip.events import (
+    ConnectionClosed,
     DialogTerminated,
     Event,
     TransactionTimedOut,
@@ -79,6 +80,9 @@ class EndpointCore:
         self.min_se = min_se
         self.auto_ack = auto_ack
         self._hostport = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        # A WebSocket client cannot be reached at an address of its own (RFC 7118 §5): when set, Via and Contact
+        # over ws/wss name this `.invalid` host instead, and the far end answers over the connection.
+        self.flow_host: str | None = None
         self._client: dict[tuple[str, ...], ClientTransaction | Record] = {}
         self._server: dict[tuple[str, ...], ServerTransaction | Record] = {}
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
@@ -102,6 +106,10 @@ class EndpointCore:
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
+
+    def connection_closed(self, addr: Addr, transport: str, now: float) -> None:
+        """The transport closed a connection-bound flow (a WebSocket): reported to the TU as `ConnectionClosed`."""
+        self._events.append(ConnectionClosed(addr, transport))
 
     def get_timer(self) -> float | None:
         heap = self._heap
@@ -139,8 +147,13 @@ class EndpointCore:
         return len(self._dialogs)
 
     def contact(self, transport: str = "udp") -> str:
-        suffix = ";transport=tcp" if transport == "tcp" else ""
-        return f"<sip:{self.user}@{self._hostport}{suffix}>"
+        suffix = f";transport={transport}" if transport in ("tcp", "ws", "wss") else ""
+        return f"<sip:{self.user}@{self._sent_by(transport)}{suffix}>"
+
+    def _sent_by(self, transport: str) -> str:
+        if self.flow_host is not None and transport in ("ws", "wss"):
+            return self.flow_host
+        return self._hostport
 
     def set_destination(self, dialog: Dialog, dest: Addr | None, transport: str = "udp") -> None:
         """Send every later request of `dialog` (and the ACK of its 2xx) to `dest` over `transport`, whatever its
@@ -272,7 +285,7 @@ class EndpointCore:
         return f"{self.rng.getrandbits(bits):x}"
 
     def _via(self, transport: str) -> str:
-        return f"SIP/2.0/{transport.upper()} {self._hostport};branch=z9hG4bK{self._token(64)};rport"
+        return f"SIP/2.0/{transport.upper()} {self._sent_by(transport)};branch=z9hG4bK{self._token(64)};rport"
 
     def _dialog_request(
         self,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AckReceived",
+    "ConnectionClosed",
     "DialogEstablished",
     "DialogTerminated",
     "Event",
@@ -101,6 +102,15 @@ class SessionExpired:
     dialog: Dialog
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """A connection-bound flow closed (a SIP WebSocket, RFC 7118 §5): whatever was reached through `addr` over
+    `transport` cannot be reached any more (the browser's Contact names a `.invalid` host)."""
+
+    addr: tuple[str, int]
+    transport: str
+
+
 Event = (
     RequestReceived
     | AckReceived
@@ -111,4 +121,5 @@ Event = (
     | DialogEstablished
     | DialogTerminated
     | SessionExpired
+    | ConnectionClosed
 )

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 Addr = tuple[str, int]
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "ws", "wss")
 
 
 @lru_cache(maxsize=4096)

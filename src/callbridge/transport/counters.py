@@ -25,6 +25,12 @@ class TransportCounters:
     tcp_closed: int = 0
     tcp_reaped_idle: int = 0
     tcp_closed_peer_drops: int = 0  # responses not sent: the peer's accepted connection had closed (tcp.py)
+    ws_accepted: int = 0           # SIP WebSocket connections accepted (websocket.py)
+    ws_connected: int = 0          # SIP WebSocket connections we opened (a phone of ours as a client)
+    ws_connect_failures: int = 0
+    ws_closed: int = 0
+    ws_protocol_closes: int = 0    # closed on a WebSocket protocol error (a broken or oversized frame)
+    ws_no_connection_drops: int = 0  # messages for a WebSocket peer whose connection is gone
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

@@ -10,6 +10,8 @@ clock. The runtime is its only contact with the world:
   sends every ``core.datagrams_to_send()`` through the ``DestinationPolicy``; then it re-arms ONE
   ``loop.call_at`` timer at ``core.get_timer()``. Drains are coalesced with ``loop.call_soon``: however many inputs
   arrive in one loop iteration, the core is drained once.
+- A WebSocket connection that closes is reported to the core (``core.connection_closed(addr, transport, now)``,
+  when the core has it), then drained: a registration made over that connection cannot be reached any more.
 - Code that acts on the core from outside the runtime's callbacks (a phone placing a call) calls ``wake()`` so
   that what it produced is drained.
 
@@ -18,7 +20,8 @@ The clock: ``now`` is always ``loop.time()`` (the event loop's monotonic clock),
 core itself. When the timer fires, ``now`` is at least the deadline it was armed for (the loop may fire a handle up
 to its clock resolution early; the core must see its deadline reached).
 
-Transport names are ``"udp"`` and ``"tcp"`` (lower case, as ``docs/internals.md`` fixes them); addresses are
+Transport names are ``"udp"``, ``"tcp"``, ``"ws"`` and ``"wss"`` (lower case, as ``docs/internals.md`` fixes
+them); addresses are
 ``(host, port)`` tuples with ``host`` an IP literal.
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,11 +38,13 @@ from callbridge.transport.counters import TransportCounters
 from callbridge.transport.policy import DestinationPolicy
 from callbridge.transport.tcp import DEFAULT_IDLE_TIMEOUT, ConnectionTable
 from callbridge.transport.udp import DEFAULT_BUFFER_BYTES, UdpSocket, bind_udp
+from callbridge.transport.websocket import WS, WSS, WebSocketTable
 
 log = logging.getLogger(__name__)
 
 UDP = "udp"
 TCP = "tcp"
+__all__ = ["TCP", "UDP", "WS", "WSS", "Runtime", "SipCore"]
 
 Address = tuple[str, int]
 # Bounds the events handed over in one drain, so that a consumer whose reactions always make new events cannot
@@ -77,6 +83,7 @@ class Runtime:
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._udp: list[UdpSocket] = []
         self._tcp = ConnectionTable(self._loop, self._received_tcp, self.wake, self.counters, idle_timeout)
+        self._ws = WebSocketTable(self._loop, self._feed, self.wake, self.counters, self._connection_closed)
         self._drain_scheduled = False
         self._timer_handle: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -103,6 +110,17 @@ class Runtime:
         """Accept SIP over TCP on ``(host, port)``; returns the bound address."""
         return await self._tcp.listen(host, port)
 
+    async def listen_ws(self, host: str = "127.0.0.1", port: int = 0, *,
+                        ssl_context: ssl.SSLContext | None = None) -> Address:
+        """Accept SIP over WebSocket (RFC 7118) on ``(host, port)``, TLS when given ``ssl_context``; returns the
+        bound address."""
+        return await self._ws.listen(host, port, ssl_context)
+
+    @property
+    def ws_connections(self) -> dict[Address, Any]:
+        """Open WebSocket connections by peer address (read-only view for tests and metrics)."""
+        return dict(self._ws.connections)
+
     @property
     def udp_addresses(self) -> list[Address]:
         return [u.local_address for u in self._udp]
@@ -128,6 +146,16 @@ class Runtime:
         except Exception:
             counters.core_errors += 1
             log.exception("core failed on %d bytes from %r over %s", len(data), addr, transport)
+
+    def _connection_closed(self, addr: Address, transport: str) -> None:
+        closed = getattr(self.core, "connection_closed", None)
+        if closed is None:
+            return
+        try:
+            closed(addr, transport, self._loop.time())
+        except Exception:
+            self.counters.core_errors += 1
+            log.exception("core failed on the close of %r over %s", addr, transport)
 
     # -- draining ------------------------------------------------------------------------------------------------
     def wake(self) -> None:
@@ -187,7 +215,9 @@ class Runtime:
             sent = udp.send(data, (host, port))
         elif transport == TCP:
             sent = self._tcp.send(data, (host, port))
-        elif transport.lower() in (UDP, TCP):
+        elif transport in (WS, WSS):
+            sent = self._ws.send(data, (host, port), transport)
+        elif transport.lower() in (UDP, TCP, WS, WSS):
             return self.send(data, addr, transport.lower())
         else:
             self.counters.send_errors += 1
@@ -245,6 +275,7 @@ class Runtime:
             out[f"policy_refused_{reason}"] = count
         out["policy_refused_total"] = sum(self.policy.refused_total.values())
         out["tcp_open_connections"] = len(self._tcp.connections)
+        out["ws_open_connections"] = len(self._ws.connections)
         return out
 
     async def close(self) -> None:
@@ -258,3 +289,4 @@ class Runtime:
             udp.close()
         self._udp.clear()
         await self._tcp.close()
+        await self._ws.close()
