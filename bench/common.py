@@ -89,8 +89,10 @@ def load(db_url: str, doc: dict[str, Any]) -> str:
 class CallbridgeServe:
     """`callbridge serve` as a subprocess on a fresh SQLite file in `workdir`, with the operation loaded."""
 
-    def __init__(self, workdir: Path, agents: Sequence[str], *, trusted: Sequence[str] = ()) -> None:
+    def __init__(self, workdir: Path, agents: Sequence[str], *, trusted: Sequence[str] = (),
+                 extra_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.extra_args = tuple(extra_args)
         workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = f"sqlite:///{workdir / 'callbridge.db'}"
         self.token = load(self.db_url, operation_doc(agents))
@@ -118,7 +120,7 @@ class CallbridgeServe:
                 "--database-url", self.db_url, "--drain-seconds", "2", "--log-level", "WARNING"]
         if self.trusted:
             args += ["--trusted-networks", ",".join(self.trusted)]
-        return args
+        return args + list(self.extra_args)
 
     def start(self, timeout: float = 30.0) -> CallbridgeServe:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
