@@ -444,7 +444,8 @@ def start_kamailio_registrar(host: str = "127.0.0.1") -> Kamailio:
 
 # -- results -----------------------------------------------------------------------------------------------------
 def record(benchmark: str, figure: str, ceiling: str, ratio: str, target: str, command: str) -> str:
-    row = f"| {benchmark} | {figure} | {ceiling} | {ratio} | {target} | `{command}` | {datetime.date.today().isoformat()} |\n"
+    day = datetime.date.today().isoformat()
+    row = f"| {benchmark} | {figure} | {ceiling} | {ratio} | {target} | `{command}` | {day} |\n"
     with open(RESULTS, "a") as out:
         out.write(row)
     return row

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     DOMAIN,
     CallbridgeServe,
     Step,
@@ -48,7 +48,7 @@ from common import (  # noqa: E402
     rss_kb,
     workdir,
 )
-from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+from websockets.asyncio.client import ClientConnection, connect
 
 GENERATOR_HOST = "127.0.0.6"
 TARGET_RATIO = 0.5
