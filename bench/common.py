@@ -189,12 +189,12 @@ def make_ready(http_url: str, token: str, agents: Sequence[str]) -> None:
 
 
 # -- a digest REGISTER load generator ------------------------------------------------------------------------------
-_CALL_ID = re.compile(rb"\r\n(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)
-_CHALLENGE = re.compile(rb"\r\nWWW-Authenticate[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)
-_PARAM = re.compile(rb'([A-Za-z-]+)=(?:"([^"]*)"|([^,\s]+))')
+CALL_ID_HEADER = re.compile(rb"\r\n(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)
+CHALLENGE_HEADER = re.compile(rb"\r\nWWW-Authenticate[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)
+DIGEST_PARAM = re.compile(rb'([A-Za-z-]+)=(?:"([^"]*)"|([^,\s]+))')
 
 
-def _md5(text: str) -> str:
+def md5_hex(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
@@ -263,8 +263,8 @@ class DigestRegisterLoad:
         self.sock.bind((host, port))
         self.sock.setblocking(False)
         self.host, self.port = self.sock.getsockname()[:2]
-        self._ha1 = {u: _md5(f"{u}:{domain}:secret-{u}") for u in self.users}
-        self._ha2 = _md5(f"REGISTER:sip:{domain}")
+        self._ha1 = {u: md5_hex(f"{u}:{domain}:secret-{u}") for u in self.users}
+        self._ha2 = md5_hex(f"REGISTER:sip:{domain}")
         self._serial = 0
         self._tag = secrets.token_hex(4)
 
@@ -290,19 +290,19 @@ class DigestRegisterLoad:
         return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
 
     def _authorization(self, user: str, data: bytes) -> str | None:
-        for found in _CHALLENGE.finditer(data):
+        for found in CHALLENGE_HEADER.finditer(data):
             value = found.group(1)
             params = {m.group(1).lower().decode(): (m.group(2) if m.group(2) is not None else m.group(3)).decode()
-                      for m in _PARAM.finditer(value)}
+                      for m in DIGEST_PARAM.finditer(value)}
             if params.get("algorithm", "MD5").upper() != "MD5" or "nonce" not in params:
                 continue
             realm, nonce, uri = params.get("realm", self.domain), params["nonce"], f"sip:{self.domain}"
             cnonce = secrets.token_hex(4)
             if "auth" in params.get("qop", ""):
-                response = _md5(f"{self._ha1[user]}:{nonce}:00000001:{cnonce}:auth:{self._ha2}")
+                response = md5_hex(f"{self._ha1[user]}:{nonce}:00000001:{cnonce}:auth:{self._ha2}")
                 extra = f', qop=auth, nc=00000001, cnonce="{cnonce}"'
             else:
-                response = _md5(f"{self._ha1[user]}:{nonce}:{self._ha2}")
+                response = md5_hex(f"{self._ha1[user]}:{nonce}:{self._ha2}")
                 extra = ""
             opaque = f', opaque="{params["opaque"]}"' if "opaque" in params else ""
             return (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
@@ -335,7 +335,7 @@ class DigestRegisterLoad:
                     data = sock.recv(65535)
                 except BlockingIOError:
                     break
-                found = _CALL_ID.search(data)
+                found = CALL_ID_HEADER.search(data)
                 entry = pending.get(found.group(1).strip()) if found else None
                 if entry is None or not data.startswith(b"SIP/2.0 "):
                     continue  # a retransmitted answer to a registration already done

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import re
 import secrets
 import socket
 import sys
@@ -34,6 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    CALL_ID_HEADER,
+    CHALLENGE_HEADER,
+    DIGEST_PARAM,
     DOMAIN,
     CallbridgeServe,
     Step,
@@ -42,6 +43,7 @@ from common import (
     command_line,
     free_port,
     machine_load,
+    md5_hex,
     ramp,
     ratio,
     record,
@@ -54,14 +56,6 @@ GENERATOR_HOST = "127.0.0.6"
 TARGET_RATIO = 0.5
 RATES = (250, 500, 1000, 1500, 2000, 3000)
 QUICK_RATES = (50, 100)
-_CALL_ID = re.compile(rb"\r\n(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)
-_CHALLENGE = re.compile(rb"\r\nWWW-Authenticate[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)
-_PARAM = re.compile(rb'([A-Za-z-]+)=(?:"([^"]*)"|([^,\s]+))')
-
-
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()
-
 
 @dataclass
 class Run:
@@ -157,8 +151,8 @@ class FlowRegisterLoad:
     def __init__(self, registrar: tuple[str, int], kind: str, users: list[str], flows: int) -> None:
         self.registrar, self.kind, self.users = registrar, kind, users
         self.flows = [Flow(self) for _ in range(flows)]
-        self._ha1 = {u: _md5(f"{u}:{DOMAIN}:secret-{u}") for u in users}
-        self._ha2 = _md5(f"REGISTER:sip:{DOMAIN}")
+        self._ha1 = {u: md5_hex(f"{u}:{DOMAIN}:secret-{u}") for u in users}
+        self._ha2 = md5_hex(f"REGISTER:sip:{DOMAIN}")
         self._pending: dict[bytes, _Pending] = {}
         self._run: Run | None = None
         self._done = asyncio.Event()
@@ -185,13 +179,13 @@ class FlowRegisterLoad:
         return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
 
     def _authorization(self, user: str, data: bytes) -> str | None:
-        for found in _CHALLENGE.finditer(data):
+        for found in CHALLENGE_HEADER.finditer(data):
             params = {m.group(1).lower().decode(): (m.group(2) if m.group(2) is not None else m.group(3)).decode()
-                      for m in _PARAM.finditer(found.group(1))}
+                      for m in DIGEST_PARAM.finditer(found.group(1))}
             if params.get("algorithm", "MD5").upper() != "MD5" or "nonce" not in params:
                 continue
             nonce, cnonce = params["nonce"], secrets.token_hex(4)
-            response = _md5(f"{self._ha1[user]}:{nonce}:00000001:{cnonce}:auth:{self._ha2}")
+            response = md5_hex(f"{self._ha1[user]}:{nonce}:00000001:{cnonce}:auth:{self._ha2}")
             opaque = f', opaque="{params["opaque"]}"' if "opaque" in params else ""
             return (f'Digest username="{user}", realm="{params.get("realm", DOMAIN)}", nonce="{nonce}", '
                     f'uri="sip:{DOMAIN}", response="{response}", algorithm=MD5, qop=auth, nc=00000001, '
@@ -199,7 +193,7 @@ class FlowRegisterLoad:
         return None
 
     def received(self, data: bytes) -> None:
-        found = _CALL_ID.search(data)
+        found = CALL_ID_HEADER.search(data)
         if found is None or not data.startswith(b"SIP/2.0 "):
             return
         key = found.group(1).strip()
