@@ -73,5 +73,5 @@ def test_values_without_a_bencoding_are_refused(value: object, message: str) -> 
 
 
 def test_decode_refuses_text() -> None:
-    with pytest.raises(BencodeError, match="^cannot decode a str: bytes expected$"):
+    with pytest.raises(BencodeError, match=r"^cannot decode a str: bytes expected$"):
         decode("d1:ai1ee")  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ import enum
 import random
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from callbridge.media.ng import Address, NgClient, NgEvent, NgReply, NgTimedOut, NgTimers
