@@ -154,6 +154,9 @@ def serve_command(
     log_format: str | None = typer.Option(None, help="text or json [env CALLBRIDGE_LOG_FORMAT; text]"),
     digest_algorithms: str | None = typer.Option(
         None, help="Digest algorithms offered, in order: MD5, SHA-256 [env CALLBRIDGE_DIGEST_ALGORITHMS; MD5]"),
+    rtpengine: list[str] | None = typer.Option(
+        None, "--rtpengine", help="An rtpengine relay, udp:HOST:PORT (its ng port); repeat it or give a comma list "
+                                  "[env CALLBRIDGE_RTPENGINE; none: media flows between the parties]"),
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),
@@ -165,7 +168,8 @@ def serve_command(
             sip_host=sip_host, sip_advertise=sip_advertise, sip_port=sip_port, http_host=http_host,
             http_port=http_port, database_url=database_url, allowed_networks=allowed_networks,
             trusted_networks=trusted_networks, node_id=node_id, drain_seconds=drain_seconds, log_level=log_level,
-            log_format=log_format, digest_algorithms=digest_algorithms)
+            log_format=log_format, digest_algorithms=digest_algorithms,
+            rtpengine=",".join(rtpengine) if rtpengine else None)
         check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
