@@ -18,7 +18,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -154,9 +154,9 @@ def serve_command(
     log_format: str | None = typer.Option(None, help="text or json [env CALLBRIDGE_LOG_FORMAT; text]"),
     digest_algorithms: str | None = typer.Option(
         None, help="Digest algorithms offered, in order: MD5, SHA-256 [env CALLBRIDGE_DIGEST_ALGORITHMS; MD5]"),
-    rtpengine: list[str] | None = typer.Option(
-        None, "--rtpengine", help="An rtpengine relay, udp:HOST:PORT (its ng port); repeat it or give a comma list "
-                                  "[env CALLBRIDGE_RTPENGINE; none: media flows between the parties]"),
+    rtpengine: Annotated[list[str] | None, typer.Option(
+        "--rtpengine", help="An rtpengine relay, udp:HOST:PORT (its ng port); repeat it or give a comma list "
+                            "[env CALLBRIDGE_RTPENGINE; none: media flows between the parties]")] = None,
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),

@@ -22,7 +22,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column('media_mode', sa.String(16), server_default='anchored', nullable=False))
         batch.add_column(sa.Column('media_relay_down', sa.String(16), server_default='direct', nullable=False))
         batch.create_check_constraint(op.f('ck_operations_media_mode'), "media_mode IN ('anchored', 'direct')")
-        batch.create_check_constraint(op.f('ck_operations_media_relay_down'), "media_relay_down IN ('direct', 'refuse')")
+        batch.create_check_constraint(op.f('ck_operations_media_relay_down'),
+                                      "media_relay_down IN ('direct', 'refuse')")
 
 
 def downgrade() -> None:
