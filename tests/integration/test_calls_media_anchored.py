@@ -139,6 +139,7 @@ async def test_no_relay_answering_at_the_call_start_follows_the_operations_polic
             assert failed.status == 503
             assert node.live_legs == 0 and node.service.get_agent(OP, "1001").state == "ready"
             assert node.switch.anchor.stats["refused_relay_down"] == 1
+            assert [e.type for e in node.events.since(OP, 0) if not e.type.startswith("agent.")] == []  # no call
             assert cdrs(node) == []  # nothing was created
         else:
             call = await customer.call(did_uri(node), timeout=5)
@@ -148,6 +149,9 @@ async def test_no_relay_answering_at_the_call_start_follows_the_operations_polic
             assert media_of(call.remote_sdp) == agent_rtp.address
             assert media_of(agent_call.remote_sdp) == customer_rtp.address
             assert node.switch.anchor.stats["direct_relay_down"] == 1 and not node.switch.anchor.calls
+            conn_id = node.service.get_agent(OP, "1001").conn_id
+            media_events = [(e.type, e.data) for e in node.events.history(conn_id) if e.type == "call.media_direct"]
+            assert media_events == [("call.media_direct", {"conn_id": conn_id, "reason": "relay_down"})]
             metrics = node.metrics.render()
             assert 'callbridge_media_calls_total{outcome="direct_relay_down"} 1' in metrics
             await call.hangup()

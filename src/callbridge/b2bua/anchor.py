@@ -4,7 +4,8 @@ Rules (docs/design.md, "Media")
 - Whether a call is anchored is decided once, when the customer's INVITE arrives (`admit`), from its operation:
   ``media_mode`` "direct", or no media plane configured: direct (media flows between the parties, the SDP is
   passed as `bridge.present` shows it). "anchored" with a relay up: anchored. "anchored" with no relay up: the
-  operation's ``media_relay_down`` says: "direct" (the call goes on with direct media, counted) or "refuse" (503,
+  operation's ``media_relay_down`` says: "direct" (the call goes on with direct media, counted, and reported to
+  the domain: event ``call.media_direct``) or "refuse" (503,
   RFC 3261 §21.5.4: a service that is temporarily unavailable; nothing is created).
 - An anchored call is one media session named by its `conn_id`; its parties are leg ids. The customer's leg is the
   one that persists; agents and transfer targets come and go: a new party's offer toward the customer re-targets
@@ -30,7 +31,7 @@ from callbridge.callcontrol.model import Operation
 
 __all__ = ["Admission", "MediaAnchor"]
 
-Admission = Literal["anchored", "direct", "refuse"]
+Admission = Literal["anchored", "direct", "direct_relay_down", "refuse"]
 Then = Callable[[bytes], None]
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class MediaAnchor:
             self.stats["refused_relay_down"] += 1
             return "refuse"
         self.stats["direct_relay_down"] += 1
-        return "direct"
+        return "direct_relay_down"
 
     def adopt(self, conn_id: str, customer: SipLeg) -> None:
         """`conn_id`'s media is anchored, and `customer` is its persistent party."""

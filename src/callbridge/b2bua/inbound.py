@@ -94,6 +94,9 @@ def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, ope
         leg.conn_id = service.on_inbound_call(operation_id, did, leg.leg_id, caller)
     except DidNotFound:
         _refuse(sw, leg, 404)
+    else:
+        if admission == "direct_relay_down":
+            sw.report(service.on_media_direct, leg.conn_id, "relay_down")
     sw.wake()
 
 
