@@ -26,6 +26,9 @@ FORBIDDEN = {
     "http": {"sip", "transport", "phone", "b2bua", "client", "cli", "bootstrap", "config", "serve",
              "admin", "demo", "tools"},
 }
+# rtpengine is the media plane's adapter (callbridge.media): only bootstrap wires it; everyone else speaks of legs,
+# offers and answers through the Media port (b2bua/ports.py), docs/design.md "Media".
+MEDIA_IMPORTERS = {"media", "bootstrap.py"}
 # the only storage modules http may read from (read models), see "http" above
 HTTP_STORAGE_READS = {"callbridge.storage.history", "callbridge.storage.event_log", "callbridge.storage.times",
                       "callbridge.storage.reconcile"}
@@ -89,5 +92,29 @@ def test_http_reads_storage_only_through_its_read_models() -> None:
     for path in sorted((SRC / "http").rglob("*.py")):
         for name in _imports(path):
             if name.startswith("callbridge.storage") and name not in HTTP_STORAGE_READS:
+                bad.append(f"{path.relative_to(SRC)} imports {name}")
+    assert bad == []
+
+
+def test_only_bootstrap_imports_the_media_adapter() -> None:
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        top = path.relative_to(SRC).parts[0]
+        if top in MEDIA_IMPORTERS:
+            continue
+        for name in _imports(path):
+            if name == "callbridge.media" or name.startswith("callbridge.media."):
+                bad.append(f"{path.relative_to(SRC)} imports {name}")
+    assert bad == []
+
+
+def test_the_media_adapter_imports_no_outer_layer() -> None:
+    # callbridge.media implements b2bua's Media port; it knows nothing of call control, SIP, HTTP or storage.
+    bad = []
+    for path in sorted((SRC / "media").rglob("*.py")):
+        for name in _imports(path):
+            parts = name.split(".")
+            outer = parts[0] == "callbridge" and len(parts) > 1 and parts[1] not in ("media", "b2bua")
+            if outer or (parts[:2] == ["callbridge", "b2bua"] and name != "callbridge.b2bua.ports"):
                 bad.append(f"{path.relative_to(SRC)} imports {name}")
     assert bad == []

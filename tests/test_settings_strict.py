@@ -44,6 +44,20 @@ BAD = [
     ([], {"CALLBRIDGE_DIGEST_ALGORITHMS": "SHA-512"},
      "error: digest_algorithms: 'SHA-512' is not a list of MD5 and SHA-256"),
     (["--drain-seconds", "-1"], {}, "error: drain_seconds: must not be negative"),
+    (["--rtpengine", "tcp:127.0.0.1:2223"], {},
+     "error: rtpengine: 'tcp:127.0.0.1:2223' is not udp:HOST:PORT (rtpengine's ng control protocol is UDP)"),
+    (["--rtpengine", "udp:localhost:2223"], {},
+     "error: rtpengine: 'localhost' in 'udp:localhost:2223' is not an IP address (callbridge never resolves names)"),
+    (["--rtpengine", "udp:127.0.0.1:2223", "--rtpengine", "udp:127.0.0.1:70000"], {},
+     "error: rtpengine: port '70000' in 'udp:127.0.0.1:70000' is not a port number 1-65535"),
+    ([], {"CALLBRIDGE_RTPENGINE": "udp:127.0.0.1"},
+     "error: rtpengine: 'udp:127.0.0.1' has no port: use udp:HOST:PORT"),
+    ([], {"CALLBRIDGE_RTPENGINE": "udp:127.0.0.1:2223,udp:127.0.0.1:02223"},
+     "error: rtpengine: 'udp:127.0.0.1:2223' is named twice"),
+    (["--rtpengine", "udp:0.0.0.0:2223"], {},
+     "error: rtpengine: 'udp:0.0.0.0:2223' is a wildcard address: name the relay's own address"),
+    (["--rtpengine", "udp:::1:2223"], {},
+     "error: rtpengine: 'udp:::1:2223': write an IPv6 address in brackets, udp:[ADDRESS]:PORT"),
     (["--allowed-networks", "example.com"], {},
      "error: allowed_networks: 'example.com' is not a network ('example.com' does not appear to be an IPv4 or IPv6 "
      "network)"),
@@ -97,6 +111,22 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     other = tmp_path / "other.toml"
     other.write_text("sip_port = 5090\n")
     assert Settings.from_env(env, settings_file=other).sip_port == 5090  # the flag's file replaces the env's
+
+
+def test_rtpengine_relays_from_flags_environment_and_file(tmp_path: Path) -> None:
+    assert Settings().rtpengine == () and Settings().rtpengine_relays == ()
+    s = Settings.from_env({"CALLBRIDGE_RTPENGINE": " UDP:127.0.0.1:2223 , udp:[::1]:2224 "})
+    assert s.rtpengine == ("udp:127.0.0.1:2223", "udp:[::1]:2224")
+    assert s.rtpengine_relays == (("127.0.0.1", 2223), ("::1", 2224))
+    file = tmp_path / "settings.toml"
+    file.write_text('rtpengine = ["udp:127.0.0.2:2223", "udp:127.0.0.3:2223"]\n')
+    assert Settings.from_env({}, settings_file=file).rtpengine_relays == (("127.0.0.2", 2223), ("127.0.0.3", 2223))
+    file.write_text('rtpengine = "udp:127.0.0.4:2223"\n')
+    assert Settings.from_env({}, settings_file=file).rtpengine == ("udp:127.0.0.4:2223",)
+    # the flag (repeated flags arrive joined with commas) wins over the environment
+    flagged = Settings.from_env({"CALLBRIDGE_RTPENGINE": "udp:127.0.0.1:2223"},
+                                rtpengine="udp:127.0.0.5:1,udp:127.0.0.5:2")
+    assert flagged.rtpengine_relays == (("127.0.0.5", 1), ("127.0.0.5", 2))
 
 
 def test_checks_on_this_machine(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from starlette.applications import Starlette
 
 from callbridge.b2bua.defence import Defence, DefenceConfig
 from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
-from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, RegistrationStore
+from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, Media, RegistrationStore
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
 from callbridge.b2bua.signalling import SipSignalling
 from callbridge.b2bua.switch import Switch
@@ -52,6 +52,9 @@ from callbridge.http.app import create_app
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, WebhookTarget
+from callbridge.media.relays import RelaySet
+from callbridge.media.rtpengine import RtpengineMedia
+from callbridge.media.shell import NgShell
 from callbridge.sip.dialog import DialogState
 from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.timers import TimerConfig
@@ -128,6 +131,7 @@ class Node:
     directory_watch: asyncio.Task[None] | None = None
     webhooks: WebhookDispatcher | None = None  # the operations' webhook targets, rebuilt after each reload
     event_pruning: asyncio.Task[None] | None = None
+    media_shell: NgShell | None = None  # the rtpengine relays' ng socket, when --rtpengine names any
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -146,6 +150,8 @@ class Node:
         await self.switch.trunk_registrations.unregister()  # Expires: 0 at each provider, a bounded wait
         self.switch.close()
         await self.runtime.close()
+        if self.media_shell is not None:
+            self.media_shell.close()
         await asyncio.to_thread(self.storage.close)
 
 
@@ -189,11 +195,13 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     directory: B2buaDirectory = storage.directory
     dialogs: DialogStore = storage.dialogs
     registrations: RegistrationStore = storage.registrations
+    media_shell, media = await _media_plane(settings, rng)
     switch = Switch(endpoint, directory, defence=guard,
                     challengers=ChallengerPool(secret or secrets.token_bytes(32),
                                                algorithms=settings.digest_algorithms),
                     dialogs=dialogs, registrations=registrations, wall_clock=time.time,
-                    loop=loop, registrar_limits=registrar_limits, trunk_registration=trunk_registration)
+                    loop=loop, registrar_limits=registrar_limits, trunk_registration=trunk_registration,
+                    media=media)
     runtime = Runtime(switch, policy=DestinationPolicy(settings.allowed_networks), on_event=switch.on_event,
                       loop=loop)
     try:
@@ -208,6 +216,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     except BaseException:
         await runtime.close()  # before the socket is closed: the runtime unregisters its file descriptor
         sock.close()
+        if media_shell is not None:
+            media_shell.close()
         raise
     signalling = SipSignalling(switch)
     store = EventStore(storage.writer, storage.engine)
@@ -219,14 +229,14 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                  recalls=storage.recalls, signalling=signalling, events=events, clock=WallClock(),
                                  scheduler=LoopScheduler(loop, runtime.wake), node_id=settings.node_id)
     switch.attach(service, runtime)
-    metrics = _metrics(endpoint, runtime, switch)
+    metrics = _metrics(endpoint, runtime, switch, media_shell)
     cursors = CursorStore(storage.writer, storage.engine)
     webhooks = LogWebhookDispatcher(webhook_targets(storage.directory), log=events, save_cursor=cursors.save,
                                     saved=await asyncio.to_thread(cursors.load))  # started and stopped with the app
     app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,
                      webhooks=webhooks, healthy=lambda: not switch.draining, history=History(storage.engine))
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
-                (host, port), webhooks=webhooks)
+                (host, port), webhooks=webhooks, media_shell=media_shell)
     node.sip_ws_address = ws_address
     if reconcile:
         node.reconciled = await _reconcile(node)
@@ -305,7 +315,16 @@ def _dialog_state(record: DialogRecord) -> DialogState:
                        route_set=record.route_set, secure=False, is_uac=False)
 
 
-def _metrics(endpoint: Endpoint, runtime: Runtime, switch: Switch) -> MetricsRegistry:
+async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[NgShell | None, Media | None]:
+    """The rtpengine relays of `--rtpengine`, pinged from now on; none configured: no media plane (direct)."""
+    if not settings.rtpengine:
+        return None, None
+    shell = NgShell(RelaySet(settings.rtpengine_relays, rng or random.Random()))
+    await shell.start()
+    return shell, RtpengineMedia(shell)
+
+
+def _metrics(endpoint: Endpoint, runtime: Runtime, switch: Switch, media_shell: NgShell | None) -> MetricsRegistry:
     registry = MetricsRegistry()
     registry.gauge("callbridge_sip_dialogs", "Live SIP dialogs in the endpoint's table.",
                    lambda: endpoint.dialog_count)
@@ -326,4 +345,15 @@ def _metrics(endpoint: Endpoint, runtime: Runtime, switch: Switch) -> MetricsReg
                      lambda: dict(switch.trunk_registrations.stats), label="outcome")
     registry.counter("callbridge_registrar_total", "Registrar outcomes.", lambda: dict(switch.registrar.stats),
                      label="outcome")
+    registry.counter("callbridge_media_calls_total", "Calls by media outcome at their start (anchored, direct, "
+                     "direct_relay_down, refused_relay_down) and media steps that failed mid-call.",
+                     lambda: dict(switch.anchor.stats), label="outcome")
+    if media_shell is not None:
+        relays = media_shell.relays
+        registry.gauge("callbridge_media_relay_up", "1 when the rtpengine relay answers its pings, else 0.",
+                       lambda: {f"{host}:{port}": int(r.up) for (host, port), r in relays.relays.items()},
+                       label="relay")
+        registry.counter("callbridge_media_ng_total", "ng control protocol counters (sent, retransmissions, "
+                         "replies, timeouts, unparseable, unknown_cookie, wrong_source).",
+                         lambda: dict(relays.client.stats), label="counter")
     return registry

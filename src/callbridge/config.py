@@ -72,6 +72,44 @@ def _ip(name: str, value: Any, *, wildcard_ok: bool = False) -> str:
     return str(address)
 
 
+def _relays(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """rtpengine relays: ``udp:HOST:PORT`` each (IPv6 in brackets), a comma list or a sequence; normalised."""
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    out: list[str] = []
+    for item in items:
+        if not item:
+            continue
+        scheme, _, rest = item.partition(":")
+        if scheme.lower() != "udp" or not rest:
+            raise ConfigError(f"rtpengine: {item!r} is not udp:HOST:PORT (rtpengine's ng control protocol is UDP)")
+        host, colon, port_text = rest.rpartition(":")
+        if not colon or not host:
+            raise ConfigError(f"rtpengine: {item!r} has no port: use udp:HOST:PORT")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ConfigError(f"rtpengine: {item!r}: write an IPv6 address in brackets, udp:[ADDRESS]:PORT")
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ConfigError(f"rtpengine: {host!r} in {item!r} is not an IP address "
+                              "(callbridge never resolves names)") from None
+        if address.is_unspecified:
+            raise ConfigError(f"rtpengine: {item!r} is a wildcard address: name the relay's own address")
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConfigError(f"rtpengine: port {port_text!r} in {item!r} is not a port number 1-65535")
+        host_text = f"[{address}]" if address.version == 6 else str(address)
+        normal = f"udp:{host_text}:{int(port_text)}"
+        if normal in out:
+            raise ConfigError(f"rtpengine: {normal!r} is named twice")
+        out.append(normal)
+    return tuple(out)
+
+
+def relay_address(relay: str) -> tuple[str, int]:
+    """``udp:HOST:PORT`` (as `Settings.rtpengine` holds it) as an address tuple."""
+    host, _, port = relay.removeprefix("udp:").rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -138,6 +176,9 @@ class Settings:
     sip_ws_port: int | None = None
     sip_tls_cert: str | None = None
     sip_tls_key: str | None = None
+    # rtpengine relays (ng control, ``udp:HOST:PORT``); none: media flows between the parties (docs/design.md,
+    # "Media"). With one or more, calls are anchored on them as each operation's media mode says.
+    rtpengine: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -182,6 +223,12 @@ class Settings:
         if not algorithms or any(a.upper() not in ("MD5", "SHA-256") for a in algorithms):
             raise ConfigError(f"digest_algorithms: {self.digest_algorithms!r} is not a list of MD5 and SHA-256")
         object.__setattr__(self, "digest_algorithms", tuple(a.upper() for a in algorithms))
+        object.__setattr__(self, "rtpengine", _relays(self.rtpengine))
+
+    @property
+    def rtpengine_relays(self) -> tuple[tuple[str, int], ...]:
+        """The configured relays as (IP literal, port)."""
+        return tuple(relay_address(relay) for relay in self.rtpengine)
 
     @property
     def advertised_sip_host(self) -> str:

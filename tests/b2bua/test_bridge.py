@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from callbridge.b2bua.anchor import MediaAnchor
 from callbridge.b2bua.bridge import modify_own, present
 from callbridge.b2bua.legs import LegState, SipLeg
 from callbridge.sip.sdp import SessionDescription
@@ -60,6 +61,7 @@ class FakeSwitch:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, bytes]] = []
+        self.anchor = MediaAnchor(None)  # direct media: the SDP moves as it is
 
     def reinvite(self, leg: SipLeg, body: bytes, done: object, *, defer_ack: bool = False) -> bool:
         if leg.reinvite_done is not None:

@@ -144,3 +144,18 @@ def test_the_dial_timeout_is_stored_per_operation_and_refused_below_a_second(eng
         admin.create_operation(conn, id="0044", sip_domain="c.test", dial_timeout=0)
     directory = Directory(engine).load()
     assert [(op.id, op.dial_timeout) for op in directory.list_operations()] == [("0042", 12.5), ("0043", 45.0)]
+
+
+def test_the_media_mode_and_relay_down_policy_are_stored_per_operation_and_checked(engine: Engine) -> None:
+    with engine.begin() as conn:
+        admin.create_operation(conn, id="0042", sip_domain="a.test", media_mode="direct", media_relay_down="refuse")
+        admin.create_operation(conn, id="0043", sip_domain="b.test")
+    with engine.begin() as conn, pytest.raises(admin.AdminError, match=r"^media_mode: 'relay' is not 'anchored' or "
+                                                                      r"'direct'$"):
+        admin.create_operation(conn, id="0044", sip_domain="c.test", media_mode="relay")
+    with engine.begin() as conn, pytest.raises(admin.AdminError, match=r"^media_relay_down: 'drop' is not 'direct' "
+                                                                      r"or 'refuse'$"):
+        admin.create_operation(conn, id="0044", sip_domain="c.test", media_relay_down="drop")
+    directory = Directory(engine).load()
+    assert [(op.id, op.media_mode, op.media_relay_down) for op in directory.list_operations()] == [
+        ("0042", "direct", "refuse"), ("0043", "anchored", "direct")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
@@ -68,6 +69,33 @@ def test_0004_gives_existing_operations_the_45_s_dial_timeout_and_takes_the_colu
             command.downgrade(alembic_config(conn), "0003")
         assert "dial_timeout" not in {c["name"] for c in inspect(engine).get_columns("operations")}
         with engine.connect() as conn:  # the row itself survives the column's removal
+            assert conn.execute(text("SELECT sip_domain FROM operations WHERE id = '0042'")).scalar_one() == "a.test"
+    finally:
+        engine.dispose()
+
+
+def test_0008_makes_existing_operations_anchored_with_direct_fallback_and_takes_the_columns_away(db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    from callbridge.storage.migrate import alembic_config
+
+    upgrade(db_url, "0005")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO operations (id, sip_domain) VALUES ('0042', 'a.test')"))
+        upgrade(engine, "0008")
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT media_mode, media_relay_down FROM operations WHERE id = '0042'")).one()
+        assert tuple(row) == ("anchored", "direct")
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE operations SET media_mode = 'loud' WHERE id = '0042'"))
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0005")
+        columns = {c["name"] for c in inspect(engine).get_columns("operations")}
+        assert {"media_mode", "media_relay_down"} & columns == set()
+        with engine.connect() as conn:
             assert conn.execute(text("SELECT sip_domain FROM operations WHERE id = '0042'")).scalar_one() == "a.test"
     finally:
         engine.dispose()

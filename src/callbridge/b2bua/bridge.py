@@ -1,4 +1,4 @@
-"""Bridging two legs, and the SDP each side is shown (signalling only: media flows between the parties).
+"""Bridging two legs, and the SDP each side is shown (media between the parties, or through the media plane).
 
 Rules (RFC 3264, RFC 3725):
 - Each party sees one consistent session from us: the first SDP we relay to a party is passed as it is, and every
@@ -19,6 +19,9 @@ Rules (RFC 3264, RFC 3725):
   SDP as a new version of our session (same `o=` session id, version + 1, RFC 3264 §8), as flow III's steps 6-9
   do; the answerer got the parked party's own offer in its INVITE (flow I's step 3, since a trunk may refuse an
   INVITE without an offer), and was ACKed when it answered.
+- Anchored calls (`anchor.py`, docs/design.md "Media"): every offer and answer moved from one leg to another goes
+  through the media plane first (`sw.anchor.offer`/`answer`), and what the relay gives is what `present` shows;
+  the step continues when the relay has answered. For a direct call those steps run at once with the SDP as it is.
 - A re-INVITE or UPDATE from one party is relayed to the party it is bridged to, the answer relayed back; a
   re-INVITE without SDP, or one from a party bridged to nobody, is answered with the SDP that party last got
   from us (the session does not change). A relayed request that crosses one of ours gets 491 (§14.1).
@@ -110,7 +113,7 @@ def connect(sw: BridgeContext, a: SipLeg, b: SipLeg) -> None:
     a.early_peer = b.early_peer = None
     for x, y in ((a, b), (b, a)):
         if x.direction == "in" and x.ringing and x.server_tx is not None:
-            sw.answer_incoming(x, present(x, y.remote_sdp))
+            _answer_incoming(sw, x, y)
             return
     for x, y in ((a, b), (b, a)):
         if y.parked and x.offer_source == y.leg_id:
@@ -134,6 +137,12 @@ def connect(sw: BridgeContext, a: SipLeg, b: SipLeg) -> None:
 
     if not sw.reinvite(b, b"", offered, defer_ack=True):
         sw.log.warning("could not ask leg %s for an offer to bridge it with %s", b.leg_id, a.leg_id)
+
+
+def _answer_incoming(sw: BridgeContext, incoming: SipLeg, answerer: SipLeg) -> None:
+    """200 to the ringing `incoming` leg with `answerer`'s answer to its offer."""
+    sw.anchor.answer(incoming.conn_id, incoming, answerer, answerer.remote_sdp,
+                     lambda sdp: sw.answer_incoming(incoming, present(incoming, sdp)))
 
 
 def park(sw: BridgeContext, leg: SipLeg) -> None:
@@ -185,11 +194,14 @@ def _unpark(sw: BridgeContext, *, parked: SipLeg, answerer: SipLeg) -> None:
 def _move_offer(sw: BridgeContext, *, offerer: SipLeg, answerer: SipLeg) -> None:
     """`offerer`'s 2xx holds an offer and waits for its ACK: offer it to `answerer`, ACK with the answer."""
 
+    conn_id = offerer.conn_id or answerer.conn_id
+
     def answered(response: Response | None) -> None:
         if offerer.ack_pending:
             if response is not None and 200 <= response.status < 300 and response.body:
                 answerer.remote_sdp = response.body
-            sw.ack(offerer, present(offerer, answerer.remote_sdp))
+            sw.anchor.answer(conn_id, offerer, answerer, answerer.remote_sdp,
+                             lambda sdp: sw.ack(offerer, present(offerer, sdp)))
 
     pending = answerer.reinvite_done
     if pending is not None and answerer.up:
@@ -202,8 +214,12 @@ def _move_offer(sw: BridgeContext, *, offerer: SipLeg, answerer: SipLeg) -> None
 
         answerer.reinvite_done = then
         return
-    if not sw.reinvite(answerer, present(answerer, offerer.remote_sdp), answered):
-        answered(None)
+
+    def send(sdp: bytes) -> None:
+        if not sw.reinvite(answerer, present(answerer, sdp), answered):
+            answered(None)
+
+    sw.anchor.offer(conn_id, offerer, answerer, offerer.remote_sdp, send)
 
 
 def relay_offer(sw: BridgeContext, leg: SipLeg, tx: ServerTransaction, request: Request) -> None:
@@ -213,19 +229,28 @@ def relay_offer(sw: BridgeContext, leg: SipLeg, tx: ServerTransaction, request: 
         sw.respond(tx, 200, body=leg.sent_sdp if request.method == "INVITE" else b"")
         return
     leg.remote_sdp = request.body
-    offer = present(peer, request.body)
+    conn_id = leg.conn_id
 
     def answered(response: Response | None) -> None:
         if response is None:
             sw.respond(tx, 500)
         elif 200 <= response.status < 300:
             peer.remote_sdp = response.body or peer.remote_sdp
-            sw.respond(tx, response.status, body=present(leg, response.body) if response.body else b"")
+            status = response.status
+            if response.body:
+                sw.anchor.answer(conn_id, leg, peer, response.body,
+                                 lambda sdp: sw.respond(tx, status, body=present(leg, sdp)))
+            else:
+                sw.respond(tx, status, body=b"")
         else:
             sw.respond(tx, response.status)
 
-    if request.method == "INVITE":
-        if not sw.reinvite(peer, offer, answered):
-            sw.respond(tx, 491)
-    elif not sw.request_in_dialog(peer, "UPDATE", offer, SDP, answered):
-        sw.respond(tx, 500)
+    def send(sdp: bytes) -> None:
+        offer = present(peer, sdp)
+        if request.method == "INVITE":
+            if not sw.reinvite(peer, offer, answered):
+                sw.respond(tx, 491)
+        elif not sw.request_in_dialog(peer, "UPDATE", offer, SDP, answered):
+            sw.respond(tx, 500)
+
+    sw.anchor.offer(conn_id, leg, peer, request.body, send)

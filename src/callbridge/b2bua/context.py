@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from callbridge.b2bua.anchor import MediaAnchor
 from callbridge.b2bua.legs import LegTable, ReinviteDone, SipLeg
 from callbridge.b2bua.ports import B2buaDirectory, Domain
 from callbridge.sip.endpoint import Endpoint
@@ -43,10 +44,11 @@ class Waker(Protocol):
 
 
 class BridgeContext(Protocol):
-    """`bridge`: moving offers and answers between two legs."""
+    """`bridge`: moving offers and answers between two legs (through the media plane when the call is anchored)."""
 
     endpoint: Endpoint
     legs: LegTable
+    anchor: MediaAnchor
     log: logging.Logger
 
     def wall(self) -> float: ...
@@ -70,6 +72,7 @@ class InboundContext(Protocol):
 
     endpoint: Endpoint
     legs: LegTable
+    anchor: MediaAnchor
     directory: B2buaDirectory
     challengers: ChallengerPool
     draining: bool
@@ -78,6 +81,8 @@ class InboundContext(Protocol):
     def wall(self) -> float: ...
 
     def wake(self) -> None: ...
+
+    def report(self, fn: Callable[..., object], *args: object) -> None: ...
 
     def respond(self, tx: ServerTransaction, status: int, *, body: bytes = b"",
                 headers: Iterable[tuple[str, str]] = (), reason: str | None = None) -> Response | None: ...

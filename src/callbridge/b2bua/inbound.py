@@ -5,7 +5,9 @@ Order of checks (none of the refusals changes any state or record):
 2. Loops (RFC 3261 §16.3 and §8.2.2.2 as a B2BUA applies them): Max-Forwards 0 → 483; a Via naming our own
    sent-by (the request already went through us) → 482. The INVITEs we make carry Max-Forwards - 1, so a loop
    through other B2BUAs also runs out.
-3. A source address within a trunk's inbound networks: the Request-URI user is the DID; unknown → 404.
+3. A source address within a trunk's inbound networks: the trunk's operation anchors its calls on the media
+   plane and no relay is up, and its policy is to refuse → 503 (`anchor.MediaAnchor.admit`; docs/design.md,
+   "Media"). Then the Request-URI user is the DID; unknown → 404.
 4. Anyone else is an agent and must prove it (RFC 3261 §22.3, as Kamailio's `proxy_authorize`): without valid
    credentials in the operation's realm the answer is 407 with a fresh challenge, before any lookup, and the
    same for known and unknown extensions. After authentication: the From user must be the authenticated one
@@ -80,13 +82,21 @@ def _new_leg(sw: InboundContext, request: Request, tx: ServerTransaction, operat
 def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, operation_id: str, hops: int) -> None:
     did = request.uri.user or ""
     caller = request.from_.uri.user or ""
+    admission = sw.anchor.admit(sw.directory.get_operation(operation_id))  # anchor.py: media, decided once
+    if admission == "refuse":
+        sw.respond(tx, 503, reason="Media Relay Unavailable")  # nothing created: no leg, no call
+        return
     leg = _new_leg(sw, request, tx, operation_id, hops)
+    leg.anchored = admission == "anchored"
     service = sw.service
     assert service is not None
     try:
         leg.conn_id = service.on_inbound_call(operation_id, did, leg.leg_id, caller)
     except DidNotFound:
         _refuse(sw, leg, 404)
+    else:
+        if admission == "direct_relay_down":
+            sw.report(service.on_media_direct, leg.conn_id, "relay_down")
     sw.wake()
 
 

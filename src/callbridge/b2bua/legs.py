@@ -64,6 +64,7 @@ class SipLeg:
     trunk: Trunk | None = None  # outgoing through a trunk: its credentials answer the provider's 401/407
     auth_attempts: int = 0  # credentials sent on this leg's INVITE (a second challenge is a failure unless stale)
     written_cseq: tuple[int, int | None] = (0, None)  # (local, remote) CSeq last written to the dialog record
+    anchored: bool = False  # incoming customer leg whose call is to be anchored on the media plane (anchor.py)
 
     @property
     def ringing(self) -> bool:
@@ -94,8 +95,9 @@ class SipLeg:
 class LegTable:
     """Legs by id; a dialog's and a transaction's leg are found through their `user_data`."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_end: Callable[[SipLeg], None] | None = None) -> None:
         self._legs: dict[str, SipLeg] = {}
+        self._on_end = on_end  # told of every leg that ends (the media anchor lets its party go)
 
     def add(self, leg: SipLeg) -> SipLeg:
         self._legs[leg.leg_id] = leg
@@ -111,6 +113,8 @@ class LegTable:
         assert leg.state is ENDED, f"{event} in {was} does not end a leg"
         if self._legs.get(leg.leg_id) is leg:
             del self._legs[leg.leg_id]
+        if self._on_end is not None and was is not ENDED:
+            self._on_end(leg)
         return was
 
     def __len__(self) -> int:

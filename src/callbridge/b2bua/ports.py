@@ -8,6 +8,10 @@ Rules
   the address it came from, RFC 3581). The storage adapter (`callbridge.storage.sip_state`) stores these
   records: it depends on this module, never the other way round.
 - Writes are fire-and-forget (the adapter queues them on its writer thread): nothing here returns a result.
+- `Media` is the media plane (docs/design.md, "Media"), in callbridge's terms: a call (`conn_id`), its legs
+  (`leg_id`), SDP offers and answers as bytes. Its methods are coroutines (a relay answers over the network);
+  they raise `MediaUnavailable` when no relay can take the call or the relay did not answer, `MediaRefused` when
+  it answered no. The implementation (`callbridge.media.rtpengine`) is wired by `bootstrap`; nothing here names it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Protocol
 
 from callbridge.callcontrol.model import Agent, HangupBy, Operation, TransferRecord, Trunk
 
-__all__ = ["B2buaDirectory", "DialogRecord", "DialogStore", "Domain", "RegistrationRecord", "RegistrationStore"]
+__all__ = ["B2buaDirectory", "DialogRecord", "DialogStore", "Domain", "Media", "MediaError", "MediaRefused",
+           "MediaUnavailable", "RegistrationRecord", "RegistrationStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,8 @@ class Domain(Protocol):
 
     def on_leg_ringing(self, leg_id: str) -> None: ...
 
+    def on_media_direct(self, conn_id: str, reason: str) -> None: ...
+
     def on_leg_answered(self, leg_id: str) -> None: ...
 
     def on_leg_failed(self, leg_id: str, sip_status: int | None) -> None: ...
@@ -118,3 +125,68 @@ class Domain(Protocol):
     def on_action_result(self, action_id: str, ok: bool, sip_status: int | None = None) -> None: ...
 
     def on_registration_changed(self, operation_id: str, extension: str, registered: bool) -> None: ...
+
+
+class MediaError(Exception):
+    """The media plane could not do what was asked; `error_id` is stable (logs, metrics, the HTTP layer)."""
+
+    error_id = "media_error"
+
+
+class MediaUnavailable(MediaError):
+    """No relay is up for a new call, or the call's relay did not answer in time."""
+
+    error_id = "media_unavailable"
+
+
+class MediaRefused(MediaError):
+    """The relay answered that it cannot do it (an SDP it cannot read, an unknown call...)."""
+
+    error_id = "media_refused"
+
+
+class Media(Protocol):
+    """The media plane of calls: every offer and answer of an anchored call goes through it.
+
+    A call is one media session (`conn_id`) whose parties are its legs. The customer's leg stays for the whole call;
+    agents and transfer targets come and go: `offer` from a new leg toward the customer re-targets the customer's
+    media to that leg, and the customer's side (what its SDP names) does not change. `drop_leg` takes a leg that is
+    gone out of the session; `delete` ends the session. The SDP returned is what to send to `to_leg`."""
+
+    def available(self) -> bool:
+        """A new call can be anchored now (some relay is up)."""
+        ...
+
+    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes) -> bytes:
+        """`from_leg` offers `sdp` to `to_leg` (None: not known yet, the first INVITE); returns the offer to send."""
+        ...
+
+    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes) -> bytes:
+        """`answerer` answers `offerer`'s offer with `sdp`; returns the answer to send to the offerer."""
+        ...
+
+    async def drop_leg(self, conn_id: str, leg_id: str) -> None: ...
+
+    async def block(self, conn_id: str, leg_id: str) -> None:
+        """Media from `leg_id` no longer reaches the others (hold music plays over it later)."""
+        ...
+
+    async def unblock(self, conn_id: str, leg_id: str) -> None: ...
+
+    async def play(self, conn_id: str, leg_id: str, file: str, *, repeat: int | None = None) -> None:
+        """Play an audio file on the relay to `leg_id` (hold music, announcements)."""
+        ...
+
+    async def stop_playing(self, conn_id: str, leg_id: str) -> None: ...
+
+    async def send_dtmf(self, conn_id: str, leg_id: str, digit: str, *, duration_ms: int = 100) -> None:
+        """RFC 4733 events toward `leg_id`."""
+        ...
+
+    async def start_recording(self, conn_id: str) -> None: ...
+
+    async def stop_recording(self, conn_id: str) -> None: ...
+
+    async def delete(self, conn_id: str) -> None:
+        """The call is over: free its media (idempotent)."""
+        ...

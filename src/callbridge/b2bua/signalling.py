@@ -33,7 +33,7 @@ from callbridge.b2bua.bridge import connect, modify_own, park, present
 from callbridge.b2bua.leg_state import CALLING, FAILED, INCOMING, REFUSED, RELEASE, UP
 from callbridge.b2bua.leg_state import step as leg_state_step
 from callbridge.b2bua.legs import SipLeg
-from callbridge.callcontrol.model import Trunk
+from callbridge.callcontrol.model import Operation, Trunk
 from callbridge.callcontrol.ports import OriginateRequest
 from callbridge.sip.message import Response
 from callbridge.sip.sdp import SessionDescription
@@ -70,14 +70,28 @@ class SipSignalling:
                                  state=CALLING,
                                  agent=request.destination if request.kind == "agent" else None))
         source = None if request.offerless else sw.legs.get(request.offer_from_leg)
+        if source is not None and source.anchored:
+            sw.anchor.adopt(request.conn_id, source)  # the customer's leg: the call's persistent media party
         if source is not None:
-            leg.offer = present(leg, source.remote_sdp)
             leg.max_forwards = source.max_forwards
             if source.ack_pending:
                 leg.offer_source = source.leg_id
                 park(sw, source)
             if source.direction == "in" and source.ringing:
                 leg.early_peer = source.leg_id
+
+            def offered(sdp: bytes) -> None:
+                if leg.state is CALLING and not leg.forks:  # not released while the media plane answered
+                    leg.offer = present(leg, sdp)
+                    self._send_invites(leg, request, op)
+
+            # the first offer of an anchored call: its answerer is not known yet (forks), so no to-tag
+            sw.anchor.offer(request.conn_id, source, None, source.remote_sdp, offered)
+            return
+        self._send_invites(leg, request, op)
+
+    def _send_invites(self, leg: SipLeg, request: OriginateRequest, op: Operation | None) -> None:
+        sw = self.sw
         targets = self._targets(request) if op is not None else []
         if request.kind != "agent":
             leg.trunk = self._trunk(request)  # its credentials answer the provider's 401/407 (trunks.py)

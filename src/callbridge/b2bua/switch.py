@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua import inbound
+from callbridge.b2bua.anchor import MediaAnchor
 from callbridge.b2bua.bridge import SDP, relay_offer
 from callbridge.b2bua.defence import Defence, counts_as_failure
 from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP, DialogWriter
@@ -50,6 +51,7 @@ from callbridge.b2bua.ports import (
     B2buaDirectory,
     DialogStore,
     Domain,
+    Media,
     RegistrationRecord,
     RegistrationStore,
 )
@@ -102,7 +104,7 @@ class Switch:
                  challengers: ChallengerPool, dialogs: DialogStore, registrations: RegistrationStore,
                  wall_clock: Callable[[], float], loop: asyncio.AbstractEventLoop,
                  registrar_limits: RegistrarLimits | None = None,
-                 trunk_registration: TrunkRegistrationConfig | None = None) -> None:
+                 trunk_registration: TrunkRegistrationConfig | None = None, media: Media | None = None) -> None:
         self.endpoint = endpoint
         endpoint.uri_schemes = URI_SCHEMES
         endpoint.supported_options = SUPPORTED_OPTIONS
@@ -115,7 +117,8 @@ class Switch:
         self.loop = loop
         self.registrations = Registrations(self, directory, challengers, registrations, registrar_limits)
         self.registrar = self.registrations.registrar
-        self.legs = LegTable()
+        self.anchor = MediaAnchor(media, loop, self.wake)  # anchored calls' SDP through the media plane
+        self.legs = LegTable(on_end=self.anchor.leg_ended)
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers
         self.draining = False

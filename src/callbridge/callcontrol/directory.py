@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 AfterTransferState = Literal["acw", "ready"]
+# docs/design.md, "Media": "anchored" sends every offer and answer of the operation's calls through the media relay
+# (when one is configured; without one every call is direct), "direct" lets media flow between the parties.
+MediaMode = Literal["anchored", "direct"]
+# What an anchored call does when no relay answers at its start: go on with direct media, or refuse it (503).
+RelayDownPolicy = Literal["direct", "refuse"]
 Transport = Literal["udp", "tcp"]
 CallerIdPolicy = Literal["customer", "agent", "fixed"]
 """Caller ID toward a transfer target or an outside number: the customer's number (the default, with
@@ -39,6 +44,8 @@ class Operation:
     action_timeout: float = 5.0  # hang/hold/mute/dtmf: the SIP final response must come within this
     token_concurrency_limit: int = 2  # default for new tokens
     daily_quota: int | None = None  # default for new tokens; None = no quota
+    media_mode: MediaMode = "anchored"
+    media_relay_down: RelayDownPolicy = "direct"
 
     @property
     def digest_realm(self) -> str:

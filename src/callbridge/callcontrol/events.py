@@ -92,6 +92,15 @@ class CallEnded(DomainEvent):
     sip_cause: int | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallMediaDirect(DomainEvent):
+    """The call's operation anchors media on a relay, but this call's media flows between the parties: no relay
+    was up when it arrived and the operation's policy is to go on (docs/design.md, "Media")."""
+
+    conn_id: str
+    reason: str  # "relay_down"
+
+
 # --- transfers ------------------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from callbridge.callcontrol.acd import Acd
 from callbridge.callcontrol.agents import AgentDesk
 from callbridge.callcontrol.calls import Call, Leg
 from callbridge.callcontrol.errors import DidNotFound
-from callbridge.callcontrol.events import CallAnswered
+from callbridge.callcontrol.events import CallAnswered, CallMediaDirect
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
 from callbridge.callcontrol.live import LiveState
@@ -34,6 +34,7 @@ class AdapterReports:
         self._transfers = transfers
         self._outbound = outbound
         self._book = state.book
+        self._calls = state.calls
 
     def on_inbound_call(self, operation_id: str, did: str, leg_id: str, from_number: str) -> str:
         """A trunk's INVITE to a DID: the call waits in the DID's queue. Raises DidNotFound (answer 404)."""
@@ -48,6 +49,12 @@ class AdapterReports:
         self._acd.enqueue(call, route.queue)
         return call.conn_id
 
+
+    def on_media_direct(self, conn_id: str, reason: str) -> None:
+        """The adapter carries this call's media directly although its operation anchors media (no relay up)."""
+        call = self._calls.get(conn_id)
+        if call is not None:
+            self._k.emit(CallMediaDirect(operation_id=call.operation_id, conn_id=conn_id, reason=reason))
 
     def on_leg_ringing(self, leg_id: str) -> None:
         found = self._life.lookup_leg(leg_id)

@@ -18,7 +18,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -163,6 +163,9 @@ def serve_command(
     sip_tls_cert: str | None = typer.Option(
         None, help="PEM certificate: the WebSocket listener speaks TLS (wss) [env CALLBRIDGE_SIP_TLS_CERT]"),
     sip_tls_key: str | None = typer.Option(None, help="The certificate's PEM key [env CALLBRIDGE_SIP_TLS_KEY]"),
+    rtpengine: Annotated[list[str] | None, typer.Option(
+        "--rtpengine", help="An rtpengine relay, udp:HOST:PORT (its ng port); repeat it or give a comma list "
+                            "[env CALLBRIDGE_RTPENGINE; none: media flows between the parties]")] = None,
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),
@@ -175,7 +178,7 @@ def serve_command(
             http_port=http_port, database_url=database_url, allowed_networks=allowed_networks,
             trusted_networks=trusted_networks, node_id=node_id, drain_seconds=drain_seconds, log_level=log_level,
             log_format=log_format, digest_algorithms=digest_algorithms, sip_ws_port=sip_ws_port,
-            sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key)
+            sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key, rtpengine=",".join(rtpengine) if rtpengine else None)
         check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

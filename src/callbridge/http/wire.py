@@ -22,6 +22,7 @@ from callbridge.callcontrol.events import (
     CallDialing,
     CallEnded,
     CallHeld,
+    CallMediaDirect,
     CallOffered,
     DisplayChanged,
     DomainEvent,
@@ -95,6 +96,8 @@ class WireMapper:
                 "sip_cause": event.sip_cause,
                 "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
             }, event.conn_id
+        if isinstance(event, CallMediaDirect):
+            return "call.media_direct", {"conn_id": event.conn_id, "reason": event.reason}, event.conn_id
         if isinstance(event, AgentStateChanged):
             state, aux = agent_state(event.state)
             previous, _ = agent_state(event.previous)

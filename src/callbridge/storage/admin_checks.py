@@ -74,6 +74,10 @@ def operation_row(f: dict[str, Any]) -> dict[str, Any]:
         raise AdminError(f"after_transfer_state: {f['after_transfer_state']!r} is not 'acw' or 'ready'")
     if f["default_queue"] is not None:
         check(NAME, "default_queue", f["default_queue"], "a queue name")
+    if f["media_mode"] not in ("anchored", "direct"):
+        raise AdminError(f"media_mode: {f['media_mode']!r} is not 'anchored' or 'direct'")
+    if f["media_relay_down"] not in ("direct", "refuse"):
+        raise AdminError(f"media_relay_down: {f['media_relay_down']!r} is not 'direct' or 'refuse'")
     for field in ("acw_seconds", "ring_timeout", "transfer_timeout", "recent_call_window", "action_timeout"):
         number(field, f[field])
     number("dial_timeout", f["dial_timeout"], minimum=1)  # a customer's phone rings at least a second

@@ -74,7 +74,7 @@ def read_operations(conn: Connection) -> list[Operation]:
             dial_timeout=r["dial_timeout"], max_transfers=r["max_transfers"],
             recent_call_window=r["recent_call_window"],
             action_timeout=r["action_timeout"], token_concurrency_limit=r["token_concurrency_limit"],
-            daily_quota=r["daily_quota"],
+            daily_quota=r["daily_quota"], media_mode=r["media_mode"], media_relay_down=r["media_relay_down"],
         )
         for r in rows
     ]

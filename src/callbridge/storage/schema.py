@@ -105,7 +105,12 @@ operations = Table(
     Column("token_concurrency_limit", Integer, nullable=False, server_default="2"),
     Column("daily_quota", Integer),  # default for new tokens; None = no quota
     Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
+    # docs/design.md, "Media": through the relay or between the parties, and what to do when no relay answers
+    Column("media_mode", String(16), nullable=False, server_default="anchored"),
+    Column("media_relay_down", String(16), nullable=False, server_default="direct"),
     CheckConstraint("after_transfer_state IN ('acw', 'ready')", name="after_transfer_state"),
+    CheckConstraint("media_mode IN ('anchored', 'direct')", name="media_mode"),
+    CheckConstraint("media_relay_down IN ('direct', 'refuse')", name="media_relay_down"),
 )
 
 queues = Table(

@@ -1,0 +1,139 @@
+"""Anchoring calls on the media plane: every offer and answer of an anchored call goes through the `Media` port.
+
+Rules (docs/design.md, "Media")
+- Whether a call is anchored is decided once, when the customer's INVITE arrives (`admit`), from its operation:
+  ``media_mode`` "direct", or no media plane configured: direct (media flows between the parties, the SDP is
+  passed as `bridge.present` shows it). "anchored" with a relay up: anchored. "anchored" with no relay up: the
+  operation's ``media_relay_down`` says: "direct" (the call goes on with direct media, counted, and reported to
+  the domain: event ``call.media_direct``) or "refuse" (503,
+  RFC 3261 §21.5.4: a service that is temporarily unavailable; nothing is created).
+- An anchored call is one media session named by its `conn_id`; its parties are leg ids. The customer's leg is the
+  one that persists; agents and transfer targets come and go: a new party's offer toward the customer re-targets
+  the customer's media, and the customer keeps the address and ports it was first given.
+- `offer` and `answer` pass an SDP through the media plane and hand the result to `then`, on a later loop turn
+  (the relay answers over the network); for a direct call `then` runs at once with the SDP unchanged, so a direct
+  call is exactly what it was before anchoring existed. A media failure in the middle of an anchored call (the relay
+  stopped answering) degrades that exchange to direct media rather than drop the call: the SDP goes through
+  unchanged, and it is logged and counted.
+- A leg that ends leaves the session (`leg_ended`); the customer's leg ending ends it (`delete`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from callbridge.b2bua.legs import SipLeg
+from callbridge.b2bua.ports import Media, MediaError
+from callbridge.callcontrol.model import Operation
+
+__all__ = ["Admission", "MediaAnchor"]
+
+Admission = Literal["anchored", "direct", "direct_relay_down", "refuse"]
+Then = Callable[[bytes], None]
+
+log = logging.getLogger(__name__)
+
+
+class MediaAnchor:
+    def __init__(self, media: Media | None, loop: asyncio.AbstractEventLoop | None = None,
+                 wake: Callable[[], None] = lambda: None) -> None:
+        if media is not None and loop is None:
+            raise ValueError("a media plane needs the event loop its steps run on")
+        self.media = media
+        self.loop = loop
+        self.wake = wake
+        self.calls: dict[str, str] = {}  # conn_id -> the customer's leg id (its media persists)
+        self.stats = {"anchored": 0, "direct": 0, "direct_relay_down": 0, "refused_relay_down": 0,
+                      "media_failures": 0}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- the decision at a call's start -------------------------------------------------------------------------
+    def admit(self, operation: Operation | None) -> Admission:
+        if self.media is None or operation is None or operation.media_mode == "direct":
+            self.stats["direct"] += 1
+            return "direct"
+        if self.media.available():
+            return "anchored"
+        if operation.media_relay_down == "refuse":
+            self.stats["refused_relay_down"] += 1
+            return "refuse"
+        self.stats["direct_relay_down"] += 1
+        return "direct_relay_down"
+
+    def adopt(self, conn_id: str, customer: SipLeg) -> None:
+        """`conn_id`'s media is anchored, and `customer` is its persistent party."""
+        if conn_id not in self.calls:
+            self.calls[conn_id] = customer.leg_id
+            self.stats["anchored"] += 1
+
+    def anchored(self, conn_id: str | None) -> bool:
+        return conn_id is not None and conn_id in self.calls
+
+    # --- SDP through the media plane ----------------------------------------------------------------------------
+    def offer(self, conn_id: str | None, from_leg: SipLeg, to_leg: SipLeg | None, sdp: bytes, then: Then) -> None:
+        """`from_leg`'s offer `sdp`, as `to_leg` (None: not known yet) is to get it."""
+        if not sdp or conn_id is None or conn_id not in self.calls or self.media is None:
+            then(sdp)
+            return
+        media = self.media
+        to_id = to_leg.leg_id if to_leg is not None else None
+        self._run(lambda: media.offer(conn_id, from_leg.leg_id, to_id, sdp), sdp, then, "offer", conn_id)
+
+    def answer(self, conn_id: str | None, offerer: SipLeg, answerer: SipLeg, sdp: bytes, then: Then) -> None:
+        """`answerer`'s answer `sdp` to `offerer`'s offer, as `offerer` is to get it."""
+        if not sdp or conn_id is None or conn_id not in self.calls or self.media is None:
+            then(sdp)
+            return
+        media = self.media
+        self._run(lambda: media.answer(conn_id, offerer.leg_id, answerer.leg_id, sdp), sdp, then, "answer",
+                  conn_id)
+
+    def _run(self, make: Callable[[], Awaitable[bytes]], sdp: bytes, then: Then, what: str, conn_id: str) -> None:
+        async def run() -> None:
+            try:
+                out = await make()
+            except MediaError as exc:
+                self.stats["media_failures"] += 1
+                log.warning("call %s: the media plane failed the %s (%s): this exchange goes direct", conn_id,
+                            what, exc)
+                out = sdp
+            try:
+                then(out)
+            except Exception:
+                log.exception("call %s: acting on the %s's SDP failed", conn_id, what)
+            self.wake()
+
+        self._spawn(run())
+
+    # --- parties leaving ----------------------------------------------------------------------------------------
+    def leg_ended(self, leg: SipLeg) -> None:
+        conn_id = leg.conn_id
+        if conn_id is None or conn_id not in self.calls or self.media is None:
+            return
+        media = self.media
+        if self.calls[conn_id] == leg.leg_id:
+            del self.calls[conn_id]
+            self._spawn(self._quietly(media.delete(conn_id), conn_id, "delete"))
+        else:
+            self._spawn(self._quietly(media.drop_leg(conn_id, leg.leg_id), conn_id, "leg release"))
+
+    async def _quietly(self, step: Awaitable[None], conn_id: str, what: str) -> None:
+        try:
+            await step
+        except MediaError as exc:
+            self.stats["media_failures"] += 1
+            log.warning("call %s: the media plane failed the %s (%s)", conn_id, what, exc)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        assert self.loop is not None  # only anchored calls spawn, and a media plane comes with its loop
+        task = self.loop.create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the media steps in flight (closing)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

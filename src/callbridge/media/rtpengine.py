@@ -1,0 +1,112 @@
+"""The `Media` port (`callbridge.b2bua.ports.Media`) on rtpengine's ng protocol: one rtpengine call per call.
+
+Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
+- The ng ``call-id`` is the call's `conn_id`; the ng tags are leg ids. The customer's leg is one monologue for
+  the whole call; each agent or transfer target is a monologue of its own.
+- `offer(conn_id, from_leg, to_leg, sdp)` is ng ``offer`` with ``from-tag`` = `from_leg` and ``to-tag`` = `to_leg`
+  (omitted for a first INVITE, whose answerer is not known yet); `answer(conn_id, offerer, answerer, sdp)` is ng
+  ``answer`` with ``from-tag`` = offerer, ``to-tag`` = answerer. A transfer target's offer toward the customer
+  (RFC 3725 flow I) is thus ``offer from-tag=target to-tag=customer``: rtpengine re-targets the customer's media to
+  the target.
+- Every offer and answer carries the flag ``port latching``: without it rtpengine 10.5 gives the customer's
+  monologue NEW local ports on each re-targeting, so the customer's SDP would change port at every transfer; with
+  it the customer keeps the address and ports it was first given.
+- `drop_leg` is ng ``delete`` with ``from-tag`` = the leg alone and ``delete delay`` 0: that monologue's ports are
+  freed and the others stay (with a ``to-tag`` too, rtpengine deletes the whole call).
+- ``inject DTMF`` is in the flags of every offer and answer when `inject_dtmf` is on: rtpengine 10.5's
+  ``play DTMF`` sends nothing unless both the offer and the answer had it. It engages the transcoding path, where
+  rtpengine drops packets with repeated sequence numbers.
+- A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callbridge.b2bua.ports import MediaRefused, MediaUnavailable
+from callbridge.media.relays import RelaySet
+from callbridge.media.shell import NgCommandFailed, NgShell, NgTimeout
+
+__all__ = ["RtpengineMedia"]
+
+
+class RtpengineMedia:
+    def __init__(self, shell: NgShell, *, inject_dtmf: bool = True) -> None:
+        self.shell = shell
+        self.relays: RelaySet = shell.relays
+        self.flags = ["port latching", *(["inject DTMF"] if inject_dtmf else [])]
+
+    def available(self) -> bool:
+        return any(relay.up for relay in self.relays.relays.values())
+
+    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes) -> bytes:
+        message: dict[str, Any] = {"command": "offer", "call-id": conn_id, "from-tag": from_leg, "sdp": sdp,
+                                   "flags": self.flags, "ICE": "remove"}
+        if to_leg is not None:
+            message["to-tag"] = to_leg
+        return _sdp(await self._send(conn_id, message, new_call=True))
+
+    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes) -> bytes:
+        message = {"command": "answer", "call-id": conn_id, "from-tag": offerer, "to-tag": answerer, "sdp": sdp,
+                   "flags": self.flags, "ICE": "remove"}
+        return _sdp(await self._send(conn_id, message))
+
+    async def drop_leg(self, conn_id: str, leg_id: str) -> None:
+        await self._send(conn_id, {"command": "delete", "call-id": conn_id, "from-tag": leg_id, "delete delay": 0})
+
+    async def block(self, conn_id: str, leg_id: str) -> None:
+        await self._send(conn_id, {"command": "block media", "call-id": conn_id, "from-tag": leg_id})
+
+    async def unblock(self, conn_id: str, leg_id: str) -> None:
+        await self._send(conn_id, {"command": "unblock media", "call-id": conn_id, "from-tag": leg_id})
+
+    async def play(self, conn_id: str, leg_id: str, file: str, *, repeat: int | None = None) -> None:
+        message: dict[str, Any] = {"command": "play media", "call-id": conn_id, "from-tag": leg_id, "file": file}
+        if repeat is not None:
+            message["repeat-times"] = repeat
+        await self._send(conn_id, message)
+
+    async def stop_playing(self, conn_id: str, leg_id: str) -> None:
+        await self._send(conn_id, {"command": "stop media", "call-id": conn_id, "from-tag": leg_id})
+
+    async def send_dtmf(self, conn_id: str, leg_id: str, digit: str, *, duration_ms: int = 100) -> None:
+        await self._send(conn_id, {"command": "play DTMF", "call-id": conn_id, "from-tag": leg_id, "code": digit,
+                                   "duration": duration_ms})
+
+    async def start_recording(self, conn_id: str) -> None:
+        await self._send(conn_id, {"command": "start recording", "call-id": conn_id})
+
+    async def stop_recording(self, conn_id: str) -> None:
+        await self._send(conn_id, {"command": "stop recording", "call-id": conn_id})
+
+    async def delete(self, conn_id: str) -> None:
+        if self.relays.relay_of(conn_id) is None:
+            return
+        try:
+            await self._send(conn_id, {"command": "delete", "call-id": conn_id})
+        except MediaRefused:
+            pass  # already gone on the relay (its own timeout, a restart): nothing left to free
+        finally:
+            self.relays.release(conn_id)
+
+    async def _send(self, conn_id: str, message: dict[str, Any], *, new_call: bool = False) -> dict[str, Any]:
+        fresh = self.relays.relay_of(conn_id) is None
+        relay = self.relays.assign(conn_id) if new_call else self.relays.relay_of(conn_id)
+        if relay is None:
+            reason = "no rtpengine relay is up" if new_call else f"call {conn_id} has no media relay"
+            raise MediaUnavailable(reason)
+        try:
+            return await self.shell.command(relay.address, message)
+        except (NgTimeout, NgCommandFailed) as exc:
+            if fresh and new_call:  # the relay never took the call: it must not count there
+                self.relays.release(conn_id)
+            if isinstance(exc, NgTimeout):
+                raise MediaUnavailable(str(exc)) from None
+            raise MediaRefused(str(exc)) from None
+
+
+def _sdp(reply: dict[str, Any]) -> bytes:
+    sdp = reply.get("sdp")
+    if not isinstance(sdp, bytes) or not sdp:
+        raise MediaRefused("rtpengine answered without an SDP")
+    return sdp

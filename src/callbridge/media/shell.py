@@ -1,0 +1,155 @@
+"""The asyncio shell around the relay set: a UDP socket, one timer, and a coroutine per ng command.
+
+The sans-I/O `RelaySet` never touches a socket or a clock; this shell is its only contact with the world, in the
+shape of `callbridge.transport.runtime` (which drives the SIP core the same way): datagrams in go to
+``relays.receive_datagram(data, addr, now)``; after each input the shell *drains* once: every event is handed to
+the coroutine waiting for its cookie (or logged: a relay going up or down), every queued datagram is sent, and ONE
+``loop.call_at`` timer is re-armed at ``relays.get_timer()``. ``now`` is always ``loop.time()``.
+
+The ng socket is bound on loopback (or the address given) with a port the kernel picks; one socket per address
+family the relays use. Relays are IP literals (callbridge never resolves names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+from callbridge.media.ng import Address, NgReply, NgTimedOut
+from callbridge.media.relays import Health, RelayChanged, RelaySet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NgCommandFailed", "NgShell", "NgTimeout"]
+
+
+class NgTimeout(Exception):
+    """The relay did not answer within the ng client's bounded retransmissions."""
+
+    def __init__(self, relay: Address, command: str) -> None:
+        super().__init__(f"rtpengine {relay[0]}:{relay[1]} did not answer {command!r}")
+        self.relay = relay
+        self.command = command
+
+
+class NgCommandFailed(Exception):
+    """The relay answered ``result: error``; `reason` is its ``error-reason``."""
+
+    def __init__(self, relay: Address, command: str, reason: str) -> None:
+        super().__init__(f"rtpengine {relay[0]}:{relay[1]} refused {command!r}: {reason}")
+        self.relay = relay
+        self.command = command
+        self.reason = reason
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, shell: NgShell) -> None:
+        self.shell = shell
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.shell._received(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable: the retransmissions time out on their own
+        log.debug("ng socket error: %s", exc)
+
+
+class NgShell:
+    def __init__(self, relays: RelaySet, *, bind_v4: str = "127.0.0.1", bind_v6: str = "::1") -> None:
+        self.relays = relays
+        self._bind = {socket.AF_INET: bind_v4, socket.AF_INET6: bind_v6}
+        self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self._waiting: dict[str, asyncio.Future[NgReply]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_scheduled = False
+        self.closed = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        families = {socket.AF_INET6 if ":" in host else socket.AF_INET for host, _ in self.relays.relays}
+        for family in sorted(families):
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(self._bind[family], 0), family=family)
+            self._transports[family] = transport
+        self.relays.start(self._loop.time())
+        self._drain()
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def command(self, relay: Address, message: dict[str, Any]) -> dict[str, Any]:
+        """Send `message` to `relay` and return its reply; `NgTimeout` or `NgCommandFailed` otherwise."""
+        if self._loop is None or self.closed:
+            raise RuntimeError("the ng shell is not running")
+        cookie = self.relays.request(relay, message, self._loop.time())
+        future: asyncio.Future[NgReply] = self._loop.create_future()
+        self._waiting[cookie] = future
+        self._wake()
+        try:
+            reply = await future
+        finally:
+            self._waiting.pop(cookie, None)
+        if not reply.ok:
+            raise NgCommandFailed(relay, reply.command, reply.error_reason)
+        return reply.reply
+
+    def _received(self, data: bytes, addr: Address) -> None:
+        self.relays.receive_datagram(data, addr, self.now())
+        self._drain()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        deadline = self.relays.get_timer()
+        # the loop may fire up to its clock resolution early: the core must see its deadline reached
+        now = max(self._loop.time(), deadline) if deadline is not None else self._loop.time()
+        self.relays.handle_timer(now)
+        self._drain()
+
+    def _wake(self) -> None:
+        if not self._drain_scheduled and self._loop is not None:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        if self.closed:
+            return
+        while (event := self.relays.next_event()) is not None:
+            if isinstance(event, RelayChanged):
+                level = logging.INFO if event.health is Health.UP else logging.WARNING
+                log.log(level, "rtpengine %s:%d is %s", event.address[0], event.address[1], event.health.value)
+                continue
+            future = self._waiting.get(event.cookie)
+            if future is None or future.done():
+                continue
+            if isinstance(event, NgTimedOut):
+                future.set_exception(NgTimeout(event.relay, event.command))
+            else:
+                future.set_result(event)
+        for data, addr in self.relays.datagrams_to_send():
+            transport = self._transports.get(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
+            if transport is not None:
+                transport.sendto(data, addr)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.relays.get_timer()
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for future in self._waiting.values():
+            if not future.done():
+                future.cancel()
+        for transport in self._transports.values():
+            with contextlib.suppress(Exception):
+                transport.close()
+        self._transports.clear()

@@ -1,0 +1,124 @@
+"""The relay set with a fake clock: health from pings, features from statistics, calls sticking to their relay,
+load sharing among the relays that are up."""
+
+from __future__ import annotations
+
+import random
+
+from callbridge.media.bencode import decode, encode
+from callbridge.media.ng import NgReply, NgTimedOut, NgTimers
+from callbridge.media.relays import Health, RelayChanged, RelaySet, RelayTimers, features_from_statistics
+
+A = ("127.0.0.1", 22222)
+B = ("127.0.0.2", 22222)
+
+STATISTICS = {"result": "ok", "statistics": {
+    "intervalstatistics": {"minpingdelay": "0.0", "maxpingdelay": "0.0", "minplay mediadelay": "0.0",
+                           "minstart recordingdelay": "0.0", "avgofferdelay": "0.0",
+                           "minsubscribe requestrequestrate": "0"},
+    "interfaces": [{"name": "default", "address": "127.0.0.1", "ports": {"min": 40000, "max": 40099}}]}}
+
+
+def answer_all(relays: RelaySet, now: float, *, silent: set = frozenset(), stats: dict = STATISTICS) -> list:
+    """Answer every queued ng request as a healthy rtpengine would, except from the relays in `silent`."""
+    for datagram, addr in relays.datagrams_to_send():
+        if addr in silent:
+            continue
+        cookie, body = datagram.split(b" ", 1)
+        command = decode(body)["command"]
+        result = {"result": "pong"} if command == b"ping" else stats if command == b"statistics" else {"result": "ok"}
+        relays.receive_datagram(cookie + b" " + encode(result), addr, now)
+    out = []
+    while (event := relays.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_features_are_the_commands_named_in_statistics() -> None:
+    features, interfaces = features_from_statistics(decode(encode(STATISTICS)))
+    assert "play media" in features and "start recording" in features and "ping" in features
+    assert "offer" in features and "answer" in features  # the core every relay has
+    assert "pause recording" not in features and "connect" not in features
+    assert "subscribe requestrequestrate" not in features  # rates are not commands
+    assert interfaces == (("default", "127.0.0.1"),)
+    assert features_from_statistics({"result": b"ok"}) == (frozenset(), ())
+
+
+def test_a_relay_is_down_until_its_first_pong_then_up_with_its_features() -> None:
+    relays = RelaySet([A], random.Random(1))
+    assert relays.assign("c1") is None  # never heard from: no call goes there
+    relays.start(0.0)
+    assert answer_all(relays, 0.01) == [RelayChanged(A, Health.UP)]
+    assert relays.relays[A].features == frozenset()  # the statistics request is out now
+    assert answer_all(relays, 0.02) == []
+    relay = relays.relays[A]
+    assert relay.up and relay.supports("play media") and not relay.supports("pause recording")
+
+
+def test_a_silent_relay_goes_down_and_comes_back() -> None:
+    relays = RelaySet([A], random.Random(1), ng_timers=NgTimers(first=0.5, cap=1.0, total=2.0),
+                      timers=RelayTimers(ping_interval=5.0))
+    relays.start(0.0)
+    answer_all(relays, 0.0)
+    answer_all(relays, 0.0)
+    now, changes = 0.0, []
+    while now < 12.0:  # pings at 5 and 10 go unanswered (each times out 2 s later)
+        now = relays.get_timer()
+        relays.handle_timer(now)
+        changes += [(now, e) for e in answer_all(relays, now, silent={A})]
+    assert changes == [(7.0, RelayChanged(A, Health.DOWN))]
+    assert relays.relays[A].pings_failed == 2
+    assert relays.assign("c1") is None
+    while now < 15.0:
+        now = relays.get_timer()
+        relays.handle_timer(now)
+        changes += [(now, e) for e in answer_all(relays, now)]
+    assert changes[1:] == [(15.0, RelayChanged(A, Health.UP))]
+    assert relays.assign("c1") is not None
+
+
+def test_calls_stick_to_their_relay_and_new_ones_go_to_the_least_loaded() -> None:
+    relays = RelaySet([A, B], random.Random(1))
+    relays.start(0.0)
+    answer_all(relays, 0.0)
+    picks = [relays.assign(c).address for c in ("c1", "c2", "c3")]
+    assert picks == [A, B, A]
+    assert relays.assign("c2").address == B  # sticky
+    relays.release("c1")
+    relays.release("c3")
+    assert relays.assign("c4").address == A  # A holds none now, B one
+    assert (relays.relays[A].calls, relays.relays[B].calls, relays.call_count) == (1, 1, 2)
+
+
+def test_a_call_keeps_its_relay_even_when_it_is_down_and_new_calls_avoid_it() -> None:
+    relays = RelaySet([A, B], random.Random(1))
+    relays.start(0.0)
+    answer_all(relays, 0.0)
+    assert relays.assign("c1").address == A
+    relays.mark_down(A)
+    assert relays.next_event() == RelayChanged(A, Health.DOWN)
+    assert relays.assign("c1").address == A  # only A knows the call
+    assert relays.assign("c2").address == B
+
+
+def test_a_command_that_times_out_marks_its_relay_down_and_is_passed_on() -> None:
+    relays = RelaySet([A], random.Random(1), ng_timers=NgTimers(first=0.5, cap=0.5, total=1.0),
+                      timers=RelayTimers(ping_interval=60.0))
+    relays.start(0.0)
+    answer_all(relays, 0.0)
+    answer_all(relays, 0.0)
+    cookie = relays.request(A, {"command": "offer", "call-id": "c1", "sdp": "v=0"}, 1.0)
+    for now in (1.5, 2.0):
+        relays.handle_timer(now)
+    relays.datagrams_to_send()
+    assert [relays.next_event(), relays.next_event()] == [RelayChanged(A, Health.DOWN),
+                                                          NgTimedOut(cookie, A, "offer")]
+
+
+def test_replies_to_calls_are_passed_on() -> None:
+    relays = RelaySet([A], random.Random(1))
+    relays.start(0.0)
+    answer_all(relays, 0.0)
+    answer_all(relays, 0.0)
+    cookie = relays.request(A, {"command": "delete", "call-id": "c1"}, 1.0)
+    assert answer_all(relays, 1.0) == [NgReply(cookie, A, "delete", {"result": b"ok"})]
