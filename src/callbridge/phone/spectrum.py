@@ -10,9 +10,9 @@ Rules
 - Level: RMS in dBFS where a full-scale sine (peak 32767) is 0 dBFS (AES17), so a sine of peak ``A`` is
   ``20 log10(A / 32768)`` dBFS. Digital silence is ``-inf``.
 - A block has a dominant tone only when it is louder than ``SILENCE_DBFS`` and at least ``TONAL_SHARE`` of its
-  energy (DC and below 50 Hz excluded) lies within ±3 bins of the peak: white noise spreads its energy over all 512
+  energy (DC and below 50 Hz excluded) lies within ±2 bins of the peak: white noise spreads its energy over all 512
   bins (a peak holds a few percent), a tone concentrates it (a pure tone: over 95%; two equal tones: ~50% each).
-- ``peaks(n)`` gives up to ``n`` tones, strongest first, each a local maximum at least 6 bins (47 Hz) from a
+- ``peaks(n)`` gives up to ``n`` tones, strongest first, each a local maximum at least 4 bins (31 Hz) from a
   stronger one and itself holding ``TONAL_SHARE`` / 2 of the energy (two mixed tones are both found).
 """
 
@@ -28,8 +28,8 @@ __all__ = ["SILENCE_DBFS", "TONAL_SHARE", "Peak", "Spectrum", "analyse", "level_
 
 SILENCE_DBFS = -60.0
 TONAL_SHARE = 0.30
-_LOBE = 3  # bins either side of a peak counted as the peak's energy (Hann main lobe, widened by the zero padding)
-_SEPARATION = 6
+_LOBE = 2  # bins either side of a peak counted as the peak's energy (Hann main lobe, widened by the zero padding)
+_SEPARATION = 4
 _LOW_CUT_HZ = 50.0
 _FULL_SCALE = 32768.0
 
