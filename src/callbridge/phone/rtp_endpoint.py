@@ -113,6 +113,9 @@ class RtpEndpoint:
         self.malformed = 0
         self.send_errors = 0
         self.last_destination: Address | None = None
+        # Where packets physically go instead of their destination (a NAT gateway's inside address in tests); the
+        # destination policy judges this address then.
+        self.next_hop: Address | None = None
         self.listener = Listener(window=window)
         self.streams: dict[int, ReceiverStats] = {}
         self.payload_types: dict[int, int] = {}  # packets received per RTP payload type
@@ -309,12 +312,12 @@ class RtpEndpoint:
 
     def _send(self, packet: bytes, target: tuple[Address, str, int | None]) -> None:
         destination = self._learned if self._learned is not None else target[0]
-        policy = self.call.phone.runtime.policy
-        if policy.refusal_reason(destination) is not None:
+        hop = self.next_hop or destination
+        if self.call.phone.runtime.policy.refusal_reason(hop) is not None:
             self.refused += 1
             return
         try:
-            self.socket.sendto(packet, destination)
+            self.socket.sendto(packet, hop)
         except (BlockingIOError, InterruptedError):
             self.send_errors += 1  # the socket buffer is full: the packet is lost, as on a real network
             return
