@@ -2,12 +2,13 @@
 level and dominant frequency, and summaries over a time range.
 
 Theory of operation
-- Per packet (the hot path) the decoded samples are appended to the open window and the arrival time noted;
-  nothing else. A window closes when it holds ``window`` seconds of samples; it starts at the arrival time of its
-  first packet (the phone's clock, ``loop.time()``). A silence in the arrivals longer than one window (hold, a
-  pause) discards the partial window, so a window never spans a gap.
+- Per packet (the hot path) its G.711 payload is appended, still encoded, to the open window and the arrival
+  time noted; nothing else (no decoding: one byte a sample kept, decoded when analysed). A window closes when it
+  holds ``window`` seconds of samples; it starts at the arrival time of its first packet (the phone's clock,
+  ``loop.time()``). A silence in the arrivals longer than one window (hold, a
+  pause) discards the partial window, so a window never spans a gap; so does a change of codec.
 - Analysis (`callbridge.phone.spectrum`, ~3 ms a window) runs only when `heard` asks, once per window (cached).
-- Memory is bounded: the last ``keep`` seconds of windows and of arrival times are kept.
+- Memory is bounded: the last ``keep`` seconds (30 by default: 240 kB a call) of windows and arrival times.
 
 `Heard` judges a range by *expected* windows, ``floor((until - since) / window) - 1`` (windows are not aligned to
 the range, so one may straddle each end): a stream that stopped, or never came, scores low instead of being judged
@@ -24,6 +25,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from callbridge.media.g711 import PCMU, decode
 from callbridge.phone.spectrum import Spectrum, analyse
 
 __all__ = ["Heard", "Listener", "Window"]
@@ -33,8 +35,13 @@ __all__ = ["Heard", "Listener", "Window"]
 class Window:
     start: float
     end: float
-    samples: array[int]
+    payload: bytes  # G.711, one byte a sample
+    codec: str = PCMU
     _spectrum: Spectrum | None = field(default=None, repr=False)
+
+    @property
+    def samples(self) -> array[int]:
+        return decode(self.codec, self.payload)
 
     @property
     def spectrum(self) -> Spectrum:
@@ -100,29 +107,31 @@ class Heard:
 
 
 class Listener:
-    def __init__(self, *, window: float = 0.1, rate: int = 8000, keep: float = 120.0) -> None:
+    def __init__(self, *, window: float = 0.1, rate: int = 8000, keep: float = 30.0) -> None:
         self.window = window
         self.rate = rate
         self._size = round(window * rate)
         self._windows: deque[Window] = deque(maxlen=max(1, int(keep / window)))
         self._arrivals: deque[float] = deque(maxlen=max(1, int(keep * 50)))
-        self._open: array[int] = array("h")
+        self._open = bytearray()
         self._open_start = 0.0
+        self._codec = PCMU
         self._last = -math.inf
 
-    def feed(self, arrival: float, samples: array[int]) -> None:
-        """One packet's decoded samples, arrived at ``arrival``."""
+    def feed(self, arrival: float, payload: bytes, codec: str = PCMU) -> None:
+        """One packet's G.711 payload (``codec`` "PCMU" or "PCMA"), arrived at ``arrival``."""
         self._arrivals.append(arrival)
-        if arrival - self._last > self.window:
-            self._open = array("h")
-        self._last = arrival
         current = self._open
+        if arrival - self._last > self.window or codec != self._codec:
+            current.clear()
+            self._codec = codec
+        self._last = arrival
         if not current:
             self._open_start = arrival
-        current.extend(samples)
+        current += payload
         if len(current) >= self._size:
-            self._windows.append(Window(self._open_start, arrival, current[: self._size]))
-            self._open = current[self._size:]
+            self._windows.append(Window(self._open_start, arrival, bytes(current[: self._size]), codec))
+            del current[: self._size]
             self._open_start = arrival
 
     def windows(self, since: float = -math.inf, until: float = math.inf) -> list[Window]:

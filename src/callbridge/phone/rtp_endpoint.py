@@ -36,10 +36,9 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from callbridge.media.g711 import PCMA, PCMU, alaw_decode, ulaw_decode
+from callbridge.media.g711 import PCMA, PCMU
 from callbridge.phone.listen import Heard, Listener, Window
 from callbridge.phone.media import parse_remote, remote_direction, telephone_event_type
 from callbridge.phone.rtp import ReceiverStats, RtpError, build, parse
@@ -48,7 +47,6 @@ from callbridge.phone.telephone_event import ReceivedEvent, TelephoneEventReceiv
 from callbridge.phone.tone import FRAME, FrameSource, silence, tone
 
 if TYPE_CHECKING:
-    from array import array
 
     from callbridge.media.audio import Audio
     from callbridge.phone.call import Call
@@ -60,7 +58,6 @@ TICK = 0.020
 MAX_CATCH_UP = 5
 _PT_CODEC = {0: PCMU, 8: PCMA}
 _CODEC_PT = {PCMU: 0, PCMA: 8}
-_DECODERS: dict[int, Callable[[bytes], array[int]]] = {0: ulaw_decode, 8: alaw_decode}
 Address = tuple[str, int]
 
 
@@ -357,9 +354,9 @@ class RtpEndpoint:
             return
         pt = packet.payload_type
         self.payload_types[pt] = self.payload_types.get(pt, 0) + 1
-        decoder = _DECODERS.get(pt)
-        if decoder is not None:
-            self.listener.feed(now, decoder(packet.payload))
+        codec = _PT_CODEC.get(pt)
+        if codec is not None:
+            self.listener.feed(now, packet.payload, codec)
             return
         self._maybe_refresh()
         event_pts = {self.call.media.telephone_event, self._target[2] if self._target else None}
