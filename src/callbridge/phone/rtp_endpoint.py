@@ -122,7 +122,7 @@ class RtpEndpoint:
         self._digits: list[tuple[bool, bytes, int]] = []  # (marker, payload, digit index) queued to send
         self._digit_timestamps: dict[int, int] = {}  # digit index -> the timestamp of its event's start
         self._last_stats: ReceiverStats | None = None
-        self._remote_seen_before: SessionDescription | None = None
+        self._learned_for: SessionDescription | None = None  # the remote description `_learned` was learned under
         self._digits_done: asyncio.Future[None] | None = None
         self._event_waiters: list[asyncio.Future[ReceivedEvent]] = []
         self._learned: Address | None = None
@@ -130,7 +130,6 @@ class RtpEndpoint:
         self._local_seen: bytes | None = None
         self._target: tuple[Address, str, int | None] | None = None  # (address, codec, telephone-event pt)
         self._sending = False
-        self._due = 0.0
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -226,9 +225,9 @@ class RtpEndpoint:
         media = self.call.media
         remote, local = media.remote, media.local
         self._remote_seen, self._local_seen = remote, local
-        if remote is not self._remote_seen_before:
+        if remote is not self._learned_for:
             self._learned = None  # a new description: forget the address learned by symmetric RTP
-            self._remote_seen_before = remote
+            self._learned_for = remote
         self._target = None
         self._sending = False
         if remote is None or local is None:
