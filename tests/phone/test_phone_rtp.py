@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from callbridge.media.audio import hold_music
 from callbridge.phone import Call, Held, IncomingCall, Phone, Resumed
 from callbridge.phone.rtp import parse
 
@@ -195,3 +196,22 @@ async def test_reinvite_to_a_new_address_moves_the_stream(media_phone: MediaPhon
         assert [b - a for a, b in itertools.pairwise(stamps)] == [160] * (len(stamps) - 1)
     finally:
         spy_transport.close()
+
+
+async def test_the_built_in_hold_music_is_heard_note_by_note(media_phone: MediaPhoneFactory) -> None:
+    alice = await media_phone("1001")
+    bob = await media_phone("2002", answer="auto")
+    call, callee = await connect(alice, bob)
+    assert call.rtp is not None and callee.rtp is not None
+    callee.rtp.play(hold_music())  # 400, 600, 800, 600 Hz, 0.5 s each, -16 dBFS (media/audio.py)
+    since, until = await listen(alice, 2.3)
+    heard = call.rtp.heard(since, until)
+    notes = [round(w.hz) for w in heard.windows if w.hz is not None]
+    # every window is one of the notes, and the notes come in the documented order
+    assert set(notes) == {400, 600, 800}
+    changes = [hz for i, hz in enumerate(notes) if i == 0 or notes[i - 1] != hz]
+    order = [400, 600, 800, 600] * 3
+    start = next(i for i in range(4) if order[i: i + len(changes)] == changes)
+    assert changes == order[start: start + len(changes)] and len(changes) >= 4
+    assert heard.share(600, tolerance=2) >= 0.35  # two of the four notes
+    assert heard.level_dbfs == pytest.approx(-16, abs=0.5)
