@@ -25,6 +25,9 @@ FORBIDDEN = {
     # they run off the loop in storage's own functions. No other storage module may be imported (checked below).
     "http": {"sip", "transport", "phone", "b2bua", "client", "cli", "bootstrap", "config", "serve",
              "admin", "demo", "tools"},
+    # The media plane (rtpengine, audio files, recordings) serves the server; the phone, a test tool, may use its
+    # pure parts (G.711, RTP packets, audio), never the other way round.
+    "media": {"phone", "http", "client", "cli"},
 }
 # rtpengine is the media plane's adapter (callbridge.media): only bootstrap wires it; everyone else speaks of legs,
 # offers and answers through the Media port (b2bua/ports.py), docs/design.md "Media".

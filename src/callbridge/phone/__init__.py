@@ -12,6 +12,15 @@
     await call.hangup()                                           # BYE, CANCEL before an answer, 603 if unanswered
     await phone.close()
 
+Media (``Phone.start(media=True)``; see `rtp_endpoint.py`): each call gets its own RTP socket and ``call.rtp``,
+which sends G.711 (``codecs=("PCMU", "PCMA")``) every 20 ms where the far end's SDP says, follows re-INVITEs and
+hold, and measures what it receives:
+
+    call.rtp.play_tone(1000, dbfs=-12); call.rtp.play_silence(); call.rtp.play(audio); call.rtp.stop()
+    heard = call.rtp.heard(t0, phone.now())                       # heard.share(1000), .dominant_hz, .level_dbfs
+    await call.rtp.send_digits("12#"); await other.rtp.wait_digits(3)   # RFC 4733 telephone-events
+    call.rtp.stats                                                # received, lost, duplicates, jitter_ms
+
 Behaviour (see `phone.py` for the theory of operation): the phone answers re-INVITEs and UPDATEs with a correct
 SDP answer (sendonly offer -> recvonly answer, RFC 3264 §6.1), offers in its 2xx to an offer-less INVITE (RFC 3725
 flow I) and takes the answer from the ACK, answers INFO, OPTIONS and NOTIFY with 200, follows REFER (202, NOTIFY

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from callbridge.phone.events import CallEnded, CallFailed
 from callbridge.phone.media import MediaSession, NotAcceptable, parse_remote
+from callbridge.phone.rtp_endpoint import RtpEndpoint
 from callbridge.phone.states import CallInput, CallState, CallStateError, next_state
 from callbridge.sip import Request, Response, SdpError, SessionDescription
 from callbridge.sip.dialog import Dialog
@@ -60,6 +61,10 @@ class Call:
         self._transfer_done = False  # a REFER of ours reached its final NOTIFY
         self._answered: asyncio.Future[Call] | None = None
         self._reinvite: asyncio.Future[int] | None = None
+        # The call's RTP endpoint when the phone sends media (Phone.start(media=True)), else None.
+        self.rtp: RtpEndpoint | None = None
+        if media.rtp_socket is not None:
+            self.rtp = RtpEndpoint(self, media.rtp_socket, symmetric=phone.symmetric_rtp)
 
     def __repr__(self) -> str:
         call_id = self.invite.call_id if self.invite is not None else "?"
@@ -106,6 +111,8 @@ class Call:
             tx.user_data = None
         phone = self.phone
         phone._forget(self)
+        if self.rtp is not None:
+            self.rtp.close()
         fut = self._answered
         if fut is not None and not fut.done():
             fut.set_exception(CallError(f"call ended ({reason})", status or 0))

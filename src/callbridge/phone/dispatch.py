@@ -148,11 +148,13 @@ class Dispatcher:
         media = self._new_media()
         if request.body:
             if request.content_type != SDP:
+                media.close()
                 self._respond(tx, 415, headers=[("Accept", SDP)])
                 return
             try:
                 media.remote = parse_remote(request.body)
             except SdpError:
+                media.close()
                 self._respond(tx, 400, reason="Bad SDP")
                 return
         replaced: Call | None = None
@@ -160,11 +162,13 @@ class Dispatcher:
             try:
                 replaces = request.replaces
             except SipError:
+                media.close()
                 self._respond(tx, 400, reason="Bad Replaces")
                 return
             replaced = self._find_dialog_call(replaces.call_id, replaces.to_tag, replaces.from_tag) \
                 if replaces is not None else None
             if replaced is None:
+                media.close()
                 self._respond(tx, 481)
                 return
         call = Call(cast("Phone", self), "in", media, invite=request, server_tx=tx)

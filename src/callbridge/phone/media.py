@@ -1,10 +1,13 @@
 """One call's side of the SDP offer/answer (RFC 3264), for a phone that signals media but sends none.
 
 Rules
-- The phone offers one audio stream, PCMU/8000 (payload type 0), on its own RTP port, from its own address.
+- The phone offers one audio stream on its own RTP port, from its own address: PCMU/8000 (payload type 0) by
+  default; a phone that sends media (``Phone.start(media=True)``) may offer PCMA (8) too, in its order of
+  preference, and telephone-event/8000 (RFC 4733, payload type 101).
 - Answers (RFC 3264 §6): one m= line per offered m= line, in order. The first audio stream over RTP/AVP that
-  offers PCMU is accepted (our port, payload 0 only); every other stream is rejected with port 0. An offer with no
-  acceptable stream cannot be answered (the INVITE gets 488).
+  offers one of our codecs is accepted (our port; the first of the offer's formats we support, and the offer's
+  telephone-event payload type when both sides have one); every other stream is rejected with port 0. An offer with
+  no acceptable stream cannot be answered (the INVITE gets 488).
 - Direction (§6.1): the answer mirrors the offer (sendonly -> recvonly, recvonly -> sendonly, inactive stays);
   while we hold the call our side also stops receiving (§8.4: sendrecv -> sendonly, recvonly -> inactive).
 - Versions (§8): every description we send in one call keeps the o= session id; its version goes up by one
@@ -17,17 +20,21 @@ Rules
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 
-from callbridge.sip.sdp import Direction, SessionDescription, answer_direction, hold_direction
+from callbridge.sip.sdp import Direction, MediaDescription, SessionDescription, answer_direction, hold_direction
 
-__all__ = ["MediaSession", "NotAcceptable", "parse_remote", "remote_direction"]
+__all__ = ["CODEC_PAYLOAD_TYPES", "MediaSession", "NotAcceptable", "parse_remote", "remote_direction",
+           "telephone_event_type"]
 
 _PCMU = "0"
+CODEC_PAYLOAD_TYPES = {"PCMU": "0", "PCMA": "8"}  # static payload types (RFC 3551 §6, Table 4)
+_CODEC_NAMES = {pt: name for name, pt in CODEC_PAYLOAD_TYPES.items()}
 
 
 class NotAcceptable(Exception):
-    """The offer has no stream this phone can accept (PCMU over RTP/AVP): answer 488."""
+    """The offer has no stream this phone can accept (one of its codecs over RTP/AVP): answer 488."""
 
 
 @lru_cache(maxsize=256)
@@ -44,14 +51,29 @@ def remote_direction(sd: SessionDescription) -> Direction:
     return sd.direction()
 
 
+def telephone_event_type(media: MediaDescription) -> int | None:
+    """The payload type a media section maps to telephone-event/8000 (RFC 4733 §7.1.1), or None."""
+    for attribute in media.attributes:
+        if attribute.name == "rtpmap" and attribute.value:
+            pt, _, encoding = attribute.value.partition(" ")
+            if encoding.lower().startswith("telephone-event/") and pt in media.formats and pt.isdigit():
+                return int(pt)
+    return None
+
+
 class MediaSession:
     """Our descriptions for one call: what we offered or answered last, and what the far end sent last."""
 
-    __slots__ = ("_body", "_sess_version", "_stream", "address", "addrtype", "holding", "remote", "rtp_port",
-                 "sess_id", "username")
+    __slots__ = ("_body", "_sess_version", "_stream", "address", "addrtype", "formats", "holding", "remote",
+                 "rtp_port", "rtp_socket", "sess_id", "telephone_event", "username")
 
-    def __init__(self, address: str, rtp_port: int, sess_id: int, username: str = "-") -> None:
+    def __init__(self, address: str, rtp_port: int, sess_id: int, username: str = "-", *,
+                 formats: tuple[str, ...] = (_PCMU,), telephone_event: int | None = None,
+                 rtp_socket: socket.socket | None = None) -> None:
         self.address = address
+        self.formats = formats  # static payload types we accept, in our order of preference
+        self.telephone_event = telephone_event  # the payload type we offer for RFC 4733 events, or None
+        self.rtp_socket = rtp_socket  # the call's own RTP socket when the phone sends media
         self.addrtype = "IP6" if ":" in address else "IP4"
         self.rtp_port = rtp_port
         self.sess_id = sess_id
@@ -82,31 +104,46 @@ class MediaSession:
         self._body = body
         return body
 
-    def _audio(self, direction: Direction) -> str:
-        return (f"m=audio {self.rtp_port} RTP/AVP {_PCMU}\r\na=rtpmap:{_PCMU} PCMU/8000\r\n"
-                f"a=ptime:20\r\na={direction}\r\n")
+    def _audio(self, direction: Direction, formats: tuple[str, ...] | None = None,
+               event_pt: int | None = None) -> str:
+        formats = self.formats if formats is None else formats
+        rtpmaps = "".join(f"a=rtpmap:{pt} {_CODEC_NAMES[pt]}/8000\r\n" for pt in formats)
+        listed = " ".join(formats)
+        if event_pt is not None:
+            listed += f" {event_pt}"
+            rtpmaps += f"a=rtpmap:{event_pt} telephone-event/8000\r\na=fmtp:{event_pt} 0-15\r\n"
+        return f"m=audio {self.rtp_port} RTP/AVP {listed}\r\n{rtpmaps}a=ptime:20\r\na={direction}\r\n"
 
     def offer(self) -> bytes:
         """A new offer (initial, re-INVITE, or in a 2xx to an offer-less INVITE): sendrecv, or sendonly on hold."""
-        return self._write([self._audio("sendonly" if self.holding else "sendrecv")])
+        return self._write([self._audio("sendonly" if self.holding else "sendrecv",
+                                        event_pt=self.telephone_event)])
+
+    def close(self) -> None:
+        """Release the call's RTP socket (a call that never got going; `Call` closes it otherwise)."""
+        if self.rtp_socket is not None:
+            self.rtp_socket.close()
 
     def answer(self, offer: SessionDescription) -> bytes:
         """Our answer to `offer` (which becomes `remote`); raises `NotAcceptable` when nothing can be accepted."""
         lines: list[str] = []
         accepted = False
         for media in offer.media:
+            chosen = [pt for pt in media.formats if pt in self.formats][:1]
             if (not accepted and media.media == "audio" and media.proto.upper() == "RTP/AVP"
-                    and not media.rejected and _PCMU in media.formats):
+                    and not media.rejected and chosen):
                 direction = answer_direction(offer.direction(media))
                 if self.holding:
                     direction = hold_direction(direction)
-                lines.append(self._audio(direction))
+                event_pt = telephone_event_type(media) if self.telephone_event is not None else None
+                lines.append(self._audio(direction, tuple(chosen), event_pt))
                 accepted = True
             else:
                 formats = " ".join(media.formats) or _PCMU
                 lines.append(f"m={media.media} 0 {media.proto} {formats}\r\n")
         if not accepted:
-            raise NotAcceptable("no PCMU audio stream over RTP/AVP in the offer")
+            names = " or ".join(_CODEC_NAMES[pt] for pt in self.formats)
+            raise NotAcceptable(f"no {names} audio stream over RTP/AVP in the offer")
         self.remote = offer
         return self._write(lines)
 

@@ -23,7 +23,7 @@ import asyncio
 import collections
 import random
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from callbridge.phone.call import SDP, Call
@@ -31,8 +31,9 @@ from callbridge.phone.dispatch import Dispatcher
 from callbridge.phone.events import (
     PhoneEvent,
 )
-from callbridge.phone.media import MediaSession
+from callbridge.phone.media import CODEC_PAYLOAD_TYPES, MediaSession
 from callbridge.phone.registration import Registration
+from callbridge.phone.rtp_endpoint import RtpClock
 from callbridge.sip import DigestResponder, TimerConfig
 from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.uri import URI, parse_uri
@@ -41,6 +42,8 @@ from callbridge.transport import LOOPBACK_NETWORKS, DestinationPolicy, Runtime, 
 __all__ = ["EventStream", "Phone"]
 
 EventKind = type | tuple[type, ...]
+TELEPHONE_EVENT_PT = 101  # the dynamic payload type our offers give telephone-event (RFC 4733)
+RTP_BUFFER_BYTES = 256 * 1024
 
 
 class EventStream:
@@ -91,6 +94,11 @@ class Phone(Dispatcher):
         self.ring_delay = 0.0
         self.follow_refer = True
         self.rtp_port = 0
+        self.media_enabled = False  # each call gets its own RTP socket and endpoint (call.rtp)
+        self.media_address = "127.0.0.1"  # the address our SDP names (c=)
+        self.symmetric_rtp = False
+        self.media_formats: tuple[str, ...] = ("0",)
+        self._rtp_clock = RtpClock()
         self.rng = random.Random()
         self.endpoint: Endpoint
         self.runtime: Runtime
@@ -114,13 +122,20 @@ class Phone(Dispatcher):
                     ring_delay: float = 0.0, sdp_port: int | None = None, name: str | None = None,
                     follow_refer: bool = True, history: int = 1000, timers: TimerConfig | None = None,
                     rng: random.Random | None = None, user_agent: str | None = "callbridge-phone",
-                    session_expires: int | None = None) -> Phone:
+                    session_expires: int | None = None, media: bool = False, media_address: str | None = None,
+                    symmetric_rtp: bool = False, codecs: Sequence[str] = ("PCMU",)) -> Phone:
         if transport not in ("udp", "tcp", "ws"):
             raise ValueError(f"transport must be 'udp', 'tcp' or 'ws', not {transport!r}")
         if answer not in ("manual", "auto"):
             raise ValueError(f"answer must be 'manual' or 'auto', not {answer!r}")
+        unknown = [c for c in codecs if c not in CODEC_PAYLOAD_TYPES]
+        if unknown or not codecs:
+            raise ValueError(f"codecs must be some of {', '.join(CODEC_PAYLOAD_TYPES)}, not {list(codecs)!r}")
         self = cls()
         self.host, self.transport, self.user = host, transport, user
+        self.media_enabled, self.symmetric_rtp = media, symmetric_rtp
+        self.media_address = media_address or host
+        self.media_formats = tuple(CODEC_PAYLOAD_TYPES[c] for c in codecs)
         self.domain = domain if domain is not None else host
         self.name = name or f"phone-{user}"
         self.answer_mode, self.auto_answer_status, self.ring_delay = answer, auto_answer_status, ring_delay
@@ -268,7 +283,11 @@ class Phone(Dispatcher):
         return call
 
     def _new_media(self) -> MediaSession:
-        return MediaSession(self.host, self.rtp_port, self.rng.getrandbits(31), self.user)
+        if not self.media_enabled:
+            return MediaSession(self.host, self.rtp_port, self.rng.getrandbits(31), self.user)
+        sock = bind_udp(self.host, 0, buffer_bytes=RTP_BUFFER_BYTES)  # the call's own RTP port
+        return MediaSession(self.media_address, sock.getsockname()[1], self.rng.getrandbits(31), self.user,
+                            formats=self.media_formats, telephone_event=TELEPHONE_EVENT_PT, rtp_socket=sock)
 
     def _place_call(self, uri: str | URI, *, dest: tuple[str, int] | None, headers: tuple[tuple[str, str], ...],
                     from_display: str | None = None) -> Call:
