@@ -96,6 +96,28 @@ async def test_an_anchored_call_goes_through_the_media_plane_and_the_customer_si
     assert anchor.calls == {} and anchor.stats["anchored"] == 1
 
 
+async def test_a_peer_released_before_the_customer_is_re_targeted_leaves_after_it() -> None:
+    # attended transfer: the agent consults the target, then is released before the customer joins the target
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    customer, agent, target = leg("cust"), leg("agent"), leg("target")
+    anchor.adopt("c1", customer)
+    await through(anchor.offer, "c1", customer, None, CUSTOMER_SDP)
+    await through(anchor.answer, "c1", customer, agent, AGENT_SDP)
+    await through(anchor.offer, "c1", target, agent, TARGET_SDP)
+    await through(anchor.answer, "c1", target, agent, AGENT_SDP)
+    assert anchor.peers == {"c1": "agent"}  # the consultation does not move the customer
+    anchor.leg_ended(agent)
+    await anchor.settle()
+    assert ("drop_leg", "c1", "agent") not in media.ops and anchor.leaving == {"c1": ["agent"]}
+    await through(anchor.offer, "c1", target, customer, TARGET_SDP)
+    await through(anchor.answer, "c1", target, customer, CUSTOMER_SDP)
+    await anchor.settle()
+    assert media.ops[-3:] == [("offer", "c1", "target", "cust"), ("answer", "c1", "target", "cust"),
+                              ("drop_leg", "c1", "agent")]
+    assert anchor.peers == {"c1": "target"} and anchor.leaving == {}
+
+
 async def test_a_relay_failing_mid_call_degrades_that_exchange_to_direct_and_is_counted() -> None:
     media = FakeMedia()
     anchor = MediaAnchor(media, asyncio.get_running_loop())
