@@ -162,3 +162,56 @@ async def test_no_relay_answering_at_the_call_start_follows_the_operations_polic
         await node.close()
         customer_rtp.close()
         agent_rtp.close()
+
+
+async def test_an_attended_transfer_consults_and_completes_through_the_relay(tmp_path: Path) -> None:
+    with Rtpengine(workdir=tmp_path / "rtpengine") as relay:
+        node = await anchored_node(tmp_path, f"udp:{relay.host}:{relay.ng_port}")
+        customer_rtp, agent_rtp, target_rtp = (RtpEndpoint(CUSTOMER_HOST), RtpEndpoint(), RtpEndpoint())
+        phones = []
+        try:
+            await until(lambda: node.switch.anchor.media is not None and node.switch.anchor.media.available(),
+                        what="the relay up")
+            agent = await agent_phone(node, "1001", answer="auto", sdp_port=agent_rtp.address[1])
+            target = await agent_phone(node, "1002", ready=False, answer="auto", sdp_port=target_rtp.address[1])
+            customer = await customer_phone(sdp_port=customer_rtp.address[1])
+            phones += [agent, target, customer]
+            call = await customer.call(did_uri(node), timeout=5)
+            agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
+            await agent.wait_for(Established, call=agent_call, timeout=5)
+            customer_sees = media_of(call.remote_sdp)
+
+            node.service.change_status(OP, "1002", "ready")
+            record = node.service.start_transfer(OP, "1001", "1002", kind="attended")
+            target_call = (await target.wait_for(IncomingCall, timeout=5)).call
+            await target.wait_for(Established, call=target_call, timeout=5)
+            await until(lambda: node.service.get_transfer(OP, record.id).state == "consulting",
+                        what="consulting")
+            # agent and target talk through the relay while the customer waits
+            await until(lambda: in_range(relay, media_of(agent_call.remote_sdp)), what="the agent toward the target")
+            agent_sees, target_sees = media_of(agent_call.remote_sdp), media_of(target_call.remote_sdp)
+            assert in_range(relay, target_sees)
+            assert await flows(agent_rtp, agent_sees, target_rtp) == [agent_rtp.ssrc] * 10
+            assert await flows(target_rtp, target_sees, agent_rtp) == [target_rtp.ssrc] * 10
+
+            node.service.complete_transfer(OP, record.id)
+            await agent.wait_for(CallEnded, call=agent_call, timeout=5)
+            await until(lambda: node.service.get_transfer(OP, record.id).state == "completed",
+                        what="completed")
+            target_leg = node.service.get_transfer(OP, record.id).target_leg_id
+            assert target_leg is not None
+            await until(lambda: node.switch.anchor.peers.get(record.conn_id) == target_leg,
+                        what="the customer's media toward the target")
+            assert media_of(call.remote_sdp) == customer_sees  # the customer's side never moved
+            target_now = media_of(target_call.remote_sdp)
+            assert await flows(customer_rtp, customer_sees, target_rtp) == [customer_rtp.ssrc] * 10
+            assert await flows(target_rtp, target_now, customer_rtp) == [target_rtp.ssrc] * 10
+            await call.hangup()
+            await until(lambda: node.live_legs == 0 and not node.switch.anchor.calls, what="the call over")
+            assert node.switch.anchor.stats["media_failures"] == 0
+        finally:
+            for phone in phones:
+                await phone.close()
+            await node.close()
+            for endpoint in (customer_rtp, agent_rtp, target_rtp):
+                endpoint.close()

@@ -15,7 +15,10 @@ Rules (docs/design.md, "Media")
   call is exactly what it was before anchoring existed. A media failure in the middle of an anchored call (the relay
   stopped answering) degrades that exchange to direct media rather than drop the call: the SDP goes through
   unchanged, and it is logged and counted.
-- A leg that ends leaves the session (`leg_ended`); the customer's leg ending ends it (`delete`).
+- A leg that ends leaves the session (`leg_ended`); the customer's leg ending ends it (`delete`). A leg that is
+  still the customer's media peer when it ends (an attended transfer releases the agent before the customer is
+  joined to the target) leaves only once the customer's media is re-targeted to someone else: rtpengine 10.5 gives
+  the customer new ports when its peer is deleted first. Until then its phone has hung up and sends nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class MediaAnchor:
         self.loop = loop
         self.wake = wake
         self.calls: dict[str, str] = {}  # conn_id -> the customer's leg id (its media persists)
+        self.peers: dict[str, str] = {}  # conn_id -> the leg the customer's media goes to now
+        self.leaving: dict[str, list[str]] = {}  # conn_id -> legs that ended while they were the customer's peer
         self.stats = {"anchored": 0, "direct": 0, "direct_relay_down": 0, "refused_relay_down": 0,
                       "media_failures": 0}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -88,13 +93,32 @@ class MediaAnchor:
             then(sdp)
             return
         media = self.media
-        self._run(lambda: media.answer(conn_id, offerer.leg_id, answerer.leg_id, sdp), sdp, then, "answer",
-                  conn_id)
+        customer = self.calls[conn_id]
+        peer = {offerer.leg_id: answerer.leg_id, answerer.leg_id: offerer.leg_id}.get(customer)
 
-    def _run(self, make: Callable[[], Awaitable[bytes]], sdp: bytes, then: Then, what: str, conn_id: str) -> None:
+        def answered() -> None:
+            if peer is not None:
+                self._customer_peer(conn_id, peer)
+
+        self._run(lambda: media.answer(conn_id, offerer.leg_id, answerer.leg_id, sdp), sdp, then, "answer",
+                  conn_id, answered)
+
+    def _customer_peer(self, conn_id: str, peer: str) -> None:
+        """The customer's media goes to `peer` now: the legs that were waiting for that can leave."""
+        self.peers[conn_id] = peer
+        media = self.media
+        assert media is not None
+        for leg_id in self.leaving.pop(conn_id, []):
+            if leg_id != peer:
+                self._spawn(self._quietly(media.drop_leg(conn_id, leg_id), conn_id, "leg release"))
+
+    def _run(self, make: Callable[[], Awaitable[bytes]], sdp: bytes, then: Then, what: str, conn_id: str,
+             done: Callable[[], None] | None = None) -> None:
         async def run() -> None:
             try:
                 out = await make()
+                if done is not None and conn_id in self.calls:
+                    done()
             except MediaError as exc:
                 self.stats["media_failures"] += 1
                 log.warning("call %s: the media plane failed the %s (%s): this exchange goes direct", conn_id,
@@ -116,7 +140,11 @@ class MediaAnchor:
         media = self.media
         if self.calls[conn_id] == leg.leg_id:
             del self.calls[conn_id]
+            self.peers.pop(conn_id, None)
+            self.leaving.pop(conn_id, None)
             self._spawn(self._quietly(media.delete(conn_id), conn_id, "delete"))
+        elif self.peers.get(conn_id) == leg.leg_id:
+            self.leaving.setdefault(conn_id, []).append(leg.leg_id)  # see the module rules
         else:
             self._spawn(self._quietly(media.drop_leg(conn_id, leg.leg_id), conn_id, "leg release"))
 

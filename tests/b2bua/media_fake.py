@@ -1,0 +1,100 @@
+"""An in-memory `Media` port (`callbridge.b2bua.ports.Media`) for unit tests: no relay, no socket.
+
+It behaves the way rtpengine does for what callbridge relies on (docs/design.md, "Media"): the SDP it returns names
+its relay address, with one port per party of a call that stays that party's for the whole call (so the customer's
+side does not move when an agent or a transfer target comes), and every call made of it is recorded in `ops`
+in callbridge's terms. `up = False` makes it unavailable for new calls; a command named in `failing` raises
+`MediaUnavailable` (a relay that stopped answering).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+from callbridge.b2bua.ports import MediaRefused, MediaUnavailable
+
+RELAY = "127.0.0.99"
+
+
+class FakeMedia:
+    def __init__(self, *, up: bool = True, first_port: int = 30000) -> None:
+        self.up = up
+        self.failing: set[str] = set()
+        self.ops: list[tuple[object, ...]] = []
+        self.calls: set[str] = set()
+        self._ports: dict[tuple[str, str], int] = {}
+        self._next = itertools.count(first_port, 2)
+
+    def available(self) -> bool:
+        return self.up
+
+    def port_for(self, conn_id: str, party: str) -> int:
+        """The relay port that faces `party` in `conn_id` (allocated on first use, then kept)."""
+        key = (conn_id, party)
+        if key not in self._ports:
+            self._ports[key] = next(self._next)
+        return self._ports[key]
+
+    def _check(self, command: str, conn_id: str, *, new: bool = False) -> None:
+        if command in self.failing:
+            raise MediaUnavailable(f"fake relay did not answer {command!r}")
+        if new and conn_id not in self.calls:
+            if not self.up:
+                raise MediaUnavailable("no rtpengine relay is up")
+            self.calls.add(conn_id)
+        elif conn_id not in self.calls:
+            raise MediaUnavailable(f"call {conn_id} has no media relay")
+
+    def _rewrite(self, sdp: bytes, port: int) -> bytes:
+        text = sdp.decode()
+        if not re.search(r"^m=audio \d+", text, re.M):
+            raise MediaRefused("fake relay: no audio stream in the SDP")
+        text = re.sub(r"^c=IN IP4 \S+", f"c=IN IP4 {RELAY}", text, flags=re.M)
+        return re.sub(r"^m=audio \d+", f"m=audio {port}", text, flags=re.M).encode()
+
+    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes) -> bytes:
+        self.ops.append(("offer", conn_id, from_leg, to_leg))
+        self._check("offer", conn_id, new=True)
+        return self._rewrite(sdp, self.port_for(conn_id, to_leg or f"answerer-of-{from_leg}"))
+
+    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes) -> bytes:
+        self.ops.append(("answer", conn_id, offerer, answerer))
+        self._check("answer", conn_id)
+        return self._rewrite(sdp, self.port_for(conn_id, offerer))
+
+    async def drop_leg(self, conn_id: str, leg_id: str) -> None:
+        self.ops.append(("drop_leg", conn_id, leg_id))
+        self._check("drop_leg", conn_id)
+
+    async def block(self, conn_id: str, leg_id: str) -> None:
+        self.ops.append(("block", conn_id, leg_id))
+        self._check("block", conn_id)
+
+    async def unblock(self, conn_id: str, leg_id: str) -> None:
+        self.ops.append(("unblock", conn_id, leg_id))
+        self._check("unblock", conn_id)
+
+    async def play(self, conn_id: str, leg_id: str, file: str, *, repeat: int | None = None) -> None:
+        self.ops.append(("play", conn_id, leg_id, file, repeat))
+        self._check("play", conn_id)
+
+    async def stop_playing(self, conn_id: str, leg_id: str) -> None:
+        self.ops.append(("stop_playing", conn_id, leg_id))
+        self._check("stop_playing", conn_id)
+
+    async def send_dtmf(self, conn_id: str, leg_id: str, digit: str, *, duration_ms: int = 100) -> None:
+        self.ops.append(("send_dtmf", conn_id, leg_id, digit, duration_ms))
+        self._check("send_dtmf", conn_id)
+
+    async def start_recording(self, conn_id: str) -> None:
+        self.ops.append(("start_recording", conn_id))
+        self._check("start_recording", conn_id)
+
+    async def stop_recording(self, conn_id: str) -> None:
+        self.ops.append(("stop_recording", conn_id))
+        self._check("stop_recording", conn_id)
+
+    async def delete(self, conn_id: str) -> None:
+        self.ops.append(("delete", conn_id))
+        self.calls.discard(conn_id)
