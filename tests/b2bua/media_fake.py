@@ -67,13 +67,17 @@ class FakeMedia:
         self.ops.append(("drop_leg", conn_id, leg_id))
         self._check("drop_leg", conn_id)
 
-    async def block(self, conn_id: str, leg_id: str) -> None:
-        self.ops.append(("block", conn_id, leg_id))
+    async def block(self, conn_id: str, leg_id: str, *, toward: str | None = None) -> None:
+        self.ops.append(("block", conn_id, leg_id) if toward is None else ("block", conn_id, leg_id, toward))
         self._check("block", conn_id)
 
-    async def unblock(self, conn_id: str, leg_id: str) -> None:
-        self.ops.append(("unblock", conn_id, leg_id))
+    async def unblock(self, conn_id: str, leg_id: str, *, toward: str | None = None) -> None:
+        self.ops.append(("unblock", conn_id, leg_id) if toward is None else ("unblock", conn_id, leg_id, toward))
         self._check("unblock", conn_id)
+
+    async def play_wav(self, conn_id: str, leg_id: str, wav: bytes, *, repeat: int | None = None) -> None:
+        self.ops.append(("play_wav", conn_id, leg_id, wav, repeat))
+        self._check("play_wav", conn_id)
 
     async def play(self, conn_id: str, leg_id: str, file: str, *, repeat: int | None = None) -> None:
         self.ops.append(("play", conn_id, leg_id, file, repeat))

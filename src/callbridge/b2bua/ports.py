@@ -167,14 +167,20 @@ class Media(Protocol):
 
     async def drop_leg(self, conn_id: str, leg_id: str) -> None: ...
 
-    async def block(self, conn_id: str, leg_id: str) -> None:
-        """Media from `leg_id` no longer reaches the others (hold music plays over it later)."""
+    async def block(self, conn_id: str, leg_id: str, *, toward: str | None = None) -> None:
+        """Media from `leg_id` no longer reaches the others (hold music plays over it later); with `toward`, only
+        that party stops hearing it (the agent still talks to a consulted target while the customer hears music)."""
         ...
 
-    async def unblock(self, conn_id: str, leg_id: str) -> None: ...
+    async def unblock(self, conn_id: str, leg_id: str, *, toward: str | None = None) -> None: ...
 
     async def play(self, conn_id: str, leg_id: str, file: str, *, repeat: int | None = None) -> None:
         """Play an audio file on the relay to `leg_id` (hold music, announcements)."""
+        ...
+
+    async def play_wav(self, conn_id: str, leg_id: str, wav: bytes, *, repeat: int | None = None) -> None:
+        """Play audio given as a WAV file's bytes to `leg_id` (sent to the relay with the command: nothing needs
+        to be on the relay's disk). A new play replaces the one playing."""
         ...
 
     async def stop_playing(self, conn_id: str, leg_id: str) -> None: ...

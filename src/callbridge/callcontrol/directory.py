@@ -18,6 +18,10 @@ AfterTransferState = Literal["acw", "ready"]
 MediaMode = Literal["anchored", "direct"]
 # What an anchored call does when no relay answers at its start: go on with direct media, or refuse it (503).
 RelayDownPolicy = Literal["direct", "refuse"]
+# What a customer hears while a transfer target rings (docs/operations.md, "What each party hears"): a ringback tone
+# or the operation's hold music. Ringback tones after ITU-T E.180: "etsi" (425 Hz) or "us" (440+480 Hz).
+TransferAudio = Literal["ringback", "music"]
+RingbackTone = Literal["etsi", "us"]
 Transport = Literal["udp", "tcp"]
 CallerIdPolicy = Literal["customer", "agent", "fixed"]
 """Caller ID toward a transfer target or an outside number: the customer's number (the default, with
@@ -46,6 +50,12 @@ class Operation:
     daily_quota: int | None = None  # default for new tokens; None = no quota
     media_mode: MediaMode = "anchored"
     media_relay_down: RelayDownPolicy = "direct"
+    # The operation's hold music as converted WAV (8 kHz mono 16-bit, loaded once by `callbridge admin`); None: the
+    # built-in music. `hold_music_name` is the file it came from, for people.
+    hold_music: bytes | None = field(default=None, repr=False)
+    hold_music_name: str = ""
+    transfer_audio: TransferAudio = "ringback"
+    ringback_tone: RingbackTone = "etsi"
 
     @property
     def digest_realm(self) -> str:

@@ -26,7 +26,9 @@ One file describes one operation; loading it is all or nothing. Sections and the
                          default_queue [none], ring_timeout [20], transfer_timeout [30], dial_timeout [45],
                          max_transfers [5], recent_call_window [600], action_timeout [5],
                          token_concurrency_limit [2], daily_quota [none],
-                         media_mode ["anchored" | "direct"], media_relay_down ["direct" | "refuse"]
+                         media_mode ["anchored" | "direct"], media_relay_down ["direct" | "refuse"],
+                         hold_music [built-in: a WAV file's path, converted once, at most 8 s, looped],
+                         transfer_audio ["ringback" | "music"], ringback_tone ["etsi" | "us"]
     [[queues]]           name, max_wait_seconds [60], ring_timeout [the operation's], retry_after [60]
     [[agents]]           extension (digits), password (8+ characters; stored as HA1 only), name [""], queues [[]]
     [[aux_states]]       id (digits, what change_status names), name
@@ -179,6 +181,12 @@ def operation_create(
                                    help="anchored (through the rtpengine relay, when one is configured) or direct."),
     media_relay_down: str = typer.Option("direct", "--media-relay-down",
                                          help="When no relay answers at a call's start: direct (go on) or refuse."),
+    hold_music: str = typer.Option("", "--hold-music",
+                                   help="A WAV file played (looped) to held customers; converted once, at most 8 s. "
+                                        "Default: the built-in music."),
+    transfer_audio: str = typer.Option("ringback", "--transfer-audio",
+                                       help="What a customer hears while a transfer target rings: ringback or music."),
+    ringback_tone: str = typer.Option("etsi", "--ringback-tone", help="The ringback tone: etsi (425 Hz) or us."),
 ) -> None:
     """Create an operation."""
     op = run_in_database(ctx, lambda c: adm.create_operation(
@@ -186,7 +194,8 @@ def operation_create(
         acw_seconds=acw_seconds, after_transfer_state=after_transfer, default_queue=default_queue,
         ring_timeout=ring_timeout, transfer_timeout=transfer_timeout, dial_timeout=dial_timeout,
         max_transfers=max_transfers, token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota,
-        media_mode=media_mode, media_relay_down=media_relay_down))
+        media_mode=media_mode, media_relay_down=media_relay_down, hold_music=hold_music,
+        transfer_audio=transfer_audio, ringback_tone=ringback_tone))
     typer.echo(f"operation {op.id} created (domain {op.sip_domain})")
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import math
 import operator
+import struct
 import sys
 import wave
 from array import array
@@ -32,11 +33,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["HOLD_MUSIC_NOTES", "RATE", "RINGBACK", "Audio", "AudioError", "hold_music", "load_wav", "resample",
-           "ringback", "tone_samples", "wav_from_bytes"]
+from callbridge.media.g711 import ulaw_encode
+
+__all__ = ["HOLD_MUSIC_NOTES", "RATE", "RELAY_MAX_SECONDS", "RINGBACK", "Audio", "AudioError", "hold_music", "load_wav",
+           "resample", "ringback", "tone_samples", "wav_from_bytes"]
 
 RATE = 8000
 MAX_SECONDS = 600.0
+# What the relay plays is sent in one ng datagram as mu-law WAV (8,000 bytes a second): at most 8 s. Music loops.
+RELAY_MAX_SECONDS = 8.0
 MIN_RATE, MAX_RATE = 1000, 192000
 HOLD_MUSIC_NOTES: tuple[tuple[float, float], ...] = ((400.0, 0.5), (600.0, 0.5), (800.0, 0.5), (600.0, 0.5))
 HOLD_MUSIC_DBFS = -16.0
@@ -70,6 +75,18 @@ class Audio:
     @property
     def duration(self) -> float:
         return len(self.samples) / self.rate
+
+    def ulaw_wav_bytes(self) -> bytes:
+        """The samples as a G.711 mu-law WAV file (format 7, 8 bits a sample, RFC 2361 / the RIFF spec's fact
+        chunk): what the relay is sent to play (half the bytes of 16-bit PCM, and what the call carries anyway)."""
+        if self.rate != RATE:
+            raise ValueError(f"mu-law WAV is {RATE} Hz audio, not {self.rate} Hz")
+        data = ulaw_encode(self.samples)
+        fmt = struct.pack("<HHIIHHH", 7, 1, RATE, RATE, 1, 8, 0)  # mu-law, mono, byte rate, align 1, 8 bits, cb 0
+        fact = struct.pack("<I", len(data))
+        body = b"".join((b"WAVE", b"fmt ", struct.pack("<I", len(fmt)), fmt, b"fact", struct.pack("<I", len(fact)),
+                         fact, b"data", struct.pack("<I", len(data)), data, b"\0" * (len(data) % 2)))
+        return b"RIFF" + struct.pack("<I", len(body)) + body
 
     def wav_bytes(self) -> bytes:
         """The samples as a WAV file (RIFF, PCM, mono, 16-bit)."""

@@ -13,6 +13,11 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   it the customer keeps the address and ports it was first given.
 - `drop_leg` is ng ``delete`` with ``from-tag`` = the leg alone and ``delete delay`` 0: that monologue's ports are
   freed and the others stay (with a ``to-tag`` too, rtpengine deletes the whole call).
+- `play_wav` is ng ``play media`` with the audio as a ``blob`` (10.5 takes ``file``, ``blob`` and ``db-id``; a
+  blob needs nothing on the relay's disk, so a relay on another machine plays it too). It must fit one ng datagram
+  (`MAX_BLOB`): the B2BUA sends G.711 mu-law WAV (8 kHz, 8 bits: 8 s in 64 kB), which rtpengine decodes with
+  ffmpeg. ``play media`` toward a leg does not silence the others: hold music is ``block media`` on the other party
+  (directional with ``to-tag``: only toward the held customer) and then ``play media`` to the held one.
 - ``inject DTMF`` is in the flags of every offer and answer when `inject_dtmf` is on: rtpengine 10.5's
   ``play DTMF`` sends nothing unless both the offer and the answer had it. It engages the transcoding path, where
   rtpengine drops packets with repeated sequence numbers.
@@ -27,7 +32,10 @@ from callbridge.b2bua.ports import MediaRefused, MediaUnavailable
 from callbridge.media.relays import RelaySet
 from callbridge.media.shell import NgCommandFailed, NgShell, NgTimeout
 
-__all__ = ["RtpengineMedia"]
+__all__ = ["MAX_BLOB", "RtpengineMedia"]
+
+# One ng command is one UDP datagram (at most 65,507 bytes of payload); the rest of a `play media` is well under 500.
+MAX_BLOB = 65000
 
 
 class RtpengineMedia:
@@ -54,14 +62,24 @@ class RtpengineMedia:
     async def drop_leg(self, conn_id: str, leg_id: str) -> None:
         await self._send(conn_id, {"command": "delete", "call-id": conn_id, "from-tag": leg_id, "delete delay": 0})
 
-    async def block(self, conn_id: str, leg_id: str) -> None:
-        await self._send(conn_id, {"command": "block media", "call-id": conn_id, "from-tag": leg_id})
+    async def block(self, conn_id: str, leg_id: str, *, toward: str | None = None) -> None:
+        await self._send(conn_id, _directed({"command": "block media", "call-id": conn_id, "from-tag": leg_id},
+                                            toward))
 
-    async def unblock(self, conn_id: str, leg_id: str) -> None:
-        await self._send(conn_id, {"command": "unblock media", "call-id": conn_id, "from-tag": leg_id})
+    async def unblock(self, conn_id: str, leg_id: str, *, toward: str | None = None) -> None:
+        await self._send(conn_id, _directed({"command": "unblock media", "call-id": conn_id, "from-tag": leg_id},
+                                            toward))
 
     async def play(self, conn_id: str, leg_id: str, file: str, *, repeat: int | None = None) -> None:
         message: dict[str, Any] = {"command": "play media", "call-id": conn_id, "from-tag": leg_id, "file": file}
+        if repeat is not None:
+            message["repeat-times"] = repeat
+        await self._send(conn_id, message)
+
+    async def play_wav(self, conn_id: str, leg_id: str, wav: bytes, *, repeat: int | None = None) -> None:
+        if len(wav) > MAX_BLOB:
+            raise MediaRefused(f"{len(wav)} bytes of audio do not fit one ng message (at most {MAX_BLOB})")
+        message: dict[str, Any] = {"command": "play media", "call-id": conn_id, "from-tag": leg_id, "blob": wav}
         if repeat is not None:
             message["repeat-times"] = repeat
         await self._send(conn_id, message)
@@ -103,6 +121,12 @@ class RtpengineMedia:
             if isinstance(exc, NgTimeout):
                 raise MediaUnavailable(str(exc)) from None
             raise MediaRefused(str(exc)) from None
+
+
+def _directed(message: dict[str, Any], toward: str | None) -> dict[str, Any]:
+    if toward is not None:
+        message["to-tag"] = toward  # 10.5: only the media from from-tag to to-tag (directional blocking)
+    return message
 
 
 def _sdp(reply: dict[str, Any]) -> bytes:

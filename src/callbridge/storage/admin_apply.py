@@ -122,7 +122,9 @@ def _entries(doc: Mapping[str, Any], section: str) -> list[Mapping[str, Any]]:
 
 
 def _shown(name: str, old: Any, new: Any) -> tuple[str, str]:
-    return (name, CHANGED) if name in SECRETS else (name, f"{old!r} -> {new!r}")
+    if name in SECRETS or isinstance(new, bytes) or isinstance(old, bytes):  # audio: its name says what changed
+        return name, CHANGED
+    return name, f"{old!r} -> {new!r}"
 
 
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from callbridge.media.audio import RELAY_MAX_SECONDS, AudioError, load_wav
 
 
 class AdminError(ValueError):
@@ -78,6 +81,10 @@ def operation_row(f: dict[str, Any]) -> dict[str, Any]:
         raise AdminError(f"media_mode: {f['media_mode']!r} is not 'anchored' or 'direct'")
     if f["media_relay_down"] not in ("direct", "refuse"):
         raise AdminError(f"media_relay_down: {f['media_relay_down']!r} is not 'direct' or 'refuse'")
+    if f["transfer_audio"] not in ("ringback", "music"):
+        raise AdminError(f"transfer_audio: {f['transfer_audio']!r} is not 'ringback' or 'music'")
+    if f["ringback_tone"] not in ("etsi", "us"):
+        raise AdminError(f"ringback_tone: {f['ringback_tone']!r} is not 'etsi' or 'us'")
     for field in ("acw_seconds", "ring_timeout", "transfer_timeout", "recent_call_window", "action_timeout"):
         number(field, f[field])
     number("dial_timeout", f["dial_timeout"], minimum=1)  # a customer's phone rings at least a second
@@ -85,7 +92,24 @@ def operation_row(f: dict[str, Any]) -> dict[str, Any]:
     number("token_concurrency_limit", f["token_concurrency_limit"], minimum=1, integer=True)
     if f["daily_quota"] is not None:
         number("daily_quota", f["daily_quota"], minimum=1, integer=True)
-    return dict(f)
+    return {**f, **hold_music_columns(f["hold_music"], f.get("hold_music_name", ""))}
+
+
+def hold_music_columns(value: object, name: str = "") -> dict[str, Any]:
+    """`hold_music` as given (a WAV file's path, "" for the built-in music, or the converted bytes read back from
+    the database) as its two columns. A file is converted once, here (8 kHz mono 16-bit, `media.audio`); one that
+    cannot be read, or is longer than the relay takes in one message, is refused with the file and the reason."""
+    if value is None or value == "":
+        return {"hold_music": None, "hold_music_name": ""}
+    if isinstance(value, bytes):
+        return {"hold_music": value, "hold_music_name": name}
+    if not isinstance(value, str):
+        raise AdminError(f"hold_music: {value!r} is not a WAV file's path")
+    try:
+        audio = load_wav(value, max_seconds=RELAY_MAX_SECONDS)
+    except AudioError as exc:
+        raise AdminError(f"hold_music: {exc}") from None
+    return {"hold_music": audio.wav_bytes(), "hold_music_name": Path(value).name}
 
 
 def queue_row(f: dict[str, Any]) -> dict[str, Any]:

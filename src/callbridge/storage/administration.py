@@ -70,6 +70,7 @@ def create_operation(
     ring_timeout: float = 20.0, transfer_timeout: float = 30.0, dial_timeout: float = 45.0, max_transfers: int = 5,
     recent_call_window: float = 600.0, action_timeout: float = 5.0, token_concurrency_limit: int = 2,
     daily_quota: int | None = None, media_mode: str = "anchored", media_relay_down: str = "direct",
+    hold_music: str = "", transfer_audio: str = "ringback", ringback_tone: str = "etsi",
 ) -> Operation:
     row = c.operation_row(dict(
         id=id, sip_domain=sip_domain, name=name, realm=realm, time_zone=time_zone, acw_seconds=acw_seconds,
@@ -77,7 +78,8 @@ def create_operation(
         transfer_timeout=transfer_timeout, dial_timeout=dial_timeout, max_transfers=max_transfers,
         recent_call_window=recent_call_window, action_timeout=action_timeout,
         token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota, media_mode=media_mode,
-        media_relay_down=media_relay_down))
+        media_relay_down=media_relay_down, hold_music=hold_music, transfer_audio=transfer_audio,
+        ringback_tone=ringback_tone))
     if _exists(conn, select(s.operations.c.id).where(s.operations.c.id == id)):
         raise AdminError(f"operation {id!r} already exists")
     if _exists(conn, select(s.operations.c.id).where(s.operations.c.sip_domain == sip_domain)):

@@ -75,6 +75,8 @@ def read_operations(conn: Connection) -> list[Operation]:
             recent_call_window=r["recent_call_window"],
             action_timeout=r["action_timeout"], token_concurrency_limit=r["token_concurrency_limit"],
             daily_quota=r["daily_quota"], media_mode=r["media_mode"], media_relay_down=r["media_relay_down"],
+            hold_music=r["hold_music"], hold_music_name=r["hold_music_name"], transfer_audio=r["transfer_audio"],
+            ringback_tone=r["ringback_tone"],
         )
         for r in rows
     ]

@@ -30,6 +30,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -108,9 +109,16 @@ operations = Table(
     # docs/design.md, "Media": through the relay or between the parties, and what to do when no relay answers
     Column("media_mode", String(16), nullable=False, server_default="anchored"),
     Column("media_relay_down", String(16), nullable=False, server_default="direct"),
+    # docs/operations.md, "Audio": hold music as converted WAV (NULL: built-in), what a ringing transfer plays
+    Column("hold_music", LargeBinary),
+    Column("hold_music_name", String(255), nullable=False, server_default=""),
+    Column("transfer_audio", String(16), nullable=False, server_default="ringback"),
+    Column("ringback_tone", String(16), nullable=False, server_default="etsi"),
     CheckConstraint("after_transfer_state IN ('acw', 'ready')", name="after_transfer_state"),
     CheckConstraint("media_mode IN ('anchored', 'direct')", name="media_mode"),
     CheckConstraint("media_relay_down IN ('direct', 'refuse')", name="media_relay_down"),
+    CheckConstraint("transfer_audio IN ('ringback', 'music')", name="transfer_audio"),
+    CheckConstraint("ringback_tone IN ('etsi', 'us')", name="ringback_tone"),
 )
 
 queues = Table(
