@@ -28,8 +28,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+from callbridge.b2bua.hearing import CustomerHearing
 from callbridge.b2bua.legs import SipLeg
-from callbridge.b2bua.ports import Media, MediaError
+from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError
 from callbridge.callcontrol.model import Operation
 
 __all__ = ["Admission", "MediaAnchor"]
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 class MediaAnchor:
     def __init__(self, media: Media | None, loop: asyncio.AbstractEventLoop | None = None,
-                 wake: Callable[[], None] = lambda: None) -> None:
+                 wake: Callable[[], None] = lambda: None, directory: B2buaDirectory | None = None) -> None:
         if media is not None and loop is None:
             raise ValueError("a media plane needs the event loop its steps run on")
         self.media = media
@@ -54,6 +55,7 @@ class MediaAnchor:
         self.stats = {"anchored": 0, "direct": 0, "direct_relay_down": 0, "refused_relay_down": 0,
                       "media_failures": 0}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.hearing = CustomerHearing(self, directory)  # music, ringback or the peer (hearing.py)
 
     # --- the decision at a call's start -------------------------------------------------------------------------
     def admit(self, operation: Operation | None) -> Admission:
@@ -73,6 +75,7 @@ class MediaAnchor:
         if conn_id not in self.calls:
             self.calls[conn_id] = customer.leg_id
             self.stats["anchored"] += 1
+            self.hearing.started(conn_id, customer.operation_id)
 
     def anchored(self, conn_id: str | None) -> bool:
         return conn_id is not None and conn_id in self.calls
@@ -106,6 +109,7 @@ class MediaAnchor:
     def _customer_peer(self, conn_id: str, peer: str) -> None:
         """The customer's media goes to `peer` now: the legs that were waiting for that can leave."""
         self.peers[conn_id] = peer
+        self.hearing.peer_changed(conn_id)
         media = self.media
         assert media is not None
         for leg_id in self.leaving.pop(conn_id, []):
@@ -142,6 +146,7 @@ class MediaAnchor:
             del self.calls[conn_id]
             self.peers.pop(conn_id, None)
             self.leaving.pop(conn_id, None)
+            self.hearing.ended(conn_id)
             self._spawn(self._quietly(media.delete(conn_id), conn_id, "delete"))
         elif self.peers.get(conn_id) == leg.leg_id:
             self.leaving.setdefault(conn_id, []).append(leg.leg_id)  # see the module rules
@@ -157,7 +162,10 @@ class MediaAnchor:
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         assert self.loop is not None  # only anchored calls spawn, and a media plane comes with its loop
-        task = self.loop.create_task(coroutine)  # type: ignore[arg-type]
+        self.track(self.loop.create_task(coroutine))  # type: ignore[arg-type]
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """`task` is a media step in flight: `settle` waits for it."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

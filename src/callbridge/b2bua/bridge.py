@@ -253,4 +253,5 @@ def relay_offer(sw: BridgeContext, leg: SipLeg, tx: ServerTransaction, request: 
         elif not sw.request_in_dialog(peer, "UPDATE", offer, SDP, answered):
             sw.respond(tx, 500)
 
+    sw.anchor.hearing.peer_offered(conn_id, leg.leg_id, request.body)  # the agent's phone holding (hearing.py)
     sw.anchor.offer(conn_id, leg, peer, request.body, send)

@@ -12,7 +12,8 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   bridged (`bridge.park`, RFC 3725 §4.3).
 - `bridge`: `bridge.connect`.
 - `hold`/`unhold` (on the customer's leg): a re-INVITE with the SDP the customer last got from us, every stream
-  put on hold (`sendrecv` → `sendonly`, RFC 3264 §8.4) or back, version + 1.
+  put on hold (`sendrecv` → `sendonly`, RFC 3264 §8.4) or back, version + 1. An anchored call's customer also
+  hears hold music from the relay, and ringback while a transfer target rings (`hearing.py`).
 - `mute`/`unmute` (on the agent's leg): the same re-INVITE toward the agent's phone. An offer marked `sendonly`
   tells the phone our side only sends, so it answers `recvonly` and stops sending: the agent keeps hearing the
   customer and the customer stops hearing the agent. Some phones show this as "held by the other side".
@@ -69,6 +70,8 @@ class SipSignalling:
         leg = sw.legs.add(SipLeg(request.leg_id, request.operation_id, "out", sw.wall(), conn_id=request.conn_id,
                                  state=CALLING,
                                  agent=request.destination if request.kind == "agent" else None))
+        if request.offerless:
+            sw.anchor.hearing.target_ringing(request.conn_id)  # a transfer's target: ringback (hearing.py)
         source = None if request.offerless else sw.legs.get(request.offer_from_leg)
         if source is not None and source.anchored:
             sw.anchor.adopt(request.conn_id, source)  # the customer's leg: the call's persistent media party
@@ -143,6 +146,7 @@ class SipSignalling:
         if a is None or b is None:
             self.sw.log.warning("bridge of %s and %s: a leg is gone", leg_a, leg_b)
             return
+        self.sw.anchor.hearing.bridged(a.conn_id or b.conn_id, a.leg_id, b.leg_id)
         connect(self.sw, a, b)
         self.sw.wake()
 
@@ -175,9 +179,23 @@ class SipSignalling:
 
     def hold(self, leg_id: str, action_id: str) -> None:
         self._modify(leg_id, action_id, True)
+        self._customer_hears(leg_id, hold=True)
 
     def unhold(self, leg_id: str, action_id: str) -> None:
         self._modify(leg_id, action_id, False)
+        self._customer_hears(leg_id, hold=False)
+
+    def _customer_hears(self, leg_id: str, *, hold: bool) -> None:
+        """An anchored call's customer held hears music from the relay, and its peer again when taken off hold; the
+        SIP hold is the re-INVITE above all the same (hearing.py)."""
+        leg = self.sw.legs.get(leg_id)
+        anchor = self.sw.anchor
+        if leg is None or leg.conn_id is None or anchor.calls.get(leg.conn_id) != leg_id:
+            return
+        if hold:
+            anchor.hearing.hold(leg.conn_id)
+        else:
+            anchor.hearing.unhold(leg.conn_id)
 
     def mute(self, leg_id: str, action_id: str) -> None:
         self._modify(leg_id, action_id, True)

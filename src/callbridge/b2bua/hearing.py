@@ -1,0 +1,206 @@
+"""What the customer of an anchored call hears: the party it talks to, hold music, or ringback (docs/operations.md,
+"What each party hears"; docs/design.md, "Media").
+
+Rules
+- The SIP hold stays what it was (RFC 3264 §8.4): callbridge's re-INVITE offers the customer `sendonly`, the
+  customer answers `recvonly` and stops sending; a hold made on the agent's phone is the phone's `sendonly` offer
+  relayed to the customer. Neither needs the relay to see the direction. What the customer *hears* is decided here,
+  on the relay, from what the domain asks the B2BUA to do:
+  - `hold` of the customer's leg (api=hold, and the hold that starts a transfer), or a `sendonly`/`inactive` offer
+    from the customer's peer (the agent's phone holding): **music**, the operation's (`Operation.hold_music`) or
+    the built-in one;
+  - a transfer target rung for an anchored call whose customer is held (an offer-less INVITE, RFC 3725 flow I):
+    **ringback** (`Operation.ringback_tone`), or the music when the operation's `transfer_audio` is "music";
+  - the agent bridged to the target (an attended transfer's consultation): **music** again;
+  - `unhold`, the peer's `sendrecv` offer, or the customer bridged to a party (a transfer completed, or back to the
+    agent after a failed or cancelled one): **the peer** once the customer's media goes to that party on the relay
+    (`peer_changed`), so the customer never hears the party it is leaving after the music stops.
+- On the relay (rtpengine 10.5, `media/rtpengine.py`): music or ringback is ``block media`` of the customer's peer
+  *toward the customer only* (the agent still talks to a consulted target), then ``play media`` of the sound to the
+  customer, looped; the peer is ``stop media`` then ``unblock media``. ``play media`` alone would mix the peer in.
+- One call's relay steps run in order, one task at a time: what is wanted is set at once (the domain's commands
+  come on the loop), and the task applies the latest wish, so a hold followed at once by the transfer's ringing
+  plays ringback without racing the music.
+- A relay that fails a step is logged and counted (`media_failures`); the call goes on. Unblocking a party that has
+  already left the relay is not a failure (nothing is left to unblock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from callbridge.b2bua.ports import B2buaDirectory, MediaError
+from callbridge.media.audio import hold_music, ringback, wav_from_bytes
+from callbridge.sip.sdp import SdpError, SessionDescription
+
+if TYPE_CHECKING:
+    from callbridge.b2bua.anchor import MediaAnchor
+
+__all__ = ["PLAY_REPEAT", "CustomerHearing", "Heard"]
+
+Heard = Literal["peer", "music", "ringback"]
+# rtpengine plays a sound this many times over (the built-in music is a 2 s phrase: more than 5 hours).
+PLAY_REPEAT = 10000
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Call:
+    operation_id: str
+    wanted: Heard = "peer"
+    joining: str | None = None  # "peer" waits until the customer's media goes to this leg
+    playing: Heard | None = None  # what the relay plays to the customer now
+    blocked: str | None = None  # the leg whose media toward the customer is blocked now
+    task: asyncio.Task[None] | None = None
+
+
+class CustomerHearing:
+    def __init__(self, anchor: MediaAnchor, directory: B2buaDirectory | None) -> None:
+        self.anchor = anchor
+        self.directory = directory
+        self.calls: dict[str, _Call] = {}
+        self._sounds: dict[tuple[str, str, int], bytes] = {}
+
+    # --- what the B2BUA was asked to do -------------------------------------------------------------------------
+    def started(self, conn_id: str, operation_id: str) -> None:
+        self.calls.setdefault(conn_id, _Call(operation_id))
+
+    def ended(self, conn_id: str) -> None:
+        call = self.calls.pop(conn_id, None)
+        if call is not None and call.task is not None:
+            call.task.cancel()
+
+    def hold(self, conn_id: str | None) -> None:
+        call = self._call(conn_id)
+        if call is not None and call.wanted == "peer":
+            self._want(conn_id, call, "music")
+
+    def unhold(self, conn_id: str | None) -> None:
+        call = self._call(conn_id)
+        if call is not None:
+            self._want(conn_id, call, "peer", self.anchor.peers.get(conn_id or ""))
+
+    def target_ringing(self, conn_id: str | None) -> None:
+        call = self._call(conn_id)
+        if call is None or call.wanted != "music":
+            return  # a target rung while the customer is not held is not a transfer's
+        op = self.directory.get_operation(call.operation_id) if self.directory is not None else None
+        if op is None or op.transfer_audio == "ringback":
+            self._want(conn_id, call, "ringback")
+
+    def bridged(self, conn_id: str | None, leg_a: str, leg_b: str) -> None:
+        call = self._call(conn_id)
+        if call is None or conn_id is None:
+            return
+        customer = self.anchor.calls.get(conn_id)
+        if customer in (leg_a, leg_b):
+            self._want(conn_id, call, "peer", leg_b if customer == leg_a else leg_a)
+        else:  # the agent and a consulted target: the customer waits with the music
+            self._want(conn_id, call, "music")
+
+    def peer_offered(self, conn_id: str | None, leg_id: str, sdp: bytes) -> None:
+        """`leg_id` offered `sdp` (a re-INVITE from its phone): from the customer's peer, `sendonly` or `inactive`
+        is its hold (RFC 3264 §8.4) and anything else takes the customer off it."""
+        call = self._call(conn_id)
+        if call is None or conn_id is None or self.anchor.peers.get(conn_id) != leg_id:
+            return
+        try:
+            sd = SessionDescription.parse(sdp)
+            directions = {sd.direction(m) for m in sd.media}
+        except SdpError:
+            return
+        if directions and directions <= {"sendonly", "inactive"}:
+            if call.wanted == "peer":
+                self._want(conn_id, call, "music")
+        elif call.wanted == "music":
+            self._want(conn_id, call, "peer", self.anchor.peers.get(conn_id))
+
+    def peer_changed(self, conn_id: str) -> None:
+        """The customer's media goes to another party on the relay now (`MediaAnchor`)."""
+        call = self.calls.get(conn_id)
+        if call is not None and call.wanted == "peer":
+            self._kick(conn_id, call)
+
+    # --- the relay steps ----------------------------------------------------------------------------------------
+    def _call(self, conn_id: str | None) -> _Call | None:
+        if conn_id is None or self.anchor.media is None or conn_id not in self.anchor.calls:
+            return None
+        return self.calls.get(conn_id)
+
+    def _want(self, conn_id: str | None, call: _Call, heard: Heard, joining: str | None = None) -> None:
+        assert conn_id is not None
+        call.wanted, call.joining = heard, joining
+        self._kick(conn_id, call)
+
+    def _kick(self, conn_id: str, call: _Call) -> None:
+        if call.task is None or call.task.done():
+            assert self.anchor.loop is not None
+            call.task = self.anchor.loop.create_task(self._apply(conn_id, call))
+            self.anchor.track(call.task)
+
+    def _settled(self, conn_id: str, call: _Call) -> bool:
+        if call.wanted != "peer":
+            return call.playing == call.wanted and call.blocked == self.anchor.peers.get(conn_id)
+        return call.playing is None and call.blocked is None
+
+    async def _apply(self, conn_id: str, call: _Call) -> None:
+        media = self.anchor.media
+        assert media is not None
+        customer = self.anchor.calls.get(conn_id)
+        while customer is not None and self.calls.get(conn_id) is call and not self._settled(conn_id, call):
+            peer = self.anchor.peers.get(conn_id)
+            wanted = call.wanted
+            try:
+                if wanted == "peer":
+                    if call.joining is not None and peer != call.joining:
+                        return  # the customer is not re-targeted yet: `peer_changed` comes back here
+                    if call.playing is not None:
+                        await media.stop_playing(conn_id, customer)
+                        call.playing = None
+                    if call.blocked is not None:
+                        blocked, call.blocked = call.blocked, None
+                        await self._unblock(conn_id, blocked, customer)
+                    continue
+                if call.blocked != peer:
+                    if call.blocked is not None:
+                        blocked, call.blocked = call.blocked, None
+                        await self._unblock(conn_id, blocked, customer)
+                    if peer is not None:
+                        await media.block(conn_id, peer, toward=customer)
+                    call.blocked = peer
+                if call.playing != wanted:
+                    await media.play_wav(conn_id, customer, self._sound(call.operation_id, wanted),
+                                         repeat=PLAY_REPEAT)
+                    call.playing = wanted
+            except MediaError as exc:
+                self.anchor.stats["media_failures"] += 1
+                log.warning("call %s: the media plane failed to play %s to the customer (%s)", conn_id, wanted, exc)
+                return
+
+    async def _unblock(self, conn_id: str, leg_id: str, customer: str) -> None:
+        media = self.anchor.media
+        assert media is not None
+        try:
+            await media.unblock(conn_id, leg_id, toward=customer)
+        except MediaError as exc:  # that party left the relay already: nothing is left to unblock
+            log.debug("call %s: unblocking %s: %s", conn_id, leg_id, exc)
+
+    def _sound(self, operation_id: str, heard: Heard) -> bytes:
+        """The sound as the relay is sent it (mu-law WAV, `Audio.ulaw_wav_bytes`), converted once per operation."""
+        op = self.directory.get_operation(operation_id) if self.directory is not None else None
+        if heard == "ringback":
+            tone = op.ringback_tone if op is not None else "etsi"
+            key = ("ringback", tone, 0)
+            if key not in self._sounds:
+                self._sounds[key] = ringback(tone).ulaw_wav_bytes()
+            return self._sounds[key]
+        music = op.hold_music if op is not None else None
+        key = ("music", operation_id if music else "", hash(music))
+        if key not in self._sounds:
+            audio = wav_from_bytes(music, name=f"operation {operation_id}'s hold music") if music else hold_music()
+            self._sounds[key] = audio.ulaw_wav_bytes()
+        return self._sounds[key]

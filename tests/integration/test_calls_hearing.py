@@ -1,0 +1,159 @@
+"""What the customer hears on an anchored call (docs/operations.md, "What each party hears"), measured on the
+customer's phone (callbridge.phone with real RTP, its `heard` API) through a real userspace rtpengine, with real SIP
+between phones and callbridge on loopback: the agent's voice, hold music instead of it, ringback while a transfer
+target rings, the target's voice once it answers, and the first agent's again after a failed transfer.
+
+Each party plays a tone of its own, away from the music's notes (400/600/800 Hz) and the ringback (425 Hz): the
+agent 1000 Hz, a transfer target 1500 Hz, the outside number (the trunk's gateway) 1300 Hz."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from callnode import (  # noqa: E402
+    GATEWAY_HOST,
+    OP,
+    agent_phone,
+    customer_phone,
+    did_uri,
+    load,
+    operation_doc,
+    until,
+)
+
+from callbridge.bootstrap import Node, bootstrap  # noqa: E402
+from callbridge.config import Settings  # noqa: E402
+from callbridge.media.audio import HOLD_MUSIC_NOTES  # noqa: E402
+from callbridge.phone import Call, CallEnded, Established, Held, IncomingCall, Phone, Resumed  # noqa: E402
+from callbridge.phone.listen import Heard  # noqa: E402
+from peers.ports import free_port  # noqa: E402
+from peers.rtpengine import Rtpengine  # noqa: E402
+
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
+
+AGENT_HZ, TARGET_HZ, OUTSIDE_HZ = 1000.0, 1500.0, 1300.0
+MUSIC_HZ = sorted({hz for hz, _ in HOLD_MUSIC_NOTES})  # 400, 600, 800
+RINGBACK_HZ = 425.0  # ETSI, the default ringback tone (media/audio.py)
+SETTLE = 0.3  # what the relay plays changes within one ng round trip and a few 20 ms frames; skip past it
+
+
+@dataclass
+class World:
+    node: Node
+    relay: Rtpengine
+    customer: Phone
+    agent: Phone
+    gateway_port: int
+    phones: list[Phone] = field(default_factory=list)
+    call: Call | None = None
+    agent_call: Call | None = None
+
+
+@asynccontextmanager
+async def world(tmp_path: Path, **operation: Any) -> AsyncIterator[World]:
+    gateway_port = free_port(GATEWAY_HOST, udp=True, tcp=False)
+    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
+    doc = operation_doc(gateway_port=gateway_port)
+    doc["operation"].update(operation)
+    doc["operation"]["transfer_timeout"] = 5
+    await asyncio.to_thread(load, url, doc)
+    with Rtpengine(workdir=tmp_path / "rtpengine") as relay:
+        node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
+                                        rtpengine=(f"udp:{relay.host}:{relay.ng_port}",)))
+        phones: list[Phone] = []
+        try:
+            await until(lambda: node.switch.anchor.media is not None and node.switch.anchor.media.available(),
+                        what="the relay up")
+            agent = await agent_phone(node, "1001", answer="auto", media=True)
+            phones.append(agent)
+            customer = await customer_phone(media=True)
+            phones.append(customer)
+            w = World(node, relay, customer, agent, gateway_port, phones)
+            w.call = await customer.call(did_uri(node), timeout=5)
+            w.agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
+            await agent.wait_for(Established, call=w.agent_call, timeout=5)
+            assert w.call.rtp is not None and w.agent_call.rtp is not None
+            w.agent_call.rtp.play_tone(AGENT_HZ)
+            w.call.rtp.play_tone(700)
+            assert node.switch.anchor.anchored(node.service.get_agent(OP, "1001").conn_id)
+            yield w
+            assert node.switch.anchor.stats["media_failures"] == 0
+        finally:
+            for phone in phones:
+                await phone.close()
+            await node.close()
+
+
+async def listen(w: World, seconds: float) -> Heard:
+    """What the customer hears over the next `seconds` (after SETTLE)."""
+    assert w.call is not None and w.call.rtp is not None
+    await asyncio.sleep(SETTLE)
+    start = w.customer.now()
+    await asyncio.sleep(seconds)
+    return w.call.rtp.heard(start, w.customer.now())
+
+
+def tones(heard: Heard) -> set[int]:
+    """The frequencies heard, window by window, rounded to 25 Hz (the windows with a tone in them)."""
+    return {int(round(w.hz / 25.0) * 25) for w in heard.windows if w.hz is not None and w.dbfs > -50}
+
+
+def assert_voice(heard: Heard, hz: float) -> None:
+    assert heard.share(hz, tolerance=3) >= 0.9, str(heard)
+    assert tones(heard) == {int(hz)}, str(heard)
+
+
+def assert_music(heard: Heard) -> None:
+    """The built-in hold music: its notes only, every one of them over 1.6 s, at its documented level."""
+    assert sum(heard.share(hz, tolerance=3) for hz in MUSIC_HZ) >= 0.9, str(heard)
+    assert tones(heard) <= set(MUSIC_HZ) and len(tones(heard)) >= 2, str(heard)
+    assert heard.share(AGENT_HZ, tolerance=20) == 0.0, str(heard)
+    assert heard.level_dbfs == pytest.approx(-16, abs=1.0), str(heard)
+
+
+def assert_ringback(heard: Heard) -> None:
+    """ETSI ringback: 425 Hz (1 s on, 4 s off) and nothing else; the first second is all tone."""
+    assert heard.share(RINGBACK_HZ, tolerance=3) >= 0.6, str(heard)
+    assert tones(heard) == {int(RINGBACK_HZ)}, str(heard)
+
+
+async def test_hold_plays_the_music_instead_of_the_agent_and_unhold_brings_the_agent_back(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        assert w.agent_call is not None and w.agent_call.rtp is not None
+        assert_voice(await listen(w, 0.6), AGENT_HZ)
+        assert_voice(w.agent_call.rtp.heard(w.agent.now() - 0.5, w.agent.now()), 700)
+
+        action = w.node.service.hold(OP, "1001").action_id
+        await w.customer.wait_for(Held, call=w.call, timeout=5)  # the SIP hold is as it was: a=sendonly
+        await until(lambda: w.node.service.action_outcome(action) is not None, what="hold done")
+        assert_music(await listen(w, 1.6))
+
+        w.node.service.hold(OP, "1001")  # toggles back
+        await w.customer.wait_for(Resumed, call=w.call, timeout=5)
+        assert_voice(await listen(w, 0.6), AGENT_HZ)
+        start = w.agent.now()
+        await asyncio.sleep(0.5)
+        assert_voice(w.agent_call.rtp.heard(start, w.agent.now()), 700)  # both directions are back
+
+
+async def test_the_agents_phone_holding_plays_the_music_too(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        assert w.agent_call is not None
+        await w.agent_call.hold()  # re-INVITE a=sendonly from the agent's phone, relayed to the customer
+        await w.customer.wait_for(Held, call=w.call, timeout=5)
+        assert_music(await listen(w, 1.6))
+        await w.agent_call.resume()
+        await w.customer.wait_for(Resumed, call=w.call, timeout=5)
+        assert_voice(await listen(w, 0.6), AGENT_HZ)
