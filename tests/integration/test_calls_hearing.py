@@ -157,3 +157,116 @@ async def test_the_agents_phone_holding_plays_the_music_too(tmp_path: Path) -> N
         await w.agent_call.resume()
         await w.customer.wait_for(Resumed, call=w.call, timeout=5)
         assert_voice(await listen(w, 0.6), AGENT_HZ)
+
+
+async def rung(w: World, phone: Phone) -> Call:
+    """The transfer target's phone got the INVITE and rings (180)."""
+    incoming = (await phone.wait_for(IncomingCall, timeout=5)).call
+    await incoming.ring()
+    return incoming
+
+
+async def answered(phone: Phone, call: Call, hz: float) -> None:
+    await call.answer()
+    await phone.wait_for(Established, call=call, timeout=5)
+    assert call.rtp is not None
+    call.rtp.play_tone(hz)
+
+
+async def target_agent(w: World) -> Phone:
+    phone = await agent_phone(w.node, "1002", ready=False, answer="manual", media=True)
+    w.phones.append(phone)
+    w.node.service.change_status(OP, "1002", "ready")
+    return phone
+
+
+async def gateway(w: World, **options: Any) -> Phone:
+    phone = await Phone.start(host=GATEWAY_HOST, port=w.gateway_port, user="gateway", name="gateway", media=True,
+                              **options)
+    w.phones.append(phone)
+    return phone
+
+
+@pytest.mark.parametrize("transfer_audio", ["ringback", "music"])
+async def test_a_blind_transfer_to_an_agent_rings_then_the_target_is_heard(tmp_path: Path,
+                                                                           transfer_audio: str) -> None:
+    async with world(tmp_path, transfer_audio=transfer_audio) as w:
+        target = await target_agent(w)
+        w.node.service.transfer(OP, "1001", "1002")
+        target_call = await rung(w, target)
+        if transfer_audio == "ringback":
+            assert_ringback(await listen(w, 0.6))
+        else:
+            assert_music(await listen(w, 1.6))
+        await answered(target, target_call, TARGET_HZ)
+        await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=5)
+        await until(lambda: w.call is not None and w.call.rtp is not None
+                    and w.call.rtp.heard(w.customer.now() - 0.2, w.customer.now()).share(TARGET_HZ) >= 0.5,
+                    what="the target heard")
+        assert_voice(await listen(w, 0.6), TARGET_HZ)
+        assert target_call.rtp is not None
+        start = target.now()
+        await asyncio.sleep(0.5)
+        assert_voice(target_call.rtp.heard(start, target.now()), 700)  # and the target hears the customer
+
+
+async def test_a_blind_transfer_to_an_outside_number_rings_then_the_outside_party_is_heard(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        outside = await gateway(w)
+        w.node.service.transfer(OP, "1001", "3105550199")
+        outside_call = await rung(w, outside)
+        assert_ringback(await listen(w, 0.6))
+        await answered(outside, outside_call, OUTSIDE_HZ)
+        await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=5)
+        await until(lambda: w.call is not None and w.call.rtp is not None
+                    and w.call.rtp.heard(w.customer.now() - 0.2, w.customer.now()).share(OUTSIDE_HZ) >= 0.5,
+                    what="the outside party heard")
+        assert_voice(await listen(w, 0.6), OUTSIDE_HZ)
+
+
+async def test_a_transfer_to_a_busy_number_rings_then_the_first_agent_is_heard_again(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        await gateway(w, answer="auto", auto_answer_status=486, ring_delay=1.5)  # rings 1.5 s, then busy
+        record = w.node.service.transfer(OP, "1001", "3105550486")
+        assert_ringback(await listen(w, 0.6))
+        await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed",
+                    what="the transfer failed")
+        await w.customer.wait_for(Resumed, call=w.call, timeout=5)
+        assert_voice(await listen(w, 0.6), AGENT_HZ)
+
+
+async def test_an_attended_transfer_rings_plays_music_while_consulting_then_the_target_is_heard(
+        tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        assert w.agent_call is not None and w.agent_call.rtp is not None
+        target = await target_agent(w)
+        record = w.node.service.start_transfer(OP, "1001", "1002", kind="attended")
+        target_call = await rung(w, target)
+        assert_ringback(await listen(w, 0.6))
+        await answered(target, target_call, TARGET_HZ)
+        await until(lambda: w.node.service.get_transfer(OP, record.id).state == "consulting", what="consulting")
+        assert_music(await listen(w, 1.6))
+        start = w.agent.now()  # meanwhile the agent and the target talk
+        await asyncio.sleep(0.5)
+        assert_voice(w.agent_call.rtp.heard(start, w.agent.now()), TARGET_HZ)
+        assert target_call.rtp is not None
+        assert_voice(target_call.rtp.heard(start, target.now()), AGENT_HZ)
+
+        w.node.service.complete_transfer(OP, record.id)
+        await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=5)
+        await until(lambda: w.node.service.get_transfer(OP, record.id).state == "completed", what="completed")
+        await until(lambda: w.call is not None and w.call.rtp is not None
+                    and w.call.rtp.heard(w.customer.now() - 0.2, w.customer.now()).share(TARGET_HZ) >= 0.5,
+                    what="the target heard")
+        assert_voice(await listen(w, 0.6), TARGET_HZ)
+
+
+async def test_an_attended_transfer_the_target_refuses_brings_the_first_agent_back(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        target = await target_agent(w)
+        record = w.node.service.start_transfer(OP, "1001", "1002", kind="attended")
+        target_call = await rung(w, target)
+        assert_ringback(await listen(w, 0.6))
+        await target_call.reject(486)
+        await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="failed")
+        assert_voice(await listen(w, 0.6), AGENT_HZ)

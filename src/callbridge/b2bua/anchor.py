@@ -102,6 +102,8 @@ class MediaAnchor:
         def answered() -> None:
             if peer is not None:
                 self._customer_peer(conn_id, peer)
+            else:  # two other parties (an agent and a consulted target): what the customer hears may change
+                self.hearing.rewired(conn_id, offerer.leg_id, answerer.leg_id)
 
         self._run(lambda: media.answer(conn_id, offerer.leg_id, answerer.leg_id, sdp), sdp, then, "answer",
                   conn_id, answered)

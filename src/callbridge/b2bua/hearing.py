@@ -16,8 +16,11 @@ Rules
     agent after a failed or cancelled one): **the peer** once the customer's media goes to that party on the relay
     (`peer_changed`), so the customer never hears the party it is leaving after the music stops.
 - On the relay (rtpengine 10.5, `media/rtpengine.py`): music or ringback is ``block media`` of the customer's peer
-  *toward the customer only* (the agent still talks to a consulted target), then ``play media`` of the sound to the
-  customer, looped; the peer is ``stop media`` then ``unblock media``. ``play media`` alone would mix the peer in.
+  toward the customer, then ``play media`` of the sound to the customer, looped; the peer is ``stop media`` then
+  ``unblock media``. ``play media`` alone would mix the peer in. Found with 10.5: a block named with a to-tag still
+  silences the agent toward a consulted target once the agent is re-targeted to it; and once it is, the customer
+  no longer gets the agent's media at all. So while consulting, the agent is unblocked as soon as its answer with
+  the target went through the relay (`rewired`), and the music goes on alone.
 - One call's relay steps run in order, one task at a time: what is wanted is set at once (the domain's commands
   come on the loop), and the task applies the latest wish, so a hold followed at once by the transfer's ringing
   plays ringback without racing the music.
@@ -55,6 +58,8 @@ class _Call:
     joining: str | None = None  # "peer" waits until the customer's media goes to this leg
     playing: Heard | None = None  # what the relay plays to the customer now
     blocked: str | None = None  # the leg whose media toward the customer is blocked now
+    consulting: frozenset[str] = frozenset()  # the agent and a consulted target, bridged to each other
+    rewired: bool = False  # ... and their media goes to each other on the relay now
     task: asyncio.Task[None] | None = None
 
 
@@ -82,6 +87,7 @@ class CustomerHearing:
     def unhold(self, conn_id: str | None) -> None:
         call = self._call(conn_id)
         if call is not None:
+            call.consulting, call.rewired = frozenset(), False
             self._want(conn_id, call, "peer", self.anchor.peers.get(conn_id or ""))
 
     def target_ringing(self, conn_id: str | None) -> None:
@@ -97,10 +103,19 @@ class CustomerHearing:
         if call is None or conn_id is None:
             return
         customer = self.anchor.calls.get(conn_id)
+        call.consulting, call.rewired = frozenset(), False
         if customer in (leg_a, leg_b):
             self._want(conn_id, call, "peer", leg_b if customer == leg_a else leg_a)
         else:  # the agent and a consulted target: the customer waits with the music
+            call.consulting = frozenset((leg_a, leg_b))
             self._want(conn_id, call, "music")
+
+    def rewired(self, conn_id: str, leg_a: str, leg_b: str) -> None:
+        """An answer between two parties other than the customer went through the relay (`MediaAnchor.answer`)."""
+        call = self.calls.get(conn_id)
+        if call is not None and call.consulting == {leg_a, leg_b}:
+            call.rewired = True
+            self._kick(conn_id, call)
 
     def peer_offered(self, conn_id: str | None, leg_id: str, sdp: bytes) -> None:
         """`leg_id` offered `sdp` (a re-INVITE from its phone): from the customer's peer, `sendonly` or `inactive`
@@ -142,9 +157,15 @@ class CustomerHearing:
             call.task = self.anchor.loop.create_task(self._apply(conn_id, call))
             self.anchor.track(call.task)
 
+    def _to_block(self, conn_id: str, call: _Call) -> str | None:
+        """The party whose media must not reach the customer while it hears `call.wanted` (not the peer)."""
+        if call.consulting and call.rewired:
+            return None  # the agent talks to the target now, the customer no longer gets its media (see below)
+        return self.anchor.peers.get(conn_id)
+
     def _settled(self, conn_id: str, call: _Call) -> bool:
         if call.wanted != "peer":
-            return call.playing == call.wanted and call.blocked == self.anchor.peers.get(conn_id)
+            return call.playing == call.wanted and call.blocked == self._to_block(conn_id, call)
         return call.playing is None and call.blocked is None
 
     async def _apply(self, conn_id: str, call: _Call) -> None:
@@ -154,6 +175,7 @@ class CustomerHearing:
         while customer is not None and self.calls.get(conn_id) is call and not self._settled(conn_id, call):
             peer = self.anchor.peers.get(conn_id)
             wanted = call.wanted
+            block = self._to_block(conn_id, call)
             try:
                 if wanted == "peer":
                     if call.joining is not None and peer != call.joining:
@@ -165,13 +187,13 @@ class CustomerHearing:
                         blocked, call.blocked = call.blocked, None
                         await self._unblock(conn_id, blocked, customer)
                     continue
-                if call.blocked != peer:
+                if call.blocked != block:
                     if call.blocked is not None:
                         blocked, call.blocked = call.blocked, None
                         await self._unblock(conn_id, blocked, customer)
-                    if peer is not None:
-                        await media.block(conn_id, peer, toward=customer)
-                    call.blocked = peer
+                    if block is not None:
+                        await media.block(conn_id, block, toward=customer)
+                    call.blocked = block
                 if call.playing != wanted:
                     await media.play_wav(conn_id, customer, self._sound(call.operation_id, wanted),
                                          repeat=PLAY_REPEAT)
