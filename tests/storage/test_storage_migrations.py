@@ -99,3 +99,34 @@ def test_0008_makes_existing_operations_anchored_with_direct_fallback_and_takes_
             assert conn.execute(text("SELECT sip_domain FROM operations WHERE id = '0042'")).scalar_one() == "a.test"
     finally:
         engine.dispose()
+
+
+def test_0011_gives_existing_operations_the_built_in_music_and_ringback_and_takes_the_columns_away(
+        db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    from callbridge.storage.migrate import alembic_config
+
+    upgrade(db_url, "0008")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO operations (id, sip_domain) VALUES ('0042', 'a.test')"))
+        upgrade(engine, "0011")
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT hold_music, hold_music_name, transfer_audio, ringback_tone "
+                                    "FROM operations WHERE id = '0042'")).one()
+        assert tuple(row) == (None, "", "ringback", "etsi")
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE operations SET transfer_audio = 'silence' WHERE id = '0042'"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE operations SET ringback_tone = 'uk' WHERE id = '0042'"))
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0008")
+        columns = {c["name"] for c in inspect(engine).get_columns("operations")}
+        assert {"hold_music", "hold_music_name", "transfer_audio", "ringback_tone"} & columns == set()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT media_mode FROM operations WHERE id = '0042'")).scalar_one() == "anchored"
+    finally:
+        engine.dispose()
