@@ -214,3 +214,28 @@ def test_load_refuses_bad_files(db: str, tmp_path: Path, text: str, message: str
 def test_load_missing_file(db: str, tmp_path: Path) -> None:
     assert refused(db, "load", str(tmp_path / "none.toml")) == \
         f"error: {tmp_path / 'none.toml'}: No such file or directory"
+
+
+def test_operation_create_takes_the_hold_music_and_refuses_a_file_it_cannot_play(db: str, tmp_path: Path) -> None:
+    import math
+    import struct
+    import wave
+
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    assert refused(db, "operation", "create", "0042", "--domain", "a.test", "--hold-music", str(bad)) == (
+        f"error: hold_music: {bad}: not a WAV file: it does not start with RIFF")
+    assert refused(db, "operation", "create", "0042", "--domain", "a.test", "--transfer-audio", "silence") == (
+        "error: transfer_audio: 'silence' is not 'ringback' or 'music'")
+    assert json.loads(ok(db, "operation", "list", "--json")) == []
+    good = tmp_path / "hold.wav"
+    with wave.open(str(good), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 3))) for i in range(8000)))
+    ok(db, "operation", "create", "0042", "--domain", "a.test", "--hold-music", str(good), "--transfer-audio",
+       "music", "--ringback-tone", "us")
+    [listed] = json.loads(ok(db, "operation", "list", "--json"))
+    assert (listed["hold_music_name"], listed["transfer_audio"], listed["ringback_tone"]) == ("hold.wav", "music", "us")
+    assert "hold_music" not in listed  # the converted audio stays in the database

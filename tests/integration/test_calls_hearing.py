@@ -270,3 +270,36 @@ async def test_an_attended_transfer_the_target_refuses_brings_the_first_agent_ba
         await target_call.reject(486)
         await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="failed")
         assert_voice(await listen(w, 0.6), AGENT_HZ)
+
+
+async def test_the_operations_own_music_and_its_ringback_tone_are_what_the_customer_hears(tmp_path: Path) -> None:
+    music = tmp_path / "music.wav"
+    write_tone_wav(music, 500.0, seconds=1.0, rate=44100)  # converted once at load to 8 kHz
+    async with world(tmp_path, hold_music=str(music), ringback_tone="us") as w:
+        w.node.service.hold(OP, "1001")
+        await w.customer.wait_for(Held, call=w.call, timeout=5)
+        heard = await listen(w, 1.0)
+        assert heard.share(500, tolerance=3) >= 0.9 and tones(heard) == {500}, str(heard)
+        w.node.service.hold(OP, "1001")
+        await w.customer.wait_for(Resumed, call=w.call, timeout=5)
+        assert_voice(await listen(w, 0.6), AGENT_HZ)
+
+        target = await target_agent(w)
+        w.node.service.transfer(OP, "1001", "1002")
+        await rung(w, target)
+        heard = await listen(w, 0.6)  # US ringback: 440 and 480 Hz together, 2 s on
+        assert heard.share(440, tolerance=45) >= 0.9 and tones(heard) <= {450, 475}, str(heard)
+        assert min(window.dbfs for window in heard.windows) > -20, str(heard)  # both tones, at -16 dBFS each
+
+
+def write_tone_wav(path: Path, hz: float, *, seconds: float, rate: int) -> None:
+    import math
+    import struct
+    import wave
+
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * hz * i / rate))) * 2
+                                 for i in range(int(seconds * rate))))

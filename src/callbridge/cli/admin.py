@@ -130,6 +130,7 @@ def _plain(value: Any) -> Any:
     data = dataclasses.asdict(value)
     for secret in ("ha1_md5", "ha1_sha256", "hash", "secret"):
         data.pop(secret, None)
+    data.pop("hold_music", None)  # converted audio; hold_music_name says which file it came from
     if data.get("credentials"):
         data["credentials"].pop("password", None)
     return data
