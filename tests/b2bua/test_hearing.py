@@ -168,3 +168,11 @@ async def test_the_call_ending_forgets_what_its_customer_heard() -> None:
     anchor.leg_ended(leg("cust"))
     await anchor.settle()
     assert anchor.hearing.calls == {} and media.ops[-1] == ("delete", "c1")
+
+
+async def test_music_that_no_longer_reads_plays_the_built_in_music(caplog: pytest.LogCaptureFixture) -> None:
+    anchor, media = await talking(hold_music=b"RIFF damaged")
+    anchor.hearing.hold("c1")
+    await anchor.settle()
+    assert media.ops == [BLOCK, MUSIC]
+    assert "operation 0042's hold music: not a WAV file" in caplog.text

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from callbridge.b2bua.ports import B2buaDirectory, MediaError
-from callbridge.media.audio import hold_music, ringback, wav_from_bytes
+from callbridge.media.audio import AudioError, hold_music, ringback, wav_from_bytes
 from callbridge.sip.sdp import SdpError, SessionDescription
 
 if TYPE_CHECKING:
@@ -68,7 +68,8 @@ class CustomerHearing:
         self.anchor = anchor
         self.directory = directory
         self.calls: dict[str, _Call] = {}
-        self._sounds: dict[tuple[str, str, int], bytes] = {}
+        self._ringbacks: dict[str, bytes] = {}  # tone -> as sent to the relay
+        self._music: dict[str, tuple[bytes | None, bytes]] = {}  # operation -> (its hold_music, as sent)
 
     # --- what the B2BUA was asked to do -------------------------------------------------------------------------
     def started(self, conn_id: str, operation_id: str) -> None:
@@ -216,13 +217,18 @@ class CustomerHearing:
         op = self.directory.get_operation(operation_id) if self.directory is not None else None
         if heard == "ringback":
             tone = op.ringback_tone if op is not None else "etsi"
-            key = ("ringback", tone, 0)
-            if key not in self._sounds:
-                self._sounds[key] = ringback(tone).ulaw_wav_bytes()
-            return self._sounds[key]
+            if tone not in self._ringbacks:
+                self._ringbacks[tone] = ringback(tone).ulaw_wav_bytes()
+            return self._ringbacks[tone]
         music = op.hold_music if op is not None else None
-        key = ("music", operation_id if music else "", hash(music))
-        if key not in self._sounds:
-            audio = wav_from_bytes(music, name=f"operation {operation_id}'s hold music") if music else hold_music()
-            self._sounds[key] = audio.ulaw_wav_bytes()
-        return self._sounds[key]
+        cached = self._music.get(operation_id)
+        if cached is not None and cached[0] == music:
+            return cached[1]
+        audio = hold_music()
+        if music:
+            try:
+                audio = wav_from_bytes(music, name=f"operation {operation_id}'s hold music")
+            except AudioError as exc:  # stored by `callbridge admin`, so converted already: only a damaged row
+                log.warning("%s: the built-in music plays instead", exc)
+        self._music[operation_id] = (music, audio.ulaw_wav_bytes())
+        return self._music[operation_id][1]
