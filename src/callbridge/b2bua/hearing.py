@@ -33,14 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
-from callbridge.b2bua.ports import B2buaDirectory, MediaError
+from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError
 from callbridge.media.audio import AudioError, hold_music, ringback, wav_from_bytes
 from callbridge.sip.sdp import SdpError, SessionDescription
-
-if TYPE_CHECKING:
-    from callbridge.b2bua.anchor import MediaAnchor
 
 __all__ = ["PLAY_REPEAT", "CustomerHearing", "Heard"]
 
@@ -49,6 +46,18 @@ Heard = Literal["peer", "music", "ringback"]
 PLAY_REPEAT = 10000
 
 log = logging.getLogger(__name__)
+
+
+class Anchor(Protocol):
+    """What this module reads of `anchor.MediaAnchor`, which owns it (and imports it: no import back)."""
+
+    media: Media | None
+    loop: asyncio.AbstractEventLoop | None
+    calls: dict[str, str]  # conn_id -> the customer's leg
+    peers: dict[str, str]  # conn_id -> the leg the customer's media goes to now
+    stats: dict[str, int]
+
+    def track(self, task: asyncio.Task[None]) -> None: ...
 
 
 @dataclass
@@ -64,7 +73,7 @@ class _Call:
 
 
 class CustomerHearing:
-    def __init__(self, anchor: MediaAnchor, directory: B2buaDirectory | None) -> None:
+    def __init__(self, anchor: Anchor, directory: B2buaDirectory | None) -> None:
         self.anchor = anchor
         self.directory = directory
         self.calls: dict[str, _Call] = {}

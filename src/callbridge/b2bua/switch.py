@@ -117,8 +117,7 @@ class Switch:
         self.loop = loop
         self.registrations = Registrations(self, directory, challengers, registrations, registrar_limits)
         self.registrar = self.registrations.registrar
-        # anchored calls' SDP through the media plane, and what their customers hear (hearing.py)
-        self.anchor = MediaAnchor(media, loop, self.wake, directory)
+        self.anchor = MediaAnchor(media, loop, self.wake, directory)  # anchored calls' SDP, what customers hear
         self.legs = LegTable(on_end=self.anchor.leg_ended)
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers
