@@ -176,3 +176,16 @@ async def test_music_that_no_longer_reads_plays_the_built_in_music(caplog: pytes
     await anchor.settle()
     assert media.ops == [BLOCK, MUSIC]
     assert "operation 0042's hold music: not a WAV file" in caplog.text
+
+
+async def test_a_re_targeting_the_relay_fails_stops_the_sound_rather_than_play_it_over_the_call() -> None:
+    anchor, media = await talking()
+    anchor.hearing.hold("c1")
+    anchor.hearing.target_ringing("c1")
+    await anchor.settle()
+    anchor.hearing.bridged("c1", "cust", "target")
+    media.failing.add("offer")
+    await step(anchor.offer, "c1", leg("target"), leg("cust"), SDP)  # goes direct
+    await anchor.settle()
+    assert media.ops[2:] == [("offer", "c1", "target", "cust"), STOP, UNBLOCK]
+    assert anchor.stats["media_failures"] == 1

@@ -130,6 +130,7 @@ class MediaAnchor:
                 log.warning("call %s: the media plane failed the %s (%s): this exchange goes direct", conn_id,
                             what, exc)
                 out = sdp
+                self.hearing.exchange_failed(conn_id)
             try:
                 then(out)
             except Exception:

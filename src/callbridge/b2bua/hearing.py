@@ -144,6 +144,14 @@ class CustomerHearing:
         elif call.wanted == "music":
             self._want(conn_id, call, "peer", self.anchor.peers.get(conn_id))
 
+    def exchange_failed(self, conn_id: str) -> None:
+        """An offer or answer of the call went direct (the relay failed it): the customer may never be re-targeted
+        on the relay, so a pending return to the peer stops the sound now rather than play it over the call."""
+        call = self.calls.get(conn_id)
+        if call is not None and call.wanted == "peer" and call.joining is not None:
+            call.joining = None
+            self._kick(conn_id, call)
+
     def peer_changed(self, conn_id: str) -> None:
         """The customer's media goes to another party on the relay now (`MediaAnchor`)."""
         call = self.calls.get(conn_id)
