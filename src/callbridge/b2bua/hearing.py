@@ -170,7 +170,7 @@ class CustomerHearing:
         self._kick(conn_id, call)
 
     def _kick(self, conn_id: str, call: _Call) -> None:
-        if call.task is None or call.task.done():
+        if (call.task is None or call.task.done()) and not self._settled(conn_id, call):
             assert self.anchor.loop is not None
             call.task = self.anchor.loop.create_task(self._apply(conn_id, call))
             self.anchor.track(call.task)
