@@ -130,3 +130,24 @@ def test_0011_gives_existing_operations_the_built_in_music_and_ringback_and_take
             assert conn.execute(text("SELECT media_mode FROM operations WHERE id = '0042'")).scalar_one() == "anchored"
     finally:
         engine.dispose()
+
+
+def test_upgrading_keeps_the_rows_that_refer_to_a_rebuilt_table(db_url: str) -> None:
+    # SQLite rebuilds `operations` in 0008, 0011 and 0012 (batch mode); with foreign keys on, dropping the old
+    # table cascaded to every queue and agent of the operation. They must all survive.
+    upgrade(db_url, "0005")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO operations (id, sip_domain) VALUES ('0042', 'a.test')"))
+            conn.execute(text("INSERT INTO queues (operation_id, name) VALUES ('0042', 'sales')"))
+            conn.execute(text("INSERT INTO agents (operation_id, extension, ha1_md5, ha1_sha256) "
+                              "VALUES ('0042', '1001', 'm', 's')"))
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name FROM queues")).scalars().all() == ["sales"]
+            assert conn.execute(text("SELECT extension FROM agents")).scalars().all() == ["1001"]
+            if engine.dialect.name == "sqlite":  # and the pool's connection has its foreign keys back on
+                assert conn.execute(text("PRAGMA foreign_keys")).scalar_one() == 1
+    finally:
+        engine.dispose()
