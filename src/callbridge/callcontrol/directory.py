@@ -22,6 +22,8 @@ RelayDownPolicy = Literal["direct", "refuse"]
 # or the operation's hold music. Ringback tones after ITU-T E.180: "etsi" (425 Hz) or "us" (440+480 Hz).
 TransferAudio = Literal["ringback", "music"]
 RingbackTone = Literal["etsi", "us"]
+# always: every call is recorded; never: none; on_demand: only between a start and a stop through the API
+RecordingPolicy = Literal["always", "never", "on_demand"]
 Transport = Literal["udp", "tcp"]
 CallerIdPolicy = Literal["customer", "agent", "fixed"]
 """Caller ID toward a transfer target or an outside number: the customer's number (the default, with
@@ -56,6 +58,9 @@ class Operation:
     hold_music_name: str = ""
     transfer_audio: TransferAudio = "ringback"
     ringback_tone: RingbackTone = "etsi"
+    # Whether calls are recorded (a queue may say otherwise) and how many days a recording is kept (None: forever)
+    recording: RecordingPolicy = "never"
+    recording_retention_days: int | None = None
 
     @property
     def digest_realm(self) -> str:
@@ -100,6 +105,7 @@ class Queue:
     max_wait_seconds: float = 60.0  # nobody available this long: the caller gets 480 with Retry-After
     ring_timeout: float | None = None  # None = the operation's
     retry_after: int = 60  # seconds, for the 480
+    recording: RecordingPolicy | None = None  # None = the operation's
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,9 @@ def operation_row(f: dict[str, Any]) -> dict[str, Any]:
         raise AdminError(f"transfer_audio: {f['transfer_audio']!r} is not 'ringback' or 'music'")
     if f["ringback_tone"] not in ("etsi", "us"):
         raise AdminError(f"ringback_tone: {f['ringback_tone']!r} is not 'etsi' or 'us'")
+    recording_policy("recording", f.get("recording", "never"))
+    if f.get("recording_retention_days") is not None:
+        number("recording_retention_days", f["recording_retention_days"], minimum=1, integer=True)
     for field in ("acw_seconds", "ring_timeout", "transfer_timeout", "recent_call_window", "action_timeout"):
         number(field, f[field])
     number("dial_timeout", f["dial_timeout"], minimum=1)  # a customer's phone rings at least a second
@@ -118,7 +121,18 @@ def queue_row(f: dict[str, Any]) -> dict[str, Any]:
     if f["ring_timeout"] is not None:
         number("ring_timeout", f["ring_timeout"])
     number("retry_after", f["retry_after"], integer=True)
+    if f.get("recording") is not None:
+        recording_policy("recording", f["recording"])
     return dict(f)
+
+
+RECORDING_POLICIES = ("always", "never", "on_demand")
+
+
+def recording_policy(field: str, value: object) -> str:
+    if value not in RECORDING_POLICIES:
+        raise AdminError(f"{field}: {value!r} is not 'always', 'never' or 'on_demand'")
+    return str(value)
 
 
 def agent_queues(queues: object) -> list[str]:

@@ -71,6 +71,7 @@ def create_operation(
     recent_call_window: float = 600.0, action_timeout: float = 5.0, token_concurrency_limit: int = 2,
     daily_quota: int | None = None, media_mode: str = "anchored", media_relay_down: str = "direct",
     hold_music: str = "", transfer_audio: str = "ringback", ringback_tone: str = "etsi",
+    recording: str = "never", recording_retention_days: int | None = None,
 ) -> Operation:
     row = c.operation_row(dict(
         id=id, sip_domain=sip_domain, name=name, realm=realm, time_zone=time_zone, acw_seconds=acw_seconds,
@@ -79,7 +80,7 @@ def create_operation(
         recent_call_window=recent_call_window, action_timeout=action_timeout,
         token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota, media_mode=media_mode,
         media_relay_down=media_relay_down, hold_music=hold_music, transfer_audio=transfer_audio,
-        ringback_tone=ringback_tone))
+        ringback_tone=ringback_tone, recording=recording, recording_retention_days=recording_retention_days))
     if _exists(conn, select(s.operations.c.id).where(s.operations.c.id == id)):
         raise AdminError(f"operation {id!r} already exists")
     if _exists(conn, select(s.operations.c.id).where(s.operations.c.sip_domain == sip_domain)):
@@ -97,17 +98,19 @@ def list_operations(conn: Connection) -> list[Operation]:
 
 
 def create_queue(conn: Connection, operation_id: str, name: str, *, max_wait_seconds: float = 60.0,
-                 ring_timeout: float | None = None, retry_after: int = 60) -> Queue:
+                 ring_timeout: float | None = None, retry_after: int = 60,
+                 recording: str | None = None) -> Queue:
     _operation(conn, operation_id)
     c.queue_row(dict(name=name, max_wait_seconds=max_wait_seconds, ring_timeout=ring_timeout,
-                     retry_after=retry_after))
+                     retry_after=retry_after, recording=recording))
     t = s.queues
     if _exists(conn, select(t.c.name).where(t.c.operation_id == operation_id, t.c.name == name)):
         raise AdminError(f"queue {name!r} already exists in operation {operation_id!r}")
     conn.execute(insert(t).values(operation_id=operation_id, name=name, max_wait_seconds=max_wait_seconds,
-                                  ring_timeout=ring_timeout, retry_after=retry_after))
+                                  ring_timeout=ring_timeout, retry_after=retry_after, recording=recording))
     bump_version(conn)
-    return Queue(operation_id, name, float(max_wait_seconds), ring_timeout, retry_after)
+    return Queue(operation_id, name, float(max_wait_seconds), ring_timeout, retry_after,
+                 recording)  # type: ignore[arg-type]  # checked by queue_row
 
 
 def _queue_must_exist(conn: Connection, operation_id: str, field: str, queue: str) -> None:

@@ -76,7 +76,8 @@ def read_operations(conn: Connection) -> list[Operation]:
             action_timeout=r["action_timeout"], token_concurrency_limit=r["token_concurrency_limit"],
             daily_quota=r["daily_quota"], media_mode=r["media_mode"], media_relay_down=r["media_relay_down"],
             hold_music=r["hold_music"], hold_music_name=r["hold_music_name"], transfer_audio=r["transfer_audio"],
-            ringback_tone=r["ringback_tone"],
+            ringback_tone=r["ringback_tone"], recording=r["recording"],
+            recording_retention_days=r["recording_retention_days"],
         )
         for r in rows
     ]
@@ -102,7 +103,7 @@ def read_queues(conn: Connection, operation_id: str | None = None) -> list[Queue
     query = _where_operation(select(t).order_by(t.c.operation_id, t.c.name), t, operation_id)
     return [
         Queue(operation_id=r["operation_id"], name=r["name"], max_wait_seconds=r["max_wait_seconds"],
-              ring_timeout=r["ring_timeout"], retry_after=r["retry_after"])
+              ring_timeout=r["ring_timeout"], retry_after=r["retry_after"], recording=r["recording"])
         for r in conn.execute(query).mappings()
     ]
 

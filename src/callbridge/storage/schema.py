@@ -114,11 +114,15 @@ operations = Table(
     Column("hold_music_name", String(255), nullable=False, server_default=""),
     Column("transfer_audio", String(16), nullable=False, server_default="ringback"),
     Column("ringback_tone", String(16), nullable=False, server_default="etsi"),
+    # docs/operations.md, "Recordings": the policy (a queue may override it) and days kept (NULL: forever)
+    Column("recording", String(16), nullable=False, server_default="never"),
+    Column("recording_retention_days", Integer),
     CheckConstraint("after_transfer_state IN ('acw', 'ready')", name="after_transfer_state"),
     CheckConstraint("media_mode IN ('anchored', 'direct')", name="media_mode"),
     CheckConstraint("media_relay_down IN ('direct', 'refuse')", name="media_relay_down"),
     CheckConstraint("transfer_audio IN ('ringback', 'music')", name="transfer_audio"),
     CheckConstraint("ringback_tone IN ('etsi', 'us')", name="ringback_tone"),
+    CheckConstraint("recording IN ('always', 'never', 'on_demand')", name="recording"),
 )
 
 queues = Table(
@@ -128,6 +132,8 @@ queues = Table(
     Column("max_wait_seconds", Float, nullable=False, server_default="60"),
     Column("ring_timeout", Float),  # None = the operation's
     Column("retry_after", Integer, nullable=False, server_default="60"),
+    Column("recording", String(16)),  # None = the operation's
+    CheckConstraint("recording IN ('always', 'never', 'on_demand')", name="queue_recording"),
     _operation_fk(),
 )
 
