@@ -3,14 +3,22 @@ operation's), stored and read back, refused with the field and the value when wr
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+from typing import Any
+
 import pytest
 from sqlalchemy import Engine, inspect, text
 
+from callbridge.storage import admin_apply as ap
+from callbridge.storage import admin_changes as ch
 from callbridge.storage import administration as admin
 from callbridge.storage.admin_checks import AdminError
 from callbridge.storage.database import make_engine
 from callbridge.storage.directory import Directory
 from callbridge.storage.migrate import upgrade
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "operation.toml"
 
 
 def test_the_operation_and_queue_policies_are_stored_and_read_back(engine: Engine) -> None:
@@ -82,3 +90,32 @@ def test_0012_gives_existing_operations_no_recording_and_takes_the_columns_away(
             assert conn.execute(text("SELECT transfer_audio FROM operations")).scalar_one() == "ringback"
     finally:
         engine.dispose()
+
+
+def test_the_operation_file_sets_the_policies_and_a_changed_file_is_an_update(engine: Engine) -> None:
+    doc: dict[str, Any] = ap.read_operation_file(EXAMPLE)
+    ap.execute(engine, doc)
+    assert ap.plan_lines(engine, doc) == []
+    [op] = Directory(engine).load().list_operations()
+    assert (op.recording, op.recording_retention_days) == ("on_demand", 90)
+    with engine.connect() as conn:
+        assert ch.queue_fields(conn, "0042", "sales")["recording"] == "always"
+        assert ch.queue_fields(conn, "0042", "support")["recording"] is None
+
+    changed = copy.deepcopy(doc)
+    changed["operation"]["recording"] = "always"
+    del changed["operation"]["recording_retention_days"]
+    [sales] = [q for q in changed["queues"] if q["name"] == "sales"]
+    sales["recording"] = "never"
+    assert sorted(ap.execute(engine, changed).lines()) == [
+        "update operation '0042': recording 'on_demand' -> 'always', recording_retention_days 90 -> None",
+        "update queue 'sales': recording 'always' -> 'never'",
+    ]
+
+    broken = copy.deepcopy(changed)
+    broken["operation"]["recording"] = "sometimes"
+    with pytest.raises(AdminError) as refused:
+        ap.execute(engine, broken)
+    assert str(refused.value) == "operation.recording: 'sometimes' is not 'always', 'never' or 'on_demand'"
+    [op] = Directory(engine).load().list_operations()
+    assert op.recording == "always"  # nothing changed

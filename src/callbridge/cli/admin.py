@@ -28,8 +28,10 @@ One file describes one operation; loading it is all or nothing. Sections and the
                          token_concurrency_limit [2], daily_quota [none],
                          media_mode ["anchored" | "direct"], media_relay_down ["direct" | "refuse"],
                          hold_music [built-in: a WAV file's path, converted once, at most 8 s, looped],
-                         transfer_audio ["ringback" | "music"], ringback_tone ["etsi" | "us"]
-    [[queues]]           name, max_wait_seconds [60], ring_timeout [the operation's], retry_after [60]
+                         transfer_audio ["ringback" | "music"], ringback_tone ["etsi" | "us"],
+                         recording ["never" | "always" | "on_demand"], recording_retention_days [none: kept]
+    [[queues]]           name, max_wait_seconds [60], ring_timeout [the operation's], retry_after [60],
+                         recording [the operation's: "never" | "always" | "on_demand"]
     [[agents]]           extension (digits), password (8+ characters; stored as HA1 only), name [""], queues [[]]
     [[aux_states]]       id (digits, what change_status names), name
     [[activity_codes]]   group (1 = cod_act, 2 = cod_act_2), code, name
@@ -188,6 +190,10 @@ def operation_create(
     transfer_audio: str = typer.Option("ringback", "--transfer-audio",
                                        help="What a customer hears while a transfer target rings: ringback or music."),
     ringback_tone: str = typer.Option("etsi", "--ringback-tone", help="The ringback tone: etsi (425 Hz) or us."),
+    recording: str = typer.Option("never", "--recording",
+                                  help="Which calls are recorded: never, always or on_demand (through the API)."),
+    recording_retention_days: int | None = typer.Option(None, "--recording-retention-days",
+                                                        help="Days a recording is kept. Default: kept."),
 ) -> None:
     """Create an operation."""
     op = run_in_database(ctx, lambda c: adm.create_operation(
@@ -196,7 +202,8 @@ def operation_create(
         ring_timeout=ring_timeout, transfer_timeout=transfer_timeout, dial_timeout=dial_timeout,
         max_transfers=max_transfers, token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota,
         media_mode=media_mode, media_relay_down=media_relay_down, hold_music=hold_music,
-        transfer_audio=transfer_audio, ringback_tone=ringback_tone))
+        transfer_audio=transfer_audio, ringback_tone=ringback_tone, recording=recording,
+        recording_retention_days=recording_retention_days))
     typer.echo(f"operation {op.id} created (domain {op.sip_domain})")
 
 
@@ -217,10 +224,13 @@ def queue_create(
     max_wait_seconds: float = typer.Option(60.0, "--max-wait"),
     ring_timeout: float | None = typer.Option(None, "--ring-timeout"),
     retry_after: int = typer.Option(60, "--retry-after"),
+    recording: str | None = typer.Option(None, "--recording",
+                                         help="never, always or on_demand. Default: the operation's."),
 ) -> None:
     """Create a queue."""
     run_in_database(ctx, lambda c: adm.create_queue(c, operation_id, name, max_wait_seconds=max_wait_seconds,
-                                         ring_timeout=ring_timeout, retry_after=retry_after))
+                                         ring_timeout=ring_timeout, retry_after=retry_after,
+                                         recording=recording))
     typer.echo(f"queue {name} created in operation {operation_id}")
 
 
@@ -228,7 +238,8 @@ def queue_create(
 def queue_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's queues."""
     show_rows(run_in_database(ctx, lambda c: adm.list_queues(c, operation_id)),
-          ["name", "max_wait_seconds", "ring_timeout", "retry_after"], as_json, f"queues of {operation_id}")
+          ["name", "max_wait_seconds", "ring_timeout", "retry_after", "recording"], as_json,
+          f"queues of {operation_id}")
 
 
 @agent_app.command("create")

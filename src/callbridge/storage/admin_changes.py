@@ -122,7 +122,7 @@ def get_queue(conn: Connection, operation_id: str, name: str) -> Queue:
 def queue_fields(conn: Connection, operation_id: str, name: str) -> dict[str, Any]:
     q = get_queue(conn, operation_id, name)
     return {"name": q.name, "max_wait_seconds": q.max_wait_seconds, "ring_timeout": q.ring_timeout,
-            "retry_after": q.retry_after}
+            "retry_after": q.retry_after, "recording": q.recording}
 
 
 def update_queue(conn: Connection, operation_id: str, name: str, /, **changes: Any) -> Queue:
