@@ -108,6 +108,14 @@ class Queue:
     recording: RecordingPolicy | None = None  # None = the operation's
 
 
+def recording_policy(operation: Operation, queue: Queue | None) -> RecordingPolicy:
+    """What records a call: its queue's policy when the queue has one, else its operation's (a call without a
+    queue, e.g. one an agent dialled, follows the operation)."""
+    if queue is not None and queue.recording is not None:
+        return queue.recording
+    return operation.recording
+
+
 @dataclass(frozen=True, slots=True)
 class DialPlan:
     """What a trunk may dial, and how the dialled string becomes the number sent.
