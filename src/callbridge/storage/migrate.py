@@ -46,10 +46,9 @@ def upgrade(target: str | URL | Engine, revision: str = "head") -> None:
     """Migrate the database at `target` (a URL or an Engine) to `revision` (default: the newest)."""
     engine = target if isinstance(target, Engine) else make_engine(target)
     try:
-        with engine.connect() as conn:
-            with foreign_keys_deferred_to_the_end(conn), conn.begin():
-                command.upgrade(alembic_config(conn), revision)
-                check_foreign_keys(conn)
+        with engine.connect() as conn, foreign_keys_deferred_to_the_end(conn), conn.begin():
+            command.upgrade(alembic_config(conn), revision)
+            check_foreign_keys(conn)
     finally:
         if engine is not target:
             engine.dispose()
