@@ -27,6 +27,7 @@ from the log with stored cursors, and a background task prunes events older than
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -151,6 +152,9 @@ class Node:
         self.switch.close()
         await self.runtime.close()
         if self.media_shell is not None:
+            # the relay calls the drain ended are deleted before the socket goes (bounded by the ng time-out)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.switch.anchor.settle(), timeout=5.0)
             self.media_shell.close()
         await asyncio.to_thread(self.storage.close)
 

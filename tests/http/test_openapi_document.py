@@ -168,6 +168,7 @@ EVENTS = [
     ("call.held", {"conn_id": "c-01", "agent_id": "1001", "held": True}),
     ("call.ended", {"conn_id": "c-01", "agent_id": None, "ended_by": "customer", "sip_cause": None,
                     "duration_s": 12.5}),
+    ("call.media_direct", {"conn_id": "c-01", "reason": "relay_down"}),
     *[(f"transfer.{s}", TRANSFER) for s in ("created", "ringing", "answered", "completed", "failed", "cancelled")],
     ("agent.state_changed", {"agent_id": "1001", "state": "aux", "previous_state": "ready", "aux_state": "lunch",
                              "registered": True}),

@@ -215,3 +215,39 @@ async def test_an_attended_transfer_consults_and_completes_through_the_relay(tmp
             await node.close()
             for endpoint in (customer_rtp, agent_rtp, target_rtp):
                 endpoint.close()
+
+
+async def test_a_failed_blind_transfer_leaves_the_customer_with_the_agent_through_the_relay(tmp_path: Path) -> None:
+    with Rtpengine(workdir=tmp_path / "rtpengine") as relay:
+        node = await anchored_node(tmp_path, f"udp:{relay.host}:{relay.ng_port}")
+        customer_rtp, agent_rtp = RtpEndpoint(CUSTOMER_HOST), RtpEndpoint()
+        phones = []
+        try:
+            await until(lambda: node.switch.anchor.media is not None and node.switch.anchor.media.available(),
+                        what="the relay up")
+            agent = await agent_phone(node, "1001", answer="auto", sdp_port=agent_rtp.address[1])
+            busy = await agent_phone(node, "1002", answer="auto", auto_answer_status=486)
+            customer = await customer_phone(sdp_port=customer_rtp.address[1])
+            phones += [agent, busy, customer]
+            call = await customer.call(did_uri(node), timeout=5)
+            agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
+            await agent.wait_for(Established, call=agent_call, timeout=5)
+            customer_sees, agent_sees = media_of(call.remote_sdp), media_of(agent_call.remote_sdp)
+
+            record = node.service.transfer(OP, "1001", "1002")
+            await until(lambda: node.service.get_transfer(OP, record.id).state == "failed", what="transfer failed")
+            await until(lambda: node.live_legs == 2, what="the target's leg gone")
+            await until(lambda: call.remote_sdp is not None and call.remote_sdp.media[0].attribute("sendonly") is None
+                        and call.remote_sdp.media[0].attribute("recvonly") is None, what="the customer taken off hold")
+            assert media_of(call.remote_sdp) == customer_sees and media_of(agent_call.remote_sdp) == agent_sees
+            assert await flows(customer_rtp, customer_sees, agent_rtp) == [customer_rtp.ssrc] * 10
+            assert await flows(agent_rtp, agent_sees, customer_rtp) == [agent_rtp.ssrc] * 10
+            assert node.switch.anchor.stats["media_failures"] == 0
+            await call.hangup()
+            await until(lambda: node.live_legs == 0 and not node.switch.anchor.calls, what="the call over")
+        finally:
+            for phone in phones:
+                await phone.close()
+            await node.close()
+            customer_rtp.close()
+            agent_rtp.close()

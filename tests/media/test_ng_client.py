@@ -4,11 +4,13 @@ and every bad datagram dropped and counted."""
 from __future__ import annotations
 
 import random
+import socket
 
 import pytest
 
 from callbridge.media.bencode import decode, encode
 from callbridge.media.ng import NgClient, NgReply, NgTimedOut, NgTimers
+from callbridge.media.shell import bind_addresses
 
 RELAY = ("127.0.0.1", 22222)
 OTHER = ("127.0.0.1", 22223)
@@ -129,3 +131,10 @@ def test_cancel_forgets_the_request() -> None:
 def test_bad_timers_are_refused() -> None:
     with pytest.raises(ValueError, match="need 0 < first <= cap"):
         NgTimers(first=3.0, cap=1.0)
+
+
+def test_the_ng_socket_binds_loopback_for_loopback_relays_and_the_wildcard_otherwise() -> None:
+    assert bind_addresses(["127.0.0.1", "127.0.0.5"]) == {socket.AF_INET: "127.0.0.1"}
+    assert bind_addresses(["127.0.0.1", "10.0.0.7"]) == {socket.AF_INET: "0.0.0.0"}
+    assert bind_addresses(["::1", "127.0.0.1"]) == {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+    assert bind_addresses(["2001:db8::7"]) == {socket.AF_INET6: "::"}

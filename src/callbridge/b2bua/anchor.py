@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal
 
 from callbridge.b2bua.hearing import CustomerHearing
 from callbridge.b2bua.legs import SipLeg
@@ -156,16 +156,16 @@ class MediaAnchor:
         else:
             self._spawn(self._quietly(media.drop_leg(conn_id, leg.leg_id), conn_id, "leg release"))
 
-    async def _quietly(self, step: Awaitable[None], conn_id: str, what: str) -> None:
+    async def _quietly(self, step: Coroutine[Any, Any, None], conn_id: str, what: str) -> None:
         try:
             await step
         except MediaError as exc:
             self.stats["media_failures"] += 1
             log.warning("call %s: the media plane failed the %s (%s)", conn_id, what, exc)
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         assert self.loop is not None  # only anchored calls spawn, and a media plane comes with its loop
-        self.track(self.loop.create_task(coroutine))  # type: ignore[arg-type]
+        self.track(self.loop.create_task(coroutine))
 
     def track(self, task: asyncio.Task[None]) -> None:
         """`task` is a media step in flight: `settle` waits for it."""

@@ -238,8 +238,10 @@ def relay_offer(sw: BridgeContext, leg: SipLeg, tx: ServerTransaction, request: 
             peer.remote_sdp = response.body or peer.remote_sdp
             status = response.status
             if response.body:
-                sw.anchor.answer(conn_id, leg, peer, response.body,
-                                 lambda sdp: sw.respond(tx, status, body=present(leg, sdp)))
+                def answer(sdp: bytes) -> None:
+                    sw.respond(tx, status, body=present(leg, sdp))
+
+                sw.anchor.answer(conn_id, leg, peer, response.body, answer)
             else:
                 sw.respond(tx, status, body=b"")
         else:

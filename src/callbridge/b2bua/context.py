@@ -178,6 +178,7 @@ class ForkContext(TrunkContext, Protocol):
     """`forks`: the responses to an outgoing leg's INVITEs (a provider's challenge is `trunks`' to answer)."""
 
     legs: LegTable
+    anchor: MediaAnchor
     service: Domain | None
 
     @property

@@ -48,7 +48,9 @@ def fork_response(sw: ForkContext, leg: SipLeg, tx: ClientTransaction, response:
             sw.refers.target_ringing(leg.leg_id, status)
         early = sw.legs.get(leg.early_peer)
         if early is not None and early.ringing and early.server_tx is not None:
-            body = present(early, response.body) if response.body else b""
+            # An anchored call's customer must only ever see the relay: early media is not relayed (anchor.py)
+            relay_body = response.body and not sw.anchor.anchored(early.conn_id)
+            body = present(early, response.body) if relay_body else b""
             sw.respond(early.server_tx, status, body=body, reason=response.reason)
         return
     if status >= 300:

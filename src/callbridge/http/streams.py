@@ -34,7 +34,8 @@ from callbridge.http.native import Problem, problem_response, refusal_problem
 SUBPROTOCOL: Final = "callbridge.events.v2"
 KEEPALIVE_S: Final = 15.0
 EVENT_TYPES: Final = frozenset({
-    "call.offered", "call.answered", "call.held", "call.ended", "transfer.created", "transfer.ringing",
+    "call.offered", "call.answered", "call.held", "call.ended", "call.media_direct", "transfer.created",
+    "transfer.ringing",
     "transfer.answered", "transfer.completed", "transfer.failed", "transfer.cancelled", "agent.state_changed",
     "agent.display_changed",
 })

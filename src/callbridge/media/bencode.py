@@ -101,7 +101,7 @@ def _decode(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if 0x30 <= lead <= 0x39:
         return _string(buf, pos)
     if lead == ord("l"):
-        items = []
+        items: list[Any] = []
         pos += 1
         while True:
             if pos >= len(buf):

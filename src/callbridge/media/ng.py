@@ -1,6 +1,6 @@
 """The ng control protocol of rtpengine, sans-I/O: requests, retransmissions, replies matched by cookie.
 
-Rules (rtpengine's "ng control protocol", docs/ng_control_protocol.md of the rtpengine sources)
+Rules (rtpengine's documentation, "The NG Control Protocol")
 - A message is one UDP datagram: ``COOKIE SP BENCODED-DICTIONARY``; the reply carries the request's cookie. Every
   request gets a cookie of its own (`NgClient` never reuses one): rtpengine keeps the reply of each cookie it saw
   for a while and answers a repeated cookie from that cache without acting again, which is what makes a

@@ -6,14 +6,17 @@ shape of `callbridge.transport.runtime` (which drives the SIP core the same way)
 the coroutine waiting for its cookie (or logged: a relay going up or down), every queued datagram is sent, and ONE
 ``loop.call_at`` timer is re-armed at ``relays.get_timer()``. ``now`` is always ``loop.time()``.
 
-The ng socket is bound on loopback (or the address given) with a port the kernel picks; one socket per address
-family the relays use. Relays are IP literals (callbridge never resolves names).
+One ng socket per address family the relays use, with a port the kernel picks, bound on loopback when every relay
+of that family is on loopback (tests, a relay on the same machine) and on the wildcard address otherwise (the
+kernel picks the source address toward the relay); a reply is taken only from the relay its cookie was sent to
+(`NgClient`). Relays are IP literals (callbridge never resolves names).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from typing import Any
@@ -23,7 +26,7 @@ from callbridge.media.relays import Health, RelayChanged, RelaySet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NgCommandFailed", "NgShell", "NgTimeout"]
+__all__ = ["NgCommandFailed", "NgShell", "NgTimeout", "bind_addresses"]
 
 
 class NgTimeout(Exception):
@@ -45,6 +48,16 @@ class NgCommandFailed(Exception):
         self.reason = reason
 
 
+def bind_addresses(relay_hosts: list[str]) -> dict[int, str]:
+    """Where to bind the ng socket of each address family the relays use (see the module docstring)."""
+    out: dict[int, str] = {}
+    for family, loopback, wildcard in ((socket.AF_INET, "127.0.0.1", "0.0.0.0"), (socket.AF_INET6, "::1", "::")):
+        hosts = [ipaddress.ip_address(h) for h in relay_hosts if (":" in h) == (family == socket.AF_INET6)]
+        if hosts:
+            out[family] = loopback if all(h.is_loopback for h in hosts) else wildcard
+    return out
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, shell: NgShell) -> None:
         self.shell = shell
@@ -57,9 +70,8 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class NgShell:
-    def __init__(self, relays: RelaySet, *, bind_v4: str = "127.0.0.1", bind_v6: str = "::1") -> None:
+    def __init__(self, relays: RelaySet) -> None:
         self.relays = relays
-        self._bind = {socket.AF_INET: bind_v4, socket.AF_INET6: bind_v6}
         self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._waiting: dict[str, asyncio.Future[NgReply]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -69,10 +81,9 @@ class NgShell:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        families = {socket.AF_INET6 if ":" in host else socket.AF_INET for host, _ in self.relays.relays}
-        for family in sorted(families):
+        for family, host in sorted(bind_addresses([host for host, _ in self.relays.relays]).items()):
             transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self), local_addr=(self._bind[family], 0), family=family)
+                lambda: _Protocol(self), local_addr=(host, 0), family=family)
             self._transports[family] = transport
         self.relays.start(self._loop.time())
         self._drain()
