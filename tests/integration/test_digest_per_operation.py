@@ -6,9 +6,11 @@ only, the other the node's default (MD5); real peers register and call over loop
 - SIPp 3.6.1 (Debian's sip-tester, MD5 only) registers with MD5 to the other operation, on the same node;
 - the same SIPp cannot answer the SHA-256-only operation's challenge at all (its [authentication] refuses any
   algorithm but MD5 and AKAv1-MD5), and a hand-made MD5 answer with the right password gets a new 401 offering
-  SHA-256 only, and no binding.
+  SHA-256 only, and no binding;
+- Debian 12's baresip 1.0.0 registers its MD5 operation's account and gives up on the SHA-256-only one ("Register:
+  Function not implemented"), from one process.
 
-Needs SIPp (scripts/setup --test). Everything on 127.0.0.1.
+Needs SIPp and baresip (scripts/setup --test). Everything on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from callbridge.bootstrap import Node  # noqa: E402
 from callbridge.phone import CallError, Phone  # noqa: E402
 from callbridge.sip import DigestResponder, Response, parse, parse_auth_header  # noqa: E402
 from callbridge.sip.auth import digest_response, format_auth_header, ha1  # noqa: E402
+from peers.baresip import Baresip  # noqa: E402
 from peers.sipp import Sipp  # noqa: E402
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
@@ -160,3 +163,20 @@ async def test_an_md5_answer_to_a_sha_256_only_operation_gets_a_new_401_and_no_b
     assert "stale" not in parse_auth_header(refused.headers.get_lines("WWW-Authenticate")[0])[1]
     assert node.switch.registrations.registrar.stats["auth_failed"] == 1
     assert not registered(node, OP, "1001")
+
+
+async def test_baresip_registers_with_md5_and_gives_up_on_a_sha_256_only_operation(node: Node,
+                                                                                    tmp_path: Path) -> None:
+    # Debian 12's baresip 1.0.0 (libre 1.x): one phone with an account on each operation of the same node.
+    host, port = node.sip_address
+    accounts = [f"<sip:2001@{MD5_DOMAIN}>;auth_pass=secret-2001;outbound=\"sip:{host}:{port}\";regint=300",
+                f"<sip:1001@{DOMAIN}>;auth_pass=secret-1001;outbound=\"sip:{host}:{port}\";regint=300"]
+    phone = Baresip(user="2001", accounts=accounts, workdir=tmp_path / "baresip")
+    await phone.start()
+    try:
+        await until(lambda: registered(node, MD5_OP, "2001"), timeout=10, what="baresip registered on 0077")
+        await until(lambda: f"sip:1001@{DOMAIN}: Register: Function not implemented" in phone.log(), timeout=10,
+                    what="baresip's failure on the SHA-256-only challenge")
+        assert not registered(node, OP, "1001")
+    finally:
+        await phone.aclose()
