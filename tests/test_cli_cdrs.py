@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agentbox_world import OP, AgentboxNode, until
-from test_cli_live_node import cli, native
 
 from callbridge.phone import CallEnded
+from test_cli_live_node import cli, native
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 

@@ -26,14 +26,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # callnode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests/` itself: the harness package is `peers`
 
-from callnode import DOMAIN, OP, load, operation_doc, start_node, until  # noqa: E402
+from callnode import DOMAIN, OP, load, operation_doc, start_node, until
 
-from callbridge.bootstrap import Node  # noqa: E402
-from callbridge.phone import CallError, Phone  # noqa: E402
-from callbridge.sip import DigestResponder, Response, parse, parse_auth_header  # noqa: E402
-from callbridge.sip.auth import digest_response, format_auth_header, ha1  # noqa: E402
-from peers.baresip import Baresip  # noqa: E402
-from peers.sipp import Sipp  # noqa: E402
+from callbridge.bootstrap import Node
+from callbridge.phone import CallError, Phone
+from callbridge.sip import DigestResponder, Response, parse, parse_auth_header
+from callbridge.sip.auth import digest_response, format_auth_header, ha1
+from peers.baresip import Baresip
+from peers.sipp import Sipp
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 

@@ -8,8 +8,9 @@ Rules, in the order a REGISTER meets them:
    address of record, §10.3 step 5), else by the Request-URI domain; its digest realm is the realm. When neither
    names an operation the To domain is the realm, and nobody can answer it. Every REGISTER without valid
    credentials for that realm gets the same 401 with one `WWW-Authenticate` per algorithm the operation offers (its
-   own list, else the node's; RFC 8760 §2.3), whether the user exists or not (`DigestChallenger` spends the same work on both); an unknown scheme counts as no credentials (RFC 4475
-   §3.3.7); a right digest on a used-up nonce gets `stale=true`; credentials missing a field get 400.
+   own list, else the node's; RFC 8760 §2.3), whether the user exists or not (`DigestChallenger` spends the same
+   work on both); an unknown scheme counts as no credentials (RFC 4475 §3.3.7); a right digest on a used-up nonce
+   gets `stale=true`; credentials missing a field get 400; credentials in an algorithm not offered get a new 401.
 3. After authentication: the credentials' username must be the To user (403), the To domain must be the
    operation's (404, §10.3 step 5) and the agent must still exist (404).
 4. The contacts (§10.3 step 6): no Contact is a query; `*` must stand alone with `Expires: 0` (else 400). Each
