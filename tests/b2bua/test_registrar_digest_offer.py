@@ -73,9 +73,8 @@ def test_a_phone_answering_the_offer_registers(registrar: Registrar, domain: str
                                                           challenge.headers.get_lines("WWW-Authenticate"))
     assert parse_auth_header(answer)[1]["algorithm"] == algorithm  # the strongest offered (RFC 8760 §2.4)
     assert registrar.handle_register(register(domain, 2, answer), PHONE, "udp", T0 + 0.1).status == 200
-    assert [b.extension for b in registrar.contacts_for(SHA_ONLY.id if domain == "sha.test" else
-                                                        BOTH.id if domain == "both.test" else NODE.id,
-                                                        "1001", T0 + 1)] == ["1001"]
+    operation = {op.sip_domain: op.id for op in (SHA_ONLY, BOTH, NODE)}[domain]
+    assert [b.contact_uri for b in registrar.contacts_for(operation, "1001", T0 + 1)] == ["sip:1001@127.0.0.1:40123"]
 
 
 def md5_answer(challenge: Response, domain: str) -> str:

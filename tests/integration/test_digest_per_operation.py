@@ -165,6 +165,51 @@ async def test_an_md5_answer_to_a_sha_256_only_operation_gets_a_new_401_and_no_b
     assert not registered(node, OP, "1001")
 
 
+def invite_bytes(port: int, cseq: int, proxy_authorization: str = "") -> bytes:
+    lines = [f"INVITE sip:1099@{DOMAIN} SIP/2.0", f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-inv-{cseq};rport",
+             "Max-Forwards: 70", f"From: <sip:1001@{DOMAIN}>;tag=md5inv", f"To: <sip:1099@{DOMAIN}>",
+             "Call-ID: md5-invite@127.0.0.1", f"CSeq: {cseq} INVITE", f"Contact: <sip:1001@127.0.0.1:{port}>",
+             *([f"Proxy-Authorization: {proxy_authorization}"] if proxy_authorization else []), "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def ack_bytes(port: int, cseq: int, response: Response) -> bytes:
+    """The ACK of a non-2xx final response (RFC 3261 §17.1.1.3): the INVITE's branch, the response's To."""
+    lines = [f"ACK sip:1099@{DOMAIN} SIP/2.0", f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-inv-{cseq};rport",
+             "Max-Forwards: 70", f"From: <sip:1001@{DOMAIN}>;tag=md5inv", f"To: {response.headers.get('To')}",
+             "Call-ID: md5-invite@127.0.0.1", f"CSeq: {cseq} ACK", "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_an_md5_answer_to_the_invite_challenge_of_a_sha_256_only_operation_gets_a_new_407(
+        node: Node) -> None:
+    def run() -> tuple[Response, Response]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(3.0)
+            port = sock.getsockname()[1]
+            challenge = exchange(sock, node.sip_address, invite_bytes(port, 1))
+            sock.sendto(ack_bytes(port, 1, challenge), node.sip_address)
+            params = parse_auth_header(challenge.headers.get_lines("Proxy-Authenticate")[0])[1]
+            uri = f"sip:1099@{DOMAIN}"
+            answer = digest_response("MD5", ha1("1001", params["realm"], "secret-1001", "MD5"), params["nonce"],
+                                     "INVITE", uri, qop="auth", nc="00000001", cnonce="5ca1ab1e")
+            value = format_auth_header("Digest", {
+                "username": "1001", "realm": params["realm"], "nonce": params["nonce"], "uri": uri,
+                "response": answer, "algorithm": "MD5", "qop": "auth", "nc": "00000001", "cnonce": "5ca1ab1e"},
+                challenge=False)
+            refused = exchange(sock, node.sip_address, invite_bytes(port, 2, value))
+            sock.sendto(ack_bytes(port, 2, refused), node.sip_address)
+            return challenge, refused
+
+    challenge, refused = await asyncio.to_thread(run)
+    for response in (challenge, refused):
+        assert response.status == 407
+        assert [parse_auth_header(v)[1]["algorithm"] for v in response.headers.get_lines("Proxy-Authenticate")] == [
+            "SHA-256"]
+    assert node.live_legs == 0  # nothing was started for it
+
+
 async def test_baresip_registers_with_md5_and_gives_up_on_a_sha_256_only_operation(node: Node,
                                                                                     tmp_path: Path) -> None:
     # Debian 12's baresip 1.0.0 (libre 1.x): one phone with an account on each operation of the same node.
