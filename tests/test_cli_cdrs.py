@@ -76,7 +76,8 @@ async def test_cdrs_follow_every_page_of_the_range(tmp_path: Path) -> None:
         code, out, err = await cli("calls", "cdrs", "--from", since, "--to", second, "--json", *auth)
         assert [json.loads(line)["conn_id"] for line in out.splitlines()] == conn_ids[:1]
 
-        code, out, err = await cli("calls", "cdrs", "--from", since, "--to", to, "--page-size", "2", *auth)
+        # --url and --token before `cdrs` (the group's flags) reach it as well
+        code, out, err = await cli("calls", *auth, "cdrs", "--from", since, "--to", to, "--page-size", "2")
         assert (code, err) == (0, "")
         assert out.splitlines()[0].rstrip() == f"CDRs ({CALLS})"
         rows = [line for line in out.splitlines() if any(c in line for c in conn_ids)]

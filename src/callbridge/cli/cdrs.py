@@ -11,9 +11,9 @@ last page, or until ``--limit`` CDRs were printed, so every CDR of the range is 
 end. ``--page-size`` is the API's ``limit`` per request (1-1000, 100 by default). Without ``--json`` the CDRs are
 one table, printed once the last page came.
 
-``--url`` and ``--token`` as for `callbridge calls` (``$CALLBRIDGE_URL``, ``$CALLBRIDGE_TOKEN``); the token names the
-operation. Exit codes are those of :mod:`callbridge.cli.agent`: 0 ok, 2 a bad flag or parameter, 3 unreachable,
-4 the token, 1 anything else.
+``--url`` and ``--token`` as for `callbridge calls` (``$CALLBRIDGE_URL``, ``$CALLBRIDGE_TOKEN``), after ``cdrs`` or
+before it (``callbridge calls --url ... cdrs ...``); the token names the operation. Exit codes are those of
+:mod:`callbridge.cli.agent`: 0 ok, 2 a bad flag or parameter, 3 unreachable, 4 the token, 1 anything else.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+try:  # Typer >= 0.22 carries its own copy of Click (as cli/root.py)
+    from typer._click.core import ParameterSource
+except ImportError:  # pragma: no cover
+    from click.core import ParameterSource  # type: ignore[assignment]
 
 from callbridge.cli.common import (
     DEFAULT_URL,
@@ -73,11 +78,23 @@ def _capped(records: Iterable[Cdr], limit: int) -> Iterator[Cdr]:
     return iter(records) if limit == 0 else itertools.islice(records, limit)
 
 
+def _from_group(ctx: typer.Context, name: str, value: str | None) -> str | None:
+    """`callbridge calls --url X cdrs ...`: the group's flag when typed there and not after `cdrs`."""
+    parent = ctx.parent
+    if (parent is not None and ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE
+            and parent.get_parameter_source(name) is ParameterSource.COMMANDLINE):
+        inherited: str | None = parent.params[name]
+        return inherited
+    return value
+
+
 @calls_app.command("cdrs", cls=OneLineCommand)
-def cdrs(since: FromOption, until: ToOption, url: UrlOption = DEFAULT_URL, token: TokenOption = None,
-         json_out: JsonOption = False, limit: LimitOption = 0, page_size: PageSizeOption = 100) -> None:
+def cdrs(ctx: typer.Context, since: FromOption, until: ToOption, url: UrlOption = DEFAULT_URL,
+         token: TokenOption = None, json_out: JsonOption = False, limit: LimitOption = 0,
+         page_size: PageSizeOption = 100) -> None:
     """The operation's call detail records started in [--from, --to), oldest first, every page."""
-    token = require_token(token, json_out=json_out)
+    url = _from_group(ctx, "url", url) or DEFAULT_URL
+    token = require_token(_from_group(ctx, "token", token), json_out=json_out)
     with reporting_errors(url, json_out=json_out), native_client(url, token) as client:
         # a page no bigger than what is wanted: --limit 5 asks for 5, not 100
         size = min(page_size, limit) if limit else page_size
