@@ -2,7 +2,7 @@
 
 Rules:
 - Algorithms MD5, MD5-sess, SHA-256 and SHA-256-sess; qop `auth`, `auth-int`, or none (RFC 2069 clients). A
-  challenge offers one header value per algorithm, SHA-256 first (RFC 8760 §2.4); the answering side picks the
+  challenge offers one header value per algorithm, SHA-256 first (RFC 8760 §2.3); the answering side picks the
   strongest one it supports. A challenger's algorithms are a default: `challenge` and `verify` take the list of
   one request (an operation's own offer) so that one realm keeps one nonce table whatever is offered in it.
 - The server never needs a password: it looks up HA1 = H(username:realm:password), stored per base algorithm
