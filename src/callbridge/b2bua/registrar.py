@@ -7,9 +7,10 @@ Rules, in the order a REGISTER meets them:
 2. Challenge before any lookup (§22.1; Kamailio's `www_authorize`). The operation is found by the To domain (the
    address of record, §10.3 step 5), else by the Request-URI domain; its digest realm is the realm. When neither
    names an operation the To domain is the realm, and nobody can answer it. Every REGISTER without valid
-   credentials for that realm gets the same 401 with one `WWW-Authenticate` per algorithm, whether the user exists
-   or not (`DigestChallenger` spends the same work on both); an unknown scheme counts as no credentials (RFC 4475
-   §3.3.7); a right digest on a used-up nonce gets `stale=true`; credentials missing a field get 400.
+   credentials for that realm gets the same 401 with one `WWW-Authenticate` per algorithm the operation offers (its
+   own list, else the node's; RFC 8760 §2.3), whether the user exists or not (`DigestChallenger` spends the same
+   work on both); an unknown scheme counts as no credentials (RFC 4475 §3.3.7); a right digest on a used-up nonce
+   gets `stale=true`; credentials missing a field get 400; credentials in an algorithm not offered get a new 401.
 3. After authentication: the credentials' username must be the To user (403), the To domain must be the
    operation's (404, §10.3 step 5) and the agent must still exist (404).
 4. The contacts (§10.3 step 6): no Contact is a query; `*` must stand alone with `Expires: 0` (else 400). Each
@@ -79,7 +80,12 @@ class RegistrarLimits:
 
 
 class ChallengerPool:
-    """One `DigestChallenger` per realm, made on first use with the same secret and settings."""
+    """One `DigestChallenger` per realm, made on first use with the same secret and settings.
+
+    `algorithms` is the node's offer; an operation with its own list (`Operation.digest_algorithms`) is offered
+    that instead (`algorithms_for`), through the same challenger of its realm, so that its nonces and their
+    nonce-counts stay in one table whatever the offer (a list changed by `callbridge admin` opens no replay).
+    """
 
     def __init__(self, secret: bytes, *, nonce_ttl: float = 300.0,
                  algorithms: Sequence[str] = ("SHA-256", "MD5")) -> None:
@@ -87,6 +93,13 @@ class ChallengerPool:
         self._nonce_ttl = nonce_ttl
         self._algorithms = tuple(algorithms)
         self._by_realm: dict[str, DigestChallenger] = {}
+
+    def algorithms_for(self, operation: Operation | None) -> tuple[str, ...]:
+        """What a request to `operation` is offered and may answer with: its own list, else the node's. A request
+        naming no operation gets the node's, as an unknown user gets the same challenge as a known one."""
+        if operation is not None and operation.digest_algorithms:
+            return operation.digest_algorithms
+        return self._algorithms
 
     def __call__(self, realm: str) -> DigestChallenger:
         challenger = self._by_realm.get(realm)
@@ -119,7 +132,7 @@ class _Wanted:
 class Registrar:
     """REGISTER processing over a `LocationService`; see the module rules."""
 
-    def __init__(self, directory: RegistrarDirectory, challenger_for: Callable[[str], DigestChallenger], *,
+    def __init__(self, directory: RegistrarDirectory, challenger_for: ChallengerPool, *,
                  on_change: Callable[[RegistrationEvent], None] | None = None,
                  limits: RegistrarLimits | None = None) -> None:
         self.directory = directory
@@ -217,17 +230,21 @@ class Registrar:
     def _authenticate(self, request: Request, operation: Operation | None, realm: str, now: float) -> str:
         """The authenticated username, or `_Reject` with the challenge (identical for unknown users)."""
         challenger = self.challenger_for(realm)
+        offer = self.challenger_for.algorithms_for(operation)
         result = verify_agent_digest(challenger, request, "Authorization", realm, operation,
-                                     self.directory.get_agent, now)
+                                     self.directory.get_agent, now, offer)
         if result is None:
             self.stats["challenged"] += 1
-            raise _Reject(401, None, [("WWW-Authenticate", v) for v in challenger.challenge(now)])
+            raise _Reject(401, None, [("WWW-Authenticate", v) for v in challenger.challenge(now, algorithms=offer)])
         if result.ok and result.username is not None:
             return result.username
         self.stats["auth_failed"] += 1
         if result.reason is AuthReason.MALFORMED:
             raise _Reject(400, "Malformed Credentials")
-        raise _Reject(401, None, [("WWW-Authenticate", v) for v in challenger.challenge(now, stale=result.stale)])
+        # Wrong credentials, or an algorithm this operation does not offer (MD5 to a SHA-256-only operation): a
+        # fresh challenge, as for any failed digest (RFC 3261 §22.2), naming what is offered.
+        raise _Reject(401, None, [("WWW-Authenticate", v)
+                                  for v in challenger.challenge(now, stale=result.stale, algorithms=offer)])
 
     def _wanted(self, contacts: list[tuple[Contact, str]], header_expires: int | None) -> list[_Wanted]:
         """Check every contact and work out its interval (rule 4); later duplicates win."""

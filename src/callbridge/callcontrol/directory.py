@@ -39,6 +39,9 @@ class Operation:
     action_timeout: float = 5.0  # hang/hold/mute/dtmf: the SIP final response must come within this
     token_concurrency_limit: int = 2  # default for new tokens
     daily_quota: int | None = None  # default for new tokens; None = no quota
+    # Digest algorithms offered to this operation's phones ("SHA-256", "MD5"), SHA-256 first (RFC 8760 §2.3);
+    # () = the node's `--digest-algorithms`.
+    digest_algorithms: tuple[str, ...] = ()
 
     @property
     def digest_realm(self) -> str:

@@ -25,7 +25,8 @@ One file describes one operation; loading it is all or nothing. Sections and the
                          time_zone ["UTC"], acw_seconds [0], after_transfer_state ["acw" | "ready"],
                          default_queue [none], ring_timeout [20], transfer_timeout [30], dial_timeout [45],
                          max_transfers [5], recent_call_window [600], action_timeout [5],
-                         token_concurrency_limit [2], daily_quota [none]
+                         token_concurrency_limit [2], daily_quota [none], digest_algorithms [the node's
+                         --digest-algorithms; else e.g. ["SHA-256"] or ["SHA-256", "MD5"], offered SHA-256 first]
     [[queues]]           name, max_wait_seconds [60], ring_timeout [the operation's], retry_after [60]
     [[agents]]           extension (digits), password (8+ characters; stored as HA1 only), name [""], queues [[]]
     [[aux_states]]       id (digits, what change_status names), name
@@ -174,13 +175,17 @@ def operation_create(
     max_transfers: int = typer.Option(5, "--max-transfers"),
     token_concurrency_limit: int = typer.Option(2, "--token-concurrency-limit"),
     daily_quota: int | None = typer.Option(None, "--daily-quota"),
+    digest_algorithms: str = typer.Option(
+        "", "--digest-algorithms",
+        help="Digest algorithms offered to its phones: SHA-256, MD5 or both, comma-separated [the node's]."),
 ) -> None:
     """Create an operation."""
     op = run_in_database(ctx, lambda c: adm.create_operation(
         c, id=operation_id, sip_domain=domain, name=name, realm=realm, time_zone=time_zone,
         acw_seconds=acw_seconds, after_transfer_state=after_transfer, default_queue=default_queue,
         ring_timeout=ring_timeout, transfer_timeout=transfer_timeout, dial_timeout=dial_timeout,
-        max_transfers=max_transfers, token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota))
+        max_transfers=max_transfers, token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota,
+        digest_algorithms=digest_algorithms))
     typer.echo(f"operation {op.id} created (domain {op.sip_domain})")
 
 

@@ -69,14 +69,15 @@ def create_operation(
     acw_seconds: float = 0.0, after_transfer_state: str = "acw", default_queue: str | None = None,
     ring_timeout: float = 20.0, transfer_timeout: float = 30.0, dial_timeout: float = 45.0, max_transfers: int = 5,
     recent_call_window: float = 600.0, action_timeout: float = 5.0, token_concurrency_limit: int = 2,
-    daily_quota: int | None = None,
+    daily_quota: int | None = None, digest_algorithms: str | Sequence[str] = "",
 ) -> Operation:
     row = c.operation_row(dict(
         id=id, sip_domain=sip_domain, name=name, realm=realm, time_zone=time_zone, acw_seconds=acw_seconds,
         after_transfer_state=after_transfer_state, default_queue=default_queue, ring_timeout=ring_timeout,
         transfer_timeout=transfer_timeout, dial_timeout=dial_timeout, max_transfers=max_transfers,
         recent_call_window=recent_call_window, action_timeout=action_timeout,
-        token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota))
+        token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota,
+        digest_algorithms=digest_algorithms))
     if _exists(conn, select(s.operations.c.id).where(s.operations.c.id == id)):
         raise AdminError(f"operation {id!r} already exists")
     if _exists(conn, select(s.operations.c.id).where(s.operations.c.sip_domain == sip_domain)):

@@ -75,6 +75,7 @@ def read_operations(conn: Connection) -> list[Operation]:
             recent_call_window=r["recent_call_window"],
             action_timeout=r["action_timeout"], token_concurrency_limit=r["token_concurrency_limit"],
             daily_quota=r["daily_quota"],
+            digest_algorithms=tuple(a for a in r["digest_algorithms"].split(",") if a),
         )
         for r in rows
     ]
