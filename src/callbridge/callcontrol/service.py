@@ -68,6 +68,7 @@ from callbridge.callcontrol.ports import (
     Signalling,
     StateRepository,
 )
+from callbridge.callcontrol.occupancy import Occupancy
 from callbridge.callcontrol.reads import Reads
 from callbridge.callcontrol.records import (
     LOGOUT,
@@ -109,6 +110,10 @@ class CallControlService:
         self.get_agent = reads.get_agent
         self.list_calls = reads.list_calls
         self.get_call = reads.get_call
+        occupancy = Occupancy(state, ports, kernel, agents)
+        self.agent_states = occupancy.agent_states
+        self.live_calls = occupancy.live_calls
+        self.queue_waits = occupancy.queue_waits
         reports = AdapterReports(state, ports, kernel, agents, life, acd, transfers, outbound)
         self.on_inbound_call = reports.on_inbound_call
         self.on_leg_ringing = reports.on_leg_ringing
