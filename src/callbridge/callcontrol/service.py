@@ -56,6 +56,7 @@ from callbridge.callcontrol.ids import IdFactory, random_ids
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
 from callbridge.callcontrol.live import AgentRuntime, LiveState
+from callbridge.callcontrol.occupancy import Occupancy
 from callbridge.callcontrol.outbound import OutboundCalls
 from callbridge.callcontrol.ports import (
     CallRecordRepository,
@@ -68,7 +69,6 @@ from callbridge.callcontrol.ports import (
     Signalling,
     StateRepository,
 )
-from callbridge.callcontrol.occupancy import Occupancy
 from callbridge.callcontrol.reads import Reads
 from callbridge.callcontrol.records import (
     LOGOUT,

@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -30,7 +31,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
                                       32.0)
 
 Number = float | int
-Sample = Number | Mapping[str, Number] | Mapping[tuple[str, ...], Number]
+# keys: a label value (str), or a tuple of label values in the order of `labels`
+Sample = Number | Mapping[Any, Number]
 
 
 class Histogram:
@@ -79,8 +81,6 @@ class MetricsRegistry:
 
     def counter(self, name: str, help: str, read: Callable[[], Sample], *, label: str | None = None,
                 labels: Sequence[str] = ()) -> None:
-        if not name.endswith("_total"):
-            raise ValueError(f"counter {name!r} must end in _total")
         self._add(_Metric(name, "counter", help, read, _label_names(label, labels)))
 
     def histogram(self, name: str, help: str, histogram: Histogram) -> Histogram:
@@ -95,6 +95,8 @@ class MetricsRegistry:
                 raise ValueError(f"invalid label name {label!r} for {metric.name}")
         if metric.name in self._metrics:
             raise ValueError(f"metric {metric.name!r} registered twice")
+        if metric.kind == "counter" and not metric.name.endswith("_total"):
+            raise ValueError(f"counter {metric.name!r} must end in _total")
         self._metrics[metric.name] = metric
 
     def render(self) -> str:

@@ -40,6 +40,7 @@ from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
 from callbridge.http.auth import Principal, Refused, TokenGate
 from callbridge.http.calls import CallReads, CallsState
+from callbridge.http.request_log import note
 from callbridge.http.resources import agent_json, agent_state, call_json, transfer_json
 
 if TYPE_CHECKING:
@@ -99,9 +100,11 @@ def bearer_token(request: Request) -> str | None:
 def authenticate(gate: TokenGate, request: Request) -> Principal:
     """Raises Problem for a missing or refused token."""
     try:
-        return gate.authenticate(bearer_token(request), request.headers.get(contract.SERVER_HEADER))
+        principal = gate.authenticate(bearer_token(request), request.headers.get(contract.SERVER_HEADER))
     except Refused as refused:
         raise refusal_problem(refused) from None
+    note(request.scope, operation=principal.operation_id)
+    return principal
 
 
 def domain_problem(exc: CallControlError, *, parameter_names: Mapping[str, str] | None = None) -> Problem | None:
