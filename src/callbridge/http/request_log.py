@@ -173,4 +173,9 @@ class RequestLog:
             fields["operation"] = notes["operation"]
         fields["status"] = status
         fields["duration_ms"] = round((self._clock() - started) * 1000.0, 2)
-        self.log.log(logging.WARNING if status >= 500 else logging.INFO, MESSAGE, extra=fields)
+        level = logging.WARNING if status >= 500 else logging.INFO
+        if self.log.isEnabledFor(level):
+            # made here rather than by Logger.log, which walks the stack for the caller's file and line on every
+            # record: a measurable share of an agentbox request, and always this line anyway
+            self.log.handle(self.log.makeRecord(self.log.name, level, __file__, 0, MESSAGE, (), None,
+                                                extra=fields))
