@@ -101,6 +101,9 @@ function content(body) {
 }
 
 function security(doc, op) {
+  if (op["x-authentication"]) {
+    return prose(op["x-authentication"]);
+  }
   var requirements = op.security !== undefined ? op.security : (doc.security || []);
   var schemes = (doc.components || {}).securitySchemes || {};
   var names = [];
