@@ -7,7 +7,8 @@ kept events with seq > `after` first, then live ones; the response ends `wait` s
 WebSocket: the same URL with an upgrade, subprotocol `callbridge.events.v2`; the token in `Authorization: Bearer`
 or, from a browser, as the offered subprotocol `bearer.<token>`. A refused token answers the upgrade with the
 problem (401/403) and no upgrade. One Event per text frame; a ping every 20 s (uvicorn's default `ws_ping_interval`,
-kept by `callbridge serve`; a peer silent 20 s more is dropped); close 4410 when the consumer's cursor falls out of retention, 1001 at shutdown.
+kept by `callbridge serve`; a peer silent 20 s more is dropped); close 4410 when the consumer's cursor falls out
+of retention, 1001 at shutdown.
 
 After a restart a stream resumes from the durable log: `after=N` answers the kept events with seq > N, read from
 memory when recent, from the database otherwise (`EventLog.read`); only committed events are sent.
