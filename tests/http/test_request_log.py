@@ -91,6 +91,8 @@ async def test_native_requests_and_the_ndjson_stream_opening(client: httpx.Async
     assert (await client.get("/v2/agents/1002", headers=BEARER)).status_code == 200
     assert (await client.get("/v2/calls", params={"agent_id": "1003"}, headers=BEARER)).status_code == 200
     assert (await client.get("/v2/agents")).status_code == 401
+    transfer = await client.post("/v2/transfers", json={"agent_id": "1001", "target": "1002"}, headers=BEARER)
+    assert transfer.status_code == 409  # 1001 is not logged in
     stream = await client.get("/v2/events", params={"after": "0", "wait": "0"}, headers=BEARER)
     assert stream.status_code == 200
     assert (await client.get("/v2/events", params={"wait": "x"}, headers=BEARER)).status_code == 400
@@ -101,6 +103,8 @@ async def test_native_requests_and_the_ndjson_stream_opening(client: httpx.Async
          "agent": "1003", "operation": OP, "status": 200},
         {"level": "INFO", "logger": LOGGER_NAME, "message": "request", "method": "GET", "path": "/v2/agents",
          "status": 401},
+        {"level": "INFO", "logger": LOGGER_NAME, "message": "request", "method": "POST", "path": "/v2/transfers",
+         "agent": "1001", "operation": OP, "status": 409},  # the agent of the body
         {"level": "INFO", "logger": LOGGER_NAME, "message": "request", "method": "GET", "path": "/v2/events",
          "operation": OP, "status": 200},
         {"level": "INFO", "logger": LOGGER_NAME, "message": "request", "method": "GET", "path": "/v2/events",

@@ -19,7 +19,9 @@ hang_type_ready) are coroutines, and only they run under the timer; the others a
 wait, so they need no timer (one per request was a measurable share of change_status's cost). An unexpected
 failure answers 500 INTERNAL SERVER ERROR with a message that says nothing of the server's internals.
 
-Handlers are thin: parameters in, one service call, the envelope out; the dispatch table maps `api=` to them.
+Handlers are thin: parameters in, one service call, the envelope out; the dispatch table maps `api=` to them. What
+the request's log line cannot read itself (the token's operation, the verb and agent already parsed) is noted for it
+in the scope (`request_log.note`); `on_answer` gets each answer's verb, status and seconds for the metrics.
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ class NativeApi:
         raw = await request.body()
         key = request.headers.get("idempotency-key")
         if key is None:
-            return self._start_transfer(principal, raw)
+            return self._start_transfer(principal, raw, request)
         if not 1 <= len(key) <= 255:
             raise Problem("INVALID_PARAMETER", parameter="Idempotency-Key")
         scope = (principal.token_hash, key)
@@ -219,7 +219,7 @@ class NativeApi:
             return Response(body, status_code=status, headers={**headers, "idempotency-replayed": "true"})
         stored: tuple[int, bytes, dict[str, str]] | None = None
         try:
-            response = self._start_transfer(principal, raw)
+            response = self._start_transfer(principal, raw, request)
             if response.status_code == 201:
                 stored = (201, bytes(response.body), {"content-type": JSON_TYPE,
                                                       "location": response.headers["location"]})
@@ -227,9 +227,11 @@ class NativeApi:
         finally:
             self.idempotency.finish(scope, stored)
 
-    def _start_transfer(self, principal: Principal, raw: bytes) -> Response:
+    def _start_transfer(self, principal: Principal, raw: bytes, request: Request) -> Response:
         body = _json_object(raw)
         agent_id, target = body.get("agent_id"), body.get("target")
+        if isinstance(agent_id, str):
+            note(request.scope, agent=agent_id)  # the request's log line (checked there: digits or `invalid`)
         if agent_id in (None, "") or target in (None, ""):
             raise Problem("MISSING_PARAMETERS")
         if not isinstance(agent_id, str) or not _EXTENSION.fullmatch(agent_id):

@@ -7,7 +7,8 @@ Each agentbox request, native API request and event stream opening (NDJSON or We
     method      POST, GET... (WS for a WebSocket)
     path        the path as sent (percent-encoded, never the query string)
     api         the agentbox verb (`api=`), when the request names a known one; `unknown` when it names another
-    agent       the agent's extension: `agent_id` of the query, or of the path (`/v2/agents/{agent_id}`)
+    agent       the agent's extension: `agent_id` of the query, of the path (`/v2/agents/{agent_id}`) or of a
+                transfer's JSON body (`POST /v2/transfers`, noted by the endpoint)
     operation   the operation of the token, once the token was accepted
     status      the HTTP status answered (101 for an accepted WebSocket)
     duration_ms from the request's arrival to the end of the answer; for an event stream, to its opening (the
