@@ -56,6 +56,8 @@ async def test_serve_logs_each_request_as_one_json_line(tmp_path: Path) -> None:
             assert agents.status_code == 200
             refused = await client.get("/v2/agents", headers={"authorization": "Bearer secret-1001"})
             assert refused.status_code == 403
+            metrics = (await client.get("/metrics")).text
+            assert "# TYPE callbridge_http_connections gauge\ncallbridge_http_connections 1\n" in metrics  # ours
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -81,6 +81,8 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
     http = _HttpServer(uvicorn.Config(node.app, host=settings.http_host, port=settings.http_port,
                                       log_level=settings.log_level.lower(), access_log=False, lifespan="on",
                                       log_config=None))
+    node.metrics.gauge("callbridge_http_connections", "Open HTTP connections (WebSockets included).",
+                       lambda: len(http.server_state.connections))
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     try:
         while not http.started and not http_task.done():
