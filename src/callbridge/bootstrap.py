@@ -52,6 +52,7 @@ from callbridge.http.app import create_app
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, WebhookTarget
+from callbridge.node_metrics import node_metrics
 from callbridge.sip.dialog import DialogState
 from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.timers import TimerConfig
@@ -219,7 +220,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                  recalls=storage.recalls, signalling=signalling, events=events, clock=WallClock(),
                                  scheduler=LoopScheduler(loop, runtime.wake), node_id=settings.node_id)
     switch.attach(service, runtime)
-    metrics = _metrics(endpoint, runtime, switch)
+    metrics = node_metrics(endpoint, runtime, switch)
     cursors = CursorStore(storage.writer, storage.engine)
     webhooks = LogWebhookDispatcher(webhook_targets(storage.directory), log=events, save_cursor=cursors.save,
                                     saved=await asyncio.to_thread(cursors.load))  # started and stopped with the app
@@ -303,27 +304,3 @@ def _dialog_state(record: DialogRecord) -> DialogState:
                        local_seq=record.local_cseq + RESTORED_CSEQ_GAP, remote_seq=record.remote_cseq,
                        local_uri=record.local_uri, remote_uri=record.remote_uri, remote_target=record.remote_target,
                        route_set=record.route_set, secure=False, is_uac=False)
-
-
-def _metrics(endpoint: Endpoint, runtime: Runtime, switch: Switch) -> MetricsRegistry:
-    registry = MetricsRegistry()
-    registry.gauge("callbridge_sip_dialogs", "Live SIP dialogs in the endpoint's table.",
-                   lambda: endpoint.dialog_count)
-    registry.gauge("callbridge_sip_transactions", "Live SIP transactions in the endpoint's table.",
-                   lambda: endpoint.transaction_count)
-    registry.gauge("callbridge_b2bua_legs", "Legs the B2BUA holds (ringing or up).", lambda: len(switch.legs))
-    registry.gauge("callbridge_registrations", "Live registered contacts.",
-                   lambda: len(switch.registrar.location))
-    registry.counter("callbridge_transport_total", "Transport counters and destination-policy refusals.",
-                     runtime.metrics, label="counter")
-    registry.counter("callbridge_sip_endpoint_total", "SIP endpoint counters (parse errors, stray messages).",
-                     lambda: dict(endpoint.stats), label="counter")
-    registry.gauge("callbridge_defence", "Defence counters (scanner drops, banned drops, bans).",
-                   lambda: switch.defence.metrics(switch.now()), label="counter")
-    registry.gauge("callbridge_trunk_registered", "1 when the trunk is registered to its provider, else 0.",
-                   switch.trunk_registrations.registered, label="trunk")
-    registry.counter("callbridge_trunk_auth_total", "Trunk registrations and digest answers to providers.",
-                     lambda: dict(switch.trunk_registrations.stats), label="outcome")
-    registry.counter("callbridge_registrar_total", "Registrar outcomes.", lambda: dict(switch.registrar.stats),
-                     label="outcome")
-    return registry

@@ -56,6 +56,7 @@ from callbridge.callcontrol.ids import IdFactory, random_ids
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
 from callbridge.callcontrol.live import AgentRuntime, LiveState
+from callbridge.callcontrol.occupancy import Occupancy
 from callbridge.callcontrol.outbound import OutboundCalls
 from callbridge.callcontrol.ports import (
     CallRecordRepository,
@@ -109,6 +110,10 @@ class CallControlService:
         self.get_agent = reads.get_agent
         self.list_calls = reads.list_calls
         self.get_call = reads.get_call
+        occupancy = Occupancy(state, ports, kernel, agents)
+        self.agent_states = occupancy.agent_states
+        self.live_calls = occupancy.live_calls
+        self.queue_waits = occupancy.queue_waits
         reports = AdapterReports(state, ports, kernel, agents, life, acd, transfers, outbound)
         self.on_inbound_call = reports.on_inbound_call
         self.on_leg_ringing = reports.on_leg_ringing

@@ -76,8 +76,13 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
+    # log_config=None: uvicorn's own lines go through the root logger, so `--log-format json` applies to them too
+    # (its default configuration writes them in its own format); the app logs each request (http/request_log.py).
     http = _HttpServer(uvicorn.Config(node.app, host=settings.http_host, port=settings.http_port,
-                                      log_level=settings.log_level.lower(), access_log=False, lifespan="on"))
+                                      log_level=settings.log_level.lower(), access_log=False, lifespan="on",
+                                      log_config=None))
+    node.metrics.gauge("callbridge_http_connections", "Open HTTP connections (WebSockets included).",
+                       lambda: len(http.server_state.connections))
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     try:
         while not http.started and not http_task.done():
