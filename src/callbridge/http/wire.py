@@ -101,7 +101,7 @@ class WireMapper:
             agent = self._agent(event.operation_id, event.agent)
             return "agent.state_changed", {
                 "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
-                "registered": agent.registered if agent else False,
+                "registered": agent.registered if agent else False, "reason": event.reason,
             }, None
         if isinstance(event, DisplayChanged):
             agent = self._agent(event.operation_id, event.agent)
