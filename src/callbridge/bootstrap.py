@@ -193,7 +193,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                     challengers=ChallengerPool(secret or secrets.token_bytes(32),
                                                algorithms=settings.digest_algorithms),
                     dialogs=dialogs, registrations=registrations, wall_clock=time.time,
-                    loop=loop, registrar_limits=registrar_limits, trunk_registration=trunk_registration)
+                    loop=loop, trunk_registration=trunk_registration,
+                    registrar_limits=registrar_limits or RegistrarLimits(min_expires=settings.registration_min_expires))
     runtime = Runtime(switch, policy=DestinationPolicy(settings.allowed_networks), on_event=switch.on_event,
                       loop=loop)
     try:
