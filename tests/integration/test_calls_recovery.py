@@ -1,6 +1,7 @@
 """Nothing left behind: a phone that vanishes mid-call is ended by the session timer (RFC 4028) and its agent
 freed; a node killed with SIGKILL mid-call ends both legs with BYE when it starts again, closes the call in the
-records and brings the agent, whose phone is still registered, back `ready` with reason `restart`; SIGTERM drains (503 to new calls) and then ends the live calls."""
+records and brings the agent, whose phone is still registered, back `ready` with reason `restart`; SIGTERM drains
+(503 to new calls) and then ends the live calls."""
 
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ from callnode import (
 from test_calls_routing import final_responses
 
 from callbridge.bootstrap import Node
+from callbridge.callcontrol.restart import RESTART
 from callbridge.client import AsyncAgentboxClient
 from callbridge.phone import CallEnded, CallError, IncomingCall, Phone
 from callbridge.storage import Storage
-from callbridge.callcontrol.restart import RESTART
 from peers.ports import free_port
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
