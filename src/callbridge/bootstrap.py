@@ -291,10 +291,12 @@ async def _reconcile(node: Node) -> Leftovers:
     node.events.show(changes)
     node.service.restore_agents(restarts)  # before the registrations are reported (a later loop turn)
     switch.restore_registrations(found.registrations)
+    kept = len(restarts) - len(changes)
     if closed.calls or closed.dialogs or changes:
-        kept = sum(not r.changed for r in restarts)
         log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents kept their state, "
                     "%d changed", len(closed.calls), len(closed.dialogs), kept, len(changes))
+    elif kept:
+        log.info("restored at start-up: %d agents kept their state", kept)
     return closed
 
 
