@@ -11,12 +11,13 @@ not served: `callbridge.serve` runs it on uvicorn; tests may serve it or call th
 
 Start-up order (docs/design.md, "Storage"): open storage (migrations, directory) → bind SIP → read what a crash left
 (`Storage.leftovers`) → BYE every dialog left from before on both legs (`Endpoint.restore_dialog`) → close those
-calls in the records and log their agents out (`Storage.close_leftovers`) → restore the registrations still valid
-(their agents are reported registered) → schedule stored recalls → register the trunks that register to their
-provider (`b2bua.trunks`) → take traffic → poll the directory for administrative changes every
-`directory_poll_seconds` (`Directory.watch`; after a reload the trunks' networks and the idle-agent index are
-rebuilt, and so are the webhook dispatcher's targets, since they are derived from the directory; every other
-reader asks the directory on each use).
+calls in the records and bring their agents to the state the restart rule gives (`callcontrol.restart`:
+`Storage.close_leftovers` writes the changes with their `agent.state_changed` events, `AgentDesk.restore` sets them
+in memory) → restore the registrations still valid (their agents are reported registered) → schedule stored recalls →
+register the trunks that register to their provider (`b2bua.trunks`) → take traffic → poll the directory for
+administrative changes every `directory_poll_seconds` (`Directory.watch`; after a reload the trunks' networks and the
+idle-agent index are rebuilt, and so are the webhook dispatcher's targets, since they are derived from the directory;
+every other reader asks the directory on each use).
 
 The event log is durable (`storage.event_log`): before the service is built it continues each operation's seq
 from the database, the writer seals its batches per loop turn and reports commits to the log, webhooks deliver
@@ -194,7 +195,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                     challengers=ChallengerPool(secret or secrets.token_bytes(32),
                                                algorithms=settings.digest_algorithms),
                     dialogs=dialogs, registrations=registrations, wall_clock=time.time,
-                    loop=loop, registrar_limits=registrar_limits, trunk_registration=trunk_registration)
+                    loop=loop, trunk_registration=trunk_registration,
+                    registrar_limits=registrar_limits or RegistrarLimits(min_expires=settings.registration_min_expires))
     runtime = Runtime(switch, policy=DestinationPolicy(settings.allowed_networks), on_event=switch.on_event,
                       loop=loop)
     try:
@@ -289,13 +291,20 @@ async def _reconcile(node: Node) -> Leftovers:
     if found.dialogs:
         await asyncio.sleep(0.05)  # let the BYEs leave before the records say they are over
     now = time.time()
-    logouts = node.events.logged_out_at_start(found.busy_agents, now)  # in reconciliation's own transaction
-    closed = await storage.aclose_leftovers(now, node.events.rows(logouts))
-    node.events.show(logouts)
+    # the agents' passages through the restart, decided once from what was read: the rows reconciliation writes and
+    # the events numbered here come from the same decisions, in reconciliation's own transaction
+    restarts = found.agents
+    changes = node.events.restarted(restarts, now)
+    closed = await storage.aclose_leftovers(now, node.events.rows(changes), restarts)
+    node.events.show(changes)
+    node.service.restore_agents(restarts)  # before the registrations are reported (a later loop turn)
     switch.restore_registrations(found.registrations)
-    if closed.calls or closed.dialogs:
-        log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents logged out",
-                    len(closed.calls), len(closed.dialogs), len(closed.busy_agents))
+    kept = len(restarts) - len(changes)
+    if closed.calls or closed.dialogs or changes:
+        log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents kept their state, "
+                    "%d changed", len(closed.calls), len(closed.dialogs), kept, len(changes))
+    elif kept:
+        log.info("restored at start-up: %d agents kept their state", kept)
     return closed
 
 

@@ -22,6 +22,10 @@ Rules, in the order a REGISTER meets them:
 6. A contact with the `+sip.instance` and `reg-id` of another binding of the agent replaces it (RFC 5626 §6).
    More than `max_contacts_per_agent` live bindings fail the request with 503 (Kamailio's `max_contacts`).
 7. The 200 lists every live binding of the agent with its remaining `expires` (§10.3 step 8).
+8. While the node drains (`new_bindings=False`), a contact the agent has no live binding for (and that replaces
+   none of its bindings by instance, RFC 5626) is refused, after authentication, with 503 and Retry-After
+   (§21.5.4: the phone tries again later, by then at a node that takes registrations); refreshes and removals of
+   existing bindings go on, so phones on live calls stay reachable.
 
 The request is checked whole before anything changes, so a failed REGISTER leaves every binding as it was.
 Changes are reported as the location service's events (`BindingAdded`, ...), to `on_change` when given, else to
@@ -56,7 +60,9 @@ from callbridge.sip import (
 )
 from callbridge.sip.addr import parse_contact, split_commas
 
-__all__ = ["ChallengerPool", "Registrar", "RegistrarDirectory", "RegistrarLimits"]
+__all__ = ["DRAIN_RETRY_AFTER", "ChallengerPool", "Registrar", "RegistrarDirectory", "RegistrarLimits"]
+
+DRAIN_RETRY_AFTER = "30"  # seconds; as for the INVITEs a draining node refuses (inbound.py)
 
 
 class RegistrarDirectory(Protocol):
@@ -168,20 +174,22 @@ class Registrar:
 
     # -- REGISTER ------------------------------------------------------------------------------------------
     def handle_register(self, request: Request, source_addr: tuple[str, int], transport: str,
-                        now: float) -> Response:
-        """The final response to a REGISTER received from `source_addr` over `transport` (udp, tcp, ws, wss)."""
+                        now: float, *, new_bindings: bool = True) -> Response:
+        """The final response to a REGISTER received from `source_addr` over `transport` (udp, tcp, ws, wss);
+        `new_bindings=False` while draining (rule 8)."""
         if request.method != "REGISTER":
             raise ValueError(f"not a REGISTER: {request.method}")
         self.stats["registers"] += 1
         self.location.expire(now)
         try:
-            return self._register(request, source_addr, transport.lower(), now)
+            return self._register(request, source_addr, transport.lower(), now, new_bindings)
         except _Reject as reject:
             if reject.status != 401:
                 self.stats["rejected"] += 1
             return self._response(request, reject.status, reject.reason, reject.headers)
 
-    def _register(self, request: Request, source_addr: tuple[str, int], transport: str, now: float) -> Response:
+    def _register(self, request: Request, source_addr: tuple[str, int], transport: str, now: float,
+                  new_bindings: bool) -> Response:
         try:
             aor = request.to.uri
             contacts = _contacts(request)
@@ -217,7 +225,8 @@ class Registrar:
             self._unregister_all(operation.id, username, call_id, cseq, now)
         elif contacts:
             wanted = self._wanted(contacts, header_expires)
-            self._apply(operation.id, username, wanted, request, source_addr, transport, call_id, cseq, now)
+            self._apply(operation.id, username, wanted, request, source_addr, transport, call_id, cseq, now,
+                        new_bindings)
         self.stats["accepted"] += 1
         current = self.location.contacts_for(operation.id, username, now)
         return self._response(request, 200, None, [("Contact", b.contact_value(now)) for b in current])
@@ -269,11 +278,12 @@ class Registrar:
         return wanted
 
     def _apply(self, operation_id: str, extension: str, wanted: list[_Wanted], request: Request,
-               source_addr: tuple[str, int], transport: str, call_id: str, cseq: int, now: float) -> None:
+               source_addr: tuple[str, int], transport: str, call_id: str, cseq: int, now: float,
+               new_bindings: bool) -> None:
         location = self.location
         live = {b.contact_uri: b for b in location.contacts_for(operation_id, extension, now)}
         replaced: list[Binding] = []
-        new_bindings: list[tuple[_Wanted, Binding]] = []
+        added: list[tuple[_Wanted, Binding]] = []
         for want in wanted:
             existing = location.find(operation_id, extension, want.uri, want.text)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
@@ -284,16 +294,20 @@ class Registrar:
                 continue
             binding = _binding(operation_id, extension, want, request, source_addr, transport, call_id, cseq, now,
                                now if existing is None else existing.registered_at)
+            replacing = False
             if binding.instance_id is not None:
                 for other in list(live.values()):
                     if (other.instance_id, other.reg_id) == (binding.instance_id, binding.reg_id):
                         replaced.append(live.pop(other.contact_uri))
-            new_bindings.append((want, binding))
-        if len(live) + len(new_bindings) > self.limits.max_contacts_per_agent:
+                        replacing = True
+            if existing is None and not replacing and not new_bindings:
+                raise _Reject(503, "Service Unavailable", [("Retry-After", DRAIN_RETRY_AFTER)])  # rule 8
+            added.append((want, binding))
+        if len(live) + len(added) > self.limits.max_contacts_per_agent:
             raise _Reject(503, "Too Many Registered Contacts")
 
         # additions first, so that an agent swapping one contact for another is never reported unregistered
-        for want, binding in new_bindings:
+        for want, binding in added:
             location.put(binding, now, want.uri)
         for old in replaced:
             location.remove(operation_id, extension, old.uri, "replaced", now)
