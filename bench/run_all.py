@@ -78,6 +78,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("register_rate", "register_rate.py", (), ("--quick",)),
     Benchmark("agentbox_http", "agentbox_http.py", ("--record",), ("--quick", "--record")),
     Benchmark("transfers", "transfers.py", ("--record",), ("--quick", "--record")),
+    Benchmark("event_log", "event_log.py", ("--record",), ("--quick", "--record")),
 )
 
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -121,7 +121,21 @@ def serve(http_port: int, database_url: str, summary: Path) -> None:
     summary.write_text(json.dumps(counts))
 
 
-def make_database(directory: Path, agents: int) -> tuple[str, list[str]]:
+class Probe(Protocol):
+    """What another benchmark watches while this one's transfers run (bench/event_log.py): webhook targets for the
+    operation file, and hooks at the start and end of the transfer phase and once the customers are done."""
+
+    webhooks: list[dict[str, Any]]
+
+    async def before(self, database_url: str) -> None: ...
+
+    async def after(self, database_url: str) -> None: ...
+
+    async def finish(self, database_url: str) -> None: ...
+
+
+def make_database(directory: Path, agents: int,
+                  webhooks: list[dict[str, Any]] | None = None) -> tuple[str, list[str]]:
     from callbridge.storage.loader import load_into_fresh_database
 
     url = f"sqlite:///{directory / 'bench.db'}"
@@ -136,6 +150,7 @@ def make_database(directory: Path, agents: int) -> tuple[str, list[str]]:
                     "inbound_networks": [f"{CUSTOMER_HOST}/32"]}],
         "dids": [{"number": DID, "queue": "support", "trunk": "carrier"}],
         "tokens": [{"label": f"bench-{t}"} for t in range(TOKENS)],
+        "webhooks": webhooks or [],
     }
     return url, [plain for _, plain in load_into_fresh_database(url, doc).tokens]
 
@@ -263,10 +278,10 @@ def by_ext(agents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {a["agent_id"]: a for a in agents}
 
 
-async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, workdir: Path, probe: Probe | None = None) -> dict[str, Any]:
     n, m = args.calls, args.status_agents
     total = 2 * n + m
-    url, tokens = make_database(workdir, total)
+    url, tokens = make_database(workdir, total, probe.webhooks if probe is not None else None)
     http_port = free_port()
     summary = workdir / "summary.json"
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(http_port), url, str(summary)],
@@ -308,6 +323,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await api.fresh()
         await asyncio.gather(*(api.box("change_status", agent_id=extension(i), status="ready")
                                for i in range(n + 1, 2 * n + 1)))
+        if probe is not None:
+            await probe.before(url)  # before the fresh connections: it may wait longer than uvicorn's keep-alive
         await api.fresh()
 
         transfers, statuses = Latencies(), Latencies()
@@ -344,6 +361,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                          if a["agent_id"] in targets and a["state"] == "on_call"}
             await asyncio.sleep(0.25)
         done_in = time.perf_counter() - begin
+        if probe is not None:
+            await probe.after(url)
         status_task.cancel()
         await asyncio.gather(*status_tasks, return_exceptions=True)
         # the customers hang up hold_ms after their transfer: wait for SIPp to finish them all
@@ -354,6 +373,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if customers.poll() is None:
             print("the customers' SIPp has not finished: counting what it reported so far", flush=True)
         counts = sipp_counts(workdir / "customers.csv")
+        if probe is not None:
+            await probe.finish(url)
     finally:
         await api.close()
         for proc in procs:
@@ -406,19 +427,7 @@ def main() -> int:
         serve(int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=300.0, help="transfer requests per second")
-    parser.add_argument("--setup-rate", type=float, default=200.0, help="customer calls per second at set-up")
-    parser.add_argument("--status-agents", type=int, default=20)
-    parser.add_argument("--status-rate", type=float, default=50.0)
-    parser.add_argument("--hold-ms", type=int, default=3000, help="a customer stays this long after its transfer")
-    parser.add_argument("--keep", type=float, default=600.0, help="seconds the agents' SIPp stays up at most")
-    parser.add_argument("--quick", action="store_true", help="tiny mode: 20 calls at 20/s")
-    parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
-    parser.add_argument("--workdir", type=Path, help="keep SIPp's and the server's files there")
-    args = parser.parse_args()
-    if args.quick:
-        args.calls, args.rate, args.setup_rate, args.status_agents, args.hold_ms = 20, 20.0, 20.0, 4, 1500
+    args = with_quick(add_arguments(parser).parse_args())
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
         result = asyncio.run(measure(args, args.workdir))
@@ -431,6 +440,27 @@ def main() -> int:
         with open(ROOT / "bench" / "RESULTS.md", "a") as out:
             out.write(f"{row} | {command} | {time.strftime('%Y-%m-%d')} |\n")
     return 0 if ok else 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The run's settings (bench/event_log.py drives the same run with the same ones)."""
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=300.0, help="transfer requests per second")
+    parser.add_argument("--setup-rate", type=float, default=200.0, help="customer calls per second at set-up")
+    parser.add_argument("--status-agents", type=int, default=20)
+    parser.add_argument("--status-rate", type=float, default=50.0)
+    parser.add_argument("--hold-ms", type=int, default=3000, help="a customer stays this long after its transfer")
+    parser.add_argument("--keep", type=float, default=600.0, help="seconds the agents' SIPp stays up at most")
+    parser.add_argument("--quick", action="store_true", help="tiny mode: 20 calls at 20/s")
+    parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
+    parser.add_argument("--workdir", type=Path, help="keep SIPp's and the server's files there")
+    return parser
+
+
+def with_quick(args: argparse.Namespace) -> argparse.Namespace:
+    if args.quick:
+        args.calls, args.rate, args.setup_rate, args.status_agents, args.hold_ms = 20, 20.0, 20.0, 4, 1500
+    return args
 
 
 if __name__ == "__main__":

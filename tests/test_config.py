@@ -33,6 +33,10 @@ def test_environment_then_flags() -> None:
         ({"CALLBRIDGE_DIRECTORY_POLL_SECONDS": "-1"}, "directory_poll_seconds: '-1' is not a finite number"),
         ({"CALLBRIDGE_DIRECTORY_POLL_SECONDS": "soon"}, "directory_poll_seconds: 'soon' is not a number"),
         ({"CALLBRIDGE_DIRECTORY_POLL_SECONDS": "nan"}, "directory_poll_seconds: 'nan' is not a finite number"),
+        ({"CALLBRIDGE_REGISTRATION_MIN_EXPIRES": "0"}, "registration_min_expires: 0 is out of range 1-3600"),
+        ({"CALLBRIDGE_REGISTRATION_MIN_EXPIRES": "3601"}, "registration_min_expires: 3601 is out of range 1-3600"),
+        ({"CALLBRIDGE_REGISTRATION_MIN_EXPIRES": "1.5"},
+         "registration_min_expires: '1.5' is not a whole number of seconds"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -48,6 +52,11 @@ def test_digest_algorithms_in_order_from_the_environment() -> None:
     for bad in ("", "SHA-512", "MD5,crc32"):
         with pytest.raises(ConfigError, match="digest_algorithms"):
             Settings(digest_algorithms=bad)  # type: ignore[arg-type]
+
+
+def test_registration_min_expires_from_the_environment() -> None:
+    assert Settings().registration_min_expires == 60
+    assert Settings.from_env({"CALLBRIDGE_REGISTRATION_MIN_EXPIRES": "2"}).registration_min_expires == 2
 
 
 def test_directory_poll_seconds_from_the_environment() -> None:

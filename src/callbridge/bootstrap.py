@@ -11,12 +11,13 @@ not served: `callbridge.serve` runs it on uvicorn; tests may serve it or call th
 
 Start-up order (docs/design.md, "Storage"): open storage (migrations, directory) → bind SIP → read what a crash left
 (`Storage.leftovers`) → BYE every dialog left from before on both legs (`Endpoint.restore_dialog`) → close those
-calls in the records and log their agents out (`Storage.close_leftovers`) → restore the registrations still valid
-(their agents are reported registered) → schedule stored recalls → register the trunks that register to their
-provider (`b2bua.trunks`) → take traffic → poll the directory for administrative changes every
-`directory_poll_seconds` (`Directory.watch`; after a reload the trunks' networks and the idle-agent index are
-rebuilt, and so are the webhook dispatcher's targets, since they are derived from the directory; every other
-reader asks the directory on each use).
+calls in the records and bring their agents to the state the restart rule gives (`callcontrol.restart`:
+`Storage.close_leftovers` writes the changes with their `agent.state_changed` events, `AgentDesk.restore` sets them
+in memory) → restore the registrations still valid (their agents are reported registered) → schedule stored recalls →
+register the trunks that register to their provider (`b2bua.trunks`) → take traffic → poll the directory for
+administrative changes every `directory_poll_seconds` (`Directory.watch`; after a reload the trunks' networks and the
+idle-agent index are rebuilt, and so are the webhook dispatcher's targets, since they are derived from the directory;
+every other reader asks the directory on each use).
 
 The event log is durable (`storage.event_log`): before the service is built it continues each operation's seq
 from the database, the writer seals its batches per loop turn and reports commits to the log, webhooks deliver
@@ -56,6 +57,7 @@ from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, We
 from callbridge.media.relays import RelaySet
 from callbridge.media.rtpengine import RtpengineMedia
 from callbridge.media.shell import NgShell
+from callbridge.node_metrics import node_metrics
 from callbridge.sip.dialog import DialogState
 from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.timers import TimerConfig
@@ -204,8 +206,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                     challengers=ChallengerPool(secret or secrets.token_bytes(32),
                                                algorithms=settings.digest_algorithms),
                     dialogs=dialogs, registrations=registrations, wall_clock=time.time,
-                    loop=loop, registrar_limits=registrar_limits, trunk_registration=trunk_registration,
-                    media=media)
+                    loop=loop, trunk_registration=trunk_registration, media=media,
+                    registrar_limits=registrar_limits or RegistrarLimits(min_expires=settings.registration_min_expires))
     runtime = Runtime(switch, policy=DestinationPolicy(settings.allowed_networks), on_event=switch.on_event,
                       loop=loop)
     try:
@@ -233,7 +235,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                  recalls=storage.recalls, signalling=signalling, events=events, clock=WallClock(),
                                  scheduler=LoopScheduler(loop, runtime.wake), node_id=settings.node_id)
     switch.attach(service, runtime)
-    metrics = _metrics(endpoint, runtime, switch, media_shell)
+    metrics = node_metrics(endpoint, runtime, switch)
+    _media_metrics(metrics, switch, media_shell)
     cursors = CursorStore(storage.writer, storage.engine)
     webhooks = LogWebhookDispatcher(webhook_targets(storage.directory), log=events, save_cursor=cursors.save,
                                     saved=await asyncio.to_thread(cursors.load))  # started and stopped with the app
@@ -302,13 +305,20 @@ async def _reconcile(node: Node) -> Leftovers:
     if found.dialogs:
         await asyncio.sleep(0.05)  # let the BYEs leave before the records say they are over
     now = time.time()
-    logouts = node.events.logged_out_at_start(found.busy_agents, now)  # in reconciliation's own transaction
-    closed = await storage.aclose_leftovers(now, node.events.rows(logouts))
-    node.events.show(logouts)
+    # the agents' passages through the restart, decided once from what was read: the rows reconciliation writes and
+    # the events numbered here come from the same decisions, in reconciliation's own transaction
+    restarts = found.agents
+    changes = node.events.restarted(restarts, now)
+    closed = await storage.aclose_leftovers(now, node.events.rows(changes), restarts)
+    node.events.show(changes)
+    node.service.restore_agents(restarts)  # before the registrations are reported (a later loop turn)
     switch.restore_registrations(found.registrations)
-    if closed.calls or closed.dialogs:
-        log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents logged out",
-                    len(closed.calls), len(closed.dialogs), len(closed.busy_agents))
+    kept = len(restarts) - len(changes)
+    if closed.calls or closed.dialogs or changes:
+        log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents kept their state, "
+                    "%d changed", len(closed.calls), len(closed.dialogs), kept, len(changes))
+    elif kept:
+        log.info("restored at start-up: %d agents kept their state", kept)
     return closed
 
 
@@ -328,27 +338,8 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
     return shell, RtpengineMedia(shell)
 
 
-def _metrics(endpoint: Endpoint, runtime: Runtime, switch: Switch, media_shell: NgShell | None) -> MetricsRegistry:
-    registry = MetricsRegistry()
-    registry.gauge("callbridge_sip_dialogs", "Live SIP dialogs in the endpoint's table.",
-                   lambda: endpoint.dialog_count)
-    registry.gauge("callbridge_sip_transactions", "Live SIP transactions in the endpoint's table.",
-                   lambda: endpoint.transaction_count)
-    registry.gauge("callbridge_b2bua_legs", "Legs the B2BUA holds (ringing or up).", lambda: len(switch.legs))
-    registry.gauge("callbridge_registrations", "Live registered contacts.",
-                   lambda: len(switch.registrar.location))
-    registry.counter("callbridge_transport_total", "Transport counters and destination-policy refusals.",
-                     runtime.metrics, label="counter")
-    registry.counter("callbridge_sip_endpoint_total", "SIP endpoint counters (parse errors, stray messages).",
-                     lambda: dict(endpoint.stats), label="counter")
-    registry.gauge("callbridge_defence", "Defence counters (scanner drops, banned drops, bans).",
-                   lambda: switch.defence.metrics(switch.now()), label="counter")
-    registry.gauge("callbridge_trunk_registered", "1 when the trunk is registered to its provider, else 0.",
-                   switch.trunk_registrations.registered, label="trunk")
-    registry.counter("callbridge_trunk_auth_total", "Trunk registrations and digest answers to providers.",
-                     lambda: dict(switch.trunk_registrations.stats), label="outcome")
-    registry.counter("callbridge_registrar_total", "Registrar outcomes.", lambda: dict(switch.registrar.stats),
-                     label="outcome")
+def _media_metrics(registry: MetricsRegistry, switch: Switch, media_shell: NgShell | None) -> None:
+    """The media plane's numbers on `/metrics` (here, not in `node_metrics`: only bootstrap knows the relay)."""
     registry.counter("callbridge_media_calls_total", "Calls by media outcome at their start (anchored, direct, "
                      "direct_relay_down, refused_relay_down) and media steps that failed mid-call.",
                      lambda: dict(switch.anchor.stats), label="outcome")
@@ -360,4 +351,3 @@ def _metrics(endpoint: Endpoint, runtime: Runtime, switch: Switch, media_shell: 
         registry.counter("callbridge_media_ng_total", "ng control protocol counters (sent, retransmissions, "
                          "replies, timeouts, unparseable, unknown_cookie, wrong_source).",
                          lambda: dict(relays.client.stats), label="counter")
-    return registry

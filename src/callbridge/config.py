@@ -143,6 +143,16 @@ def _seconds(name: str, value: Any) -> float:
     return seconds
 
 
+def _min_expires(value: Any) -> int:
+    try:
+        seconds = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ConfigError(f"registration_min_expires: {value!r} is not a whole number of seconds") from None
+    if not 1 <= seconds <= 3600:
+        raise ConfigError(f"registration_min_expires: {seconds} is out of range 1-3600")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     sip_host: str = "127.0.0.1"
@@ -163,6 +173,10 @@ class Settings:
     # queues...); a change is served from the next poll on. 0 turns the poll off (the directory read at start-up
     # is kept until a restart).
     directory_poll_seconds: float = 2.0
+    # The shortest registration interval the registrar grants (RFC 3261 §10.3 step 6: shorter asks get 423 with
+    # Min-Expires); between 1 and 3600 s. Shorter means more REGISTER refreshes, and a phone that vanished is
+    # noticed sooner: at a restart, a registration expired while the node was down logs its agent out.
+    registration_min_expires: int = 60
     log_level: str = "INFO"
     # "text" (one line per record) or "json" (one JSON object per line, for log collectors).
     log_format: str = "text"
@@ -217,6 +231,7 @@ class Settings:
         object.__setattr__(self, "drain_seconds", drain)
         object.__setattr__(self, "directory_poll_seconds",
                            _seconds("directory_poll_seconds", self.directory_poll_seconds))
+        object.__setattr__(self, "registration_min_expires", _min_expires(self.registration_min_expires))
         algorithms = self.digest_algorithms
         if isinstance(algorithms, str):
             algorithms = tuple(a.strip() for a in algorithms.split(",") if a.strip())

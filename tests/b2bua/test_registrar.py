@@ -494,3 +494,51 @@ def test_a_malformed_expires_is_400_before_any_challenge(registrar: Registrar) -
     response = registrar.handle_register(request, PHONE, "udp", T0)
     assert response.status == 400
     assert "WWW-Authenticate" not in response.headers
+
+
+# --- the SIGTERM drain: no new bindings (rule 8) --------------------------------------------------------------
+
+def draining(registrar: Registrar, request: Request, password: str, now: float = T0) -> Response:
+    """`authed` on a draining node: the challenge comes first, as always (nothing is looked up before it)."""
+    first = registrar.handle_register(request, PHONE, "udp", now, new_bindings=False)
+    assert first.status == 401 and "Retry-After" not in first.headers
+    answered = with_credentials(request, DigestResponder(request.to.uri.user or "", password), first)
+    return registrar.handle_register(answered, PHONE, "udp", now, new_bindings=False)
+
+
+def test_while_draining_a_new_binding_is_refused_503_with_retry_after(registrar: Registrar) -> None:
+    refused = draining(registrar, register(), "s3cret")
+    assert (refused.status, refused.reason, refused.headers.get("Retry-After")) == (503, "Service Unavailable", "30")
+    assert "Contact" not in refused.headers
+    assert registrar.drain_events() == [] and registrar.contacts_for("0042", "1001", T0) == []
+    assert registrar.stats["rejected"] == 1
+
+
+def test_while_draining_refreshes_and_removals_of_existing_bindings_go_on(registrar: Registrar) -> None:
+    assert authed(registrar, register(cseq=1), "s3cret").status == 200
+    registrar.drain_events()
+    refreshed = draining(registrar, register(cseq=5, expires=600), "s3cret", T0 + 100)
+    assert refreshed.status == 200
+    assert refreshed.headers.get_lines("Contact") == ["<sip:1001@10.0.0.5:5062>;expires=600"]
+    [event] = registrar.drain_events()
+    assert isinstance(event, BindingRefreshed) and event.binding.expires_at == T0 + 700
+    # a second phone of the same agent is a new binding: refused whole, the first one untouched
+    both = register(cseq=9, contacts=("<sip:1001@10.0.0.5:5062>", "<sip:1001@10.0.0.9:5062>"))
+    refused = draining(registrar, both, "s3cret", T0 + 101)
+    assert (refused.status, refused.headers.get("Retry-After")) == (503, "30")
+    assert registrar.drain_events() == []
+    assert [(b.contact_uri, b.expires_at) for b in registrar.contacts_for("0042", "1001", T0 + 101)] == [
+        ("sip:1001@10.0.0.5:5062", T0 + 700)]
+    removed = draining(registrar, register(cseq=12, expires=0), "s3cret", T0 + 102)
+    assert removed.status == 200
+    assert [type(e) for e in registrar.drain_events()] == [BindingRemoved, AgentUnregistered]
+
+
+def test_while_draining_the_same_instance_may_move_to_a_new_contact(registrar: Registrar) -> None:
+    instance = '+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>";reg-id=1'
+    authed(registrar, register(contacts=(f"<sip:1001@10.0.0.5:5062>;{instance}",), call_id="x"), "s3cret")
+    registrar.drain_events()
+    moved = draining(registrar, register(contacts=(f"<sip:1001@10.0.0.5:6000>;{instance}",), call_id="y"),
+                     "s3cret", T0 + 1)
+    assert moved.status == 200  # RFC 5626: the same phone (instance) re-registering after a NAT rebinding
+    assert [b.contact_uri for b in registrar.contacts_for("0042", "1001", T0 + 1)] == ["sip:1001@10.0.0.5:6000"]

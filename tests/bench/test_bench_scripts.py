@@ -51,9 +51,37 @@ def test_transfers_bench_runs() -> None:
     assert re.search(r"^customers lost: 0 \(SIPp successful 20, failed 0;", out, re.M), out
 
 
+def test_event_log_bench_runs() -> None:
+    """bench/event_log.py in tiny mode: bench/transfers.py's run with one local webhook receiver; it reports the
+    events written per second at the log during the transfers and the delivery lag, and exits 0 only when the
+    transfers passed and every event of the run reached the receiver."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "event_log.py"), "--quick"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert re.search(r"^completed transfers: 20 of 20, failed 0 \{\}$", out, re.M), out
+    written = re.search(r"^event log: ([\d,]+) events written in ([\d.]+) s of transfers \(seq (\d+) -> (\d+)\): "
+                        r"([\d,.]+) events/s$", out, re.M)
+    assert written, out
+    count, seconds, first, last, rate = written.groups()
+    assert int(count.replace(",", "")) == int(last) - int(first) > 0
+    # the printed rate is the printed count over the printed time, within their rounding
+    assert float(rate.replace(",", "")) == pytest.approx(int(count.replace(",", "")) / float(seconds), rel=0.02)
+    # 20 transfers each write at least transfer.created, .answered, .completed and agents' state changes
+    assert int(count.replace(",", "")) >= 20 * 4
+    lag = re.search(r"^webhook lag over those ([\d,]+) events: p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms$",
+                    out, re.M)
+    assert lag, out
+    assert lag.group(1) == count  # every event of the phase was received and measured
+    assert float(lag.group(2)) <= float(lag.group(3)) <= float(lag.group(4))
+    delivered = re.search(r"^webhook delivery: ([\d,]+) of ([\d,]+) events of the run received, 0 missing, "
+                          r"0 repeated, in order: yes; caught up [\d.]+ s after the customers were done$", out, re.M)
+    assert delivered and delivered.group(1) == delivered.group(2), out
+
+
 # The benchmarks whose quick mode a test above already runs, with closer checks than run_all's: run_all's smoke
-# test leaves them out rather than run them a second time (they are the two longest quick runs).
-SMOKE_TESTED_ABOVE = ("agentbox_http", "transfers")
+# test leaves them out rather than run them a second time (they are the longest quick runs).
+SMOKE_TESTED_ABOVE = ("agentbox_http", "transfers", "event_log")
 
 
 def test_run_all_quick_writes_a_row_per_benchmark(tmp_path: Path) -> None:

@@ -93,6 +93,9 @@ class FakeSignalling:
     def accepts_new_calls(self) -> bool:
         return self.available and not self.draining
 
+    def accepts_new_logins(self) -> bool:
+        return self.available and not self.draining
+
     def originate(self, request: OriginateRequest) -> None:
         self.requests.append(("originate", request))
 

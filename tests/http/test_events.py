@@ -161,6 +161,6 @@ def test_a_wire_event_is_serialised_on_first_read_from_its_state_at_publication(
     assert json.loads(line) == {
         "seq": 1, "type": "agent.state_changed", "at": rfc3339(wire.at), "operation": OP,
         "data": {"agent_id": "1001", "state": "ready", "previous_state": "logout", "aux_state": None,
-                 "registered": True}}
+                 "registered": True, "reason": "api"}}
     assert line == json.dumps(wire.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     assert wire.line is line  # serialised once, then shared

@@ -149,7 +149,7 @@ async def test_configured_webhooks_follow_the_database_and_keep_tenants_apart(tm
                 await until(lambda: len(first.seen) == 1, "the event at the first URL")
                 assert first.events() == [(OP, "agent.state_changed", {
                     "agent_id": "1001", "state": "ready", "previous_state": "logout", "aux_state": None,
-                    "registered": True})]
+                    "registered": True, "reason": "api"})]
                 assert first.seen[0][1]["seq"] == 1
 
                 # 2. the URL changed in the database through `callbridge admin`; the same node follows
@@ -164,7 +164,7 @@ async def test_configured_webhooks_follow_the_database_and_keep_tenants_apart(tm
                 await until(lambda: len(moved.seen) == 1, "the event at the new URL")
                 assert moved.events() == [(OP, "agent.state_changed", {
                     "agent_id": "1001", "state": "aux", "previous_state": "ready", "aux_state": AUX,
-                    "registered": True})]
+                    "registered": True, "reason": "api"})]
                 assert moved.seen[0][1]["seq"] == 2
 
                 # 3. the other operation's events go to its own URL only
@@ -172,7 +172,7 @@ async def test_configured_webhooks_follow_the_database_and_keep_tenants_apart(tm
                 await until(lambda: len(other.seen) == 1, "the other operation's event")
                 assert other.events() == [(OTHER, "agent.state_changed", {
                     "agent_id": "2001", "state": "ready", "previous_state": "logout", "aux_state": None,
-                    "registered": True})]
+                    "registered": True, "reason": "api"})]
                 await box(OP, api="change_status", agent_id="1001", status="ready")  # 0042 again, after 0077's
                 await until(lambda: len(moved.seen) == 2, "the third event of the first operation")
                 await until(lambda: hooks.pending() == 0, "nothing left to deliver")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from callbridge.http.metrics import MetricsRegistry
+from callbridge.http.metrics import Histogram, MetricsRegistry
 
 
 def test_render_reads_callbacks_at_scrape_time() -> None:
@@ -38,3 +38,44 @@ def test_bad_names_and_duplicates_are_refused(name: str) -> None:
     reg.gauge("ok", "h", lambda: 1)
     with pytest.raises(ValueError, match="registered twice"):
         reg.counter("ok", "h", lambda: 1)
+
+
+def test_a_histogram_renders_cumulative_buckets_sum_and_count() -> None:
+    reg = MetricsRegistry()
+    hist = reg.histogram("t_seconds", "Latency.", Histogram("api", buckets=(0.1, 1.0)))
+    for value in (0.05, 0.1, 0.5, 3.0):  # 0.1 falls in le="0.1": bounds are inclusive
+        hist.observe("hold", value)
+    hist.observe("dial", 0.2)
+    assert reg.render() == (
+        "# HELP t_seconds Latency.\n"
+        "# TYPE t_seconds histogram\n"
+        't_seconds_bucket{api="dial",le="0.1"} 0\n'
+        't_seconds_bucket{api="dial",le="1.0"} 1\n'
+        't_seconds_bucket{api="dial",le="+Inf"} 1\n'
+        't_seconds_sum{api="dial"} 0.2\n'
+        't_seconds_count{api="dial"} 1\n'
+        't_seconds_bucket{api="hold",le="0.1"} 2\n'
+        't_seconds_bucket{api="hold",le="1.0"} 3\n'
+        't_seconds_bucket{api="hold",le="+Inf"} 4\n'
+        't_seconds_sum{api="hold"} 3.65\n'
+        't_seconds_count{api="hold"} 4\n'
+    )
+    assert (hist.count("hold"), hist.count("mute")) == (4, 0)
+
+
+def test_several_labels_and_the_type_rules() -> None:
+    reg = MetricsRegistry()
+    reg.gauge("agents", "Agents.", lambda: {("0042", "ready"): 2, ("0042", "acw"): 0}, labels=("operation", "state"))
+    assert reg.render().splitlines()[2:] == ['agents{operation="0042",state="acw"} 0',
+                                              'agents{operation="0042",state="ready"} 2']
+    with pytest.raises(ValueError, match="must end in _total"):
+        reg.counter("requests", "h", lambda: 1)
+    with pytest.raises(ValueError, match="invalid label name"):
+        reg.gauge("g", "h", lambda: 1, label="le")
+    with pytest.raises(ValueError, match="not both"):
+        reg.gauge("g2", "h", lambda: 1, label="a", labels=("b",))
+    with pytest.raises(ValueError, match="increasing"):
+        Histogram("api", buckets=(1.0, 0.5))
+    reg.gauge("bad", "h", lambda: {("only-one",): 1}, labels=("operation", "state"))
+    with pytest.raises(ValueError, match="does not match the labels"):
+        reg.render()

@@ -171,7 +171,7 @@ EVENTS = [
     ("call.media_direct", {"conn_id": "c-01", "reason": "relay_down"}),
     *[(f"transfer.{s}", TRANSFER) for s in ("created", "ringing", "answered", "completed", "failed", "cancelled")],
     ("agent.state_changed", {"agent_id": "1001", "state": "aux", "previous_state": "ready", "aux_state": "lunch",
-                             "registered": True}),
+                             "registered": True, "reason": "api"}),
     ("agent.display_changed", {"agent_id": "1001", "button": "dial", "display": "hide",
                                "buttons": {"hungup": "show", "disposition": "show", "dial": "hide"}}),
 ]
@@ -189,6 +189,16 @@ def test_event_types_and_their_data() -> None:
             _check(_component("Event"), {**event, "data": wrong})
     with pytest.raises(ValidationError):
         _check(_component("Event"), {"seq": 0, "type": "call.held", "at": "x", "operation": "0042", "data": {}})
+
+
+def test_agent_state_changed_always_names_its_reason() -> None:
+    data = dict(EVENTS[-2][1])
+    event = {"seq": 1, "type": "agent.state_changed", "at": "2025-01-31T12:00:00.000Z", "operation": "0042"}
+    for reason in ("api", "restart", "registration expired"):
+        _check(_component("Event"), {**event, "data": {**data, "reason": reason}})
+    for wrong in ({k: v for k, v in data.items() if k != "reason"}, {**data, "reason": ""}, {**data, "reason": None}):
+        with pytest.raises(ValidationError):
+            _check(_component("Event"), {**event, "data": wrong})
 
 
 def test_event_stream_endpoint_describes_both_transports() -> None:

@@ -23,6 +23,7 @@ class Recorder:
     timeouts: list[Transaction] = field(default_factory=list)
     transport_errors: list[Transaction] = field(default_factory=list)
     terminated: list[Transaction] = field(default_factory=list)
+    completed: list[tuple[Transaction, float]] = field(default_factory=list)
     heap: list[tuple[float, int, Transaction, TxInput]] = field(default_factory=list)
     seq: int = 0
 
@@ -35,6 +36,9 @@ class Recorder:
 
     def tx_absorbing(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
         self.tx_arm(tx, timer, deadline)
+
+    def tx_completed(self, tx: Transaction, seconds: float) -> None:
+        self.completed.append((tx, seconds))
 
     def tx_to_tu(self, tx: Transaction, message: Request | Response, now: float) -> None:
         self.to_tu.append(message)

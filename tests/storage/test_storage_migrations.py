@@ -74,13 +74,61 @@ def test_0004_gives_existing_operations_the_45_s_dial_timeout_and_takes_the_colu
         engine.dispose()
 
 
+def test_0006_adds_the_digest_offer_and_the_calls_index_and_takes_both_away(db_url: str) -> None:
+    from alembic import command
+
+    from callbridge.storage.migrate import alembic_config
+
+    upgrade(db_url, "0005")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO operations (id, sip_domain) VALUES ('0042', 'a.test')"))
+        assert "ix_calls_operation_id_started_at" not in {i["name"] for i in inspect(engine).get_indexes("calls")}
+        upgrade(engine, "0006")
+        assert current_revision(engine) == "0006"
+        with engine.connect() as conn:  # an existing operation offers the node's setting: ""
+            assert conn.execute(text("SELECT digest_algorithms FROM operations WHERE id = '0042'")
+                                ).scalar_one() == ""
+        calls_indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("calls")}
+        assert calls_indexes["ix_calls_operation_id_started_at"] == ["operation_id", "started_at"]
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0005")
+        assert current_revision(engine) == "0005"
+        assert "digest_algorithms" not in {c["name"] for c in inspect(engine).get_columns("operations")}
+        assert "ix_calls_operation_id_started_at" not in {i["name"] for i in inspect(engine).get_indexes("calls")}
+        with engine.connect() as conn:  # the row itself survives the column's removal
+            assert conn.execute(text("SELECT sip_domain FROM operations WHERE id = '0042'")).scalar_one() == "a.test"
+        upgrade(engine)  # and up again, to head
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_the_history_listing_of_calls_uses_the_operation_time_index(tmp_path) -> None:
+    # The ended-calls listing (storage/history.py) filters on operation_id and orders by started_at: SQLite's
+    # planner must reach it through ix_calls_operation_id_started_at, not by scanning calls. (PostgreSQL's planner
+    # scans a table this small whatever its indexes; the index's presence there is checked above.)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    upgrade(url)
+    eng = make_engine(url)
+    try:
+        with eng.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT * FROM calls WHERE operation_id = '0042' AND ended_at IS NOT NULL "
+                "AND started_at >= '2026-01-01' ORDER BY started_at DESC, conn_id DESC LIMIT 100"))
+    finally:
+        eng.dispose()
+    assert "ix_calls_operation_id_started_at" in plan, plan
+
+
 def test_0008_makes_existing_operations_anchored_with_direct_fallback_and_takes_the_columns_away(db_url: str) -> None:
     from alembic import command
     from sqlalchemy.exc import IntegrityError
 
     from callbridge.storage.migrate import alembic_config
 
-    upgrade(db_url, "0005")
+    upgrade(db_url, "0006")
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -92,7 +140,7 @@ def test_0008_makes_existing_operations_anchored_with_direct_fallback_and_takes_
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(text("UPDATE operations SET media_mode = 'loud' WHERE id = '0042'"))
         with engine.begin() as conn:
-            command.downgrade(alembic_config(conn), "0005")
+            command.downgrade(alembic_config(conn), "0006")
         columns = {c["name"] for c in inspect(engine).get_columns("operations")}
         assert {"media_mode", "media_relay_down"} & columns == set()
         with engine.connect() as conn:

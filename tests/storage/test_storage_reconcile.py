@@ -7,15 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from callbridge.callcontrol.model import AgentStateChange, CallRecord, LegRecord
 from callbridge.storage import administration as adm
+from callbridge.storage import schema as s
 from callbridge.storage.administration import AdminError
 from callbridge.storage.loader import load_operation
 from callbridge.storage.records import read_agent_states, read_call, read_cdr, read_legs
 from callbridge.storage.sip_state import DialogRecord, RegistrationRecord
 from callbridge.storage.store import Storage
+from callbridge.storage.times import to_datetime
 
 T0 = 1_790_000_000.5
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "operation.toml"
@@ -95,11 +97,15 @@ def test_leftovers_are_found_and_closed_for_this_node_only(storage: Storage) -> 
     assert [d.leg_id for d in found.dialogs] == ["L1", "L2"]
     assert [(r.extension, r.contact_uri) for r in found.registrations] == [("1001", "sip:1001@127.0.0.1:5070")]
     assert [(b.extension, b.state) for b in found.busy_agents] == [("1001", "on_call")]
+    assert [(a.extension, a.previous, a.state, a.reason, a.changed) for a in found.agents] == [
+        ("1001", "on_call", "ready", "restart", True)]  # its phone is still registered: the call was the restart's
 
     closed = storage.close_leftovers(now)
     assert [c.conn_id for c in closed.calls] == ["open-a"]
     after = storage.leftovers(now)
-    assert (after.calls, after.dialogs, after.busy_agents) == ([], [], [])
+    assert (after.calls, after.dialogs) == ([], [])
+    assert [(a.extension, a.previous, a.state, a.changed) for a in after.agents] == [
+        ("1001", "ready", "ready", False)]  # ready now: a second pass keeps it
     assert len(after.registrations) == 1  # still valid: restored, not reconciled away
     with storage.engine.connect() as conn:
         call = read_call(conn, "open-a")
@@ -111,9 +117,54 @@ def test_leftovers_are_found_and_closed_for_this_node_only(storage: Storage) -> 
         assert read_call(conn, "open-b") is not None and read_call(conn, "open-b").ended_at is None  # type: ignore[union-attr]
         assert read_cdr(conn, "done-a") is None  # closed calls are not touched
         last = read_agent_states(conn, "0042", "1001")[-1]
-        assert (last.state, last.previous, last.reason, last.at) == ("logout", "on_call", "reconciled at start-up",
-                                                                     now)
+        assert (last.state, last.previous, last.reason, last.at) == ("ready", "on_call", "restart", now)
     assert storage.close_leftovers(now).calls == []  # idempotent
+    with storage.engine.connect() as conn:
+        assert len(read_agent_states(conn, "0042", "1001")) == 2  # the second pass changed nobody
+
+
+def test_each_logged_in_agent_goes_through_the_restart_rule_with_its_rows_and_events_together(
+        storage: Storage) -> None:
+    with storage.engine.begin() as conn:
+        for ext in ("1003", "1004", "1005", "1006", "1007"):
+            adm.create_agent(conn, "0042", ext, f"secret-{ext}")
+    storage.directory.load()
+    valid, expired = T0 + 3600, T0 + 50
+    for ext, state, expires in (("1001", "ready", valid), ("1002", "aux:1", valid), ("1003", "acw", valid),
+                                ("1004", "ringing", valid), ("1005", "ready", expired), ("1006", "on_call", expired)):
+        storage.registrations.save_registration(RegistrationRecord(
+            "0042", ext, f"sip:{ext}@127.0.0.1:5070", "127.0.0.1", 5070, "udp", expires, f"r{ext}", 1, T0))
+        storage.states.record_agent_state(AgentStateChange("0042", ext, state, "api", T0 + int(ext[-1]), "logout"))
+    storage.states.record_agent_state(AgentStateChange("0042", "1007", "ready", "api", T0, "logout"))  # no phone
+    assert storage.writer.flush(10)
+    now = T0 + 100
+    found = storage.leftovers(now)
+    expected = [
+        ("1001", "ready", "ready", "api", T0 + 1, False),  # kept, with its time: still the longest idle
+        ("1002", "aux:1", "aux:1", "api", T0 + 2, False),
+        ("1003", "acw", "ready", "restart", now, True),
+        ("1004", "ringing", "ready", "restart", now, True),
+        ("1005", "ready", "logout", "registration expired", now, True),
+        ("1006", "on_call", "logout", "registration expired", now, True),
+        ("1007", "ready", "logout", "registration expired", now, True),
+    ]
+    assert [(a.extension, a.previous, a.state, a.reason, a.since, a.changed) for a in found.agents] == expected
+    changed = [a for a in found.agents if a.changed]
+    rows = [{"operation_id": "0042", "seq": i, "type": "agent.state_changed", "at": to_datetime(now),
+             "conn_id": None, "line": f'{{"agent":"{a.extension}","reason":"{a.reason}"}}'}
+            for i, a in enumerate(changed, start=1)]
+    storage.close_leftovers(now, rows, found.agents)
+    with storage.engine.connect() as conn:
+        for ext, previous, state, reason, _, was_changed in expected:
+            history = read_agent_states(conn, "0042", ext)
+            if was_changed:
+                assert [(h.state, h.previous, h.reason, h.at) for h in history[-1:]] == [(state, previous, reason,
+                                                                                          now)]
+            else:
+                assert len(history) == 1  # unchanged: no row
+        events = conn.execute(select(s.events.c.seq, s.events.c.line).order_by(s.events.c.seq)).all()
+    assert [e.line for e in events] == [r["line"] for r in rows]  # committed with the rows, one per change
+    assert [a.extension for a in storage.leftovers(now).agents] == ["1001", "1002", "1003", "1004"]
 
 
 async def test_reconciliation_from_a_coroutine(storage: Storage) -> None:

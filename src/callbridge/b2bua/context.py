@@ -197,6 +197,7 @@ class RegistrationsContext(Protocol):
     defence: Defence
     loop: asyncio.AbstractEventLoop
     service: Domain | None
+    draining: bool
 
     def wall(self) -> float: ...
 

@@ -9,7 +9,7 @@ algorithm; an unknown operation or agent has none, and the challenger spends the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from callbridge.callcontrol.model import Agent, Operation
 from callbridge.sip import AuthError, AuthResult, DigestChallenger, Request, parse_auth_header
@@ -19,8 +19,11 @@ __all__ = ["verify_agent_digest"]
 
 def verify_agent_digest(challenger: DigestChallenger, request: Request, header: str, realm: str,
                         operation: Operation | None, get_agent: Callable[[str, str], Agent | None],
-                        now: float) -> AuthResult | None:
-    """The challenger's verdict on the `header` credentials for `realm`, or None when the request has none."""
+                        now: float, algorithms: Sequence[str] | None = None) -> AuthResult | None:
+    """The challenger's verdict on the `header` credentials for `realm`, or None when the request has none.
+
+    `algorithms`: what the operation offers (`ChallengerPool.algorithms_for`); credentials in another are refused.
+    """
     credentials = _credentials_for(request.headers.get_all(header), realm)
     if credentials is None:
         return None
@@ -32,7 +35,7 @@ def verify_agent_digest(challenger: DigestChallenger, request: Request, header: 
         stored = agent.ha1_md5 if algorithm == "MD5" else agent.ha1_sha256 if algorithm == "SHA-256" else ""
         return stored or None
 
-    return challenger.verify(request.method, credentials, lookup_ha1, now, request.body)
+    return challenger.verify(request.method, credentials, lookup_ha1, now, request.body, algorithms=algorithms)
 
 
 def _credentials_for(values: list[str], realm: str) -> dict[str, str] | None:

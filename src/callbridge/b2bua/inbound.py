@@ -150,18 +150,20 @@ def _authenticate(sw: InboundContext, request: Request, tx: ServerTransaction, o
                   realm: str) -> str | None:
     """The authenticated extension, or None after answering 407 (or 400 for malformed credentials)."""
     challenger = sw.challengers(realm)
+    offer = sw.challengers.algorithms_for(operation)  # the operation's own list, else the node's
     now = sw.wall()
     result = verify_agent_digest(challenger, request, "Proxy-Authorization", realm, operation,
-                                 sw.directory.get_agent, now)
+                                 sw.directory.get_agent, now, offer)
     if result is None:
-        sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now)])
+        sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now, algorithms=offer)])
         return None
     if result.ok and result.username is not None:
         return result.username
     if result.reason is AuthReason.MALFORMED:
         sw.respond(tx, 400, reason="Malformed Credentials")
         return None
-    sw.respond(tx, 407, headers=[("Proxy-Authenticate", v) for v in challenger.challenge(now, stale=result.stale)])
+    sw.respond(tx, 407, headers=[("Proxy-Authenticate", v)
+                                 for v in challenger.challenge(now, stale=result.stale, algorithms=offer)])
     return None
 
 

@@ -7,9 +7,10 @@ Rules, in the order a REGISTER meets them:
 2. Challenge before any lookup (§22.1; Kamailio's `www_authorize`). The operation is found by the To domain (the
    address of record, §10.3 step 5), else by the Request-URI domain; its digest realm is the realm. When neither
    names an operation the To domain is the realm, and nobody can answer it. Every REGISTER without valid
-   credentials for that realm gets the same 401 with one `WWW-Authenticate` per algorithm, whether the user exists
-   or not (`DigestChallenger` spends the same work on both); an unknown scheme counts as no credentials (RFC 4475
-   §3.3.7); a right digest on a used-up nonce gets `stale=true`; credentials missing a field get 400.
+   credentials for that realm gets the same 401 with one `WWW-Authenticate` per algorithm the operation offers (its
+   own list, else the node's; RFC 8760 §2.3), whether the user exists or not (`DigestChallenger` spends the same
+   work on both); an unknown scheme counts as no credentials (RFC 4475 §3.3.7); a right digest on a used-up nonce
+   gets `stale=true`; credentials missing a field get 400; credentials in an algorithm not offered get a new 401.
 3. After authentication: the credentials' username must be the To user (403), the To domain must be the
    operation's (404, §10.3 step 5) and the agent must still exist (404).
 4. The contacts (§10.3 step 6): no Contact is a query; `*` must stand alone with `Expires: 0` (else 400). Each
@@ -21,6 +22,10 @@ Rules, in the order a REGISTER meets them:
 6. A contact with the `+sip.instance` and `reg-id` of another binding of the agent replaces it (RFC 5626 §6).
    More than `max_contacts_per_agent` live bindings fail the request with 503 (Kamailio's `max_contacts`).
 7. The 200 lists every live binding of the agent with its remaining `expires` (§10.3 step 8).
+8. While the node drains (`new_bindings=False`), a contact the agent has no live binding for (and that replaces
+   none of its bindings by instance, RFC 5626) is refused, after authentication, with 503 and Retry-After
+   (§21.5.4: the phone tries again later, by then at a node that takes registrations); refreshes and removals of
+   existing bindings go on, so phones on live calls stay reachable.
 
 The request is checked whole before anything changes, so a failed REGISTER leaves every binding as it was.
 Changes are reported as the location service's events (`BindingAdded`, ...), to `on_change` when given, else to
@@ -55,7 +60,9 @@ from callbridge.sip import (
 )
 from callbridge.sip.addr import parse_contact, split_commas
 
-__all__ = ["ChallengerPool", "Registrar", "RegistrarDirectory", "RegistrarLimits"]
+__all__ = ["DRAIN_RETRY_AFTER", "ChallengerPool", "Registrar", "RegistrarDirectory", "RegistrarLimits"]
+
+DRAIN_RETRY_AFTER = "30"  # seconds; as for the INVITEs a draining node refuses (inbound.py)
 
 
 class RegistrarDirectory(Protocol):
@@ -79,7 +86,12 @@ class RegistrarLimits:
 
 
 class ChallengerPool:
-    """One `DigestChallenger` per realm, made on first use with the same secret and settings."""
+    """One `DigestChallenger` per realm, made on first use with the same secret and settings.
+
+    `algorithms` is the node's offer; an operation with its own list (`Operation.digest_algorithms`) is offered
+    that instead (`algorithms_for`), through the same challenger of its realm, so that its nonces and their
+    nonce-counts stay in one table whatever the offer (a list changed by `callbridge admin` opens no replay).
+    """
 
     def __init__(self, secret: bytes, *, nonce_ttl: float = 300.0,
                  algorithms: Sequence[str] = ("SHA-256", "MD5")) -> None:
@@ -87,6 +99,13 @@ class ChallengerPool:
         self._nonce_ttl = nonce_ttl
         self._algorithms = tuple(algorithms)
         self._by_realm: dict[str, DigestChallenger] = {}
+
+    def algorithms_for(self, operation: Operation | None) -> tuple[str, ...]:
+        """What a request to `operation` is offered and may answer with: its own list, else the node's. A request
+        naming no operation gets the node's, as an unknown user gets the same challenge as a known one."""
+        if operation is not None and operation.digest_algorithms:
+            return operation.digest_algorithms
+        return self._algorithms
 
     def __call__(self, realm: str) -> DigestChallenger:
         challenger = self._by_realm.get(realm)
@@ -119,7 +138,7 @@ class _Wanted:
 class Registrar:
     """REGISTER processing over a `LocationService`; see the module rules."""
 
-    def __init__(self, directory: RegistrarDirectory, challenger_for: Callable[[str], DigestChallenger], *,
+    def __init__(self, directory: RegistrarDirectory, challenger_for: ChallengerPool, *,
                  on_change: Callable[[RegistrationEvent], None] | None = None,
                  limits: RegistrarLimits | None = None) -> None:
         self.directory = directory
@@ -155,20 +174,22 @@ class Registrar:
 
     # -- REGISTER ------------------------------------------------------------------------------------------
     def handle_register(self, request: Request, source_addr: tuple[str, int], transport: str,
-                        now: float) -> Response:
-        """The final response to a REGISTER received from `source_addr` over `transport` (udp, tcp, ws, wss)."""
+                        now: float, *, new_bindings: bool = True) -> Response:
+        """The final response to a REGISTER received from `source_addr` over `transport` (udp, tcp, ws, wss);
+        `new_bindings=False` while draining (rule 8)."""
         if request.method != "REGISTER":
             raise ValueError(f"not a REGISTER: {request.method}")
         self.stats["registers"] += 1
         self.location.expire(now)
         try:
-            return self._register(request, source_addr, transport.lower(), now)
+            return self._register(request, source_addr, transport.lower(), now, new_bindings)
         except _Reject as reject:
             if reject.status != 401:
                 self.stats["rejected"] += 1
             return self._response(request, reject.status, reject.reason, reject.headers)
 
-    def _register(self, request: Request, source_addr: tuple[str, int], transport: str, now: float) -> Response:
+    def _register(self, request: Request, source_addr: tuple[str, int], transport: str, now: float,
+                  new_bindings: bool) -> Response:
         try:
             aor = request.to.uri
             contacts = _contacts(request)
@@ -204,7 +225,8 @@ class Registrar:
             self._unregister_all(operation.id, username, call_id, cseq, now)
         elif contacts:
             wanted = self._wanted(contacts, header_expires)
-            self._apply(operation.id, username, wanted, request, source_addr, transport, call_id, cseq, now)
+            self._apply(operation.id, username, wanted, request, source_addr, transport, call_id, cseq, now,
+                        new_bindings)
         self.stats["accepted"] += 1
         current = self.location.contacts_for(operation.id, username, now)
         return self._response(request, 200, None, [("Contact", b.contact_value(now)) for b in current])
@@ -217,17 +239,21 @@ class Registrar:
     def _authenticate(self, request: Request, operation: Operation | None, realm: str, now: float) -> str:
         """The authenticated username, or `_Reject` with the challenge (identical for unknown users)."""
         challenger = self.challenger_for(realm)
+        offer = self.challenger_for.algorithms_for(operation)
         result = verify_agent_digest(challenger, request, "Authorization", realm, operation,
-                                     self.directory.get_agent, now)
+                                     self.directory.get_agent, now, offer)
         if result is None:
             self.stats["challenged"] += 1
-            raise _Reject(401, None, [("WWW-Authenticate", v) for v in challenger.challenge(now)])
+            raise _Reject(401, None, [("WWW-Authenticate", v) for v in challenger.challenge(now, algorithms=offer)])
         if result.ok and result.username is not None:
             return result.username
         self.stats["auth_failed"] += 1
         if result.reason is AuthReason.MALFORMED:
             raise _Reject(400, "Malformed Credentials")
-        raise _Reject(401, None, [("WWW-Authenticate", v) for v in challenger.challenge(now, stale=result.stale)])
+        # Wrong credentials, or an algorithm this operation does not offer (MD5 to a SHA-256-only operation): a
+        # fresh challenge, as for any failed digest (RFC 3261 §22.2), naming what is offered.
+        raise _Reject(401, None, [("WWW-Authenticate", v)
+                                  for v in challenger.challenge(now, stale=result.stale, algorithms=offer)])
 
     def _wanted(self, contacts: list[tuple[Contact, str]], header_expires: int | None) -> list[_Wanted]:
         """Check every contact and work out its interval (rule 4); later duplicates win."""
@@ -252,11 +278,12 @@ class Registrar:
         return wanted
 
     def _apply(self, operation_id: str, extension: str, wanted: list[_Wanted], request: Request,
-               source_addr: tuple[str, int], transport: str, call_id: str, cseq: int, now: float) -> None:
+               source_addr: tuple[str, int], transport: str, call_id: str, cseq: int, now: float,
+               new_bindings: bool) -> None:
         location = self.location
         live = {b.contact_uri: b for b in location.contacts_for(operation_id, extension, now)}
         replaced: list[Binding] = []
-        new_bindings: list[tuple[_Wanted, Binding]] = []
+        added: list[tuple[_Wanted, Binding]] = []
         for want in wanted:
             existing = location.find(operation_id, extension, want.uri, want.text)
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
@@ -267,16 +294,20 @@ class Registrar:
                 continue
             binding = _binding(operation_id, extension, want, request, source_addr, transport, call_id, cseq, now,
                                now if existing is None else existing.registered_at)
+            replacing = False
             if binding.instance_id is not None:
                 for other in list(live.values()):
                     if (other.instance_id, other.reg_id) == (binding.instance_id, binding.reg_id):
                         replaced.append(live.pop(other.contact_uri))
-            new_bindings.append((want, binding))
-        if len(live) + len(new_bindings) > self.limits.max_contacts_per_agent:
+                        replacing = True
+            if existing is None and not replacing and not new_bindings:
+                raise _Reject(503, "Service Unavailable", [("Retry-After", DRAIN_RETRY_AFTER)])  # rule 8
+            added.append((want, binding))
+        if len(live) + len(added) > self.limits.max_contacts_per_agent:
             raise _Reject(503, "Too Many Registered Contacts")
 
         # additions first, so that an agent swapping one contact for another is never reported unregistered
-        for want, binding in new_bindings:
+        for want, binding in added:
             location.put(binding, now, want.uri)
         for old in replaced:
             location.remove(operation_id, extension, old.uri, "replaced", now)

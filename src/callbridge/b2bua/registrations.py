@@ -9,6 +9,8 @@ Rules (RFC 3261 §10.3)
   The domain hears of an agent's first binding (registered) and of its last one going (unregistered), on a later
   loop turn (`report`).
 - One timer runs for the earliest expiry of all bindings (`Registrar.next_expiry`), re-armed after every change.
+- While the node drains (SIGTERM) it takes no new agents: a REGISTER that would add a binding is answered 503 with
+  Retry-After (`registrar`, rule 8); refreshes and removals go on.
 - After a restart the bindings still valid are restored (their source addresses kept: behind NAT that is where
   requests must go, RFC 3581) and their agents reported registered.
 """
@@ -52,7 +54,8 @@ class Registrations:
 
     def on_register(self, request: Request, tx: ServerTransaction) -> None:
         sw = self.sw
-        response = self.registrar.handle_register(request, tx.source, tx.transport, sw.wall())
+        response = self.registrar.handle_register(request, tx.source, tx.transport, sw.wall(),
+                                                  new_bindings=not sw.draining)
         sw.endpoint.respond(tx, response, sw.now())
         if counts_as_failure(response.status, carried_credentials="authorization" in request.headers):
             sw.defence.record_failure(tx.source[0], sw.now())

@@ -63,6 +63,10 @@ class SipSignalling:
     def accepts_new_calls(self) -> bool:
         return not self.sw.draining and self.sw.runtime is not None
 
+    def accepts_new_logins(self) -> bool:
+        # the drain takes no new agents either: their phones' new REGISTERs get 503 too (registrations.py)
+        return not self.sw.draining and self.sw.runtime is not None
+
     # --- legs -------------------------------------------------------------------------------------------------
     def originate(self, request: OriginateRequest) -> None:
         sw = self.sw

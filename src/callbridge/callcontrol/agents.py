@@ -9,6 +9,7 @@ Ordering rules that the tests pin down:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from callbridge.callcontrol.calls import Call, Leg
@@ -19,6 +20,7 @@ from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.live import AgentRuntime, LiveState
 from callbridge.callcontrol.ports import Ports
 from callbridge.callcontrol.records import LOGOUT, ON_CALL, READY, RINGING, AgentStateChange
+from callbridge.callcontrol.restart import AgentRestart
 from callbridge.callcontrol.states import AgentAction, AgentInput, agent_transition, is_logged_in
 
 if TYPE_CHECKING:
@@ -92,6 +94,19 @@ class AgentDesk:
         for op in self._ports.directory.list_operations():
             for rt in self.of_operation(op.id):
                 self.index(rt)
+
+    def restore(self, restarts: Iterable[AgentRestart]) -> None:
+        """At start-up, before the restored registrations are reported: each agent in the state the restart rule
+        gave it (`callcontrol.restart`). Nothing is recorded or published here: reconciliation wrote the rows and
+        events of the changes in its own transaction. An agent the directory no longer has is skipped; a `ready`
+        one joins the idle index once its registration is reported (`index`)."""
+        for restart in restarts:
+            rt = self.find(restart.operation_id, restart.extension)
+            if rt is None or rt.conn_id is not None:
+                continue
+            rt.state, rt.state_since, rt.reason = restart.state, restart.since, restart.reason
+            if restart.state == READY:
+                rt.idle_since = restart.since
 
     def input(self, rt: AgentRuntime, event: AgentInput, reason: str, *, aux_id: str | None = None,
               dispatch: bool = True) -> None:

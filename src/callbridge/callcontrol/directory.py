@@ -61,6 +61,9 @@ class Operation:
     # Whether calls are recorded (a queue may say otherwise) and how many days a recording is kept (None: forever)
     recording: RecordingPolicy = "never"
     recording_retention_days: int | None = None
+    # Digest algorithms offered to this operation's phones ("SHA-256", "MD5"), SHA-256 first (RFC 8760 §2.3);
+    # () = the node's `--digest-algorithms`.
+    digest_algorithms: tuple[str, ...] = ()
 
     @property
     def digest_realm(self) -> str:

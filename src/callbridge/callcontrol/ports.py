@@ -99,6 +99,11 @@ class Signalling(Protocol):
         CALL_CONTROL_UNAVAILABLE."""
         ...
 
+    def accepts_new_logins(self) -> bool:
+        """False also while draining: a logged-out agent cannot log in (change_status to ready or an aux state
+        answers CALL_CONTROL_UNAVAILABLE); agents already logged in keep changing state."""
+        ...
+
     def originate(self, request: OriginateRequest) -> None: ...
 
     def bridge(self, leg_a: str, leg_b: str) -> None:

@@ -56,6 +56,7 @@ from callbridge.callcontrol.ids import IdFactory, random_ids
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
 from callbridge.callcontrol.live import AgentRuntime, LiveState
+from callbridge.callcontrol.occupancy import Occupancy
 from callbridge.callcontrol.outbound import OutboundCalls
 from callbridge.callcontrol.ports import (
     CallRecordRepository,
@@ -109,6 +110,10 @@ class CallControlService:
         self.get_agent = reads.get_agent
         self.list_calls = reads.list_calls
         self.get_call = reads.get_call
+        occupancy = Occupancy(state, ports, kernel, agents)
+        self.agent_states = occupancy.agent_states
+        self.live_calls = occupancy.live_calls
+        self.queue_waits = occupancy.queue_waits
         reports = AdapterReports(state, ports, kernel, agents, life, acd, transfers, outbound)
         self.on_inbound_call = reports.on_inbound_call
         self.on_leg_ringing = reports.on_leg_ringing
@@ -122,6 +127,7 @@ class CallControlService:
         self.on_action_result = actions.on_action_result
         self.action_outcome = actions.action_outcome
         self.restore = outbound.restore
+        self.restore_agents = agents.restore
         self.reindex_agents = agents.reindex
 
     @property
@@ -280,7 +286,8 @@ class CallControlService:
         return self._acts.start(call, "dtmf", lambda aid: self._ports.signalling.send_dtmf(customer, tones, aid))
 
     def change_status(self, operation_id: str, agent_id: str, status: str) -> str:
-        """api=change_status: `ready`, `logout` or an aux state id; returns the new state name."""
+        """api=change_status: `ready`, `logout` or an aux state id; returns the new state name. While the node
+        drains (SIGTERM) a logged-out agent cannot log in (503); a logged-in one still moves, and logs out."""
         check_agent_id(agent_id)
         aux_ids = {a.id for a in self._ports.directory.list_aux_states(operation_id)}
         if status not in (READY, LOGOUT) and status not in aux_ids:
@@ -290,6 +297,8 @@ class CallControlService:
             raise PhoneNotRegistered()
         if rt.conn_id is not None or is_busy(rt.state):
             raise AlreadyOnCall()
+        if status != LOGOUT and rt.state == LOGOUT and not self._ports.signalling.accepts_new_logins():
+            raise CallControlUnavailable()  # a login while the node drains: it takes no new agents
         if status == READY:
             self._agents.input(rt, AgentInput.LOGIN_READY, "api")
         elif status == LOGOUT:

@@ -25,7 +25,8 @@ One file describes one operation; loading it is all or nothing. Sections and the
                          time_zone ["UTC"], acw_seconds [0], after_transfer_state ["acw" | "ready"],
                          default_queue [none], ring_timeout [20], transfer_timeout [30], dial_timeout [45],
                          max_transfers [5], recent_call_window [600], action_timeout [5],
-                         token_concurrency_limit [2], daily_quota [none],
+                         token_concurrency_limit [2], daily_quota [none], digest_algorithms [the node's
+                         --digest-algorithms; else e.g. ["SHA-256"] or ["SHA-256", "MD5"], offered SHA-256 first],
                          media_mode ["anchored" | "direct"], media_relay_down ["direct" | "refuse"],
                          hold_music [built-in: a WAV file's path, converted once, at most 8 s, looped],
                          transfer_audio ["ringback" | "music"], ringback_tone ["etsi" | "us"],
@@ -194,6 +195,9 @@ def operation_create(
                                   help="Which calls are recorded: never, always or on_demand (through the API)."),
     recording_retention_days: int | None = typer.Option(None, "--recording-retention-days",
                                                         help="Days a recording is kept. Default: kept."),
+    digest_algorithms: str = typer.Option(
+        "", "--digest-algorithms",
+        help="Digest algorithms offered to its phones: SHA-256, MD5 or both, comma-separated [the node's]."),
 ) -> None:
     """Create an operation."""
     op = run_in_database(ctx, lambda c: adm.create_operation(
@@ -203,7 +207,8 @@ def operation_create(
         max_transfers=max_transfers, token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota,
         media_mode=media_mode, media_relay_down=media_relay_down, hold_music=hold_music,
         transfer_audio=transfer_audio, ringback_tone=ringback_tone, recording=recording,
-        recording_retention_days=recording_retention_days))
+        recording_retention_days=recording_retention_days,
+        digest_algorithms=digest_algorithms))
     typer.echo(f"operation {op.id} created (domain {op.sip_domain})")
 
 

@@ -4,6 +4,7 @@
     callbridge calls                 a live table of the active calls and of the agents, refreshed every second
     callbridge calls --once          one table, then exit (``--json``: one JSON object ``{"calls": [...],
                                      "agents": [...]}`` as the API returned them)
+    callbridge calls cdrs --from T --to T     the call detail records (`callbridge.cli.cdrs`)
     callbridge events                every event from now on, one line each: seq, time, type, data as key=value
     callbridge events --after 0      everything the server still keeps, then live (``--json``: NDJSON, one
                                      event object per line, as ``GET /v2/events`` sends them)
@@ -40,6 +41,7 @@ from callbridge.cli.common import (
     DEFAULT_URL,
     JsonOption,
     OneLineCommand,
+    OneLineGroup,
     TokenOption,
     UrlOption,
     reporting_errors,
@@ -54,6 +56,9 @@ TRANSPORT: httpx.BaseTransport | None = None
 clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
 live_app = typer.Typer(add_completion=False)
+# `callbridge calls` alone is the live table below; its subcommands (`calls cdrs`, in cli/cdrs.py) read the past.
+calls_app = typer.Typer(add_completion=False, cls=OneLineGroup, invoke_without_command=True,
+                        no_args_is_help=False)
 
 
 def native_client(url: str, token: str) -> NativeClient:
@@ -110,13 +115,15 @@ def _snapshots(client: NativeClient, count: int, interval: float) -> Iterator[tu
         time.sleep(interval)
 
 
-@live_app.command(cls=OneLineCommand)
-def calls(url: UrlOption = DEFAULT_URL, token: TokenOption = None, json_out: JsonOption = False,
+@calls_app.callback(invoke_without_command=True)
+def calls(ctx: typer.Context, url: UrlOption = DEFAULT_URL, token: TokenOption = None, json_out: JsonOption = False,
           once: Annotated[bool, typer.Option("--once", help="Print one table and exit.")] = False,
           count: Annotated[int, typer.Option("--count", min=0, help="Stop after this many refreshes (0: never).")] = 0,
           interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between refreshes.")] = 1.0,
           ) -> None:
-    """A live table of the operation's active calls and its agents."""
+    """A live table of the operation's active calls and its agents (`calls cdrs`: the call detail records)."""
+    if ctx.invoked_subcommand is not None:
+        return  # the subcommand takes its own --url and --token
     token = require_token(token, json_out=json_out)
     count = 1 if once else count
     console = Console(highlight=False)

@@ -22,11 +22,12 @@ except ImportError:  # pragma: no cover
 
 from callbridge import __version__
 from callbridge.cli import admin_changes as _registers_update_and_delete  # noqa: F401  (its commands join admin_app)
+from callbridge.cli import cdrs as _registers_calls_cdrs  # noqa: F401  (its command joins calls_app)
 from callbridge.cli.admin import admin_app
 from callbridge.cli.agent import agent_app
 from callbridge.cli.common import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, usage_line
 from callbridge.cli.demo import demo_command
-from callbridge.cli.live import live_app
+from callbridge.cli.live import calls_app, live_app
 from callbridge.cli.serve import serve_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineGroup,
@@ -34,6 +35,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineGroup,
 app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
 app.add_typer(live_app)
+app.add_typer(calls_app, name="calls")
 app.command("serve", cls=OneLineCommand)(serve_command)
 app.command("demo", cls=OneLineCommand)(demo_command)
 

@@ -2,11 +2,13 @@
 
 Life of the process:
 1. `bootstrap`: storage opened and migrated, SIP bound, what a crash left reconciled (dialogs from before ended with
-   BYE on both legs, their calls closed in the records, their agents logged out), registrations restored.
+   BYE on both legs, their calls closed in the records, agents brought to the state the restart rule gives,
+   `callcontrol.restart`), registrations restored.
 2. HTTP served on uvicorn (health, metrics, agentbox and the native API).
-3. On SIGTERM/SIGINT, drain: new INVITEs get 503 with Retry-After and `/health` says so; live calls may finish for
-   up to `drain_seconds`; whatever is still up then is ended cleanly (BYE to each party, the call closed by
-   "system" in the records); then HTTP stops, the SIP sockets close and queued writes are flushed.
+3. On SIGTERM/SIGINT, drain: new INVITEs, and REGISTERs that would add a binding, get 503 with Retry-After, logins
+   (change_status from logout) answer 503 CALL CONTROL IS NOT AVAILABLE, and `/health` says so; live calls may
+   finish for up to `drain_seconds`; whatever is still up then is ended cleanly (BYE to each party, the call closed
+   by "system" in the records); then HTTP stops, the SIP sockets close and queued writes are flushed.
 """
 
 from __future__ import annotations
@@ -76,8 +78,13 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
+    # log_config=None: uvicorn's own lines go through the root logger, so `--log-format json` applies to them too
+    # (its default configuration writes them in its own format); the app logs each request (http/request_log.py).
     http = _HttpServer(uvicorn.Config(node.app, host=settings.http_host, port=settings.http_port,
-                                      log_level=settings.log_level.lower(), access_log=False, lifespan="on"))
+                                      log_level=settings.log_level.lower(), access_log=False, lifespan="on",
+                                      log_config=None))
+    node.metrics.gauge("callbridge_http_connections", "Open HTTP connections (WebSockets included).",
+                       lambda: len(http.server_state.connections))
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     try:
         while not http.started and not http_task.done():

@@ -19,7 +19,9 @@ hang_type_ready) are coroutines, and only they run under the timer; the others a
 wait, so they need no timer (one per request was a measurable share of change_status's cost). An unexpected
 failure answers 500 INTERNAL SERVER ERROR with a message that says nothing of the server's internals.
 
-Handlers are thin: parameters in, one service call, the envelope out; the dispatch table maps `api=` to them.
+Handlers are thin: parameters in, one service call, the envelope out; the dispatch table maps `api=` to them. What
+the request's log line cannot read itself (the token's operation, the verb and agent already parsed) is noted for it
+in the scope (`request_log.note`); `on_answer` gets each answer's verb, status and seconds for the metrics.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,6 +43,7 @@ from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
 from callbridge.http.actions import ActionNotCompleted, ActionWaiter
 from callbridge.http.auth import Refused, TokenGate
+from callbridge.http.request_log import note
 
 _log = logging.getLogger(__name__)
 
@@ -281,22 +285,27 @@ class AgentboxEndpoint:
 
     def __init__(self, service: CallControlService, gate: TokenGate, waiter: ActionWaiter, *,
                  request_timeout: float = contract.REQUEST_TIMEOUT_S,
-                 on_answer: Callable[[str, int], None] | None = None) -> None:
+                 on_answer: Callable[[str, int, float], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self._service = service
         self._gate = gate
         self._waiter = waiter
         self._timeout = request_timeout
-        self._on_answer = on_answer
+        self._on_answer = on_answer  # (verb or "-", status, seconds taken): the metrics
+        self._clock = clock
 
     async def __call__(self, request: Request) -> Response:
+        started = self._clock()
         api = "-"
         response: Response
         if request.method != "POST":
             response = row_response(contract.error("METHOD_NOT_ALLOWED"), {"allow": "POST"})
         else:
+            scope = request.scope
             try:
-                token, server, content_type = request_headers(request.scope)
+                token, server, content_type = request_headers(scope)
                 principal = self._gate.authenticate(token, server)
+                note(scope, operation=principal.operation_id)
                 admission = self._gate.admit(principal)
             except Refused as refused:
                 response = row_response(refusal_row(refused))
@@ -304,9 +313,10 @@ class AgentboxEndpoint:
                 with admission:
                     raw = await read_parameters(request, content_type)
                     api = raw.get("api", "")
+                    note(scope, api=api, agent=raw.get("agent_id", ""))
                     response = await self._run(principal.operation_id, api, raw)
         if self._on_answer is not None:
-            self._on_answer(api if api in DISPATCH else "-", response.status_code)
+            self._on_answer(api if api in DISPATCH else "-", response.status_code, self._clock() - started)
         return response
 
     async def _run(self, operation_id: str, api: str, raw: Mapping[str, str]) -> Response:

@@ -1,5 +1,6 @@
-"""The HTTP application: the agentbox endpoint, the native API, the event streams, `/health`, `/metrics` and
-`/openapi.json`, over explicit dependencies (no globals). `callbridge serve` runs it on uvicorn.
+"""The HTTP application: the agentbox endpoint, the native API, the event streams, `/health`, `/metrics`,
+`/openapi.json` and its human-readable rendering at `/docs`, over explicit dependencies (no globals). `callbridge
+serve` runs it on uvicorn. Every request but `/health` and `/metrics` is logged once (`request_log`).
 
     app = create_app(service=service, directory=directory, events=event_log, metrics=registry,
                      settings=HttpSettings(), webhooks=WebhookDispatcher(targets))
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -30,14 +32,23 @@ from callbridge.http.agentbox import AgentboxEndpoint
 from callbridge.http.auth import TokenDirectory, TokenGate
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from callbridge.http.metrics import MetricsRegistry
+from callbridge.http.metrics import Histogram, MetricsRegistry
 from callbridge.http.native import IdempotencyStore, NativeApi
+from callbridge.http.operation_metrics import register_operation_metrics
+from callbridge.http.request_log import RequestLog
 from callbridge.http.streams import EventStreams
 from callbridge.http.webhooks import WebhookDispatcher
 from callbridge.storage.history import History
 
 _EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-OPENAPI_DOCUMENT: bytes = resources.files("callbridge.http").joinpath("openapi.json").read_bytes()
+_PACKAGE = resources.files("callbridge.http")
+OPENAPI_DOCUMENT: bytes = _PACKAGE.joinpath("openapi.json").read_bytes()
+DOCS_PAGE: bytes = _PACKAGE.joinpath("docs.html").read_bytes()
+DOCS_SCRIPT: bytes = _PACKAGE.joinpath("docs.js").read_bytes()
+DOCS_PATH = "/docs"
+DOCS_SCRIPT_PATH = "/docs/docs.js"
+# The page and its script come from this server only, and so does the document they read.
+_DOCS_POLICY = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +92,14 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
     by_status: Counter[str] = Counter()
     by_api: Counter[str] = Counter()
 
-    def answered(api: str, status: int) -> None:
+    latency = registry.histogram("callbridge_agentbox_request_duration_seconds",
+                                 "agentbox requests: seconds from the request to its answer, by verb",
+                                 Histogram("api"))
+
+    def answered(api: str, status: int, seconds: float) -> None:
         by_status[str(status)] += 1
         by_api[api] += 1
+        latency.observe(api, seconds)
 
     agentbox = AgentboxEndpoint(service, gate, waiter, request_timeout=settings.request_timeout,
                                 on_answer=answered)
@@ -99,13 +115,16 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
     registry.gauge("callbridge_action_waiters", "requests waiting for a SIP final response",
                    lambda: waiter.waiting)
     registry.counter("callbridge_events_published_total", "wire events published", lambda: events.published)
-    registry.gauge("callbridge_event_streams", "open event streams", lambda: streams.open_streams)
+    registry.gauge("callbridge_event_streams", "open event streams, by transport", lambda: {
+        "http": streams.open_streams - streams.open_websockets, "websocket": streams.open_websockets},
+        label="transport")
     if webhooks is not None:
         hooks = webhooks
         registry.counter("callbridge_webhook_deliveries_total", "webhook requests by result", lambda: {
             "delivered": hooks.stats.delivered, "retried": hooks.stats.retries, "given_up": hooks.stats.given_up,
             "dropped": hooks.stats.dropped}, label="result")
         registry.gauge("callbridge_webhook_pending", "events waiting for delivery", hooks.pending)
+    register_operation_metrics(registry, service)
 
     async def health(request: Request) -> Response:
         ok = healthy() if healthy is not None else True
@@ -117,11 +136,20 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
     async def openapi(request: Request) -> Response:
         return Response(OPENAPI_DOCUMENT, media_type="application/json")
 
+    async def docs_page(request: Request) -> Response:
+        return Response(DOCS_PAGE, headers={"content-type": "text/html; charset=utf-8",
+                                            "content-security-policy": _DOCS_POLICY})
+
+    async def docs_script(request: Request) -> Response:
+        return Response(DOCS_SCRIPT, headers={"content-type": "text/javascript; charset=utf-8"})
+
     routes: list[BaseRoute] = [
         Route(contract.ENDPOINT_PATH, agentbox.__call__, methods=_EVERY_METHOD),  # anything but POST: 405
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route(DOCS_PATH, docs_page, methods=["GET"]),
+        Route(DOCS_SCRIPT_PATH, docs_script, methods=["GET"]),
         Route("/v2/transfers", native.create_transfer, methods=["POST"]),
         Route("/v2/transfers/{tid}", native.get_transfer, methods=["GET"]),
         Route("/v2/transfers/{tid}", native.cancel_transfer, methods=["DELETE"]),
@@ -146,7 +174,7 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
             if webhooks is not None:
                 await webhooks.stop()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestLog)])
     app.state.gate = gate
     app.state.waiter = waiter
     app.state.streams = streams

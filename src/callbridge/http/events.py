@@ -42,10 +42,10 @@ from typing import Any
 
 from callbridge.callcontrol.events import DomainEvent
 from callbridge.callcontrol.model import LOGOUT
+from callbridge.callcontrol.restart import AgentRestart
 from callbridge.http.resources import agent_state, rfc3339
 from callbridge.http.wire import EventContext, WireMapper
 from callbridge.storage.event_log import Bounds, EventStore, row
-from callbridge.storage.reconcile import BusyAgent
 
 _log = logging.getLogger(__name__)
 
@@ -187,15 +187,19 @@ class EventLog:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def logged_out_at_start(self, agents: Sequence[BusyAgent], at: float) -> list[WireEvent]:
-        """The agent.state_changed events of the agents start-up reconciliation logs out: numbered now, written by
-        the caller in reconciliation's own transaction (`rows`), shown once it committed (`show`)."""
+    def restarted(self, agents: Sequence[AgentRestart], at: float) -> list[WireEvent]:
+        """The agent.state_changed events of the agents whose state start-up reconciliation changes (those whose
+        state it keeps get none), with the restart's reason: numbered now, written by the caller in
+        reconciliation's own transaction (`rows`), shown once it committed (`show`). An agent restored to a
+        state other than `logout` has a registration still valid: `registered` is true."""
         made = []
         for agent in agents:
-            state, aux = agent_state(LOGOUT)
-            previous, _ = agent_state(agent.state)
+            if not agent.changed:
+                continue
+            state, aux = agent_state(agent.state)
+            previous, _ = agent_state(agent.previous)
             data = {"agent_id": agent.extension, "state": state, "previous_state": previous, "aux_state": aux,
-                    "registered": False}
+                    "registered": agent.state != LOGOUT, "reason": agent.reason}
             log = self._ops.setdefault(agent.operation_id, _OperationLog())
             log.last_seq += 1
             wire = WireEvent(log.last_seq, "agent.state_changed", at, agent.operation_id, data, None)

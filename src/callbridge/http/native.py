@@ -40,6 +40,7 @@ from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
 from callbridge.http.auth import Principal, Refused, TokenGate
 from callbridge.http.calls import CallReads, CallsState
+from callbridge.http.request_log import note
 from callbridge.http.resources import agent_json, agent_state, call_json, transfer_json
 
 if TYPE_CHECKING:
@@ -99,9 +100,11 @@ def bearer_token(request: Request) -> str | None:
 def authenticate(gate: TokenGate, request: Request) -> Principal:
     """Raises Problem for a missing or refused token."""
     try:
-        return gate.authenticate(bearer_token(request), request.headers.get(contract.SERVER_HEADER))
+        principal = gate.authenticate(bearer_token(request), request.headers.get(contract.SERVER_HEADER))
     except Refused as refused:
         raise refusal_problem(refused) from None
+    note(request.scope, operation=principal.operation_id)
+    return principal
 
 
 def domain_problem(exc: CallControlError, *, parameter_names: Mapping[str, str] | None = None) -> Problem | None:
@@ -206,7 +209,7 @@ class NativeApi:
         raw = await request.body()
         key = request.headers.get("idempotency-key")
         if key is None:
-            return self._start_transfer(principal, raw)
+            return self._start_transfer(principal, raw, request)
         if not 1 <= len(key) <= 255:
             raise Problem("INVALID_PARAMETER", parameter="Idempotency-Key")
         scope = (principal.token_hash, key)
@@ -216,7 +219,7 @@ class NativeApi:
             return Response(body, status_code=status, headers={**headers, "idempotency-replayed": "true"})
         stored: tuple[int, bytes, dict[str, str]] | None = None
         try:
-            response = self._start_transfer(principal, raw)
+            response = self._start_transfer(principal, raw, request)
             if response.status_code == 201:
                 stored = (201, bytes(response.body), {"content-type": JSON_TYPE,
                                                       "location": response.headers["location"]})
@@ -224,9 +227,11 @@ class NativeApi:
         finally:
             self.idempotency.finish(scope, stored)
 
-    def _start_transfer(self, principal: Principal, raw: bytes) -> Response:
+    def _start_transfer(self, principal: Principal, raw: bytes, request: Request) -> Response:
         body = _json_object(raw)
         agent_id, target = body.get("agent_id"), body.get("target")
+        if isinstance(agent_id, str):
+            note(request.scope, agent=agent_id)  # the request's log line (checked there: digits or `invalid`)
         if agent_id in (None, "") or target in (None, ""):
             raise Problem("MISSING_PARAMETERS")
         if not isinstance(agent_id, str) or not _EXTENSION.fullmatch(agent_id):

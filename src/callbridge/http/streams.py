@@ -6,8 +6,9 @@ kept events with seq > `after` first, then live ones; the response ends `wait` s
 
 WebSocket: the same URL with an upgrade, subprotocol `callbridge.events.v2`; the token in `Authorization: Bearer`
 or, from a browser, as the offered subprotocol `bearer.<token>`. A refused token answers the upgrade with the
-problem (401/403) and no upgrade. One Event per text frame; a ping every 20 s (uvicorn's `ws_ping_interval`, set by
-`callbridge serve`); close 4410 when the consumer's cursor falls out of retention, 1001 at shutdown.
+problem (401/403) and no upgrade. One Event per text frame; a ping every 20 s (uvicorn's default `ws_ping_interval`,
+kept by `callbridge serve`; a peer silent 20 s more is dropped); close 4410 when the consumer's cursor falls out
+of retention, 1001 at shutdown.
 
 After a restart a stream resumes from the durable log: `after=N` answers the kept events with seq > N, read from
 memory when recent, from the database otherwise (`EventLog.read`); only committed events are sent.
@@ -30,6 +31,7 @@ from callbridge.http import contract
 from callbridge.http.auth import Principal, Refused, TokenGate
 from callbridge.http.events import EventLog
 from callbridge.http.native import Problem, problem_response, refusal_problem
+from callbridge.http.request_log import note
 
 SUBPROTOCOL: Final = "callbridge.events.v2"
 KEEPALIVE_S: Final = 15.0
@@ -92,7 +94,8 @@ class EventStreams:
         self._events = events
         self._keepalive = keepalive
         self._closing = asyncio.Event()
-        self.open_streams = 0
+        self.open_streams = 0  # NDJSON responses and WebSockets
+        self.open_websockets = 0
 
     def shutdown(self) -> None:
         """Ends every stream: HTTP responses finish, WebSockets close with 1001."""
@@ -100,9 +103,11 @@ class EventStreams:
 
     def _authenticate(self, conn: HTTPConnection, token: str | None) -> Principal:
         try:
-            return self._gate.authenticate(token, conn.headers.get(contract.SERVER_HEADER))
+            principal = self._gate.authenticate(token, conn.headers.get(contract.SERVER_HEADER))
         except Refused as refused:
             raise refusal_problem(refused) from None
+        note(conn.scope, operation=principal.operation_id)
+        return principal
 
     def _start(self, principal: Principal, query: StreamQuery) -> int:
         """The cursor to start from; Problem(EVENTS_EXPIRED) when `after` is no longer kept."""
@@ -171,6 +176,7 @@ class EventStreams:
         await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         op = principal.operation_id
         self.open_streams += 1
+        self.open_websockets += 1
         receiver = asyncio.create_task(self._drain(ws))
         try:
             while not receiver.done():
@@ -189,6 +195,7 @@ class EventStreams:
             pass
         finally:
             self.open_streams -= 1
+            self.open_websockets -= 1
             receiver.cancel()
 
     @staticmethod

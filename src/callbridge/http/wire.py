@@ -6,6 +6,9 @@ Rules:
   dispositions, recalls) or one the document does not report (a number answering, a hold of an agentless call).
 - A transfer event carries the Transfer resource as it was, in containers of its own that nothing changes
   afterwards; its ringing and answered times are remembered per transfer (the last 4000) from its own events.
+- `agent.state_changed` always carries `reason`, the domain's reason for the move (`api`, `offered`, `answered`,
+  `call_end`, `acw_end`, `registration_lost`...; `restart` and `registration expired` come from start-up
+  reconciliation, `EventLog.restarted`).
 - A context that no longer knows a call or an agent gives the defaults the document allows; a transfer it does not
   know is an error (the log logs it and publishes nothing).
 """
@@ -104,7 +107,7 @@ class WireMapper:
             agent = self._agent(event.operation_id, event.agent)
             return "agent.state_changed", {
                 "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
-                "registered": agent.registered if agent else False,
+                "registered": agent.registered if agent else False, "reason": event.reason,
             }, None
         if isinstance(event, DisplayChanged):
             agent = self._agent(event.operation_id, event.agent)

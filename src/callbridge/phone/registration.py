@@ -28,10 +28,14 @@ __all__ = ["Registration", "RegistrationError"]
 
 
 class RegistrationError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    """A final failure; `retry_after` is the response's Retry-After in seconds, when it gave one (a 503 of a
+    draining registrar, RFC 3261 §21.5.4 and §20.33)."""
+
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
         super().__init__(f"registration failed: {status} {reason}")
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 class Registration:
@@ -113,7 +117,7 @@ class Registration:
             reason = response.reason if response is not None else "no response"
             self.expires = 0
             phone._emit(RegistrationFailed(self.registrar, status, reason))
-            raise RegistrationError(status, reason)
+            raise RegistrationError(status, reason, _retry_after(response))
         assert response is not None
         if expires == 0:
             self.expires = 0
@@ -162,3 +166,10 @@ class Registration:
 
     def close(self) -> None:
         self._cancel_refresh()
+
+
+def _retry_after(response: Response | None) -> int | None:
+    """Retry-After's delta-seconds (§20.33: a comment or parameters may follow), None when absent or malformed."""
+    value = response.headers.get("Retry-After") if response is not None else None
+    head = value.split(";")[0].split("(")[0].strip() if value else ""
+    return int(head) if head.isdigit() else None

@@ -2,8 +2,9 @@
 
 Rules:
 - Algorithms MD5, MD5-sess, SHA-256 and SHA-256-sess; qop `auth`, `auth-int`, or none (RFC 2069 clients). A
-  challenge offers one header value per algorithm, SHA-256 first (RFC 8760 §2.4); the answering side picks the
-  strongest one it supports.
+  challenge offers one header value per algorithm, SHA-256 first (RFC 8760 §2.3); the answering side picks the
+  strongest one it supports. A challenger's algorithms are a default: `challenge` and `verify` take the list of
+  one request (an operation's own offer) so that one realm keeps one nonce table whatever is offered in it.
 - The server never needs a password: it looks up HA1 = H(username:realm:password), stored per base algorithm
   (MD5, SHA-256). The `-sess` variants derive their HA1 from that stored value, the nonce and the cnonce.
 - Nonces are self-validating: base64url(issue time || 8 random bytes || HMAC-SHA-256(secret, both || realm)[:16]),
@@ -345,7 +346,8 @@ class DigestChallenger:
         # it spares a getrandom() system call per challenge.
         self._random_bytes = (random_bytes if random_bytes is not None
                               else random.Random(secrets.randbits(128)).randbytes)
-        self._templates: dict[bool, list[tuple[str, str]]] = {}  # stale -> (before nonce, after nonce) per value
+        # (stale, algorithms offered) -> (before nonce, after nonce) per value
+        self._templates: dict[tuple[bool, tuple[str, ...]], list[tuple[str, str]]] = {}
         self._max_nonces = max_nonces
         self._uses: OrderedDict[str, _NonceUse] = OrderedDict()
         self._evicted_floor = float("-inf")  # nonces issued at or before this and unknown count as stale
@@ -378,15 +380,28 @@ class DigestChallenger:
         issued: float = _NONCE_RAW.unpack(raw)[0]
         return issued
 
-    def challenge(self, now: float, stale: bool = False) -> list[str]:
-        """WWW-Authenticate (401) / Proxy-Authenticate (407) values: one per algorithm, strongest first."""
+    def offered(self, algorithms: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The algorithms a challenge offers and a verification accepts: `algorithms` (canonical names, e.g. one
+        operation's own list) or, when None, the challenger's. An unknown name is a `ValueError`."""
+        if algorithms is None:
+            return self.algorithms
+        canonical = tuple(_canonical_algorithm(a) for a in algorithms)
+        if not canonical or None in canonical:
+            raise ValueError(f"unsupported digest algorithms {algorithms!r}")
+        return canonical  # type: ignore[return-value]  # no None left, checked above
+
+    def challenge(self, now: float, stale: bool = False, *,
+                  algorithms: Sequence[str] | None = None) -> list[str]:
+        """WWW-Authenticate (401) / Proxy-Authenticate (407) values: one per algorithm, in the order given
+        (`algorithms`, else the challenger's own), so one realm's nonces serve several offers."""
         nonce = self.make_nonce(now)
-        templates = self._templates.get(stale)
+        offered = self.offered(algorithms)
+        templates = self._templates.get((stale, offered))
         if templates is None:
             # Everything but the nonce is the same for every challenge: formatted once, around a marker.
             marker = "\0nonce\0"
             templates = []
-            for algorithm in self.algorithms:
+            for algorithm in offered:
                 params = {"realm": self.realm, "nonce": marker, "algorithm": algorithm}
                 if self.qop:
                     params["qop"] = ",".join(self.qop)
@@ -394,7 +409,7 @@ class DigestChallenger:
                     params["stale"] = "true"
                 before, _, after = format_auth_header("Digest", params, challenge=True).partition(marker)
                 templates.append((before, after))
-            self._templates[stale] = templates
+            self._templates[(stale, offered)] = templates
         return [before + nonce + after for before, after in templates]
 
     @property
@@ -403,8 +418,13 @@ class DigestChallenger:
 
     # verification
     def verify(self, method: str, credentials: Mapping[str, str] | str | None, lookup_ha1: LookupHA1,
-               now: float, body: bytes = b"") -> AuthResult:
-        """Check credentials (the params of an Authorization value, or the raw value) for a request."""
+               now: float, body: bytes = b"", *, algorithms: Sequence[str] | None = None) -> AuthResult:
+        """Check credentials (the params of an Authorization value, or the raw value) for a request.
+
+        Credentials in an algorithm not offered (`algorithms`, else the challenger's) fail as a wrong response
+        does, so the caller answers a fresh challenge (a new 401/407): the client must answer one of the
+        challenges it was given (RFC 8760 §2.4, RFC 7616 §3.4), and a weaker hash than offered is not taken."""
+        offered = self.offered(algorithms)
         if credentials is None or not credentials:
             return _fail(AuthReason.NO_CREDENTIALS)
         if isinstance(credentials, str):
@@ -423,7 +443,7 @@ class DigestChallenger:
         if params["realm"] != self.realm:
             return _fail(AuthReason.BAD_REALM, username)
         algorithm = _canonical_algorithm(params.get("algorithm", "MD5"))
-        if algorithm is None or algorithm not in self.algorithms:
+        if algorithm is None or algorithm not in offered:
             return _fail(AuthReason.BAD_RESPONSE, username, AuthReason.BAD_ALGORITHM)
         nonce = params["nonce"]
         issued = self.nonce_issued_at(nonce)

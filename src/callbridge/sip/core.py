@@ -10,7 +10,7 @@ import itertools
 import random
 import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from callbridge.sip.absorbing import CLIENT_RECORD, SERVER_RECORD, Record, record_of
 from callbridge.sip.dialog import Dialog, DialogError, DialogInput, DialogStatus
@@ -92,6 +92,9 @@ class EndpointCore:
         self._seq = itertools.count()
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Addr, str]] = []
+        # Told (side "client" or "server", method, seconds) when a transaction gets or sends its first final
+        # response, timed with the `now`s it was driven with: the node's transaction latency histograms.
+        self.on_transaction_completed: Callable[[str, str, float], None] | None = None
         self.stats: dict[str, int] = {
             "parse_errors": 0,
             "responses_sent_stateless": 0,
@@ -241,6 +244,11 @@ class EndpointCore:
         reason = "no IP literal destination" if tx.dest == ("", 0) else "transport failure"
         self._events.append(TransportError(tx, reason))
         self._tx_failed(tx, now, "transport-error")
+
+    def tx_completed(self, tx: Transaction, seconds: float) -> None:
+        observer = self.on_transaction_completed
+        if observer is not None:
+            observer("client" if isinstance(tx, ClientTransaction) else "server", tx.request.method, seconds)
 
     def tx_absorbing(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
         """Keep a `Record` of `tx` instead of `tx` while it waits out `timer` (`callbridge.sip.absorbing`)."""

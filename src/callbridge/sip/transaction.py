@@ -250,6 +250,11 @@ ABSORBING: dict[tuple[TxKind, TxState], TxInput] = {
     (TxKind.INVITE_CLIENT, S.COMPLETED): In.TIMER_D,
 }
 
+# The first final response ends a transaction's open states (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2): what
+# `tx_completed` measures. Later finals (retransmissions, other forks' 2xx) find the transaction past them.
+_FINAL_INPUTS = frozenset({In.RECV_2XX, In.RECV_300_699, In.TU_2XX, In.TU_300_699})
+_OPEN_STATES = frozenset({S.CALLING, S.TRYING, S.PROCEEDING})
+
 TABLES: dict[TxKind, Table] = {
     TxKind.INVITE_CLIENT: INVITE_CLIENT_TABLE,
     TxKind.NON_INVITE_CLIENT: NON_INVITE_CLIENT_TABLE,
@@ -272,6 +277,10 @@ class TransactionUser(Protocol):
     def tx_transport_error(self, tx: Transaction, now: float) -> None: ...
 
     def tx_terminated(self, tx: Transaction) -> None: ...
+
+    def tx_completed(self, tx: Transaction, seconds: float) -> None:
+        """`tx` got (client) or sent (server) its first final response, `seconds` after it started (its first
+        `now`): the transaction layer's latency, for metrics."""
 
     def tx_absorbing(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
         """`tx` entered a state of `ABSORBING`: arm its one `timer` for `deadline` (as `tx_arm` would), or keep a
@@ -365,6 +374,7 @@ class Transaction:
         "owner",
         "reliable",
         "request",
+        "started",
         "state",
         "timers",
         "transport",
@@ -402,6 +412,9 @@ class Transaction:
         self.last_response: Response | None = None
         self.dialog: Dialog | None = None  # the dialog this transaction belongs to, set by the endpoint
         self.user_data: object | None = None
+        # The `now` of its first input (a server transaction's owner sets it when the request arrives): what a
+        # final response is measured from (`TransactionUser.tx_completed`). No clock is read here.
+        self.started: float | None = None
 
     @property
     def method(self) -> str:
@@ -428,6 +441,10 @@ class Transaction:
             raise TransactionStateError(
                 f"{self.kind.value}: input {event.value} not allowed in state {self.state.value}"
             ) from None
+        if self.started is None:
+            self.started = now
+        elif event in _FINAL_INPUTS and self.state in _OPEN_STATES:
+            self.owner.tx_completed(self, now - self.started)
         immediate: list[TxInput] = []
         absorbing = self._absorbing = ABSORBING.get((self.kind, next_state))
         for action in actions:

@@ -95,6 +95,7 @@ class UasCore(EndpointCore):
             existing.handle(TxInput.RECV_REQUEST, now, request)
             return
         tx = ServerTransaction(request, key, self, self.timers, dest, transport, source)
+        tx.started = now  # its final response is measured from here (`tx_completed`)
         self._server[key] = tx
         if method == "CANCEL":
             self._on_cancel(tx, request, now)

@@ -63,6 +63,33 @@ def text(field: str, value: object) -> str:
     return value
 
 
+DIGEST_ALGORITHMS = ("SHA-256", "MD5")  # what agents' stored HA1s answer; offered in this order (RFC 8760 §2.3)
+
+
+def digest_algorithms(value: object) -> str:
+    """An operation's digest offer as stored: "SHA-256,MD5", "SHA-256", "MD5", or "" (the node's setting).
+
+    Takes a list or comma-separated text in any order and case; the offer is always SHA-256 first, the most
+    preferred at the top (RFC 8760 §2.3), so the same set is stored the same way however it was written."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        names = [n.strip() for n in value.split(",")] if value.strip() else []
+    elif isinstance(value, list | tuple) and all(isinstance(n, str) for n in value):
+        names = [n.strip() for n in value]
+    else:
+        raise AdminError(f"digest_algorithms: {value!r} is not a list of algorithms (SHA-256, MD5)")
+    canonical = []
+    for name in names:
+        known = next((a for a in DIGEST_ALGORITHMS if a == name.upper()), None)
+        if known is None:
+            raise AdminError(f"digest_algorithms: {name!r} is not SHA-256 or MD5")
+        if known in canonical:
+            raise AdminError(f"digest_algorithms: {value!r} names {known} twice")
+        canonical.append(known)
+    return ",".join(a for a in DIGEST_ALGORITHMS if a in canonical)
+
+
 def operation_row(f: dict[str, Any]) -> dict[str, Any]:
     check(NAME, "id", f["id"], "an operation id (letters, digits, '_', '.', '-'; up to 32)")
     check(HOST, "sip_domain", f["sip_domain"], "a SIP domain")
@@ -95,7 +122,8 @@ def operation_row(f: dict[str, Any]) -> dict[str, Any]:
     number("token_concurrency_limit", f["token_concurrency_limit"], minimum=1, integer=True)
     if f["daily_quota"] is not None:
         number("daily_quota", f["daily_quota"], minimum=1, integer=True)
-    return {**f, **hold_music_columns(f["hold_music"], f.get("hold_music_name", ""))}
+    return {**f, **hold_music_columns(f["hold_music"], f.get("hold_music_name", "")),
+            "digest_algorithms": digest_algorithms(f["digest_algorithms"])}
 
 
 def hold_music_columns(value: object, name: str = "") -> dict[str, Any]:

@@ -71,7 +71,7 @@ def create_operation(
     recent_call_window: float = 600.0, action_timeout: float = 5.0, token_concurrency_limit: int = 2,
     daily_quota: int | None = None, media_mode: str = "anchored", media_relay_down: str = "direct",
     hold_music: str = "", transfer_audio: str = "ringback", ringback_tone: str = "etsi",
-    recording: str = "never", recording_retention_days: int | None = None,
+    recording: str = "never", recording_retention_days: int | None = None, digest_algorithms: str | Sequence[str] = "",
 ) -> Operation:
     row = c.operation_row(dict(
         id=id, sip_domain=sip_domain, name=name, realm=realm, time_zone=time_zone, acw_seconds=acw_seconds,
@@ -80,7 +80,8 @@ def create_operation(
         recent_call_window=recent_call_window, action_timeout=action_timeout,
         token_concurrency_limit=token_concurrency_limit, daily_quota=daily_quota, media_mode=media_mode,
         media_relay_down=media_relay_down, hold_music=hold_music, transfer_audio=transfer_audio,
-        ringback_tone=ringback_tone, recording=recording, recording_retention_days=recording_retention_days))
+        ringback_tone=ringback_tone, recording=recording, recording_retention_days=recording_retention_days,
+        digest_algorithms=digest_algorithms))
     if _exists(conn, select(s.operations.c.id).where(s.operations.c.id == id)):
         raise AdminError(f"operation {id!r} already exists")
     if _exists(conn, select(s.operations.c.id).where(s.operations.c.sip_domain == sip_domain)):

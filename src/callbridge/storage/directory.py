@@ -78,6 +78,7 @@ def read_operations(conn: Connection) -> list[Operation]:
             hold_music=r["hold_music"], hold_music_name=r["hold_music_name"], transfer_audio=r["transfer_audio"],
             ringback_tone=r["ringback_tone"], recording=r["recording"],
             recording_retention_days=r["recording_retention_days"],
+            digest_algorithms=tuple(a for a in r["digest_algorithms"].split(",") if a),
         )
         for r in rows
     ]

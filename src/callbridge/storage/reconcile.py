@@ -7,10 +7,14 @@ traffic, the server
    last recorded state (written by this node) is not `logout`;
 2. sends a BYE on every leftover dialog (the B2BUA's job, from the `DialogRecord`s; RFC 3261 §15.1.1);
 3. calls `close_leftovers(conn, node_id, now)`: open calls and their legs are ended by "system", a CDR is written
-   for each call that has none, the dialogs are deleted, expired registrations purged, and each busy agent gets a
-   `logout` entry in its history (its phone re-registering, or the restored registration, brings it back), and
-   the caller's `event_rows` (the event log's rows reporting those logouts) are inserted in the same transaction.
-Everything is scoped to `node_id`: another node's calls are never touched.
+   for each call that has none, the dialogs are deleted, expired registrations purged, and each logged-in agent is
+   brought to the state the restart rule gives (`callcontrol.restart`: kept when its phone's registration is still
+   valid and it was `ready` or in an aux state; `ready` with reason `restart` when it was on a call, rung or in
+   after-call work; `logout` with reason `registration expired` when its registration ran out): an agent whose
+   state changes gets a history row with that reason, and the caller's `event_rows` (the event log's rows
+   reporting exactly those changes, made from the same `AgentRestart`s) are inserted in the same transaction.
+Everything is scoped to `node_id`: another node's calls are never touched. `Leftovers.agents` is the rule applied
+to every logged-in agent; the caller restores the kept and changed states in memory (`AgentDesk.restore`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from callbridge.callcontrol.model import LOGOUT, CallRecord, Cdr, LegRecord
+from callbridge.callcontrol.restart import AgentRestart
 from callbridge.storage import schema as s
 from callbridge.storage.records import cdr_values, read_cdr, read_legs, read_open_calls
 from callbridge.storage.rowwrites import upsert
@@ -32,16 +37,18 @@ from callbridge.storage.sip_state import (
     read_active_registrations,
     read_dialogs,
 )
-from callbridge.storage.times import to_datetime
-
-RECONCILE_REASON = "reconciled at start-up"
+from callbridge.storage.times import to_datetime, to_seconds
 
 
 @dataclass(frozen=True, slots=True)
 class BusyAgent:
+    """An agent logged in at the crash: its last state recorded by this node, that state's reason and time."""
+
     operation_id: str
     extension: str
     state: str
+    reason: str
+    entered_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,7 @@ class Leftovers:
     dialogs: list[DialogRecord]
     registrations: list[RegistrationRecord]
     busy_agents: list[BusyAgent]
+    agents: list[AgentRestart]  # every busy agent through the restart rule, in the order of `busy_agents`
 
 
 def read_busy_agents(conn: Connection, node_id: str) -> list[BusyAgent]:
@@ -57,17 +65,24 @@ def read_busy_agents(conn: Connection, node_id: str) -> list[BusyAgent]:
     h = s.agent_state_history
     latest = (select(h.c.operation_id, h.c.extension, func.max(h.c.id).label("id"))
               .where(h.c.node_id == node_id).group_by(h.c.operation_id, h.c.extension).subquery())
-    query = (select(h.c.operation_id, h.c.extension, h.c.state).join(latest, h.c.id == latest.c.id)
+    query = (select(h.c.operation_id, h.c.extension, h.c.state, h.c.reason, h.c.entered_at)
+             .join(latest, h.c.id == latest.c.id)
              .where(h.c.state != LOGOUT).order_by(h.c.operation_id, h.c.extension))
-    return [BusyAgent(r.operation_id, r.extension, r.state) for r in conn.execute(query)]
+    return [BusyAgent(r.operation_id, r.extension, r.state, r.reason, to_seconds(r.entered_at))
+            for r in conn.execute(query)]
 
 
 def find_leftovers(conn: Connection, node_id: str, now: float) -> Leftovers:
+    registrations = read_active_registrations(conn, node_id, now)
+    registered = {(r.operation_id, r.extension) for r in registrations}
+    busy = read_busy_agents(conn, node_id)
     return Leftovers(
         calls=read_open_calls(conn, node_id),
         dialogs=read_dialogs(conn, node_id),
-        registrations=read_active_registrations(conn, node_id, now),
-        busy_agents=read_busy_agents(conn, node_id),
+        registrations=registrations,
+        busy_agents=busy,
+        agents=[AgentRestart.of(b.operation_id, b.extension, b.state, b.reason, b.entered_at,
+                                (b.operation_id, b.extension) in registered, now) for b in busy],
     )
 
 
@@ -81,9 +96,12 @@ def _closing_cdr(call: CallRecord, legs: list[LegRecord], now: float) -> Cdr:
     )
 
 
-def close_leftovers(conn: Connection, node_id: str, now: float, *,
+def close_leftovers(conn: Connection, node_id: str, now: float, *, restarts: Sequence[AgentRestart] | None = None,
                     event_rows: Sequence[dict[str, Any]] = ()) -> Leftovers:
-    """Close in the records everything `find_leftovers` reports; returns what it closed. Run in a transaction."""
+    """Close in the records everything `find_leftovers` reports; returns what it closed. Run in a transaction.
+
+    `restarts`: the agents' passages the caller numbered `event_rows` for (so rows and events come from the same
+    decisions); None applies the rule to what is found now. Only the changed ones write a row."""
     found = find_leftovers(conn, node_id, now)
     ended = to_datetime(now)
     for call in found.calls:
@@ -96,10 +114,12 @@ def close_leftovers(conn: Connection, node_id: str, now: float, *,
             upsert(conn, s.cdrs, ("conn_id",), cdr_values(cdr))
     conn.execute(delete(s.dialogs).where(s.dialogs.c.node_id == node_id))
     purge_expired_registrations(conn, node_id, now)
-    for agent in found.busy_agents:
-        conn.execute(s.agent_state_history.insert().values(
-            operation_id=agent.operation_id, extension=agent.extension, state=LOGOUT, previous_state=agent.state,
-            reason=RECONCILE_REASON, conn_id=None, entered_at=ended, node_id=node_id))
+    for agent in found.agents if restarts is None else restarts:
+        if agent.changed:
+            conn.execute(s.agent_state_history.insert().values(
+                operation_id=agent.operation_id, extension=agent.extension, state=agent.state,
+                previous_state=agent.previous, reason=agent.reason, conn_id=None, entered_at=to_datetime(agent.since),
+                node_id=node_id))
     if event_rows:
         conn.execute(s.events.insert(), list(event_rows))
     return found

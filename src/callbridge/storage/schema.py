@@ -105,6 +105,8 @@ operations = Table(
     Column("action_timeout", Float, nullable=False, server_default="5"),
     Column("token_concurrency_limit", Integer, nullable=False, server_default="2"),
     Column("daily_quota", Integer),  # default for new tokens; None = no quota
+    # digest algorithms offered to the operation's phones, comma-separated, SHA-256 first; "" = the node's setting
+    Column("digest_algorithms", String(32), nullable=False, server_default=""),
     Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
     # docs/design.md, "Media": through the relay or between the parties, and what to do when no relay answers
     Column("media_mode", String(16), nullable=False, server_default="anchored"),
@@ -343,6 +345,7 @@ calls = Table(
     Column("related_conn_id", String(64)),
     _operation_fk(),
     Index(None, "node_id", "ended_at"),
+    Index(None, "operation_id", "started_at"),  # the history's listing: one operation's calls by time (history.py)
 )
 
 legs = Table(

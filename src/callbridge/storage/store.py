@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
+from callbridge.callcontrol.restart import AgentRestart
 from callbridge.storage.database import make_engine
 from callbridge.storage.directory import Directory
 from callbridge.storage.migrate import upgrade
@@ -52,19 +53,21 @@ class Storage:
         with self.engine.connect() as conn:
             return find_leftovers(conn, self.node_id, time.time() if now is None else now)
 
-    def close_leftovers(self, now: float | None = None, event_rows: Sequence[dict[str, Any]] = ()) -> Leftovers:
+    def close_leftovers(self, now: float | None = None, event_rows: Sequence[dict[str, Any]] = (),
+                        restarts: Sequence[AgentRestart] | None = None) -> Leftovers:
         """Close in the records what a crash left behind; call after the BYEs are sent. `event_rows` (the events
-        reporting the agents logged out) commit in the same transaction."""
+        reporting the agents' changes in `restarts`) commit in the same transaction as those changes."""
         self.writer.flush()
         with self.engine.begin() as conn:
-            return close_leftovers(conn, self.node_id, time.time() if now is None else now, event_rows=event_rows)
+            return close_leftovers(conn, self.node_id, time.time() if now is None else now, restarts=restarts,
+                                   event_rows=event_rows)
 
     async def aleftovers(self, now: float | None = None) -> Leftovers:
         return await asyncio.to_thread(self.leftovers, now)
 
-    async def aclose_leftovers(self, now: float | None = None,
-                               event_rows: Sequence[dict[str, Any]] = ()) -> Leftovers:
-        return await asyncio.to_thread(self.close_leftovers, now, event_rows)
+    async def aclose_leftovers(self, now: float | None = None, event_rows: Sequence[dict[str, Any]] = (),
+                               restarts: Sequence[AgentRestart] | None = None) -> Leftovers:
+        return await asyncio.to_thread(self.close_leftovers, now, event_rows, restarts)
 
     def close(self) -> None:
         self.writer.close()

@@ -2,7 +2,7 @@
 when no relay answers at its start (docs/design.md, "Media")
 
 Revision ID: 0008
-Revises: 0005 (0006 and 0007 are being written on other branches: when they land, this revises 0007)
+Revises: 0006 (0007 was never used)
 Create Date: 2026-12-05
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
