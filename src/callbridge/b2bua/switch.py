@@ -47,14 +47,7 @@ from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP, DialogWriter
 from callbridge.b2bua.forks import fork_failed, fork_response
 from callbridge.b2bua.leg_state import ANSWERED, CANCELLED, DIALOG_ENDED, INCOMING, UP, step
 from callbridge.b2bua.legs import LegTable, ReinviteDone, SipLeg
-from callbridge.b2bua.ports import (
-    B2buaDirectory,
-    DialogStore,
-    Domain,
-    Media,
-    RegistrationRecord,
-    RegistrationStore,
-)
+from callbridge.b2bua.ports import B2buaDirectory, DialogStore, Domain, Media, RegistrationRecord, RegistrationStore
 from callbridge.b2bua.refer import ReferHandler
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
 from callbridge.b2bua.registrations import Registrations

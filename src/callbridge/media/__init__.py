@@ -7,6 +7,6 @@
   a call's relay), `shell`: the asyncio socket that drives them, `rtpengine`: the `Media` port
   (`callbridge.b2bua.ports.Media`) in rtpengine's terms.
 
-Nothing outside this package and `callbridge.bootstrap` imports the relay modules (`tests/test_layering.py`): the rest of
-callbridge speaks of legs, offers and answers, never of rtpengine (docs/design.md, "Media").
+Nothing outside this package and `callbridge.bootstrap` imports the relay modules (`tests/test_layering.py`): the
+rest of callbridge speaks of legs, offers and answers, never of rtpengine (docs/design.md, "Media").
 """
