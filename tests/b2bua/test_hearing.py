@@ -1,6 +1,6 @@
 """What an anchored call's customer hears, in memory (the Media port faked): the relay steps `CustomerHearing` asks
 for, in order, for a hold, a transfer's ringing, an attended consultation, the customer joining a party, a hold
-made on the agent's phone, and a relay failing (docs/operations.md, "What each party hears")."""
+made on the agent's phone, and a relay failing (docs/operations.md, "Audio: what each party hears")."""
 
 from __future__ import annotations
 

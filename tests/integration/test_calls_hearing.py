@@ -1,4 +1,4 @@
-"""What the customer hears on an anchored call (docs/operations.md, "What each party hears"), measured on the
+"""What the customer hears on an anchored call (docs/operations.md, "Audio: what each party hears"), measured on the
 customer's phone (callbridge.phone with real RTP, its `heard` API) through a real userspace rtpengine, with real SIP
 between phones and callbridge on loopback: the agent's voice, hold music instead of it, ringback while a transfer
 target rings, the target's voice once it answers, and the first agent's again after a failed transfer.

@@ -1,5 +1,5 @@
 """What the customer of an anchored call hears: the party it talks to, hold music, or ringback (docs/operations.md,
-"What each party hears"; docs/design.md, "Media").
+"Audio: what each party hears"; docs/design.md, "Media").
 
 Rules
 - The SIP hold stays what it was (RFC 3264 §8.4): callbridge's re-INVITE offers the customer `sendonly`, the

@@ -18,8 +18,8 @@ AfterTransferState = Literal["acw", "ready"]
 MediaMode = Literal["anchored", "direct"]
 # What an anchored call does when no relay answers at its start: go on with direct media, or refuse it (503).
 RelayDownPolicy = Literal["direct", "refuse"]
-# What a customer hears while a transfer target rings (docs/operations.md, "What each party hears"): a ringback tone
-# or the operation's hold music. Ringback tones after ITU-T E.180: "etsi" (425 Hz) or "us" (440+480 Hz).
+# What a customer hears while a transfer target rings (docs/operations.md, "Audio: what each party hears"): a ringback
+# tone or the operation's hold music. Ringback tones after ITU-T E.180: "etsi" (425 Hz) or "us" (440+480 Hz).
 TransferAudio = Literal["ringback", "music"]
 RingbackTone = Literal["etsi", "us"]
 # always: every call is recorded; never: none; on_demand: only between a start and a stop through the API
