@@ -151,6 +151,8 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if webhooks is not None:
             await webhooks.start()
+        if hub is not None:
+            hub.reopen()
         try:
             yield
         finally:

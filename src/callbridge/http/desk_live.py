@@ -66,6 +66,10 @@ class DeskHub:
     def shutdown(self) -> None:
         self._closing.set()
 
+    def reopen(self) -> None:
+        """The application starts serving (again: a server may stop and start the same application)."""
+        self._closing.clear()
+
     async def serve(self, ws: WebSocket, kind: Kind, snapshot: Callable[[Session], dict[str, Any]],
                     wants: Callable[[Session], Callable[[DomainEvent], bool]]) -> None:
         session = self._sessions.session_of(ws, kind)

@@ -52,7 +52,7 @@ export function live(path, onMessage, onState) {
       if (event.code === 4001) { stopped = true; onState("signed_out", "your session ended"); return; }
       onState("lost");
       setTimeout(open, delay);
-      delay = Math.min(delay * 2, 5000);
+      delay = Math.min(delay * 2, 2000);
     });
   }
   open();
