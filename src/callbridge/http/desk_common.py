@@ -19,6 +19,7 @@ from starlette.responses import Response
 from callbridge.callcontrol.errors import CallControlError, InvalidParameter
 from callbridge.callcontrol.model import ActivityCode, Agent, AuxState, Operation, Queue
 from callbridge.http import contract
+from callbridge.http.agentbox import parse_pairs
 
 MAX_BODY = 16 * 1024
 # repository/web/node_modules: where `npm ci` (scripts/setup) puts the page's browser library
@@ -118,8 +119,10 @@ async def read_fields(request: Request) -> dict[str, str]:
             raise BadRequest("The request body must be a JSON object of strings.")
         return data
     if kind == "application/x-www-form-urlencoded":
-        form = await request.form()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+        fields: dict[str, str] = {}
+        for name, value in parse_pairs(body.decode("utf-8", "replace")):
+            fields.setdefault(name, value)
+        return fields
     raise BadRequest("Send JSON (application/json) or a form (application/x-www-form-urlencoded).", 415)
 
 
