@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import os
 import queue
+import re
 import shlex
 import signal
 import subprocess

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from deskworld import OP, SUPERVISOR, DeskWorld
 
 CHROMIUM = "/usr/bin/chromium"

@@ -158,7 +158,7 @@ def test_the_desk_holds_the_signed_in_agents_real_call_and_the_board_ends_it(wor
         await until(lambda: world.node.service.get_agent(OP, "1003").state == "on_call", what="1003 on call")
         return agent, customer, call, agent_call
 
-    agent, customer, call, agent_call = world.run(setup())
+    agent, customer, call, _agent_call = world.run(setup())
     try:
         desk = signed_in(world, "1003")
         snapshot = desk.get("/agent/api/session").json()["snapshot"]
