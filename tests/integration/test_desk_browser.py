@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deskworld import OP, SUPERVISOR, DeskWorld
@@ -21,7 +22,7 @@ if not os.access(CHROMIUM, os.X_OK):
     pytest.skip(f"{CHROMIUM} is missing: run scripts/setup --test (it installs Debian's chromium)",
                 allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright  # noqa: E402
 
 ARGS = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         "--allow-loopback-in-peer-connection"]
@@ -43,13 +44,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeskWorld]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 def agent_page(browser: Browser, world: DeskWorld, extension: str, password: str | None = None) -> Page:
@@ -105,9 +111,6 @@ def test_the_page_registers_over_websocket_and_its_state_buttons_change_the_agen
     page.keyboard.press("r")  # the keyboard shortcut for ready
     expect(page.get_by_test_id("agent-state")).to_have_text("ready", timeout=LIVE_MS)
     assert world.native_agent("1001")["state"] == "ready"
-    if SHOTS:
-        page.wait_for_timeout(1100)  # a time in state that is not 00:00 on the picture
-        page.screenshot(path=str(Path(SHOTS) / "agent-page.png"))
 
     # the agentbox's agent_display reaches the page within a second: button=dial hides the transfer controls
     assert world.box("agent_display", agent_id="1001", display="hide", button="dial").status_code == 200
@@ -187,3 +190,57 @@ async def _until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-un
     from callnode import until
 
     await until(predicate, timeout=timeout, what="condition")
+
+
+def test_a_crms_hold_on_the_agents_call_shows_on_the_page_at_once(browser: Browser, world: DeskWorld) -> None:
+    from callnode import agent_phone, customer_phone, did_uri, until
+
+    from callbridge.phone import Held, IncomingCall
+
+    page = agent_page(browser, world, "1003")
+    registered(page)
+
+    async def talking() -> tuple[Any, Any, Any]:
+        # the agent's desk phone (UDP, answers at once) beside the page: the page shows the call it takes
+        desk_phone = await agent_phone(world.node, "1003", ready=True, answer="auto")
+        customer = await customer_phone()
+        call = await customer.call(did_uri(world.node), timeout=5)
+        await desk_phone.wait_for(IncomingCall, timeout=5)
+        await until(lambda: world.node.service.get_agent(OP, "1003").state == "on_call", what="1003 on call")
+        return desk_phone, customer, call
+
+    desk_phone, customer, call = world.run(talking())
+    try:
+        conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1003").conn_id)
+        expect(page.get_by_test_id("call-conn")).to_have_text(conn_id, timeout=LIVE_MS)
+        expect(page.get_by_test_id("call-number")).to_have_text(customer.user)
+        expect(page.get_by_test_id("hold")).to_have_text("Hold")
+        assert world.box("hold", agent_id="1003").json()["msg"] == "Call has been put on hold"
+        assert world.run(customer.wait_for(Held, call=call, timeout=2)).direction == "sendonly"
+        expect(page.get_by_test_id("hold")).to_have_text("Take off hold", timeout=LIVE_MS)
+        expect(page.locator("#call-state")).to_have_text("held", timeout=LIVE_MS)
+        if SHOTS:
+            page.fill("#transfer-target", "3105550199")
+            page.wait_for_timeout(1100)  # a duration that is not 00:00 on the picture
+            page.screenshot(path=str(Path(SHOTS) / "agent-page.png"))
+        page.get_by_test_id("hold").click()  # the page's button: through /agent/api/hold
+        expect(page.get_by_test_id("result")).to_have_text("Call has been taken off hold")
+        expect(page.get_by_test_id("hold")).to_have_text("Hold", timeout=LIVE_MS)
+        assert world.box("hang", agent_id="1003").status_code == 200
+        expect(page.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
+    finally:
+        world.run(desk_phone.unregister(timeout=5))
+        world.run(desk_phone.close())
+        world.run(customer.close())
+        page.context.close()
+
+
+def test_the_page_says_plainly_when_the_microphone_is_refused(playwright: Playwright, world: DeskWorld) -> None:
+    # A browser without the fake permission prompt: headless, nobody can allow the microphone, so it is refused.
+    refusing = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+    try:
+        page = agent_page(refusing, world, "1001")
+        expect(page.locator("#notices")).to_contain_text("The microphone was refused")
+        registered(page)  # signalling goes on without it
+    finally:
+        refusing.close()
