@@ -20,6 +20,7 @@ from callbridge.callcontrol.errors import CallControlError, InvalidParameter
 from callbridge.callcontrol.model import ActivityCode, Agent, AuxState, Operation, Queue
 from callbridge.http import contract
 from callbridge.http.agentbox import parse_pairs
+from callbridge.http.desk_sessions import FailureCounter
 
 MAX_BODY = 16 * 1024
 # repository/web/node_modules: where `npm ci` (scripts/setup) puts the page's browser library
@@ -58,7 +59,7 @@ class DeskConfig:
     sip_ws: tuple[str | None, int] | None = None
     sip_wss: bool = False
     library_dir: Path = DEFAULT_LIBRARY_DIR
-    failures: Any = None  # a sessions.FailureCounter; None: sign-in failures are not counted
+    failures: FailureCounter | None = None  # None: sign-in failures are not counted
     clock: Callable[[], float] | None = None
 
 
