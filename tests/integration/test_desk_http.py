@@ -203,3 +203,30 @@ def test_the_agent_page_says_to_run_setup_when_sip_js_is_missing(world: DeskWorl
     assert served.status_code == 200 and "default-src 'none'" in served.headers["content-security-policy"]
     assert httpx.get(f"{world.url}/desk/lib/sip.js/index.js", timeout=10).status_code == 200
     assert httpx.get(f"{world.url}/desk/lib/sip.js/..%2f..%2fpackage.json", timeout=10).status_code == 404
+
+
+def test_the_board_counts_callers_waiting_in_a_queue(world: DeskWorld) -> None:
+    async def queued() -> tuple[Phone, Any]:
+        customer = await customer_phone("3105550777")
+        call = await customer.call(did_uri(world.node), wait_answer=False)
+        await until(lambda: any(c.state == "queued" for c in world.node.service.list_calls(OP)), what="queued")
+        return customer, call
+
+    maria = client(world)
+    assert maria.post("/supervisor/signin", json={"operation": OP, "username": SUPERVISOR[0],
+                                                  "password": SUPERVISOR[1]}).status_code == 200
+    assert all(a["state"] == "logout" for a in maria.get("/supervisor/api/board").json()["agents"])
+    customer, call = world.run(queued())
+    try:
+        board = maria.get("/supervisor/api/board").json()
+        [support] = board["queues"]
+        assert (support["name"], support["waiting"]) == ("support", 1) and support["oldest_since"] is not None
+        [waiting] = board["calls"]
+        assert (waiting["customer_number"], waiting["agent_id"], waiting["state"]) == ("3105550777", None, "queued")
+        refused = maria.post(f"/supervisor/api/calls/{waiting['conn_id']}/end", json={})
+        assert (refused.status_code, refused.json()["error_id"]) == (409, "NO_AGENT_ON_CALL")
+    finally:
+        world.run(call.hangup())
+        world.run(customer.close())
+    world.run(until(lambda: world.node.live_legs == 0, what="legs gone"))
+    assert maria.get("/supervisor/api/board").json()["queues"][0]["waiting"] == 0
