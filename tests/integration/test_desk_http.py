@@ -230,3 +230,47 @@ def test_the_board_counts_callers_waiting_in_a_queue(world: DeskWorld) -> None:
         world.run(customer.close())
     world.run(until(lambda: world.node.live_legs == 0, what="legs gone"))
     assert maria.get("/supervisor/api/board").json()["queues"][0]["waiting"] == 0
+
+
+def test_an_attended_transfer_from_the_desk_and_nobody_elses_session_can_finish_it(world: DeskWorld) -> None:
+    async def setup() -> tuple[Phone, Phone, Phone, Any, Any]:
+        agent = await agent_phone(world.node, "1003", ready=True, answer="auto")
+        target = await agent_phone(world.node, "1002", ready=True, answer="auto")
+        customer = await customer_phone()
+        call = await customer.call(did_uri(world.node), timeout=5)
+        agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
+        return agent, target, customer, call, agent_call
+
+    def transfer_state() -> str | None:
+        call = world.node.service.get_call(OP, conn_id)
+        return None if call.transfer_id is None else world.node.service.get_transfer(OP, call.transfer_id).state
+
+    # 1003 was made ready first: idle longest, it takes the customer's call (longest idle first)
+    agent, target, customer, call, agent_call = world.run(setup())
+    try:
+        conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1003").conn_id)
+        assert conn_id is not None
+        desk = signed_in(world, "1003")
+        started = desk.post("/agent/api/attended", json={"target": "1002"})
+        assert started.status_code == 200 and started.json()["message"] == "Consulting 1002"
+        world.run(until(lambda: transfer_state() == "consulting", what="consulting"))
+        assert desk.get("/agent/api/session").json()["snapshot"]["call"]["transfer"]["state"] == "consulting"
+
+        other = signed_in(world, "1001")  # another agent's session: no transfer of its own to finish
+        for action in ("attended/complete", "attended/cancel"):
+            refused = other.post(f"/agent/api/{action}", json={"conn_id": conn_id, "agent_id": "1003"})
+            assert (refused.status_code, refused.json()["error_id"]) == (409, "NO_TRANSFER")
+        assert world.on_loop(transfer_state) == "consulting"
+
+        done = desk.post("/agent/api/attended/complete", json={})
+        assert done.json()["message"] == "Transfer completed"
+        world.run(agent.wait_for(CallEnded, call=agent_call, timeout=5))
+        world.run(until(lambda: world.node.service.get_agent(OP, "1002").conn_id == conn_id, what="1002 has it"))
+        assert desk.get("/agent/api/session").json()["snapshot"]["call"] is None
+        assert not call.ended  # the customer stays, now with 1002
+    finally:
+        world.run(customer.close())
+        for phone in (agent, target):
+            world.run(phone.unregister(timeout=5))
+            world.run(phone.close())
+    world.run(until(lambda: world.node.live_legs == 0, what="legs gone"))
