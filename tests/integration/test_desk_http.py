@@ -274,3 +274,50 @@ def test_an_attended_transfer_from_the_desk_and_nobody_elses_session_can_finish_
             world.run(phone.unregister(timeout=5))
             world.run(phone.close())
     world.run(until(lambda: world.node.live_legs == 0, what="legs gone"))
+
+
+def test_mute_tones_hang_disposition_and_callback_from_the_desk(world: DeskWorld) -> None:
+    from callbridge.callcontrol.events import Dispositioned, DomainEvent, RecallScheduled
+    from callbridge.phone import DtmfReceived
+
+    seen: list[DomainEvent] = []
+
+    async def setup() -> tuple[Phone, Phone, Any]:
+        world.node.events.add_listener(seen.append)
+        agent = await agent_phone(world.node, "1003", ready=True, answer="auto")
+        customer = await customer_phone()
+        call = await customer.call(did_uri(world.node), timeout=5)
+        await agent.wait_for(IncomingCall, timeout=5)
+        return agent, customer, call
+
+    agent, customer, call = world.run(setup())
+    try:
+        desk = signed_in(world, "1003")
+        conn_id = desk.get("/agent/api/session").json()["snapshot"]["call"]["conn_id"]
+        assert desk.post("/agent/api/mute", json={}).json()["message"] == "Microphone has been muted"
+        assert desk.get("/agent/api/session").json()["snapshot"]["agent"]["muted"] is True
+        assert desk.post("/agent/api/mute", json={}).json()["message"] == "Microphone has been unmuted"
+        bad = desk.post("/agent/api/dtmf", json={"tones": "12x"})
+        assert (bad.status_code, bad.json()["message"]) == (400, "INVALID PARAMETER: tones")
+        assert desk.post("/agent/api/dtmf", json={"tones": "4#"}).json() == {
+            "ok": True, "message": "Tones have been sent", "tones": "4#"}
+        digits = [world.run(customer.wait_for(DtmfReceived, call=call, timeout=2)).digit for _ in range(2)]
+        assert digits == ["4", "#"]
+        assert desk.post("/agent/api/hang", json={}).json()["message"] == "Call has been hung up"
+        world.run(customer.wait_for(CallEnded, call=call, timeout=3))
+
+        wrong = desk.post("/agent/api/disposition", json={"cod_act": "NOPE", "cod_act_2": "NEW"})
+        assert (wrong.status_code, wrong.json()["message"]) == (400, "INVALID PARAMETER: cod_act")
+        typed = desk.post("/agent/api/disposition", json={"cod_act": "SALE", "cod_act_2": "NEW", "comments": "ok"})
+        assert typed.json() == {"ok": True, "message": "Call has been typed"}
+        [disposition] = [e for e in seen if isinstance(e, Dispositioned)]
+        assert (disposition.agent, disposition.conn_id, disposition.cod_act) == ("1003", conn_id, "SALE")
+        late = desk.post("/agent/api/recall", json={"customer_phone": "3105550777", "date": "20991231235900",
+                                                    "type_recall": "manual"})
+        assert late.json() == {"ok": True, "message": "Recall has been scheduled"}
+        [recall] = [e for e in seen if isinstance(e, RecallScheduled)]
+        assert (recall.agent, recall.customer_phone, recall.type_recall) == ("1003", "3105550777", "manual")
+    finally:
+        world.run(agent.unregister(timeout=5))
+        world.run(agent.close())
+        world.run(customer.close())
