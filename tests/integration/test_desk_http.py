@@ -321,3 +321,33 @@ def test_mute_tones_hang_disposition_and_callback_from_the_desk(world: DeskWorld
         world.run(agent.unregister(timeout=5))
         world.run(agent.close())
         world.run(customer.close())
+
+
+def test_the_live_socket_needs_a_session_and_this_sites_page(world: DeskWorld) -> None:
+    import json
+
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    url = world.url.replace("http://", "ws://") + "/agent/api/live"
+    with connect(url, origin=world.url, open_timeout=5) as ws:  # no cookie: told why, then closed
+        assert json.loads(ws.recv(timeout=5)) == {"type": "signed_out", "reason": "your session ended"}
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    desk = signed_in(world, "1001")
+    cookie = f"callbridge_desk={desk.cookies['callbridge_desk']}"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, origin="http://evil.example", additional_headers={"cookie": cookie}, open_timeout=5)
+    assert refused.value.response.status_code == 403
+    with connect(url, origin=world.url, additional_headers={"cookie": cookie}, open_timeout=5) as ws:
+        first = json.loads(ws.recv(timeout=5))
+        assert (first["type"], first["agent"]["agent_id"], first["call"]) == ("snapshot", "1001", None)
+        assert world.box("agent_display", agent_id="1001", display="hide", button="hungup").status_code == 200
+        event = json.loads(ws.recv(timeout=2))
+        assert (event["type"], event["event"]["type"], event["event"]["button"]) == (
+            "event", "display_changed", "hungup")
+        assert json.loads(ws.recv(timeout=2))["agent"]["display"]["hungup"] == "hide"
+        desk.post("/agent/signout", json={})
+        assert json.loads(ws.recv(timeout=2)) == {"type": "signed_out", "reason": "signed out"}
+    world.box("agent_display", agent_id="1001", display="show", button="hungup")

@@ -9,8 +9,9 @@ Rules:
   So `api=agent_display` or a CRM's `api=hold` shows on the page as soon as the service has done it.
 - A session that ends (sign-out, or a newer sign-in of the same agent) is told `{"type": "signed_out", "reason":
   ...}` and its socket closed with 4001; the page says so and does not reconnect. A socket without a live session
-  is refused (closed with 4001 before accepting). At shutdown every socket is closed with 1001 (going away): the
-  page says the connection dropped and reconnects.
+  (signed out, expired, or lost when callbridge restarted) is accepted only to be told the same and closed; one
+  from another site's page (its Origin is not this Host) is refused before the upgrade. At shutdown every socket
+  is closed with 1001 (going away): the page says the connection dropped and reconnects.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _log = logging.getLogger(__name__)
 
 CLOSE_SIGNED_OUT = 4001
 CLOSE_GOING_AWAY = 1001
+NO_SESSION = "your session ended"
 MAX_QUEUED = 200  # events kept for one socket between two sends; older ones are dropped (the snapshot follows)
 
 
@@ -72,11 +74,15 @@ class DeskHub:
 
     async def serve(self, ws: WebSocket, kind: Kind, snapshot: Callable[[Session], dict[str, Any]],
                     wants: Callable[[Session], Callable[[DomainEvent], bool]]) -> None:
+        if not same_origin(ws):
+            await ws.close(1008)  # another site's page: refused before the upgrade
+            return
         session = self._sessions.session_of(ws, kind)
-        if session is None or not same_origin(ws):
+        await ws.accept()
+        if session is None:  # ended meanwhile, or lost with a restart: the page must hear why, not retry forever
+            await ws.send_text(json.dumps({"type": "signed_out", "reason": NO_SESSION}))
             await ws.close(CLOSE_SIGNED_OUT)
             return
-        await ws.accept()
         viewer = _Viewer(session.operation_id, wants(session))
         self._viewers.setdefault(session.operation_id, set()).add(viewer)
         self.open_sockets += 1
