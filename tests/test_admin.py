@@ -170,7 +170,7 @@ def test_database_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
 def test_load_the_example_operation(db: str) -> None:
     out = ok(db, "load", str(EXAMPLE))
     assert out.splitlines()[0] == (f"operation 0042 loaded from {EXAMPLE}: 2 queues, 2 agents, 2 aux_states, "
-                                   "3 activity_codes, 1 trunks, 2 dids, 1 tokens, 1 webhooks")
+                                   "3 activity_codes, 1 trunks, 2 dids, 1 tokens, 1 webhooks, 0 supervisors")
     plain = out.splitlines()[1].split(": ", 1)[1]
     agents = json.loads(ok(db, "agent", "list", "0042", "--json"))
     assert [(a["extension"], a["queues"]) for a in agents] == [("1001", ["support", "sales"]),

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import queue
+import re
 import shlex
 import signal
 import subprocess
@@ -97,6 +98,15 @@ def test_keep_leaves_a_call_up_for_the_printed_curl_commands() -> None:
             answer = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout)
             assert (answer["code"], answer["error"], answer["msg"]) == ("200", None, "Call has been put on hold")
             output.until("call.held", 10)  # the event stream printed live
+            page = re.search(r"the agent's page (http://127\.0\.0\.1:\d+/agent) \(operation 0042, extension 1004, "
+                             r"password (\S+);", output.text)
+            assert page is not None, output.text
+            signin = {"operation": "0042", "extension": "1004", "password": page.group(2)}
+            answer = json.loads(subprocess.run(
+                ["curl", "-sS", "-X", "POST", "-H", "content-type: application/json", "--data", json.dumps(signin),
+                 page.group(1).replace("/agent", "/agent/signin")], capture_output=True, text=True, timeout=10,
+                check=True).stdout)
+            assert answer["ok"] is True and answer["agent"]["extension"] == "1004"
             proc.send_signal(signal.SIGINT)
             output.until("stopping", 10)
             assert proc.wait(timeout=20) == 0, output.text

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_TOOLS = ("pytest", "mypy", "ruff", "hypothesis", "atheris", "schemathesis", "sipvicious")
+TEST_TOOLS = ("pytest", "mypy", "ruff", "hypothesis", "atheris", "schemathesis", "sipvicious", "playwright")
 
 
 @pytest.mark.timeout(600)

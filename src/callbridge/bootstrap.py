@@ -51,6 +51,7 @@ from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
 from callbridge.config import Settings, tls_context
 from callbridge.http.app import create_app
+from callbridge.http.desk_common import DeskConfig
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, WebhookTarget
@@ -65,6 +66,7 @@ from callbridge.storage import Leftovers, Storage
 from callbridge.storage.directory import Directory
 from callbridge.storage.event_log import DEFAULT_RETENTION_DAYS, RETENTION_ENV, EventStore
 from callbridge.storage.history import History
+from callbridge.storage.supervisors import SupervisorAccounts
 from callbridge.storage.webhook_cursors import CursorStore
 from callbridge.transport import DestinationPolicy, Runtime, bind_udp
 
@@ -73,6 +75,9 @@ __all__ = ["Node", "bootstrap"]
 log = logging.getLogger(__name__)
 USER_AGENT = "callbridge"
 EVENT_PRUNE_INTERVAL_S = 3600.0
+# The desk's sign-ins (agents' page, supervisors' board) count failures per source like SIP does, with their own
+# table: 10 wrong passwords in a minute ban the address from signing in for 5 minutes (loopback included).
+SIGN_IN_DEFENCE = DefenceConfig(scanner_filter=False, failure_limit=10, failure_window=60.0, ban_seconds=300.0)
 
 
 def retention_days_from_env(environ: dict[str, str] | None = None) -> float:
@@ -240,8 +245,12 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     cursors = CursorStore(storage.writer, storage.engine)
     webhooks = LogWebhookDispatcher(webhook_targets(storage.directory), log=events, save_cursor=cursors.save,
                                     saved=await asyncio.to_thread(cursors.load))  # started and stopped with the app
+    desk = DeskConfig(directory=storage.directory, supervisors=SupervisorAccounts(storage.engine),
+                      sip_ws=_page_ws_address(settings, ws_address), sip_wss=settings.sip_tls_cert is not None,
+                      failures=Defence(SIGN_IN_DEFENCE), clock=time.monotonic)
     app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,
-                     webhooks=webhooks, healthy=lambda: not switch.draining, history=History(storage.engine))
+                     webhooks=webhooks, healthy=lambda: not switch.draining, history=History(storage.engine),
+                     desk=desk)
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
                 (host, port), webhooks=webhooks, media_shell=media_shell)
     node.sip_ws_address = ws_address
@@ -255,6 +264,15 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
             storage.directory.watch(settings.directory_poll_seconds, lambda: _directory_changed(node)),
             name="callbridge-directory-watch")
     return node
+
+
+def _page_ws_address(settings: Settings, bound: tuple[str, int] | None) -> tuple[str | None, int] | None:
+    """Where the agent's page connects its SIP.js: the advertised host, else the bound one; None for the host
+    when bound to every address (the page then uses the host it was loaded from)."""
+    if bound is None:
+        return None
+    host = settings.sip_advertise or bound[0]
+    return (None if host in ("0.0.0.0", "::") else host), bound[1]
 
 
 def _directory_changed(node: Node) -> None:

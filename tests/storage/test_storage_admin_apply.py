@@ -160,7 +160,7 @@ def test_a_delete_refused_for_live_work_refuses_the_whole_apply(engine: Engine, 
     (lambda d: d["operation"].update(time_zone="Mars/Base"), "operation.time_zone: 'Mars/Base' is not an IANA time "
                                                              "zone"),
     (lambda d: d.update(extras=[]), "unknown section(s) extras; expected operation, queues, agents, aux_states, "
-                                    "activity_codes, trunks, dids, tokens, webhooks"),
+                                    "activity_codes, trunks, dids, tokens, webhooks, supervisors"),
 ])
 def test_a_malformed_file_changes_nothing_and_names_the_key(engine: Engine, doc: dict[str, Any], edit: Any,
                                                             message: str) -> None:

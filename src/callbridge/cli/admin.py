@@ -45,6 +45,7 @@ One file describes one operation; loading it is all or nothing. Sections and the
     [[tokens]]           label [""], concurrency_limit [the operation's], daily_quota [the operation's]
     [[webhooks]]         url (http or https, a host, no user:password@), secret (16-256 characters, stored as
                          given: it signs), events [[] = every event type; else e.g. ["call.ended"]]
+    [[supervisors]]      username, password (8+ characters; stored as a salted scrypt hash), name [""]
 
 Tokens listed in the file are generated while loading and printed once. `docs/examples/operation.toml` is a
 complete example.
@@ -131,7 +132,7 @@ def run_in_database(ctx: typer.Context, action: Callable[[Connection], T]) -> T:
 
 def _plain(value: Any) -> Any:
     data = dataclasses.asdict(value)
-    for secret in ("ha1_md5", "ha1_sha256", "hash", "secret"):
+    for secret in ("ha1_md5", "ha1_sha256", "hash", "secret", "password_hash"):
         data.pop(secret, None)
     data.pop("hold_music", None)  # converted audio; hold_music_name says which file it came from
     if data.get("credentials"):

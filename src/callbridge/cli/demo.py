@@ -3,8 +3,8 @@
 What it does
 - Starts a node in-process (`callbridge.bootstrap`) on SQLite in a temporary directory, SIP (UDP and TCP) and HTTP
   (uvicorn) on free loopback ports, the destination policy allowing loopback only.
-- Loads a demo operation (`DEMO_OPERATION`): three agents, a queue, a trunk whose customers come from 127.0.0.2
-  and whose gateway is 127.0.0.3, a DID and a token.
+- Loads a demo operation (`DEMO_OPERATION`): three agents with phones (and 1004, left for the agent's page), a
+  queue, a trunk whose customers come from 127.0.0.2 and whose gateway is 127.0.0.3, a DID, a token and a supervisor.
 - Starts `callbridge.phone` phones, real SIP over real sockets: the customer (127.0.0.2), the agents 1001-1003
   (127.0.0.1, registering with digest) and the outside world behind the trunk's gateway (127.0.0.3), which answers
   every number but `BUSY_NUMBER`, for which it answers 486 Busy Here.
@@ -18,7 +18,8 @@ reports must agree with what the step should have done, within `STEP_TIMEOUT` se
 check mark and its time; the first step that does not happen as expected is named and the command exits 1.
 
 `callbridge demo --keep` then puts a new call up and leaves everything running, printing `curl` commands (real
-token, real ports) to act on it by hand, until Ctrl-C.
+token, real ports) to act on it by hand, and the addresses and sign-ins of the agent's page and the supervisor's
+board, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ from rich.console import Console
 
 from callbridge.cli.demo_report import curl_commands, event_line
 from callbridge.cli.demo_steps import STEP_TITLES, Demo, DemoFailed
-from callbridge.cli.demo_world import BUSY_NUMBER, CUSTOMER_NUMBER, DEMO_OPERATION, READY_ORDER
+from callbridge.cli.demo_world import (
+    BUSY_NUMBER,
+    CUSTOMER_NUMBER,
+    DEMO_OPERATION,
+    OPERATION,
+    READY_ORDER,
+    SUPERVISOR,
+    WEB_AGENT,
+    agent_password,
+)
 
 __all__ = ["BUSY_NUMBER", "DEMO_OPERATION", "STEP_TITLES", "Demo", "DemoFailed", "demo_command", "play"]
 
@@ -51,6 +61,11 @@ async def _keep(demo: Demo, console: Console) -> None:
     for what, command in curl_commands(demo.base_url, demo.token, agent):
         console.print(f"[dim]# {what}[/dim]", highlight=False)
         console.print(command, soft_wrap=True, highlight=False, markup=False)
+    console.print(f"\n[bold]In a browser[/bold]: the agent's page {demo.base_url}/agent (operation {OPERATION}, "
+                  f"extension {WEB_AGENT}, password {agent_password(WEB_AGENT)}; the other agents are the demo's "
+                  f"phones) and the supervisor's board {demo.base_url}/supervisor (operation {OPERATION}, "
+                  f"username {SUPERVISOR[0]}, password {SUPERVISOR[1]}).", soft_wrap=True, highlight=False,
+                  markup=False)
     console.print("\nEvents are printed below as they happen. Ctrl-C stops everything.\n", highlight=False)
     watch.on_event = lambda e: console.print(event_line(e), soft_wrap=True, highlight=False, markup=False)
     stop = asyncio.Event()

@@ -148,7 +148,7 @@ class Demo:
 
     async def start_node(self) -> str:
         settings = Settings(sip_host="127.0.0.1", sip_port=0, http_host="127.0.0.1", http_port=0,
-                            database_url=self.database_url, node_id="demo", log_level="WARNING")
+                            database_url=self.database_url, node_id="demo", log_level="WARNING", sip_ws_port=0)
         self.node = node = await bootstrap(settings)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

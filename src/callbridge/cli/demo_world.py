@@ -22,6 +22,8 @@ T = TypeVar("T")
 OPERATION = "0042"
 DOMAIN = "0042.demo.callbridge"
 AGENTS = ("1001", "1002", "1003")
+WEB_AGENT = "1004"  # no demo phone: free for the agent's page in a browser (`--keep` prints its sign-in)
+SUPERVISOR = ("supervisor", "demo-board-0042")
 READY_ORDER = ("1002", "1003", "1001")  # so the longest-idle agent is not simply the first extension
 DID = "6015550100"
 CUSTOMER_NUMBER = "3001234567"
@@ -44,12 +46,13 @@ def demo_operation(gateway_port: int) -> dict[str, Any]:
                       "transfer_timeout": 10},
         "queues": [{"name": "support", "max_wait_seconds": 20}],
         "agents": [{"extension": ext, "name": name, "password": agent_password(ext), "queues": ["support"]}
-                   for ext, name in zip(AGENTS, ("Ana", "Luis", "Marta"), strict=True)],
+                   for ext, name in zip((*AGENTS, WEB_AGENT), ("Ana", "Luis", "Marta", "Web"), strict=True)],
         "trunks": [{"name": "carrier", "host": GATEWAY_HOST, "port": gateway_port, "dial_min_length": 7,
                     "dial_max_length": 15, "caller_id_policy": "customer",
                     "inbound_networks": [f"{CUSTOMER_HOST}/32"]}],
         "dids": [{"number": DID, "queue": "support", "trunk": "carrier"}],
         "tokens": [{"label": "demo"}],
+        "supervisors": [{"username": SUPERVISOR[0], "password": SUPERVISOR[1], "name": "Demo supervisor"}],
     }
 
 

@@ -156,6 +156,9 @@ class _ParameterError(Exception):
         self.row = row
 
 
+ParameterError = _ParameterError  # what the desk's handlers catch around `verb_parameters`
+
+
 def parameter_problem(name: str, value: str) -> bool:
     """Whether `value` is malformed for parameter `name` (format, length, control characters)."""
     if not contract.parameter_is_well_formed(name, value):

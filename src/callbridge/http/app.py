@@ -30,6 +30,8 @@ from callbridge.http import contract
 from callbridge.http.actions import ActionWaiter
 from callbridge.http.agentbox import AgentboxEndpoint
 from callbridge.http.auth import TokenDirectory, TokenGate
+from callbridge.http.desk_common import DeskConfig
+from callbridge.http.desk_pages import desk_routes
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from callbridge.http.metrics import Histogram, MetricsRegistry
@@ -66,7 +68,8 @@ def _json(body: object, status: int = 200) -> Response:
 def create_app(*, service: CallControlService, directory: TokenDirectory, events: EventLog,
                metrics: MetricsRegistry | None = None, settings: HttpSettings | None = None,
                webhooks: WebhookDispatcher | None = None, gate: TokenGate | None = None,
-               healthy: Callable[[], bool] | None = None, history: History | None = None) -> Starlette:
+               healthy: Callable[[], bool] | None = None, history: History | None = None,
+               desk: DeskConfig | None = None) -> Starlette:
     """The Starlette application.
 
     - `service`: the call-control service (its EventSink must be `events`).
@@ -163,14 +166,27 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
         WebSocketRoute("/v2/events", streams.websocket),
     ]
 
+    hub = None
+    if desk is not None:
+        desk_list, hub = desk_routes(service, waiter, desk, request_timeout=settings.request_timeout)
+        routes.extend(desk_list)
+        events.add_listener(hub.on_domain_event)
+        desk_hub = hub
+        registry.gauge("callbridge_desk_sockets", "open live sockets of the agent's page and the board",
+                       lambda: desk_hub.open_sockets)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if webhooks is not None:
             await webhooks.start()
+        if hub is not None:
+            hub.reopen()
         try:
             yield
         finally:
             streams.shutdown()
+            if hub is not None:
+                hub.shutdown()
             if webhooks is not None:
                 await webhooks.stop()
 
@@ -179,4 +195,5 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
     app.state.waiter = waiter
     app.state.streams = streams
     app.state.native = native
+    app.state.desk = hub
     return app

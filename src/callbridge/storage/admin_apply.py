@@ -34,6 +34,7 @@ from callbridge.callcontrol.model import Token
 from callbridge.storage import admin_changes as ch
 from callbridge.storage import admin_checks as c
 from callbridge.storage import administration as admin
+from callbridge.storage import supervisors as sv
 from callbridge.storage import webhooks as wh
 from callbridge.storage.admin_checks import AdminError
 from callbridge.storage.directory import read_tokens
@@ -316,6 +317,33 @@ class _Run:
                 wh.delete_webhook(self.conn, hook.id, operation_id=self.op)
                 self.add(Change("delete", "webhook", repr(url)))
 
+    def supervisors(self) -> None:
+        """Supervisors by username: created, renamed, their password reset when it no longer verifies, deleted
+        when the file no longer names them."""
+        stored = {v.username: v for v in sv.list_supervisors(self.conn, self.op)}
+        named = set()
+        for where, f in self.entries("supervisors", sv.create_supervisor, lambda f: f["username"]):
+            named.add(f["username"])
+            with _at(where):
+                found = stored.get(f["username"])
+                if found is None:
+                    sv.create_supervisor(self.conn, self.op, **f)
+                    self.add(_created("supervisor", repr(f["username"]), f, ("name", "password")))
+                    continue
+                shown = []
+                if found.name != f["name"]:
+                    sv.update_supervisor(self.conn, self.op, found.username, name=f["name"])
+                    shown.append(_shown("name", found.name, f["name"]))
+                if not sv.verify_password(found.password_hash, f["password"]):
+                    sv.reset_supervisor_password(self.conn, self.op, found.username, f["password"])
+                    shown.append(_shown("password", "", ""))
+                if shown:
+                    self.add(Change("update", "supervisor", repr(found.username), tuple(shown)))
+        for username in stored:
+            if username not in named:
+                sv.delete_supervisor(self.conn, self.op, username)
+                self.add(Change("delete", "supervisor", repr(username)))
+
 
 def _aux_fields(conn: Connection, operation_id: str, aux_id: str) -> dict[str, Any]:
     return {"aux_id": aux_id, "name": ch.get_aux_state(conn, operation_id, aux_id).name}
@@ -357,6 +385,7 @@ def apply_operation(conn: Connection, doc: Mapping[str, Any]) -> ApplyResult:
     keys["did"] = run.simple("did", "dids", admin.create_did, "number", ch.did_fields, c.did_row, ch.update_did)
     run.tokens()
     run.webhooks()
+    run.supervisors()
     _delete_absent(run, keys)
     return run.result
 

@@ -17,10 +17,11 @@ from callbridge.storage import administration as admin
 from callbridge.storage.administration import AdminError
 from callbridge.storage.database import make_engine
 from callbridge.storage.migrate import upgrade
+from callbridge.storage.supervisors import create_supervisor
 from callbridge.storage.webhooks import create_webhook
 
 SECTIONS = ("operation", "queues", "agents", "aux_states", "activity_codes", "trunks", "dids", "tokens",
-            "webhooks")
+            "webhooks", "supervisors")
 
 
 @dataclass
@@ -85,6 +86,8 @@ def load_operation(conn: Connection, doc: Mapping[str, Any]) -> LoadResult:
         result.tokens.append(_call(f"tokens[{i}]", admin.create_token, (conn, op), t))
     for i, w in enumerate(_entries(doc, "webhooks")):
         _call(f"webhooks[{i}]", create_webhook, (conn, op), w)
+    for i, v in enumerate(_entries(doc, "supervisors")):
+        _call(f"supervisors[{i}]", create_supervisor, (conn, op), v)
     result.counts = {section: len(_entries(doc, section)) for section in SECTIONS[1:]}
     return result
 

@@ -150,6 +150,18 @@ agents = Table(
     _operation_fk(),
 )
 
+# A supervisor of one operation signs in to the board (`/supervisor`) with a username and a password kept as a
+# salted scrypt hash (RFC 7914): unlike an agent's, no digest needs it, so nothing weaker than a slow hash is kept.
+supervisors = Table(
+    "supervisors", metadata,
+    Column("operation_id", String(32), primary_key=True),
+    Column("username", String(32), primary_key=True),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("password_hash", String(200), nullable=False),  # scrypt$n$r$p$salt-hex$hash-hex
+    Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
+    _operation_fk(),
+)
+
 agent_queues = Table(
     "agent_queues", metadata,
     Column("operation_id", String(32), primary_key=True),

@@ -2,7 +2,7 @@
 music while a transfer target rings) and ringback_tone (etsi | us): what the customer hears (docs/operations.md)
 
 Revision ID: 0011
-Revises: 0008 (0009 and 0010 are being written on other branches: when they land, this revises 0010)
+Revises: 0009
 Create Date: 2026-12-05
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

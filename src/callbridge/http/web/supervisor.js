@@ -1,0 +1,101 @@
+// The supervisor's board: the operation's agents, queues and live calls, live through the session's socket (no
+// polling); change an agent's state, end a call. The server scopes everything to the supervisor's operation.
+import { $, call, el, live, since, syncClock } from "/desk/static/desk.js";
+
+let board = null;
+let stream = null;
+
+function notice(text, kind = "bad", key = "general") {
+  let node = document.querySelector(`#notices [data-key="${key}"]`);
+  if (!text) { if (node) node.remove(); return; }
+  if (!node) { node = el("p", { class: "notice", "data-key": key, role: "alert" }); $("#notices").append(node); }
+  node.className = `notice ${kind}`;
+  node.textContent = text;
+}
+
+function result(body) {
+  const node = $("#result");
+  node.className = `notice ${body.ok ? "ok" : "bad"}`;
+  node.textContent = body.message || (body.ok ? "Done." : "Failed.");
+  node.hidden = false;
+  if (body.status === 401) signedOut("your session ended");
+}
+
+$("#signin").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = await call("/supervisor/signin", { operation: $("#f-operation").value, username: $("#f-username").value, password: $("#f-password").value });
+  $("#f-password").value = "";
+  if (!body.ok) { $("#signin-error").textContent = body.message; $("#signin-error").hidden = false; return; }
+  $("#signin-error").hidden = true;
+  start(body);
+});
+
+$("#signout").addEventListener("click", async () => { await call("/supervisor/signout", {}); signedOut(null); });
+
+function start(body) {
+  notice(null, "", "session");
+  $("#signin").hidden = true; $("#board").hidden = false; $("#signout").hidden = false;
+  $("#who").textContent = `${body.supervisor.name || body.supervisor.username} · ${body.operation.id}`;
+  $("#who").hidden = false;
+  stream = live("/supervisor/api/live", onLive, onConnection);
+}
+
+function signedOut(reason) {
+  if (stream) stream.stop();
+  stream = null; board = null;
+  $("#signin").hidden = false; $("#board").hidden = true; $("#signout").hidden = true; $("#who").hidden = true;
+  $("#connection").hidden = true;
+  notice(null, "", "connection");
+  if (reason) notice(`Signed out: ${reason}. Sign in again.`, "warn", "session");
+}
+
+function onConnection(state, reason) {
+  const pill = $("#connection");
+  pill.hidden = false;
+  if (state === "open") { pill.textContent = "Connected"; pill.className = "pill ok"; notice(null, "", "connection"); }
+  else if (state === "lost") {
+    pill.textContent = "Connection lost: reconnecting…"; pill.className = "pill bad";
+    notice("The connection to callbridge dropped: reconnecting. The board may be out of date until it is back.", "bad", "connection");
+  } else if (state === "signed_out") signedOut(reason);
+}
+
+function onLive(message) {
+  if (message.type === "snapshot") { syncClock(message.now); board = message; render(); }
+}
+
+function stateText(agent) { return agent.state === "aux" ? (agent.aux_name || `aux ${agent.aux_state}`) : agent.state.replace("_", " "); }
+
+function render() {
+  if (!board) return;
+  const agents = $("#agents");
+  agents.replaceChildren(...board.agents.map((agent) => {
+    const select = el("select", { "aria-label": `New state for ${agent.agent_id}`, "data-testid": `set-state-${agent.agent_id}` },
+      el("option", { value: "" }, "Set…"), el("option", { value: "ready" }, "Ready"),
+      ...board.aux_states.map((aux) => el("option", { value: aux.id }, aux.name)), el("option", { value: "logout" }, "Log out"));
+    select.addEventListener("change", async () => {
+      if (!select.value) return;
+      result(await call(`/supervisor/api/agents/${encodeURIComponent(agent.agent_id)}/state`, { status: select.value }));
+    });
+    return el("tr", { "data-agent": agent.agent_id },
+      el("td", {}, `${agent.agent_id} ${agent.name}`),
+      el("td", { class: `state-${agent.state}`, "data-testid": `agent-state-${agent.agent_id}` }, stateText(agent)),
+      el("td", { class: "since", "data-since": agent.state_since }, since(agent.state_since)),
+      el("td", {}, agent.registered ? "registered" : "—"),
+      el("td", {}, agent.customer_number || ""),
+      el("td", {}, select));
+  }));
+  $("#queues").replaceChildren(...board.queues.map((queue) => el("tr", {},
+    el("td", {}, queue.name), el("td", { "data-testid": `queue-waiting-${queue.name}` }, String(queue.waiting)),
+    el("td", { class: "since", "data-since": queue.oldest_since || "" }, since(queue.oldest_since)))));
+  $("#calls").replaceChildren(...board.calls.map((c) => el("tr", { "data-conn": c.conn_id },
+    el("td", {}, c.customer_number), el("td", {}, c.queue || ""), el("td", {}, c.agent_id || ""), el("td", {}, c.state),
+    el("td", { class: "since", "data-since": c.answered_at || c.started_at }, since(c.answered_at || c.started_at)),
+    el("td", { class: "muted" }, c.conn_id),
+    el("td", {}, el("button", { class: "danger", disabled: !c.agent_id, onclick: async () => {
+      result(await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/end`, {}));
+    } }, "End call")))));
+}
+
+setInterval(() => {  // the clock on screen; data comes from the live socket only
+  document.querySelectorAll(".since").forEach((cell) => { cell.textContent = since(cell.dataset.since); });
+}, 1000);
