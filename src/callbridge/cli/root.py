@@ -22,8 +22,8 @@ except ImportError:  # pragma: no cover
 
 from callbridge import __version__
 from callbridge.cli import admin_changes as _registers_update_and_delete  # noqa: F401  (its commands join admin_app)
-from callbridge.cli import cdrs as _registers_calls_cdrs  # noqa: F401  (its command joins calls_app)
 from callbridge.cli import admin_supervisors as _registers_supervisors  # noqa: F401  (its commands join admin_app)
+from callbridge.cli import cdrs as _registers_calls_cdrs  # noqa: F401  (its command joins calls_app)
 from callbridge.cli.admin import admin_app
 from callbridge.cli.agent import agent_app
 from callbridge.cli.common import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, usage_line
