@@ -24,6 +24,7 @@ from callbridge import __version__
 from callbridge.cli import admin_changes as _registers_update_and_delete  # noqa: F401  (its commands join admin_app)
 from callbridge.cli.admin import admin_app
 from callbridge.cli.agent import agent_app
+from callbridge.cli.cluster import cluster_app
 from callbridge.cli.common import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, usage_line
 from callbridge.cli.demo import demo_command
 from callbridge.cli.live import live_app
@@ -33,6 +34,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineGroup,
                   help="callbridge: contact-center call control")
 app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
+app.add_typer(cluster_app, name="cluster")
 app.add_typer(live_app)
 app.command("serve", cls=OneLineCommand)(serve_command)
 app.command("demo", cls=OneLineCommand)(demo_command)
