@@ -46,9 +46,9 @@ from callbridge.b2bua.signalling import SipSignalling
 from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
+from callbridge.callcontrol.service import CallControlService
 from callbridge.cluster.member import ClusterMember
 from callbridge.cluster.nodes import prepare_schema
-from callbridge.callcontrol.service import CallControlService
 from callbridge.config import Settings, tls_context
 from callbridge.http.app import create_app
 from callbridge.http.events import EventLog

@@ -173,10 +173,10 @@ async def test_kamailio_routes_an_operations_register_and_invite_to_its_owner_th
 
         for owner in ("a", "b"):
             await agent.register((PROXY, port), expires=300, timeout=10)
-            await _until(lambda: _rows(engine, "SELECT node_id FROM registrations") == [(owner,)],
+            await _until(lambda node=owner: _rows(engine, "SELECT node_id FROM registrations") == [(node,)],
                          f"the registration written by node {owner}")
-            call = await customer.call(f"sip:{DID}@{PROXY}:{port}", wait_answer=False)
-            await _until(lambda: (owner,) in _rows(engine, "SELECT node_id FROM calls"),
+            await customer.call(f"sip:{DID}@{PROXY}:{port}", wait_answer=False)
+            await _until(lambda node=owner: (node,) in _rows(engine, "SELECT node_id FROM calls"),
                          f"the call written by node {owner}")
             if owner == "a":
                 with engine.begin() as conn:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy import Connection, text
@@ -119,7 +119,7 @@ def kamailio_config(
     rpc: str = typer.Option("127.0.0.1:5090", help="Kamailio's JSON-RPC datagram socket, HOST:PORT."),
     ping_interval: int = typer.Option(2, min=1, help="Seconds between OPTIONS probes of each node."),
     children: int = typer.Option(4, min=1, help="Kamailio's UDP and TCP worker processes."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write it here instead of stdout."),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write it here, not to stdout.")] = None,
 ) -> None:
     """Print the Kamailio configuration of the cluster's front proxy."""
     host, port = _address("--listen", listen)
@@ -135,8 +135,8 @@ def kamailio_config(
 
 @cluster_app.command("kamailio-sync")
 def kamailio_sync(
+    tables: Annotated[Path, typer.Option(help="Folder of the dispatcher list (as in kamailio-config).")],
     database_url: str = typer.Option(..., "--database-url", envvar=DATABASE_URL_ENV, help="The cluster's database."),
-    tables: Path = typer.Option(..., help="Folder of the dispatcher list (as in kamailio-config)."),
     rpc: str = typer.Option("127.0.0.1:5090", help="Kamailio's JSON-RPC datagram socket, HOST:PORT."),
     interval: float = typer.Option(1.0, min=0.1, help="Seconds between syncs."),
     once: bool = typer.Option(False, "--once", help="Sync once and exit."),

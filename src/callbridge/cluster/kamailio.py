@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -48,7 +48,8 @@ RETURNING epoch
 """)
 
 _RENEW = text("""
-UPDATE cluster_leases SET expires_at = now() + make_interval(secs => CAST(:seconds AS double precision)), updated_at = now()
+UPDATE cluster_leases
+SET expires_at = now() + make_interval(secs => CAST(:seconds AS double precision)), updated_at = now()
 WHERE operation_id = :op AND node_id = :node AND epoch = :epoch AND expires_at > now()
 RETURNING epoch
 """)

@@ -63,9 +63,9 @@ def plan(me: str, *, draining: bool, operations: Iterable[str], leases: Mapping[
     nodes = {n.node_id: n for n in live_nodes}
     placeable = sorted(n.node_id for n in nodes.values() if not n.draining)
     load = {n: 0 for n in placeable}
-    for lease in leases.values():
-        if lease.node_id in load and not lease.expired:
-            load[lease.node_id] += 1
+    for row in leases.values():
+        if row.node_id in load and not row.expired:
+            load[row.node_id] += 1
     steps: list[Step] = []
     for op in sorted(set(operations) | set(held)):
         lease = leases.get(op)
