@@ -49,6 +49,8 @@ from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
+from callbridge.cluster.member import ClusterMember
+from callbridge.cluster.nodes import prepare_schema
 from callbridge.config import Settings, tls_context
 from callbridge.http.app import create_app
 from callbridge.http.desk_common import DeskConfig
@@ -63,6 +65,7 @@ from callbridge.sip.dialog import DialogState
 from callbridge.sip.endpoint import Endpoint
 from callbridge.sip.timers import TimerConfig
 from callbridge.storage import Leftovers, Storage
+from callbridge.storage.database import make_engine
 from callbridge.storage.directory import Directory
 from callbridge.storage.event_log import DEFAULT_RETENTION_DAYS, RETENTION_ENV, EventStore
 from callbridge.storage.history import History
@@ -140,6 +143,7 @@ class Node:
     webhooks: WebhookDispatcher | None = None  # the operations' webhook targets, rebuilt after each reload
     event_pruning: asyncio.Task[None] | None = None
     media_shell: NgShell | None = None  # the rtpengine relays' ng socket, when --rtpengine names any
+    cluster: ClusterMember | None = None  # a cluster node's leases (docs/cluster.md); None on a single node
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -155,6 +159,8 @@ class Node:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.switch.trunk_registrations.unregister()  # Expires: 0 at each provider, a bounded wait
         self.switch.close()
         await self.runtime.close()
@@ -176,7 +182,7 @@ async def bootstrap(settings: Settings, *, timers: TimerConfig | None = None, se
     """`event_retention_days`: None reads `CALLBRIDGE_EVENT_RETENTION_DAYS` (default 7)."""
     loop = asyncio.get_running_loop()
     retention_days = retention_days_from_env() if event_retention_days is None else event_retention_days
-    storage = await asyncio.to_thread(Storage.open, settings.database_url, settings.node_id)
+    storage = await asyncio.to_thread(_open_storage, settings)
     try:
         return await _wire(settings, storage, loop, timers=timers, session_expires=session_expires, min_se=min_se,
                            defence=defence, registrar_limits=registrar_limits, rng=rng, secret=secret,
@@ -254,6 +260,19 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
                 (host, port), webhooks=webhooks, media_shell=media_shell)
     node.sip_ws_address = ws_address
+    if settings.cluster:
+        # Before anything writes (reconciliation included): every batch declares the leases' epochs.
+        member = ClusterMember(storage.engine, settings.node_id, sip_host=settings.advertised_sip_host,
+                               sip_port=port, http_url=f"http://{settings.http_host}:{settings.http_port}",
+                               lease_seconds=settings.lease_seconds)
+        storage.writer.fence = member.fence
+        try:
+            await member.start()
+        except BaseException:
+            await member.close()
+            await runtime.close()
+            raise
+        node.cluster = member
     if reconcile:
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
@@ -273,6 +292,19 @@ def _page_ws_address(settings: Settings, bound: tuple[str, int] | None) -> tuple
         return None
     host = settings.sip_advertise or bound[0]
     return (None if host in ("0.0.0.0", "::") else host), bound[1]
+
+
+def _open_storage(settings: Settings) -> Storage:
+    """The storage of a node; a cluster node checks the schema version first (`cluster.nodes.prepare_schema`)."""
+    if not settings.cluster:
+        return Storage.open(settings.database_url, settings.node_id)
+    engine = make_engine(settings.database_url)
+    try:
+        prepare_schema(engine, settings.lease_seconds)
+        return Storage(engine, settings.node_id, migrate=False)
+    except BaseException:
+        engine.dispose()
+        raise
 
 
 def _directory_changed(node: Node) -> None:

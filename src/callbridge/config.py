@@ -193,6 +193,11 @@ class Settings:
     # rtpengine relays (ng control, ``udp:HOST:PORT``); none: media flows between the parties (docs/design.md,
     # "Media"). With one or more, calls are anchored on them as each operation's media mode says.
     rtpengine: tuple[str, ...] = ()
+    # A node of a cluster on PostgreSQL (docs/cluster.md): it joins under node_id, holds leases of the operations
+    # placed on it, and declares their epochs on every write. A lease lasts lease_seconds (PostgreSQL's clock) and
+    # is renewed every third of it; a dead node's operations are taken over within about lease_seconds * 4/3.
+    cluster: bool = False
+    lease_seconds: float = 6.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -232,6 +237,16 @@ class Settings:
         object.__setattr__(self, "directory_poll_seconds",
                            _seconds("directory_poll_seconds", self.directory_poll_seconds))
         object.__setattr__(self, "registration_min_expires", _min_expires(self.registration_min_expires))
+        if isinstance(self.cluster, str):
+            if self.cluster.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ConfigError(f"cluster: {self.cluster!r} is not true or false")
+            object.__setattr__(self, "cluster", self.cluster.strip().lower() in ("1", "true", "yes", "on"))
+        lease = _seconds("lease_seconds", self.lease_seconds)
+        if lease < 1:
+            raise ConfigError(f"lease_seconds: {self.lease_seconds!r} is under 1 s")
+        object.__setattr__(self, "lease_seconds", lease)
+        if self.cluster and not self.database_url.startswith("postgresql"):
+            raise ConfigError("cluster: a cluster needs PostgreSQL (database_url postgresql://...)")
         algorithms = self.digest_algorithms
         if isinstance(algorithms, str):
             algorithms = tuple(a.strip() for a in algorithms.split(",") if a.strip())

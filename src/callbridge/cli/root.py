@@ -26,6 +26,7 @@ from callbridge.cli import admin_supervisors as _registers_supervisors  # noqa: 
 from callbridge.cli import cdrs as _registers_calls_cdrs  # noqa: F401  (its command joins calls_app)
 from callbridge.cli.admin import admin_app
 from callbridge.cli.agent import agent_app
+from callbridge.cli.cluster import cluster_app
 from callbridge.cli.common import EXIT_OTHER, EXIT_USAGE, OneLineCommand, OneLineGroup, usage_line
 from callbridge.cli.demo import demo_command
 from callbridge.cli.live import calls_app, live_app
@@ -35,6 +36,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineGroup,
                   help="callbridge: contact-center call control")
 app.add_typer(admin_app, name="admin")
 app.add_typer(agent_app, name="agent")
+app.add_typer(cluster_app, name="cluster")
 app.add_typer(live_app)
 app.add_typer(calls_app, name="calls")
 app.command("serve", cls=OneLineCommand)(serve_command)

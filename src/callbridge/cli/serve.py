@@ -26,6 +26,7 @@ import typer
 import uvicorn
 
 from callbridge.bootstrap import Node, bootstrap
+from callbridge.cluster.nodes import ClusterStartError
 from callbridge.config import ConfigError, Settings, check_on_this_machine
 from callbridge.logs import configure_logging
 from callbridge.transport.collector import tune_collector
@@ -104,6 +105,8 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         await stop.wait()
         log.info("stopping: draining live calls for up to %.0f s", settings.drain_seconds)
         await drain(node, settings.drain_seconds)
+        if node.cluster is not None:
+            await node.cluster.drain()  # its operations are free for the other nodes at once
     finally:
         http.should_exit = True
         with contextlib.suppress(Exception):
@@ -173,6 +176,11 @@ def serve_command(
     rtpengine: Annotated[list[str] | None, typer.Option(
         "--rtpengine", help="An rtpengine relay, udp:HOST:PORT (its ng port); repeat it or give a comma list "
                             "[env CALLBRIDGE_RTPENGINE; none: media flows between the parties]")] = None,
+    cluster: bool | None = typer.Option(
+        None, "--cluster/--no-cluster", help="Run as a node of a cluster on PostgreSQL (docs/cluster.md) "
+                                             "[env CALLBRIDGE_CLUSTER; off]"),
+    lease_seconds: float | None = typer.Option(
+        None, help="Cluster: how long an operation's lease lasts [env CALLBRIDGE_LEASE_SECONDS; 6]"),
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),
@@ -185,10 +193,15 @@ def serve_command(
             http_port=http_port, database_url=database_url, allowed_networks=allowed_networks,
             trusted_networks=trusted_networks, node_id=node_id, drain_seconds=drain_seconds, log_level=log_level,
             log_format=log_format, digest_algorithms=digest_algorithms, sip_ws_port=sip_ws_port,
-            sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key, rtpengine=",".join(rtpengine) if rtpengine else None)
+            sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key, rtpengine=",".join(rtpengine) if rtpengine else None,
+            cluster=cluster, lease_seconds=lease_seconds)
         check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except ClusterStartError as exc:  # another live node has this id, the schema is another version
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None

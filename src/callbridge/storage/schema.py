@@ -474,3 +474,33 @@ dialogs = Table(
     UniqueConstraint("call_id", "local_tag"),
     Index(None, "node_id"),
 )
+
+# --- the cluster: which node owns which operation (docs/cluster.md) ----------------------------------------------
+
+cluster_nodes = Table(
+    "cluster_nodes", metadata,
+    # One row per node that ever joined; live while its heartbeat is younger than the lease (PostgreSQL's clock).
+    Column("node_id", String(64), primary_key=True),
+    Column("slot", Integer, nullable=False, unique=True),  # small stable number: Kamailio's dispatcher set id
+    Column("sip_host", String(64), nullable=False),
+    Column("sip_port", Integer, nullable=False),
+    Column("http_url", String(255), nullable=False, server_default=""),
+    Column("incarnation", String(32), nullable=False),  # a fresh random value per process start
+    Column("draining", Boolean, nullable=False, server_default=false()),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+)
+
+cluster_leases = Table(
+    "cluster_leases", metadata,
+    # One row per operation placed on a node. `epoch` grows by one each time the lease changes hands (or is taken
+    # after it expired); every fenced write carries the writer's epoch (cluster/fencing.py).
+    Column("operation_id", String(32), primary_key=True),
+    Column("node_id", String(64)),  # None: released, free for the planner to place
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("move_to", String(64)),  # an administrator's handover target (`callbridge admin cluster move`)
+    Column("updated_at", UtcDateTime, nullable=False),
+    _operation_fk(),
+    Index(None, "node_id"),
+)

@@ -107,6 +107,9 @@ class Writer:
         self._seal_scheduled = False
         self._done = 0  # items done (committed or failed), in submission order
         self.on_done: Callable[[int], None] | None = None  # called on the writer thread after each batch
+        # A cluster node's fence (callbridge.cluster.fencing.Fence): declared first in every batch's transaction;
+        # the writes it refuses are counted as failed without a traceback.
+        self.fence: Any = None
 
     # -- the event loop's side ---------------------------------------------------------------------------
     def start(self) -> Writer:
@@ -291,16 +294,23 @@ class Writer:
     def _write(self, work: list[Item]) -> None:
         try:
             conn = self._connection()
-            if not rowwrites.run_sqlite_batch(conn, work):
+            if self.fence is not None:
+                with conn.begin():
+                    self.fence.declare(conn)
+                    _apply(conn, work)
+            elif not rowwrites.run_sqlite_batch(conn, work):
                 with conn.begin():
                     _apply(conn, work)
-        except Exception:
+        except Exception as exc:
             # The next batch takes a fresh connection from the pool (pre-pinged on PostgreSQL): a failure may
             # have been the connection's own.
             self._disconnect()
             if len(work) == 1:
                 self.stats.failed += 1
-                log.exception("storage write failed")
+                if self.fence is not None and self.fence.refused(exc):
+                    log.warning("storage write refused by the cluster fence: %s", str(exc).splitlines()[0])
+                else:
+                    log.exception("storage write failed")
                 return
             log.warning("storage batch of %d failed; retrying its writes one by one", len(work))
             for item in work:

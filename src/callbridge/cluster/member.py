@@ -1,0 +1,192 @@
+"""The cluster member: the asyncio loop that keeps this node's leases, places free operations, and hands over.
+
+    member = ClusterMember(engine, "node-a", sip_host="127.0.0.11", sip_port=5060, lease_seconds=6.0)
+    await member.start()        # joins (NodeIdInUse if the id is live elsewhere), runs a first round
+    member.owns("0042")         # True while this node holds a live lease of that operation
+    await member.drain()        # releases every lease, leaves the cluster; other nodes adopt at once
+    await member.close()
+
+Theory of operation
+- One round every `lease_seconds / 3`: heartbeat, read a snapshot (live nodes, leases, operations) in one
+  transaction, run the planner (`planner.py`), and carry out this node's steps, each a single conditional
+  statement in its own short transaction (`leases.py`). A lease is renewed twice before it could expire, and an
+  expired lease of a dead node is taken within one lease plus one round (6 s + 2 s by default, the target being
+  10 s).
+- The database runs in a worker thread; the loop only awaits it. Callbacks (`on_gained`, `on_lost`) run on the
+  loop.
+- Losing a lease (its renewal failed, the snapshot shows another owner or epoch, or the fence refused a write)
+  drops it from the fence at once, so no later batch declares it, calls `on_lost`, and triggers a new round at once
+  (the re-sync). A refused write wakes the loop the same way.
+- Self-fencing: if no round has succeeded for a whole lease (the database is unreachable, the process was
+  paused), every lease is dropped before anything else: by then another node may have taken them.
+- A heartbeat that finds this node's id taken by another process (`NodeReplaced`) drops every lease and stops the
+  member (`stopped` says why); the node must stop taking traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine, text
+
+from callbridge.cluster import leases, nodes
+from callbridge.cluster.fencing import Fence
+from callbridge.cluster.planner import Action, LeaseView, NodeView, Step, plan
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 6.0
+
+
+class ClusterMember:
+    def __init__(self, engine: Engine, node_id: str, *, sip_host: str, sip_port: int, http_url: str = "",
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, fence: Fence | None = None,
+                 on_gained: Callable[[str, int], None] | None = None,
+                 on_lost: Callable[[str], None] | None = None) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        self.engine = engine
+        self.node_id = node_id
+        self.sip_host, self.sip_port, self.http_url = sip_host, sip_port, http_url
+        self.lease_seconds = lease_seconds
+        self.interval = lease_seconds / 3
+        self.fence = fence or Fence(node_id)
+        self.on_gained = on_gained
+        self.on_lost = on_lost
+        self.incarnation = nodes.new_incarnation()
+        self.slot = 0
+        self.draining = False
+        self.paused = False  # tests: hold the renewals (the process still runs), as a long GC pause would
+        self.stopped: str | None = None
+        self.rounds = 0
+        self._last_ok = 0.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- what the node asks ---------------------------------------------------------------------------------
+    def owns(self, operation_id: str) -> bool:
+        return operation_id in self.fence.epochs()
+
+    @property
+    def held(self) -> dict[str, int]:
+        return self.fence.epochs()
+
+    # -- life cycle ------------------------------------------------------------------------------------------
+    async def start(self) -> ClusterMember:
+        self._loop = asyncio.get_running_loop()
+        self.fence.on_refused = self._refused
+        self.slot = await asyncio.to_thread(self._join)
+        await self.round()
+        self._task = self._loop.create_task(self._run(), name=f"callbridge-cluster-{self.node_id}")
+        return self
+
+    def _join(self) -> int:
+        with self.engine.begin() as conn:
+            return nodes.join(conn, self.node_id, self.incarnation, sip_host=self.sip_host, sip_port=self.sip_port,
+                              http_url=self.http_url, lease_seconds=self.lease_seconds)
+
+    async def drain(self) -> None:
+        """Release every lease now (other nodes adopt them in their next round) and leave the cluster."""
+        self.draining = True
+        await self.round()
+        await asyncio.to_thread(self._leave)
+
+    def _leave(self) -> None:
+        with self.engine.begin() as conn:
+            nodes.leave(conn, self.node_id, self.incarnation)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        """Run a round now (thread-safe)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _refused(self) -> None:
+        self.wake()
+
+    async def _run(self) -> None:
+        while self.stopped is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            if self.paused:
+                continue
+            try:
+                await self.round()
+            except Exception:
+                log.warning("cluster round failed", exc_info=True)
+
+    # -- one round -------------------------------------------------------------------------------------------
+    async def round(self) -> list[Step]:
+        """Self-fence if overdue, then heartbeat, plan and act; the steps carried out (tests read them)."""
+        if self._last_ok and time.monotonic() - self._last_ok > self.lease_seconds:
+            for op in list(self.fence.epochs()):
+                self._lose(op, "no round succeeded for a whole lease")
+        try:
+            done, gained, lost = await asyncio.to_thread(self._round_sync)
+        except nodes.NodeReplaced as exc:
+            self.stopped = str(exc)
+            for op in list(self.fence.epochs()):
+                self._lose(op, "node id taken by another process")
+            log.error("%s", exc)
+            return []
+        self._last_ok = time.monotonic()
+        self.rounds += 1
+        for op, why in lost:
+            self._lose(op, why)
+        for op, epoch in gained:
+            log.info("cluster: node %s holds operation %s at epoch %d", self.node_id, op, epoch)
+            if self.on_gained is not None:
+                self.on_gained(op, epoch)
+        return done
+
+    def _lose(self, op: str, why: str) -> None:
+        if op not in self.fence.epochs():
+            return
+        self.fence.drop(op)
+        log.warning("cluster: node %s no longer acts for operation %s (%s)", self.node_id, op, why)
+        if self.on_lost is not None:
+            self.on_lost(op)
+        self.wake()  # re-sync: read the leases again at once
+
+    def _round_sync(self) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
+        held = self.fence.epochs()
+        with self.engine.begin() as conn:
+            nodes.heartbeat(conn, self.node_id, self.incarnation, draining=self.draining)
+            live = [NodeView(n.node_id, n.draining) for n in nodes.read_nodes(conn, self.lease_seconds) if n.live]
+            rows = {lease.operation_id: LeaseView(lease.node_id, lease.epoch, lease.expired, lease.move_to)
+                    for lease in leases.read_all(conn)}
+            operations = list(conn.execute(text("SELECT id FROM operations")).scalars())
+        steps = plan(self.node_id, draining=self.draining, operations=operations, leases=rows, live_nodes=live,
+                     held=held)
+        gained: list[tuple[str, int]] = []
+        lost: list[tuple[str, str]] = []
+        for step in steps:
+            with self.engine.begin() as conn:
+                if step.action is Action.RENEW:
+                    assert step.epoch is not None
+                    if not leases.renew(conn, step.operation_id, self.node_id, step.epoch, self.lease_seconds):
+                        lost.append((step.operation_id, "renewal refused: the lease expired or changed hands"))
+                elif step.action is Action.RELEASE:
+                    assert step.epoch is not None
+                    leases.release(conn, step.operation_id, self.node_id, step.epoch)
+                    lost.append((step.operation_id, "released (drain or handover)"))
+                elif step.action is Action.LOST:
+                    lost.append((step.operation_id, "the lease changed hands"))
+                else:
+                    epoch = leases.take(conn, step.operation_id, self.node_id, self.lease_seconds, step.epoch)
+                    if epoch is not None:
+                        self.fence.hold(step.operation_id, epoch)
+                        gained.append((step.operation_id, epoch))
+        return steps, gained, lost

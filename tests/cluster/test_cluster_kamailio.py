@@ -1,0 +1,206 @@
+"""Kamailio in front of two `callbridge serve --cluster` processes on one PostgreSQL: the rendered configuration is
+accepted by Debian's Kamailio, and a real Kamailio with it sends an agent's REGISTER and a carrier's INVITE to the
+node holding the operation's lease, then, after `move` hands the operation over, to the other node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from callbridge.cluster import kamailio, leases  # noqa: E402
+from callbridge.phone import Phone  # noqa: E402
+from callbridge.storage.database import make_engine  # noqa: E402
+from callbridge.storage.loader import load_into_fresh_database  # noqa: E402
+from peers import require_binary, stop_process_group  # noqa: E402
+from peers.ports import free_port  # noqa: E402
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+PROXY, NODE_A, NODE_B, CUSTOMER = "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13"
+DOMAIN, DID = "a.test", "6015550100"
+_SCRIPT = Path(sys.executable).parent / "callbridge"
+CALLBRIDGE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "callbridge"]
+
+
+def operation_doc() -> dict[str, object]:
+    return {
+        "operation": {"id": "0042", "sip_domain": DOMAIN, "acw_seconds": 0, "default_queue": "support"},
+        "queues": [{"name": "support", "max_wait_seconds": 20}],
+        "agents": [{"extension": "1001", "password": "secret-1001", "queues": ["support"]}],
+        # the carrier's calls arrive from the proxy: it is the trunk's inbound network
+        "trunks": [{"name": "carrier", "host": "127.0.0.3", "inbound_networks": [f"{PROXY}/32"]}],
+        "dids": [{"number": DID, "queue": "support", "trunk": "carrier"}],
+    }
+
+
+@pytest.fixture
+def loaded_url(postgres_url: str) -> Iterator[str]:
+    name = f"k_{uuid.uuid4().hex[:16]}"
+    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    load_into_fresh_database(url, operation_doc())
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def render(workdir: Path, port: int, rpc_port: int) -> Path:
+    config = workdir / "kamailio.cfg"
+    config.write_text(kamailio.render_config(kamailio.ProxySettings(
+        host=PROXY, port=port, tables=str(workdir), rpc_host=PROXY, rpc_port=rpc_port, ping_interval=1,
+        children=2)))
+    (workdir / "dispatcher.list").write_text("")
+    return config
+
+
+def test_kamailio_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    binary = require_binary("kamailio", "kamailio")
+    config = render(tmp_path, 5060, 5090)
+    check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr[-3000:]
+    for module in ("path", "dispatcher", "htable", "jsonrpcs", "rr", "tm"):
+        assert f'loadmodule "{module}.so"' in config.read_text()
+    # every module the file loads exists in Debian's package (kamailio -c fails on a missing one; say which)
+    assert "ERROR" not in check.stderr, check.stderr[-3000:]
+
+
+class Serve:
+    def __init__(self, node: str, host: str, url: str, workdir: Path) -> None:
+        self.node, self.host = node, host
+        self.port = free_port(host)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")}
+        self.log = workdir / f"serve-{node}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [*CALLBRIDGE, "serve", "--cluster", "--node-id", node, "--sip-host", host, "--sip-port",
+                 str(self.port), "--http-host", host, "--http-port", str(free_port(host, udp=False)),
+                 "--database-url", url, "--lease-seconds", "3", "--drain-seconds", "0"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+                start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while "callbridge serving SIP on" not in self.output():
+            assert self.proc.poll() is None, f"serve {self.node} exited:\n{self.output()}"
+            assert time.monotonic() < deadline, f"serve {self.node} not ready:\n{self.output()}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                stop_process_group(self.proc, 5)
+
+
+def _owner(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return next((lease.node_id for lease in leases.read_all(conn) if lease.operation_id == "0042"), None)
+
+
+def _rows(engine: Engine, query: str) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(query))]
+
+
+async def _until(condition, what: str, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_kamailio_routes_an_operations_register_and_invite_to_its_owner_then_after_a_move(
+        loaded_url: str, tmp_path: Path) -> None:
+    binary = require_binary("kamailio", "kamailio")
+    port, rpc_port = free_port(PROXY), free_port(PROXY, tcp=False)
+    config = render(tmp_path, port, rpc_port)
+    engine = make_engine(loaded_url)
+    a = Serve("a", NODE_A, loaded_url, tmp_path)
+    b: Serve | None = None
+    proxy: subprocess.Popen[bytes] | None = None
+    phones: list[Phone] = []
+    try:
+        a.wait_ready()
+        assert _owner(engine) == "a"  # alone, a took the operation at start-up
+        b = Serve("b", NODE_B, loaded_url, tmp_path)
+        b.wait_ready()
+        with open(tmp_path / "kamailio.log", "wb") as log:
+            proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
+                                      "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+        rpc = (PROXY, rpc_port)
+
+        def synced() -> bool:
+            with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
+                kamailio.sync_once(conn, tmp_path, rpc)
+                return True
+            return False
+        await _until(synced, "Kamailio's JSON-RPC and the first sync")
+        with engine.connect() as conn:
+            slots = {r[0]: r[1] for r in conn.execute(text("SELECT node_id, slot FROM cluster_nodes"))}
+        assert kamailio._dumped(kamailio.rpc(rpc, "htable.dump", "owners")) == {
+            f"d:{DOMAIN}": slots["a"], f"n:{DID}": slots["a"]}
+
+        agent = await Phone.start(host="127.0.0.14", user="1001", domain=DOMAIN, password="secret-1001",
+                                  name="agent-1001")
+        customer = await Phone.start(host=CUSTOMER, user="3001234567", domain=CUSTOMER, name="customer")
+        phones += [agent, customer]
+
+        for owner in ("a", "b"):
+            await agent.register((PROXY, port), expires=300, timeout=10)
+            await _until(lambda node=owner: _rows(engine, "SELECT node_id FROM registrations") == [(node,)],
+                         f"the registration written by node {owner}")
+            await customer.call(f"sip:{DID}@{PROXY}:{port}", wait_answer=False)
+            await _until(lambda node=owner: (node,) in _rows(engine, "SELECT node_id FROM calls"),
+                         f"the call written by node {owner}")
+            if owner == "a":
+                with engine.begin() as conn:
+                    assert leases.request_move(conn, "0042", "b")
+                await _until(lambda: _owner(engine) == "b", "the handover to b", timeout=10)
+                with engine.connect() as conn:
+                    assert kamailio.sync_once(conn, tmp_path, rpc) is True
+                assert kamailio._dumped(kamailio.rpc(rpc, "htable.dump", "owners")) == {
+                    f"d:{DOMAIN}": slots["b"], f"n:{DID}": slots["b"]}
+        kamailio_log = (tmp_path / "kamailio.log").read_text(errors="replace")
+        assert f"callbridge: REGISTER sip:{DOMAIN} to set {slots['a']} at sip:{NODE_A}:{a.port}" in kamailio_log
+        assert f"callbridge: REGISTER sip:{DOMAIN} to set {slots['b']} at sip:{NODE_B}:{b.port}" in kamailio_log
+        for slot, node in ((slots["a"], a), (slots["b"], b)):
+            assert f"callbridge: INVITE sip:{DID}@{PROXY}:{port} to set {slot} at sip:{node.host}:{node.port}" \
+                in kamailio_log
+    finally:
+        for phone in phones:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(phone.close(), 5)
+        if proxy is not None:
+            stop_process_group(proxy, 5)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proxy.pid, signal.SIGKILL)
+        for serve in (a, b):
+            if serve is not None:
+                serve.stop()
+        engine.dispose()
