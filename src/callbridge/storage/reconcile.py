@@ -86,7 +86,7 @@ def find_leftovers(conn: Connection, node_id: str, now: float) -> Leftovers:
     )
 
 
-def _closing_cdr(call: CallRecord, legs: list[LegRecord], now: float) -> Cdr:
+def closing_cdr(call: CallRecord, legs: list[LegRecord], now: float) -> Cdr:
     return Cdr(
         conn_id=call.conn_id, operation_id=call.operation_id, node_id=call.node_id, direction=call.direction,
         customer_number=call.customer_number, queue=call.queue, agents=(call.agent,) if call.agent else (),
@@ -110,7 +110,7 @@ def close_leftovers(conn: Connection, node_id: str, now: float, *, restarts: Seq
         conn.execute(update(s.legs).where(s.legs.c.conn_id == call.conn_id, s.legs.c.ended_at.is_(None))
                      .values(state="ended", ended_at=ended, ended_by="system"))
         if read_cdr(conn, call.conn_id) is None:
-            cdr = _closing_cdr(call, read_legs(conn, call.conn_id), now)
+            cdr = closing_cdr(call, read_legs(conn, call.conn_id), now)
             upsert(conn, s.cdrs, ("conn_id",), cdr_values(cdr))
     conn.execute(delete(s.dialogs).where(s.dialogs.c.node_id == node_id))
     purge_expired_registrations(conn, node_id, now)

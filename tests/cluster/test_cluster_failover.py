@@ -1,0 +1,219 @@
+"""A dead node's live calls adopted (docs/cluster.md, "Failover"): two `callbridge serve --cluster` processes on
+127.0.0.11 and 127.0.0.12 on one real PostgreSQL, agents as `callbridge.phone` registered to the first, a customer
+calling the operation's DID on it; the first is killed with SIGKILL. The second takes the operation over within
+the lease's bound and adopts the connected call: through the second node's agentbox API the call is hung up, or
+transferred to another agent and then hung up, and the phones see each step (the BYEs, the transfer target's
+INVITE, the customer's re-INVITE). The records end complete: the call closed by the right party, its CDR written
+by the adopting node, no dialog left. A call still ringing at the death is ended with a BYE to the customer and
+recorded as ended by "system"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+CLUSTER = Path(__file__).resolve().parent
+if str(CLUSTER) not in sys.path:
+    sys.path.insert(0, str(CLUSTER))
+
+from cluster_nodes import Serve, loaded_database  # noqa: E402
+
+from callbridge.client import AsyncAgentboxClient  # noqa: E402
+from callbridge.phone import CallEnded, IncomingCall, Phone  # noqa: E402
+from callbridge.storage.database import make_engine  # noqa: E402
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
+
+NODE_A, NODE_B, CUSTOMER = "127.0.0.11", "127.0.0.12", "127.0.0.13"
+AGENT_HOSTS = {"1001": "127.0.0.14", "1002": "127.0.0.15"}
+OP, DOMAIN, DID = "0042", "a.test", "6015550100"
+LEASE = 3.0
+
+
+def operation_doc() -> dict[str, Any]:
+    return {
+        "operation": {"id": OP, "sip_domain": DOMAIN, "acw_seconds": 0, "default_queue": "support",
+                      "ring_timeout": 20},
+        "queues": [{"name": "support", "max_wait_seconds": 30}],
+        "agents": [{"extension": ext, "password": f"secret-{ext}", "queues": ["support"]} for ext in AGENT_HOSTS],
+        "trunks": [{"name": "carrier", "host": "127.0.0.3", "inbound_networks": [f"{CUSTOMER}/32"]}],
+        "dids": [{"number": DID, "queue": "support", "trunk": "carrier"}],
+        "tokens": [{"label": "tests", "concurrency_limit": 4}],
+    }
+
+
+class World:
+    def __init__(self, url: str, token: str, tmp_path: Path) -> None:
+        self.url, self.token, self.tmp_path = url, token, tmp_path
+        self.engine: Engine = make_engine(url)
+        self.nodes: list[Serve] = []
+        self.phones: dict[str, Phone] = {}
+
+    def node(self, name: str, host: str) -> Serve:
+        serve = Serve(name, host, self.url, self.tmp_path, lease_seconds=LEASE)
+        self.nodes.append(serve)
+        serve.wait_ready()
+        return serve
+
+    def api(self, node: Serve) -> AsyncAgentboxClient:
+        return AsyncAgentboxClient(node.http, token=self.token, server=OP)
+
+    def rows(self, query: str) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(query))]
+
+    def owner(self) -> str | None:
+        found = self.rows(f"SELECT node_id FROM cluster_leases WHERE operation_id = '{OP}' AND expires_at > now()")
+        return found[0][0] if found else None
+
+    async def agent(self, ext: str, node: Serve) -> Phone:
+        phone = await Phone.start(host=AGENT_HOSTS[ext], user=ext, domain=DOMAIN, password=f"secret-{ext}",
+                                  name=f"agent-{ext}", answer="auto")
+        self.phones[ext] = phone
+        await phone.register(node.sip, expires=300, timeout=10)
+        return phone
+
+    async def close(self) -> None:
+        for phone in self.phones.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(phone.close(), 5)
+        for serve in self.nodes:
+            if serve.proc.poll() is None:
+                serve.stop()
+        self.engine.dispose()
+
+
+@pytest.fixture
+async def world(postgres_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    with loaded_database(postgres_url, operation_doc()) as (url, [token]):
+        made = World(url, token, tmp_path)
+        try:
+            yield made
+        finally:
+            await made.close()
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def connected_call(world: World, a: Serve) -> tuple[Phone, Any, Any, str]:
+    """A customer's call to the DID on node a, answered by agent 1001: (customer, its call, the agent's call,
+    conn_id), once both dialogs are written through."""
+    async with world.api(a) as api:
+        await api.change_status("1001", "ready")
+    customer = await Phone.start(host=CUSTOMER, user="3105550000", name="customer")
+    world.phones["customer"] = customer
+    call = await customer.call(f"sip:{DID}@{NODE_A}:{a.port}", timeout=10)
+    agent_call = world.phones["1001"].calls[0]
+    await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(2,)], "both dialogs written through")
+    [(conn_id,)] = world.rows("SELECT conn_id FROM calls WHERE ended_at IS NULL")
+    return customer, call, agent_call, conn_id
+
+
+async def kill_and_wait_for_adoption(world: World, a: Serve, conn_id: str) -> float:
+    """kill -9 of node a; the seconds until node b holds the operation and the call's record names b."""
+    killed = time.monotonic()
+    a.kill()
+    await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
+    await until(lambda: world.rows(f"SELECT node_id FROM calls WHERE conn_id = '{conn_id}'") == [("b",)],
+                "the call re-owned by node b", timeout=5)
+    return time.monotonic() - killed
+
+
+async def test_a_killed_nodes_call_is_adopted_and_hung_up_through_the_other_nodes_api(world: World) -> None:
+    a = world.node("a", NODE_A)
+    assert world.owner() == "a"
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    customer, call, agent_call, conn_id = await connected_call(world, a)
+
+    took = await kill_and_wait_for_adoption(world, a, conn_id)
+    assert took <= LEASE * 4 / 3 + 2  # the lease's bound plus a round's slack
+    assert call.ended is False and agent_call.ended is False
+    async with world.api(b) as api:
+        await api.hang("1001")
+    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
+    ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=5)
+    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
+    assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
+    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+    assert world.rows("SELECT state, hangup_by, node_id FROM calls") == [("ended", "agent", "b")]
+    assert world.rows("SELECT hangup_by, agents, node_id FROM cdrs") == [("agent", ["1001"], "b")]
+    await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
+    # the agent stayed logged in on node b: registered (its registration adopted) and no longer on the call
+    await until(lambda: world.rows(
+        "SELECT state, node_id FROM agent_state_history WHERE extension = '1001' ORDER BY id DESC LIMIT 1")
+        == [("ready", "b")], "agent 1001 ready again on node b")
+    assert world.rows("SELECT node_id FROM registrations WHERE extension = '1001'") == [("b",)]
+    assert "took operation 0042 over from a: 1 calls adopted, 0 ended" in b.output()
+
+
+async def test_an_adopted_call_is_transferred_to_another_agent_then_hung_up(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    target = await world.agent("1002", a)
+    customer, call, agent_call, conn_id = await connected_call(world, a)
+    async with world.api(a) as api:
+        await api.change_status("1002", "ready")  # after the call was offered: it went to 1001
+    await until(lambda: world.rows(
+        "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1") == [("ready",)],
+        "1002 ready recorded")
+
+    await kill_and_wait_for_adoption(world, a, conn_id)
+    async with world.api(b) as api:
+        await api.transfer("1001", "1002")
+        offered = await target.wait_for(IncomingCall, timeout=10)
+        ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=10)
+        assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
+        await offered.call.wait_answered(10)
+        await until(lambda: world.rows(f"SELECT extension, transfer_count FROM calls WHERE conn_id = '{conn_id}'")
+                    == [("1002", 1)], "the call now with 1002")
+        assert call.ended is False
+        await api.hang("1002")
+    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
+    ended_target = await target.wait_for(CallEnded, call=offered.call, timeout=5)
+    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
+    assert (ended_target.reason, ended_target.by) == ("bye", "remote")
+    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+    assert world.rows("SELECT hangup_by, agents, transfer_count, node_id FROM cdrs") == [
+        ("agent", ["1001", "1002"], 1, "b")]
+    assert world.rows("SELECT count(*) FROM dialogs") == [(0,)]
+
+
+async def test_a_call_ringing_at_the_death_is_ended_and_recorded_by_system(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    agent.answer_mode = "manual"
+    async with world.api(a) as api:
+        await api.change_status("1001", "ready")
+    customer = await Phone.start(host=CUSTOMER, user="3105550000", name="customer")
+    world.phones["customer"] = customer
+    call = await customer.call(f"sip:{DID}@{NODE_A}:{a.port}", wait_answer=False)
+    await agent.wait_for(IncomingCall, timeout=10)
+    await until(lambda: world.rows("SELECT state, node_id FROM calls WHERE ended_at IS NULL") == [("queued", "a")],
+                "the call recorded (its state is written when it is queued, then when it is answered)")
+    a.kill()
+    await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
+    await until(lambda: world.rows("SELECT state, hangup_by, node_id FROM calls") == [("ended", "system", "b")],
+                "the ringing call closed by node b")
+    assert world.rows("SELECT hangup_by, node_id FROM cdrs") == [("system", "a")]
+    # the agent was being rung: the restart rule brings it back ready, with reason restart, written by node b
+    await until(lambda: world.rows(
+        "SELECT state, reason, node_id FROM agent_state_history WHERE extension = '1001' ORDER BY id DESC LIMIT 1")
+        == [("ready", "restart", "b")], "agent 1001 ready again")
+    assert "took operation 0042 over from a: 0 calls adopted, 1 ended" in b.output()
+    assert call.ended is False  # its INVITE was never answered: no dialog to BYE; its transaction died with node a
