@@ -30,13 +30,13 @@ for folder in (ROOT / "src", ROOT / "tests", ROOT / "tests" / "cluster", ROOT / 
 
 from cluster_nodes import Serve, loaded_database  # noqa: E402
 from common import command_line, record  # noqa: E402
-from pg import postgres_server  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from callbridge.client import AsyncAgentboxClient  # noqa: E402
 from callbridge.client.errors import AgentboxError  # noqa: E402
 from callbridge.phone import IncomingCall, Phone  # noqa: E402
 from callbridge.storage.database import make_engine  # noqa: E402
+from pg import postgres_server  # noqa: E402
 
 NODE_A, NODE_B, CUSTOMER = "127.0.0.11", "127.0.0.12", "127.0.0.13"
 AGENT_HOSTS = {"1001": "127.0.0.14", "1002": "127.0.0.15"}
