@@ -50,6 +50,7 @@ from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
 from callbridge.cluster.adopt import TakenOver, take_over
+from callbridge.cluster.forward import ForwardToOwner
 from callbridge.cluster.member import ClusterMember
 from callbridge.cluster.nodes import prepare_schema
 from callbridge.config import Settings, tls_context
@@ -273,6 +274,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                lease_seconds=settings.lease_seconds)
         storage.writer.fence = member.fence
         member.on_gained = lambda operation_id, _epoch: _take_over(node, operation_id)
+        # any node answers the API: a request for an operation another node holds is forwarded to it
+        app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)
         try:
             await member.start()
         except BaseException:

@@ -5,7 +5,11 @@ the lease's bound and adopts the connected call: through the second node's agent
 transferred to another agent and then hung up, and the phones see each step (the BYEs, the transfer target's
 INVITE, the customer's re-INVITE). The records end complete: the call closed by the right party, its CDR written
 by the adopting node, no dialog left. A call still ringing at the death is ended with a BYE to the customer and
-recorded as ended by "system"."""
+recorded as ended by "system".
+
+Any node answers the API: an agentbox or native request sent to the node that does not hold the operation is
+answered exactly as the owner answers it (successes and errors, byte for byte); with the owner dead and its lease
+not yet expired, 503 CALL CONTROL IS NOT AVAILABLE at once, then the new owner answers itself."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, text
 
@@ -36,6 +41,7 @@ NODE_A, NODE_B, CUSTOMER = "127.0.0.11", "127.0.0.12", "127.0.0.13"
 AGENT_HOSTS = {"1001": "127.0.0.14", "1002": "127.0.0.15"}
 OP, DOMAIN, DID = "0042", "a.test", "6015550100"
 LEASE = 3.0
+AGENTBOX = "/api/v2/agentbox.php"
 
 
 def operation_doc() -> dict[str, Any]:
@@ -217,3 +223,69 @@ async def test_a_call_ringing_at_the_death_is_ended_and_recorded_by_system(world
         == [("ready", "restart", "b")], "agent 1001 ready again")
     assert "took operation 0042 over from a: 0 calls adopted, 1 ended" in b.output()
     assert call.ended is False  # its INVITE was never answered: no dialog to BYE; its transaction died with node a
+
+
+# --- any node answers the API (docs/cluster.md, "Any node answers the API") ------------------------------------
+
+async def _post(node: Serve, token: str, **params: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+        return await client.post(AGENTBOX, params=params, headers={"wolkvox-token": token, "wolkvox_server": OP})
+
+
+async def _get(node: Serve, token: str, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+        return await client.get(path, headers={"authorization": f"Bearer {token}"})
+
+
+async def test_a_request_sent_to_the_wrong_node_is_answered_as_by_the_owner(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    await world.agent("1001", a)
+    assert world.owner() == "a"
+    ready = await _post(b, world.token, api="change_status", agent_id="1001", status="ready")
+    assert (ready.status_code, ready.json()["code"], ready.json()["error"]) == (200, "200", None)
+    # node a made the change: its row, and node a's memory, which both nodes' native API now show
+    await until(lambda: world.rows("SELECT state, node_id FROM agent_state_history WHERE extension = '1001' "
+                                   "ORDER BY id DESC LIMIT 1") == [("ready", "a")], "the change recorded by a")
+    via_b, via_a = await _get(b, world.token, "/v2/agents/1001"), await _get(a, world.token, "/v2/agents/1001")
+    assert via_b.status_code == via_a.status_code == 200
+    assert (via_b.json()["state"], via_b.json()["registered"]) == ("ready", True)
+    assert via_b.json() == via_a.json()
+    # errors too: the same status, envelope and message from either node
+    for params in ({"api": "hang", "agent_id": "1001"}, {"api": "change_status", "agent_id": "9999",
+                                                         "status": "ready"}):
+        wrong, right = await _post(b, world.token, **params), await _post(a, world.token, **params)
+        assert wrong.status_code == right.status_code >= 400
+        assert wrong.content == right.content
+    missing_b, missing_a = await _get(b, world.token, "/v2/calls/nope"), await _get(a, world.token, "/v2/calls/nope")
+    assert (missing_b.status_code, missing_b.content) == (missing_a.status_code, missing_a.content)
+    assert missing_b.status_code == 404
+    # a token no node knows is refused by the node it reaches, as the owner would
+    refused = await _post(b, "not-a-token", api="change_status", agent_id="1001", status="ready")
+    assert (refused.status_code, refused.json()["msg"]) == (403, "PLEASE VALIDATE TOKEN")
+
+
+async def test_a_request_for_an_operation_whose_owner_is_down_answers_503_at_once(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    await world.agent("1001", a)
+    # kill a just after it renewed: its lease names it for most of a lease more, and b may not take it before
+    await until(lambda: world.rows(f"SELECT expires_at > now() + interval '{LEASE - 0.5} seconds' FROM "
+                                   f"cluster_leases WHERE operation_id = '{OP}' AND node_id = 'a'") == [(True,)],
+                "a fresh renewal by node a", timeout=LEASE)
+    a.kill()
+    started = time.monotonic()
+    refused = await _post(b, world.token, api="change_status", agent_id="1001", status="ready")
+    problem = await _get(b, world.token, "/v2/agents/1001")
+    assert time.monotonic() - started < 1.5  # at once: no wait for the lease
+    assert world.owner() == "a"  # still a's lease: these 503s were the forwarding's, not a missing operation's
+    assert refused.status_code == 503
+    assert refused.json() == {"code": "503", "error": "SERVICE UNAVAILABLE", "msg": "CALL CONTROL IS NOT AVAILABLE"}
+    assert problem.status_code == 503 and problem.headers["content-type"].startswith("application/problem+json")
+    assert (problem.json()["error"], problem.json()["title"]) == ("CALL_CONTROL_UNAVAILABLE",
+                                                                  "CALL CONTROL IS NOT AVAILABLE")
+    # once b took the operation over it answers itself: 1001's registration came with it
+    await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
+    await until(lambda: "took operation 0042 over" in b.output(), "the takeover done", timeout=10)
+    answered = await _post(b, world.token, api="change_status", agent_id="1001", status="ready")
+    assert answered.status_code == 200

@@ -185,6 +185,8 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
 
     found = await asyncio.to_thread(read)
     done = TakenOver(operation_id, dead=found.dead)
+    log.info("cluster: operation %s: %d open calls, %d registrations and %d logged-in agents left by dead nodes",
+             operation_id, len(found.calls), len(found.registrations), len(found.agents))
     if not found.calls and not found.registrations and not found.agents:
         return done
     switch = node.switch
