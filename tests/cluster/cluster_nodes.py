@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,8 @@ CALLBRIDGE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "cal
 class Serve:
     """One node: `host` is its own loopback address (SIP and HTTP)."""
 
-    def __init__(self, node: str, host: str, url: str, workdir: Path, *, lease_seconds: float = 3.0) -> None:
+    def __init__(self, node: str, host: str, url: str, workdir: Path, *, lease_seconds: float = 3.0,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.node, self.host = node, host
         self.port = free_port(host)
         self.http_port = free_port(host, udp=False)
@@ -43,7 +45,7 @@ class Serve:
             self.proc = subprocess.Popen(
                 [*CALLBRIDGE, "serve", "--cluster", "--node-id", node, "--sip-host", host, "--sip-port",
                  str(self.port), "--http-host", host, "--http-port", str(self.http_port), "--database-url", url,
-                 "--lease-seconds", str(lease_seconds), "--drain-seconds", "0"],
+                 "--lease-seconds", str(lease_seconds), "--drain-seconds", "0", *extra_args],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
                 start_new_session=True)
 
@@ -56,10 +58,18 @@ class Serve:
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
-        while "callbridge serving SIP on" not in self.output():
+        while "callbridge serving SIP on" not in self.output() and not self.healthy():
             assert self.proc.poll() is None, f"serve {self.node} exited:\n{self.output()}"
             assert time.monotonic() < deadline, f"serve {self.node} not ready:\n{self.output()}"
             time.sleep(0.05)
+
+    def healthy(self) -> bool:
+        """`/health` answers 200 (the ready line is not logged below INFO)."""
+        try:
+            with urllib.request.urlopen(f"{self.http}/health", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """kill -9 of the node's process group."""
