@@ -269,6 +269,7 @@ async def test_a_request_for_an_operation_whose_owner_is_down_answers_503_at_onc
     a = world.node("a", NODE_A)
     b = world.node("b", NODE_B)
     await world.agent("1001", a)
+    await until(lambda: world.rows("SELECT node_id FROM registrations") == [("a",)], "the registration written")
     # kill a just after it renewed: its lease names it for most of a lease more, and b may not take it before
     await until(lambda: world.rows(f"SELECT expires_at > now() + interval '{LEASE - 0.5} seconds' FROM "
                                    f"cluster_leases WHERE operation_id = '{OP}' AND node_id = 'a'") == [(True,)],
@@ -286,6 +287,6 @@ async def test_a_request_for_an_operation_whose_owner_is_down_answers_503_at_onc
                                                                   "CALL CONTROL IS NOT AVAILABLE")
     # once b took the operation over it answers itself: 1001's registration came with it
     await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
-    await until(lambda: "took operation 0042 over" in b.output(), "the takeover done", timeout=10)
+    await until(lambda: "took operation 0042 over" in b.output(), "the takeover done", timeout=5)
     answered = await _post(b, world.token, api="change_status", agent_id="1001", status="ready")
     assert answered.status_code == 200
