@@ -41,6 +41,7 @@ class Serve:
         self.http = f"http://{host}:{self.http_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")}
         self.log = workdir / f"serve-{node}.log"
+        self._start = self.log.stat().st_size if self.log.exists() else 0  # a restart appends to the same log
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [*CALLBRIDGE, "serve", "--cluster", "--node-id", node, "--sip-host", host, "--sip-port",
@@ -54,7 +55,10 @@ class Serve:
         return self.host, self.port
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        """What this process logged (not an earlier process of the same node id)."""
+        with open(self.log, "rb") as log:
+            log.seek(self._start)
+            return log.read().decode(errors="replace")
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

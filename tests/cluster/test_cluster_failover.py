@@ -164,6 +164,15 @@ async def test_a_killed_nodes_call_is_adopted_and_hung_up_through_the_other_node
         == [("ready", "b")], "agent 1001 ready again on node b")
     assert world.rows("SELECT node_id FROM registrations WHERE extension = '1001'") == [("b",)]
     assert "took operation 0042 over from a: 1 calls adopted, 0 ended" in b.output()
+    # node a's id starts again: what b took over is b's, so a's start-up reconciliation leaves it alone
+    rows_of_a = world.rows("SELECT count(*) FROM agent_state_history WHERE node_id = 'a'")
+    world.node("a", NODE_A)
+    await asyncio.sleep(1.0)
+    assert world.rows("SELECT count(*) FROM agent_state_history WHERE node_id = 'a'") == rows_of_a
+    assert world.rows("SELECT state, node_id FROM agent_state_history WHERE extension = '1001' "
+                      "ORDER BY id DESC LIMIT 1") == [("ready", "b")]
+    assert world.rows("SELECT state, hangup_by, node_id FROM calls") == [("ended", "agent", "b")]
+    assert world.rows("SELECT node_id FROM registrations WHERE extension = '1001'") == [("b",)]
 
 
 async def test_an_adopted_call_is_transferred_to_another_agent_then_hung_up(world: World) -> None:

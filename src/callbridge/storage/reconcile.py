@@ -61,13 +61,14 @@ class Leftovers:
 
 
 def read_busy_agents(conn: Connection, node_id: str) -> list[BusyAgent]:
-    """Agents whose latest state recorded by this node is anything but `logout`."""
+    """Agents whose latest state is anything but `logout` and was recorded by this node. An agent whose latest state
+    another node recorded is that node's (a cluster node took the operation over while this one was down)."""
     h = s.agent_state_history
     latest = (select(h.c.operation_id, h.c.extension, func.max(h.c.id).label("id"))
-              .where(h.c.node_id == node_id).group_by(h.c.operation_id, h.c.extension).subquery())
+              .group_by(h.c.operation_id, h.c.extension).subquery())
     query = (select(h.c.operation_id, h.c.extension, h.c.state, h.c.reason, h.c.entered_at)
              .join(latest, h.c.id == latest.c.id)
-             .where(h.c.state != LOGOUT).order_by(h.c.operation_id, h.c.extension))
+             .where(h.c.node_id == node_id, h.c.state != LOGOUT).order_by(h.c.operation_id, h.c.extension))
     return [BusyAgent(r.operation_id, r.extension, r.state, r.reason, to_seconds(r.entered_at))
             for r in conn.execute(query)]
 
