@@ -9,12 +9,17 @@ recorded as ended by "system".
 
 Any node answers the API: an agentbox or native request sent to the node that does not hold the operation is
 answered exactly as the owner answers it (successes and errors, byte for byte); with the owner dead and its lease
-not yet expired, 503 CALL CONTROL IS NOT AVAILABLE at once, then the new owner answers itself."""
+not yet expired, 503 CALL CONTROL IS NOT AVAILABLE at once, then the new owner answers itself.
+
+A node stopped with SIGSTOP past its lease, then resumed, acts no more for the operation it lost: it re-syncs,
+forwards the API's requests to the new owner, and its writes (a phone's refreshed registration) are refused."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -299,3 +304,27 @@ async def test_a_request_for_an_operation_whose_owner_is_down_answers_503_at_onc
     await until(lambda: "took operation 0042 over" in b.output(), "the takeover done", timeout=5)
     answered = await _post(b, world.token, api="change_status", agent_id="1001", status="ready")
     assert answered.status_code == 200
+
+
+async def test_a_node_stopped_past_its_lease_then_resumed_acts_no_more_for_the_operation(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    await until(lambda: world.rows("SELECT node_id FROM registrations") == [("a",)], "the registration written")
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
+        await until(lambda: "took operation 0042 over from a" in b.output(), "the takeover done", timeout=5)
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    await until(lambda: "node a no longer acts for operation 0042" in a.output(), "node a re-synced", timeout=5)
+    # a request sent to the resumed node is answered by the owner: a forwards it, b makes the change
+    answered = await _post(a, world.token, api="change_status", agent_id="1001", status="ready")
+    assert answered.status_code == 200, answered.text
+    await until(lambda: world.rows("SELECT state, node_id FROM agent_state_history WHERE extension = '1001' "
+                                   "ORDER BY id DESC LIMIT 1") == [("ready", "b")], "the change made by b")
+    # the phone refreshing its registration at the old node: a answers it, but cannot write it (the fence)
+    await agent.register(a.sip, expires=300, timeout=10)
+    await asyncio.sleep(0.5)
+    assert world.rows("SELECT node_id FROM registrations WHERE extension = '1001'") == [("b",)]
+    assert "storage write refused by the cluster fence" in a.output()
