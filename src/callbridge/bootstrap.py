@@ -49,6 +49,8 @@ from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
+from callbridge.cluster.adopt import TakenOver, take_over
+from callbridge.cluster.forward import ForwardToOwner
 from callbridge.cluster.member import ClusterMember
 from callbridge.cluster.nodes import prepare_schema
 from callbridge.config import Settings, tls_context
@@ -144,6 +146,8 @@ class Node:
     event_pruning: asyncio.Task[None] | None = None
     media_shell: NgShell | None = None  # the rtpengine relays' ng socket, when --rtpengine names any
     cluster: ClusterMember | None = None  # a cluster node's leases (docs/cluster.md); None on a single node
+    takeovers: list[TakenOver] = field(default_factory=list)  # what each operation gained took over (cluster.adopt)
+    _takeover_tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -161,6 +165,9 @@ class Node:
                 await asyncio.gather(task, return_exceptions=True)
         if self.cluster is not None:
             await self.cluster.close()
+        for task in list(self._takeover_tasks):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.switch.trunk_registrations.unregister()  # Expires: 0 at each provider, a bounded wait
         self.switch.close()
         await self.runtime.close()
@@ -266,6 +273,9 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                sip_port=port, http_url=f"http://{settings.http_host}:{settings.http_port}",
                                lease_seconds=settings.lease_seconds)
         storage.writer.fence = member.fence
+        member.on_gained = lambda operation_id, _epoch: _take_over(node, operation_id)
+        # any node answers the API: a request for an operation another node holds is forwarded to it
+        app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)
         try:
             await member.start()
         except BaseException:
@@ -283,6 +293,19 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
             storage.directory.watch(settings.directory_poll_seconds, lambda: _directory_changed(node)),
             name="callbridge-directory-watch")
     return node
+
+
+def _take_over(node: Node, operation_id: str) -> None:
+    """An operation just gained: take over what dead nodes left of it, on a task of its own (cluster.adopt)."""
+    async def run() -> None:
+        try:
+            node.takeovers.append(await take_over(node, operation_id))
+        except Exception:
+            log.exception("cluster: taking operation %s over failed", operation_id)
+
+    task = asyncio.get_running_loop().create_task(run(), name=f"callbridge-takeover-{operation_id}")
+    node._takeover_tasks.add(task)
+    task.add_done_callback(node._takeover_tasks.discard)
 
 
 def _page_ws_address(settings: Settings, bound: tuple[str, int] | None) -> tuple[str | None, int] | None:

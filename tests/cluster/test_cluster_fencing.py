@@ -143,3 +143,33 @@ async def test_a_move_hands_the_operation_over_to_the_target(cluster_engine: Eng
     finally:
         await a.close()
         await b.close()
+
+
+async def test_admin_drain_moves_every_operation_of_a_live_node_away_and_it_takes_none_back(
+        cluster_url: str, cluster_engine: Engine) -> None:
+    from typer.testing import CliRunner
+
+    from callbridge.cli.root import app
+    a = ClusterMember(cluster_engine, "a", sip_host="127.0.0.11", sip_port=5060, lease_seconds=LEASE)
+    b = ClusterMember(cluster_engine, "b", sip_host="127.0.0.12", sip_port=5060, lease_seconds=LEASE)
+    try:
+        await a.start()
+        await b.start()
+        assert (a.held, b.held) == ({"0042": 1, "0043": 1}, {})
+        runner = CliRunner()
+        result = await asyncio.to_thread(runner.invoke, app, [
+            "admin", "--database-url", cluster_url, "cluster", "drain", "a", "--lease-seconds", str(LEASE)])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("node a drains: it releases 2 operations (0042, 0043) in its next round")
+        took = await _until(lambda: b.held == {"0042": 2, "0043": 2}, 4 * LEASE)
+        assert took <= 2 * a.interval + 1.0  # a's next round releases, b's next one takes: no lease expiry
+        assert a.held == {} and a.draining is True
+        await asyncio.sleep(2 * a.interval)  # a takes nothing back while it runs
+        assert (a.held, b.held) == ({}, {"0042": 2, "0043": 2})
+        unknown = await asyncio.to_thread(runner.invoke, app, [
+            "admin", "--database-url", cluster_url, "cluster", "drain", "zz"])
+        assert unknown.exit_code == 1
+        assert "node 'zz' is not a live node of the cluster" in unknown.output
+    finally:
+        await a.close()
+        await b.close()

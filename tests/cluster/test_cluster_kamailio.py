@@ -204,3 +204,67 @@ async def test_kamailio_routes_an_operations_register_and_invite_to_its_owner_th
             if serve is not None:
                 serve.stop()
         engine.dispose()
+
+
+async def test_an_agent_registered_through_kamailio_is_called_through_it_and_the_call_ends_through_it(
+        postgres_url: str, tmp_path: Path) -> None:
+    """The node sends an agent's calls to where its REGISTER came from (the proxy), without a Route: Kamailio
+    relays such a request of a node to its Request-URI (the agent's Contact) instead of routing it back to the
+    operation's owner, and record-routes it, so the agent's answer and both BYEs pass through it too."""
+    import httpx
+    from cluster_nodes import Serve as Node
+    from cluster_nodes import loaded_database
+
+    from callbridge.phone import CallEnded, IncomingCall
+
+    binary = require_binary("kamailio", "kamailio")
+    port, rpc_port = free_port(PROXY), free_port(PROXY, tcp=False)
+    config = render(tmp_path, port, rpc_port)
+    doc = {**operation_doc(), "tokens": [{"label": "tests"}]}
+    phones: list[Phone] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    with loaded_database(postgres_url, doc) as (url, [token]):
+        engine = make_engine(url)
+        node = Node("a", NODE_A, url, tmp_path)
+        try:
+            node.wait_ready()
+            with open(tmp_path / "kamailio.log", "wb") as log:
+                proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
+                                          "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+
+            def synced() -> bool:
+                with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
+                    kamailio.sync_once(conn, tmp_path, (PROXY, rpc_port))
+                    return True
+                return False
+            await _until(synced, "Kamailio's JSON-RPC and the first sync")
+            agent = await Phone.start(host="127.0.0.14", user="1001", domain=DOMAIN, password="secret-1001",
+                                      name="agent-1001", answer="auto")
+            customer = await Phone.start(host=CUSTOMER, user="3001234567", domain=CUSTOMER, name="customer")
+            phones += [agent, customer]
+            await agent.register((PROXY, port), expires=300, timeout=10)
+            async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+                ready = await client.post("/api/v2/agentbox.php", params={
+                    "api": "change_status", "agent_id": "1001", "status": "ready"},
+                    headers={"wolkvox-token": token, "wolkvox_server": "0042"})
+            assert ready.status_code == 200, ready.text
+            call = await customer.call(f"sip:{DID}@{PROXY}:{port}", timeout=10)
+            offered = await agent.wait_for(IncomingCall, timeout=5)
+            vias = offered.request.headers.get_all("Via")
+            assert f"{PROXY}:{port}" in vias[0] and NODE_A in vias[1]  # the node's INVITE, through the proxy
+            assert any(h.startswith(f"<sip:{PROXY}:{port}") for h in offered.request.headers.get_all("Record-Route"))
+            await call.hangup()
+            ended = await agent.wait_for(CallEnded, call=offered.call, timeout=5)
+            assert (ended.reason, ended.by) == ("bye", "remote")
+            await _until(lambda: _rows(engine, "SELECT hangup_by FROM cdrs") == [("customer",)], "the CDR")
+        finally:
+            for phone in phones:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.close(), 5)
+            if proxy is not None:
+                stop_process_group(proxy, 5)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proxy.pid, signal.SIGKILL)
+            node.stop()
+            engine.dispose()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from callbridge.callcontrol.acd import Acd
 from callbridge.callcontrol.actions import HOLD, MUTE, Actions, Toggle
+from callbridge.callcontrol.adoption import Adoption
 from callbridge.callcontrol.agents import AgentDesk
 from callbridge.callcontrol.calls import Call
 from callbridge.callcontrol.commands import (
@@ -128,6 +129,7 @@ class CallControlService:
         self.action_outcome = actions.action_outcome
         self.restore = outbound.restore
         self.restore_agents = agents.restore
+        self.adopt_call = Adoption(state, agents).adopt_call  # a dead cluster node's call (cluster.adopt)
         self.reindex_agents = agents.reindex
 
     @property

@@ -5,6 +5,8 @@
 - `callbridge admin cluster move OPERATION NODE`: a lease handover: the holder releases the lease in its next round
   and NODE adopts it in its own (within two rounds). Live calls are not carried over yet: they stay on the old node
   until they end, and moving the dialogs is a later step of the cluster work (docs/cluster.md, "Not yet").
+- `callbridge admin cluster drain NODE`: NODE releases every lease in its next round and takes none until it
+  restarts; the other nodes adopt them. Its live calls stay on it until they end (docs/cluster.md, "Not yet").
 - `callbridge cluster kamailio-config`: the Kamailio configuration of the front proxy, rendered from the template
   shipped in the package; `callbridge cluster kamailio-sync`: keeps that Kamailio's routing tables in step with the
   leases (once, or every `--interval` seconds).
@@ -110,6 +112,20 @@ def cluster_move(ctx: typer.Context, operation_id: str, node_id: str,
     _run(ctx, move)
     typer.echo(f"operation {operation_id} moves to node {node_id}: its holder releases it and {node_id} adopts "
                f"it within two rounds; live calls stay where they are")
+
+
+@admin_cluster_app.command("drain")
+def cluster_drain(ctx: typer.Context, node_id: str, lease_seconds: float = LEASE_OPTION) -> None:
+    """Move every operation of NODE to the other nodes: NODE releases its leases in its next round and takes no
+    more until it restarts (calls up on it are not carried over)."""
+    def drain(conn: Connection) -> list[str]:
+        if not nodes.request_drain(conn, node_id, lease_seconds):
+            raise _Refused(f"node {node_id!r} is not a live node of the cluster (see `callbridge admin cluster "
+                           f"nodes`)")
+        return [lease.operation_id for lease in leases.read_all(conn) if lease.node_id == node_id]
+    held = _run(ctx, drain)
+    typer.echo(f"node {node_id} drains: it releases {len(held)} operations ({', '.join(held) or 'none'}) in its "
+               f"next round and the other nodes adopt them; live calls stay on it until they end")
 
 
 @cluster_app.command("kamailio-config")

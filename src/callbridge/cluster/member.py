@@ -4,6 +4,7 @@
     await member.start()        # joins (NodeIdInUse if the id is live elsewhere), runs a first round
     member.owns("0042")         # True while this node holds a live lease of that operation
     await member.drain()        # releases every lease, leaves the cluster; other nodes adopt at once
+    (or `callbridge admin cluster drain NODE`: the member sees it at its next heartbeat and releases everything)
     await member.close()
 
 Theory of operation
@@ -163,7 +164,10 @@ class ClusterMember:
     def _round_sync(self) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
         held = self.fence.epochs()
         with self.engine.begin() as conn:
-            nodes.heartbeat(conn, self.node_id, self.incarnation, draining=self.draining)
+            if nodes.heartbeat(conn, self.node_id, self.incarnation, draining=self.draining) and not self.draining:
+                log.warning("cluster: node %s drains (asked by `callbridge admin cluster drain`): its operations "
+                            "go to the other nodes", self.node_id)
+                self.draining = True
             live = [NodeView(n.node_id, n.draining) for n in nodes.read_nodes(conn, self.lease_seconds) if n.live]
             rows = {lease.operation_id: LeaseView(lease.node_id, lease.epoch, lease.expired, lease.move_to)
                     for lease in leases.read_all(conn)}

@@ -8,6 +8,9 @@ Rules
 - Each process joins with a fresh random `incarnation`. The heartbeat updates the row only for that incarnation:
   a process paused long enough for a new one to take its id learns it on its next heartbeat (`NodeReplaced`) and
   must stop acting.
+- Draining: a node drains when it stops (SIGTERM) or when `request_drain` marks its row; the heartbeat keeps the
+  mark (it only ever sets it) and tells the node, which then releases every lease and takes none. Joining again
+  (a restart) clears it.
 - `slot` is a small number that stays with the node id for good: Kamailio's dispatcher set of that node.
 - The schema must be exactly the one this code was built for. A node migrates an older database only while no
   other node is live on it; a database migrated by a newer callbridge (a revision this code does not know) or an
@@ -69,8 +72,14 @@ RETURNING slot
 """)
 
 _HEARTBEAT = text("""
-UPDATE cluster_nodes SET heartbeat_at = now(), draining = :draining
-WHERE node_id = :node AND incarnation = :incarnation RETURNING slot
+UPDATE cluster_nodes SET heartbeat_at = now(), draining = draining OR :draining
+WHERE node_id = :node AND incarnation = :incarnation RETURNING draining
+""")
+
+_DRAIN = text("""
+UPDATE cluster_nodes SET draining = true
+WHERE node_id = :node AND heartbeat_at > now() - make_interval(secs => CAST(:seconds AS double precision))
+RETURNING node_id
 """)
 
 _LEAVE = text("""
@@ -110,10 +119,19 @@ def join(conn: Connection, node_id: str, incarnation: str, *, sip_host: str, sip
     raise ClusterStartError(f"could not choose a slot for node {node_id!r}: too many nodes joining at once")
 
 
-def heartbeat(conn: Connection, node_id: str, incarnation: str, *, draining: bool = False) -> None:
-    """Say this node is alive; raises `NodeReplaced` if another process has taken its id meanwhile."""
-    if conn.execute(_HEARTBEAT, {"node": node_id, "incarnation": incarnation, "draining": draining}).first() is None:
+def heartbeat(conn: Connection, node_id: str, incarnation: str, *, draining: bool = False) -> bool:
+    """Say this node is alive; whether it is to drain (it said so, or `request_drain` asked it). Raises
+    `NodeReplaced` if another process has taken its id meanwhile."""
+    row = conn.execute(_HEARTBEAT, {"node": node_id, "incarnation": incarnation, "draining": draining}).first()
+    if row is None:
         raise NodeReplaced(f"node id {node_id!r} was taken by another process while this one was not heard from")
+    return bool(row[0])
+
+
+def request_drain(conn: Connection, node_id: str, lease_seconds: float) -> bool:
+    """Ask live node `node_id` to drain (`callbridge admin cluster drain`): at its next heartbeat it releases every
+    lease and takes none until it restarts. False when no live node has that id."""
+    return conn.execute(_DRAIN, {"node": node_id, "seconds": lease_seconds}).first() is not None
 
 
 def leave(conn: Connection, node_id: str, incarnation: str) -> None:

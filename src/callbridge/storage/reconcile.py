@@ -61,13 +61,14 @@ class Leftovers:
 
 
 def read_busy_agents(conn: Connection, node_id: str) -> list[BusyAgent]:
-    """Agents whose latest state recorded by this node is anything but `logout`."""
+    """Agents whose latest state is anything but `logout` and was recorded by this node. An agent whose latest state
+    another node recorded is that node's (a cluster node took the operation over while this one was down)."""
     h = s.agent_state_history
     latest = (select(h.c.operation_id, h.c.extension, func.max(h.c.id).label("id"))
-              .where(h.c.node_id == node_id).group_by(h.c.operation_id, h.c.extension).subquery())
+              .group_by(h.c.operation_id, h.c.extension).subquery())
     query = (select(h.c.operation_id, h.c.extension, h.c.state, h.c.reason, h.c.entered_at)
              .join(latest, h.c.id == latest.c.id)
-             .where(h.c.state != LOGOUT).order_by(h.c.operation_id, h.c.extension))
+             .where(h.c.node_id == node_id, h.c.state != LOGOUT).order_by(h.c.operation_id, h.c.extension))
     return [BusyAgent(r.operation_id, r.extension, r.state, r.reason, to_seconds(r.entered_at))
             for r in conn.execute(query)]
 
@@ -86,7 +87,7 @@ def find_leftovers(conn: Connection, node_id: str, now: float) -> Leftovers:
     )
 
 
-def _closing_cdr(call: CallRecord, legs: list[LegRecord], now: float) -> Cdr:
+def closing_cdr(call: CallRecord, legs: list[LegRecord], now: float) -> Cdr:
     return Cdr(
         conn_id=call.conn_id, operation_id=call.operation_id, node_id=call.node_id, direction=call.direction,
         customer_number=call.customer_number, queue=call.queue, agents=(call.agent,) if call.agent else (),
@@ -110,7 +111,7 @@ def close_leftovers(conn: Connection, node_id: str, now: float, *, restarts: Seq
         conn.execute(update(s.legs).where(s.legs.c.conn_id == call.conn_id, s.legs.c.ended_at.is_(None))
                      .values(state="ended", ended_at=ended, ended_by="system"))
         if read_cdr(conn, call.conn_id) is None:
-            cdr = _closing_cdr(call, read_legs(conn, call.conn_id), now)
+            cdr = closing_cdr(call, read_legs(conn, call.conn_id), now)
             upsert(conn, s.cdrs, ("conn_id",), cdr_values(cdr))
     conn.execute(delete(s.dialogs).where(s.dialogs.c.node_id == node_id))
     purge_expired_registrations(conn, node_id, now)

@@ -136,7 +136,7 @@ class DialogRecords(WriteThrough):
         self.writer.delete(s.dialogs, ("leg_id",), {"leg_id": leg_id})
 
 
-def _registration(r: Any) -> RegistrationRecord:
+def registration_of_row(r: Any) -> RegistrationRecord:
     return RegistrationRecord(
         operation_id=r["operation_id"], extension=r["extension"], contact_uri=r["contact_uri"],
         source_host=r["source_host"], source_port=r["source_port"], transport=r["transport"],
@@ -150,7 +150,7 @@ def read_active_registrations(conn: Connection, node_id: str, now: float) -> lis
     t = s.registrations
     query = (select(t).where(t.c.node_id == node_id, t.c.expires_at > to_datetime(now))
              .order_by(t.c.updated_at, t.c.operation_id, t.c.extension, t.c.contact_uri))
-    return [_registration(r) for r in conn.execute(query).mappings()]
+    return [registration_of_row(r) for r in conn.execute(query).mappings()]
 
 
 def purge_expired_registrations(conn: Connection, node_id: str, now: float) -> int:

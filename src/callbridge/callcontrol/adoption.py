@@ -1,0 +1,71 @@
+"""Adoption: a call another node held, taken into this node's live state so that the API controls it from now on.
+
+Theory of operation (docs/cluster.md, "Failover"): when a node of a cluster dies, the node that takes one of its
+operations over reads that node's open calls from the records. A call that was connected (a customer leg and an
+agent's leg both up) is adopted: it becomes a live call of this service, in state `connected`, with its two legs,
+its agent `on_call` on it, exactly as if this node had bridged it. Nothing is recorded or published here (the
+records already say connected; the adopting node changes their `node_id` in its own transaction), and the SIP
+side restores the two dialogs with the same leg ids (`cluster.adopt`). From then on `hang`, `transfer` and the
+reads work on it, and its end writes the CDR as for any call.
+
+Calls in any other state (queued, offered, dialling, in a transfer) are not adopted: their setup died with the
+node, and the adopting node ends them cleanly (`cluster.adopt`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from callbridge.callcontrol.agents import AgentDesk
+from callbridge.callcontrol.calls import Call, CallHistoryEntry, Leg
+from callbridge.callcontrol.live import LiveState
+from callbridge.callcontrol.records import ON_CALL, CallRecord, LegRecord
+
+ADOPTED = "adopted"
+
+
+def adoptable_legs(record: CallRecord, legs: Sequence[LegRecord]) -> tuple[LegRecord, LegRecord] | None:
+    """The customer's leg and the agent's leg of a connected call, both up; None when the call is not adoptable."""
+    if record.state != "connected" or record.agent is None or record.ended_at is not None:
+        return None
+    customer = [leg for leg in legs if leg.role == "customer" and leg.state == "up"]
+    agent = [leg for leg in legs if leg.role == "agent" and leg.state == "up" and leg.agent == record.agent]
+    if len(customer) != 1 or len(agent) != 1:
+        return None
+    return customer[0], agent[0]
+
+
+class Adoption:
+    """Bound by the service as `adopt_call`."""
+
+    def __init__(self, state: LiveState, agents: AgentDesk) -> None:
+        self._state = state
+        self._agents = agents
+
+    def adopt_call(self, record: CallRecord, legs: Sequence[LegRecord], since: float, now: float) -> bool:
+        """Make `record` (a connected call of another node) one of this service's live calls; False when it is
+        not adoptable (see `adoptable_legs`), its agent is unknown or busy here, or the call is here already.
+        `since` is when its agent went on the call (the agent's recorded state time)."""
+        pair = adoptable_legs(record, legs)
+        state = self._state
+        if pair is None or record.conn_id in state.calls:
+            return False
+        customer, agent_leg = pair
+        assert record.agent is not None
+        rt = self._agents.find(record.operation_id, record.agent)
+        if rt is None or rt.conn_id is not None:
+            return False
+        call = Call(record.conn_id, record.operation_id, record.direction, record.customer_number, record.created_at,
+                    node_id=state.node_id, state="connected", queue=record.queue, customer_leg_id=customer.leg_id,
+                    agent_leg_id=agent_leg.leg_id, agent=record.agent, agents=[record.agent],
+                    answered_at=record.answered_at, transfer_count=record.transfer_count,
+                    related_conn_id=record.related_conn_id)
+        for leg in (customer, agent_leg):
+            call.legs[leg.leg_id] = Leg(leg.leg_id, record.conn_id, leg.role, leg.party, "up", leg.agent,
+                                        leg.created_at, leg.answered_at)
+            state.leg_calls[leg.leg_id] = record.conn_id
+        call.history.append(CallHistoryEntry(now, ADOPTED, record.node_id))
+        state.calls[record.conn_id] = call
+        rt.state, rt.state_since, rt.reason = ON_CALL, since, "answered"
+        rt.conn_id, rt.leg_id = record.conn_id, agent_leg.leg_id
+        return True

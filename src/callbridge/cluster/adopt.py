@@ -1,0 +1,265 @@
+"""Taking a dead node's operation over with its live state (docs/cluster.md, "Failover").
+
+When this node gains the lease of an operation (`ClusterMember.on_gained`), whatever nodes that are no longer live
+left of that operation in the records is taken over, in four steps:
+1. read (a worker thread, one transaction): the operation's open calls recorded by dead nodes with their legs and
+   dialogs, its registrations recorded by dead nodes, the agents whose newest recorded state is a dead node's and
+   not `logout`, and the newest event `seq` of the operation;
+2. decide (the loop): a call that was connected (a customer's leg and an agent's leg both up, both dialogs
+   recorded) is adopted; every other open call (queued, ringing, being dialled or transferred at the death) is
+   ended: a BYE on each of its dialogs (RFC 3261 §15.1.1, as start-up reconciliation does). The agents not on an
+   adopted call pass through the restart rule (`callcontrol.restart`); the event log continues the operation's
+   `seq` from the stored one before numbering their `agent.state_changed` events;
+3. write (a worker thread, one transaction that declares this node's fence, so it lands only while this node
+   holds the lease): the ended calls closed by "system" with their CDRs, their dialogs deleted; the adopted calls,
+   their dialogs and the valid registrations re-owned (`node_id` = this node: a restart of the dead node's id then
+   leaves them alone); expired registrations deleted; the agents' changes and their events;
+4. restore (the loop): the adopted calls in the domain (`CallControlService.adopt_call`: connected, agent
+   `on_call`) and their dialogs in the B2BUA (legs `UP`, bridged to each other, each dialog's CSeq past the stored
+   one by `RESTORED_CSEQ_GAP`, its requests sent where the dead node sent them), the agents' states, and the
+   registrations (their agents reported registered).
+Calls of a node still live (a handover: `callbridge admin cluster move`) are left to it. What is not carried over
+(the SDP each party last sent, media anchoring, session-timer refreshes) is in docs/cluster.md, "Not yet".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, delete, func, select, update
+
+from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
+from callbridge.b2bua.leg_state import UP
+from callbridge.b2bua.legs import SipLeg
+from callbridge.callcontrol.adoption import adoptable_legs
+from callbridge.callcontrol.records import LOGOUT, CallRecord, LegRecord
+from callbridge.callcontrol.restart import AgentRestart
+from callbridge.cluster import nodes
+from callbridge.cluster.fencing import Fence
+from callbridge.sip.dialog import DialogState
+from callbridge.storage import schema as s
+from callbridge.storage.event_log import Bounds
+from callbridge.storage.reconcile import closing_cdr
+from callbridge.storage.records import cdr_values, read_cdr, read_legs
+from callbridge.storage.rowwrites import upsert
+from callbridge.storage.sip_state import DialogRecord, RegistrationRecord, registration_of_row
+from callbridge.storage.times import to_datetime, to_seconds
+
+if TYPE_CHECKING:
+    from callbridge.bootstrap import Node
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LeftCall:
+    record: CallRecord
+    legs: list[LegRecord]
+    dialogs: list[DialogRecord]
+
+    @property
+    def adoptable(self) -> bool:
+        pair = adoptable_legs(self.record, self.legs)
+        return pair is not None and {leg.leg_id for leg in pair} == {d.leg_id for d in self.dialogs}
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What dead nodes left of one operation."""
+
+    dead: list[str]
+    calls: list[LeftCall]
+    registrations: list[RegistrationRecord]  # still valid
+    agents: list[tuple[str, str, str, float]]  # (extension, state, reason, entered_at): newest state not logout
+    bounds: Bounds | None
+
+
+@dataclass(slots=True)
+class TakenOver:
+    """What a takeover did (logged; tests read it from `Node.takeovers`)."""
+
+    operation_id: str
+    dead: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)  # conn_ids
+    ended: list[str] = field(default_factory=list)
+    registrations: int = 0
+    agents: int = 0
+    seconds: float = 0.0
+
+
+def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: float, now: float) -> Found:
+    live = {n.node_id for n in nodes.read_nodes(conn, lease_seconds) if n.live}
+    c = s.calls
+    rows = conn.execute(select(c).where(c.c.operation_id == operation_id, c.c.ended_at.is_(None),
+                                        c.c.node_id != me).order_by(c.c.started_at)).mappings()
+    calls_rows = [r for r in rows if r["node_id"] not in live]
+    d = s.dialogs
+    calls = []
+    for r in calls_rows:
+        record = CallRecord(r["conn_id"], r["operation_id"], r["node_id"], r["direction"], r["customer_number"],
+                            r["state"], r["queue"], r["extension"], to_seconds(r["started_at"]),
+                            None if r["answered_at"] is None else to_seconds(r["answered_at"]), None,
+                            r["hangup_by"], r["sip_cause"], int(r["transfer_count"]), r["related_conn_id"])
+        dialogs = [_dialog(x) for x in conn.execute(select(d).where(d.c.conn_id == record.conn_id)
+                                                     .order_by(d.c.created_at, d.c.leg_id)).mappings()]
+        calls.append(LeftCall(record, read_legs(conn, record.conn_id), dialogs))
+    g = s.registrations
+    registrations = [(registration_of_row(r), r["node_id"]) for r in conn.execute(
+        select(g).where(g.c.operation_id == operation_id, g.c.node_id != me, g.c.expires_at > to_datetime(now))
+        .order_by(g.c.updated_at, g.c.extension, g.c.contact_uri)).mappings() if r["node_id"] not in live]
+    h = s.agent_state_history
+    newest = (select(h.c.extension, func.max(h.c.id).label("id")).where(h.c.operation_id == operation_id)
+              .group_by(h.c.extension).subquery())
+    agents = [r for r in conn.execute(select(h.c.extension, h.c.state, h.c.reason, h.c.entered_at, h.c.node_id)
+                                      .join(newest, h.c.id == newest.c.id).order_by(h.c.extension))
+              if r.state != LOGOUT and r.node_id != me and r.node_id not in live]
+    e = s.events
+    low, high = conn.execute(select(func.min(e.c.seq), func.max(e.c.seq))
+                             .where(e.c.operation_id == operation_id)).one()
+    dead = sorted({c.record.node_id for c in calls} | {node for _, node in registrations} | {r.node_id for r in agents})
+    return Found(dead, calls, [r for r, _ in registrations],
+                 [(r.extension, r.state, r.reason, to_seconds(r.entered_at)) for r in agents],
+                 None if high is None else Bounds(int(low), int(high)))
+
+
+def _dialog(r: Any) -> DialogRecord:
+    return DialogRecord(
+        leg_id=r["leg_id"], conn_id=r["conn_id"], call_id=r["call_id"], local_tag=r["local_tag"],
+        remote_tag=r["remote_tag"], local_uri=r["local_uri"], remote_uri=r["remote_uri"],
+        local_cseq=r["local_cseq"], remote_cseq=r["remote_cseq"], remote_target=r["remote_target"],
+        route_set=tuple(r["route_set"]), peer_host=r["peer_host"], peer_port=r["peer_port"],
+        transport=r["transport"], created_at=to_seconds(r["created_at"]), updated_at=to_seconds(r["updated_at"]))
+
+
+def write_takeover(conn: Connection, fence: Fence, operation_id: str, me: str, found: Found, now: float,
+                   restarts: list[AgentRestart], event_rows: list[dict[str, Any]]) -> None:
+    """Step 3 (see the module docstring), in the caller's transaction."""
+    fence.declare(conn)
+    ended = to_datetime(now)
+    for left in found.calls:
+        conn_id = left.record.conn_id
+        if left.adoptable:
+            conn.execute(update(s.calls).where(s.calls.c.conn_id == conn_id).values(node_id=me))
+            conn.execute(update(s.dialogs).where(s.dialogs.c.conn_id == conn_id).values(node_id=me))
+            continue
+        conn.execute(update(s.calls).where(s.calls.c.conn_id == conn_id)
+                     .values(state="ended", ended_at=ended, hangup_by="system", node_id=me))
+        conn.execute(update(s.legs).where(s.legs.c.conn_id == conn_id, s.legs.c.ended_at.is_(None))
+                     .values(state="ended", ended_at=ended, ended_by="system"))
+        conn.execute(delete(s.dialogs).where(s.dialogs.c.conn_id == conn_id))
+        if read_cdr(conn, conn_id) is None:
+            upsert(conn, s.cdrs, ("conn_id",), cdr_values(closing_cdr(left.record, read_legs(conn, conn_id), now)))
+    g = s.registrations
+    for record in found.registrations:
+        conn.execute(update(g).where(g.c.operation_id == operation_id, g.c.extension == record.extension,
+                                     g.c.contact_uri == record.contact_uri).values(node_id=me))
+    if found.dead:
+        conn.execute(delete(g).where(g.c.operation_id == operation_id, g.c.node_id.in_(found.dead),
+                                     g.c.expires_at <= ended))
+    for agent in restarts:
+        if agent.changed:
+            conn.execute(s.agent_state_history.insert().values(
+                operation_id=agent.operation_id, extension=agent.extension, state=agent.state,
+                previous_state=agent.previous, reason=agent.reason, conn_id=None, entered_at=to_datetime(agent.since),
+                node_id=me))
+    if event_rows:
+        conn.execute(s.events.insert(), event_rows)
+
+
+async def take_over(node: Node, operation_id: str) -> TakenOver:
+    """The four steps of the module docstring for `operation_id`, just gained by this node."""
+    started = time.monotonic()
+    member = node.cluster
+    assert member is not None
+    engine: Engine = node.storage.engine
+    me = member.node_id
+    now = time.time()
+
+    def read() -> Found:
+        with engine.connect() as conn:
+            return read_found(conn, operation_id, me, member.lease_seconds, now)
+
+    found = await asyncio.to_thread(read)
+    done = TakenOver(operation_id, dead=found.dead)
+    log.info("cluster: operation %s: %d open calls, %d registrations and %d logged-in agents left by dead nodes",
+             operation_id, len(found.calls), len(found.registrations), len(found.agents))
+    if not found.calls and not found.registrations and not found.agents:
+        return done
+    switch = node.switch
+    if found.bounds is not None:
+        node.events.restore({operation_id: found.bounds})
+    adopted = [left for left in found.calls if left.adoptable]
+    on_adopted = {left.record.agent for left in adopted}
+    for left in found.calls:
+        if not left.adoptable:
+            for record in left.dialogs:
+                try:
+                    switch.end_restored_dialog(_state(record, is_uac=False), _peer(record), record.transport)
+                except Exception:
+                    log.exception("takeover: could not end the dialog of leg %s", record.leg_id)
+            done.ended.append(left.record.conn_id)
+    registered = {r.extension for r in found.registrations}
+    restarts = [AgentRestart.of(operation_id, ext, state, reason, since, ext in registered, now)
+                for ext, state, reason, since in found.agents if ext not in on_adopted]
+    changes = node.events.restarted(restarts, now)
+
+    def write() -> None:
+        node.storage.writer.flush()
+        with engine.begin() as conn:
+            write_takeover(conn, member.fence, operation_id, me, found, now, restarts, node.events.rows(changes))
+
+    await asyncio.to_thread(write)
+    node.events.show(changes)
+    node.service.restore_agents(restarts)
+    since = {ext: entered for ext, _, _, entered in found.agents}
+    for left in adopted:
+        call = left.record
+        if node.service.adopt_call(call, left.legs, since.get(call.agent or "", now), now):
+            _restore_legs(node, left)
+            done.adopted.append(call.conn_id)
+    done.registrations = switch.restore_registrations(found.registrations)
+    done.agents = len(found.agents)
+    switch.wake()
+    done.seconds = time.monotonic() - started
+    log.warning("cluster: took operation %s over from %s: %d calls adopted, %d ended, %d registrations, %d agents",
+                operation_id, ", ".join(done.dead) or "nobody", len(done.adopted), len(done.ended),
+                done.registrations, done.agents)
+    return done
+
+
+def _restore_legs(node: Node, left: LeftCall) -> None:
+    """The adopted call's two dialogs as B2BUA legs, up and bridged to each other."""
+    switch = node.switch
+    pair = adoptable_legs(left.record, left.legs)
+    assert pair is not None
+    dialogs = {d.leg_id: d for d in left.dialogs}
+    customer, agent = pair
+    outbound_customer = left.record.direction != "inbound"
+    for leg, other, uac in ((customer, agent, outbound_customer), (agent, customer, True)):
+        record = dialogs[leg.leg_id]
+        dialog = switch.endpoint.restore_dialog(_state(record, is_uac=uac))
+        sip_leg = SipLeg(leg.leg_id, left.record.operation_id, "out" if uac else "in", record.created_at,
+                         conn_id=left.record.conn_id, state=UP, dialog=dialog, peer=other.leg_id,
+                         peer_addr=(record.peer_host, record.peer_port), transport=record.transport,
+                         agent=leg.agent)
+        sip_leg.written_cseq = (dialog.local_seq, dialog.remote_seq)
+        dialog.user_data = sip_leg
+        peer = _peer(record)
+        if peer is not None:
+            switch.endpoint.set_destination(dialog, peer, record.transport)
+        switch.legs.add(sip_leg)
+
+
+def _state(record: DialogRecord, *, is_uac: bool) -> DialogState:
+    return DialogState(call_id=record.call_id, local_tag=record.local_tag, remote_tag=record.remote_tag,
+                       local_seq=record.local_cseq + RESTORED_CSEQ_GAP, remote_seq=record.remote_cseq,
+                       local_uri=record.local_uri, remote_uri=record.remote_uri, remote_target=record.remote_target,
+                       route_set=record.route_set, secure=False, is_uac=is_uac)
+
+
+def _peer(record: DialogRecord) -> tuple[str, int] | None:
+    return (record.peer_host, record.peer_port) if record.peer_host and record.peer_port else None

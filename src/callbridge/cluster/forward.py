@@ -1,0 +1,149 @@
+"""Any node answers the API (docs/cluster.md, "Any node answers the API"): a request for an operation another node
+owns is forwarded to that node and answered with what it answered.
+
+Rules
+- Forwarded: the agentbox endpoint (`POST /api/v2/agentbox.php`) and the native API's live reads and actions
+  (`/v2/transfers...`, `/v2/agents...`, `/v2/calls...`), all of which the owner answers from its memory. Not
+  forwarded: `/v2/cdrs` (read from the database, the same on every node), `/v2/events` (each node serves its own
+  log), the pages, `/health`, `/metrics`.
+- The operation is the token's (`TokenGate.authenticate`, with `wolkvox_server` checked as the API checks it). A
+  request whose token is missing or refused is answered here: every node answers those the same way.
+- This node holds the operation's lease: answered here. Another live node holds it: the request (method, path,
+  query, headers but `host`, body) goes to that node's `http_url` with `callbridge-forwarded-by: <this node>`, and
+  its answer (status, headers, body) comes back unchanged. A request that arrives forwarded for an operation this
+  node does not hold is not forwarded again (no loops): 503.
+- No live node holds the lease, or its owner does not answer: 503 with the contract's message, `CALL CONTROL IS
+  NOT AVAILABLE` (the agentbox envelope, or the native API's problem `CALL_CONTROL_UNAVAILABLE`), at once.
+- The owner's per-token concurrency limit applies to forwarded requests (they hold a slot there); this node's
+  own limit does not count them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+from sqlalchemy import Engine, text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from callbridge.cluster.member import ClusterMember
+from callbridge.http import contract
+from callbridge.http.agentbox import row_response
+from callbridge.http.auth import Refused, TokenGate
+from callbridge.http.native import Problem, problem_response
+
+log = logging.getLogger(__name__)
+
+FORWARDED_BY = "callbridge-forwarded-by"
+_NATIVE = ("/v2/transfers", "/v2/agents", "/v2/calls")
+_HOP_BY_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length",
+               "proxy-connection"}
+_OWNER = text("""
+SELECT n.http_url FROM cluster_leases l JOIN cluster_nodes n ON n.node_id = l.node_id
+WHERE l.operation_id = :op AND l.expires_at > now()
+  AND n.heartbeat_at > now() - make_interval(secs => CAST(:seconds AS double precision))
+""")
+
+
+class ForwardToOwner:
+    """ASGI middleware; `app.add_middleware(ForwardToOwner, gate=..., member=..., engine=...)`."""
+
+    def __init__(self, app: ASGIApp, *, gate: TokenGate, member: ClusterMember, engine: Engine,
+                 timeout: float = contract.REQUEST_TIMEOUT_S + 5) -> None:
+        self.app = app
+        self.gate = gate
+        self.member = member
+        self.engine = engine
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+        self.forwarded = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _forwardable(scope):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            principal = self.gate.authenticate(_token(headers), headers.get(contract.SERVER_HEADER))
+        except Refused:
+            await self.app(scope, receive, send)  # answered here, as every node answers it
+            return
+        operation_id = principal.operation_id
+        if self.member.owns(operation_id):
+            await self.app(scope, receive, send)
+            return
+        owner = None if FORWARDED_BY in headers else await asyncio.to_thread(self._owner, operation_id)
+        if owner is None:
+            await _unavailable(scope, receive, send)
+            return
+        body = await _body(receive)
+        try:
+            answer = await self._forward(scope, owner, body)
+        except httpx.HTTPError as exc:
+            log.warning("cluster: the owner of operation %s at %s did not answer: %s", operation_id, owner, exc)
+            await _unavailable(scope, receive, send)
+            return
+        self.forwarded += 1
+        await send({"type": "http.response.start", "status": answer.status_code,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.multi_items()
+                                if k.lower() not in _HOP_BY_HOP]
+                    + [(b"content-length", str(len(answer.content)).encode())]})
+        await send({"type": "http.response.body", "body": answer.content})
+
+    def _owner(self, operation_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_OWNER, {"op": operation_id, "seconds": self.member.lease_seconds}).first()
+        return None if row is None or not row[0] else str(row[0])
+
+    async def _forward(self, scope: Scope, owner: str, body: bytes) -> httpx.Response:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, trust_env=False)
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+                   if k.decode("latin-1").lower() not in _HOP_BY_HOP]
+        headers.append((FORWARDED_BY, self.member.node_id))
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = owner.rstrip("/") + scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
+        return await self._client.request(scope["method"], url + (f"?{query}" if query else ""), headers=headers,
+                                          content=body)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def _forwardable(scope: Scope) -> bool:
+    path: str = scope["path"]
+    if path == contract.ENDPOINT_PATH:
+        return bool(scope["method"] == "POST")
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in _NATIVE)
+
+
+def _token(headers: dict[str, str]) -> str | None:
+    value = headers.get("authorization")
+    if value is not None:
+        scheme, _, token = value.strip().partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
+    return headers.get(contract.TOKEN_HEADER)
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message: Message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    row = contract.ERRORS["CALL_CONTROL_UNAVAILABLE"]
+    if scope["path"] == contract.ENDPOINT_PATH:
+        response = row_response(row)
+    else:
+        response = problem_response(Problem("CALL_CONTROL_UNAVAILABLE"))
+    await response(scope, receive, send)
+

@@ -1,0 +1,330 @@
+"""A dead node's live calls adopted (docs/cluster.md, "Failover"): two `callbridge serve --cluster` processes on
+127.0.0.11 and 127.0.0.12 on one real PostgreSQL, agents as `callbridge.phone` registered to the first, a customer
+calling the operation's DID on it; the first is killed with SIGKILL. The second takes the operation over within
+the lease's bound and adopts the connected call: through the second node's agentbox API the call is hung up, or
+transferred to another agent and then hung up, and the phones see each step (the BYEs, the transfer target's
+INVITE, the customer's re-INVITE). The records end complete: the call closed by the right party, its CDR written
+by the adopting node, no dialog left. A call still ringing at the death is ended with a BYE to the customer and
+recorded as ended by "system".
+
+Any node answers the API: an agentbox or native request sent to the node that does not hold the operation is
+answered exactly as the owner answers it (successes and errors, byte for byte); with the owner dead and its lease
+not yet expired, 503 CALL CONTROL IS NOT AVAILABLE at once, then the new owner answers itself.
+
+A node stopped with SIGSTOP past its lease, then resumed, acts no more for the operation it lost: it re-syncs,
+forwards the API's requests to the new owner, and its writes (a phone's refreshed registration) are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+CLUSTER = Path(__file__).resolve().parent
+if str(CLUSTER) not in sys.path:
+    sys.path.insert(0, str(CLUSTER))
+
+from cluster_nodes import Serve, loaded_database  # noqa: E402
+
+from callbridge.client import AsyncAgentboxClient  # noqa: E402
+from callbridge.phone import CallEnded, IncomingCall, Phone  # noqa: E402
+from callbridge.storage.database import make_engine  # noqa: E402
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
+
+NODE_A, NODE_B, CUSTOMER = "127.0.0.11", "127.0.0.12", "127.0.0.13"
+AGENT_HOSTS = {"1001": "127.0.0.14", "1002": "127.0.0.15"}
+OP, DOMAIN, DID = "0042", "a.test", "6015550100"
+LEASE = 3.0
+AGENTBOX = "/api/v2/agentbox.php"
+
+
+def operation_doc() -> dict[str, Any]:
+    return {
+        "operation": {"id": OP, "sip_domain": DOMAIN, "acw_seconds": 0, "default_queue": "support",
+                      "ring_timeout": 20},
+        "queues": [{"name": "support", "max_wait_seconds": 30}],
+        "agents": [{"extension": ext, "password": f"secret-{ext}", "queues": ["support"]} for ext in AGENT_HOSTS],
+        "trunks": [{"name": "carrier", "host": "127.0.0.3", "inbound_networks": [f"{CUSTOMER}/32"]}],
+        "dids": [{"number": DID, "queue": "support", "trunk": "carrier"}],
+        "tokens": [{"label": "tests", "concurrency_limit": 4}],
+    }
+
+
+class World:
+    def __init__(self, url: str, token: str, tmp_path: Path) -> None:
+        self.url, self.token, self.tmp_path = url, token, tmp_path
+        self.engine: Engine = make_engine(url)
+        self.nodes: list[Serve] = []
+        self.phones: dict[str, Phone] = {}
+
+    def node(self, name: str, host: str) -> Serve:
+        serve = Serve(name, host, self.url, self.tmp_path, lease_seconds=LEASE)
+        self.nodes.append(serve)
+        serve.wait_ready()
+        return serve
+
+    def api(self, node: Serve) -> AsyncAgentboxClient:
+        return AsyncAgentboxClient(node.http, token=self.token, server=OP)
+
+    def rows(self, query: str) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(query))]
+
+    def owner(self) -> str | None:
+        found = self.rows(f"SELECT node_id FROM cluster_leases WHERE operation_id = '{OP}' AND expires_at > now()")
+        return found[0][0] if found else None
+
+    async def agent(self, ext: str, node: Serve) -> Phone:
+        phone = await Phone.start(host=AGENT_HOSTS[ext], user=ext, domain=DOMAIN, password=f"secret-{ext}",
+                                  name=f"agent-{ext}", answer="auto")
+        self.phones[ext] = phone
+        await phone.register(node.sip, expires=300, timeout=10)
+        return phone
+
+    async def close(self) -> None:
+        for phone in self.phones.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(phone.close(), 5)
+        for serve in self.nodes:
+            if serve.proc.poll() is None:
+                serve.stop()
+        self.engine.dispose()
+
+
+@pytest.fixture
+async def world(postgres_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    with loaded_database(postgres_url, operation_doc()) as (url, [token]):
+        made = World(url, token, tmp_path)
+        try:
+            yield made
+        finally:
+            await made.close()
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def connected_call(world: World, a: Serve) -> tuple[Phone, Any, Any, str]:
+    """A customer's call to the DID on node a, answered by agent 1001: (customer, its call, the agent's call,
+    conn_id), once both dialogs are written through."""
+    async with world.api(a) as api:
+        await api.change_status("1001", "ready")
+    customer = await Phone.start(host=CUSTOMER, user="3105550000", name="customer")
+    world.phones["customer"] = customer
+    call = await customer.call(f"sip:{DID}@{NODE_A}:{a.port}", timeout=10)
+    agent_call = world.phones["1001"].calls[0]
+    await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(2,)], "both dialogs written through")
+    [(conn_id,)] = world.rows("SELECT conn_id FROM calls WHERE ended_at IS NULL")
+    return customer, call, agent_call, conn_id
+
+
+async def kill_and_wait_for_adoption(world: World, a: Serve, conn_id: str) -> float:
+    """kill -9 of node a; the seconds until node b holds the operation and the call's record names b."""
+    killed = time.monotonic()
+    a.kill()
+    await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
+    await until(lambda: world.rows(f"SELECT node_id FROM calls WHERE conn_id = '{conn_id}'") == [("b",)],
+                "the call re-owned by node b", timeout=5)
+    return time.monotonic() - killed
+
+
+async def test_a_killed_nodes_call_is_adopted_and_hung_up_through_the_other_nodes_api(world: World) -> None:
+    a = world.node("a", NODE_A)
+    assert world.owner() == "a"
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    customer, call, agent_call, conn_id = await connected_call(world, a)
+
+    took = await kill_and_wait_for_adoption(world, a, conn_id)
+    assert took <= LEASE * 4 / 3 + 2  # the lease's bound plus a round's slack
+    assert call.ended is False and agent_call.ended is False
+    async with world.api(b) as api:
+        await api.hang("1001")
+    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
+    ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=5)
+    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
+    assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
+    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+    assert world.rows("SELECT state, hangup_by, node_id FROM calls") == [("ended", "agent", "b")]
+    assert world.rows("SELECT hangup_by, agents, node_id FROM cdrs") == [("agent", ["1001"], "b")]
+    await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
+    # the agent stayed logged in on node b: registered (its registration adopted) and no longer on the call
+    await until(lambda: world.rows(
+        "SELECT state, node_id FROM agent_state_history WHERE extension = '1001' ORDER BY id DESC LIMIT 1")
+        == [("ready", "b")], "agent 1001 ready again on node b")
+    assert world.rows("SELECT node_id FROM registrations WHERE extension = '1001'") == [("b",)]
+    assert "took operation 0042 over from a: 1 calls adopted, 0 ended" in b.output()
+    # node a's id starts again: what b took over is b's, so a's start-up reconciliation leaves it alone
+    rows_of_a = world.rows("SELECT count(*) FROM agent_state_history WHERE node_id = 'a'")
+    world.node("a", NODE_A)
+    await asyncio.sleep(1.0)
+    assert world.rows("SELECT count(*) FROM agent_state_history WHERE node_id = 'a'") == rows_of_a
+    assert world.rows("SELECT state, node_id FROM agent_state_history WHERE extension = '1001' "
+                      "ORDER BY id DESC LIMIT 1") == [("ready", "b")]
+    assert world.rows("SELECT state, hangup_by, node_id FROM calls") == [("ended", "agent", "b")]
+    assert world.rows("SELECT node_id FROM registrations WHERE extension = '1001'") == [("b",)]
+
+
+async def test_an_adopted_call_is_transferred_to_another_agent_then_hung_up(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    target = await world.agent("1002", a)
+    customer, call, agent_call, conn_id = await connected_call(world, a)
+    async with world.api(a) as api:
+        await api.change_status("1002", "ready")  # after the call was offered: it went to 1001
+    await until(lambda: world.rows(
+        "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1") == [("ready",)],
+        "1002 ready recorded")
+
+    await kill_and_wait_for_adoption(world, a, conn_id)
+    async with world.api(b) as api:
+        await api.transfer("1001", "1002")
+        offered = await target.wait_for(IncomingCall, timeout=10)
+        ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=10)
+        assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
+        await offered.call.wait_answered(10)
+        await until(lambda: world.rows(f"SELECT extension, transfer_count FROM calls WHERE conn_id = '{conn_id}'")
+                    == [("1002", 1)], "the call now with 1002")
+        assert call.ended is False
+        await api.hang("1002")
+    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
+    ended_target = await target.wait_for(CallEnded, call=offered.call, timeout=5)
+    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
+    assert (ended_target.reason, ended_target.by) == ("bye", "remote")
+    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+    assert world.rows("SELECT hangup_by, agents, transfer_count, node_id FROM cdrs") == [
+        ("agent", ["1001", "1002"], 1, "b")]
+    assert world.rows("SELECT count(*) FROM dialogs") == [(0,)]
+
+
+async def test_a_call_ringing_at_the_death_is_ended_and_recorded_by_system(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    agent.answer_mode = "manual"
+    async with world.api(a) as api:
+        await api.change_status("1001", "ready")
+    customer = await Phone.start(host=CUSTOMER, user="3105550000", name="customer")
+    world.phones["customer"] = customer
+    call = await customer.call(f"sip:{DID}@{NODE_A}:{a.port}", wait_answer=False)
+    await agent.wait_for(IncomingCall, timeout=10)
+    await until(lambda: world.rows("SELECT state, node_id FROM calls WHERE ended_at IS NULL") == [("queued", "a")],
+                "the call recorded (its state is written when it is queued, then when it is answered)")
+    a.kill()
+    await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
+    await until(lambda: world.rows("SELECT state, hangup_by, node_id FROM calls") == [("ended", "system", "b")],
+                "the ringing call closed by node b")
+    assert world.rows("SELECT hangup_by, node_id FROM cdrs") == [("system", "a")]
+    # the agent was being rung: the restart rule brings it back ready, with reason restart, written by node b
+    await until(lambda: world.rows(
+        "SELECT state, reason, node_id FROM agent_state_history WHERE extension = '1001' ORDER BY id DESC LIMIT 1")
+        == [("ready", "restart", "b")], "agent 1001 ready again")
+    assert "took operation 0042 over from a: 0 calls adopted, 1 ended" in b.output()
+    assert call.ended is False  # its INVITE was never answered: no dialog to BYE; its transaction died with node a
+
+
+# --- any node answers the API (docs/cluster.md, "Any node answers the API") ------------------------------------
+
+async def _post(node: Serve, token: str, **params: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+        return await client.post(AGENTBOX, params=params, headers={"wolkvox-token": token, "wolkvox_server": OP})
+
+
+async def _get(node: Serve, token: str, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+        return await client.get(path, headers={"authorization": f"Bearer {token}"})
+
+
+async def test_a_request_sent_to_the_wrong_node_is_answered_as_by_the_owner(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    await world.agent("1001", a)
+    assert world.owner() == "a"
+    ready = await _post(b, world.token, api="change_status", agent_id="1001", status="ready")
+    assert (ready.status_code, ready.json()["code"], ready.json()["error"]) == (200, "200", None)
+    # node a made the change: its row, and node a's memory, which both nodes' native API now show
+    await until(lambda: world.rows("SELECT state, node_id FROM agent_state_history WHERE extension = '1001' "
+                                   "ORDER BY id DESC LIMIT 1") == [("ready", "a")], "the change recorded by a")
+    via_b, via_a = await _get(b, world.token, "/v2/agents/1001"), await _get(a, world.token, "/v2/agents/1001")
+    assert via_b.status_code == via_a.status_code == 200
+    assert (via_b.json()["state"], via_b.json()["registered"]) == ("ready", True)
+    assert via_b.json() == via_a.json()
+    # errors too: the same status, envelope and message from either node
+    for params in ({"api": "hang", "agent_id": "1001"}, {"api": "change_status", "agent_id": "9999",
+                                                         "status": "ready"}):
+        wrong, right = await _post(b, world.token, **params), await _post(a, world.token, **params)
+        assert wrong.status_code == right.status_code >= 400
+        assert wrong.content == right.content
+    missing_b, missing_a = await _get(b, world.token, "/v2/calls/nope"), await _get(a, world.token, "/v2/calls/nope")
+    assert (missing_b.status_code, missing_b.content) == (missing_a.status_code, missing_a.content)
+    assert missing_b.status_code == 404
+    # a token no node knows is refused by the node it reaches, as the owner would
+    refused = await _post(b, "not-a-token", api="change_status", agent_id="1001", status="ready")
+    assert (refused.status_code, refused.json()["msg"]) == (403, "PLEASE VALIDATE TOKEN")
+
+
+async def test_a_request_for_an_operation_whose_owner_is_down_answers_503_at_once(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    await world.agent("1001", a)
+    await until(lambda: world.rows("SELECT node_id FROM registrations") == [("a",)], "the registration written")
+    # kill a just after it renewed: its lease names it for most of a lease more, and b may not take it before
+    await until(lambda: world.rows(f"SELECT expires_at > now() + interval '{LEASE - 0.5} seconds' FROM "
+                                   f"cluster_leases WHERE operation_id = '{OP}' AND node_id = 'a'") == [(True,)],
+                "a fresh renewal by node a", timeout=LEASE)
+    a.kill()
+    started = time.monotonic()
+    refused = await _post(b, world.token, api="change_status", agent_id="1001", status="ready")
+    problem = await _get(b, world.token, "/v2/agents/1001")
+    assert time.monotonic() - started < 1.5  # at once: no wait for the lease
+    assert world.owner() == "a"  # still a's lease: these 503s were the forwarding's, not a missing operation's
+    assert refused.status_code == 503
+    assert refused.json() == {"code": "503", "error": "SERVICE UNAVAILABLE", "msg": "CALL CONTROL IS NOT AVAILABLE"}
+    assert problem.status_code == 503 and problem.headers["content-type"].startswith("application/problem+json")
+    assert (problem.json()["error"], problem.json()["title"]) == ("CALL_CONTROL_UNAVAILABLE",
+                                                                  "CALL CONTROL IS NOT AVAILABLE")
+    # once b took the operation over it answers itself: 1001's registration came with it
+    await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
+    await until(lambda: "took operation 0042 over" in b.output(), "the takeover done", timeout=5)
+    answered = await _post(b, world.token, api="change_status", agent_id="1001", status="ready")
+    assert answered.status_code == 200
+
+
+async def test_a_node_stopped_past_its_lease_then_resumed_acts_no_more_for_the_operation(world: World) -> None:
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    await until(lambda: world.rows("SELECT node_id FROM registrations") == [("a",)], "the registration written")
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        await until(lambda: world.owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 3)
+        await until(lambda: "took operation 0042 over from a" in b.output(), "the takeover done", timeout=5)
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    await until(lambda: "node a no longer acts for operation 0042" in a.output(), "node a re-synced", timeout=5)
+    # a request sent to the resumed node is answered by the owner: a forwards it, b makes the change
+    answered = await _post(a, world.token, api="change_status", agent_id="1001", status="ready")
+    assert answered.status_code == 200, answered.text
+    await until(lambda: world.rows("SELECT state, node_id FROM agent_state_history WHERE extension = '1001' "
+                                   "ORDER BY id DESC LIMIT 1") == [("ready", "b")], "the change made by b")
+    # the phone refreshing its registration at the old node: a answers it, but cannot write it (the fence)
+    await agent.register(a.sip, expires=300, timeout=10)
+    await asyncio.sleep(0.5)
+    assert world.rows("SELECT node_id FROM registrations WHERE extension = '1001'") == [("b",)]
+    assert "storage write refused by the cluster fence" in a.output()
