@@ -281,7 +281,14 @@ class NativeApi:
 
     async def get_transfer(self, request: Request) -> Response:
         async def run(principal: Principal, request: Request) -> Response:
-            return json_response(self._transfer_body(await self._transfer_of(principal, request.path_params["tid"])))
+            record = await self._transfer_of(principal, request.path_params["tid"])
+            if self._events.knows_transfer(record.id):
+                return json_response(self._transfer_body(record))
+            # one this process has not seen (a restart since): its times from its call's stored events
+            call = await self._reads.call(principal.operation_id, record.conn_id)
+            ringing_at, answered_at = await self._events.transfer_times_of(
+                principal.operation_id, record.id, record.conn_id, call.created_at, call.ended_at)
+            return json_response(transfer_json(record, ringing_at=ringing_at, answered_at=answered_at))
         return await self._guarded(request, run)
 
     async def complete_transfer(self, request: Request) -> Response:
@@ -350,7 +357,8 @@ class NativeApi:
             if not _ID.fullmatch(conn_id):
                 raise Problem("CALL_NOT_FOUND")
             view = await self._reads.call(principal.operation_id, conn_id)
-            history = [w.to_json() for w in self._events.history(conn_id) if w.operation == principal.operation_id]
+            history = [w.to_json() for w in await self._events.call_history(principal.operation_id, conn_id,
+                                                                             view.created_at, view.ended_at)]
             return json_response(call_json(view, history))
         return await self._guarded(request, run)
 
