@@ -93,6 +93,24 @@ async def test_410_after_retention_with_the_oldest_kept_seq() -> None:
         assert [e["seq"] for e in lines_of(await stream(client, "after=2&wait=0"))] == [3, 4]
 
 
+async def test_a_wait_cancelled_in_the_loop_turn_that_wakes_it_ends_cancelled() -> None:
+    """A webhook task cancelled at stop in the very loop turn an event (or the shutdown) wakes its wait: the
+    cancellation goes through (Python 3.11's wait_for would swallow it, and `stop` would wait on the task for
+    ever), and the wait leaves no waiter behind."""
+    log = EventLog()
+    waiting = asyncio.create_task(log.wait(OP, 0, 30.0))
+    await asyncio.sleep(0)  # it waits
+    log.wake_all()
+    waiting.cancel()
+    done, _ = await asyncio.wait((waiting,), timeout=5)
+    assert done == {waiting} and waiting.cancelled()
+    woken = asyncio.create_task(log.wait(OP, 0, 30.0))
+    await asyncio.sleep(0)
+    log.wake_all()
+    assert await woken is True
+    assert await log.wait(OP, 0, 0.01) is False
+
+
 def test_domain_events_without_a_wire_type_are_not_numbered() -> None:
     log = EventLog()
     seen: list[str] = []
