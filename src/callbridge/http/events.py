@@ -420,6 +420,11 @@ class EventLog:
         log = self._ops.get(operation_id)
         return list(reversed(log.ended)) if log else []
 
+    @property
+    def durable(self) -> bool:
+        """Whether the log is kept in the database (built with a store)."""
+        return self._store is not None
+
     def knows_transfer(self, transfer_id: str) -> bool:
         """Whether this process saw the transfer's events (and still keeps its times)."""
         return transfer_id in self._wire.transfer_times
