@@ -18,6 +18,9 @@ Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
   see an event only once the writer reports its batch committed: one `call_soon_threadsafe` per batch moves the
   operations' visible seq forward, wakes their waiters and calls the wire listeners. At start-up `restore` takes
   each operation's stored oldest and newest seq, so a restart continues the sequence and never reuses a seq.
+- A call's history (its events and its transfers', `call_history`): from memory while memory has all of them;
+  durable, once the ring moved past the call's first event or after a restart, from the database
+  (`EventStore.of_call`). A transfer's `ringing_at`/`answered_at` likewise (`transfer_times_of`).
 - Consumers resume with `after=<seq>`: the events with a greater seq that are still kept, then live ones. An
   `after` older than the oldest kept event (minus one) answers 410 EVENTS_EXPIRED with `oldest_seq`.
 
