@@ -9,6 +9,11 @@ same database (SQLite and PostgreSQL), with real phones (`callbridge.phone`) reg
   call, ready with a registration that runs out while the node is down, and logged out, through kill -9 and
   SIGTERM: after the restart their states over the API, and exactly the events of those the restart changed at
   /v2/events after the pre-restart seq, each with its reason (`restart`, `registration expired`).
+- Live traffic (issue 12's test): customers' calls blind-transferred through the agentbox API, CDRs, an agent's
+  state changing all the time, a call up at a kill -9 and another at a SIGTERM, two webhook targets (one down
+  across the kill -9), a raw NDJSON consumer and `callbridge events` following: the log without a gap or a
+  repeat, the restart's event with its reason, ended calls, transfers and CDRs answering the same JSON after each
+  restart, every event at each target in order and at each consumer once.
 - The drain refuses new agents: during SIGTERM's drain a logged-out agent's login answers 503 CALL CONTROL IS NOT
   AVAILABLE and a phone's first REGISTER 503 with Retry-After, while a registered phone's refresh and the live
   call's verbs still work.
