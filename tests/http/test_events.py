@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -13,9 +14,10 @@ import websockets
 from http_world import BEARER, DOC, OP, OTHER_OP, OTHER_TOKEN, TOKEN, LiveServer, World, validate_against_document
 from websockets.exceptions import InvalidStatus
 
-from callbridge.callcontrol.events import CallMuted
+from callbridge.callcontrol.events import CallAnswered, CallMuted, CallOffered
 from callbridge.http.events import EventLog
 from callbridge.http.resources import rfc3339
+from callbridge.storage.event_log import StoredEvent
 
 EVENT = {"$ref": "#/components/schemas/Event"}
 
@@ -91,6 +93,80 @@ async def test_410_after_retention_with_the_oldest_kept_seq() -> None:
                                   ["application/problem+json"]["schema"], body)
         assert (body["error"], body["oldest_seq"]) == ("EVENTS_EXPIRED", 3)
         assert [e["seq"] for e in lines_of(await stream(client, "after=2&wait=0"))] == [3, 4]
+
+
+async def test_a_wait_cancelled_in_the_loop_turn_that_wakes_it_ends_cancelled() -> None:
+    """A webhook task cancelled at stop in the very loop turn an event (or the shutdown) wakes its wait: the
+    cancellation goes through (Python 3.11's wait_for would swallow it, and `stop` would wait on the task for
+    ever), and the wait leaves no waiter behind."""
+    log = EventLog()
+    waiting = asyncio.create_task(log.wait(OP, 0, 30.0))
+    await asyncio.sleep(0)  # it waits
+    log.wake_all()
+    waiting.cancel()
+    done, _ = await asyncio.wait((waiting,), timeout=5)
+    assert done == {waiting} and waiting.cancelled()
+    woken = asyncio.create_task(log.wait(OP, 0, 30.0))
+    await asyncio.sleep(0)
+    log.wake_all()
+    assert await woken is True
+    assert await log.wait(OP, 0, 0.01) is False
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.on_done: Any = None
+
+
+class _Store:
+    """A durable store in memory: what EventLog asks of `storage.event_log.EventStore`, reads counted."""
+
+    def __init__(self) -> None:
+        self.writer = _Writer()
+        self.rows: list[StoredEvent] = []
+        self.reads: list[tuple[str, str, float, float | None]] = []
+
+    def append(self, operation_id: str, seq: int, kind: str, at: float, conn_id: str | None, line: bytes) -> int:
+        self.rows.append(StoredEvent(operation_id, seq, kind, at, conn_id, line))
+        return len(self.rows)
+
+    def of_call(self, operation_id: str, conn_id: str, since: float, until: float | None) -> list[StoredEvent]:
+        self.reads.append((operation_id, conn_id, since, until))
+        return [r for r in self.rows if (r.operation_id, r.conn_id) == (operation_id, conn_id)]
+
+
+async def test_durable_call_history_is_read_from_the_store_once_the_ring_moved_past_the_call() -> None:
+    """A call's history from memory while memory has all of it; once its first event left the ring (or after a
+    restart), from the store, within the call's lifetime, whole, and a later event of that call does not make
+    memory's partial list the answer again."""
+    store = _Store()
+    log = EventLog(store=store, ring=3)  # type: ignore[arg-type]
+    log.bind(asyncio.get_running_loop())
+
+    def offered(conn_id: str, at: float) -> None:
+        log.publish(CallOffered(operation_id=OP, conn_id=conn_id, agent="1001", leg_id="l1",
+                                customer_number="3105550000", at=at))
+
+    def answered(conn_id: str, at: float) -> None:
+        log.publish(CallAnswered(operation_id=OP, conn_id=conn_id, agent="1001", leg_id="l1", at=at))
+
+    offered("c1", 100.0)
+    answered("c1", 101.0)
+    log._committed(len(store.rows))  # the writer's report (on the loop, as `_report` schedules it)
+    assert [w.seq for w in await log.call_history(OP, "c1", 100.0, None)] == [1, 2]
+    assert store.reads == []  # from memory
+    offered("c2", 102.0)
+    answered("c2", 103.0)  # the ring (3) drops c1's first event: memory no longer has c1 whole
+    log._committed(len(store.rows))
+    assert [(w.seq, w.type) for w in await log.call_history(OP, "c1", 100.0, 101.5)] == [
+        (1, "call.offered"), (2, "call.answered")]
+    assert store.reads == [(OP, "c1", 100.0, 101.5)]
+    answered("c1", 104.0)  # the call goes on: still read whole from the store
+    log._committed(len(store.rows))
+    assert [w.seq for w in await log.call_history(OP, "c1", 100.0, None)] == [1, 2, 5]
+    assert [w.seq for w in await log.call_history(OP, "c2", 102.0, None)] == [3, 4]  # c2 from memory
+    assert len(store.reads) == 2
+    assert await log.call_history("0077", "c1", 100.0, None) == []  # another operation's: none
 
 
 def test_domain_events_without_a_wire_type_are_not_numbered() -> None:

@@ -9,6 +9,11 @@ same database (SQLite and PostgreSQL), with real phones (`callbridge.phone`) reg
   call, ready with a registration that runs out while the node is down, and logged out, through kill -9 and
   SIGTERM: after the restart their states over the API, and exactly the events of those the restart changed at
   /v2/events after the pre-restart seq, each with its reason (`restart`, `registration expired`).
+- Live traffic (issue 12's test): customers' calls blind-transferred through the agentbox API, CDRs, an agent's
+  state changing all the time, a call up at a kill -9 and another at a SIGTERM, two webhook targets (one down
+  across the kill -9), a raw NDJSON consumer and `callbridge events` following: the log without a gap or a
+  repeat, the restart's event with its reason, ended calls, transfers and CDRs answering the same JSON after each
+  restart, every event at each target in order and at each consumer once.
 - The drain refuses new agents: during SIGTERM's drain a logged-out agent's login answers 503 CALL CONTROL IS NOT
   AVAILABLE and a phone's first REGISTER 503 with Retry-After, while a registered phone's refresh and the live
   call's verbs still work.
@@ -486,3 +491,386 @@ async def test_the_drain_refuses_new_logins_and_registrations_while_refreshes_an
 
 async def _status(api: Api, path: str, status: int) -> bool:
     return (await api.client.get(path)).status_code == status
+
+
+# --- live traffic: calls, blind transfers, CDRs, two webhook targets and two stream consumers through both stops ---
+
+CALL_AGENTS = ("1001", "1002")  # they take the customers' calls and transfer them to each other
+FLAPPER = "1003"  # moves between aux 2 and aux 3 all the time: events being written when the node stops
+SECRET_B = "b" * 32
+
+
+def load_traffic_operation(url: str, hooks_at: tuple[str, str]) -> str:
+    """Agents 1001-1003 in queue support (ACW 0: an agent is ready again as soon as a call leaves it), aux states
+    2 and 3, the trunk whose customers come from 127.0.0.2 to DID 6015550100, two webhook targets (signed with
+    SECRET and SECRET_B); returns the token."""
+    agents = (*CALL_AGENTS, FLAPPER)
+    doc = {
+        "operation": {"id": OP, "sip_domain": DOMAIN, "acw_seconds": 0, "default_queue": "support",
+                      "ring_timeout": 5},
+        "queues": [{"name": "support", "max_wait_seconds": 10}],
+        "agents": [{"extension": e, "password": f"secret-{e}", "queues": ["support"]} for e in agents],
+        "aux_states": [{"id": "2", "name": "Break"}, {"id": "3", "name": "Training"}],
+        "trunks": [{"name": "carrier", "host": "127.0.0.3", "port": 5060,
+                    "inbound_networks": [f"{CUSTOMER_HOST}/32"]}],
+        "dids": [{"number": DID, "queue": "support", "trunk": "carrier"}],
+        "webhooks": [{"url": hooks_at[0], "secret": SECRET}, {"url": hooks_at[1], "secret": SECRET_B}],
+        "tokens": [{"label": "tests", "concurrency_limit": 8}],
+    }
+    [(_, token)] = load_into_fresh_database(url, doc).tokens
+    return token
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RawStream:
+    """A consumer of `GET /v2/events` (NDJSON) that keeps every line it is sent, repeats included, and reconnects
+    whenever the stream ends or drops with `after=` the last seq it got: what it saw, seq by seq."""
+
+    def __init__(self, http: str, token: str) -> None:
+        self.http = http
+        self.token = token
+        self.seqs: list[int] = []
+        self.connections = 0
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        headers = {"authorization": f"Bearer {self.token}"}
+        async with httpx.AsyncClient(base_url=self.http, timeout=httpx.Timeout(10, read=None)) as client:
+            while True:
+                after = self.seqs[-1] if self.seqs else 0
+                try:
+                    async with client.stream("GET", "/v2/events", params={"after": str(after), "wait": "60"},
+                                             headers=headers) as response:
+                        assert response.status_code == 200, response.status_code
+                        self.connections += 1
+                        async for line in response.aiter_lines():
+                            if line:
+                                self.seqs.append(int(json.loads(line)["seq"]))
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)  # the node is down: try again
+
+    async def wait_for(self, seq: int, timeout: float = 20.0) -> None:
+        await until(lambda: bool(self.seqs) and self.seqs[-1] >= seq, f"the stream to reach seq {seq}", timeout)
+
+    def failure(self) -> BaseException | None:
+        """What ended the consumer other than `close` (an unexpected status, say); None while it runs."""
+        return self._task.exception() if self._task.done() and not self._task.cancelled() else None
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class FollowingCli:
+    """`callbridge events --after 0 --json` in a process of its own: it follows the stream and resumes by itself
+    (`NativeClient.events`) whatever the node does; `seqs` are the lines it printed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.seqs: list[int] = []
+        self.other: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, http: str, token: str, cwd: Path) -> FollowingCli:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")}
+        env.update(CALLBRIDGE_URL=http, CALLBRIDGE_TOKEN=token)
+        proc = await asyncio.create_subprocess_exec(*CALLBRIDGE, "events", "--after", "0", "--json",
+                                                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT, env=env, cwd=cwd)
+        return cls(proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            try:
+                self.seqs.append(int(json.loads(line)["seq"]))
+            except (ValueError, KeyError, TypeError):
+                self.other.append(line.decode(errors="replace"))
+
+    async def wait_for(self, seq: int, timeout: float = 30.0) -> None:
+        await until(lambda: bool(self.seqs) and self.seqs[-1] >= seq, f"the CLI to print seq {seq}", timeout)
+
+    async def close(self) -> int:
+        """Ctrl-C (the CLI then ends with exit code 0); its exit code. Killed if it does not end within 10 s."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            code = await self.proc.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reader, 5)
+        return code
+
+
+class Flapper:
+    """FLAPPER between aux 2 and aux 3 over the agentbox API, as fast as the node answers, until stopped: the node
+    is always writing an event when it is stopped. Requests to a node that is gone fail; they are not counted."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.answered = 0
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        aux = "3"
+        while True:
+            try:
+                response = await self.api.box("change_status", FLAPPER, status=aux)
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+                continue
+            if response.status_code == 200:
+                self.answered += 1
+                aux = "2" if aux == "3" else "3"
+
+    async def until_answered(self, count: int) -> None:
+        target = self.answered + count
+        await until(lambda: self.answered >= target, f"{count} more state changes of {FLAPPER}")
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def on_call(api: Api) -> str | None:
+    """The call agent on a call, if any."""
+    agents = await api.agents()
+    busy = [ext for ext in CALL_AGENTS if agents[ext][0] == "on_call"]
+    return busy[0] if busy else None
+
+
+async def states(api: Api, expected: dict[str, str]) -> bool:
+    agents = await api.agents()
+    return all(agents[ext][0] == state for ext, state in expected.items())
+
+
+async def transferred_call(api: Api, serve: Serve, customer: Phone) -> str:
+    """A customer's call answered by one call agent, blind-transferred through the agentbox API to the other,
+    who hangs up; returns its conn_id once the call has ended."""
+    call = await customer.call(f"sip:{DID}@{serve.sip[0]}:{serve.sip[1]}", timeout=10)
+    await until(lambda: on_call(api), "a call agent on the call")
+    taker = await on_call(api)
+    assert taker is not None
+    other = CALL_AGENTS[1 - CALL_AGENTS.index(taker)]
+    transferred = await api.box("transfer", taker, customer_phone=other)
+    assert transferred.status_code == 200, transferred.text
+    conn_id = transferred.json()["data"]["conn_id"]
+    await until(lambda: states(api, {taker: "ready", other: "on_call"}), f"{other} on the transferred call")
+    hung = await api.box("hang", other)
+    assert hung.status_code == 200, hung.text
+    await customer.wait_for(CallEnded, call=call, timeout=5)
+    await until(lambda: states(api, {other: "ready"}), f"{other} ready after the call")
+    return str(conn_id)
+
+
+async def answered_call(api: Api, serve: Serve, customer: Phone) -> tuple[str, Any]:
+    """A customer's call answered by a call agent and kept up: (its conn_id, the customer's call)."""
+    call = await customer.call(f"sip:{DID}@{serve.sip[0]}:{serve.sip[1]}", timeout=10)
+    await until(lambda: on_call(api), "a call agent on the call")
+    taker = await on_call(api)
+    response = await api.client.get("/v2/calls", params={"state": "active"}, headers=api.bearer)
+    [live] = response.json()["items"]
+    assert live["agent_id"] == taker
+    return str(live["conn_id"]), call
+
+
+async def history(api: Api, conn_ids: list[str]) -> dict[str, Any]:
+    """What the native API answers about these ended calls: the listing's items, each call, each transfer (ids
+    from the calls' transfer events in the log) and the CDRs."""
+    async def get(path: str, **params: str) -> Any:
+        response = await api.client.get(path, params=params, headers=api.bearer)
+        assert response.status_code == 200, (path, response.text)
+        return response.json()
+
+    ended = await get("/v2/calls", state="ended", limit="100")
+    assert ended["next_cursor"] is None
+    cdrs = await get("/v2/cdrs", limit="100")
+    assert cdrs["next_cursor"] is None
+    _, events = await api.events(0)
+    transfer_ids = list(dict.fromkeys(e["data"]["id"] for e in events
+                                      if e["type"] == "transfer.created" and e["data"]["conn_id"] in conn_ids))
+    return {
+        "ended": [c for c in ended["items"] if c["conn_id"] in conn_ids],
+        "calls": {c: await get(f"/v2/calls/{c}") for c in conn_ids},
+        "transfers": {t: await get(f"/v2/transfers/{t}") for t in transfer_ids},
+        "cdrs": [c for c in cdrs["items"] if c["conn_id"] in conn_ids],
+    }
+
+
+def differences(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two JSON values differ: (path, before, after) for each differing leaf; [] when they are equal."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [d for key in sorted(set(before) | set(after), key=str)
+                for d in differences(before.get(key, "<absent>"), after.get(key, "<absent>"), f"{path}/{key}")]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [d for i, (b, a) in enumerate(zip(before, after, strict=True)) for d in differences(b, a, f"{path}/{i}")]
+    return [] if before == after else [(path, before, after)]
+
+
+async def cdr_written(api: Api, conn_ids: list[str]) -> bool:
+    response = await api.client.get("/v2/cdrs", params={"limit": "100"}, headers=api.bearer)
+    return {c["conn_id"] for c in response.json()["items"]} >= set(conn_ids)
+
+
+async def test_live_traffic_through_kill_9_and_sigterm_two_webhook_targets_streams_and_history(
+        db_url: str, tmp_path: Path) -> None:
+    """Calls (one blind transfer each), CDRs, agent changes written all the time, two webhook targets (B down
+    across the kill -9 and back after), a raw NDJSON consumer and `callbridge events`: through a kill -9 with a
+    call up, then a SIGTERM with a call up."""
+    hook_a, hook_b = await Receiver(SECRET).start(), await Receiver(SECRET_B).start()
+    http_port = free_tcp_port()  # the same URL after each restart: the consumers reconnect to it
+    settings = {"CALLBRIDGE_HTTP_PORT": str(http_port)}
+    token = await asyncio.to_thread(load_traffic_operation, db_url, (hook_a.url, hook_b.url))
+    serve: Serve | None = await Serve.start(db_url, tmp_path, settings)
+    assert serve is not None
+    phones = {ext: await Phone.start(host="127.0.0.1", user=ext, domain=DOMAIN, password=f"secret-{ext}",
+                                     name=f"agent-{ext}", answer="auto") for ext in (*CALL_AGENTS, FLAPPER)}
+    customer = await Phone.start(host=CUSTOMER_HOST, user="3105550000", domain=CUSTOMER_HOST, name="customer")
+    api = Api(serve, token)
+    stream = RawStream(serve.http, token)
+    cli = await FollowingCli.start(serve.http, token, tmp_path)
+    flapper: Flapper | None = None
+    try:
+        for phone in phones.values():
+            await phone.register(serve.sip, expires=300)
+        for ext, status in (("1001", "ready"), ("1002", "ready"), (FLAPPER, "2")):
+            assert (await api.box("change_status", ext, status=status)).status_code == 200
+
+        # before the crash: two calls with a transfer each, ended, with their CDRs; then one up at the crash
+        ended = [await transferred_call(api, serve, customer), await transferred_call(api, serve, customer)]
+        await until(lambda: cdr_written(api, ended), "the CDRs of the calls ended before the crash")
+        before_crash = await history(api, ended)
+        assert len(before_crash["transfers"]) == 2
+        assert all(t["state"] == "completed" for t in before_crash["transfers"].values())
+        last, _ = await api.events(0)
+        await hook_b.wait_for_seq(last)
+        await cli.wait_for(last)  # the CLI is up and following (it takes seconds to start on a busy machine)
+        await hook_b.down()  # B is down from here until after the restart: its backlog crosses the crash
+        live_conn, live_call = await answered_call(api, serve, customer)
+        flapper = Flapper(api)
+        await flapper.until_answered(5)
+        seen_by_stream = list(stream.seqs)
+        assert await serve.end(signal.SIGKILL) == -signal.SIGKILL  # with the flapper's requests in flight
+        await flapper.stop()
+        kept = await asyncio.to_thread(logged, db_url)
+        assert kept == list(range(1, len(kept) + 1))  # unique, growing by one: nothing lost or duplicated
+        assert set(seen_by_stream) <= set(kept)  # nothing a consumer saw was lost
+        rows, events = await asyncio.to_thread(pairs, db_url)
+        assert rows == events  # no state event without its state change, nor a change without its event
+        pre_restart = kept[-1]
+
+        serve = await Serve.start(db_url, tmp_path, settings)
+        await api.close()
+        api = Api(serve, token)
+        ended_live = await customer.wait_for(CallEnded, call=live_call, timeout=15)  # reconciliation's BYE
+        assert ended_live.reason == "bye"
+        last, after_restart = await api.events(pre_restart)
+        # the restart changed only the agent on the call: its event first, with its reason
+        taker = after_restart[0]["data"]["agent_id"]
+        assert [(e["seq"], e["type"], e["data"]) for e in after_restart] == [
+            (pre_restart + 1, "agent.state_changed",
+             {"agent_id": taker, "state": "ready", "previous_state": "on_call", "aux_state": None,
+              "registered": True, "reason": "restart"})]
+        assert taker in CALL_AGENTS
+        assert differences(before_crash, await history(api, ended)) == []  # the past answers as before the crash
+        await hook_b.up()
+
+        # after the crash: one more transferred call, then one up at the SIGTERM
+        ended.append(await transferred_call(api, serve, customer))
+        ended.append(live_conn)  # closed by the restart, with its CDR
+        await until(lambda: cdr_written(api, ended), "the CDRs of the calls ended before the SIGTERM")
+        before_stop = await history(api, ended)
+        assert before_stop["calls"][live_conn]["state"] == "ended"
+        assert [c["hangup_by"] for c in before_stop["cdrs"] if c["conn_id"] == live_conn] == ["system"]
+        _, second_call = await answered_call(api, serve, customer)
+        flapper = Flapper(api)
+        await flapper.until_answered(5)
+        assert await serve.end(signal.SIGTERM) == 0
+        await flapper.stop()
+        await customer.wait_for(CallEnded, call=second_call, timeout=5)  # the drain (0 s) ended it
+        kept = await asyncio.to_thread(logged, db_url)
+        assert kept == list(range(1, len(kept) + 1))
+        pre_restart = kept[-1]
+
+        serve = await Serve.start(db_url, tmp_path, settings)
+        await api.close()
+        api = Api(serve, token)
+        last, after_restart = await api.events(pre_restart)
+        assert (last, after_restart) == (pre_restart, [])  # every agent ready or in aux, registered: all kept
+        assert differences(before_stop, await history(api, ended)) == []
+
+        # everything reached everyone: the log, both targets, both consumers
+        await hook_a.wait_for_seq(last, timeout=20)
+        await hook_b.wait_for_seq(last, timeout=30)
+        await stream.wait_for(last)
+        await cli.wait_for(last)
+        assert await serve.end(signal.SIGTERM) == 0
+        serve = None
+        kept = await asyncio.to_thread(logged, db_url)
+        assert kept == list(range(1, last + 1))
+        rows, events = await asyncio.to_thread(pairs, db_url)
+        assert rows == events
+        for hook in (hook_a, hook_b):
+            got = hook.seqs()
+            assert sorted(set(got)) == kept  # every event at least once
+            runs = deliveries(got)
+            # in order: each run of deliveries goes up by one and starts at most one past everything delivered
+            # before it; a run starts again lower only at a stop (the events acknowledged whose cursor save the
+            # kill -9 lost, or the one in flight): at most one run per process
+            assert all(run[0] <= max(got[:start], default=0) + 1 for start, run in runs)
+            assert len(runs) <= 3, runs
+            assert hook.bad_signatures == 0
+        assert stream.failure() is None
+        assert stream.seqs == kept  # once each, growing, no gap, across both stops
+        assert stream.connections >= 3
+        assert cli.seqs == kept
+        assert (await cli.close(), cli.other) == (0, [])
+        stored = await asyncio.to_thread(state_reasons, db_url)
+        assert all(reason for reason in stored)  # every state event names its reason
+        assert stored.count("restart") == 1 and "registration expired" not in stored
+    finally:
+        if serve is not None:
+            await serve.end(signal.SIGKILL)
+        if flapper is not None:
+            await flapper.stop()
+        await stream.close()
+        await cli.close()
+        await api.close()
+        for phone in (*phones.values(), customer):
+            await phone.close()
+        for hook in (hook_a, hook_b):
+            await hook.stop()
+
+
+def deliveries(got: list[int]) -> list[tuple[int, list[int]]]:
+    """A receiver's seqs cut into runs that go up by one: (index of the run's first delivery, the run)."""
+    runs: list[tuple[int, list[int]]] = []
+    for i, seq in enumerate(got):
+        if runs and seq == runs[-1][1][-1] + 1:
+            runs[-1][1].append(seq)
+        else:
+            runs.append((i, [seq]))
+    return runs
+
+
+def state_reasons(url: str) -> list[str | None]:
+    """The reason of every agent.state_changed event in the log, in seq order."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            t = s.events
+            lines = conn.execute(select(t.c.line).where(t.c.operation_id == OP, t.c.type == "agent.state_changed")
+                                 .order_by(t.c.seq))
+            return [json.loads(line)["data"].get("reason") for (line,) in lines]
+    finally:
+        engine.dispose()

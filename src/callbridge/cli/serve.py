@@ -108,6 +108,9 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         if node.cluster is not None:
             await node.cluster.drain()  # its operations are free for the other nodes at once
     finally:
+        # open event streams end now (WebSockets close with 1001): uvicorn's shutdown waits for every response in
+        # progress, and an NDJSON stream would otherwise hold the process for its whole `wait` (up to 300 s)
+        node.app.state.streams.shutdown()
         http.should_exit = True
         with contextlib.suppress(Exception):
             await http_task

@@ -18,6 +18,9 @@ Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
   see an event only once the writer reports its batch committed: one `call_soon_threadsafe` per batch moves the
   operations' visible seq forward, wakes their waiters and calls the wire listeners. At start-up `restore` takes
   each operation's stored oldest and newest seq, so a restart continues the sequence and never reuses a seq.
+- A call's history (its events and its transfers', `call_history`): from memory while memory has all of them;
+  durable, once the ring moved past the call's first event or after a restart, from the database
+  (`EventStore.of_call`). A transfer's `ringing_at`/`answered_at` likewise (`transfer_times_of`).
 - Consumers resume with `after=<seq>`: the events with a greater seq that are still kept, then live ones. An
   `after` older than the oldest kept event (minus one) answers 410 EVENTS_EXPIRED with `oldest_seq`.
 
@@ -37,6 +40,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
 from typing import Any
 
@@ -54,6 +58,7 @@ RETENTION_COUNT = 100_000
 RING = 10_000  # durable: the events kept in memory per operation
 _DB_PAGE = 1000
 _KEEP_ENDED_CALLS = 1000
+_KEEP_TRUNCATED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,11 @@ class WireEvent:
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _QUOTED: dict[str, str] = {}
 _SECOND: list[Any] = [None, ""]  # the whole second last formatted, and its "YYYY-MM-DDTHH:MM:SS."
+
+
+def _time(text: Any) -> float | None:
+    """An event's RFC 3339 time (`rfc3339`) back to unix seconds; None for null."""
+    return None if text is None else datetime.fromisoformat(str(text)).timestamp()
 
 
 def _quoted(text: str) -> str:
@@ -134,6 +144,7 @@ class EventLog:
         self._wire = WireMapper()
         self._ops: dict[str, _OperationLog] = {}
         self._by_call: dict[str, list[WireEvent]] = {}
+        self._truncated: OrderedDict[str, None] = OrderedDict()  # durable: calls whose first event left the ring
         self._listeners: list[Callable[[DomainEvent], None]] = []
         self._wire_listeners: list[Callable[[WireEvent], None]] = []
         self.published = 0
@@ -267,7 +278,7 @@ class EventLog:
         log.last_seq += 1
         wire = WireEvent(log.last_seq, kind, event.at, event.operation_id, data, conn_id)
         log.events.append(wire)
-        if conn_id is not None:
+        if conn_id is not None and conn_id not in self._truncated:
             self._by_call.setdefault(conn_id, []).append(wire)
         if kind == "call.ended" and conn_id is not None:
             log.ended[conn_id] = None
@@ -294,6 +305,12 @@ class EventLog:
             old = log.events.popleft()
             kept = self._by_call.get(old.conn_id or "")
             if kept and kept[0] is old:
+                if durable:  # a call's history is whole in memory or read from the database (`call_history`)
+                    del self._by_call[old.conn_id or ""]
+                    self._truncated[old.conn_id or ""] = None
+                    while len(self._truncated) > _KEEP_TRUNCATED:
+                        self._truncated.popitem(last=False)
+                    continue
                 kept.pop(0)
                 if not kept:
                     del self._by_call[old.conn_id or ""]
@@ -357,22 +374,63 @@ class EventLog:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         log.waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            return False
+            # not wait_for(shield(...)): on Python 3.11 wait_for swallows a cancellation that arrives as the waiter
+            # is resolved (a wake-up in the same loop turn as a webhook task's cancel at shutdown), and the task
+            # then waits on for ever; asyncio.wait never cancels the waiter and always lets a cancellation through
+            done, _ = await asyncio.wait((waiter,), timeout=timeout)
         finally:
             if waiter in log.waiters:
                 log.waiters.remove(waiter)
-        return True
+        return bool(done)
+
+    def wake_all(self) -> None:
+        """Every waiting consumer woken now (its `wait` returns True): at shutdown, so that streams see it."""
+        for log in self._ops.values():
+            self._wake(log)
 
     def history(self, conn_id: str) -> list[WireEvent]:
         """The kept events of a call and of its transfers, by seq."""
         return list(self._by_call.get(conn_id, ()))
 
+    async def call_history(self, operation_id: str, conn_id: str, started_at: float,
+                           ended_at: float | None) -> list[WireEvent]:
+        """The operation's kept events of a call and of its transfers, by seq: from memory while it has them all,
+        else (durable: after a restart, or once the ring moved past the call's first event) from the database,
+        within the call's lifetime (`started_at`, `ended_at`)."""
+        held = self._by_call.get(conn_id)
+        if held is not None or self._store is None:
+            return [w for w in held or () if w.operation == operation_id]
+        stored = await asyncio.to_thread(self._store.of_call, operation_id, conn_id, started_at, ended_at)
+        visible = self.committed_seq(operation_id)
+        return [WireEvent(e.seq, e.type, e.at, operation_id, json.loads(e.line)["data"], e.conn_id, e.line)
+                for e in stored if e.seq <= visible]
+
+    async def transfer_times_of(self, operation_id: str, transfer_id: str, conn_id: str, started_at: float,
+                                ended_at: float | None) -> tuple[float | None, float | None]:
+        """`transfer_times`, for a transfer this process may not have seen (durable: after a restart, or once
+        forgotten): then from the last kept event of the transfer in its call's history, which carries both."""
+        if self.knows_transfer(transfer_id) or self._store is None:
+            return self.transfer_times(transfer_id)
+        ringing_at: float | None = None
+        answered_at: float | None = None
+        for wire in await self.call_history(operation_id, conn_id, started_at, ended_at):
+            if wire.type.startswith("transfer.") and wire.data.get("id") == transfer_id:
+                ringing_at, answered_at = _time(wire.data.get("ringing_at")), _time(wire.data.get("answered_at"))
+        return ringing_at, answered_at
+
     def ended_calls(self, operation_id: str) -> list[str]:
         """conn_ids of the operation's ended calls, newest first."""
         log = self._ops.get(operation_id)
         return list(reversed(log.ended)) if log else []
+
+    @property
+    def durable(self) -> bool:
+        """Whether the log is kept in the database (built with a store)."""
+        return self._store is not None
+
+    def knows_transfer(self, transfer_id: str) -> bool:
+        """Whether this process saw the transfer's events (and still keeps its times)."""
+        return transfer_id in self._wire.transfer_times
 
     def transfer_times(self, transfer_id: str) -> tuple[float | None, float | None]:
         """(ringing_at, answered_at) of a transfer, as its events said."""

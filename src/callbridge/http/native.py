@@ -34,7 +34,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callbridge.callcontrol.commands import CallView
-from callbridge.callcontrol.errors import CallControlError, InvalidParameter, TransferFinished, TransferNotFound
+from callbridge.callcontrol.errors import (
+    CallControlError,
+    CallNotFound,
+    InvalidParameter,
+    TransferFinished,
+    TransferNotFound,
+)
 from callbridge.callcontrol.model import TransferRecord
 from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
@@ -281,7 +287,17 @@ class NativeApi:
 
     async def get_transfer(self, request: Request) -> Response:
         async def run(principal: Principal, request: Request) -> Response:
-            return json_response(self._transfer_body(await self._transfer_of(principal, request.path_params["tid"])))
+            record = await self._transfer_of(principal, request.path_params["tid"])
+            if self._events.knows_transfer(record.id) or not self._events.durable:
+                return json_response(self._transfer_body(record))
+            # one this process has not seen (a restart since): its times from its call's stored events
+            try:
+                call = await self._reads.call(principal.operation_id, record.conn_id)
+            except CallNotFound:  # no record of its call: the times are unknown
+                return json_response(self._transfer_body(record))
+            ringing_at, answered_at = await self._events.transfer_times_of(
+                principal.operation_id, record.id, record.conn_id, call.created_at, call.ended_at)
+            return json_response(transfer_json(record, ringing_at=ringing_at, answered_at=answered_at))
         return await self._guarded(request, run)
 
     async def complete_transfer(self, request: Request) -> Response:
@@ -350,7 +366,8 @@ class NativeApi:
             if not _ID.fullmatch(conn_id):
                 raise Problem("CALL_NOT_FOUND")
             view = await self._reads.call(principal.operation_id, conn_id)
-            history = [w.to_json() for w in self._events.history(conn_id) if w.operation == principal.operation_id]
+            history = [w.to_json() for w in await self._events.call_history(principal.operation_id, conn_id,
+                                                                             view.created_at, view.ended_at)]
             return json_response(call_json(view, history))
         return await self._guarded(request, run)
 

@@ -98,8 +98,9 @@ class EventStreams:
         self.open_websockets = 0
 
     def shutdown(self) -> None:
-        """Ends every stream: HTTP responses finish, WebSockets close with 1001."""
+        """Ends every stream at once: HTTP responses finish, WebSockets close with 1001 (their waits are woken)."""
         self._closing.set()
+        self._events.wake_all()
 
     def _authenticate(self, conn: HTTPConnection, token: str | None) -> Principal:
         try:

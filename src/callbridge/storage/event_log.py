@@ -10,6 +10,8 @@ Rules
   than the horizon, but never the operation's newest row: what is kept is always a run of consecutive seqs
   (a wall clock stepping back makes no hole), and `bounds()` after any restart gives max(seq) to continue from.
   It deletes in chunks of `PRUNE_CHUNK` seqs, each its own short transaction, so the writer never waits long.
+- A call's events (`of_call`, what `GET /v2/calls/{conn_id}` shows as its history once memory no longer has
+  them: after a restart, or when the ring moved past them) are read by `conn_id` within the call's lifetime.
 - Reads and pruning run off the event loop (callers use `asyncio.to_thread`); they open their own connections.
 """
 
@@ -28,6 +30,7 @@ from callbridge.storage.writer import Writer
 DEFAULT_RETENTION_DAYS = 7.0
 PRUNE_CHUNK = 5000
 RETENTION_ENV = "CALLBRIDGE_EVENT_RETENTION_DAYS"
+CALL_MARGIN_S = 60.0  # `of_call`: a call's events are emitted between its start and its end, within this margin
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,20 @@ class EventStore:
         t = self._events
         query = (select(t.c.seq, t.c.type, t.c.at, t.c.conn_id, t.c.line)
                  .where(t.c.operation_id == operation_id, t.c.seq > after).order_by(t.c.seq).limit(limit))
+        with self.engine.connect() as conn:
+            return [StoredEvent(operation_id, int(seq), kind, to_seconds(at), conn_id, line.encode("utf-8"))
+                    for seq, kind, at, conn_id, line in conn.execute(query)]
+
+    def of_call(self, operation_id: str, conn_id: str, since: float, until: float | None) -> list[StoredEvent]:
+        """The operation's kept events of one call and its transfers (`conn_id`), oldest first. `since`/`until`
+        bound their `at` (the call's start and end, with a margin: `CALL_MARGIN_S`), so that the read walks the
+        `at` index over the call's lifetime only, not the whole log."""
+        t = self._events
+        query = (select(t.c.seq, t.c.type, t.c.at, t.c.conn_id, t.c.line)
+                 .where(t.c.operation_id == operation_id, t.c.conn_id == conn_id,
+                        t.c.at >= to_datetime(since - CALL_MARGIN_S)).order_by(t.c.seq))
+        if until is not None:
+            query = query.where(t.c.at <= to_datetime(until + CALL_MARGIN_S))
         with self.engine.connect() as conn:
             return [StoredEvent(operation_id, int(seq), kind, to_seconds(at), conn_id, line.encode("utf-8"))
                     for seq, kind, at, conn_id, line in conn.execute(query)]
