@@ -1,0 +1,203 @@
+"""The agent's page is the phone: a real Chromium (headless, its fake microphone playing a tone file) answers a
+customer's call on the page, and the audio goes both ways through a real rtpengine: DTLS-SRTP and ICE toward the
+browser, plain RTP toward the customer (`callbridge.phone` with real RTP). Measured on both ends: the customer's
+phone hears the page's tone (its `heard` API), the page hears the customer's (WebAudio's AnalyserNode on the remote
+track). Hold from the page plays the hold music to the customer; off hold, the page's tone again.
+
+Tones: the page 1000 Hz (the WAV Chromium plays as its microphone), the customer 440 Hz; both away from the music's
+notes (400/600/800 Hz). Everything on loopback; one browser, one relay, one node for the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import struct
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deskworld import OP, DeskWorld
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"{CHROMIUM} is missing: run scripts/setup --test (it installs Debian's chromium)",
+                allow_module_level=True)
+
+from callnode import customer_phone, did_uri, until  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+from callbridge.media.audio import HOLD_MUSIC_NOTES  # noqa: E402
+from callbridge.phone import Held, Phone, Resumed  # noqa: E402
+from callbridge.phone.listen import Heard  # noqa: E402
+from peers.rtpengine import Rtpengine  # noqa: E402
+
+PAGE_HZ, CUSTOMER_HZ = 1000.0, 440.0
+MUSIC_HZ = sorted({hz for hz, _ in HOLD_MUSIC_NOTES})  # 400, 600, 800
+WAIT_MS = 8000
+LIVE_MS = 1000
+SETTLE = 0.5  # what the relay plays changes within an ng round trip and a few frames; skip past it
+
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
+expect.set_options(timeout=WAIT_MS)
+
+# The page's ear: the dominant frequency of the remote track every 100 ms for `ms`, with its level (dB).
+ANALYSE = """async (ms) => {
+  const stream = document.querySelector("#remote-audio").srcObject;
+  if (!stream || stream.getAudioTracks().length === 0) return [];
+  const ctx = window.testAudio || (window.testAudio = new AudioContext());
+  await ctx.resume();
+  const source = ctx.createMediaStreamSource(stream);
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 8192;
+  analyser.smoothingTimeConstant = 0;
+  source.connect(analyser);
+  const data = new Float32Array(analyser.frequencyBinCount);
+  const peaks = [];
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    analyser.getFloatFrequencyData(data);
+    let best = 1;
+    for (let i = 2; i < data.length; i++) if (data[i] > data[best]) best = i;
+    peaks.push([best * ctx.sampleRate / analyser.fftSize, data[best]]);
+  }
+  source.disconnect();
+  return peaks;
+}"""
+
+
+def tone_wav(path: Path, hz: float, seconds: float = 4.0, rate: int = 48000) -> Path:
+    """A mono 16-bit WAV of a pure tone at -12 dBFS, a whole number of cycles long (Chromium loops it)."""
+    amplitude = 32767 * 10 ** (-12 / 20)
+    frames = b"".join(struct.pack("<h", int(amplitude * math.sin(2 * math.pi * hz * n / rate)))
+                      for n in range(int(seconds * rate)))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return path
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rtpengine]:
+    with Rtpengine(workdir=tmp_path_factory.mktemp("rtpengine")) as rtpe:
+        yield rtpe
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, relay: Rtpengine) -> Iterator[DeskWorld]:
+    world = DeskWorld.start(tmp_path_factory.mktemp("desk"), rtpengine=(f"udp:{relay.host}:{relay.ng_port}",))
+    try:
+        media = world.node.switch.anchor.media
+        world.run(until(lambda: media is not None and media.available(), what="the relay up"))
+        yield world
+    finally:
+        world.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    wav = tone_wav(tmp_path_factory.mktemp("tone") / "page-1000hz.wav", PAGE_HZ)
+    args = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}", "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def ready_page(browser: Browser, world: DeskWorld, extension: str) -> Page:
+    page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{world.url}/agent")
+    page.fill("#f-operation", OP)
+    page.fill("#f-extension", extension)
+    page.fill("#f-password", f"secret-{extension}")
+    page.click("#signin button[type=submit]")
+    expect(page.get_by_test_id("phone")).to_have_text("Phone: registered")
+    page.get_by_test_id("state-ready").click()
+    expect(page.get_by_test_id("agent-state")).to_have_text("ready", timeout=LIVE_MS)
+    return page
+
+
+def page_hears(page: Page, seconds: float) -> list[tuple[float, float]]:
+    peaks: list[list[float]] = page.evaluate(ANALYSE, int(seconds * 1000))
+    return [(hz, db) for hz, db in peaks]
+
+
+def assert_page_hears(peaks: list[tuple[float, float]], hz: float) -> None:
+    """Every reading's loudest bin is `hz` (bins of 48000/8192 = 5.9 Hz) and well above the noise."""
+    assert len(peaks) >= 5, peaks
+    assert all(abs(peak - hz) <= 6 and db > -50 for peak, db in peaks), peaks
+
+
+def customer_hears(world: DeskWorld, customer: Phone, call: Any, seconds: float) -> Heard:
+    async def listen() -> Heard:
+        await asyncio.sleep(SETTLE)
+        start = customer.now()
+        await asyncio.sleep(seconds)
+        heard: Heard = call.rtp.heard(start, customer.now())
+        return heard
+
+    return world.run(listen(), timeout=seconds + 5)
+
+
+def tones(heard: Heard) -> set[int]:
+    return {int(round(w.hz / 25.0) * 25) for w in heard.windows if w.hz is not None and w.dbfs > -50}
+
+
+def assert_voice(heard: Heard, hz: float) -> None:
+    assert heard.share(hz, tolerance=3) >= 0.9, str(heard)
+    assert tones(heard) == {int(hz)}, str(heard)
+
+
+def assert_music(heard: Heard) -> None:
+    assert sum(heard.share(hz, tolerance=3) for hz in MUSIC_HZ) >= 0.9, str(heard)
+    assert tones(heard) <= set(MUSIC_HZ) and len(tones(heard)) >= 2, str(heard)
+    assert heard.share(PAGE_HZ, tolerance=20) == 0.0, str(heard)
+
+
+def test_the_page_answers_with_audio_both_ways_and_hold_plays_the_music(browser: Browser,
+                                                                          world: DeskWorld) -> None:
+    page = ready_page(browser, world, "1001")
+    customer = world.run(customer_phone(media=True))
+    try:
+        call = world.run(customer.call(did_uri(world.node), wait_answer=False))
+        expect(page.get_by_test_id("answer")).to_be_enabled()  # the page rings
+        page.get_by_test_id("answer").click()
+        world.run(call.wait_answered(10), timeout=12)
+        assert call.rtp is not None
+        call.rtp.play_tone(CUSTOMER_HZ)
+        conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1001").conn_id)
+        assert conn_id is not None and world.on_loop(lambda: world.node.switch.anchor.anchored(conn_id))
+        expect(page.get_by_test_id("call-conn")).to_have_text(conn_id, timeout=LIVE_MS)
+
+        assert_voice(customer_hears(world, customer, call, 1.0), PAGE_HZ)  # the customer hears the page
+        assert_page_hears(page_hears(page, 1.0), CUSTOMER_HZ)  # and the page hears the customer
+
+        page.get_by_test_id("hold").click()  # hold from the page: the customer hears the music, not the page
+        assert world.run(customer.wait_for(Held, call=call, timeout=5)).direction == "sendonly"
+        expect(page.get_by_test_id("hold")).to_have_text("Take off hold", timeout=LIVE_MS)
+        assert_music(customer_hears(world, customer, call, 1.6))
+
+        page.get_by_test_id("hold").click()  # off hold: the page again
+        world.run(customer.wait_for(Resumed, call=call, timeout=5))
+        expect(page.get_by_test_id("hold")).to_have_text("Hold", timeout=LIVE_MS)
+        assert_voice(customer_hears(world, customer, call, 1.0), PAGE_HZ)
+        assert_page_hears(page_hears(page, 0.8), CUSTOMER_HZ)
+
+        page.get_by_test_id("hang").click()
+        expect(page.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
+        assert world.node.switch.anchor.stats["media_failures"] == 0
+    finally:
+        world.run(customer.close())
+        page.context.close()
+
