@@ -28,14 +28,14 @@ if not os.access(CHROMIUM, os.X_OK):
                 allow_module_level=True)
 
 from callnode import customer_phone, did_uri, until  # noqa: E402
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright  # noqa: E402
 
 from callbridge.media.audio import HOLD_MUSIC_NOTES  # noqa: E402
 from callbridge.phone import Held, Phone, Resumed  # noqa: E402
 from callbridge.phone.listen import Heard  # noqa: E402
 from peers.rtpengine import Rtpengine  # noqa: E402
 
-PAGE_HZ, CUSTOMER_HZ = 1000.0, 440.0
+PAGE_HZ, CUSTOMER_HZ, SECOND_PAGE_HZ = 1000.0, 440.0, 1500.0
 MUSIC_HZ = sorted({hz for hz, _ in HOLD_MUSIC_NOTES})  # 400, 600, 800
 WAIT_MS = 8000
 LIVE_MS = 1000
@@ -44,7 +44,8 @@ SETTLE = 0.5  # what the relay plays changes within an ng round trip and a few f
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 expect.set_options(timeout=WAIT_MS)
 
-# The page's ear: the dominant frequency of the remote track every 100 ms for `ms`, with its level (dB).
+# The page's ear: the dominant frequency of the remote track every 100 ms for `ms` (after a full window), with its
+# level (dB).
 ANALYSE = """async (ms) => {
   const stream = document.querySelector("#remote-audio").srcObject;
   if (!stream || stream.getAudioTracks().length === 0) return [];
@@ -56,6 +57,7 @@ ANALYSE = """async (ms) => {
   analyser.smoothingTimeConstant = 0;
   source.connect(analyser);
   const data = new Float32Array(analyser.frequencyBinCount);
+  await new Promise((resolve) => setTimeout(resolve, 250));  // a full FFT window (8192 samples) of the track first
   const peaks = [];
   const end = performance.now() + ms;
   while (performance.now() < end) {
@@ -100,18 +102,37 @@ def world(tmp_path_factory: pytest.TempPathFactory, relay: Rtpengine) -> Iterato
         world.close()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    wav = tone_wav(tmp_path_factory.mktemp("tone") / "page-1000hz.wav", PAGE_HZ)
+def launch(playwright: Playwright, wav: Path) -> Browser:
     args = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-audio-capture={wav}", "--allow-loopback-in-peer-connection",
             "--autoplay-policy=no-user-gesture-required"]
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Its microphone plays 1000 Hz."""
+    browser = launch(playwright, tone_wav(tmp_path_factory.mktemp("tone") / "page-1000hz.wav", PAGE_HZ))
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def second_browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Another agent's computer: its microphone plays 1500 Hz."""
+    browser = launch(playwright, tone_wav(tmp_path_factory.mktemp("tone") / "page-1500hz.wav", SECOND_PAGE_HZ))
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 def ready_page(browser: Browser, world: DeskWorld, extension: str) -> Page:
@@ -201,3 +222,39 @@ def test_the_page_answers_with_audio_both_ways_and_hold_plays_the_music(browser:
         world.run(customer.close())
         page.context.close()
 
+
+
+def test_a_transfer_from_the_page_to_a_second_page_moves_the_customer_to_the_second_agents_audio(
+        browser: Browser, second_browser: Browser, world: DeskWorld) -> None:
+    first = ready_page(browser, world, "1002")
+    second = ready_page(second_browser, world, "1003")
+    customer = world.run(customer_phone(media=True))
+    try:
+        call = world.run(customer.call(did_uri(world.node), wait_answer=False))
+        expect(first.get_by_test_id("answer")).to_be_enabled()
+        first.get_by_test_id("answer").click()
+        world.run(call.wait_answered(10), timeout=12)
+        assert call.rtp is not None
+        call.rtp.play_tone(CUSTOMER_HZ)
+        assert_voice(customer_hears(world, customer, call, 0.6), PAGE_HZ)
+
+        first.fill("#transfer-target", "1003")  # a blind transfer from the page to the second agent's page
+        first.get_by_test_id("transfer").click()
+        expect(second.get_by_test_id("answer")).to_be_enabled()  # the second page rings (offer-less INVITE)
+        expect(first.locator("#call-transfer")).to_contain_text("transfer to 1003", timeout=LIVE_MS)
+        second.get_by_test_id("answer").click()
+        expect(first.locator("#no-call")).to_be_visible()  # the first agent is released
+        conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1003").conn_id)
+        assert conn_id is not None
+        expect(second.get_by_test_id("call-conn")).to_have_text(conn_id, timeout=LIVE_MS)
+
+        assert_voice(customer_hears(world, customer, call, 1.0), SECOND_PAGE_HZ)  # the second agent's voice
+        assert_page_hears(page_hears(second, 1.0), CUSTOMER_HZ)  # who hears the customer
+
+        second.get_by_test_id("hang").click()
+        expect(second.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
+        assert world.node.switch.anchor.stats["media_failures"] == 0
+    finally:
+        world.run(customer.close())
+        first.context.close()
+        second.context.close()

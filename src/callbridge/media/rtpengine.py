@@ -70,7 +70,7 @@ class RtpengineMedia:
     async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes, *,
                      offerer_browser: bool = False, answerer_browser: bool = False) -> bytes:
         message = {"command": "answer", "call-id": conn_id, "from-tag": offerer, "to-tag": answerer, "sdp": sdp,
-                   "flags": self.flags, **_toward(offerer_browser, answerer_browser)}
+                   "flags": self.flags, **_toward(offerer_browser, answerer_browser, answer=True)}
         return _sdp(await self._send(conn_id, message))
 
     async def drop_leg(self, conn_id: str, leg_id: str) -> None:
@@ -137,13 +137,20 @@ class RtpengineMedia:
             raise MediaRefused(str(exc)) from None
 
 
-def _toward(browser: bool, from_browser: bool) -> dict[str, Any]:
-    """The profile of the SDP rtpengine is to write: a browser's (see the module rules) or plain RTP."""
+def _toward(browser: bool, from_browser: bool, *, answer: bool = False) -> dict[str, Any]:
+    """The profile of the SDP rtpengine is to write: a browser's (see the module rules) or plain RTP. An answer
+    keeps the offerer's transport protocol (10.5: ``transport-protocol`` in an answer changes the answerer's side
+    too, and the customer's stream then wants SRTP it never negotiated)."""
     if browser:
-        return dict(WEBRTC)
-    if from_browser:
-        return dict(PLAIN_FROM_BROWSER)
-    return {"ICE": "remove"}
+        profile = dict(WEBRTC)
+    elif from_browser:
+        profile = dict(PLAIN_FROM_BROWSER)
+    else:
+        return {"ICE": "remove"}
+    if answer:
+        del profile["transport-protocol"]
+        profile.pop("DTLS", None)
+    return profile
 
 
 def _directed(message: dict[str, Any], toward: str | None) -> dict[str, Any]:
