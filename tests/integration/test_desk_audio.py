@@ -11,29 +11,25 @@ notes (400/600/800 Hz). Everything on loopback; one browser, one relay, one node
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import struct
-import wave
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from deskaudio import CHROMIUM, assert_page_hears, launch, page_hears, tone_wav
 from deskworld import OP, DeskWorld
 
-CHROMIUM = "/usr/bin/chromium"
 if not os.access(CHROMIUM, os.X_OK):
     pytest.skip(f"{CHROMIUM} is missing: run scripts/setup --test (it installs Debian's chromium)",
                 allow_module_level=True)
 
-from callnode import customer_phone, did_uri, until  # noqa: E402
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright  # noqa: E402
+from callnode import customer_phone, did_uri, until
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
-from callbridge.media.audio import HOLD_MUSIC_NOTES  # noqa: E402
-from callbridge.phone import Held, Phone, Resumed  # noqa: E402
-from callbridge.phone.listen import Heard  # noqa: E402
-from peers.rtpengine import Rtpengine  # noqa: E402
+from callbridge.media.audio import HOLD_MUSIC_NOTES
+from callbridge.phone import Held, Phone, Resumed
+from callbridge.phone.listen import Heard
+from peers.rtpengine import Rtpengine
 
 PAGE_HZ, CUSTOMER_HZ, SECOND_PAGE_HZ = 1000.0, 440.0, 1500.0
 MUSIC_HZ = sorted({hz for hz, _ in HOLD_MUSIC_NOTES})  # 400, 600, 800
@@ -43,47 +39,6 @@ SETTLE = 0.5  # what the relay plays changes within an ng round trip and a few f
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 expect.set_options(timeout=WAIT_MS)
-
-# The page's ear: the dominant frequency of the remote track every 100 ms for `ms` (after a full window), with its
-# level (dB).
-ANALYSE = """async (ms) => {
-  const stream = document.querySelector("#remote-audio").srcObject;
-  if (!stream || stream.getAudioTracks().length === 0) return [];
-  const ctx = window.testAudio || (window.testAudio = new AudioContext());
-  await ctx.resume();
-  const source = ctx.createMediaStreamSource(stream);
-  const analyser = ctx.createAnalyser();
-  analyser.fftSize = 8192;
-  analyser.smoothingTimeConstant = 0;
-  source.connect(analyser);
-  const data = new Float32Array(analyser.frequencyBinCount);
-  await new Promise((resolve) => setTimeout(resolve, 250));  // a full FFT window (8192 samples) of the track first
-  const peaks = [];
-  const end = performance.now() + ms;
-  while (performance.now() < end) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    analyser.getFloatFrequencyData(data);
-    let best = 1;
-    for (let i = 2; i < data.length; i++) if (data[i] > data[best]) best = i;
-    peaks.push([best * ctx.sampleRate / analyser.fftSize, data[best]]);
-  }
-  source.disconnect();
-  return peaks;
-}"""
-
-
-def tone_wav(path: Path, hz: float, seconds: float = 4.0, rate: int = 48000) -> Path:
-    """A mono 16-bit WAV of a pure tone at -12 dBFS, a whole number of cycles long (Chromium loops it)."""
-    amplitude = 32767 * 10 ** (-12 / 20)
-    frames = b"".join(struct.pack("<h", int(amplitude * math.sin(2 * math.pi * hz * n / rate)))
-                      for n in range(int(seconds * rate)))
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(frames)
-    return path
-
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rtpengine]:
@@ -100,13 +55,6 @@ def world(tmp_path_factory: pytest.TempPathFactory, relay: Rtpengine) -> Iterato
         yield world
     finally:
         world.close()
-
-
-def launch(playwright: Playwright, wav: Path) -> Browser:
-    args = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}", "--allow-loopback-in-peer-connection",
-            "--autoplay-policy=no-user-gesture-required"]
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +95,6 @@ def ready_page(browser: Browser, world: DeskWorld, extension: str) -> Page:
     page.get_by_test_id("state-ready").click()
     expect(page.get_by_test_id("agent-state")).to_have_text("ready", timeout=LIVE_MS)
     return page
-
-
-def page_hears(page: Page, seconds: float) -> list[tuple[float, float]]:
-    peaks: list[list[float]] = page.evaluate(ANALYSE, int(seconds * 1000))
-    return [(hz, db) for hz, db in peaks]
-
-
-def assert_page_hears(peaks: list[tuple[float, float]], hz: float) -> None:
-    """Every reading's loudest bin is `hz` (bins of 48000/8192 = 5.9 Hz) and well above the noise."""
-    assert len(peaks) >= 5, peaks
-    assert all(abs(peak - hz) <= 6 and db > -50 for peak, db in peaks), peaks
 
 
 def customer_hears(world: DeskWorld, customer: Phone, call: Any, seconds: float) -> Heard:
