@@ -2,7 +2,9 @@
 customer's call on the page, and the audio goes both ways through a real rtpengine: DTLS-SRTP and ICE toward the
 browser, plain RTP toward the customer (`callbridge.phone` with real RTP). Measured on both ends: the customer's
 phone hears the page's tone (its `heard` API), the page hears the customer's (WebAudio's AnalyserNode on the remote
-track). Hold from the page plays the hold music to the customer; off hold, the page's tone again.
+track). Hold from the page plays the hold music to the customer; off hold, the page's tone again; mute silences the
+page toward the customer only. A blind transfer from the page to a second page (another browser, another tone)
+moves the customer to the second agent.
 
 Tones: the page 1000 Hz (the WAV Chromium plays as its microphone), the customer 440 Hz; both away from the music's
 notes (400/600/800 Hz). Everything on loopback; one browser, one relay, one node for the module.
@@ -123,7 +125,7 @@ def assert_music(heard: Heard) -> None:
     assert heard.share(PAGE_HZ, tolerance=20) == 0.0, str(heard)
 
 
-def test_the_page_answers_with_audio_both_ways_and_hold_plays_the_music(browser: Browser,
+def test_the_page_answers_with_audio_both_ways_hold_plays_the_music_and_mute_silences_the_page(browser: Browser,
                                                                           world: DeskWorld) -> None:
     page = ready_page(browser, world, "1001")
     customer = world.run(customer_phone(media=True))
@@ -151,6 +153,16 @@ def test_the_page_answers_with_audio_both_ways_and_hold_plays_the_music(browser:
         expect(page.get_by_test_id("hold")).to_have_text("Hold", timeout=LIVE_MS)
         assert_voice(customer_hears(world, customer, call, 1.0), PAGE_HZ)
         assert_page_hears(page_hears(page, 0.8), CUSTOMER_HZ)
+
+        page.get_by_test_id("mute").click()  # mute: a sendonly re-INVITE of the page, which stops sending
+        expect(page.get_by_test_id("mute")).to_have_text("Unmute", timeout=LIVE_MS)
+        muted = customer_hears(world, customer, call, 1.0)
+        assert muted.share(PAGE_HZ, tolerance=20) == 0.0, str(muted)
+        assert_page_hears(page_hears(page, 0.8), CUSTOMER_HZ)  # the agent still hears the customer
+        page.get_by_test_id("mute").click()
+        expect(page.get_by_test_id("mute")).to_have_text("Mute", timeout=LIVE_MS)
+        page.wait_for_timeout(500)  # the page's re-answer (sendrecv) and its sender starting again
+        assert_voice(customer_hears(world, customer, call, 1.0), PAGE_HZ)
 
         page.get_by_test_id("hang").click()
         expect(page.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
