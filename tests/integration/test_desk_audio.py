@@ -25,11 +25,11 @@ if not os.access(CHROMIUM, os.X_OK):
     pytest.skip(f"{CHROMIUM} is missing: run scripts/setup --test (it installs Debian's chromium)",
                 allow_module_level=True)
 
-from callnode import customer_phone, did_uri, until
+from callnode import agent_phone, customer_phone, did_uri, until
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from callbridge.media.audio import HOLD_MUSIC_NOTES
-from callbridge.phone import Held, Phone, Resumed
+from callbridge.phone import Held, IncomingCall, Phone, Resumed
 from callbridge.phone.listen import Heard
 from peers.rtpengine import Rtpengine
 
@@ -207,3 +207,29 @@ def test_a_transfer_from_the_page_to_a_second_page_moves_the_customer_to_the_sec
         world.run(customer.close())
         first.context.close()
         second.context.close()
+
+
+def test_an_agent_on_its_page_and_a_desk_phone_is_rung_on_the_page_only_on_an_anchored_call(
+        browser: Browser, world: DeskWorld) -> None:
+    page = ready_page(browser, world, "1003")
+    desk_phone = world.run(agent_phone(world.node, "1003", ready=False, answer="auto"))  # UDP, answers at once
+    customer = world.run(customer_phone(media=True))
+    try:
+        bindings = world.on_loop(lambda: world.node.switch.registrar.location.contacts_for(
+            OP, "1003", world.node.switch.wall()))
+        assert sorted(b.transport for b in bindings) == ["udp", "ws"]
+        call = world.run(customer.call(did_uri(world.node), wait_answer=False))
+        expect(page.get_by_test_id("answer")).to_be_enabled()  # the page rings...
+        with pytest.raises(TimeoutError):  # ...and the desk phone, which would answer at once, is not rung
+            world.run(desk_phone.wait_for(IncomingCall, timeout=1.0))
+        page.get_by_test_id("answer").click()
+        world.run(call.wait_answered(10), timeout=12)
+        assert call.rtp is not None
+        call.rtp.play_tone(CUSTOMER_HZ)
+        assert_voice(customer_hears(world, customer, call, 0.6), PAGE_HZ)
+        page.get_by_test_id("hang").click()
+        expect(page.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
+    finally:
+        world.run(desk_phone.close())
+        world.run(customer.close())
+        page.context.close()
