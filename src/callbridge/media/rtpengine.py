@@ -24,13 +24,14 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
 - A leg toward a browser (a WebSocket-registered agent, the agent's page) gets the WebRTC profile (`WEBRTC`):
   ``transport-protocol`` UDP/TLS/RTP/SAVPF, ``ICE`` force (rtpengine's own host candidate: Chromium hides its
   addresses behind mDNS ``.local`` names, so the browser's checks toward the relay's candidate make the path),
-  ``DTLS`` passive (the browser is the DTLS client), ``rtcp-mux`` require, no SDES. What a browser sends toward a
+  DTLS-SRTP with the relay's fingerprint and ``setup:actpass`` (Chromium then takes the client's role),
+  ``rtcp-mux`` require, no SDES. What a browser sends toward a
   plain-RTP party goes on as RTP/AVP without ICE and with RTCP demuxed (`PLAIN_FROM_BROWSER`). The codecs are the
   customer's, with Opus added by transcoding after them: a browser picks the first it takes, so G.711 passes
   untouched (Chromium answers PCMU) and Opus is there for a customer that offered neither PCMU nor PCMA. Answers
   carry no ``transport-protocol``, DTLS role or codec flags: 10.5 applies ``transport-protocol`` in an answer to the
-  answerer's side too (the customer's stream then wanted SRTP), and a forced passive role toward a browser that
-  offered ``actpass`` left its DTLS unstarted.
+  answerer's side too (the customer's stream then wanted SRTP), and a forced ``DTLS`` passive role toward a
+  browser that offered ``actpass`` left its DTLS unstarted (10.5 answers ``active`` by itself).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
 """
 
@@ -48,9 +49,8 @@ __all__ = ["MAX_BLOB", "RtpengineMedia"]
 MAX_BLOB = 65000
 
 # Toward a browser (WebRTC, RFC 8827): DTLS-SRTP over ICE with RTP and RTCP on one port, what Chromium insists on.
-WEBRTC: dict[str, Any] = {"transport-protocol": "UDP/TLS/RTP/SAVPF", "ICE": "force", "DTLS": "passive",
-                          "rtcp-mux": ["require"], "SDES": ["off"],
-                          "codec": {"transcode": ["opus"]}}
+WEBRTC: dict[str, Any] = {"transport-protocol": "UDP/TLS/RTP/SAVPF", "ICE": "force", "rtcp-mux": ["require"],
+                          "SDES": ["off"], "codec": {"transcode": ["opus"]}}
 # From a browser toward a plain-RTP party (a carrier, a desk phone): no ICE, no DTLS, RTCP on its own port.
 PLAIN_FROM_BROWSER: dict[str, Any] = {"transport-protocol": "RTP/AVP", "ICE": "remove", "rtcp-mux": ["demux"]}
 
@@ -154,7 +154,6 @@ def _toward(browser: bool, from_browser: bool, *, answer: bool = False) -> dict[
         return {"ICE": "remove"}
     if answer:
         del profile["transport-protocol"]
-        profile.pop("DTLS", None)
         profile.pop("codec", None)
     return profile
 
