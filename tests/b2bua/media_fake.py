@@ -53,12 +53,14 @@ class FakeMedia:
         text = re.sub(r"^c=IN IP4 \S+", f"c=IN IP4 {RELAY}", text, flags=re.M)
         return re.sub(r"^m=audio \d+", f"m=audio {port}", text, flags=re.M).encode()
 
-    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes) -> bytes:
+    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes, *,
+                    from_browser: bool = False, to_browser: bool = False) -> bytes:
         self.ops.append(("offer", conn_id, from_leg, to_leg))
         self._check("offer", conn_id, new=True)
         return self._rewrite(sdp, self.port_for(conn_id, to_leg or f"answerer-of-{from_leg}"))
 
-    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes) -> bytes:
+    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes, *,
+                     offerer_browser: bool = False, answerer_browser: bool = False) -> bytes:
         self.ops.append(("answer", conn_id, offerer, answerer))
         self._check("answer", conn_id)
         return self._rewrite(sdp, self.port_for(conn_id, offerer))

@@ -4,6 +4,7 @@ loop in a thread so that synchronous clients (httpx, Playwright's sync API drivi
     world = DeskWorld.start(tmp_dir)       # SQLite, SIP (UDP/TCP and WebSocket) and HTTP on loopback
     world.url                                  # http://127.0.0.1:<port>
     world.on_loop(lambda: world.node.service.get_agent(OP, "1001"))   # read the node on its own loop
+    DeskWorld.start(tmp_dir, rtpengine=("udp:127.0.0.1:PORT",))   # calls anchored on that relay
     world.stop_http(); world.start_http()      # the HTTP server stops and comes back on the same port
     world.close()
 
@@ -38,8 +39,9 @@ __all__ = ["DOMAIN", "OP", "OTHER_OP", "OTHER_SUPERVISOR", "SUPERVISOR", "DeskWo
 
 
 class DeskWorld:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, rtpengine: tuple[str, ...] = ()) -> None:
         self.tmp = tmp
+        self.rtpengine = rtpengine
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="desk-node", daemon=True)
         self.node: Node
@@ -48,8 +50,9 @@ class DeskWorld:
         self.tokens: dict[str, list[str]] = {}
 
     @classmethod
-    def start(cls, tmp: Path) -> DeskWorld:
-        world = cls(tmp)
+    def start(cls, tmp: Path, rtpengine: tuple[str, ...] = ()) -> DeskWorld:
+        """`rtpengine`: the relays' ng addresses (``udp:HOST:PORT``): calls are anchored, the page has audio."""
+        world = cls(tmp, rtpengine)
         world.thread.start()
         world.run(world._start())
         return world
@@ -62,7 +65,7 @@ class DeskWorld:
         other["supervisors"] = [{"username": OTHER_SUPERVISOR[0], "password": OTHER_SUPERVISOR[1]}]
         self.tokens = {OP: await asyncio.to_thread(load, url, doc), OTHER_OP: await asyncio.to_thread(load, url, other)}
         self.node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                             node_id="node-1", sip_ws_port=0))
+                                             node_id="node-1", sip_ws_port=0, rtpengine=self.rtpengine))
         await self._serve()
 
     async def _serve(self) -> None:

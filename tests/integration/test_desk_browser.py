@@ -244,3 +244,28 @@ def test_the_page_says_plainly_when_the_microphone_is_refused(playwright: Playwr
         registered(page)  # signalling goes on without it
     finally:
         refusing.close()
+
+
+def test_without_a_relay_the_page_rings_but_says_plainly_that_audio_needs_it(browser: Browser,
+                                                                               world: DeskWorld) -> None:
+    from callnode import customer_phone, did_uri
+
+    from callbridge.phone import CallState
+
+    page = agent_page(browser, world, "1002")
+    registered(page)
+    page.get_by_test_id("state-ready").click()
+    expect(page.get_by_test_id("agent-state")).to_have_text("ready", timeout=LIVE_MS)
+    customer = world.run(customer_phone())
+    try:
+        call = world.run(customer.call(did_uri(world.node), wait_answer=False))
+        expect(page.get_by_test_id("answer")).to_be_enabled()  # this world has no relay: the call's media is direct
+        page.get_by_test_id("answer").click()
+        expect(page.get_by_test_id("result")).to_have_text(
+            "The call could not be answered in the browser: its audio needs callbridge's media relay (rtpengine, "
+            "an operation whose media is anchored). Take it on a desk phone.")
+        expect(page.get_by_test_id("answer")).to_be_enabled()  # still ringing: nothing was answered
+        assert call.state in (CallState.CALLING, CallState.ALERTING)
+    finally:
+        world.run(customer.close())
+        page.context.close()

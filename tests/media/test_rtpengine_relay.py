@@ -189,3 +189,38 @@ async def test_rtp_flows_through_the_relay_and_follows_a_re_targeting(rtpengine:
         shell.close()
         for endpoint in (customer, agent, target):
             endpoint.close()
+
+
+BROWSER_ANSWER = (
+    "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "m=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\na=rtcp:9 IN IP4 0.0.0.0\r\n"
+    "a=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host generation 0\r\n"
+    "a=ice-ufrag:Xb1q\r\na=ice-pwd:0123456789abcdefghijklmn\r\n"
+    "a=fingerprint:sha-256 CE:79:2F:E6:9E:BD:1F:4C:58:DA:83:9B:89:2A:B8:D0:76:E4:2F:25:0E:76:F3:83:EC:85:A3:EA:87:36:"
+    "06:7B\r\na=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+async def test_a_browser_gets_webrtc_and_its_answer_reaches_the_customer_as_plain_rtp(rtpengine: Rtpengine) -> None:
+    shell = await started(rtpengine)
+    media = RtpengineMedia(shell)
+    try:
+        offer = (await media.offer("c1", "cust", None, sdp(free_udp_port()), to_browser=True)).decode()
+        [m_line] = re.findall(r"^m=audio \d+ (.*)$", offer, re.M)
+        assert m_line.split()[:2] == ["UDP/TLS/RTP/SAVPF", "0"]  # the customer's PCMU first, then Opus (transcoded)
+        assert re.search(r"^a=rtpmap:\d+ opus/48000/2\r?$", offer, re.M)
+        for line in ("a=rtcp-mux", "a=setup:actpass"):
+            assert re.search(f"^{line}\\r?$", offer, re.M), offer
+        assert re.search(r"^a=fingerprint:sha-256 [0-9A-F:]+\r?$", offer, re.M)
+        assert re.search(r"^a=ice-ufrag:\S+\r?$", offer, re.M) and re.search(r"^a=ice-pwd:\S+\r?$", offer, re.M)
+        assert re.search(r"^a=candidate:\S+ 1 UDP \d+ 127\.0\.0\.1 \d+ typ host\r?$", offer, re.M), offer
+        assert "a=crypto" not in offer
+
+        answer = (await media.answer("c1", "cust", "agent", BROWSER_ANSWER.format(port=free_udp_port()).encode(),
+                                     answerer_browser=True)).decode()
+        assert re.search(r"^m=audio \d+ RTP/AVP 0\r?$", answer, re.M), answer
+        for gone in ("a=ice-", "a=candidate", "a=fingerprint", "a=setup", "a=rtcp-mux"):
+            assert gone not in answer, answer
+        assert media_address(answer.encode())[0] == "127.0.0.1"
+    finally:
+        await media.delete("c1")
+        shell.close()

@@ -15,6 +15,9 @@ Rules (docs/design.md, "Media")
   call is exactly what it was before anchoring existed. A media failure in the middle of an anchored call (the relay
   stopped answering) degrades that exchange to direct media rather than drop the call: the SDP goes through
   unchanged, and it is logged and counted.
+- A leg that reaches a browser (its phone registered over WebSocket: the agent's page) is a WebRTC party: the
+  media plane gives it DTLS-SRTP, ICE and rtcp-mux, and turns what it sends back into plain RTP for the others
+  (`browser`). A direct call cannot reach a browser: its page says the audio needs the relay.
 - A leg that ends leaves the session (`leg_ended`); the customer's leg ending ends it (`delete`). A leg that is
   still the customer's media peer when it ends (an attended transfer releases the agent before the customer is
   joined to the target) leaves only once the customer's media is re-targeted to someone else: rtpengine 10.5 gives
@@ -33,12 +36,24 @@ from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError
 from callbridge.callcontrol.model import Operation
 
-__all__ = ["Admission", "MediaAnchor"]
+__all__ = ["BROWSER_TRANSPORTS", "Admission", "MediaAnchor", "browser"]
+
+BROWSER_TRANSPORTS = ("ws", "wss")
 
 Admission = Literal["anchored", "direct", "direct_relay_down", "refuse"]
 Then = Callable[[bytes], None]
 
 log = logging.getLogger(__name__)
+
+
+def browser(leg: SipLeg | None) -> bool:
+    """`leg` reaches a WebRTC endpoint: a phone registered over SIP WebSocket (RFC 7118), the agent's page."""
+    return leg is not None and leg.transport in BROWSER_TRANSPORTS
+
+
+def _sides(first: str, one: SipLeg | None, second: str, other: SipLeg | None) -> dict[str, bool]:
+    """The media plane's profile flags, only those that are set (a call without a browser asks as it always did)."""
+    return {name: True for name, leg in ((first, one), (second, other)) if browser(leg)}
 
 
 class MediaAnchor:
@@ -81,14 +96,17 @@ class MediaAnchor:
         return conn_id is not None and conn_id in self.calls
 
     # --- SDP through the media plane ----------------------------------------------------------------------------
-    def offer(self, conn_id: str | None, from_leg: SipLeg, to_leg: SipLeg | None, sdp: bytes, then: Then) -> None:
-        """`from_leg`'s offer `sdp`, as `to_leg` (None: not known yet) is to get it."""
+    def offer(self, conn_id: str | None, from_leg: SipLeg, to_leg: SipLeg | None, sdp: bytes, then: Then, *,
+              receiver: SipLeg | None = None) -> None:
+        """`from_leg`'s offer `sdp`, as `to_leg` (None: not known yet; `receiver` is the leg whose INVITEs will
+        carry it, for its profile) is to get it."""
         if not sdp or conn_id is None or conn_id not in self.calls or self.media is None:
             then(sdp)
             return
         media = self.media
         to_id = to_leg.leg_id if to_leg is not None else None
-        self._run(lambda: media.offer(conn_id, from_leg.leg_id, to_id, sdp), sdp, then, "offer", conn_id)
+        sides = _sides("from_browser", from_leg, "to_browser", to_leg or receiver)
+        self._run(lambda: media.offer(conn_id, from_leg.leg_id, to_id, sdp, **sides), sdp, then, "offer", conn_id)
 
     def answer(self, conn_id: str | None, offerer: SipLeg, answerer: SipLeg, sdp: bytes, then: Then) -> None:
         """`answerer`'s answer `sdp` to `offerer`'s offer, as `offerer` is to get it."""
@@ -105,8 +123,9 @@ class MediaAnchor:
             else:  # two other parties (an agent and a consulted target): what the customer hears may change
                 self.hearing.rewired(conn_id, offerer.leg_id, answerer.leg_id)
 
-        self._run(lambda: media.answer(conn_id, offerer.leg_id, answerer.leg_id, sdp), sdp, then, "answer",
-                  conn_id, answered)
+        sides = _sides("offerer_browser", offerer, "answerer_browser", answerer)
+        self._run(lambda: media.answer(conn_id, offerer.leg_id, answerer.leg_id, sdp, **sides), sdp, then,
+                  "answer", conn_id, answered)
 
     def _customer_peer(self, conn_id: str, peer: str) -> None:
         """The customer's media goes to `peer` now: the legs that were waiting for that can leave."""

@@ -157,12 +157,17 @@ class Media(Protocol):
         """A new call can be anchored now (some relay is up)."""
         ...
 
-    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes) -> bytes:
-        """`from_leg` offers `sdp` to `to_leg` (None: not known yet, the first INVITE); returns the offer to send."""
+    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes, *,
+                    from_browser: bool = False, to_browser: bool = False) -> bytes:
+        """`from_leg` offers `sdp` to `to_leg` (None: not known yet, the first INVITE); returns the offer to send.
+        `to_browser`: the offer goes to a WebRTC endpoint (a browser: DTLS-SRTP, ICE, rtcp-mux); `from_browser`:
+        it comes from one, and goes on as plain RTP."""
         ...
 
-    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes) -> bytes:
-        """`answerer` answers `offerer`'s offer with `sdp`; returns the answer to send to the offerer."""
+    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes, *,
+                     offerer_browser: bool = False, answerer_browser: bool = False) -> bytes:
+        """`answerer` answers `offerer`'s offer with `sdp`; returns the answer to send to the offerer. The flags
+        say which party is a WebRTC endpoint, as for `offer`."""
         ...
 
     async def drop_leg(self, conn_id: str, leg_id: str) -> None: ...

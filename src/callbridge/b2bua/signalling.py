@@ -10,6 +10,8 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   2xx is ACKed at once with an answer that sends no media, since the customer may ring for longer than the 64*T1
   the phone retransmits an un-ACKed 2xx for; the customer's answer reaches it by re-INVITE when the two are
   bridged (`bridge.park`, RFC 3725 §4.3).
+  On an anchored call, an agent with contacts registered over WebSocket (its page) is rung there only: the relay's
+  offer is WebRTC for them (`anchor.browser`).
 - `bridge`: `bridge.connect`.
 - `hold`/`unhold` (on the customer's leg): a re-INVITE with the SDP the customer last got from us, every stream
   put on hold (`sendrecv` → `sendonly`, RFC 3264 §8.4) or back, version + 1. An anchored call's customer also
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from callbridge.b2bua.anchor import BROWSER_TRANSPORTS
 from callbridge.b2bua.bridge import connect, modify_own, park, present
 from callbridge.b2bua.leg_state import CALLING, FAILED, INCOMING, REFUSED, RELEASE, UP
 from callbridge.b2bua.leg_state import step as leg_state_step
@@ -92,8 +95,12 @@ class SipSignalling:
                     leg.offer = present(leg, sdp)
                     self._send_invites(leg, request, op)
 
-            # the first offer of an anchored call: its answerer is not known yet (forks), so no to-tag
-            sw.anchor.offer(request.conn_id, source, None, source.remote_sdp, offered)
+            # the first offer of an anchored call: its answerer is not known yet (forks), so no to-tag; the
+            # contacts it goes to say its profile (a browser's WebRTC or plain RTP)
+            targets = self._targets(request) if request.kind == "agent" else []
+            if targets:
+                leg.transport = targets[0][2]
+            sw.anchor.offer(request.conn_id, source, None, source.remote_sdp, offered, receiver=leg)
             return
         self._send_invites(leg, request, op)
 
@@ -126,6 +133,10 @@ class SipSignalling:
         sw = self.sw
         if request.kind == "agent":
             bindings = sw.registrar.contacts_for(request.operation_id, request.destination, sw.wall())
+            if sw.anchor.anchored(request.conn_id) and any(b.transport in BROWSER_TRANSPORTS for b in bindings):
+                # one relay offer per call has one profile: an agent on its page and a desk phone at once gets
+                # the call on the page (docs/operations.md, "The agent's page")
+                bindings = [b for b in bindings if b.transport in BROWSER_TRANSPORTS]
             return [(b.uri, b.destination, b.transport) for b in bindings]
         trunk = self._trunk(request)
         if trunk is None:

@@ -19,7 +19,9 @@ check mark and its time; the first step that does not happen as expected is name
 
 `callbridge demo --keep` then puts a new call up and leaves everything running, printing `curl` commands (real
 token, real ports) to act on it by hand, and the addresses and sign-ins of the agent's page and the supervisor's
-board, until Ctrl-C.
+board, until Ctrl-C. With `--rtpengine udp:HOST:PORT` (a running rtpengine) the calls are anchored on it, the
+customer's phone sends a tone, and a person signed in on the agent's page takes the kept call with audio (a printed
+command transfers it to the page's agent).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -45,6 +48,8 @@ from callbridge.cli.demo_world import (
     agent_password,
 )
 
+CUSTOMER_TONE_HZ = 440.0  # what a person taking the kept call on the page hears of the customer
+
 __all__ = ["BUSY_NUMBER", "DEMO_OPERATION", "STEP_TITLES", "Demo", "DemoFailed", "demo_command", "play"]
 
 
@@ -58,7 +63,7 @@ async def _keep(demo: Demo, console: Console) -> None:
     await demo.longest_idle_answers(agent)
     console.print(f"\n[bold]Still running.[/bold] A new call is up: customer {CUSTOMER_NUMBER} with agent {agent} "
                   f"(conn_id {demo.conn_id}). Try the API by hand:\n", soft_wrap=True, highlight=False)
-    for what, command in curl_commands(demo.base_url, demo.token, agent):
+    for what, command in curl_commands(demo.base_url, demo.token, agent, page_agent=WEB_AGENT):
         console.print(f"[dim]# {what}[/dim]", highlight=False)
         console.print(command, soft_wrap=True, highlight=False, markup=False)
     console.print(f"\n[bold]In a browser[/bold]: the agent's page {demo.base_url}/agent (operation {OPERATION}, "
@@ -66,6 +71,16 @@ async def _keep(demo: Demo, console: Console) -> None:
                   f"phones) and the supervisor's board {demo.base_url}/supervisor (operation {OPERATION}, "
                   f"username {SUPERVISOR[0]}, password {SUPERVISOR[1]}).", soft_wrap=True, highlight=False,
                   markup=False)
+    if demo.anchored and demo.customer_call is not None and demo.customer_call.rtp is not None:
+        demo.customer_call.rtp.play_tone(CUSTOMER_TONE_HZ)
+        console.print(f"Take the call on the page: sign in, press Ready, run the \"transfer to the agent's page\" "
+                      f"command above, answer. The customer's phone plays a {CUSTOMER_TONE_HZ:.0f} Hz tone; the "
+                      "page's microphone goes to the customer through the relay (the browser asks for it; "
+                      "http://127.0.0.1 counts as a secure page).", soft_wrap=True, highlight=False, markup=False)
+    else:
+        console.print("No media relay: the page rings and shows the call, but its audio needs one. Run rtpengine "
+                      "and give the demo --rtpengine udp:HOST:PORT (its ng port) to take the call with audio in "
+                      "the browser.", soft_wrap=True, highlight=False, markup=False)
     console.print("\nEvents are printed below as they happen. Ctrl-C stops everything.\n", highlight=False)
     watch.on_event = lambda e: console.print(event_line(e), soft_wrap=True, highlight=False, markup=False)
     stop = asyncio.Event()
@@ -80,11 +95,12 @@ async def _keep(demo: Demo, console: Console) -> None:
 # --- the command ----------------------------------------------------------------------------------------------
 
 
-async def play(console: Console, *, keep: bool = False, busy_status: int = 486) -> int:
+async def play(console: Console, *, keep: bool = False, busy_status: int = 486,
+               rtpengine: tuple[str, ...] = ()) -> int:
     """Run the demo; 0 when every step happened as expected, 1 otherwise (the failed step is printed)."""
     console.print("[bold]callbridge demo[/bold]: a customer, three agents and an outside line, all on this "
                   "machine, driven through the API\n", highlight=False, soft_wrap=True)
-    demo = Demo(console, busy_status=busy_status)
+    demo = Demo(console, busy_status=busy_status, rtpengine=rtpengine)
     started = time.perf_counter()
     try:
         await demo.play()
@@ -105,7 +121,10 @@ async def play(console: Console, *, keep: bool = False, busy_status: int = 486) 
 def demo_command(
     keep: bool = typer.Option(False, "--keep", help="Leave the server and phones running with a call up and print "
                                                     "curl commands to try the API by hand, until Ctrl-C."),
+    rtpengine: Annotated[list[str] | None, typer.Option(
+        "--rtpengine", help="A running rtpengine's ng address, udp:HOST:PORT (repeatable): calls are anchored on "
+                            "it, and the agent's page takes the kept call with audio.")] = None,
 ) -> None:
     """Run callbridge with phones on this machine and play a call through the API (transfers included)."""
-    code = asyncio.run(play(Console(), keep=keep))
+    code = asyncio.run(play(Console(), keep=keep, rtpengine=tuple(rtpengine or ())))
     raise typer.Exit(code)

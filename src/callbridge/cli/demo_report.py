@@ -29,15 +29,19 @@ def cdr_table(cdr: Any) -> Table:
     return table
 
 
-def curl_commands(base_url: str, token: str, agent: str) -> list[tuple[str, str]]:
-    """(what, command) pairs for trying the API by hand: POST, no body, both headers, the real token and port."""
+def curl_commands(base_url: str, token: str, agent: str, *, page_agent: str | None = None) -> list[tuple[str, str]]:
+    """(what, command) pairs for trying the API by hand: POST, no body, both headers, the real token and port;
+    with `page_agent`, the transfer that brings the call to the agent's page."""
 
     def box(query: str) -> str:
         return (f"curl -sS -X POST -H 'wolkvox-token: {token}' -H 'wolkvox_server: {OPERATION}' "
                 f"'{base_url}/api/v2/agentbox.php?{query}'")
 
+    page = [("transfer to the agent's page (signed in and ready)",
+             box(f"api=transfer&agent_id={agent}&customer_phone={page_agent}"))] if page_agent else []
     return [
         ("hold (again to unhold)", box(f"api=hold&agent_id={agent}")),
+        *page,
         ("transfer to another agent", box(f"api=transfer&agent_id={agent}&customer_phone=1001")),
         ("transfer to a busy number", box(f"api=transfer&agent_id={agent}&customer_phone={BUSY_NUMBER}")),
         ("transfer to an outside number", box(f"api=transfer&agent_id={agent}&customer_phone={OUTSIDE_NUMBER}")),

@@ -77,9 +77,10 @@ class DemoFailed(Exception):
 class Demo:
     """The demo's world: node, HTTP server, phones, clients. ``await Demo.start()``, then the steps, ``close()``."""
 
-    def __init__(self, console: Console, *, busy_status: int = 486) -> None:
+    def __init__(self, console: Console, *, busy_status: int = 486, rtpengine: tuple[str, ...] = ()) -> None:
         self.console = console
         self.busy_status = busy_status
+        self.rtpengine = rtpengine  # relays (udp:HOST:PORT): calls anchored, the agent's page takes audio
         self.tmp = tempfile.TemporaryDirectory(prefix="callbridge-demo-")
         self.node: Node | None = None
         self.http: HttpServer | None = None
@@ -148,8 +149,12 @@ class Demo:
 
     async def start_node(self) -> str:
         settings = Settings(sip_host="127.0.0.1", sip_port=0, http_host="127.0.0.1", http_port=0,
-                            database_url=self.database_url, node_id="demo", log_level="WARNING", sip_ws_port=0)
+                            database_url=self.database_url, node_id="demo", log_level="WARNING", sip_ws_port=0,
+                            rtpengine=self.rtpengine)
         self.node = node = await bootstrap(settings)
+        media = node.switch.anchor.media
+        if media is not None:
+            await within(self._until(media.available, "the relay up"), "the media relay answering ng pings")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -166,7 +171,8 @@ class Demo:
         health = await self.native.request("GET", "/health")
         expect(isinstance(health, dict), f"/health answered {health!r}")
         host, port = node.sip_address
-        return f"SIP {host}:{port} (UDP, TCP), HTTP {self.base_url}, destination policy loopback only"
+        relay = f", media anchored on {', '.join(self.rtpengine)}" if self.rtpengine else ""
+        return f"SIP {host}:{port} (UDP, TCP), HTTP {self.base_url}, destination policy loopback only{relay}"
 
     async def register_agents(self) -> str:
         assert self.node is not None
@@ -205,8 +211,9 @@ class Demo:
         assert self.node is not None
         _, _, watch = self.api()
         if "customer" not in self.phones:
+            # with a relay the customer's phone sends real RTP (a tone, once answered): the page has something to hear
             self.phones["customer"] = await Phone.start(host=CUSTOMER_HOST, user=CUSTOMER_NUMBER,
-                                                        name="customer")
+                                                        name="customer", media=bool(self.rtpengine))
         self._call_mark = since = watch.mark
         host, port = self.node.sip_address
         self.customer_call = await self.phones["customer"].call(f"sip:{DID}@{host}:{port}", wait_answer=False)
@@ -299,7 +306,11 @@ class Demo:
         await within(self.phones[agent].wait_for(CallEnded, call=self.agent_calls[agent], timeout=STEP_TIMEOUT),
                       f"BYE at {agent}'s phone")
         gateway = self.gateway.phone
-        await self._until(lambda: self._customer_media_port() == gateway.rtp_port)
+        if self.anchored:  # the customer's side keeps the relay's port; the relay moved its media to the gateway
+            await self._until(lambda: any(c.state is CallState.ESTABLISHED for c in gateway.calls),
+                              "the gateway's call up")
+        else:
+            await self._until(lambda: self._customer_media_port() == gateway.rtp_port)
         number, caller, _ = self.gateway.dialled[-1]
         expect(number == OUTSIDE_NUMBER, f"the gateway was called for {number}")
         view = await native.get_agent(agent)
@@ -338,16 +349,27 @@ class Demo:
                 f"hung up by {cdr.hangup_by}")
 
     # --- checks shared by the steps ------------------------------------------------------------------------
+    @property
+    def anchored(self) -> bool:
+        """The demo's call goes through the media relay (`--rtpengine`): each side's SDP names the relay."""
+        return self.node is not None and self.node.switch.anchor.anchored(self.conn_id)
+
     def _customer_media_port(self) -> int | None:
         call = self.customer_call
         sdp = call.remote_sdp if call is not None else None
         return sdp.media[0].port if sdp is not None and sdp.media else None
 
     async def _media_between(self, agent: str) -> None:
-        """The customer's SDP names the agent's media port and the agent's names the customer's (pass-through)."""
+        """The customer's SDP names the agent's media port and the agent's names the customer's (pass-through);
+        through a relay, neither names the other (each names the relay)."""
         phone, call = self.phones[agent], self.agent_calls[agent]
         customer = self.phones["customer"]
         await self._until(lambda: call.state is CallState.ESTABLISHED, f"ACK at {agent}'s phone")
+        if self.anchored:
+            remote = call.remote_sdp
+            expect(self._customer_media_port() != phone.rtp_port and remote is not None and bool(remote.media)
+                   and remote.media[0].port != customer.rtp_port, f"{agent}'s media is not through the relay")
+            return
         await self._until(lambda: self._customer_media_port() == phone.rtp_port,
                           f"the customer's media pointed at {agent}")
         remote = call.remote_sdp

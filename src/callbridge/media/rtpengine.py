@@ -21,6 +21,17 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
 - ``inject DTMF`` is in the flags of every offer and answer when `inject_dtmf` is on: rtpengine 10.5's
   ``play DTMF`` sends nothing unless both the offer and the answer had it. It engages the transcoding path, where
   rtpengine drops packets with repeated sequence numbers.
+- A leg toward a browser (a WebSocket-registered agent, the agent's page) gets the WebRTC profile (`WEBRTC`):
+  ``transport-protocol`` UDP/TLS/RTP/SAVPF, ``ICE`` force (rtpengine's own host candidate: Chromium hides its
+  addresses behind mDNS ``.local`` names, so the browser's checks toward the relay's candidate make the path),
+  DTLS-SRTP with the relay's fingerprint and ``setup:actpass`` (Chromium then takes the client's role),
+  ``rtcp-mux`` require, no SDES. What a browser sends toward a
+  plain-RTP party goes on as RTP/AVP without ICE and with RTCP demuxed (`PLAIN_FROM_BROWSER`). The codecs are the
+  customer's, with Opus added by transcoding after them: a browser picks the first it takes, so G.711 passes
+  untouched (Chromium answers PCMU) and Opus is there for a customer that offered neither PCMU nor PCMA. Answers
+  carry no ``transport-protocol``, DTLS role or codec flags: 10.5 applies ``transport-protocol`` in an answer to the
+  answerer's side too (the customer's stream then wanted SRTP), and a forced ``DTLS`` passive role toward a
+  browser that offered ``actpass`` left its DTLS unstarted (10.5 answers ``active`` by itself).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
 """
 
@@ -37,6 +48,12 @@ __all__ = ["MAX_BLOB", "RtpengineMedia"]
 # One ng command is one UDP datagram (at most 65,507 bytes of payload); the rest of a `play media` is well under 500.
 MAX_BLOB = 65000
 
+# Toward a browser (WebRTC, RFC 8827): DTLS-SRTP over ICE with RTP and RTCP on one port, what Chromium insists on.
+WEBRTC: dict[str, Any] = {"transport-protocol": "UDP/TLS/RTP/SAVPF", "ICE": "force", "rtcp-mux": ["require"],
+                          "SDES": ["off"], "codec": {"transcode": ["opus"]}}
+# From a browser toward a plain-RTP party (a carrier, a desk phone): no ICE, no DTLS, RTCP on its own port.
+PLAIN_FROM_BROWSER: dict[str, Any] = {"transport-protocol": "RTP/AVP", "ICE": "remove", "rtcp-mux": ["demux"]}
+
 
 class RtpengineMedia:
     def __init__(self, shell: NgShell, *, inject_dtmf: bool = True) -> None:
@@ -47,16 +64,18 @@ class RtpengineMedia:
     def available(self) -> bool:
         return any(relay.up for relay in self.relays.relays.values())
 
-    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes) -> bytes:
+    async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes, *,
+                    from_browser: bool = False, to_browser: bool = False) -> bytes:
         message: dict[str, Any] = {"command": "offer", "call-id": conn_id, "from-tag": from_leg, "sdp": sdp,
-                                   "flags": self.flags, "ICE": "remove"}
+                                   "flags": self.flags, **_toward(to_browser, from_browser)}
         if to_leg is not None:
             message["to-tag"] = to_leg
         return _sdp(await self._send(conn_id, message, new_call=True))
 
-    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes) -> bytes:
+    async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes, *,
+                     offerer_browser: bool = False, answerer_browser: bool = False) -> bytes:
         message = {"command": "answer", "call-id": conn_id, "from-tag": offerer, "to-tag": answerer, "sdp": sdp,
-                   "flags": self.flags, "ICE": "remove"}
+                   "flags": self.flags, **_toward(offerer_browser, answerer_browser, answer=True)}
         return _sdp(await self._send(conn_id, message))
 
     async def drop_leg(self, conn_id: str, leg_id: str) -> None:
@@ -121,6 +140,22 @@ class RtpengineMedia:
             if isinstance(exc, NgTimeout):
                 raise MediaUnavailable(str(exc)) from None
             raise MediaRefused(str(exc)) from None
+
+
+def _toward(browser: bool, from_browser: bool, *, answer: bool = False) -> dict[str, Any]:
+    """The profile of the SDP rtpengine is to write: a browser's (see the module rules) or plain RTP. An answer
+    keeps the offerer's transport protocol (10.5: ``transport-protocol`` in an answer changes the answerer's side
+    too, and the customer's stream then wants SRTP it never negotiated)."""
+    if browser:
+        profile = dict(WEBRTC)
+    elif from_browser:
+        profile = dict(PLAIN_FROM_BROWSER)
+    else:
+        return {"ICE": "remove"}
+    if answer:
+        del profile["transport-protocol"]
+        profile.pop("codec", None)
+    return profile
 
 
 def _directed(message: dict[str, Any], toward: str | None) -> dict[str, Any]:

@@ -181,8 +181,19 @@ function attachAudio(session) {
   $("#remote-audio").srcObject = media;
 }
 
+// A call anchored on callbridge's media relay reaches the page as WebRTC (DTLS-SRTP, ICE); a call whose media is
+// direct offers plain RTP, which no browser takes: the page says what it needs rather than fail obscurely.
+function browserAudio(incoming) {
+  const sdp = incoming.request.body || "";
+  return sdp === "" || sdp.includes("UDP/TLS/RTP/SAVPF");
+}
+
 async function answer() {
   if (!invitation) return;
+  if (!browserAudio(invitation)) {
+    result({ ok: false, message: "The call could not be answered in the browser: its audio needs callbridge's media relay (rtpengine, an operation whose media is anchored). Take it on a desk phone." });
+    return;
+  }
   try {
     await invitation.accept({ sessionDescriptionHandlerOptions: { constraints: { audio: true, video: false } } });
   } catch (error) {
