@@ -1,0 +1,210 @@
+"""Recordings that follow the call (docs/operations.md, "Recordings"), measured in the WAV callbridge stores: a real
+userspace rtpengine records (pcap), real SIP between phones and callbridge on loopback, real RTP tones.
+
+A call of an operation whose policy is `always` is recorded from its answer on; it is transferred twice (agent 1001,
+then 1002, then 1003, each phone playing its own tone, the customer its own) and paused once in between (the API's
+PATCH, or the service's verb). The WAV's left channel holds the customer's tone, the right channel the three
+agents' tones in order, the paused span is digital silence on both, and the row lists the segments (one per start
+on the relay) and the pause at the offset the WAV has it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import wave
+from array import array
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from callnode import OP, agent_phone, customer_phone, did_uri, load, operation_doc, until  # noqa: E402
+
+from callbridge.bootstrap import Node, bootstrap  # noqa: E402
+from callbridge.config import Settings  # noqa: E402
+from callbridge.phone import Call, CallEnded, Established, IncomingCall, Phone  # noqa: E402
+from callbridge.phone.spectrum import analyse, level_dbfs  # noqa: E402
+from callbridge.storage import schema as s  # noqa: E402
+from peers.rtpengine import Rtpengine  # noqa: E402
+
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
+
+CUSTOMER_HZ = 700.0
+AGENT_HZ = {"1001": 1000.0, "1002": 1500.0, "1003": 1200.0}
+WINDOW = 0.1  # seconds per measured window
+TALK = 1.2  # seconds each agent talks with the customer
+PAUSE = 1.0  # seconds the recording is paused
+
+
+@dataclass
+class World:
+    node: Node
+    relay: Rtpengine
+    customer: Phone
+    recordings: Path
+    phones: dict[str, Phone] = field(default_factory=dict)
+    calls: dict[str, Call] = field(default_factory=dict)
+    call: Call | None = None
+
+
+@asynccontextmanager
+async def world(tmp_path: Path, **operation: Any) -> AsyncIterator[World]:
+    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
+    doc = operation_doc()
+    doc["operation"].update({"recording": "always", "transfer_timeout": 5, **operation})
+    await asyncio.to_thread(load, url, doc)
+    recordings = tmp_path / "kept"
+    with Rtpengine(workdir=tmp_path / "rtpengine") as relay:
+        node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
+                                        rtpengine=(f"udp:{relay.host}:{relay.ng_port}",),
+                                        rtpengine_recording_dir=str(relay.recording_dir),
+                                        recordings_dir=str(recordings)))
+        phones: list[Phone] = []
+        try:
+            await until(lambda: node.switch.anchor.media is not None and node.switch.anchor.media.available(),
+                        what="the relay up")
+            w = World(node, relay, await customer_phone(media=True), recordings)
+            phones.append(w.customer)
+            for extension in AGENT_HZ:
+                phone = await agent_phone(node, extension, ready=extension == "1001",
+                                          answer="auto" if extension == "1001" else "manual", media=True)
+                phones.append(phone)
+                w.phones[extension] = phone
+            yield w
+            assert node.switch.anchor.stats["media_failures"] == 0
+        finally:
+            for phone in phones:
+                await phone.close()
+            await node.close()
+
+
+async def answered_by(w: World, extension: str) -> None:
+    phone = w.phones[extension]
+    call = (await phone.wait_for(IncomingCall, timeout=5)).call
+    if extension != "1001":
+        await call.answer()
+    await phone.wait_for(Established, call=call, timeout=5)
+    assert call.rtp is not None
+    call.rtp.play_tone(AGENT_HZ[extension])
+    w.calls[extension] = call
+
+
+async def transfer(w: World, source: str, target: str) -> None:
+    w.node.service.change_status(OP, target, "ready")
+    w.node.service.transfer(OP, source, target)
+    await answered_by(w, target)
+    await w.phones[source].wait_for(CallEnded, call=w.calls[source], timeout=5)
+
+
+def channels(path: Path) -> tuple[array[int], array[int]]:
+    with wave.open(io.BytesIO(path.read_bytes()), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
+        samples = array("h", wav.readframes(wav.getnframes()))
+    return samples[0::2], samples[1::2]
+
+
+def tones(channel: array[int]) -> list[int | None]:
+    """The dominant frequency of each window, rounded to 25 Hz; None: silence (below -50 dBFS)."""
+    n = int(WINDOW * 8000)
+    out: list[int | None] = []
+    for start in range(0, len(channel) - n + 1, n):
+        window = channel[start:start + n]
+        hz = analyse(window).dominant_hz if level_dbfs(window) > -50 else None
+        out.append(None if hz is None else int(round(hz / 25.0) * 25))
+    return out
+
+
+def runs(values: list[int | None], *, at_least: int = 3) -> list[int]:
+    """The tones in order, each run of at least `at_least` windows once (short overlaps at a hand-over dropped)."""
+    out: list[int] = []
+    count, last = 0, None
+    for value in [*values, None]:
+        if value == last:
+            count += 1
+            continue
+        if last is not None and count >= at_least and (not out or out[-1] != last):
+            out.append(last)
+        last, count = value, 1
+    return out
+
+
+async def recording_row(w: World, conn_id: str) -> dict[str, Any]:
+    await until(lambda: not w.node.switch.anchor.calls, what="the relay's call gone")
+    await w.node.switch.anchor.settle()
+    assert w.node.recordings is not None
+    await w.node.recordings.settle()
+    await w.node.storage.writer.aflush()
+    with w.node.storage.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(select(s.recordings)).mappings()]
+    assert [r["conn_id"] for r in rows] == [conn_id]
+    return rows[0]
+
+
+async def pause_with_service(w: World, conn_id: str, paused: bool) -> None:
+    assert w.node.service.pause_recording(OP, conn_id, paused).state == ("paused" if paused else "recording")
+
+
+async def run_the_call(w: World, pause: Any) -> str:
+    w.call = await w.customer.call(did_uri(w.node), timeout=5)
+    await answered_by(w, "1001")
+    assert w.call.rtp is not None
+    w.call.rtp.play_tone(CUSTOMER_HZ)
+    conn_id = w.node.service.get_agent(OP, "1001").conn_id
+    assert conn_id is not None and w.node.switch.anchor.anchored(conn_id)
+    await until(lambda: w.node.switch.anchor.recorder.recording(conn_id), what="recording on the relay")
+    await asyncio.sleep(TALK)
+    await transfer(w, "1001", "1002")
+    await asyncio.sleep(TALK / 2)
+    await pause(w, conn_id, True)
+    await asyncio.sleep(PAUSE)
+    await pause(w, conn_id, False)
+    await asyncio.sleep(TALK / 2)
+    await transfer(w, "1002", "1003")
+    await asyncio.sleep(TALK)
+    await w.call.hangup()
+    return conn_id
+
+
+def assert_the_recording(w: World, conn_id: str, row: dict[str, Any]) -> None:
+    path = Path(row["path"])
+    assert path == w.recordings / OP / f"{conn_id}.wav" and path.is_file()
+    assert row["operation_id"] == OP
+    left, right = channels(path)
+    assert row["duration"] == pytest.approx(len(left) / 8000, abs=0.002)
+    # the segments: one per start on the relay (the answer, and the resume after the pause), in time order
+    assert [seg["start"] for seg in row["segments"]] == sorted(seg["start"] for seg in row["segments"])
+    assert len(row["segments"]) == 2 and all(seg["packets"] > 0 for seg in row["segments"])
+    assert all(seg["file"].startswith(f"{conn_id}-") and seg["file"].endswith(".pcap") for seg in row["segments"])
+    (pause,) = row["pauses"]
+    assert pause["duration"] == pytest.approx(PAUSE, abs=0.25), row["pauses"]
+    first, second = row["segments"]
+    assert pause["offset"] == pytest.approx(first["start"] + first["duration"], abs=0.1)
+    assert second["start"] == pytest.approx(pause["offset"] + pause["duration"], abs=0.1)
+    # the paused span is digital silence on both channels
+    begin, end = int((pause["offset"] + 0.05) * 8000), int((pause["offset"] + pause["duration"] - 0.05) * 8000)
+    assert set(left[begin:end]) == {0} and set(right[begin:end]) == {0}
+    # the right channel: the three agents in order; the left: the customer's tone and nothing else
+    heard_right = tones(right)
+    assert runs(heard_right) == [int(hz) for hz in AGENT_HZ.values()], heard_right
+    heard_left = tones(left)
+    assert {hz for hz in heard_left if hz is not None} == {int(CUSTOMER_HZ)}, heard_left
+    customer_windows = sum(hz == CUSTOMER_HZ for hz in heard_left)
+    assert customer_windows * WINDOW >= 3 * TALK * 0.8, heard_left  # throughout each agent's talk
+    # the relay's segments were removed once joined
+    assert list((w.relay.recording_dir / "pcaps").glob(f"{conn_id}-*.pcap")) == []
+
+
+async def test_an_always_recorded_call_transferred_twice_and_paused_is_one_wav(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        conn_id = await run_the_call(w, pause_with_service)
+        row = await recording_row(w, conn_id)
+        assert_the_recording(w, conn_id, row)
