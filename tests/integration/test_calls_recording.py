@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -27,6 +28,7 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
+from agentbox_world import LiveHttp, other_doc  # noqa: E402
 from callnode import OP, agent_phone, customer_phone, did_uri, load, operation_doc, until  # noqa: E402
 
 from callbridge.bootstrap import Node, bootstrap  # noqa: E402
@@ -51,6 +53,9 @@ class World:
     relay: Rtpengine
     customer: Phone
     recordings: Path
+    http: httpx.AsyncClient
+    token: str
+    other_token: str
     phones: dict[str, Phone] = field(default_factory=dict)
     calls: dict[str, Call] = field(default_factory=dict)
     call: Call | None = None
@@ -61,7 +66,9 @@ async def world(tmp_path: Path, **operation: Any) -> AsyncIterator[World]:
     url = f"sqlite:///{tmp_path / 'callbridge.db'}"
     doc = operation_doc()
     doc["operation"].update({"recording": "always", "transfer_timeout": 5, **operation})
-    await asyncio.to_thread(load, url, doc)
+    doc["tokens"] = [{"label": "crm"}]
+    (token,) = await asyncio.to_thread(load, url, doc)
+    (other_token,) = await asyncio.to_thread(load, url, other_doc())
     recordings = tmp_path / "kept"
     with Rtpengine(workdir=tmp_path / "rtpengine") as relay:
         node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
@@ -69,10 +76,13 @@ async def world(tmp_path: Path, **operation: Any) -> AsyncIterator[World]:
                                         rtpengine_recording_dir=str(relay.recording_dir),
                                         recordings_dir=str(recordings)))
         phones: list[Phone] = []
+        live = LiveHttp(node.app)
+        await live.start()
+        client = httpx.AsyncClient(base_url=live.url, timeout=10)
         try:
             await until(lambda: node.switch.anchor.media is not None and node.switch.anchor.media.available(),
                         what="the relay up")
-            w = World(node, relay, await customer_phone(media=True), recordings)
+            w = World(node, relay, await customer_phone(media=True), recordings, client, token, other_token)
             phones.append(w.customer)
             for extension in AGENT_HZ:
                 phone = await agent_phone(node, extension, ready=extension == "1001",
@@ -84,6 +94,8 @@ async def world(tmp_path: Path, **operation: Any) -> AsyncIterator[World]:
         finally:
             for phone in phones:
                 await phone.close()
+            await client.aclose()
+            await live.stop()
             await node.close()
 
 
@@ -153,13 +165,32 @@ async def pause_with_service(w: World, conn_id: str, paused: bool) -> None:
     assert w.node.service.pause_recording(OP, conn_id, paused).state == ("paused" if paused else "recording")
 
 
-async def run_the_call(w: World, pause: Any) -> str:
+async def api(w: World, method: str, path: str, *, token: str | None = None, **options: Any) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token or w.token}", **options.pop("headers", {})}
+    return await w.http.request(method, path, headers=headers, **options)
+
+
+async def pause_with_the_api(w: World, conn_id: str, paused: bool) -> None:
+    answer = await api(w, "PATCH", f"/v2/calls/{conn_id}/recording", json={"paused": paused})
+    assert (answer.status_code, answer.json()) == (200, {"conn_id": conn_id, "policy": "on_demand",
+                                                         "state": "paused" if paused else "recording"})
+
+
+async def start_with_the_api(w: World, conn_id: str) -> None:
+    answer = await api(w, "POST", f"/v2/calls/{conn_id}/recording")
+    assert (answer.status_code, answer.json()) == (200, {"conn_id": conn_id, "policy": "on_demand",
+                                                         "state": "recording"})
+
+
+async def run_the_call(w: World, pause: Any, start: Any = None) -> str:
     w.call = await w.customer.call(did_uri(w.node), timeout=5)
     await answered_by(w, "1001")
     assert w.call.rtp is not None
     w.call.rtp.play_tone(CUSTOMER_HZ)
     conn_id = w.node.service.get_agent(OP, "1001").conn_id
     assert conn_id is not None and w.node.switch.anchor.anchored(conn_id)
+    if start is not None:
+        await start(w, conn_id)
     await until(lambda: w.node.switch.anchor.recorder.recording(conn_id), what="recording on the relay")
     await asyncio.sleep(TALK)
     await transfer(w, "1001", "1002")
@@ -208,3 +239,46 @@ async def test_an_always_recorded_call_transferred_twice_and_paused_is_one_wav(t
         conn_id = await run_the_call(w, pause_with_service)
         row = await recording_row(w, conn_id)
         assert_the_recording(w, conn_id, row)
+
+
+async def test_an_on_demand_recording_started_and_paused_through_the_api_is_served_by_it(tmp_path: Path) -> None:
+    async with world(tmp_path, recording="on_demand") as w:
+        conn_id = await run_the_call(w, pause_with_the_api, start_with_the_api)
+        row = await recording_row(w, conn_id)
+        assert_the_recording(w, conn_id, row)
+        wav = Path(row["path"]).read_bytes()
+        path = f"/v2/calls/{conn_id}/recording"
+
+        whole = await api(w, "GET", path)
+        assert (whole.status_code, whole.headers["content-type"], whole.headers["accept-ranges"]) == (
+            200, "audio/wav", "bytes")
+        assert whole.content == wav
+        part = await api(w, "GET", path, headers={"range": "bytes=44-1043"})
+        assert (part.status_code, part.headers["content-range"], part.content) == (
+            206, f"bytes 44-1043/{len(wav)}", wav[44:1044])
+        tail = await api(w, "GET", path, headers={"range": "bytes=-100"})
+        assert (tail.status_code, tail.headers["content-range"], tail.content) == (
+            206, f"bytes {len(wav) - 100}-{len(wav) - 1}/{len(wav)}", wav[-100:])
+        for bad in (f"bytes={len(wav)}-", "bytes=9-3", "pages=0-1", "bytes=0-1,5-9"):
+            refused = await api(w, "GET", path, headers={"range": bad})
+            assert (refused.status_code, refused.headers["content-range"], refused.json()["error"]) == (
+                416, f"bytes */{len(wav)}", "RANGE_NOT_SATISFIABLE"), bad
+
+        other = await api(w, "GET", path, token=w.other_token)  # another operation's call: as unknown
+        assert (other.status_code, other.json()["error"]) == (404, "CALL_NOT_FOUND")
+        unknown = await api(w, "GET", "/v2/calls/nosuchcall/recording")
+        assert (unknown.status_code, unknown.json()["error"]) == (404, "CALL_NOT_FOUND")
+        ended = await api(w, "POST", path)
+        assert (ended.status_code, ended.json()["error"]) == (409, "CALL_ENDED")
+        other_ended = await api(w, "PATCH", path, token=w.other_token, json={"paused": True})
+        assert (other_ended.status_code, other_ended.json()["error"]) == (404, "CALL_NOT_FOUND")
+
+        listed = (await api(w, "GET", "/v2/recordings", params={"from": "2000-01-01T00:00:00Z"})).json()
+        (item,) = listed["items"]
+        assert listed["next_cursor"] is None
+        assert (item["conn_id"], item["url"], item["duration"], item["segments"], item["pauses"]) == (
+            conn_id, path, row["duration"], row["segments"], row["pauses"])
+        assert (await api(w, "GET", "/v2/recordings", token=w.other_token)).json() == {
+            "items": [], "next_cursor": None}
+        (cdr,) = (await api(w, "GET", "/v2/cdrs")).json()["items"]
+        assert (cdr["conn_id"], cdr["recording"]) == (conn_id, path)
