@@ -282,3 +282,38 @@ async def test_an_on_demand_recording_started_and_paused_through_the_api_is_serv
             "items": [], "next_cursor": None}
         (cdr,) = (await api(w, "GET", "/v2/cdrs")).json()["items"]
         assert (cdr["conn_id"], cdr["recording"]) == (conn_id, path)
+
+
+async def test_a_node_deletes_recordings_past_their_operations_retention_at_start_up(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
+    doc = operation_doc()
+    doc["operation"].update({"recording": "always", "recording_retention_days": 2})
+    await asyncio.to_thread(load, url, doc)
+    kept = tmp_path / "kept" / OP
+    kept.mkdir(parents=True)
+    now = datetime.now(UTC)
+    from callbridge.storage.database import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for conn_id, age in (("old", timedelta(days=2, minutes=1)), ("recent", timedelta(days=1, hours=23))):
+                (kept / f"{conn_id}.wav").write_bytes(b"RIFF")
+                conn.execute(s.recordings.insert().values(
+                    conn_id=conn_id, operation_id=OP, path=str(kept / f"{conn_id}.wav"), started_at=now - age,
+                    duration=1.0, segments=[], pauses=[], created_at=now - age))
+    finally:
+        engine.dispose()
+    node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
+                                    recordings_dir=str(tmp_path / "kept")))
+    try:
+        assert node.recordings is not None
+        await until(lambda: node.recordings is not None and node.recordings.stats["pruned"] == 1,
+                    what="the old recording pruned")
+        with node.storage.engine.connect() as conn:
+            assert conn.execute(select(s.recordings.c.conn_id)).scalars().all() == ["recent"]
+        assert sorted(p.name for p in kept.iterdir()) == ["recent.wav"]
+    finally:
+        await node.close()

@@ -221,6 +221,10 @@ class Media(Protocol):
         """Stop recording; the segment recorded since the last start is complete once this returns."""
         ...
 
+    def can_record(self) -> bool:
+        """Recordings made on the relays can be read on this machine (their folder is known)."""
+        ...
+
     def recording_files(self, conn_id: str) -> tuple[list[str], list[str]]:
         """The call's recorded segments as files this machine reads (pcap), and the relay's other files of the
         call's recording (removed with the segments once they are joined). Blocking: call it off the loop."""

@@ -4,8 +4,9 @@ resumed as the domain asks, handed over to be joined into one WAV when the call 
 
 Rules
 - The domain decides (its recording policy, the API's start, stop and pause) and says only "on" or "off"
-  (`want`, through `Signalling.record`). A call whose media does not go through a relay cannot be recorded: `want`
-  answers False and nothing happens.
+  (`want`, through `Signalling.record`). A call whose media does not go through a relay, or a node that does not
+  know where the relays write their recordings (`Media.can_record`), cannot record: `want` answers False and
+  nothing happens.
 - On the relay a recording is the whole call's (every party, both directions): the customer's leg persists and
   agents and transfer targets come and go inside the same recording. "Off" after "on" is ``stop recording`` and a
   later "on" another ``start recording`` (rtpengine 10.5 has no ``pause recording``): each start makes a new
@@ -93,7 +94,8 @@ class CallRecorder:
     def want(self, conn_id: str, on: bool) -> bool:
         """Record the call (or stop); False when it cannot be recorded (its media is not anchored)."""
         rec = self.calls.get(conn_id)
-        if rec is None or conn_id not in self.anchor.calls or self.anchor.media is None:
+        media = self.anchor.media
+        if rec is None or conn_id not in self.anchor.calls or media is None or not media.can_record():
             return False
         rec.wanted = on
         if rec.task is None or rec.task.done():

@@ -107,6 +107,9 @@ class RtpengineMedia:
     async def stop_recording(self, conn_id: str) -> None:
         await self._send(conn_id, {"command": "stop recording", "call-id": conn_id})
 
+    def can_record(self) -> bool:
+        return self.recording_dir is not None
+
     def recording_files(self, conn_id: str) -> tuple[list[str], list[str]]:
         if self.recording_dir is None:
             return [], []
