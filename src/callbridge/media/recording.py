@@ -27,7 +27,8 @@ skipped and counted. A duplicate (same SSRC, sequence number and timestamp in on
 Reported: each segment (its file, start and duration relative to the output's start, packets used) and the pauses:
 every stretch of at least ``PAUSE_SECONDS`` in which neither channel has audio (between segments, and inside one
 while nobody sent). Pure: reads the files given, writes only ``out``; run it off the event loop
-(``asyncio.to_thread``): it costs about a second per ten minutes of call.
+(``asyncio.to_thread``): it costs about 2.5 CPU-seconds per ten minutes of a two-party call
+(bench/recording_conversion.py: 3.6 minutes of WAV per CPU-second, 0.4 of a naive join that places nothing).
 """
 
 from __future__ import annotations
