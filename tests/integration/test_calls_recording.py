@@ -317,3 +317,30 @@ async def test_a_node_deletes_recordings_past_their_operations_retention_at_star
         assert sorted(p.name for p in kept.iterdir()) == ["recent.wav"]
     finally:
         await node.close()
+
+
+async def test_a_recorded_call_ended_by_the_shutdown_drain_is_stored_before_the_node_closes(tmp_path: Path) -> None:
+    from callbridge.cli.serve import drain
+    from callbridge.storage.database import make_engine
+
+    async with world(tmp_path) as w:
+        w.call = await w.customer.call(did_uri(w.node), timeout=5)
+        await answered_by(w, "1001")
+        assert w.call.rtp is not None
+        w.call.rtp.play_tone(CUSTOMER_HZ)
+        conn_id = w.node.service.get_agent(OP, "1001").conn_id
+        assert conn_id is not None
+        await until(lambda: w.node.switch.anchor.recorder.recording(conn_id), what="recording on the relay")
+        await asyncio.sleep(1.0)
+        await drain(w.node, 0.0)  # SIGTERM's drain with no time left: the call is ended by the node
+        await w.node.close()  # what `serve` does next; the world's own close is then a no-op
+        engine = make_engine(f"sqlite:///{tmp_path / 'callbridge.db'}")
+        try:
+            with engine.connect() as conn:
+                rows = [dict(r) for r in conn.execute(select(s.recordings)).mappings()]
+        finally:
+            engine.dispose()
+        assert [r["conn_id"] for r in rows] == [conn_id]
+        left, right = channels(Path(rows[0]["path"]))
+        assert runs(tones(right)) == [int(AGENT_HZ["1001"])] and runs(tones(left)) == [int(CUSTOMER_HZ)]
+        assert rows[0]["duration"] == pytest.approx(1.0, abs=0.3) and rows[0]["pauses"] == []
