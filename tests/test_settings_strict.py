@@ -62,6 +62,14 @@ BAD = [
      "error: allowed_networks: 'example.com' is not a network ('example.com' does not appear to be an IPv4 or IPv6 "
      "network)"),
     (["--sip-ws-port", "70000"], {}, "error: sip_ws_port: 70000 is out of range 0-65535"),
+    (["--recordings-dir", "/nonexistent-callbridge/dir/recordings"], {},
+     "error: recordings_dir: the folder '/nonexistent-callbridge/dir' that would hold "
+     "'/nonexistent-callbridge/dir/recordings' does not exist"),
+    (["--recordings-dir", "/etc/hostname"], {}, "error: recordings_dir: '/etc/hostname' is not a folder"),
+    ([], {"CALLBRIDGE_RECORDINGS_DIR": "/tmp/a\nb"},
+     "error: recordings_dir: '/tmp/a\\nb' is not a folder's path (it holds a NUL or a line break)"),
+    (["--rtpengine-recording-dir", "/nonexistent-callbridge/spool"], {},
+     "error: rtpengine_recording_dir: '/nonexistent-callbridge/spool' is not a folder"),
     (["--sip-ws-port", "5066", "--sip-tls-cert", "/nonexistent/cert.pem"], {},
      "error: sip_tls_cert: a certificate and its key go together (sip_tls_cert and sip_tls_key)"),
     (["--sip-tls-cert", "/nonexistent/cert.pem", "--sip-tls-key", "/nonexistent/key.pem"], {},

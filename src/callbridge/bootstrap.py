@@ -37,6 +37,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from starlette.applications import Starlette
 
@@ -71,6 +72,7 @@ from callbridge.storage.database import make_engine
 from callbridge.storage.directory import Directory
 from callbridge.storage.event_log import DEFAULT_RETENTION_DAYS, RETENTION_ENV, EventStore
 from callbridge.storage.history import History
+from callbridge.storage.recordings import RECORDING_PRUNE_INTERVAL_S, RecordingArchive
 from callbridge.storage.supervisors import SupervisorAccounts
 from callbridge.storage.webhook_cursors import CursorStore
 from callbridge.transport import DestinationPolicy, Runtime, bind_udp
@@ -148,6 +150,8 @@ class Node:
     cluster: ClusterMember | None = None  # a cluster node's leases (docs/cluster.md); None on a single node
     takeovers: list[TakenOver] = field(default_factory=list)  # what each operation gained took over (cluster.adopt)
     _takeover_tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    recordings: RecordingArchive | None = None  # recorded calls joined into WAVs and stored (storage/recordings.py)
+    recording_pruning: asyncio.Task[None] | None = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -159,7 +163,7 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        for task in (self.directory_watch, self.event_pruning):
+        for task in (self.directory_watch, self.event_pruning, self.recording_pruning):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -176,6 +180,9 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.switch.anchor.settle(), timeout=5.0)
             self.media_shell.close()
+        if self.recordings is not None:  # the joins of calls that ended, before the writer closes
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.recordings.settle(), timeout=30.0)
         await asyncio.to_thread(self.storage.close)
 
 
@@ -288,6 +295,10 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     service.restore()  # a short read at start-up; its timers must be armed on the loop
     switch.start_trunks()
     node.event_pruning = loop.create_task(events.prune_every(prune_interval), name="callbridge-event-pruning")
+    node.recordings = RecordingArchive(settings.recordings_path, storage.writer, storage.engine)
+    switch.anchor.recorder.sink = node.recordings
+    node.recording_pruning = loop.create_task(node.recordings.prune_every(RECORDING_PRUNE_INTERVAL_S),
+                                              name="callbridge-recording-pruning")
     if settings.directory_poll_seconds > 0:
         node.directory_watch = loop.create_task(
             storage.directory.watch(settings.directory_poll_seconds, lambda: _directory_changed(node)),
@@ -407,8 +418,9 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
     if not settings.rtpengine:
         return None, None
     shell = NgShell(RelaySet(settings.rtpengine_relays, rng or random.Random()))
+    spool = Path(settings.rtpengine_recording_dir) if settings.rtpengine_recording_dir is not None else None
     await shell.start()
-    return shell, RtpengineMedia(shell)
+    return shell, RtpengineMedia(shell, recording_dir=spool)
 
 
 def _media_metrics(registry: MetricsRegistry, switch: Switch, media_shell: NgShell | None) -> None:

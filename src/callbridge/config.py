@@ -153,6 +153,15 @@ def _min_expires(value: Any) -> int:
     return seconds
 
 
+def _folder(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if any(c in text for c in "\0\r\n"):
+        raise ConfigError(f"{name}: {text!r} is not a folder's path (it holds a NUL or a line break)")
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     sip_host: str = "127.0.0.1"
@@ -198,6 +207,12 @@ class Settings:
     # is renewed every third of it; a dead node's operations are taken over within about lease_seconds * 4/3.
     cluster: bool = False
     lease_seconds: float = 6.0
+    # Where the relays write their recordings (rtpengine's --recording-dir, pcap method) as this machine sees it:
+    # the relay on this machine, or its folder mounted here. None: calls are not recorded whatever the policy.
+    rtpengine_recording_dir: str | None = None
+    # Where recordings are kept (one WAV per recorded call). None: "recordings" beside the SQLite file, or in the
+    # working directory with PostgreSQL.
+    recordings_dir: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -254,6 +269,17 @@ class Settings:
             raise ConfigError(f"digest_algorithms: {self.digest_algorithms!r} is not a list of MD5 and SHA-256")
         object.__setattr__(self, "digest_algorithms", tuple(a.upper() for a in algorithms))
         object.__setattr__(self, "rtpengine", _relays(self.rtpengine))
+        for name in ("rtpengine_recording_dir", "recordings_dir"):
+            object.__setattr__(self, name, _folder(name, getattr(self, name)))
+
+    @property
+    def recordings_path(self) -> Path:
+        """The folder recordings are kept in (see `recordings_dir`)."""
+        if self.recordings_dir is not None:
+            return Path(self.recordings_dir)
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url[len("sqlite:///"):]).parent / "recordings"
+        return Path("recordings")
 
     @property
     def rtpengine_relays(self) -> tuple[tuple[str, int], ...]:
@@ -343,3 +369,25 @@ def check_on_this_machine(settings: Settings) -> None:
                     pass
         except OSError as exc:
             raise ConfigError(f"database_url: {str(file)!r} is not writable: {exc.strerror or exc}") from None
+    _writable_folder("recordings_dir", settings.recordings_path)
+    if settings.rtpengine_recording_dir is not None and not Path(settings.rtpengine_recording_dir).is_dir():
+        raise ConfigError(f"rtpengine_recording_dir: {settings.rtpengine_recording_dir!r} is not a folder")
+
+
+def _writable_folder(name: str, folder: Path) -> None:
+    """`folder` is a writable folder, or can be made in a folder that exists; raises `ConfigError` naming `name`."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{name}: {str(folder)!r} is not a folder")
+    if not folder.exists():
+        parent = folder.parent if str(folder.parent) else Path(".")
+        if not parent.is_dir():
+            raise ConfigError(f"{name}: the folder {str(parent)!r} that would hold {str(folder)!r} does not exist")
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot make {str(folder)!r}: {exc.strerror or exc}") from None
+    try:  # a real write, as for the database (os.access says yes to root on a read-only file system)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{name}: {str(folder)!r} is not writable: {exc.strerror or exc}") from None

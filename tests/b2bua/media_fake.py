@@ -25,6 +25,8 @@ class FakeMedia:
         self.calls: set[str] = set()
         self._ports: dict[tuple[str, str], int] = {}
         self._next = itertools.count(first_port, 2)
+        self.recording_dir: str | None = "/spool"  # None: recordings cannot be read here (`can_record`)
+        self.segments: dict[str, list[str]] = {}  # conn_id -> the segment files a start made
 
     def available(self) -> bool:
         return self.up
@@ -96,6 +98,16 @@ class FakeMedia:
     async def start_recording(self, conn_id: str) -> None:
         self.ops.append(("start_recording", conn_id))
         self._check("start_recording", conn_id)
+        files = self.segments.setdefault(conn_id, [])
+        files.append(f"{self.recording_dir}/{conn_id}-{len(files)}.pcap")
+
+    def can_record(self) -> bool:
+        return self.recording_dir is not None
+
+    def recording_files(self, conn_id: str) -> tuple[list[str], list[str]]:
+        self.ops.append(("recording_files", conn_id))
+        files = self.segments.get(conn_id, [])
+        return list(files), [f.replace(".pcap", ".meta") for f in files]
 
     async def stop_recording(self, conn_id: str) -> None:
         self.ops.append(("stop_recording", conn_id))

@@ -116,3 +116,22 @@ def test_run_all_quick_writes_a_row_per_benchmark(tmp_path: Path) -> None:
         assert all(run_all.cells(r)[5] in ("met", "NOT met", "?") for r in mine)
         assert all(" failed (exit" not in r and "wrote no row" not in r for r in mine), report
     assert len(rows) == sum(len([r for r in rows if f"bench/{b.script}" in run_all.cells(r)[6]]) for b in chosen)
+
+
+def test_recording_conversion_bench_runs() -> None:
+    """bench/recording_conversion.py in tiny mode: half a minute of a call in three pcap segments joined by
+    callbridge and by the naive ceiling in the same run; exit 0 only when both WAVs have the lengths they must."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "recording_conversion.py"), "--quick"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert re.search(r"^recording_conversion: 0\.57 min of two-channel WAV from 3 segments \(3,000 RTP packets, "
+                     r"[\d.]+ MiB of pcap, 2 pauses\)$", out, re.M), out
+    ours = re.search(r"^callbridge \(convert_recording\): [\d.]+ CPU-s, best of 1: ([\d.]+) minutes per CPU-second$",
+                     out, re.M)
+    naive = re.search(r"^ceiling, naive join of the same pcaps \(read, decode, append, wave\): [\d.]+ CPU-s: "
+                      r"([\d.]+) minutes per CPU-second$", out, re.M)
+    ratio = re.search(r"^ratio: ([\d.]+)$", out, re.M)
+    assert ours and naive and ratio, out
+    assert float(ratio.group(1)) == pytest.approx(float(ours.group(1)) / float(naive.group(1)), rel=0.02, abs=0.01)
+    assert re.search(r"^output checked: yes$", out, re.M), out

@@ -86,6 +86,7 @@ class FakeSignalling:
         self.requests: list[tuple[Any, ...]] = []
         self.available = True
         self.draining = False
+        self.recordable = True  # what `record` answers: False, a call whose media is not anchored
 
     def is_available(self) -> bool:
         return self.available
@@ -122,6 +123,10 @@ class FakeSignalling:
 
     def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
         self.requests.append(("reject", leg_id, status, retry_after))
+
+    def record(self, conn_id: str, on: bool) -> bool:
+        self.requests.append(("record", conn_id, on))
+        return self.recordable
 
     # --- test helpers
     def originates(self) -> list[OriginateRequest]:

@@ -56,8 +56,12 @@ def test_every_native_endpoint_is_there() -> None:
         ("/v2/transfers/{transfer_id}/complete", "put"), ("/v2/transfers/{transfer_id}", "delete"),
         ("/v2/agents", "get"), ("/v2/agents/{agent_id}", "get"),
         ("/v2/calls", "get"), ("/v2/calls/{conn_id}", "get"), ("/v2/cdrs", "get"), ("/v2/events", "get"),
+        ("/v2/calls/{conn_id}/recording", "get"), ("/v2/calls/{conn_id}/recording", "post"),
+        ("/v2/calls/{conn_id}/recording", "delete"), ("/v2/calls/{conn_id}/recording", "patch"),
+        ("/v2/recordings", "get"),
     }
-    found = {(p, m) for p, item in DOC["paths"].items() for m in item if m in {"get", "post", "put", "delete"}}
+    found = {(p, m) for p, item in DOC["paths"].items() for m in item
+             if m in {"get", "post", "put", "delete", "patch"}}
     assert found == expected
     assert DOC["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer", "description": DOC["components"]["securitySchemes"]["bearer"][
@@ -120,7 +124,7 @@ def test_native_problems_fit_the_operations_that_list_them() -> None:
         if not path.startswith("/v2/"):
             continue
         for method, op in item.items():
-            if method not in {"get", "post", "put", "delete"}:
+            if method not in {"get", "post", "put", "delete", "patch"}:
                 continue
             for status, response in op["responses"].items():
                 media = response.get("content", {}).get("application/problem+json")

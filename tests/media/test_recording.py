@@ -174,7 +174,8 @@ def test_refusals_name_the_file_and_the_reason(tmp_path: Path) -> None:
 
     good = PcapWriter()
     stream(good, AGENT, RELAY_B, hz=500, start=T0, seconds=0.1, ssrc=2)
-    assert refused([good.to_bytes()]) == "name the customer's stream: its RTP address and port, or its SSRC"
+    assert refused([good.to_bytes()]) == (
+        "name the customer's stream: its RTP address and port, its SSRC, or the relay's port")
     assert refused([], customer=CUSTOMER) == "no segments"
     assert refused([good.to_bytes()], customer=("pbx.example", 5)) == (
         "the customer's address 'pbx.example' is not an IP literal")
@@ -198,3 +199,16 @@ def test_refusals_name_the_file_and_the_reason(tmp_path: Path) -> None:
     stream(far, CUSTOMER, RELAY_A, hz=1000, start=T0, seconds=0.1, ssrc=1)
     stream(far, AGENT, RELAY_B, hz=500, start=T0 + 5 * 3600, seconds=0.1, ssrc=2)
     assert refused([far.to_bytes()], customer=CUSTOMER).startswith("the segments span 18000 s (at most 14400 s)")
+
+
+def test_the_customer_is_recognised_by_the_relays_port_that_received_it() -> None:
+    # rtpengine captures what it receives; the customer's source may be anything NAT made of it, but the relay's port
+    # facing the customer is the one its SDP named for the whole call
+    writer = PcapWriter()
+    stream(writer, ("127.0.0.77", 51234), RELAY_A, hz=1000, start=T0, seconds=0.5, ssrc=1)
+    stream(writer, AGENT, RELAY_B, hz=500, start=T0, seconds=0.5, ssrc=2)
+    recording = convert_recording([writer.to_bytes()], customer_port=RELAY_A[1])
+    customer, others = channels(recording.wav)
+    assert tone_at(customer, 0.2) == pytest.approx(1000, abs=1)
+    assert tone_at(others, 0.2) == pytest.approx(500, abs=1)
+    assert recording.segments[0].packets == 50

@@ -22,6 +22,8 @@ Rules (docs/design.md, "Media")
   still the customer's media peer when it ends (an attended transfer releases the agent before the customer is
   joined to the target) leaves only once the customer's media is re-targeted to someone else: rtpengine 10.5 gives
   the customer new ports when its peer is deleted first. Until then its phone has hung up and sends nothing.
+- Recording (`recorder`): each SDP the relay gives the customer is reported to it (the customer's channel is the
+  relay's port it names); the customer's leg ending stops a running recording before the relay's call is deleted.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any, Literal
 from callbridge.b2bua.hearing import CustomerHearing
 from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError
+from callbridge.b2bua.recorder import CallRecorder
 from callbridge.callcontrol.model import Operation
 
 __all__ = ["BROWSER_TRANSPORTS", "Admission", "MediaAnchor", "browser"]
@@ -71,6 +74,7 @@ class MediaAnchor:
                       "media_failures": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self.hearing = CustomerHearing(self, directory)  # music, ringback or the peer (hearing.py)
+        self.recorder = CallRecorder(self, loop)  # the call's recording on the relay (recorder.py)
 
     # --- the decision at a call's start -------------------------------------------------------------------------
     def admit(self, operation: Operation | None) -> Admission:
@@ -91,6 +95,7 @@ class MediaAnchor:
             self.calls[conn_id] = customer.leg_id
             self.stats["anchored"] += 1
             self.hearing.started(conn_id, customer.operation_id)
+            self.recorder.started(conn_id, customer.operation_id)
 
     def anchored(self, conn_id: str | None) -> bool:
         return conn_id is not None and conn_id in self.calls
@@ -106,7 +111,9 @@ class MediaAnchor:
         media = self.media
         to_id = to_leg.leg_id if to_leg is not None else None
         sides = _sides("from_browser", from_leg, "to_browser", to_leg or receiver)
-        self._run(lambda: media.offer(conn_id, from_leg.leg_id, to_id, sdp, **sides), sdp, then, "offer", conn_id)
+        customer = to_id is not None and to_id == self.calls[conn_id]
+        self._run(lambda: media.offer(conn_id, from_leg.leg_id, to_id, sdp, **sides), sdp, then, "offer", conn_id,
+                  to_customer=customer)
 
     def answer(self, conn_id: str | None, offerer: SipLeg, answerer: SipLeg, sdp: bytes, then: Then) -> None:
         """`answerer`'s answer `sdp` to `offerer`'s offer, as `offerer` is to get it."""
@@ -125,7 +132,7 @@ class MediaAnchor:
 
         sides = _sides("offerer_browser", offerer, "answerer_browser", answerer)
         self._run(lambda: media.answer(conn_id, offerer.leg_id, answerer.leg_id, sdp, **sides), sdp, then,
-                  "answer", conn_id, answered)
+                  "answer", conn_id, answered, to_customer=offerer.leg_id == customer)
 
     def _customer_peer(self, conn_id: str, peer: str) -> None:
         """The customer's media goes to `peer` now: the legs that were waiting for that can leave."""
@@ -138,10 +145,12 @@ class MediaAnchor:
                 self._spawn(self._quietly(media.drop_leg(conn_id, leg_id), conn_id, "leg release"))
 
     def _run(self, make: Callable[[], Awaitable[bytes]], sdp: bytes, then: Then, what: str, conn_id: str,
-             done: Callable[[], None] | None = None) -> None:
+             done: Callable[[], None] | None = None, *, to_customer: bool = False) -> None:
         async def run() -> None:
             try:
                 out = await make()
+                if to_customer:
+                    self.recorder.customer_sdp(conn_id, out)
                 if done is not None and conn_id in self.calls:
                     done()
             except MediaError as exc:
@@ -169,7 +178,7 @@ class MediaAnchor:
             self.peers.pop(conn_id, None)
             self.leaving.pop(conn_id, None)
             self.hearing.ended(conn_id)
-            self._spawn(self._quietly(media.delete(conn_id), conn_id, "delete"))
+            self._spawn(self.recorder.ended(conn_id, lambda: self._quietly(media.delete(conn_id), conn_id, "delete")))
         elif self.peers.get(conn_id) == leg.leg_id:
             self.leaving.setdefault(conn_id, []).append(leg.leg_id)  # see the module rules
         else:

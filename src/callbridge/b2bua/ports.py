@@ -22,8 +22,8 @@ from typing import Protocol
 
 from callbridge.callcontrol.model import Agent, HangupBy, Operation, TransferRecord, Trunk
 
-__all__ = ["B2buaDirectory", "DialogRecord", "DialogStore", "Domain", "Media", "MediaError", "MediaRefused",
-           "MediaUnavailable", "RegistrationRecord", "RegistrationStore"]
+__all__ = ["B2buaDirectory", "DialogRecord", "DialogStore", "Domain", "FinishedRecording", "Media", "MediaError",
+           "MediaRefused", "MediaUnavailable", "RecordingSink", "RegistrationRecord", "RegistrationStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +145,29 @@ class MediaRefused(MediaError):
     error_id = "media_refused"
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedRecording:
+    """A recorded call that ended: its segments are complete on this machine's disk.
+
+    `customer_port` is the relay's port facing the customer (what the customer sends to: its channel);
+    `pauses` the spans (wall-clock start, end) during which recording was off after it first started."""
+
+    conn_id: str
+    operation_id: str
+    segments: tuple[str, ...]
+    leftovers: tuple[str, ...]
+    customer_port: int | None
+    started_at: float
+    ended_at: float
+    pauses: tuple[tuple[float, float], ...] = ()
+
+
+class RecordingSink(Protocol):
+    """Where a finished recording goes (joined into one WAV and stored off the loop: `callbridge.storage`)."""
+
+    def recording_finished(self, done: FinishedRecording) -> None: ...
+
+
 class Media(Protocol):
     """The media plane of calls: every offer and answer of an anchored call goes through it.
 
@@ -194,9 +217,23 @@ class Media(Protocol):
         """RFC 4733 events toward `leg_id`."""
         ...
 
-    async def start_recording(self, conn_id: str) -> None: ...
+    async def start_recording(self, conn_id: str) -> None:
+        """Record the call's media from now on (every party, in both directions) until `stop_recording`; each start
+        after a stop makes a new segment."""
+        ...
 
-    async def stop_recording(self, conn_id: str) -> None: ...
+    async def stop_recording(self, conn_id: str) -> None:
+        """Stop recording; the segment recorded since the last start is complete once this returns."""
+        ...
+
+    def can_record(self) -> bool:
+        """Recordings made on the relays can be read on this machine (their folder is known)."""
+        ...
+
+    def recording_files(self, conn_id: str) -> tuple[list[str], list[str]]:
+        """The call's recorded segments as files this machine reads (pcap), and the relay's other files of the
+        call's recording (removed with the segments once they are joined). Blocking: call it off the loop."""
+        ...
 
     async def delete(self, conn_id: str) -> None:
         """The call is over: free its media (idempotent)."""

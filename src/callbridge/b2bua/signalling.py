@@ -200,6 +200,10 @@ class SipSignalling:
         self._modify(leg_id, action_id, False)
         self._customer_hears(leg_id, hold=False)
 
+    def record(self, conn_id: str, on: bool) -> bool:
+        """Record the call on its relay, or stop (recorder.py); False: its media is not anchored."""
+        return self.sw.anchor.recorder.want(conn_id, on)
+
     def _customer_hears(self, leg_id: str, *, hold: bool) -> None:
         """An anchored call's customer held hears music from the relay, and its peer again when taken off hold; the
         SIP hold is the re-INVITE above all the same (hearing.py)."""

@@ -7,6 +7,7 @@ The outside world sees them through `CallRecord`/`LegRecord` snapshots (`records
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from callbridge.callcontrol.records import (
     CallDirection,
@@ -17,6 +18,9 @@ from callbridge.callcontrol.records import (
     LegRole,
     LegState,
 )
+
+# "off": never recorded; "recording"; "paused" (to be resumed); "stopped" (a later start records again)
+RecordingState = Literal["off", "recording", "paused", "stopped"]
 
 
 @dataclass(slots=True)
@@ -66,6 +70,7 @@ class Call:
     agent: str | None = None  # that party's extension when it is an agent
     agents: list[str] = field(default_factory=list)  # every agent who answered, in order
     held: bool = False
+    recording: RecordingState = "off"  # the call's recording on its relay (callcontrol.recordings)
     muted: bool = False
     transfer_count: int = 0
     transfer_id: str | None = None  # the running transfer

@@ -27,6 +27,10 @@ CallControlError                     error_id
  |    +-- TransferNotAnswered        TRANSFER_NOT_ANSWERED (complete an attended transfer before the answer)
  |    +-- TransferFinished           TRANSFER_FINISHED (complete/cancel a transfer that has ended)
  |    +-- CallNotUpdated             CALL_NOT_UPDATED (the phone or carrier refused or did not answer)
+ |    +-- CallEnded                  CALL_ENDED (native API: a verb on a call that is no longer live)
+ |    +-- RecordingNotAllowed        RECORDING_NOT_ALLOWED (the call's recording policy does not allow it)
+ |    +-- RecordingUnavailable       RECORDING_UNAVAILABLE (not answered yet, or its media is not on a relay)
+ |    +-- RecordingNotStarted        RECORDING_NOT_STARTED (pause or stop of a call that is not recorded)
  +-- CallControlUnavailable          CALL_CONTROL_UNAVAILABLE (the signalling side cannot act now)
  +-- InvalidTransition               INVALID_TRANSITION (a state table has no such entry: a bug, never a
                                      client's fault)
@@ -153,6 +157,26 @@ class TransferFinished(Conflict):
 class CallNotUpdated(Conflict):
     error_id = "CALL_NOT_UPDATED"
     default_message = "call could not be updated"
+
+
+class CallEnded(Conflict):
+    error_id = "CALL_ENDED"
+    default_message = "the call has ended"
+
+
+class RecordingNotAllowed(Conflict):
+    error_id = "RECORDING_NOT_ALLOWED"
+    default_message = "the call's recording policy does not allow it"
+
+
+class RecordingUnavailable(Conflict):
+    error_id = "RECORDING_UNAVAILABLE"
+    default_message = "the call cannot be recorded: it is not answered yet, or its media does not go through a relay"
+
+
+class RecordingNotStarted(Conflict):
+    error_id = "RECORDING_NOT_STARTED"
+    default_message = "the call is not being recorded"
 
 
 class CallControlUnavailable(CallControlError):

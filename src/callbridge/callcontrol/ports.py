@@ -130,6 +130,11 @@ class Signalling(Protocol):
         through `on_action_result` when `action_id` is given, and never reports `on_leg_ended` for it."""
         ...
 
+    def record(self, conn_id: str, on: bool) -> bool:
+        """Record the call's media from now on (every party, across transfers), or stop; a stop then a start is a
+        pause in the one recording of the call. False: the call cannot be recorded (its media is not anchored)."""
+        ...
+
     def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
         """Answer an incoming INVITE that was never bridged with a final error (e.g. 480 with Retry-After)."""
         ...

@@ -17,6 +17,7 @@ from callbridge.callcontrol.lifecycle import CallLifecycle
 from callbridge.callcontrol.live import LiveState
 from callbridge.callcontrol.outbound import OutboundCalls
 from callbridge.callcontrol.ports import Ports
+from callbridge.callcontrol.recordings import CallRecordings
 from callbridge.callcontrol.records import LOGOUT, HangupBy
 from callbridge.callcontrol.states import AgentInput, CallInput, LegInput
 from callbridge.callcontrol.transfer_engine import TransferEngine
@@ -25,8 +26,10 @@ from callbridge.callcontrol.transfer_table import TransferInput
 
 class AdapterReports:
     def __init__(self, state: LiveState, ports: Ports, kernel: Kernel, agents: AgentDesk, lifecycle: CallLifecycle,
-                 acd: Acd, transfers: TransferEngine, outbound: OutboundCalls) -> None:
+                 acd: Acd, transfers: TransferEngine, outbound: OutboundCalls,
+                 recordings: CallRecordings | None = None) -> None:
         self._ports = ports
+        self._recordings = recordings or CallRecordings(state, ports)
         self._k = kernel
         self._agents = agents
         self._life = lifecycle
@@ -101,6 +104,7 @@ class AdapterReports:
         self._life.call_input(call, CallInput.CONNECT)
         if call.answered_at is None:
             call.answered_at = self._k.now()
+            self._recordings.answered(call)
         self._k.history(call, "answered", answered.party)
         self._ports.records.save_call(call.record())
         self._k.emit(CallAnswered(operation_id=call.operation_id, conn_id=call.conn_id, agent=call.agent,

@@ -71,6 +71,7 @@ from callbridge.callcontrol.ports import (
     StateRepository,
 )
 from callbridge.callcontrol.reads import Reads
+from callbridge.callcontrol.recordings import CallRecordings
 from callbridge.callcontrol.records import (
     LOGOUT,
     READY,
@@ -115,7 +116,12 @@ class CallControlService:
         self.agent_states = occupancy.agent_states
         self.live_calls = occupancy.live_calls
         self.queue_waits = occupancy.queue_waits
-        reports = AdapterReports(state, ports, kernel, agents, life, acd, transfers, outbound)
+        recordings = CallRecordings(state, ports)  # the native API's recording verbs
+        self.recording_state = recordings.recording_state
+        self.start_recording = recordings.start_recording
+        self.stop_recording = recordings.stop_recording
+        self.pause_recording = recordings.pause_recording
+        reports = AdapterReports(state, ports, kernel, agents, life, acd, transfers, outbound, recordings)
         self.on_inbound_call = reports.on_inbound_call
         self.on_leg_ringing = reports.on_leg_ringing
         self.on_leg_answered = reports.on_leg_answered

@@ -184,6 +184,12 @@ def serve_command(
                                              "[env CALLBRIDGE_CLUSTER; off]"),
     lease_seconds: float | None = typer.Option(
         None, help="Cluster: how long an operation's lease lasts [env CALLBRIDGE_LEASE_SECONDS; 6]"),
+    rtpengine_recording_dir: str | None = typer.Option(
+        None, help="Where the rtpengine relays write recordings (their --recording-dir, pcap), as seen here "
+                   "[env CALLBRIDGE_RTPENGINE_RECORDING_DIR; none: nothing is recorded]"),
+    recordings_dir: str | None = typer.Option(
+        None, help="Where recordings (one WAV per call) are kept [env CALLBRIDGE_RECORDINGS_DIR; recordings/ "
+                   "beside the SQLite file, else in the working directory]"),
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),
@@ -197,7 +203,8 @@ def serve_command(
             trusted_networks=trusted_networks, node_id=node_id, drain_seconds=drain_seconds, log_level=log_level,
             log_format=log_format, digest_algorithms=digest_algorithms, sip_ws_port=sip_ws_port,
             sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key, rtpengine=",".join(rtpengine) if rtpengine else None,
-            cluster=cluster, lease_seconds=lease_seconds)
+            cluster=cluster, lease_seconds=lease_seconds,
+            rtpengine_recording_dir=rtpengine_recording_dir, recordings_dir=recordings_dir)
         check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

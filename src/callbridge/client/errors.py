@@ -21,6 +21,7 @@ still catches it::
      |    +-- AgentNotFound            AGENT DOES NOT EXIST
      |    +-- TransferNotFound         (native) TRANSFER DOES NOT EXIST
      |    +-- CallNotFound             (native) CALL DOES NOT EXIST
+     |    +-- RecordingNotFound        (native) the call has no stored recording
      +-- MethodNotAllowed              405 USE POST
      +-- Conflict                      409
      |    +-- AgentNotLoggedIn         AGENT IS NOT LOGGED IN
@@ -37,7 +38,12 @@ still catches it::
      |    +-- TransferNotAnswered      (native) complete before the target answered
      |    +-- TransferFinished         (native) complete/cancel of a finished transfer
      |    +-- IdempotencyKeyInUse      (native) the first request with this key is still running
+     |    +-- CallEnded                (native) a recording verb on a call that is no longer live
+     |    +-- RecordingNotAllowed      (native) the call's recording policy does not allow it
+     |    +-- RecordingUnavailable     (native) not answered yet, or its media is not on a relay
+     |    +-- RecordingNotStarted      (native) pause or stop of a call that is not recorded
      +-- IdempotencyKeyReused          (native) 422: the key was used with another body
+     +-- RangeNotSatisfiable           (native) 416: the Range of a recording cannot be served
      +-- EventsExpired                 (native) 410: resuming from a seq the server no longer keeps (.oldest_seq)
      +-- ServerError                   5xx
           +-- CallControlUnavailable   503 CALL CONTROL IS NOT AVAILABLE
@@ -210,6 +216,30 @@ class TransferFinished(Conflict):
 
 class IdempotencyKeyInUse(Conflict):
     key = "IDEMPOTENCY_KEY_IN_USE"
+
+
+class CallEnded(Conflict):
+    key = "CALL_ENDED"
+
+
+class RecordingNotAllowed(Conflict):
+    key = "RECORDING_NOT_ALLOWED"
+
+
+class RecordingUnavailable(Conflict):
+    key = "RECORDING_UNAVAILABLE"
+
+
+class RecordingNotStarted(Conflict):
+    key = "RECORDING_NOT_STARTED"
+
+
+class RecordingNotFound(NotFound):
+    key = "RECORDING_NOT_FOUND"
+
+
+class RangeNotSatisfiable(AgentboxError):
+    key = "RANGE_NOT_SATISFIABLE"
 
 
 class IdempotencyKeyReused(AgentboxError):

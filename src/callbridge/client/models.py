@@ -202,6 +202,7 @@ class Cdr:
     transfers: int = 0
     related_conn_id: str | None = None
     legs: tuple[Leg, ...] = ()
+    recording: str | None = None  # the path of the call's recording (GET it with the token), when one was stored
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -219,7 +220,7 @@ class Cdr:
                    talk_time=float(talk) if isinstance(talk, int | float) else 0.0,
                    hangup_by=_str(o.get("hangup_by")), sip_cause=_int(o.get("sip_cause")),
                    transfers=_int(o.get("transfers")) or 0, related_conn_id=_str(o.get("related_conn_id")),
-                   legs=tuple(Leg.from_json(x) for x in legs), raw=dict(o))
+                   legs=tuple(Leg.from_json(x) for x in legs), recording=_str(o.get("recording")), raw=dict(o))
 
 
 @dataclass(frozen=True)

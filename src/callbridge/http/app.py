@@ -37,6 +37,7 @@ from callbridge.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from callbridge.http.metrics import Histogram, MetricsRegistry
 from callbridge.http.native import IdempotencyStore, NativeApi
 from callbridge.http.operation_metrics import register_operation_metrics
+from callbridge.http.recordings import RecordingsApi
 from callbridge.http.request_log import RequestLog
 from callbridge.http.streams import EventStreams
 from callbridge.http.webhooks import WebhookDispatcher
@@ -109,6 +110,7 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
     native = NativeApi(service, gate, events, request_timeout=settings.request_timeout,
                        idempotency=IdempotencyStore(ttl=settings.idempotency_ttl), history=history)
     streams = EventStreams(gate, events, keepalive=settings.stream_keepalive)
+    recordings = RecordingsApi(service, native.reads, history, native.guarded)
 
     registry.counter("callbridge_agentbox_responses_total", "agentbox answers by HTTP status",
                      lambda: dict(by_status), label="status")
@@ -162,6 +164,11 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
         Route("/v2/calls", native.list_calls, methods=["GET"]),
         Route("/v2/calls/{conn_id}", native.get_call, methods=["GET"]),
         Route("/v2/cdrs", native.list_cdrs, methods=["GET"]),
+        Route("/v2/calls/{conn_id}/recording", recordings.get_recording, methods=["GET"]),
+        Route("/v2/calls/{conn_id}/recording", recordings.start_recording, methods=["POST"]),
+        Route("/v2/calls/{conn_id}/recording", recordings.stop_recording, methods=["DELETE"]),
+        Route("/v2/calls/{conn_id}/recording", recordings.pause_recording, methods=["PATCH"]),
+        Route("/v2/recordings", recordings.list_recordings, methods=["GET"]),
         Route("/v2/events", streams.http, methods=["GET"]),
         WebSocketRoute("/v2/events", streams.websocket),
     ]

@@ -142,4 +142,5 @@ class CallReads:
         following = None
         if len(records) > limit:
             following = encode_cursor(CDRS_LISTING, Position(to_datetime(page[-1].started_at), page[-1].conn_id))
-        return {"items": [cdr_json(c) for c in page], "next_cursor": following}
+        recorded = await asyncio.to_thread(self._history.recorded, operation_id, [c.conn_id for c in page])
+        return {"items": [cdr_json(c, c.conn_id in recorded) for c in page], "next_cursor": following}

@@ -305,6 +305,18 @@ NATIVE_ERRORS: Final[Mapping[str, ErrorRow]] = {
              "the first request with this Idempotency-Key has not answered yet"),
         _row("EVENTS_EXPIRED", 410, "EVENTS BEFORE THE OLDEST KEPT ONE WERE DISCARDED",
              "`after` is older than the oldest event the server still keeps"),
+        _row("CALL_ENDED", 409, "CALL HAS ENDED", "a recording verb on a call that is no longer live"),
+        _row("RECORDING_NOT_ALLOWED", 409, "RECORDING POLICY DOES NOT ALLOW IT",
+             "policy never: nothing is recorded; policy always: the recording cannot be started or stopped "
+             "(only paused)"),
+        _row("RECORDING_UNAVAILABLE", 409, "CALL CANNOT BE RECORDED",
+             "the call is not answered yet, or its media does not go through a relay"),
+        _row("RECORDING_NOT_STARTED", 409, "CALL IS NOT BEING RECORDED",
+             "pause, resume or stop asked of a call whose recording was not started"),
+        _row("RECORDING_NOT_FOUND", 404, "RECORDING DOES NOT EXIST",
+             "the call has no stored recording (not recorded, still live, or deleted by retention)"),
+        _row("RANGE_NOT_SATISFIABLE", 416, "RANGE CANNOT BE SERVED",
+             "the Range header is malformed or starts past the end of the recording"),
     )
 }
 

@@ -177,6 +177,7 @@ class NativeApi:
         self._gate = gate
         self._events = events
         self._reads = CallReads(service, history, events.ended_calls)
+        self.reads = self._reads  # shared with the recordings' endpoints (recordings.py)
         self._timeout = request_timeout
         self.idempotency = idempotency or IdempotencyStore()
 
@@ -201,6 +202,11 @@ class NativeApi:
             return problem_response(mapped)
         except TimeoutError:
             return problem_response(Problem("CALL_CONTROL_UNAVAILABLE"))
+
+    async def guarded(self, request: Request,
+                      handler: Callable[[Principal, Request], Awaitable[Response]]) -> Response:
+        """A native request: the token, its limits and the error answers, around `handler`."""
+        return await self._guarded(request, handler)
 
     # --- transfers --------------------------------------------------------------------------------------------
 

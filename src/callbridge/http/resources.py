@@ -177,8 +177,13 @@ def _seconds(t: float) -> float:
     return round(t, 3)
 
 
-def cdr_json(cdr: Cdr) -> dict[str, Any]:
-    """The Cdr resource: the record written when the call ended, as the database keeps it."""
+def recording_url(conn_id: str) -> str:
+    return f"/v2/calls/{conn_id}/recording"
+
+
+def cdr_json(cdr: Cdr, recorded: bool = False) -> dict[str, Any]:
+    """The Cdr resource: the record written when the call ended, as the database keeps it; `recording` names the
+    call's recording when one was stored."""
     return {
         "conn_id": cdr.conn_id,
         "direction": call_direction(cdr.direction),
@@ -197,4 +202,5 @@ def cdr_json(cdr: Cdr) -> dict[str, Any]:
         "legs": [leg_json(LegView(leg.leg_id, leg.role, leg.party, leg.state, leg.agent, leg.created_at,
                                   leg.answered_at, leg.ended_at, leg.sip_status), False)
                  for leg in sorted(cdr.legs, key=lambda leg: (leg.created_at, leg.leg_id))],
+        "recording": recording_url(cdr.conn_id) if recorded else None,
     }

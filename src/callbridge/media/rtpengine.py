@@ -33,10 +33,19 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   answerer's side too (the customer's stream then wanted SRTP), and a forced ``DTLS`` passive role toward a
   browser that offered ``actpass`` left its DTLS unstarted (10.5 answers ``active`` by itself).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
+- Recording (``--recording-method=pcap``; 10.5 has no ``pause recording``): ``start recording`` and ``stop
+  recording`` of the whole call. rtpengine writes one pcap per start, holding every packet it receives for the
+  call (both directions, raw IP, each with the sender's address and the relay port it reached), as
+  ``<recording dir>/pcaps/<call-id>-<16 hex>.pcap``, with ``<recording dir>/metadata/rtpengine-meta-<same>.txt``
+  beside it; ``stop recording`` closes the file at once (a deleted call's are closed about 30 s later).
+  `recording_files` finds a call's files by those names in `recording_dir` (rtpengine's ``--recording-dir`` as
+  this machine sees it).
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from callbridge.b2bua.ports import MediaRefused, MediaUnavailable
@@ -56,8 +65,9 @@ PLAIN_FROM_BROWSER: dict[str, Any] = {"transport-protocol": "RTP/AVP", "ICE": "r
 
 
 class RtpengineMedia:
-    def __init__(self, shell: NgShell, *, inject_dtmf: bool = True) -> None:
+    def __init__(self, shell: NgShell, *, inject_dtmf: bool = True, recording_dir: Path | None = None) -> None:
         self.shell = shell
+        self.recording_dir = recording_dir
         self.relays: RelaySet = shell.relays
         self.flags = ["port latching", *(["inject DTMF"] if inject_dtmf else [])]
 
@@ -116,6 +126,20 @@ class RtpengineMedia:
     async def stop_recording(self, conn_id: str) -> None:
         await self._send(conn_id, {"command": "stop recording", "call-id": conn_id})
 
+    def can_record(self) -> bool:
+        return self.recording_dir is not None
+
+    def recording_files(self, conn_id: str) -> tuple[list[str], list[str]]:
+        if self.recording_dir is None:
+            return [], []
+        name = re.compile(re.escape(conn_id) + r"-[0-9a-f]{16}")
+        pcaps = self.recording_dir / "pcaps"
+        segments = sorted(str(path) for path in pcaps.glob(f"{glob_escape(conn_id)}-*.pcap")
+                          if name.fullmatch(path.stem))
+        metadata = self.recording_dir / "metadata"
+        others = [str(metadata / f"rtpengine-meta-{Path(segment).stem}.txt") for segment in segments]
+        return segments, [path for path in others if Path(path).exists()]
+
     async def delete(self, conn_id: str) -> None:
         if self.relays.relay_of(conn_id) is None:
             return
@@ -156,6 +180,11 @@ def _toward(browser: bool, from_browser: bool, *, answer: bool = False) -> dict[
         del profile["transport-protocol"]
         profile.pop("codec", None)
     return profile
+
+
+def glob_escape(text: str) -> str:
+    """`text` matched literally in a glob pattern (a conn_id is letters, digits, '-' and '_' anyway)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _directed(message: dict[str, Any], toward: str | None) -> dict[str, Any]:

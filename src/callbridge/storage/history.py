@@ -1,11 +1,12 @@
-"""Reading the call records back for the API: ended calls with their legs, transfers and CDRs of an operation, by
-time range and position, whatever restarts happened since they were written.
+"""Reading the call records back for the API: ended calls with their legs, transfers, CDRs and recordings of an
+operation, by time range and position, whatever restarts happened since they were written.
 
 Rules
 - Every read is scoped to one operation: a record of another operation is not found, exactly as a missing one.
 - Listings are keyset-paged on (`started_at`, `conn_id`): a `Position` names the last row a page gave, and the next
   page starts strictly after it, so paging returns every row once even while new rows are written. Ended calls
-  come newest first (`started_at` descending, then `conn_id` descending); CDRs oldest first (ascending).
+  come newest first (`started_at` descending, then `conn_id` descending); CDRs and recordings oldest first
+  (ascending; a recording's `started_at` is its WAV's first sample).
 - A time range is on `started_at`: `since` inclusive, `until` exclusive; either may be None (unbounded).
 - Each method is blocking and opens its own connection from the engine's pool (never the writer's): call it from
   a worker thread (`asyncio.to_thread`), never on the event loop. What the writer has not committed yet is not
@@ -31,6 +32,24 @@ class Position:
 
     started_at: datetime
     conn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRecord:
+    """A stored recording (`callbridge.storage.recordings`): the WAV's path, and offsets from its start."""
+
+    conn_id: str
+    operation_id: str
+    path: str
+    started_at: datetime
+    duration: float
+    segments: list[dict[str, Any]]
+    pauses: list[dict[str, Any]]
+    created_at: datetime
+
+    @property
+    def position(self) -> Position:
+        return Position(self.started_at, self.conn_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +126,28 @@ class History:
         query = _ordered(select(t).where(*where), t.c.started_at, t.c.conn_id, False, limit)
         with self.engine.connect() as conn:
             return [cdr_of_row(r) for r in conn.execute(query).mappings()]
+
+    def recording(self, operation_id: str, conn_id: str) -> RecordingRecord | None:
+        t = s.recordings
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.conn_id == conn_id, t.c.operation_id == operation_id)
+                               ).mappings().first()
+        return None if row is None else RecordingRecord(**row)
+
+    def recordings(self, operation_id: str, *, span: TimeRange = TimeRange(), after: Position | None = None,
+                   limit: int = 100) -> list[RecordingRecord]:
+        """The operation's recordings in the range, oldest first, strictly after `after`, at most `limit`."""
+        t = s.recordings
+        where = [t.c.operation_id == operation_id, *_window(t.c.started_at, t.c.conn_id, span, after, False)]
+        query = _ordered(select(t).where(*where), t.c.started_at, t.c.conn_id, False, limit)
+        with self.engine.connect() as conn:
+            return [RecordingRecord(**r) for r in conn.execute(query).mappings()]
+
+    def recorded(self, operation_id: str, conn_ids: list[str]) -> set[str]:
+        """Which of `conn_ids` have a recording (the CDRs name it)."""
+        if not conn_ids:
+            return set()
+        t = s.recordings
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(t.c.conn_id).where(t.c.operation_id == operation_id,
+                                                              t.c.conn_id.in_(conn_ids))).scalars())

@@ -397,6 +397,24 @@ cdrs = Table(
     Index(None, "operation_id", "started_at"),
 )
 
+recordings = Table(
+    # one per call (conn_id) that was recorded: the two-channel WAV made when it ended (docs/operations.md,
+    # "Recordings"); `segments` and `pauses` are lists of objects, offsets in seconds from the WAV's start
+    "recordings", metadata,
+    Column("conn_id", String(64), primary_key=True),
+    Column("operation_id", String(32), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),  # the WAV's first sample
+    Column("duration", Float, nullable=False),  # seconds
+    Column("segments", JSON, nullable=False),
+    Column("pauses", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    _operation_fk(),
+    Index(None, "operation_id", "started_at"),
+    Index(None, "created_at"),
+)
+
+
 transfers = Table(
     "transfers", metadata,
     Column("id", String(64), primary_key=True),

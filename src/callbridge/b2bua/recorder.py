@@ -1,0 +1,149 @@
+"""Recording an anchored call on the relay: one recording per call (`conn_id`) across every transfer, paused and
+resumed as the domain asks, handed over to be joined into one WAV when the call ends (docs/operations.md,
+"Recordings"; docs/design.md, "Media").
+
+Rules
+- The domain decides (its recording policy, the API's start, stop and pause) and says only "on" or "off"
+  (`want`, through `Signalling.record`). A call whose media does not go through a relay, or a node that does not
+  know where the relays write their recordings (`Media.can_record`), cannot record: `want` answers False and
+  nothing happens.
+- On the relay a recording is the whole call's (every party, both directions): the customer's leg persists and
+  agents and transfer targets come and go inside the same recording. "Off" after "on" is ``stop recording`` and a
+  later "on" another ``start recording`` (rtpengine 10.5 has no ``pause recording``): each start makes a new
+  segment, and the span between a stop and the next start is a pause, kept with its wall-clock times so the joined
+  WAV can name it (it is silence there).
+- One call's steps run in order, one task at a time, applying the latest wish (as `hearing` does): on, off and on
+  again quickly ends as one recording running, with the pause the relay really made.
+- The customer's channel is what the relay receives on its port facing the customer; the anchor reports every SDP
+  the relay gives the customer (`customer_sdp`) and the port is read from it (it stays the same for the call).
+- When the call ends (`ended`): a running recording is stopped first, which closes its last segment on the relay
+  at once (rtpengine closes a deleted call's files only about 30 s later), then the relay's call is deleted, then
+  the segments are found on disk (off the loop) and handed to the `RecordingSink`, which joins and stores them.
+- A relay step that fails is logged and counted (`media_failures`); the call goes on, and recording stays as the
+  relay has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from callbridge.b2bua.ports import FinishedRecording, Media, MediaError, RecordingSink
+from callbridge.sip.sdp import SdpError, SessionDescription
+
+__all__ = ["CallRecorder"]
+
+log = logging.getLogger(__name__)
+
+
+class Anchor(Protocol):
+    """What this module reads of `anchor.MediaAnchor`, which owns it."""
+
+    media: Media | None
+    calls: dict[str, str]  # conn_id -> the customer's leg
+    stats: dict[str, int]
+
+    def track(self, task: asyncio.Task[None]) -> None: ...
+
+
+@dataclass
+class _Recording:
+    operation_id: str
+    customer_port: int | None = None
+    wanted: bool = False
+    on_relay: bool = False
+    started_at: float | None = None  # the first start the relay took
+    off_since: float | None = None  # stopped (paused) at, after a start
+    pauses: list[tuple[float, float]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+class CallRecorder:
+    def __init__(self, anchor: Anchor, loop: asyncio.AbstractEventLoop | None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.anchor = anchor
+        self.loop = loop
+        self.clock = clock
+        self.sink: RecordingSink | None = None  # bootstrap's: where finished recordings go
+        self.calls: dict[str, _Recording] = {}
+
+    def started(self, conn_id: str, operation_id: str) -> None:
+        self.calls.setdefault(conn_id, _Recording(operation_id))
+
+    def customer_sdp(self, conn_id: str, sdp: bytes) -> None:
+        """The relay gave the customer `sdp`: the port it names is where the customer's media arrives."""
+        rec = self.calls.get(conn_id)
+        if rec is None:
+            return
+        try:
+            media = [m for m in SessionDescription.parse(sdp).media if m.media == "audio" and m.port]
+        except SdpError:
+            return
+        if media:
+            rec.customer_port = media[0].port
+
+    def recording(self, conn_id: str) -> bool:
+        """The relay records the call now."""
+        rec = self.calls.get(conn_id)
+        return rec is not None and rec.on_relay
+
+    def want(self, conn_id: str, on: bool) -> bool:
+        """Record the call (or stop); False when it cannot be recorded (its media is not anchored)."""
+        rec = self.calls.get(conn_id)
+        media = self.anchor.media
+        if rec is None or conn_id not in self.anchor.calls or media is None or not media.can_record():
+            return False
+        rec.wanted = on
+        if rec.task is None or rec.task.done():
+            assert self.loop is not None
+            rec.task = self.loop.create_task(self._apply(conn_id, rec), name=f"callbridge-recording-{conn_id}")
+            self.anchor.track(rec.task)
+        return True
+
+    async def _apply(self, conn_id: str, rec: _Recording) -> None:
+        media = self.anchor.media
+        assert media is not None
+        while rec.wanted != rec.on_relay:
+            on = rec.wanted
+            at = self.clock()
+            try:
+                await (media.start_recording(conn_id) if on else media.stop_recording(conn_id))
+            except MediaError as exc:
+                self.anchor.stats["media_failures"] += 1
+                log.warning("call %s: the relay failed to %s recording (%s)", conn_id, "start" if on else "stop", exc)
+                rec.wanted = rec.on_relay
+                return
+            rec.on_relay = on
+            if not on:
+                rec.off_since = at
+            elif rec.started_at is None:
+                rec.started_at = at
+            elif rec.off_since is not None:
+                rec.pauses.append((rec.off_since, at))
+                rec.off_since = None
+
+    async def ended(self, conn_id: str, delete: Callable[[], Awaitable[None]]) -> None:
+        """The call is over: stop a running recording, `delete` the relay's call, hand the segments over."""
+        rec = self.calls.pop(conn_id, None)
+        if rec is not None and rec.started_at is not None:
+            rec.wanted = False
+            if rec.task is not None and not rec.task.done():
+                await asyncio.gather(rec.task, return_exceptions=True)
+            if rec.on_relay:
+                await self._apply(conn_id, rec)
+        await delete()
+        media = self.anchor.media
+        if rec is None or rec.started_at is None or media is None or self.sink is None:
+            return
+        try:
+            segments, leftovers = await asyncio.to_thread(media.recording_files, conn_id)
+        except OSError as exc:
+            log.warning("call %s: the recording's segments cannot be listed (%s)", conn_id, exc)
+            return
+        self.sink.recording_finished(FinishedRecording(
+            conn_id, rec.operation_id, tuple(segments), tuple(leftovers), rec.customer_port, rec.started_at,
+            self.clock(), tuple(rec.pauses)))

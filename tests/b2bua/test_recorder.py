@@ -1,0 +1,125 @@
+"""The call's recording on the relay in memory (the Media port faked): on and off in order, pauses kept with their
+times, the recording stopped before the relay's call is deleted, and the finished recording handed over once."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from media_fake import FakeMedia
+
+from callbridge.b2bua.anchor import MediaAnchor
+from callbridge.b2bua.legs import SipLeg
+from callbridge.b2bua.ports import FinishedRecording
+
+CUSTOMER_SDP = (b"v=0\r\no=c 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+                b"m=audio 40000 RTP/AVP 0\r\na=sendrecv\r\n")
+AGENT_SDP = CUSTOMER_SDP.replace(b"127.0.0.2", b"127.0.0.1").replace(b"40000", b"41000")
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.done: list[FinishedRecording] = []
+
+    def recording_finished(self, done: FinishedRecording) -> None:
+        self.done.append(done)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def leg(leg_id: str) -> SipLeg:
+    return SipLeg(leg_id, "0042", "in", 0.0, conn_id="c1")
+
+
+async def settled(anchor: MediaAnchor) -> None:
+    for _ in range(5):
+        await anchor.settle()
+        await asyncio.sleep(0)
+
+
+async def answered_call(media: FakeMedia) -> tuple[MediaAnchor, Sink, Clock, SipLeg]:
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    sink, clock = Sink(), Clock()
+    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    customer, agent = leg("cust"), leg("agent")
+    anchor.adopt("c1", customer)
+    anchor.offer("c1", customer, None, CUSTOMER_SDP, lambda _: None)
+    await settled(anchor)
+    anchor.answer("c1", customer, agent, AGENT_SDP, lambda _: None)
+    await settled(anchor)
+    return anchor, sink, clock, customer
+
+
+def recording_ops(media: FakeMedia) -> list[tuple[object, ...]]:
+    return [op for op in media.ops if op[0] in ("start_recording", "stop_recording", "recording_files", "delete")]
+
+
+async def test_pauses_are_kept_and_the_recording_stops_before_the_delete() -> None:
+    media = FakeMedia()
+    anchor, sink, clock, customer = await answered_call(media)
+    assert anchor.recorder.want("c1", True)
+    await settled(anchor)
+    assert anchor.recorder.recording("c1")
+    clock.t = 1010.0
+    anchor.recorder.want("c1", False)
+    await settled(anchor)
+    clock.t = 1012.5
+    anchor.recorder.want("c1", True)
+    await settled(anchor)
+    clock.t = 1020.0
+    anchor.leg_ended(customer)
+    await settled(anchor)
+    assert recording_ops(media) == [("start_recording", "c1"), ("stop_recording", "c1"), ("start_recording", "c1"),
+                                    ("stop_recording", "c1"), ("delete", "c1"), ("recording_files", "c1")]
+    customer_port = media.port_for("c1", "cust")  # the port of the SDP the relay gave the customer
+    assert sink.done == [FinishedRecording("c1", "0042", ("/spool/c1-0.pcap", "/spool/c1-1.pcap"),
+                                           ("/spool/c1-0.meta", "/spool/c1-1.meta"), customer_port, 1000.0, 1020.0,
+                                           ((1010.0, 1012.5),))]
+
+
+async def test_on_off_on_at_once_is_one_recording_running() -> None:
+    media = FakeMedia()
+    anchor, _, _, _ = await answered_call(media)
+    for on in (True, False, True):
+        anchor.recorder.want("c1", on)
+    await settled(anchor)
+    assert recording_ops(media) == [("start_recording", "c1")]
+    assert anchor.recorder.recording("c1")
+
+
+async def test_a_call_never_recorded_hands_nothing_over() -> None:
+    media = FakeMedia()
+    anchor, sink, _, customer = await answered_call(media)
+    anchor.leg_ended(customer)
+    await settled(anchor)
+    assert recording_ops(media) == [("delete", "c1")] and sink.done == []
+
+
+async def test_what_cannot_be_recorded_says_so() -> None:
+    media = FakeMedia()
+    anchor, _, _, _ = await answered_call(media)
+    assert not anchor.recorder.want("c9", True)  # not an anchored call
+    media.recording_dir = None  # the node does not know where the relay writes
+    assert not anchor.recorder.want("c1", True)
+    await settled(anchor)
+    assert recording_ops(media) == []
+
+
+async def test_a_relay_that_fails_to_start_is_counted_and_the_call_goes_on() -> None:
+    media = FakeMedia()
+    anchor, sink, _, customer = await answered_call(media)
+    media.failing.add("start_recording")
+    assert anchor.recorder.want("c1", True)
+    await settled(anchor)
+    assert not anchor.recorder.recording("c1") and anchor.stats["media_failures"] == 1
+    anchor.leg_ended(customer)
+    await settled(anchor)
+    assert sink.done == [] and ("delete", "c1") in media.ops
