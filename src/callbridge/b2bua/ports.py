@@ -186,7 +186,8 @@ class Media(Protocol):
     async def stop_playing(self, conn_id: str, leg_id: str) -> None: ...
 
     async def send_dtmf(self, conn_id: str, leg_id: str, digit: str, *, duration_ms: int = 100) -> None:
-        """RFC 4733 events toward `leg_id`."""
+        """RFC 4733 events of `digit` in the media `leg_id` sends, so that its peer gets them (to reach the
+        customer, `leg_id` is the customer's peer); digits sent one after the other are played in that order."""
         ...
 
     async def start_recording(self, conn_id: str) -> None: ...

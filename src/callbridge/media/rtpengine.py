@@ -20,7 +20,9 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   (directional with ``to-tag``: only toward the held customer) and then ``play media`` to the held one.
 - ``inject DTMF`` is in the flags of every offer and answer when `inject_dtmf` is on: rtpengine 10.5's
   ``play DTMF`` sends nothing unless both the offer and the answer had it. It engages the transcoding path, where
-  rtpengine drops packets with repeated sequence numbers.
+  rtpengine drops packets with repeated sequence numbers. `send_dtmf` is ``play DTMF`` with ``from-tag`` = the
+  party the events seem to come from: 10.5 injects them into that party's stream, toward its peer (found on
+  loopback: with the customer's own tag, nothing reaches the customer), and queues digits sent one after another.
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
 """
 

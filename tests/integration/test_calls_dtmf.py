@@ -1,0 +1,126 @@
+"""DTMF on anchored calls (docs/operations.md, "DTMF"), through a real userspace rtpengine, with real SIP and RTP
+between `callbridge.phone` phones and callbridge on loopback.
+
+- api=dtmf reaches the customer as RFC 4733 telephone-events in the media (the relay injects them in the agent's
+  stream), and as SIP INFO only when the call is direct or the customer's trunk says ``dtmf_mode = "info"``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from callnode import GATEWAY_HOST, OP, agent_phone, customer_phone, did_uri, load, operation_doc, until  # noqa: E402
+
+from callbridge.bootstrap import Node, bootstrap  # noqa: E402
+from callbridge.callcontrol.events import ActionCompleted  # noqa: E402
+from callbridge.config import Settings  # noqa: E402
+from callbridge.phone import Call, DtmfReceived, Established, IncomingCall, Phone  # noqa: E402
+from peers.ports import free_port  # noqa: E402
+from peers.rtpengine import Rtpengine  # noqa: E402
+
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
+
+
+@dataclass
+class World:
+    node: Node
+    relay: Rtpengine
+    customer: Phone
+    agent: Phone
+    call: Call
+    agent_call: Call
+
+
+@asynccontextmanager
+async def world(tmp_path: Path, *, operation: dict[str, Any] | None = None, trunk: dict[str, Any] | None = None,
+                relay_args: tuple[str, ...] = (), **settings: Any) -> AsyncIterator[World]:
+    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
+    doc = operation_doc(gateway_port=free_port(GATEWAY_HOST, udp=True, tcp=False))
+    doc["operation"].update(operation or {})
+    doc["trunks"][0].update(trunk or {})
+    await asyncio.to_thread(load, url, doc)
+    with Rtpengine(workdir=tmp_path / "rtpengine", extra_args=relay_args) as relay:
+        node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
+                                        rtpengine=(f"udp:{relay.host}:{relay.ng_port}",), **settings))
+        phones: list[Phone] = []
+        try:
+            await until(lambda: node.switch.anchor.media is not None and node.switch.anchor.media.available(),
+                        what="the relay up")
+            agent = await agent_phone(node, "1001", answer="auto", media=True)
+            phones.append(agent)
+            customer = await customer_phone(media=True)
+            phones.append(customer)
+            call = await customer.call(did_uri(node), timeout=5)
+            agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
+            await agent.wait_for(Established, call=agent_call, timeout=5)
+            assert call.rtp is not None and agent_call.rtp is not None
+            agent_call.rtp.play_tone(1000)
+            call.rtp.play_tone(700)
+            # both phones' RTP through the relay (10.5 injects DTMF only in a stream it has seen)
+            await until(lambda: call.rtp is not None and call.rtp.packets_received >= 5
+                        and agent_call.rtp is not None and agent_call.rtp.packets_received >= 5, what="RTP flowing")
+            yield World(node, relay, customer, agent, call, agent_call)
+        finally:
+            for phone in phones:
+                await phone.close()
+            await node.close()
+
+
+async def dtmf(w: World, tones: str) -> None:
+    """api=dtmf from agent 1001, and its outcome (completed)."""
+    action = w.node.service.dtmf(OP, "1001", tones).action_id
+    await until(lambda: w.node.service.action_outcome(action) is not None, what="the dtmf action's outcome")
+    assert isinstance(w.node.service.action_outcome(action), ActionCompleted)
+
+
+async def no_info(w: World) -> None:
+    with pytest.raises(TimeoutError):
+        await w.customer.wait_for(DtmfReceived, call=w.call, timeout=0.5)
+
+
+async def test_api_dtmf_reaches_an_anchored_customer_as_rfc4733_events_in_the_media(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        conn_id = w.node.service.get_agent(OP, "1001").conn_id
+        assert w.node.switch.anchor.anchored(conn_id)
+        assert w.call.rtp is not None and w.agent_call.rtp is not None
+        await dtmf(w, "1#9*0D")
+        assert await w.call.rtp.wait_digits(6, timeout=5) == "1#9*0D"
+        events = w.call.rtp.events
+        assert [e.digit for e in events] == list("1#9*0D")  # nothing else, each once
+        assert all(e.ended for e in events)
+        assert all(abs(e.duration_ms - 160) <= 20 for e in events), [e.duration_ms for e in events]
+        await no_info(w)
+        assert w.agent_call.rtp.events == []  # the agent's phone gets none of it
+        await dtmf(w, "42")  # a second command: its digits after the first's
+        assert await w.call.rtp.wait_digits(8, timeout=5) == "1#9*0D42"
+
+
+async def test_a_trunk_with_dtmf_mode_info_gets_sip_info(tmp_path: Path) -> None:
+    async with world(tmp_path, trunk={"dtmf_mode": "info"}) as w:
+        assert w.node.switch.anchor.anchored(w.node.service.get_agent(OP, "1001").conn_id)
+        await dtmf(w, "12#")
+        digits = [(await w.customer.wait_for(DtmfReceived, call=w.call, timeout=5)).digit for _ in range(3)]
+        assert digits == ["1", "2", "#"]
+        await asyncio.sleep(0.5)
+        assert w.call.rtp is not None and w.call.rtp.events == []
+
+
+async def test_a_direct_call_gets_sip_info(tmp_path: Path) -> None:
+    async with world(tmp_path, operation={"media_mode": "direct"}) as w:
+        assert not w.node.switch.anchor.anchored(w.node.service.get_agent(OP, "1001").conn_id)
+        await dtmf(w, "7*")
+        digits = [(await w.customer.wait_for(DtmfReceived, call=w.call, timeout=5)).digit for _ in range(2)]
+        assert digits == ["7", "*"]
+        await asyncio.sleep(0.5)
+        assert w.call.rtp is not None and w.call.rtp.events == []
