@@ -58,6 +58,12 @@ BAD = [
      "error: rtpengine: 'udp:0.0.0.0:2223' is a wildcard address: name the relay's own address"),
     (["--rtpengine", "udp:::1:2223"], {},
      "error: rtpengine: 'udp:::1:2223': write an IPv6 address in brackets, udp:[ADDRESS]:PORT"),
+    (["--rtpengine-dtmf-listen", "localhost:9911"], {},
+     "error: rtpengine_dtmf_listen: 'localhost' is not an IP address (callbridge never resolves names)"),
+    ([], {"CALLBRIDGE_RTPENGINE_DTMF_LISTEN": "127.0.0.1"},
+     "error: rtpengine_dtmf_listen: '127.0.0.1' is not HOST:PORT"),
+    ([], {"CALLBRIDGE_RTPENGINE_DTMF_LISTEN": "127.0.0.1:99999"},
+     "error: rtpengine_dtmf_listen: port '99999' in '127.0.0.1:99999' is not a port number 0-65535"),
     (["--allowed-networks", "example.com"], {},
      "error: allowed_networks: 'example.com' is not a network ('example.com' does not appear to be an IPv4 or IPv6 "
      "network)"),

@@ -42,6 +42,7 @@ from starlette.applications import Starlette
 
 from callbridge.b2bua.defence import Defence, DefenceConfig
 from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
+from callbridge.b2bua.media_watch import MediaWatch
 from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, Media, RegistrationStore
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
 from callbridge.b2bua.signalling import SipSignalling
@@ -49,11 +50,12 @@ from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
 from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
-from callbridge.config import Settings, tls_context
+from callbridge.config import Settings, listen_address, tls_context
 from callbridge.http.app import create_app
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, WebhookTarget
+from callbridge.media.dtmf_log import DtmfLogListener, LoggedDigit
 from callbridge.media.relays import RelaySet
 from callbridge.media.rtpengine import RtpengineMedia
 from callbridge.media.shell import NgShell
@@ -135,6 +137,8 @@ class Node:
     webhooks: WebhookDispatcher | None = None  # the operations' webhook targets, rebuilt after each reload
     event_pruning: asyncio.Task[None] | None = None
     media_shell: NgShell | None = None  # the rtpengine relays' ng socket, when --rtpengine names any
+    media_watch: MediaWatch | None = None  # the relay's reports of anchored calls' media (DTMF)
+    dtmf_listener: DtmfLogListener | None = None  # the relays' DTMF log, when --rtpengine-dtmf-listen names it
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -153,6 +157,8 @@ class Node:
         await self.switch.trunk_registrations.unregister()  # Expires: 0 at each provider, a bounded wait
         self.switch.close()
         await self.runtime.close()
+        if self.dtmf_listener is not None:
+            self.dtmf_listener.close()
         if self.media_shell is not None:
             # the relay calls the drain ended are deleted before the socket goes (bounded by the ng time-out)
             with contextlib.suppress(TimeoutError):
@@ -245,6 +251,12 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
                 (host, port), webhooks=webhooks, media_shell=media_shell)
     node.sip_ws_address = ws_address
+    if media_shell is not None:
+        try:
+            node.media_watch, node.dtmf_listener = await _media_watch(settings, switch)
+        except OSError:  # the DTMF log's address cannot be bound (in use, not this machine's)
+            await node.close()
+            raise
     if reconcile:
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
@@ -336,6 +348,21 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
     shell = NgShell(RelaySet(settings.rtpengine_relays, rng or random.Random()))
     await shell.start()
     return shell, RtpengineMedia(shell)
+
+
+async def _media_watch(settings: Settings, switch: Switch) -> tuple[MediaWatch, DtmfLogListener | None]:
+    """What the relays report of anchored calls' media: the customer's DTMF from their DTMF log (when
+    `--rtpengine-dtmf-listen` names where rtpengine's `--dtmf-log-dest` sends it)."""
+    watch = MediaWatch(switch)
+    if settings.rtpengine_dtmf_listen is None:
+        return watch, None
+
+    def digit(d: LoggedDigit) -> None:
+        watch.dtmf(d.conn_id, d.leg_id, d.digit, d.duration_ms)
+
+    listener = DtmfLogListener({host for host, _ in settings.rtpengine_relays}, digit)
+    await listener.start(*listen_address(settings.rtpengine_dtmf_listen))
+    return watch, listener
 
 
 def _media_metrics(registry: MetricsRegistry, switch: Switch, media_shell: NgShell | None) -> None:

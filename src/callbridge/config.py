@@ -72,6 +72,25 @@ def _ip(name: str, value: Any, *, wildcard_ok: bool = False) -> str:
     return str(address)
 
 
+def _listen(name: str, value: Any) -> str:
+    """``HOST:PORT`` (IPv6 in brackets) to listen on: an IP literal and a port 0-65535; normalised."""
+    host, colon, port_text = str(value).strip().rpartition(":")
+    if not colon or not host:
+        raise ConfigError(f"{name}: {value!r} is not HOST:PORT")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ConfigError(f"{name}: {value!r}: write an IPv6 address in brackets, [ADDRESS]:PORT")
+    address = ipaddress.ip_address(_ip(name, host.strip("[]"), wildcard_ok=True))
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{name}: port {port_text!r} in {value!r} is not a port number 0-65535")
+    return f"[{address}]:{int(port_text)}" if address.version == 6 else f"{address}:{int(port_text)}"
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (as `_listen` normalised it) as an address tuple."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def _relays(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """rtpengine relays: ``udp:HOST:PORT`` each (IPv6 in brackets), a comma list or a sequence; normalised."""
     items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
@@ -193,6 +212,9 @@ class Settings:
     # rtpengine relays (ng control, ``udp:HOST:PORT``); none: media flows between the parties (docs/design.md,
     # "Media"). With one or more, calls are anchored on them as each operation's media mode says.
     rtpengine: tuple[str, ...] = ()
+    # Where callbridge listens for the relays' DTMF log (``HOST:PORT``, an IP literal; rtpengine's
+    # ``--dtmf-log-dest`` names it): the customer's key presses become ``call.dtmf`` events. None: not listened for.
+    rtpengine_dtmf_listen: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -239,6 +261,11 @@ class Settings:
             raise ConfigError(f"digest_algorithms: {self.digest_algorithms!r} is not a list of MD5 and SHA-256")
         object.__setattr__(self, "digest_algorithms", tuple(a.upper() for a in algorithms))
         object.__setattr__(self, "rtpengine", _relays(self.rtpengine))
+        if self.rtpengine_dtmf_listen is not None and self.rtpengine_dtmf_listen != "":
+            object.__setattr__(self, "rtpengine_dtmf_listen", _listen("rtpengine_dtmf_listen",
+                                                                      self.rtpengine_dtmf_listen))
+        else:
+            object.__setattr__(self, "rtpengine_dtmf_listen", None)
 
     @property
     def rtpengine_relays(self) -> tuple[tuple[str, int], ...]:

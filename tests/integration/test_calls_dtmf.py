@@ -2,7 +2,9 @@
 between `callbridge.phone` phones and callbridge on loopback.
 
 - api=dtmf reaches the customer as RFC 4733 telephone-events in the media (the relay injects them in the agent's
-  stream), and as SIP INFO only when the call is direct or the customer's trunk says ``dtmf_mode = "info"``."""
+  stream), and as SIP INFO only when the call is direct or the customer's trunk says ``dtmf_mode = "info"``.
+- The customer's key presses (RFC 4733 in its RTP) become ``call.dtmf`` events, from the relay's DTMF log
+  (``--dtmf-log-dest``) received on callbridge's ``rtpengine_dtmf_listen`` socket."""
 
 from __future__ import annotations
 
@@ -124,3 +126,31 @@ async def test_a_direct_call_gets_sip_info(tmp_path: Path) -> None:
         assert digits == ["7", "*"]
         await asyncio.sleep(0.5)
         assert w.call.rtp is not None and w.call.rtp.events == []
+
+
+def dtmf_events(w: World) -> list[tuple[str, dict[str, Any]]]:
+    return [(e.type, e.data) for e in w.node.events.since(OP, 0) if e.type == "call.dtmf"]
+
+
+async def test_the_customers_key_presses_become_call_dtmf_events_in_order(tmp_path: Path) -> None:
+    port = free_port("127.0.0.1", udp=True, tcp=False)
+    async with world(tmp_path, relay_args=(f"--dtmf-log-dest=127.0.0.1:{port}",),
+                     rtpengine_dtmf_listen=f"127.0.0.1:{port}") as w:
+        conn_id = w.node.service.get_agent(OP, "1001").conn_id
+        customer_leg = w.node.switch.anchor.calls[conn_id]
+        assert w.call.rtp is not None and w.agent_call.rtp is not None
+        await w.call.rtp.send_digits("1#9", duration_ms=100)
+        assert await w.agent_call.rtp.wait_digits(3, timeout=5) == "1#9"  # the agent hears them, as before
+        await until(lambda: len(dtmf_events(w)) >= 3, what="three call.dtmf events")
+        assert dtmf_events(w) == [
+            ("call.dtmf", {"conn_id": conn_id, "leg_id": customer_leg, "leg": "customer", "digit": digit,
+                           "duration_ms": 100}) for digit in "1#9"]
+        # api=dtmf's digits go to the customer, and are not the customer's: no event for them
+        await dtmf(w, "5")
+        assert await w.call.rtp.wait_digits(1, timeout=5) == "5"
+        await asyncio.sleep(0.5)
+        assert len(dtmf_events(w)) == 3
+        assert w.node.dtmf_listener is not None
+        assert w.node.dtmf_listener.stats == {"digits": 4, "dropped": 0, "foreign": 0}
+        assert w.node.media_watch is not None and w.node.media_watch.stats == {"dtmf": 3, "dtmf_ignored": 1}
+

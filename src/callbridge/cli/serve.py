@@ -173,6 +173,9 @@ def serve_command(
     rtpengine: Annotated[list[str] | None, typer.Option(
         "--rtpengine", help="An rtpengine relay, udp:HOST:PORT (its ng port); repeat it or give a comma list "
                             "[env CALLBRIDGE_RTPENGINE; none: media flows between the parties]")] = None,
+    rtpengine_dtmf_listen: str | None = typer.Option(
+        None, help="HOST:PORT where the relays' DTMF log is received (rtpengine --dtmf-log-dest): the customer's "
+                   "key presses become call.dtmf events [env CALLBRIDGE_RTPENGINE_DTMF_LISTEN; off]"),
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),
@@ -185,7 +188,8 @@ def serve_command(
             http_port=http_port, database_url=database_url, allowed_networks=allowed_networks,
             trusted_networks=trusted_networks, node_id=node_id, drain_seconds=drain_seconds, log_level=log_level,
             log_format=log_format, digest_algorithms=digest_algorithms, sip_ws_port=sip_ws_port,
-            sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key, rtpengine=",".join(rtpengine) if rtpengine else None)
+            sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key, rtpengine=",".join(rtpengine) if rtpengine else None,
+            rtpengine_dtmf_listen=rtpengine_dtmf_listen)
         check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
