@@ -64,6 +64,9 @@ BAD = [
      "error: rtpengine_dtmf_listen: '127.0.0.1' is not HOST:PORT"),
     ([], {"CALLBRIDGE_RTPENGINE_DTMF_LISTEN": "127.0.0.1:99999"},
      "error: rtpengine_dtmf_listen: port '99999' in '127.0.0.1:99999' is not a port number 0-65535"),
+    (["--media-timeout-seconds", "-1"], {},
+     "error: media_timeout_seconds: must not be negative (0 turns it off)"),
+    ([], {"CALLBRIDGE_MEDIA_TIMEOUT_SECONDS": "soon"}, "error: media_timeout_seconds: 'soon' is not a number"),
     (["--allowed-networks", "example.com"], {},
      "error: allowed_networks: 'example.com' is not a network ('example.com' does not appear to be an IPv4 or IPv6 "
      "network)"),

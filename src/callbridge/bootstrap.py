@@ -139,6 +139,7 @@ class Node:
     media_shell: NgShell | None = None  # the rtpengine relays' ng socket, when --rtpengine names any
     media_watch: MediaWatch | None = None  # the relay's reports of anchored calls' media (DTMF)
     dtmf_listener: DtmfLogListener | None = None  # the relays' DTMF log, when --rtpengine-dtmf-listen names it
+    media_watching: asyncio.Task[None] | None = None  # dead media: the relay's counters polled (media_watch.py)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -150,7 +151,7 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        for task in (self.directory_watch, self.event_pruning):
+        for task in (self.directory_watch, self.event_pruning, self.media_watching):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -253,10 +254,13 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     node.sip_ws_address = ws_address
     if media_shell is not None:
         try:
-            node.media_watch, node.dtmf_listener = await _media_watch(settings, switch)
+            watch, node.dtmf_listener = await _media_watch(settings, switch)
         except OSError:  # the DTMF log's address cannot be bound (in use, not this machine's)
             await node.close()
             raise
+        node.media_watch = watch
+        if settings.media_timeout_seconds > 0:
+            node.media_watching = loop.create_task(watch.run(), name="callbridge-media-watch")
     if reconcile:
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
@@ -352,8 +356,9 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
 
 async def _media_watch(settings: Settings, switch: Switch) -> tuple[MediaWatch, DtmfLogListener | None]:
     """What the relays report of anchored calls' media: the customer's DTMF from their DTMF log (when
-    `--rtpengine-dtmf-listen` names where rtpengine's `--dtmf-log-dest` sends it)."""
-    watch = MediaWatch(switch)
+    `--rtpengine-dtmf-listen` names where rtpengine's `--dtmf-log-dest` sends it), and dead media (polled by the
+    task bootstrap starts when `media_timeout_seconds` is not 0)."""
+    watch = MediaWatch(switch, timeout=settings.media_timeout_seconds)
     if settings.rtpengine_dtmf_listen is None:
         return watch, None
 

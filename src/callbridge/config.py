@@ -215,6 +215,10 @@ class Settings:
     # Where callbridge listens for the relays' DTMF log (``HOST:PORT``, an IP literal; rtpengine's
     # ``--dtmf-log-dest`` names it): the customer's key presses become ``call.dtmf`` events. None: not listened for.
     rtpengine_dtmf_listen: str | None = None
+    # An anchored call whose relay received no RTP from one of its parties (the customer, or the party the
+    # customer talks to) for this long is ended: BYE both ways, CDR end_reason "media_timeout" (docs/operations.md,
+    # "Dead media"). A party on hold or muted (it was told not to send) is not judged. 0 turns it off.
+    media_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -251,6 +255,13 @@ class Settings:
         if drain < 0:
             raise ConfigError("drain_seconds: must not be negative")
         object.__setattr__(self, "drain_seconds", drain)
+        try:
+            media_timeout = float(self.media_timeout_seconds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"media_timeout_seconds: {self.media_timeout_seconds!r} is not a number") from None
+        if media_timeout < 0 or media_timeout != media_timeout:
+            raise ConfigError("media_timeout_seconds: must not be negative (0 turns it off)")
+        object.__setattr__(self, "media_timeout_seconds", media_timeout)
         object.__setattr__(self, "directory_poll_seconds",
                            _seconds("directory_poll_seconds", self.directory_poll_seconds))
         object.__setattr__(self, "registration_min_expires", _min_expires(self.registration_min_expires))

@@ -4,7 +4,9 @@ between `callbridge.phone` phones and callbridge on loopback.
 - api=dtmf reaches the customer as RFC 4733 telephone-events in the media (the relay injects them in the agent's
   stream), and as SIP INFO only when the call is direct or the customer's trunk says ``dtmf_mode = "info"``.
 - The customer's key presses (RFC 4733 in its RTP) become ``call.dtmf`` events, from the relay's DTMF log
-  (``--dtmf-log-dest``) received on callbridge's ``rtpengine_dtmf_listen`` socket."""
+  (``--dtmf-log-dest``) received on callbridge's ``rtpengine_dtmf_listen`` socket.
+- Dead media ends calls: a party whose RTP stops for ``media_timeout_seconds`` (the relay's counters, ng
+  ``query``) gets the call hung up both ways, CDR end_reason ``media_timeout``; a party on hold is not judged."""
 
 from __future__ import annotations
 
@@ -22,12 +24,23 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from callnode import GATEWAY_HOST, OP, agent_phone, customer_phone, did_uri, load, operation_doc, until  # noqa: E402
+from callnode import (  # noqa: E402
+    GATEWAY_HOST,
+    OP,
+    agent_phone,
+    cdrs,
+    customer_phone,
+    did_uri,
+    load,
+    operation_doc,
+    state_history,
+    until,
+)
 
 from callbridge.bootstrap import Node, bootstrap  # noqa: E402
 from callbridge.callcontrol.events import ActionCompleted  # noqa: E402
 from callbridge.config import Settings  # noqa: E402
-from callbridge.phone import Call, DtmfReceived, Established, IncomingCall, Phone  # noqa: E402
+from callbridge.phone import Call, CallEnded, DtmfReceived, Established, Held, IncomingCall, Phone, Resumed  # noqa: E402
 from peers.ports import free_port  # noqa: E402
 from peers.rtpengine import Rtpengine  # noqa: E402
 
@@ -152,5 +165,64 @@ async def test_the_customers_key_presses_become_call_dtmf_events_in_order(tmp_pa
         assert len(dtmf_events(w)) == 3
         assert w.node.dtmf_listener is not None
         assert w.node.dtmf_listener.stats == {"digits": 4, "dropped": 0, "foreign": 0}
-        assert w.node.media_watch is not None and w.node.media_watch.stats == {"dtmf": 3, "dtmf_ignored": 1}
+        assert w.node.media_watch is not None
+        assert (w.node.media_watch.stats["dtmf"], w.node.media_watch.stats["dtmf_ignored"]) == (3, 1)
 
+
+
+MEDIA_TIMEOUT = 2.0  # polled every 0.5 s (a quarter of it)
+AFTER_A_CALL = [("acw", "call_end"), ("ready", "acw_end")]  # the agent's states after any hang-up (acw_seconds 0)
+
+
+async def test_a_customer_whose_rtp_stops_is_hung_up_both_ways_with_end_reason_media_timeout(tmp_path: Path) -> None:
+    async with world(tmp_path, media_timeout_seconds=MEDIA_TIMEOUT) as w:
+        loop = asyncio.get_running_loop()
+        conn_id = w.node.service.get_agent(OP, "1001").conn_id
+        assert conn_id is not None and w.call.rtp is not None
+        await asyncio.sleep(MEDIA_TIMEOUT + 1.0)  # talking for longer than the time-out ends nothing
+        assert w.node.service.get_agent(OP, "1001").conn_id == conn_id
+        w.call.rtp.stop()  # the customer's phone sends no more RTP (its dialog stays up)
+        stopped = loop.time()
+        ended = await w.customer.wait_for(CallEnded, call=w.call, timeout=MEDIA_TIMEOUT + 3)
+        agent_ended = await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=2)
+        elapsed = loop.time() - stopped
+        # the relay's counter stops moving at once; one poll interval (0.5 s) and a round trip later it is seen
+        assert MEDIA_TIMEOUT <= elapsed <= MEDIA_TIMEOUT + 0.5 + 0.5, elapsed
+        assert (ended.reason, ended.by) == ("bye", "remote")  # callbridge's BYE to the customer
+        assert (agent_ended.reason, agent_ended.by) == ("bye", "remote")  # ... and to the agent
+        await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent freed")
+        assert w.node.service.get_agent(OP, "1001").state == "ready"  # acw_seconds 0: as after any hang-up
+        assert state_history(w.node, "1001")[-2:] == AFTER_A_CALL
+        [cdr] = cdrs(w.node)
+        assert (cdr["conn_id"], cdr["hangup_by"], cdr["end_reason"], cdr["sip_cause"]) == (
+            conn_id, "system", "media_timeout", None)
+        assert w.node.media_watch is not None and w.node.media_watch.stats["media_timeouts"] == 1
+        def ended_events() -> list[dict[str, Any]]:
+            return [e.data for e in w.node.events.since(OP, 0) if e.type == "call.ended"]
+
+        await until(lambda: ended_events() != [], what="call.ended in the event log")
+        assert [(e["conn_id"], e["ended_by"]) for e in ended_events()] == [(conn_id, "system")]
+
+
+async def test_a_customer_on_hold_sends_nothing_and_is_not_hung_up(tmp_path: Path) -> None:
+    async with world(tmp_path, media_timeout_seconds=MEDIA_TIMEOUT) as w:
+        conn_id = w.node.service.get_agent(OP, "1001").conn_id
+        assert w.call.rtp is not None
+        hold = w.node.service.hold(OP, "1001").action_id
+        await w.customer.wait_for(Held, call=w.call, timeout=5)  # it answers recvonly: its phone stops sending
+        await until(lambda: w.node.service.action_outcome(hold) is not None, what="hold done")
+        sent = w.call.rtp.packets_sent
+        await asyncio.sleep(MEDIA_TIMEOUT * 2)
+        assert w.call.rtp.packets_sent == sent  # it sent nothing for twice the time-out
+        assert w.node.service.get_agent(OP, "1001").conn_id == conn_id  # and the call goes on
+        w.node.service.hold(OP, "1001")  # toggles back
+        await w.customer.wait_for(Resumed, call=w.call, timeout=5)
+        await asyncio.sleep(MEDIA_TIMEOUT + 1.0)
+        assert w.node.service.get_agent(OP, "1001").conn_id == conn_id
+        await w.call.hangup()
+        await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=5)
+        await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent freed")
+        assert state_history(w.node, "1001")[-2:] == AFTER_A_CALL
+        [cdr] = cdrs(w.node)
+        assert (cdr["hangup_by"], cdr["end_reason"]) == ("customer", None)
+        assert w.node.media_watch is not None and w.node.media_watch.stats["media_timeouts"] == 0

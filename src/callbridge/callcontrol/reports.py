@@ -64,6 +64,18 @@ class AdapterReports:
             self._k.emit(CallDtmf(operation_id=call.operation_id, conn_id=conn_id, leg_id=leg_id, leg=leg.role,
                                   digit=digit, duration_ms=duration_ms))
 
+    def on_media_timeout(self, conn_id: str, leg_id: str) -> None:
+        """The relay received no RTP from `leg_id` for the media timeout: the call is over (every leg released,
+        the CDR's end_reason "media_timeout", the agents freed as after any hang-up)."""
+        call = self._calls.get(conn_id)
+        if call is None or call.state == "ended":
+            return
+        run = self._transfers.of(call)
+        if run is not None:
+            self._transfers.input(run, TransferInput.CUSTOMER_HANGUP)  # every leg goes: the transfer with them
+        self._k.history(call, "media_timeout", leg_id)
+        self._life.end_call(call, "system", None, "media_timeout")
+
     def on_leg_ringing(self, leg_id: str) -> None:
         found = self._life.lookup_leg(leg_id)
         if found is None or found[1].state == "ended":

@@ -176,6 +176,9 @@ def serve_command(
     rtpengine_dtmf_listen: str | None = typer.Option(
         None, help="HOST:PORT where the relays' DTMF log is received (rtpengine --dtmf-log-dest): the customer's "
                    "key presses become call.dtmf events [env CALLBRIDGE_RTPENGINE_DTMF_LISTEN; off]"),
+    media_timeout_seconds: float | None = typer.Option(
+        None, help="End an anchored call whose relay got no RTP from a party for this long; 0: never "
+                   "[env CALLBRIDGE_MEDIA_TIMEOUT_SECONDS; 60]"),
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),
@@ -189,7 +192,7 @@ def serve_command(
             trusted_networks=trusted_networks, node_id=node_id, drain_seconds=drain_seconds, log_level=log_level,
             log_format=log_format, digest_algorithms=digest_algorithms, sip_ws_port=sip_ws_port,
             sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key, rtpengine=",".join(rtpengine) if rtpengine else None,
-            rtpengine_dtmf_listen=rtpengine_dtmf_listen)
+            rtpengine_dtmf_listen=rtpengine_dtmf_listen, media_timeout_seconds=media_timeout_seconds)
         check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -202,6 +202,7 @@ class Cdr:
     transfers: int = 0
     related_conn_id: str | None = None
     legs: tuple[Leg, ...] = ()
+    end_reason: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -219,7 +220,8 @@ class Cdr:
                    talk_time=float(talk) if isinstance(talk, int | float) else 0.0,
                    hangup_by=_str(o.get("hangup_by")), sip_cause=_int(o.get("sip_cause")),
                    transfers=_int(o.get("transfers")) or 0, related_conn_id=_str(o.get("related_conn_id")),
-                   legs=tuple(Leg.from_json(x) for x in legs), raw=dict(o))
+                   legs=tuple(Leg.from_json(x) for x in legs), end_reason=_str(o.get("end_reason")),
+                   raw=dict(o))
 
 
 @dataclass(frozen=True)

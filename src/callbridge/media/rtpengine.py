@@ -23,6 +23,8 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   rtpengine drops packets with repeated sequence numbers. `send_dtmf` is ``play DTMF`` with ``from-tag`` = the
   party the events seem to come from: 10.5 injects them into that party's stream, toward its peer (found on
   loopback: with the customer's own tag, nothing reaches the customer), and queues digits sent one after another.
+- `packets` is ng ``query``: per tag, the RTP packets the relay received (10.5's per-stream ``last packet`` is a
+  whole second of the relay's wall clock; counters compared between two polls need no clock of the relay's).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
 """
 
@@ -34,7 +36,7 @@ from callbridge.b2bua.ports import MediaRefused, MediaUnavailable
 from callbridge.media.relays import RelaySet
 from callbridge.media.shell import NgCommandFailed, NgShell, NgTimeout
 
-__all__ = ["MAX_BLOB", "RtpengineMedia"]
+__all__ = ["MAX_BLOB", "RtpengineMedia", "rtp_packets"]
 
 # One ng command is one UDP datagram (at most 65,507 bytes of payload); the rest of a `play media` is well under 500.
 MAX_BLOB = 65000
@@ -93,6 +95,9 @@ class RtpengineMedia:
         await self._send(conn_id, {"command": "play DTMF", "call-id": conn_id, "from-tag": leg_id, "code": digit,
                                    "duration": duration_ms})
 
+    async def packets(self, conn_id: str) -> dict[str, int]:
+        return rtp_packets(await self._send(conn_id, {"command": "query", "call-id": conn_id}))
+
     async def start_recording(self, conn_id: str) -> None:
         await self._send(conn_id, {"command": "start recording", "call-id": conn_id})
 
@@ -123,6 +128,29 @@ class RtpengineMedia:
             if isinstance(exc, NgTimeout):
                 raise MediaUnavailable(str(exc)) from None
             raise MediaRefused(str(exc)) from None
+
+
+def rtp_packets(reply: dict[str, Any]) -> dict[str, int]:
+    """RTP packets received from each tag, from a ``query`` reply (10.5: ``tags`` -> tag -> ``medias`` ->
+    ``streams``, each with ``flags`` naming ``RTP`` or ``RTCP`` and ``stats`` -> ``packets``)."""
+    out: dict[str, int] = {}
+    tags = reply.get("tags")
+    if not isinstance(tags, dict):
+        return out
+    for tag, monologue in tags.items():
+        if not isinstance(monologue, dict):
+            continue
+        count = 0
+        for media in monologue.get("medias") or ():
+            for stream in (media.get("streams") or ()) if isinstance(media, dict) else ():
+                if not isinstance(stream, dict) or b"RTP" not in (stream.get("flags") or ()):
+                    continue
+                stats = stream.get("stats")
+                packets = stats.get("packets") if isinstance(stats, dict) else None
+                if isinstance(packets, int):
+                    count += packets
+        out[tag.decode("utf-8", "replace") if isinstance(tag, bytes) else str(tag)] = count
+    return out
 
 
 def _directed(message: dict[str, Any], toward: str | None) -> dict[str, Any]:

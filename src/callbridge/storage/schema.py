@@ -384,6 +384,7 @@ cdrs = Table(
     Column("transfer_count", Integer, nullable=False),
     Column("legs", JSON, nullable=False),  # every leg of the call: ids, roles, parties, times, causes
     Column("related_conn_id", String(64)),
+    Column("end_reason", String(32)),  # why callbridge ended the call ("media_timeout"), when it did for a reason
     _operation_fk(),
     Index(None, "operation_id", "started_at"),
 )
