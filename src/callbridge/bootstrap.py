@@ -259,6 +259,9 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
             await node.close()
             raise
         node.media_watch = watch
+        metrics.counter("callbridge_media_watch_total", "What the relays reported of anchored calls' media: dtmf "
+                        "(the customer's digits reported), dtmf_ignored, polls (of the RTP counters), "
+                        "media_timeouts (calls ended for dead media).", lambda: dict(watch.stats), label="counter")
         if settings.media_timeout_seconds > 0:
             node.media_watching = loop.create_task(watch.run(), name="callbridge-media-watch")
     if reconcile:
