@@ -197,6 +197,7 @@ async def test_a_customer_whose_rtp_stops_is_hung_up_both_ways_with_end_reason_m
         assert (cdr["conn_id"], cdr["hangup_by"], cdr["end_reason"], cdr["sip_cause"]) == (
             conn_id, "system", "media_timeout", None)
         assert w.node.media_watch is not None and w.node.media_watch.stats["media_timeouts"] == 1
+        assert 'callbridge_media_watch_total{counter="media_timeouts"} 1' in w.node.metrics.render()
         def ended_events() -> list[dict[str, Any]]:
             return [e.data for e in w.node.events.since(OP, 0) if e.type == "call.ended"]
 
