@@ -99,3 +99,19 @@ async def test_a_bad_range_or_token_is_one_line(tmp_path: Path) -> None:
         code, out, err = await cli("calls", "cdrs", "--from", "2026-12-01T00:00:00Z", "--to", "2026-12-02T00:00:00Z",
                                    "--json", *auth)
         assert (code, out, err) == (0, "", "")  # nothing in the range
+
+
+def test_the_table_says_why_callbridge_ended_a_call() -> None:
+    import io
+
+    from rich.console import Console
+
+    from callbridge.cli.cdrs import cdrs_table
+    from callbridge.client.models import Cdr
+
+    out = io.StringIO()
+    Console(file=out, width=200).print(cdrs_table([Cdr(conn_id="c1", hangup_by="system", end_reason="media_timeout"),
+                                                    Cdr(conn_id="c2", hangup_by="customer")]))
+    rows = {line.split()[1]: line for line in out.getvalue().splitlines() if line.split()[1:2] in (["c1"], ["c2"])}
+    assert "system (media_timeout)" in rows["c1"]
+    assert "customer" in rows["c2"] and "(" not in rows["c2"]

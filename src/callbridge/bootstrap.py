@@ -43,6 +43,7 @@ from starlette.applications import Starlette
 
 from callbridge.b2bua.defence import Defence, DefenceConfig
 from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
+from callbridge.b2bua.media_watch import MediaWatch
 from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, Media, RegistrationStore
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
 from callbridge.b2bua.signalling import SipSignalling
@@ -54,12 +55,13 @@ from callbridge.cluster.adopt import TakenOver, take_over
 from callbridge.cluster.forward import ForwardToOwner
 from callbridge.cluster.member import ClusterMember
 from callbridge.cluster.nodes import prepare_schema
-from callbridge.config import Settings, tls_context
+from callbridge.config import Settings, listen_address, tls_context
 from callbridge.http.app import create_app
 from callbridge.http.desk_common import DeskConfig
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, WebhookTarget
+from callbridge.media.dtmf_log import DtmfLogListener, LoggedDigit
 from callbridge.media.relays import RelaySet
 from callbridge.media.rtpengine import RtpengineMedia
 from callbridge.media.shell import NgShell
@@ -152,6 +154,9 @@ class Node:
     _takeover_tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     recordings: RecordingArchive | None = None  # recorded calls joined into WAVs and stored (storage/recordings.py)
     recording_pruning: asyncio.Task[None] | None = None
+    media_watch: MediaWatch | None = None  # the relay's reports of anchored calls' media (DTMF)
+    dtmf_listener: DtmfLogListener | None = None  # the relays' DTMF log, when --rtpengine-dtmf-listen names it
+    media_watching: asyncio.Task[None] | None = None  # dead media: the relay's counters polled (media_watch.py)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -163,7 +168,7 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        for task in (self.directory_watch, self.event_pruning, self.recording_pruning):
+        for task in (self.directory_watch, self.event_pruning, self.recording_pruning, self.media_watching):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -175,6 +180,8 @@ class Node:
         await self.switch.trunk_registrations.unregister()  # Expires: 0 at each provider, a bounded wait
         self.switch.close()
         await self.runtime.close()
+        if self.dtmf_listener is not None:
+            self.dtmf_listener.close()
         if self.media_shell is not None:
             # the relay calls the drain ended are deleted before the socket goes (bounded by the ng time-out)
             with contextlib.suppress(TimeoutError):
@@ -290,6 +297,18 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
             await runtime.close()
             raise
         node.cluster = member
+    if media_shell is not None:
+        try:
+            watch, node.dtmf_listener = await _media_watch(settings, switch)
+        except OSError:  # the DTMF log's address cannot be bound (in use, not this machine's)
+            await node.close()
+            raise
+        node.media_watch = watch
+        metrics.counter("callbridge_media_watch_total", "What the relays reported of anchored calls' media: dtmf "
+                        "(the customer's digits reported), dtmf_ignored, polls (of the RTP counters), "
+                        "media_timeouts (calls ended for dead media).", lambda: dict(watch.stats), label="counter")
+        if settings.media_timeout_seconds > 0:
+            node.media_watching = loop.create_task(watch.run(), name="callbridge-media-watch")
     if reconcile:
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
@@ -421,6 +440,22 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
     spool = Path(settings.rtpengine_recording_dir) if settings.rtpengine_recording_dir is not None else None
     await shell.start()
     return shell, RtpengineMedia(shell, recording_dir=spool)
+
+
+async def _media_watch(settings: Settings, switch: Switch) -> tuple[MediaWatch, DtmfLogListener | None]:
+    """What the relays report of anchored calls' media: the customer's DTMF from their DTMF log (when
+    `--rtpengine-dtmf-listen` names where rtpengine's `--dtmf-log-dest` sends it), and dead media (polled by the
+    task bootstrap starts when `media_timeout_seconds` is not 0)."""
+    watch = MediaWatch(switch, timeout=settings.media_timeout_seconds)
+    if settings.rtpengine_dtmf_listen is None:
+        return watch, None
+
+    def digit(d: LoggedDigit) -> None:
+        watch.dtmf(d.conn_id, d.leg_id, d.digit, d.duration_ms)
+
+    listener = DtmfLogListener({host for host, _ in settings.rtpengine_relays}, digit)
+    await listener.start(*listen_address(settings.rtpengine_dtmf_listen))
+    return watch, listener
 
 
 def _media_metrics(registry: MetricsRegistry, switch: Switch, media_shell: NgShell | None) -> None:

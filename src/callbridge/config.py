@@ -72,6 +72,25 @@ def _ip(name: str, value: Any, *, wildcard_ok: bool = False) -> str:
     return str(address)
 
 
+def _listen(name: str, value: Any) -> str:
+    """``HOST:PORT`` (IPv6 in brackets) to listen on: an IP literal and a port 0-65535; normalised."""
+    host, colon, port_text = str(value).strip().rpartition(":")
+    if not colon or not host:
+        raise ConfigError(f"{name}: {value!r} is not HOST:PORT")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ConfigError(f"{name}: {value!r}: write an IPv6 address in brackets, [ADDRESS]:PORT")
+    address = ipaddress.ip_address(_ip(name, host.strip("[]"), wildcard_ok=True))
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{name}: port {port_text!r} in {value!r} is not a port number 0-65535")
+    return f"[{address}]:{int(port_text)}" if address.version == 6 else f"{address}:{int(port_text)}"
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (as `_listen` normalised it) as an address tuple."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def _relays(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """rtpengine relays: ``udp:HOST:PORT`` each (IPv6 in brackets), a comma list or a sequence; normalised."""
     items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
@@ -213,6 +232,13 @@ class Settings:
     # Where recordings are kept (one WAV per recorded call). None: "recordings" beside the SQLite file, or in the
     # working directory with PostgreSQL.
     recordings_dir: str | None = None
+    # Where callbridge listens for the relays' DTMF log (``HOST:PORT``, an IP literal; rtpengine's
+    # ``--dtmf-log-dest`` names it): the customer's key presses become ``call.dtmf`` events. None: not listened for.
+    rtpengine_dtmf_listen: str | None = None
+    # An anchored call whose relay received no RTP from one of its parties (the customer, or the party the
+    # customer talks to) for this long is ended: BYE both ways, CDR end_reason "media_timeout" (docs/operations.md,
+    # "Dead media"). A party on hold or muted (it was told not to send) is not judged. 0 turns it off.
+    media_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -249,6 +275,13 @@ class Settings:
         if drain < 0:
             raise ConfigError("drain_seconds: must not be negative")
         object.__setattr__(self, "drain_seconds", drain)
+        try:
+            media_timeout = float(self.media_timeout_seconds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"media_timeout_seconds: {self.media_timeout_seconds!r} is not a number") from None
+        if media_timeout < 0 or media_timeout != media_timeout:
+            raise ConfigError("media_timeout_seconds: must not be negative (0 turns it off)")
+        object.__setattr__(self, "media_timeout_seconds", media_timeout)
         object.__setattr__(self, "directory_poll_seconds",
                            _seconds("directory_poll_seconds", self.directory_poll_seconds))
         object.__setattr__(self, "registration_min_expires", _min_expires(self.registration_min_expires))
@@ -271,6 +304,11 @@ class Settings:
         object.__setattr__(self, "rtpengine", _relays(self.rtpengine))
         for name in ("rtpengine_recording_dir", "recordings_dir"):
             object.__setattr__(self, name, _folder(name, getattr(self, name)))
+        if self.rtpengine_dtmf_listen is not None and self.rtpengine_dtmf_listen != "":
+            object.__setattr__(self, "rtpengine_dtmf_listen", _listen("rtpengine_dtmf_listen",
+                                                                      self.rtpengine_dtmf_listen))
+        else:
+            object.__setattr__(self, "rtpengine_dtmf_listen", None)
 
     @property
     def recordings_path(self) -> Path:

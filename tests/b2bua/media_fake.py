@@ -4,7 +4,8 @@ It behaves the way rtpengine does for what callbridge relies on (docs/design.md,
 its relay address, with one port per party of a call that stays that party's for the whole call (so the customer's
 side does not move when an agent or a transfer target comes), and every call made of it is recorded in `ops`
 in callbridge's terms. `up = False` makes it unavailable for new calls; a command named in `failing` raises
-`MediaUnavailable` (a relay that stopped answering).
+`MediaUnavailable` (a relay that stopped answering), one named in `refusing` raises `MediaRefused`; `counters` are
+what `packets` answers.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ class FakeMedia:
     def __init__(self, *, up: bool = True, first_port: int = 30000) -> None:
         self.up = up
         self.failing: set[str] = set()
+        self.refusing: set[str] = set()  # commands answered with an error (`MediaRefused`: e.g. an unknown call)
         self.ops: list[tuple[object, ...]] = []
         self.calls: set[str] = set()
+        self.counters: dict[str, dict[str, int]] = {}  # conn_id -> RTP packets per leg (`packets`)
         self._ports: dict[tuple[str, str], int] = {}
         self._next = itertools.count(first_port, 2)
         self.recording_dir: str | None = "/spool"  # None: recordings cannot be read here (`can_record`)
@@ -41,6 +44,8 @@ class FakeMedia:
     def _check(self, command: str, conn_id: str, *, new: bool = False) -> None:
         if command in self.failing:
             raise MediaUnavailable(f"fake relay did not answer {command!r}")
+        if command in self.refusing:
+            raise MediaRefused(f"fake relay refused {command!r}")
         if new and conn_id not in self.calls:
             if not self.up:
                 raise MediaUnavailable("no rtpengine relay is up")
@@ -94,6 +99,11 @@ class FakeMedia:
     async def send_dtmf(self, conn_id: str, leg_id: str, digit: str, *, duration_ms: int = 100) -> None:
         self.ops.append(("send_dtmf", conn_id, leg_id, digit, duration_ms))
         self._check("send_dtmf", conn_id)
+
+    async def packets(self, conn_id: str) -> dict[str, int]:
+        self.ops.append(("packets", conn_id))
+        self._check("packets", conn_id)
+        return dict(self.counters.get(conn_id, {}))
 
     async def start_recording(self, conn_id: str) -> None:
         self.ops.append(("start_recording", conn_id))

@@ -173,6 +173,7 @@ EVENTS = [
     ("call.ended", {"conn_id": "c-01", "agent_id": None, "ended_by": "customer", "sip_cause": None,
                     "duration_s": 12.5}),
     ("call.media_direct", {"conn_id": "c-01", "reason": "relay_down"}),
+    ("call.dtmf", {"conn_id": "c-01", "leg_id": "l-01", "leg": "customer", "digit": "#", "duration_ms": 100}),
     *[(f"transfer.{s}", TRANSFER) for s in ("created", "ringing", "answered", "completed", "failed", "cancelled")],
     ("agent.state_changed", {"agent_id": "1001", "state": "aux", "previous_state": "ready", "aux_state": "lunch",
                              "registered": True, "reason": "api"}),

@@ -50,8 +50,10 @@ def ng_ping(address: tuple[str, int], timeout: float = 0.2) -> bool:
 
 
 class Rtpengine:
-    def __init__(self, *, host: str = "127.0.0.1", workdir: Path | None = None) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", workdir: Path | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.binary = require_rtpengine()
+        self.extra_args = extra_args  # more options (``--dtmf-log-dest=...``)
         self.host = host
         self.ng_port = free_port(host, udp=True, tcp=False)
         start = free_port(host, udp=True, tcp=False, span=PORT_BLOCK)
@@ -72,7 +74,7 @@ class Rtpengine:
         return [self.binary, "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
                 f"--interface={self.host}", f"--listen-ng={self.host}:{self.ng_port}",
                 f"--port-min={self.port_min}", f"--port-max={self.port_max}",
-                f"--recording-dir={self.recording_dir}", "--recording-method=pcap"]
+                f"--recording-dir={self.recording_dir}", "--recording-method=pcap", *self.extra_args]
 
     def start(self, timeout: float = 10.0) -> Rtpengine:
         log = self.log_file.open("wb")

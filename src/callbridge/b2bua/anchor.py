@@ -70,6 +70,7 @@ class MediaAnchor:
         self.calls: dict[str, str] = {}  # conn_id -> the customer's leg id (its media persists)
         self.peers: dict[str, str] = {}  # conn_id -> the leg the customer's media goes to now
         self.leaving: dict[str, list[str]] = {}  # conn_id -> legs that ended while they were the customer's peer
+        self.went_direct: set[str] = set()  # calls an exchange of which went direct (the relay failed it)
         self.stats = {"anchored": 0, "direct": 0, "direct_relay_down": 0, "refused_relay_down": 0,
                       "media_failures": 0}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -158,6 +159,8 @@ class MediaAnchor:
                 log.warning("call %s: the media plane failed the %s (%s): this exchange goes direct", conn_id,
                             what, exc)
                 out = sdp
+                if conn_id in self.calls:
+                    self.went_direct.add(conn_id)  # the relay may carry none of its media now (media_watch.py)
                 self.hearing.exchange_failed(conn_id)
             try:
                 then(out)
@@ -177,6 +180,7 @@ class MediaAnchor:
             del self.calls[conn_id]
             self.peers.pop(conn_id, None)
             self.leaving.pop(conn_id, None)
+            self.went_direct.discard(conn_id)
             self.hearing.ended(conn_id)
             self._spawn(self.recorder.ended(conn_id, lambda: self._quietly(media.delete(conn_id), conn_id, "delete")))
         elif self.peers.get(conn_id) == leg.leg_id:

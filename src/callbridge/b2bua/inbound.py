@@ -65,7 +65,7 @@ def route_invite(sw: InboundContext, request: Request, tx: ServerTransaction) ->
     hops = 70 if max_forwards is None else min(max_forwards - 1, 70)
     trunk = sw.trunk_for_source(tx.source[0])
     if trunk is not None:
-        _from_trunk(sw, request, tx, trunk.operation_id, hops)
+        _from_trunk(sw, request, tx, trunk, hops)
     else:
         _from_agent(sw, request, tx, hops)
 
@@ -79,7 +79,8 @@ def _new_leg(sw: InboundContext, request: Request, tx: ServerTransaction, operat
     return sw.legs.add(leg)
 
 
-def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, operation_id: str, hops: int) -> None:
+def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, trunk: Trunk, hops: int) -> None:
+    operation_id = trunk.operation_id
     did = request.uri.user or ""
     caller = request.from_.uri.user or ""
     admission = sw.anchor.admit(sw.directory.get_operation(operation_id))  # anchor.py: media, decided once
@@ -88,6 +89,7 @@ def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, ope
         return
     leg = _new_leg(sw, request, tx, operation_id, hops)
     leg.anchored = admission == "anchored"
+    leg.trunk = trunk  # its dtmf_mode says how api=dtmf reaches this customer (dtmf.py)
     service = sw.service
     assert service is not None
     try:

@@ -19,8 +19,8 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
 - `mute`/`unmute` (on the agent's leg): the same re-INVITE toward the agent's phone. An offer marked `sendonly`
   tells the phone our side only sends, so it answers `recvonly` and stops sending: the agent keeps hearing the
   customer and the customer stops hearing the agent. Some phones show this as "held by the other side".
-- `send_dtmf`: one INFO `application/dtmf-relay` per tone (`Signal=`, `Duration=160`), each after the previous
-  one's final response; the action succeeds when every tone got a 2xx.
+- `send_dtmf`: RFC 4733 events through the relay to an anchored call's customer, else one INFO
+  `application/dtmf-relay` per tone (`dtmf.py`); the action succeeds when every tone went.
 - `release`: BYE on an established leg (with `Reason: SIP;cause=N` when a cause is given), CANCEL on forks still
   ringing (the leg leaves the table at once: a phone that never answers must not hold it until Timer B), a final
   response (the cause when it is 4xx-6xx, else 480) on an incoming INVITE not yet answered.
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from callbridge.b2bua.anchor import BROWSER_TRANSPORTS
 from callbridge.b2bua.bridge import connect, modify_own, park, present
+from callbridge.b2bua.dtmf import send_dtmf
 from callbridge.b2bua.leg_state import CALLING, FAILED, INCOMING, REFUSED, RELEASE, UP
 from callbridge.b2bua.leg_state import step as leg_state_step
 from callbridge.b2bua.legs import SipLeg
@@ -47,9 +48,6 @@ if TYPE_CHECKING:
     from callbridge.b2bua.context import SignallingContext
 
 __all__ = ["SipSignalling"]
-
-DTMF_RELAY = "application/dtmf-relay"
-
 
 def _ok(response: Response | None) -> bool:
     return response is not None and 200 <= response.status < 300
@@ -227,26 +225,7 @@ class SipSignalling:
         if leg is None or not leg.up:
             self._result(action_id, False, None)
             return
-        remaining = list(tones)
-
-        def next_tone(response: Response | None) -> None:
-            if response is not None and not _ok(response):
-                self._result(action_id, False, response.status)
-                return
-            if not remaining:
-                self._result(action_id, True, response.status if response is not None else None)
-                return
-            body = f"Signal={remaining.pop(0)}\r\nDuration=160\r\n".encode()
-            if not self.sw.request_in_dialog(leg, "INFO", body, DTMF_RELAY, sent):
-                self._result(action_id, False, None)
-
-        def sent(response: Response | None) -> None:
-            if response is None:
-                self._result(action_id, False, None)
-            else:
-                next_tone(response)
-
-        next_tone(None)
+        send_dtmf(self.sw, leg, tones, lambda ok, status: self._result(action_id, ok, status))  # dtmf.py
 
     def release(self, leg_id: str, cause: int | None = None, action_id: str | None = None) -> None:
         sw = self.sw

@@ -22,6 +22,7 @@ RelayDownPolicy = Literal["direct", "refuse"]
 # tone or the operation's hold music. Ringback tones after ITU-T E.180: "etsi" (425 Hz) or "us" (440+480 Hz).
 TransferAudio = Literal["ringback", "music"]
 RingbackTone = Literal["etsi", "us"]
+DtmfMode = Literal["rfc4733", "info"]
 # always: every call is recorded; never: none; on_demand: only between a start and a stop through the API
 RecordingPolicy = Literal["always", "never", "on_demand"]
 Transport = Literal["udp", "tcp"]
@@ -179,6 +180,9 @@ class Trunk:
     credentials: TrunkCredentials | None = None
     inbound_networks: tuple[str, ...] = ()  # CIDR networks allowed to send calls in
     dids: tuple[Did, ...] = ()
+    # How api=dtmf reaches a customer who came or was called through this trunk: RFC 4733 events in the media
+    # (through the relay of an anchored call), or SIP INFO application/dtmf-relay (docs/operations.md, "DTMF").
+    dtmf_mode: DtmfMode = "rfc4733"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from callbridge.callcontrol.model import (
     HangupBy,
+    LegRole,
     TargetKind,
     TransferKind,
     TransferOutcome,
@@ -90,6 +91,18 @@ class CallEnded(DomainEvent):
     conn_id: str
     hangup_by: HangupBy
     sip_cause: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallDtmf(DomainEvent):
+    """A DTMF digit the customer sent in the call's media (RFC 4733), as the relay saw it (docs/operations.md,
+    "DTMF")."""
+
+    conn_id: str
+    leg_id: str
+    leg: LegRole  # whose media carried it ("customer")
+    digit: str  # 0-9, *, #, A-D
+    duration_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,7 @@ from callbridge.callcontrol.events import CallEnded
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.live import LiveState, keep
 from callbridge.callcontrol.ports import OriginateRequest, Ports
-from callbridge.callcontrol.records import CallDirection, CallState, Cdr, HangupBy, LegRole
+from callbridge.callcontrol.records import CallDirection, CallState, Cdr, EndReason, HangupBy, LegRole
 from callbridge.callcontrol.states import CallInput, LegAction, LegInput, call_transition, leg_transition
 
 if TYPE_CHECKING:
@@ -99,8 +99,9 @@ class CallLifecycle:
         elif call.state == "dialing":
             self.end_call(call, "agent" if leg.role == "agent" else "customer", status)
 
-    def end_call(self, call: Call, by: HangupBy, cause: int | None) -> None:
-        """Finish the call: release what is still up, write the CDR, then free its agents."""
+    def end_call(self, call: Call, by: HangupBy, cause: int | None, reason: EndReason | None = None) -> None:
+        """Finish the call: release what is still up, write the CDR (with `reason`, why callbridge ended it, if
+        it did for a known reason), then free its agents."""
         if call.state == "ended":
             return
         self.call_input(call, CallInput.END)
@@ -116,7 +117,7 @@ class CallLifecycle:
         records.save_cdr(Cdr(
             call.conn_id, call.operation_id, call.node_id, call.direction, call.customer_number, call.queue,
             tuple(call.agents), call.created_at, call.answered_at, call.ended_at, by, cause, call.transfer_count,
-            tuple(leg.record() for leg in call.legs.values()), call.related_conn_id))
+            tuple(leg.record() for leg in call.legs.values()), call.related_conn_id, reason))
         del self._calls[call.conn_id]
         for leg_id in call.legs:
             self._leg_calls.pop(leg_id, None)

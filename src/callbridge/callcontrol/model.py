@@ -45,6 +45,7 @@ from callbridge.callcontrol.records import (
     Cdr,
     DisplayChange,
     Disposition,
+    EndReason,
     HangupBy,
     LegRecord,
     LegRole,
@@ -63,8 +64,9 @@ from callbridge.callcontrol.records import (
 __all__ = [
     "ACW", "AUX_PREFIX", "LOGOUT", "ON_CALL", "READY", "RINGING", "ActivityCode", "AfterTransferState", "Agent",
     "AgentStateChange", "AuxState", "Call", "CallDirection", "CallHistoryEntry", "CallRecord", "CallState",
-    "CallerIdPolicy", "Cdr", "DialPlan", "Did", "DisplayChange", "Disposition", "HangupBy", "Leg", "LegRecord",
-    "LegRole", "LegState", "Operation", "Queue", "Recall", "RecallState", "RecallType", "TargetKind", "Token",
-    "TransferKind", "TransferOutcome", "TransferRecord", "TransferState", "Transport", "Trunk", "TrunkCredentials",
+    "CallerIdPolicy", "Cdr", "DialPlan", "Did", "DisplayChange", "Disposition", "EndReason", "HangupBy", "Leg",
+    "LegRecord", "LegRole", "LegState", "Operation", "Queue", "Recall", "RecallState", "RecallType", "TargetKind",
+    "Token", "TransferKind", "TransferOutcome", "TransferRecord", "TransferState", "Transport", "Trunk",
+    "TrunkCredentials",
     "aux_state",
 ]

@@ -53,6 +53,7 @@ class DisplayChange:
 # --- calls and legs -------------------------------------------------------------------------------------------
 
 LegRole = Literal["customer", "agent", "target"]
+EndReason = Literal["media_timeout"]  # the relay saw no RTP from a party for the node's media timeout
 LegState = Literal["calling", "ringing", "up", "ended"]
 CallDirection = Literal["inbound", "outbound", "internal"]
 CallState = Literal["queued", "offering", "dialing", "connected", "transferring", "ended"]
@@ -113,6 +114,7 @@ class Cdr:
     transfer_count: int
     legs: tuple[LegRecord, ...]
     related_conn_id: str | None = None
+    end_reason: EndReason | None = None  # why callbridge ended it, when `hangup_by` is "system" for a known reason
 
     @property
     def duration(self) -> float:

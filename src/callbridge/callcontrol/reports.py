@@ -11,7 +11,7 @@ from callbridge.callcontrol.acd import Acd
 from callbridge.callcontrol.agents import AgentDesk
 from callbridge.callcontrol.calls import Call, Leg
 from callbridge.callcontrol.errors import DidNotFound
-from callbridge.callcontrol.events import CallAnswered, CallMediaDirect
+from callbridge.callcontrol.events import CallAnswered, CallDtmf, CallMediaDirect
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
 from callbridge.callcontrol.live import LiveState
@@ -58,6 +58,26 @@ class AdapterReports:
         call = self._calls.get(conn_id)
         if call is not None:
             self._k.emit(CallMediaDirect(operation_id=call.operation_id, conn_id=conn_id, reason=reason))
+
+    def on_dtmf(self, conn_id: str, leg_id: str, digit: str, duration_ms: int) -> None:
+        """A DTMF digit in the media of one of the call's legs (the relay saw it)."""
+        call = self._calls.get(conn_id)
+        leg = call.leg(leg_id) if call is not None else None
+        if call is not None and leg is not None and leg.state != "ended":
+            self._k.emit(CallDtmf(operation_id=call.operation_id, conn_id=conn_id, leg_id=leg_id, leg=leg.role,
+                                  digit=digit, duration_ms=duration_ms))
+
+    def on_media_timeout(self, conn_id: str, leg_id: str) -> None:
+        """The relay received no RTP from `leg_id` for the media timeout: the call is over (every leg released,
+        the CDR's end_reason "media_timeout", the agents freed as after any hang-up)."""
+        call = self._calls.get(conn_id)
+        if call is None or call.state == "ended":
+            return
+        run = self._transfers.of(call)
+        if run is not None:
+            self._transfers.input(run, TransferInput.CUSTOMER_HANGUP)  # every leg goes: the transfer with them
+        self._k.history(call, "media_timeout", leg_id)
+        self._life.end_call(call, "system", None, "media_timeout")
 
     def on_leg_ringing(self, leg_id: str) -> None:
         found = self._life.lookup_leg(leg_id)

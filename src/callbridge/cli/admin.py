@@ -40,7 +40,8 @@ One file describes one operation; loading it is all or nothing. Sections and the
                          dial_patterns [[] = any number], dial_strip [0], dial_prefix [""], dial_min_length [3],
                          dial_max_length [20], caller_id_policy ["customer" | "agent" | "fixed"],
                          caller_id_number [""], register [false], username, password, auth_realm,
-                         inbound_networks [[]] (CIDR networks the provider sends calls from)
+                         inbound_networks [[]] (CIDR networks the provider sends calls from),
+                         dtmf_mode ["rfc4733" | "info"] (how api=dtmf reaches its customers)
     [[dids]]             number, queue, trunk [any trunk of the operation]
     [[tokens]]           label [""], concurrency_limit [the operation's], daily_quota [the operation's]
     [[webhooks]]         url (http or https, a host, no user:password@), secret (16-256 characters, stored as
@@ -330,13 +331,16 @@ def trunk_create(
     auth_realm: str | None = typer.Option(None, "--auth-realm"),
     inbound_network: Annotated[list[str] | None,
                                typer.Option("--inbound-network", help="Provider source CIDR (repeatable).")] = None,
+    dtmf_mode: str = typer.Option("rfc4733", "--dtmf-mode",
+                                  help="rfc4733 (events in the media, anchored calls) or info (SIP INFO)."),
 ) -> None:
     """Create a trunk."""
     run_in_database(ctx, lambda c: adm.create_trunk(
         c, operation_id, name, host, port=port, transport=transport, dial_patterns=dial_pattern or [], dial_strip=strip,
         dial_prefix=prefix, dial_min_length=min_length, dial_max_length=max_length,
         caller_id_policy=caller_id_policy, caller_id_number=caller_id_number, register=register,
-        username=username, password=password, auth_realm=auth_realm, inbound_networks=inbound_network or []))
+        username=username, password=password, auth_realm=auth_realm, inbound_networks=inbound_network or [],
+        dtmf_mode=dtmf_mode))
     typer.echo(f"trunk {name} created in operation {operation_id}")
 
 
@@ -345,7 +349,7 @@ def trunk_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTIO
     """List an operation's trunks."""
     show_rows(run_in_database(ctx, lambda c: adm.list_trunks(c, operation_id)),
           ["name", "host", "port", "transport", "dial_plan.allowed_patterns", "caller_id_policy",
-           "inbound_networks", "dids"], as_json, f"trunks of {operation_id}")
+           "inbound_networks", "dtmf_mode", "dids"], as_json, f"trunks of {operation_id}")
 
 
 @did_app.command("create")

@@ -68,7 +68,8 @@ def cdrs_table(records: Sequence[Cdr]) -> Table:
     for cdr in records:
         table.add_row(cdr.conn_id, _time(cdr.started_at), cdr.direction or "", cdr.customer_number or "",
                       cdr.queue or "", ", ".join(cdr.agents), str(cdr.transfers), f"{cdr.duration:.1f} s",
-                      f"{cdr.talk_time:.1f} s", cdr.hangup_by or "",
+                      f"{cdr.talk_time:.1f} s",
+                      (cdr.hangup_by or "") + (f" ({cdr.end_reason})" if cdr.end_reason else ""),
                       "" if cdr.sip_cause is None else str(cdr.sip_cause))
     return table
 

@@ -190,6 +190,12 @@ def serve_command(
     recordings_dir: str | None = typer.Option(
         None, help="Where recordings (one WAV per call) are kept [env CALLBRIDGE_RECORDINGS_DIR; recordings/ "
                    "beside the SQLite file, else in the working directory]"),
+    rtpengine_dtmf_listen: str | None = typer.Option(
+        None, help="HOST:PORT where the relays' DTMF log is received (rtpengine --dtmf-log-dest): the customer's "
+                   "key presses become call.dtmf events [env CALLBRIDGE_RTPENGINE_DTMF_LISTEN; off]"),
+    media_timeout_seconds: float | None = typer.Option(
+        None, help="End an anchored call whose relay got no RTP from a party for this long; 0: never "
+                   "[env CALLBRIDGE_MEDIA_TIMEOUT_SECONDS; 60]"),
     settings_file: str | None = typer.Option(
         None, "--settings", help="A TOML file with these settings' names as keys; flags and the environment win "
                                  "[env CALLBRIDGE_SETTINGS_FILE]"),
@@ -204,7 +210,8 @@ def serve_command(
             log_format=log_format, digest_algorithms=digest_algorithms, sip_ws_port=sip_ws_port,
             sip_tls_cert=sip_tls_cert, sip_tls_key=sip_tls_key, rtpengine=",".join(rtpengine) if rtpengine else None,
             cluster=cluster, lease_seconds=lease_seconds,
-            rtpengine_recording_dir=rtpengine_recording_dir, recordings_dir=recordings_dir)
+            rtpengine_recording_dir=rtpengine_recording_dir, recordings_dir=recordings_dir,
+            rtpengine_dtmf_listen=rtpengine_dtmf_listen, media_timeout_seconds=media_timeout_seconds)
         check_on_this_machine(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -203,6 +203,7 @@ class Cdr:
     related_conn_id: str | None = None
     legs: tuple[Leg, ...] = ()
     recording: str | None = None  # the path of the call's recording (GET it with the token), when one was stored
+    end_reason: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -220,7 +221,8 @@ class Cdr:
                    talk_time=float(talk) if isinstance(talk, int | float) else 0.0,
                    hangup_by=_str(o.get("hangup_by")), sip_cause=_int(o.get("sip_cause")),
                    transfers=_int(o.get("transfers")) or 0, related_conn_id=_str(o.get("related_conn_id")),
-                   legs=tuple(Leg.from_json(x) for x in legs), recording=_str(o.get("recording")), raw=dict(o))
+                   legs=tuple(Leg.from_json(x) for x in legs), recording=_str(o.get("recording")),
+                   end_reason=_str(o.get("end_reason")), raw=dict(o))
 
 
 @dataclass(frozen=True)

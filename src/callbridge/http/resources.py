@@ -196,6 +196,7 @@ def cdr_json(cdr: Cdr, recorded: bool = False) -> dict[str, Any]:
         "duration": _seconds(max(0.0, cdr.duration)),
         "talk_time": _seconds(max(0.0, cdr.talk_time)),
         "hangup_by": cdr.hangup_by,
+        "end_reason": cdr.end_reason,
         "sip_cause": _cause(cdr.sip_cause),
         "transfers": cdr.transfer_count,
         "related_conn_id": cdr.related_conn_id,

@@ -36,7 +36,8 @@ from callbridge.http.request_log import note
 SUBPROTOCOL: Final = "callbridge.events.v2"
 KEEPALIVE_S: Final = 15.0
 EVENT_TYPES: Final = frozenset({
-    "call.offered", "call.answered", "call.held", "call.ended", "call.media_direct", "transfer.created",
+    "call.offered", "call.answered", "call.held", "call.ended", "call.media_direct", "call.dtmf",
+    "transfer.created",
     "transfer.ringing",
     "transfer.answered", "transfer.completed", "transfer.failed", "transfer.cancelled", "agent.state_changed",
     "agent.display_changed",

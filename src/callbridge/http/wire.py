@@ -23,6 +23,7 @@ from callbridge.callcontrol.events import (
     AgentStateChanged,
     CallAnswered,
     CallDialing,
+    CallDtmf,
     CallEnded,
     CallHeld,
     CallMediaDirect,
@@ -99,6 +100,9 @@ class WireMapper:
                 "sip_cause": event.sip_cause,
                 "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
             }, event.conn_id
+        if isinstance(event, CallDtmf):
+            return "call.dtmf", {"conn_id": event.conn_id, "leg_id": event.leg_id, "leg": event.leg,
+                                 "digit": event.digit, "duration_ms": event.duration_ms}, event.conn_id
         if isinstance(event, CallMediaDirect):
             return "call.media_direct", {"conn_id": event.conn_id, "reason": event.reason}, event.conn_id
         if isinstance(event, AgentStateChanged):

@@ -20,7 +20,9 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   (directional with ``to-tag``: only toward the held customer) and then ``play media`` to the held one.
 - ``inject DTMF`` is in the flags of every offer and answer when `inject_dtmf` is on: rtpengine 10.5's
   ``play DTMF`` sends nothing unless both the offer and the answer had it. It engages the transcoding path, where
-  rtpengine drops packets with repeated sequence numbers.
+  rtpengine drops packets with repeated sequence numbers. `send_dtmf` is ``play DTMF`` with ``from-tag`` = the
+  party the events seem to come from: 10.5 injects them into that party's stream, toward its peer (found on
+  loopback: with the customer's own tag, nothing reaches the customer), and queues digits sent one after another.
 - A leg toward a browser (a WebSocket-registered agent, the agent's page) gets the WebRTC profile (`WEBRTC`):
   ``transport-protocol`` UDP/TLS/RTP/SAVPF, ``ICE`` force (rtpengine's own host candidate: Chromium hides its
   addresses behind mDNS ``.local`` names, so the browser's checks toward the relay's candidate make the path),
@@ -32,6 +34,8 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   carry no ``transport-protocol``, DTLS role or codec flags: 10.5 applies ``transport-protocol`` in an answer to the
   answerer's side too (the customer's stream then wanted SRTP), and a forced ``DTLS`` passive role toward a
   browser that offered ``actpass`` left its DTLS unstarted (10.5 answers ``active`` by itself).
+- `packets` is ng ``query``: per tag, the RTP packets the relay received (10.5's per-stream ``last packet`` is a
+  whole second of the relay's wall clock; counters compared between two polls need no clock of the relay's).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
 - Recording (``--recording-method=pcap``; 10.5 has no ``pause recording``): ``start recording`` and ``stop
   recording`` of the whole call. rtpengine writes one pcap per start, holding every packet it receives for the
@@ -52,7 +56,7 @@ from callbridge.b2bua.ports import MediaRefused, MediaUnavailable
 from callbridge.media.relays import RelaySet
 from callbridge.media.shell import NgCommandFailed, NgShell, NgTimeout
 
-__all__ = ["MAX_BLOB", "RtpengineMedia"]
+__all__ = ["MAX_BLOB", "RtpengineMedia", "rtp_packets"]
 
 # One ng command is one UDP datagram (at most 65,507 bytes of payload); the rest of a `play media` is well under 500.
 MAX_BLOB = 65000
@@ -120,6 +124,9 @@ class RtpengineMedia:
         await self._send(conn_id, {"command": "play DTMF", "call-id": conn_id, "from-tag": leg_id, "code": digit,
                                    "duration": duration_ms})
 
+    async def packets(self, conn_id: str) -> dict[str, int]:
+        return rtp_packets(await self._send(conn_id, {"command": "query", "call-id": conn_id}))
+
     async def start_recording(self, conn_id: str) -> None:
         await self._send(conn_id, {"command": "start recording", "call-id": conn_id})
 
@@ -185,6 +192,29 @@ def _toward(browser: bool, from_browser: bool, *, answer: bool = False) -> dict[
 def glob_escape(text: str) -> str:
     """`text` matched literally in a glob pattern (a conn_id is letters, digits, '-' and '_' anyway)."""
     return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def rtp_packets(reply: dict[str, Any]) -> dict[str, int]:
+    """RTP packets received from each tag, from a ``query`` reply (10.5: ``tags`` -> tag -> ``medias`` ->
+    ``streams``, each with ``flags`` naming ``RTP`` or ``RTCP`` and ``stats`` -> ``packets``)."""
+    out: dict[str, int] = {}
+    tags = reply.get("tags")
+    if not isinstance(tags, dict):
+        return out
+    for tag, monologue in tags.items():
+        if not isinstance(monologue, dict):
+            continue
+        count = 0
+        for media in monologue.get("medias") or ():
+            for stream in (media.get("streams") or ()) if isinstance(media, dict) else ():
+                if not isinstance(stream, dict) or b"RTP" not in (stream.get("flags") or ()):
+                    continue
+                stats = stream.get("stats")
+                packets = stats.get("packets") if isinstance(stats, dict) else None
+                if isinstance(packets, int):
+                    count += packets
+        out[tag.decode("utf-8", "replace") if isinstance(tag, bytes) else str(tag)] = count
+    return out
 
 
 def _directed(message: dict[str, Any], toward: str | None) -> dict[str, Any]:

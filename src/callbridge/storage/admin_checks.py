@@ -207,6 +207,8 @@ def trunk_row(f: dict[str, Any]) -> dict[str, Any]:
         raise AdminError("username and password: give both or neither")
     if f["register"] and f["username"] is None:
         raise AdminError("register: registering to the provider needs a username and a password")
+    if f["dtmf_mode"] not in ("rfc4733", "info"):
+        raise AdminError(f"dtmf_mode: {f['dtmf_mode']!r} is not 'rfc4733' or 'info'")
     networks = []
     for network in f["inbound_networks"]:
         try:
@@ -219,7 +221,7 @@ def trunk_row(f: dict[str, Any]) -> dict[str, Any]:
         "dial_min_length": f["dial_min_length"], "dial_max_length": f["dial_max_length"],
         "caller_id_policy": policy, "caller_id_number": f["caller_id_number"], "register": f["register"],
         "auth_username": f["username"], "auth_password": f["password"], "auth_realm": f["auth_realm"],
-        "inbound_networks": networks,
+        "inbound_networks": networks, "dtmf_mode": f["dtmf_mode"],
     }
 
 

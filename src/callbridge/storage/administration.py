@@ -210,14 +210,15 @@ def create_trunk(
     dial_patterns: Sequence[str] = (), dial_strip: int = 0, dial_prefix: str = "", dial_min_length: int = 3,
     dial_max_length: int = 20, caller_id_policy: str = "customer", caller_id_number: str = "",
     register: bool = False, username: str | None = None, password: str | None = None,
-    auth_realm: str | None = None, inbound_networks: Sequence[str] = (),
+    auth_realm: str | None = None, inbound_networks: Sequence[str] = (), dtmf_mode: str = "rfc4733",
 ) -> Trunk:
     _operation(conn, operation_id)
     row = c.trunk_row(dict(
         name=name, host=host, port=port, transport=transport, dial_patterns=dial_patterns, dial_strip=dial_strip,
         dial_prefix=dial_prefix, dial_min_length=dial_min_length, dial_max_length=dial_max_length,
         caller_id_policy=caller_id_policy, caller_id_number=caller_id_number, register=register,
-        username=username, password=password, auth_realm=auth_realm, inbound_networks=inbound_networks))
+        username=username, password=password, auth_realm=auth_realm, inbound_networks=inbound_networks,
+        dtmf_mode=dtmf_mode))
     t = s.trunks
     if _exists(conn, select(t.c.name).where(t.c.operation_id == operation_id, t.c.name == name)):
         raise AdminError(f"trunk {name!r} already exists in operation {operation_id!r}")

@@ -138,7 +138,7 @@ def read_trunks(conn: Connection, operation_id: str | None = None) -> list[Trunk
                                prefix=r["dial_prefix"], min_length=r["dial_min_length"],
                                max_length=r["dial_max_length"]),
             caller_id_policy=r["caller_id_policy"], caller_id_number=r["caller_id_number"], register=r["register"],
-            credentials=credentials, inbound_networks=tuple(r["inbound_networks"]),
+            credentials=credentials, inbound_networks=tuple(r["inbound_networks"]), dtmf_mode=r["dtmf_mode"],
             dids=tuple(by_trunk[(r["operation_id"], r["name"])]),
         ))
     return out

@@ -77,6 +77,7 @@ def cdr_values(cdr: Cdr) -> dict[str, Any]:
         "answered_at": to_datetime_or_none(cdr.answered_at), "ended_at": to_datetime(cdr.ended_at),
         "hangup_by": cdr.hangup_by, "sip_cause": cdr.sip_cause, "transfer_count": cdr.transfer_count,
         "legs": [_leg_json(leg) for leg in cdr.legs], "related_conn_id": cdr.related_conn_id,
+        "end_reason": cdr.end_reason,
     }
 
 
@@ -192,7 +193,7 @@ def cdr_of_row(r: Any) -> Cdr:
         started_at=to_seconds(r["started_at"]), answered_at=to_seconds_or_none(r["answered_at"]),
         ended_at=to_seconds(r["ended_at"]), hangup_by=r["hangup_by"], sip_cause=r["sip_cause"],
         transfer_count=r["transfer_count"], legs=tuple(LegRecord(**leg) for leg in r["legs"]),
-        related_conn_id=r["related_conn_id"],
+        related_conn_id=r["related_conn_id"], end_reason=r["end_reason"],
     )
 
 

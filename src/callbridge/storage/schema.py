@@ -236,7 +236,10 @@ trunks = Table(
     Column("auth_realm", String(255)),  # None = whatever realm the provider challenges with
     # inbound: the provider's source networks
     Column("inbound_networks", JSON, nullable=False),
+    # api=dtmf toward its customers: RFC 4733 in the media (anchored calls) or SIP INFO
+    Column("dtmf_mode", String(8), nullable=False, server_default="rfc4733"),
     CheckConstraint("caller_id_policy IN ('customer', 'agent', 'fixed')", name="caller_id_policy"),
+    CheckConstraint("dtmf_mode IN ('rfc4733', 'info')", name="dtmf_mode"),
     CheckConstraint("transport IN ('udp', 'tcp')", name="transport"),
     _operation_fk(),
 )
@@ -393,6 +396,7 @@ cdrs = Table(
     Column("transfer_count", Integer, nullable=False),
     Column("legs", JSON, nullable=False),  # every leg of the call: ids, roles, parties, times, causes
     Column("related_conn_id", String(64)),
+    Column("end_reason", String(32)),  # why callbridge ended the call ("media_timeout"), when it did for a reason
     _operation_fk(),
     Index(None, "operation_id", "started_at"),
 )
