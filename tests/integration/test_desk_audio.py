@@ -4,10 +4,12 @@ browser, plain RTP toward the customer (`callbridge.phone` with real RTP). Measu
 phone hears the page's tone (its `heard` API), the page hears the customer's (WebAudio's AnalyserNode on the remote
 track). Hold from the page plays the hold music to the customer; off hold, the page's tone again; mute silences the
 page toward the customer only. A blind transfer from the page to a second page (another browser, another tone)
-moves the customer to the second agent.
+moves the customer to the second agent; an attended one (consult first) lets the two agents hear each other while
+the customer hears the music, then joins the customer to the second agent.
 
-Tones: the page 1000 Hz (the WAV Chromium plays as its microphone), the customer 440 Hz; both away from the music's
-notes (400/600/800 Hz). Everything on loopback; one browser, one relay, one node for the module.
+Tones: the page 1000 Hz (the WAV Chromium plays as its microphone), the second page 1500 Hz, the customer 440 Hz;
+all away from the music's notes (400/600/800 Hz). Everything on loopback; one browser per agent, one relay, one
+node for the module.
 """
 
 from __future__ import annotations
@@ -235,9 +237,6 @@ def test_an_agent_on_its_page_and_a_desk_phone_is_rung_on_the_page_only_on_an_an
         page.context.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known limit with rtpengine 10.5: the first page's stream, re-targeted to the "
-                   "consulted page by a re-INVITE, loses its SRTP context ('SRTP output wanted, but no crypto suite "
-                   "was negotiated') and the two agents do not hear each other (docs/operations.md)")
 def test_an_attended_transfer_from_the_page_consults_the_second_page_then_joins_the_customer_to_it(
         browser: Browser, second_browser: Browser, world: DeskWorld) -> None:
     first = ready_page(browser, world, "1002")

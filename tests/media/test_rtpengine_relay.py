@@ -224,3 +224,38 @@ async def test_a_browser_gets_webrtc_and_its_answer_reaches_the_customer_as_plai
     finally:
         await media.delete("c1")
         shell.close()
+
+
+def browser_sdp(port: int, setup: str, ssrc: int) -> bytes:
+    """What Chromium offers or answers: BROWSER_ANSWER's lines with its SSRC and stream signalled (RFC 5576)."""
+    return (BROWSER_ANSWER.format(port=port).replace("a=setup:active", f"a=setup:{setup}")
+            + f"a=msid:s1 t1\r\na=ssrc:{ssrc} cname:c{ssrc}\r\na=ssrc:{ssrc} msid:s1 t1\r\n").encode()
+
+
+async def test_between_two_browsers_neither_is_told_the_other_ones_ssrc(rtpengine: Rtpengine) -> None:
+    """The consulted page's offer toward the agent's page and its answer back (an attended transfer between two
+    pages): the relay re-writes each stream's SSRC (it transcodes, `inject DTMF`), so the SSRCs a page signalled
+    must not reach the other page; the rest of the SDP does (its stream id, a=msid)."""
+    shell = await started(rtpengine)
+    media = RtpengineMedia(shell)
+    try:
+        await media.offer("c2", "cust", None, sdp(free_udp_port()), to_browser=True)
+        await media.answer("c2", "cust", "first", browser_sdp(free_udp_port(), "active", 1111), answerer_browser=True)
+        raw = await shell.command(rtpengine.ng_address, {  # what rtpengine 10.5 itself writes: the SSRC passed on
+            "command": "offer", "call-id": "c-raw", "from-tag": "a", "sdp": browser_sdp(free_udp_port(), "actpass", 7),
+            "flags": ["port latching"], "ICE": "force", "transport-protocol": "UDP/TLS/RTP/SAVPF"})
+        assert b"a=ssrc:7 cname:c7" in raw["sdp"]
+        await shell.command(rtpengine.ng_address, {"command": "delete", "call-id": "c-raw"})
+
+        offer = (await media.offer("c2", "second", "first", browser_sdp(free_udp_port(), "actpass", 2222),
+                                   from_browser=True, to_browser=True)).decode()
+        assert re.search(r"^m=audio \d+ UDP/TLS/RTP/SAVPF 0\b", offer, re.M), offer
+        assert "a=ssrc" not in offer and re.search(r"^a=msid:s1 t1\r$", offer, re.M), offer
+        answer = (await media.answer("c2", "second", "first", browser_sdp(free_udp_port(), "active", 1111),
+                                     offerer_browser=True, answerer_browser=True)).decode()
+        assert re.search(r"^m=audio \d+ UDP/TLS/RTP/SAVPF 0\b", answer, re.M), answer
+        assert "a=ssrc" not in answer and re.search(r"^a=fingerprint:sha-256 [0-9A-F:]+\r$", answer, re.M), answer
+        assert answer.endswith("\r\n") and "\r\n\r\n" not in answer
+    finally:
+        await media.delete("c2")
+        shell.close()

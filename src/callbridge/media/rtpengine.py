@@ -33,7 +33,10 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   untouched (Chromium answers PCMU) and Opus is there for a customer that offered neither PCMU nor PCMA. Answers
   carry no ``transport-protocol``, DTLS role or codec flags: 10.5 applies ``transport-protocol`` in an answer to the
   answerer's side too (the customer's stream then wanted SRTP), and a forced ``DTLS`` passive role toward a
-  browser that offered ``actpass`` left its DTLS unstarted (10.5 answers ``active`` by itself).
+  browser that offered ``actpass`` left its DTLS unstarted (10.5 answers ``active`` by itself). What the relay
+  writes toward a browser loses the ``a=ssrc``/``a=ssrc-group`` lines another browser signalled (`unsignalled`):
+  10.5 passes them on but sends its own SSRCs, and a page told another SSRC hears silence (an attended transfer
+  between two pages, found with Chromium's getStats).
 - `packets` is ng ``query``: per tag, the RTP packets the relay received (10.5's per-stream ``last packet`` is a
   whole second of the relay's wall clock; counters compared between two polls need no clock of the relay's).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
@@ -56,7 +59,7 @@ from callbridge.b2bua.ports import MediaRefused, MediaUnavailable
 from callbridge.media.relays import RelaySet
 from callbridge.media.shell import NgCommandFailed, NgShell, NgTimeout
 
-__all__ = ["MAX_BLOB", "RtpengineMedia", "rtp_packets"]
+__all__ = ["MAX_BLOB", "RtpengineMedia", "rtp_packets", "unsignalled"]
 
 # One ng command is one UDP datagram (at most 65,507 bytes of payload); the rest of a `play media` is well under 500.
 MAX_BLOB = 65000
@@ -84,13 +87,15 @@ class RtpengineMedia:
                                    "flags": self.flags, **_toward(to_browser, from_browser)}
         if to_leg is not None:
             message["to-tag"] = to_leg
-        return _sdp(await self._send(conn_id, message, new_call=True))
+        out = _sdp(await self._send(conn_id, message, new_call=True))
+        return unsignalled(out) if to_browser else out
 
     async def answer(self, conn_id: str, offerer: str, answerer: str, sdp: bytes, *,
                      offerer_browser: bool = False, answerer_browser: bool = False) -> bytes:
         message = {"command": "answer", "call-id": conn_id, "from-tag": offerer, "to-tag": answerer, "sdp": sdp,
                    "flags": self.flags, **_toward(offerer_browser, answerer_browser, answer=True)}
-        return _sdp(await self._send(conn_id, message))
+        out = _sdp(await self._send(conn_id, message))
+        return unsignalled(out) if offerer_browser else out
 
     async def drop_leg(self, conn_id: str, leg_id: str) -> None:
         await self._send(conn_id, {"command": "delete", "call-id": conn_id, "from-tag": leg_id, "delete delay": 0})
@@ -187,6 +192,19 @@ def _toward(browser: bool, from_browser: bool, *, answer: bool = False) -> dict[
         del profile["transport-protocol"]
         profile.pop("codec", None)
     return profile
+
+
+def unsignalled(sdp: bytes) -> bytes:
+    """`sdp` toward a browser without the SSRCs another party signalled (``a=ssrc``, ``a=ssrc-group``, RFC 5576).
+
+    rtpengine 10.5 copies them from one side's SDP to the other's but sends its own SSRCs whenever it transcodes
+    (``inject DTMF`` puts every stream on that path): a browser binds a signalled SSRC to the receiver's track, so
+    the relay's stream, another SSRC, is decoded by a default receiver that feeds no track (Chromium's getStats: the
+    inbound-rtp's ``trackIdentifier`` is empty) and the page hears silence. Without them the browser takes the first
+    SSRC that arrives for the m-line, as it does for a carrier's SDP, which never signals any."""
+    lines = sdp.splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith((b"a=ssrc:", b"a=ssrc-group:"))]
+    return sdp if len(kept) == len(lines) else b"".join(kept)
 
 
 def glob_escape(text: str) -> str:
