@@ -63,7 +63,16 @@ def launch(playwright: Playwright, wav: Path) -> Browser:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
 
 
+# The page's phone has a remote track: its call is established on the SIP side too (the page's live view may show
+# the call a moment before the B2BUA's ACK reaches the phone that answered).
+HAS_TRACK = """() => {
+  const stream = document.querySelector("#remote-audio").srcObject;
+  return !!stream && stream.getAudioTracks().length > 0;
+}"""
+
+
 def page_hears(page: Page, seconds: float) -> list[tuple[float, float]]:
+    page.wait_for_function(HAS_TRACK, timeout=5000)
     peaks: list[list[float]] = page.evaluate(ANALYSE, int(seconds * 1000))
     return [(hz, db) for hz, db in peaks]
 

@@ -5,6 +5,7 @@ loop in a thread so that synchronous clients (httpx, Playwright's sync API drivi
     world.url                                  # http://127.0.0.1:<port>
     world.on_loop(lambda: world.node.service.get_agent(OP, "1001"))   # read the node on its own loop
     DeskWorld.start(tmp_dir, rtpengine=("udp:127.0.0.1:PORT",))   # calls anchored on that relay
+    DeskWorld.start(tmp_dir, gateway_port=PORT)   # numbers dialled through the trunk ring at 127.0.0.3:PORT
     world.stop_http(); world.start_http()      # the HTTP server stops and comes back on the same port
     world.close()
 
@@ -39,9 +40,10 @@ __all__ = ["DOMAIN", "OP", "OTHER_OP", "OTHER_SUPERVISOR", "SUPERVISOR", "DeskWo
 
 
 class DeskWorld:
-    def __init__(self, tmp: Path, rtpengine: tuple[str, ...] = ()) -> None:
+    def __init__(self, tmp: Path, rtpengine: tuple[str, ...] = (), gateway_port: int = 5060) -> None:
         self.tmp = tmp
         self.rtpengine = rtpengine
+        self.gateway_port = gateway_port
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="desk-node", daemon=True)
         self.node: Node
@@ -50,16 +52,17 @@ class DeskWorld:
         self.tokens: dict[str, list[str]] = {}
 
     @classmethod
-    def start(cls, tmp: Path, rtpengine: tuple[str, ...] = ()) -> DeskWorld:
-        """`rtpengine`: the relays' ng addresses (``udp:HOST:PORT``): calls are anchored, the page has audio."""
-        world = cls(tmp, rtpengine)
+    def start(cls, tmp: Path, rtpengine: tuple[str, ...] = (), gateway_port: int = 5060) -> DeskWorld:
+        """`rtpengine`: the relays' ng addresses (``udp:HOST:PORT``): calls are anchored, the page has audio.
+        `gateway_port`: the trunk's gateway port on 127.0.0.3."""
+        world = cls(tmp, rtpengine, gateway_port)
         world.thread.start()
         world.run(world._start())
         return world
 
     async def _start(self) -> None:
         url = f"sqlite:///{self.tmp / 'callbridge.db'}"
-        doc = main_doc()
+        doc = main_doc(gateway_port=self.gateway_port)
         doc["supervisors"] = [{"username": SUPERVISOR[0], "password": SUPERVISOR[1], "name": "María"}]
         other = other_doc()
         other["supervisors"] = [{"username": OTHER_SUPERVISOR[0], "password": OTHER_SUPERVISOR[1]}]

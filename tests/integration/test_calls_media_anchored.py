@@ -17,6 +17,7 @@ if str(TESTS) not in sys.path:
 
 from callnode import (  # noqa: E402
     CUSTOMER_HOST,
+    DOMAIN,
     OP,
     agent_phone,
     cdrs,
@@ -29,7 +30,7 @@ from callnode import (  # noqa: E402
 
 from callbridge.bootstrap import Node, bootstrap  # noqa: E402
 from callbridge.config import Settings  # noqa: E402
-from callbridge.phone import CallEnded, CallFailed, Established, IncomingCall  # noqa: E402
+from callbridge.phone import CallEnded, CallFailed, Established, IncomingCall, Phone  # noqa: E402
 from callbridge.sip.sdp import SessionDescription  # noqa: E402
 from peers.ports import free_udp_port  # noqa: E402
 from peers.rtp import RtpEndpoint  # noqa: E402
@@ -38,12 +39,13 @@ from peers.rtpengine import Rtpengine  # noqa: E402
 pytestmark = pytest.mark.timeout(60)
 
 
-async def anchored_node(tmp_path: Path, relay: str, **operation: Any) -> Node:
+async def anchored_node(tmp_path: Path, relay: str, *, ws: bool = False, **operation: Any) -> Node:
     url = f"sqlite:///{tmp_path / 'callbridge.db'}"
     doc = operation_doc()
     doc["operation"].update(operation)
     await asyncio.to_thread(load, url, doc)
-    settings = Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url, rtpengine=(relay,))
+    settings = Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url, rtpengine=(relay,),
+                        sip_ws_port=0 if ws else None)
     return await bootstrap(settings)
 
 
@@ -251,3 +253,44 @@ async def test_a_failed_blind_transfer_leaves_the_customer_with_the_agent_throug
             await node.close()
             customer_rtp.close()
             agent_rtp.close()
+
+
+async def test_an_agents_own_call_from_a_browser_is_refused_without_a_relay_and_a_desk_phones_stays_direct(
+        tmp_path: Path) -> None:
+    """A phone registered over WebSocket (a browser: its audio needs the relay) places a call while no relay answers
+    and the operation refuses such calls: 503, nothing created, the agent called never rung. A desk phone's own
+    call is not anchored at all, so the relay being down does not concern it (inbound.py, step 5)."""
+    silent = f"udp:127.0.0.1:{free_udp_port()}"
+    node = await anchored_node(tmp_path, silent, ws=True, media_relay_down="refuse")
+    phones: list[Phone] = []
+    try:
+        assert node.sip_ws_address is not None
+        browser = await Phone.start(host="127.0.0.1", transport="ws", user="1001", domain=DOMAIN,
+                                    password="secret-1001", name="browser-1001")
+        phones.append(browser)
+        await browser.register(node.sip_ws_address, expires=300)
+        await until(lambda: node.service.get_agent(OP, "1001").registered, what="1001 registered")
+        node.service.change_status(OP, "1001", "ready")
+        desk = await agent_phone(node, "1002")
+        called = await agent_phone(node, "1003", answer="auto")
+        phones += [desk, called]
+
+        call = await browser.call(f"sip:1003@{DOMAIN}", dest=node.sip_ws_address, wait_answer=False)
+        failed = await browser.wait_for(CallFailed, call=call, timeout=5)
+        assert failed.status == 503
+        assert node.switch.anchor.stats["refused_relay_down"] == 1 and node.live_legs == 0
+        assert [node.service.get_agent(OP, ext).state for ext in ("1001", "1003")] == ["ready", "ready"]
+        assert [e.type for e in node.events.since(OP, 0) if not e.type.startswith("agent.")] == []  # no call
+        assert cdrs(node) == []
+
+        host, port = node.sip_address
+        call = await desk.call(f"sip:1003@{DOMAIN}", dest=(host, port), timeout=5)  # a desk phone: direct media
+        assert node.service.get_agent(OP, "1003").state == "on_call" and not node.switch.anchor.calls
+        assert node.switch.anchor.stats == {"anchored": 0, "direct": 0, "direct_relay_down": 0,
+                                            "refused_relay_down": 1, "media_failures": 0}
+        await call.hangup()
+        await until(lambda: node.live_legs == 0, what="the call over")
+    finally:
+        for phone in phones:
+            await phone.close()
+        await node.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,15 +28,17 @@ if not os.access(CHROMIUM, os.X_OK):
     pytest.skip(f"{CHROMIUM} is missing: run scripts/setup --test (it installs Debian's chromium)",
                 allow_module_level=True)
 
-from callnode import agent_phone, customer_phone, did_uri, until
+from callnode import GATEWAY_HOST, agent_phone, customer_phone, did_uri, until
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from callbridge.media.audio import HOLD_MUSIC_NOTES
 from callbridge.phone import Held, IncomingCall, Phone, Resumed
 from callbridge.phone.listen import Heard
+from peers.ports import free_port
 from peers.rtpengine import Rtpengine
 
 PAGE_HZ, CUSTOMER_HZ, SECOND_PAGE_HZ = 1000.0, 440.0, 1500.0
+NUMBER = "3105550199"  # dialled from the page: through the trunk to its gateway
 MUSIC_HZ = sorted({hz for hz, _ in HOLD_MUSIC_NOTES})  # 400, 600, 800
 WAIT_MS = 8000
 LIVE_MS = 1000
@@ -52,7 +55,8 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rtpengine]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, relay: Rtpengine) -> Iterator[DeskWorld]:
-    world = DeskWorld.start(tmp_path_factory.mktemp("desk"), rtpengine=(f"udp:{relay.host}:{relay.ng_port}",))
+    world = DeskWorld.start(tmp_path_factory.mktemp("desk"), rtpengine=(f"udp:{relay.host}:{relay.ng_port}",),
+                            gateway_port=free_port(GATEWAY_HOST))
     try:
         media = world.node.switch.anchor.media
         world.run(until(lambda: media is not None and media.available(), what="the relay up"))
@@ -269,5 +273,78 @@ def test_an_attended_transfer_from_the_page_consults_the_second_page_then_joins_
         assert world.node.switch.anchor.stats["media_failures"] == 0
     finally:
         world.run(customer.close())
+        first.context.close()
+        second.context.close()
+
+
+def test_a_call_placed_from_the_page_to_a_number_goes_through_the_relay_with_audio_both_ways(
+        browser: Browser, world: DeskWorld, relay: Rtpengine) -> None:
+    """The page's own INVITE (a WebRTC offer) is anchored: the carrier gets plain RTP from the relay, the page
+    WebRTC, and the party called is the call's persistent one (the page's hold plays it the music)."""
+    page = ready_page(browser, world, "1001")
+    gateway = world.run(Phone.start(host=GATEWAY_HOST, port=world.gateway_port, user="gateway", domain=GATEWAY_HOST,
+                                    name="gateway", media=True))
+    try:
+        expect(page.get_by_test_id("dial")).to_be_enabled()
+        page.fill("#dial-number", NUMBER)
+        page.get_by_test_id("dial").click()
+        incoming = world.run(gateway.wait_for(IncomingCall, timeout=WAIT_MS / 1000))
+        assert incoming.request.uri.user == NUMBER
+        offer = incoming.request.body.decode()
+        [(port, profile)] = re.findall(r"^m=audio (\d+) (\S+) ", offer, re.M)
+        assert set(re.findall(r"^c=IN IP4 (\S+?)\r?$", offer, re.M)) == {relay.host}, offer
+        assert profile == "RTP/AVP" and relay.port_min <= int(port) <= relay.port_max, offer
+        for webrtc in ("a=fingerprint", "a=ice-", "a=candidate", "a=setup", "a=rtcp-mux"):
+            assert webrtc not in offer, offer
+        call = incoming.call
+        world.run(call.answer())
+        assert call.rtp is not None
+        call.rtp.play_tone(CUSTOMER_HZ)
+        conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1001").conn_id)
+        assert conn_id is not None and world.on_loop(lambda: world.node.switch.anchor.anchored(conn_id))
+        expect(page.get_by_test_id("call-conn")).to_have_text(conn_id, timeout=LIVE_MS)
+        expect(page.get_by_test_id("dial")).to_be_disabled()
+
+        assert_voice(customer_hears(world, gateway, call, 1.0), PAGE_HZ)  # the party called hears the page
+        assert_page_hears(page_hears(page, 1.0), CUSTOMER_HZ)  # and the page hears it
+
+        page.get_by_test_id("hold").click()  # hold: the party called hears the music
+        assert world.run(gateway.wait_for(Held, call=call, timeout=5)).direction == "sendonly"
+        assert_music(customer_hears(world, gateway, call, 1.6))
+        page.get_by_test_id("hold").click()
+        world.run(gateway.wait_for(Resumed, call=call, timeout=5))
+        assert_voice(customer_hears(world, gateway, call, 1.0), PAGE_HZ)
+
+        page.get_by_test_id("hang").click()
+        expect(page.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
+        world.run(until(lambda: call.ended, what="the gateway's call ended"))
+        assert world.node.switch.anchor.stats["media_failures"] == 0
+    finally:
+        world.run(gateway.close())
+        page.context.close()
+
+
+def test_a_call_placed_from_the_page_to_another_agents_page_has_audio_both_ways(
+        browser: Browser, second_browser: Browser, world: DeskWorld) -> None:
+    first = ready_page(browser, world, "1002")
+    second = ready_page(second_browser, world, "1003")
+    try:
+        first.fill("#dial-number", "1003")
+        first.get_by_test_id("dial").click()
+        expect(second.get_by_test_id("answer")).to_be_enabled()  # the second page rings
+        second.get_by_test_id("answer").click()
+        conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1002").conn_id)
+        assert conn_id is not None and world.on_loop(lambda: world.node.switch.anchor.anchored(conn_id))
+        expect(first.get_by_test_id("call-conn")).to_have_text(conn_id, timeout=LIVE_MS)
+        expect(second.get_by_test_id("call-conn")).to_have_text(conn_id, timeout=LIVE_MS)
+
+        assert_page_hears(page_hears(second, 1.0), PAGE_HZ)  # the agent called hears the first page
+        assert_page_hears(page_hears(first, 1.0), SECOND_PAGE_HZ)  # and the other way
+
+        first.get_by_test_id("hang").click()
+        expect(first.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
+        expect(second.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
+        assert world.node.switch.anchor.stats["media_failures"] == 0
+    finally:
         first.context.close()
         second.context.close()

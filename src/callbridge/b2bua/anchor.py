@@ -112,7 +112,8 @@ class MediaAnchor:
         media = self.media
         to_id = to_leg.leg_id if to_leg is not None else None
         sides = _sides("from_browser", from_leg, "to_browser", to_leg or receiver)
-        customer = to_id is not None and to_id == self.calls[conn_id]
+        toward = to_leg or receiver  # the customer gets this offer: a re-targeting, or a call an agent's page places
+        customer = toward is not None and toward.leg_id == self.calls[conn_id]
         self._run(lambda: media.offer(conn_id, from_leg.leg_id, to_id, sdp, **sides), sdp, then, "offer", conn_id,
                   to_customer=customer)
 

@@ -13,6 +13,10 @@ Order of checks (none of the refusals changes any state or record):
    same for known and unknown extensions. After authentication: the From user must be the authenticated one
    (403); the domain decides: not logged in 403, busy 486, target busy 486, a number the dial plan refuses 403 (or
    484 when it is too short for every trunk), an extension or number that is neither → 404.
+5. An agent's call from a browser (its phone registered over WebSocket: the agent's page) is admitted to the media
+   plane as a customer's call is in step 3 (a browser has audio only through the relay: WebRTC on its side, plain
+   RTP toward a trunk); the party it calls is the call's persistent media party (`signalling.originate`). A desk
+   phone's own calls stay direct (docs/design.md, "Media").
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from callbridge.b2bua.anchor import BROWSER_TRANSPORTS
 from callbridge.b2bua.credentials import verify_agent_digest
 from callbridge.b2bua.leg_state import REFUSED
 from callbridge.b2bua.legs import SipLeg
@@ -116,11 +121,18 @@ def _from_agent(sw: InboundContext, request: Request, tx: ServerTransaction, hop
         sw.respond(tx, 403, reason="Identity Mismatch")
         return
     dialled = request.uri.user or ""
+    admission = sw.anchor.admit(operation) if tx.transport in BROWSER_TRANSPORTS else None  # step 5
+    if admission == "refuse":
+        sw.respond(tx, 503, reason="Media Relay Unavailable")
+        return
     leg = _new_leg(sw, request, tx, operation.id, hops, agent=username)
+    leg.anchored = admission == "anchored"
     service = sw.service
     assert service is not None
     try:
         leg.conn_id = service.on_agent_call(operation.id, username, leg.leg_id, dialled)
+        if admission == "direct_relay_down":
+            sw.report(service.on_media_direct, leg.conn_id, "relay_down")
     except (AgentNotLoggedIn, AgentNotFound):
         _refuse(sw, leg, 403)
     except (AlreadyOnCall, TargetNotAvailable):

@@ -11,7 +11,8 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   the phone retransmits an un-ACKed 2xx for; the customer's answer reaches it by re-INVITE when the two are
   bridged (`bridge.park`, RFC 3725 §4.3).
   On an anchored call, an agent with contacts registered over WebSocket (its page) is rung there only: the relay's
-  offer is WebRTC for them (`anchor.browser`).
+  offer is WebRTC for them (`anchor.browser`). A call an agent's page places (anchored, `inbound.py` step 5) has
+  the party called as its persistent media party: hold plays it the music, a transfer re-targets its media.
 - `bridge`: `bridge.connect`.
 - `hold`/`unhold` (on the customer's leg): a re-INVITE with the SDP the customer last got from us, every stream
   put on hold (`sendrecv` → `sendonly`, RFC 3264 §8.4) or back, version + 1. An anchored call's customer also
@@ -79,7 +80,8 @@ class SipSignalling:
             sw.anchor.hearing.target_ringing(request.conn_id)  # a transfer's target: ringback (hearing.py)
         source = None if request.offerless else sw.legs.get(request.offer_from_leg)
         if source is not None and source.anchored:
-            sw.anchor.adopt(request.conn_id, source)  # the customer's leg: the call's persistent media party
+            # the call's persistent media party: the customer's leg, or the party an agent's page calls
+            sw.anchor.adopt(request.conn_id, leg if source.agent is not None else source)
         if source is not None:
             leg.max_forwards = source.max_forwards
             if source.ack_pending:

@@ -1,13 +1,14 @@
 // The agent's page: sign in, register the browser's phone with SIP.js over WebSocket (RFC 7118), show the agent
 // and its call live (the session's socket, no polling), and act through /agent/api/... (the server acts only on
 // the signed-in agent). The SIP password typed at sign-in stays in this page's memory, for digest only.
-import { Registerer, RegistererState, SessionState, UserAgent } from "/desk/lib/sip.js/index.js";
+import { Inviter, Registerer, RegistererState, SessionState, UserAgent } from "/desk/lib/sip.js/index.js";
 import { $, call, el, live, since, syncClock } from "/desk/static/desk.js";
 
 let info = null;        // what /agent/signin answered: operation, agent, sip, aux states, activity codes
 let snapshot = null;    // the last live snapshot: {agent, call}
 let phone = null;       // {ua, registerer}
 let invitation = null;  // an incoming call not yet answered
+let outgoing = null;    // a call this page places, until it ends
 let stream = null;      // the live socket
 let password = "";      // kept in memory only, for SIP digest
 
@@ -121,8 +122,10 @@ async function startPhone() {
   });
   const registerer = new Registerer(ua, { expires: 300 });
   registerer.stateChange.addListener((state) => {
+    if (phone && phone.registerer === registerer) phone.registered = state === RegistererState.Registered;
     if (state === RegistererState.Registered) setPhone("registered", "ok");
     else if (state === RegistererState.Unregistered) setPhone("not registered", "warn");
+    render();
   });
   phone = { ua, registerer, retry: 500 };
   setPhone("connecting…", "warn");
@@ -179,6 +182,35 @@ function attachAudio(session) {
   const media = new MediaStream();
   handler.peerConnection.getReceivers().forEach((receiver) => { if (receiver.track) media.addTrack(receiver.track); });
   $("#remote-audio").srcObject = media;
+}
+
+// A call the agent places from the page: the browser's own INVITE (WebRTC offer, digest as for any phone), which
+// callbridge anchors on its media relay and routes as a desk phone's (an extension, or a number through the trunk).
+async function placeCall(event) {
+  event.preventDefault();
+  const number = $("#dial-number").value.trim();
+  if (!phone || outgoing || !number) return;
+  const domain = UserAgent.makeURI(info.sip.uri).host;
+  const target = /^\+?[0-9]{1,32}$/.test(number) ? UserAgent.makeURI(`sip:${number}@${domain}`) : undefined;
+  if (!target) { result({ ok: false, message: "Dial digits only, with an optional leading +: a number or an extension." }); return; }
+  const session = new Inviter(phone.ua, target, { sessionDescriptionHandlerOptions: { constraints: { audio: true, video: false } } });
+  outgoing = session;
+  session.stateChange.addListener((state) => {
+    if (state === SessionState.Established) attachAudio(session);
+    if (state === SessionState.Terminated && outgoing === session) outgoing = null;
+    render();
+  });
+  render();
+  try {
+    await session.invite({ requestDelegate: { onReject: (response) => {
+      const { statusCode, reasonPhrase } = response.message;
+      result({ ok: false, message: `The call to ${number} failed: ${statusCode} ${reasonPhrase}.` });
+    } } });
+  } catch (error) {
+    if (outgoing === session) outgoing = null;
+    result({ ok: false, message: `The call to ${number} could not be placed: ${error.message || error}` });
+    render();
+  }
 }
 
 // A call anchored on callbridge's media relay reaches the page as WebRTC (DTLS-SRTP, ICE); a call whose media is
@@ -250,6 +282,7 @@ function render() {
   }
   const live = !!callNow && callNow.state !== "ringing";
   $("#answer").disabled = !invitation;
+  $("#dial").disabled = !(phone && phone.registered) || !!outgoing || !!callNow || !!invitation;
   $("#hang").disabled = !callNow;
   $("#hold").disabled = !live || !!transfer;
   $("#hold").textContent = agent.on_hold ? "Take off hold" : "Hold";
@@ -286,6 +319,7 @@ $("#transfer-agent").addEventListener("focus", async () => {
   select.value = chosen;
 });
 $("#answer").addEventListener("click", answer);
+$("#dial-form").addEventListener("submit", placeCall);
 $("#hang").addEventListener("click", () => act("hang"));
 $("#hold").addEventListener("click", () => act("hold"));
 $("#mute").addEventListener("click", () => act("mute"));
