@@ -40,12 +40,11 @@ from callbridge.http.desk_common import (
     read_fields,
     refuse,
 )
-from callbridge.http.desk_sessions import SIGNED_OUT, Session, SessionTable, client_ip, set_cookie
+from callbridge.http.desk_sessions import Session, SessionTable
+from callbridge.http.desk_signin import NOT_SIGNED_IN, read_sign_in, sign_out, signed_in
 from callbridge.http.resources import agent_json, call_state, rfc3339, rfc3339_or_none
 
 WRONG_SIGN_IN = "Wrong operation, extension or password."
-BANNED = "Too many failed sign-ins from your address: wait a few minutes, then try again."
-NOT_SIGNED_IN = "You are not signed in (or your session ended): sign in again."
 _DUMMY_HA1 = "0" * 64
 
 
@@ -196,38 +195,22 @@ class AgentDesk:
 
     # --- sign-in ------------------------------------------------------------------------------------------------
     async def sign_in(self, request: Request) -> Response:
-        source, failures = client_ip(request), self._config.failures
-        if failures is not None and failures.is_banned(source, self._clock()):
-            return refuse(BANNED, 429, "SIGN_IN_BANNED")
-        try:
-            fields = await read_fields(request)
-        except BadRequest as exc:
-            return refuse(exc.message, exc.status, "BAD_REQUEST")
-        missing = [n for n in ("operation", "extension", "password") if not fields.get(n)]
-        if missing:
-            return refuse(f"Fill in: {', '.join(missing)}.", 400, "MISSING_PARAMETERS")
-        directory = self._config.directory
+        form = await read_sign_in(request, self._config, self._clock, ("operation", "extension", "password"))
+        if isinstance(form, Response):
+            return form
+        fields, directory = form.fields, self._config.directory
         operation = find_operation(directory, fields["operation"])
         agent = directory.get_agent(operation.id, fields["extension"]) if operation is not None else None
         realm = operation.digest_realm if operation is not None else "unknown.invalid"
         given = ha1_sha256(fields["extension"], realm, fields["password"])  # the same work, known or not
         stored = agent.ha1_sha256 if agent is not None and agent.ha1_sha256 else _DUMMY_HA1
         if not hmac.compare_digest(given, stored) or agent is None or operation is None:
-            if failures is not None:
-                failures.record_failure(source, self._clock())
-            return refuse(WRONG_SIGN_IN, 401, "SIGN_IN_FAILED")
+            return form.wrong(WRONG_SIGN_IN)
         session = self._sessions.create("agent", operation.id, agent.extension, agent.name)
-        response = answer({"ok": True, **self._describe(session)})
-        set_cookie(response, request, self._sessions.cookie_value(session), max_age=None)
-        return response
+        return signed_in(request, self._sessions, session, self._describe(session))
 
     async def sign_out(self, request: Request) -> Response:
-        session = self._sessions.session_of(request, "agent")
-        if session is not None:
-            self._sessions.end(session, SIGNED_OUT)
-        response = answer({"ok": True, "message": "Signed out."})
-        set_cookie(response, request, "", max_age=0)
-        return response
+        return sign_out(request, self._sessions, "agent")
 
     def _describe(self, session: Session) -> dict[str, Any]:
         """What the page needs to run: who, where SIP.js connects, the operation's states and codes."""

@@ -27,7 +27,6 @@ from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
 from callbridge.http.actions import ActionNotCompleted, ActionWaiter
 from callbridge.http.agentbox import ParameterError, verb_parameters
-from callbridge.http.desk_agent import BANNED, NOT_SIGNED_IN
 from callbridge.http.desk_common import (
     BadRequest,
     DeskConfig,
@@ -37,7 +36,8 @@ from callbridge.http.desk_common import (
     read_fields,
     refuse,
 )
-from callbridge.http.desk_sessions import SIGNED_OUT, SessionTable, client_ip, set_cookie
+from callbridge.http.desk_sessions import SessionTable
+from callbridge.http.desk_signin import NOT_SIGNED_IN, read_sign_in, sign_out, signed_in
 from callbridge.http.resources import agent_state, call_state, rfc3339, rfc3339_or_none
 
 WRONG_SIGN_IN = "Wrong operation, username or password."
@@ -79,39 +79,24 @@ class SupervisorBoard:
         self._clock = config.clock or time.monotonic
 
     async def sign_in(self, request: Request) -> Response:
-        source, failures = client_ip(request), self._config.failures
-        if failures is not None and failures.is_banned(source, self._clock()):
-            return refuse(BANNED, 429, "SIGN_IN_BANNED")
-        try:
-            fields = await read_fields(request)
-        except BadRequest as exc:
-            return refuse(exc.message, exc.status, "BAD_REQUEST")
-        missing = [n for n in ("operation", "username", "password") if not fields.get(n)]
-        if missing:
-            return refuse(f"Fill in: {', '.join(missing)}.", 400, "MISSING_PARAMETERS")
-        operation = find_operation(self._config.directory, fields["operation"])
+        form = await read_sign_in(request, self._config, self._clock, ("operation", "username", "password"))
+        if isinstance(form, Response):
+            return form
+        operation = find_operation(self._config.directory, form.fields["operation"])
         accounts = self._config.supervisors
         found = None
         if accounts is not None:  # an unknown operation is checked too: the same work, the same answer
-            found = await asyncio.to_thread(accounts.verify, operation.id if operation else "", fields["username"],
-                                            fields["password"])
+            found = await asyncio.to_thread(accounts.verify, operation.id if operation else "",
+                                            form.fields["username"], form.fields["password"])
         if found is None or operation is None:
-            if failures is not None:
-                failures.record_failure(source, self._clock())
-            return refuse(WRONG_SIGN_IN, 401, "SIGN_IN_FAILED")
+            return form.wrong(WRONG_SIGN_IN)
         session = self._sessions.create("supervisor", operation.id, found.username, found.name)
-        response = answer({"ok": True, "operation": {"id": operation.id, "name": operation.name},
-                           "supervisor": {"username": found.username, "name": found.name}})
-        set_cookie(response, request, self._sessions.cookie_value(session), max_age=None)
-        return response
+        return signed_in(request, self._sessions, session, {
+            "operation": {"id": operation.id, "name": operation.name},
+            "supervisor": {"username": found.username, "name": found.name}})
 
     async def sign_out(self, request: Request) -> Response:
-        session = self._sessions.session_of(request, "supervisor")
-        if session is not None:
-            self._sessions.end(session, SIGNED_OUT)
-        response = answer({"ok": True, "message": "Signed out."})
-        set_cookie(response, request, "", max_age=0)
-        return response
+        return sign_out(request, self._sessions, "supervisor")
 
     async def board(self, request: Request) -> Response:
         session = self._sessions.session_of(request, "supervisor")

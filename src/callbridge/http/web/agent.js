@@ -2,7 +2,7 @@
 // and its call live (the session's socket, no polling), and act through /agent/api/... (the server acts only on
 // the signed-in agent). The SIP password typed at sign-in stays in this page's memory, for digest only.
 import { Inviter, Registerer, RegistererState, SessionState, UserAgent } from "/desk/lib/sip.js/index.js";
-import { $, call, el, live, since, syncClock } from "/desk/static/desk.js";
+import { $, call, el, liveSession, notice, since, syncClock } from "/desk/static/desk.js";
 
 let info = null;        // what /agent/signin answered: operation, agent, sip, aux states, activity codes
 let snapshot = null;    // the last live snapshot: {agent, call}
@@ -13,14 +13,6 @@ let stream = null;      // the live socket
 let password = "";      // kept in memory only, for SIP digest
 
 const show = (node, visible) => { node.hidden = !visible; };
-
-function notice(text, kind = "bad", key = "general") {
-  let node = document.querySelector(`#notices [data-key="${key}"]`);
-  if (!text) { if (node) node.remove(); return; }
-  if (!node) { node = el("p", { class: "notice", "data-key": key, role: "alert" }); $("#notices").append(node); }
-  node.className = `notice ${kind}`;
-  node.textContent = text;
-}
 
 function result(body) {
   const node = $("#result");
@@ -76,17 +68,7 @@ function start(body) {
   buildCodes(body.activity_codes);
   checkMicrophone();
   startPhone();
-  stream = live("/agent/api/live", onLive, onConnection);
-}
-
-function onConnection(state, reason) {
-  const pill = $("#connection");
-  show(pill, true);
-  if (state === "open") { pill.textContent = "Connected"; pill.className = "pill ok"; notice(null, "", "connection"); }
-  else if (state === "lost") {
-    pill.textContent = "Connection lost: reconnecting…"; pill.className = "pill bad";
-    notice("The connection to callbridge dropped: reconnecting. What you see may be out of date until it is back.", "bad", "connection");
-  } else if (state === "signed_out") signedOut(reason);
+  stream = liveSession("/agent/api/live", onLive, { stale: "What you see", onSignedOut: signedOut });
 }
 
 function onLive(message) {

@@ -1,5 +1,5 @@
 // Shared by the agent's page and the supervisor's board: JSON calls with the session cookie, the live socket
-// (reconnects with a growing delay, never polls), and time formatting.
+// (reconnects with a growing delay, never polls) with its connection pill and notices, and time formatting.
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -57,6 +57,29 @@ export function live(path, onMessage, onState) {
   }
   open();
   return { stop() { stopped = true; if (socket) socket.close(1000); } };
+}
+
+// A notice in #notices, one per key (a later one with the same key replaces it); no text removes it.
+export function notice(text, kind = "bad", key = "general") {
+  let node = document.querySelector(`#notices [data-key="${key}"]`);
+  if (!text) { if (node) node.remove(); return; }
+  if (!node) { node = el("p", { class: "notice", "data-key": key, role: "alert" }); $("#notices").append(node); }
+  node.className = `notice ${kind}`;
+  node.textContent = text;
+}
+
+// A signed-in page's live socket with what goes with it: the #connection pill, the red notice while it is down
+// (`stale` says what may be out of date), and `onSignedOut(reason)` when the server ends the session.
+export function liveSession(path, onMessage, { stale, onSignedOut }) {
+  return live(path, onMessage, (state, reason) => {
+    const pill = $("#connection");
+    pill.hidden = false;
+    if (state === "open") { pill.textContent = "Connected"; pill.className = "pill ok"; notice(null, "", "connection"); }
+    else if (state === "lost") {
+      pill.textContent = "Connection lost: reconnecting…"; pill.className = "pill bad";
+      notice(`The connection to callbridge dropped: reconnecting. ${stale} may be out of date until it is back.`, "bad", "connection");
+    } else if (state === "signed_out") onSignedOut(reason);
+  });
 }
 
 // Server time minus this browser's, so durations count from the server's clock.

@@ -1,17 +1,9 @@
 // The supervisor's board: the operation's agents, queues and live calls, live through the session's socket (no
 // polling); change an agent's state, end a call. The server scopes everything to the supervisor's operation.
-import { $, call, el, live, since, syncClock } from "/desk/static/desk.js";
+import { $, call, el, liveSession, notice, since, syncClock } from "/desk/static/desk.js";
 
 let board = null;
 let stream = null;
-
-function notice(text, kind = "bad", key = "general") {
-  let node = document.querySelector(`#notices [data-key="${key}"]`);
-  if (!text) { if (node) node.remove(); return; }
-  if (!node) { node = el("p", { class: "notice", "data-key": key, role: "alert" }); $("#notices").append(node); }
-  node.className = `notice ${kind}`;
-  node.textContent = text;
-}
 
 function result(body) {
   const node = $("#result");
@@ -37,7 +29,7 @@ function start(body) {
   $("#signin").hidden = true; $("#board").hidden = false; $("#signout").hidden = false;
   $("#who").textContent = `${body.supervisor.name || body.supervisor.username} · ${body.operation.id}`;
   $("#who").hidden = false;
-  stream = live("/supervisor/api/live", onLive, onConnection);
+  stream = liveSession("/supervisor/api/live", onLive, { stale: "The board", onSignedOut: signedOut });
 }
 
 function signedOut(reason) {
@@ -49,15 +41,6 @@ function signedOut(reason) {
   if (reason) notice(`Signed out: ${reason}. Sign in again.`, "warn", "session");
 }
 
-function onConnection(state, reason) {
-  const pill = $("#connection");
-  pill.hidden = false;
-  if (state === "open") { pill.textContent = "Connected"; pill.className = "pill ok"; notice(null, "", "connection"); }
-  else if (state === "lost") {
-    pill.textContent = "Connection lost: reconnecting…"; pill.className = "pill bad";
-    notice("The connection to callbridge dropped: reconnecting. The board may be out of date until it is back.", "bad", "connection");
-  } else if (state === "signed_out") signedOut(reason);
-}
 
 function onLive(message) {
   if (message.type === "snapshot") { syncClock(message.now); board = message; render(); }
