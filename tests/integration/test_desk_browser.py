@@ -112,11 +112,13 @@ def test_the_page_registers_over_websocket_and_its_state_buttons_change_the_agen
     expect(page.get_by_test_id("agent-state")).to_have_text("ready", timeout=LIVE_MS)
     assert world.native_agent("1001")["state"] == "ready"
 
-    # the agentbox's agent_display reaches the page within a second: button=dial hides the transfer controls
+    # the agentbox's agent_display reaches the page within a second: button=dial hides the controls that dial
     assert world.box("agent_display", agent_id="1001", display="hide", button="dial").status_code == 200
     expect(page.get_by_test_id("transfer-card")).to_be_hidden(timeout=LIVE_MS)
+    expect(page.get_by_test_id("dial-form")).to_be_hidden(timeout=LIVE_MS)
     assert world.box("agent_display", agent_id="1001", display="show", button="dial").status_code == 200
     expect(page.get_by_test_id("transfer-card")).to_be_visible(timeout=LIVE_MS)
+    expect(page.get_by_test_id("dial-form")).to_be_visible(timeout=LIVE_MS)
     # a CRM's change of state shows at once too
     assert world.box("change_status", agent_id="1001", status="7").status_code == 200
     expect(page.get_by_test_id("agent-state")).to_have_text("Lunch", timeout=LIVE_MS)

@@ -251,6 +251,7 @@ function render() {
   const display = agent.display || {};
   show($("#transfer-card"), display.dial !== "hide");
   show($("#recall-card"), display.dial !== "hide");
+  show($("#dial-form"), display.dial !== "hide");
   show($("#disposition-card"), display.disposition !== "hide");
   show($("#hang"), display.hungup !== "hide");
   show($("#call"), !!callNow); show($("#no-call"), !callNow);
