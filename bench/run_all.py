@@ -79,6 +79,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("agentbox_http", "agentbox_http.py", ("--record",), ("--quick", "--record")),
     Benchmark("transfers", "transfers.py", ("--record",), ("--quick", "--record")),
     Benchmark("event_log", "event_log.py", ("--record",), ("--quick", "--record")),
+    Benchmark("websocket_agents", "websocket_agents.py", (), ("--quick",)),
+    Benchmark("websocket_calls", "websocket_calls.py", (), ("--quick",)),
 )
 
 

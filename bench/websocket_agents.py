@@ -92,11 +92,12 @@ class Run:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, on_message) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, on_message, flow: Flow) -> None:  # type: ignore[no-untyped-def]
         self.on_message = on_message
+        self.flow = flow
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.on_message(data)
+        self.on_message(data, self.flow)
 
 
 class Flow:
@@ -122,7 +123,7 @@ class Flow:
             loop = asyncio.get_running_loop()
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind((GENERATOR_HOST, 0))
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.load.received), sock=sock)
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.load.received, self), sock=sock)
             self.udp = transport
             host, port = sock.getsockname()[:2]
             self.local = f"{host}:{port}"
@@ -130,7 +131,7 @@ class Flow:
     async def _read(self) -> None:
         assert self.ws is not None
         async for message in self.ws:
-            self.load.received(message.encode() if isinstance(message, str) else message)
+            self.load.received(message.encode() if isinstance(message, str) else message, self)
 
     def send(self, data: bytes) -> None:
         if self.ws is not None:
@@ -203,7 +204,8 @@ class FlowRegisterLoad:
                     f'cnonce="{cnonce}"{opaque}')
         return None
 
-    def received(self, data: bytes) -> None:
+    def received(self, data: bytes, flow: Flow | None = None) -> None:
+        """A message from the registrar on `flow` (responses to our REGISTERs; requests are another load's)."""
         found = CALL_ID_HEADER.search(data)
         if found is None or not data.startswith(b"SIP/2.0 "):
             return
