@@ -348,3 +348,38 @@ def test_a_call_placed_from_the_page_to_another_agents_page_has_audio_both_ways(
     finally:
         first.context.close()
         second.context.close()
+
+
+def test_the_party_a_page_called_is_transferred_to_a_second_page_with_its_audio(
+        browser: Browser, second_browser: Browser, world: DeskWorld) -> None:
+    """The party called from a page is the call's persistent one: a blind transfer moves it to another agent."""
+    first = ready_page(browser, world, "1001")
+    second = ready_page(second_browser, world, "1003")
+    gateway = world.run(Phone.start(host=GATEWAY_HOST, port=world.gateway_port, user="gateway", domain=GATEWAY_HOST,
+                                    name="gateway", media=True))
+    try:
+        first.fill("#dial-number", NUMBER)
+        first.get_by_test_id("dial").click()
+        incoming = world.run(gateway.wait_for(IncomingCall, timeout=WAIT_MS / 1000))
+        call = incoming.call
+        world.run(call.answer())
+        assert call.rtp is not None
+        call.rtp.play_tone(CUSTOMER_HZ)
+        assert_voice(customer_hears(world, gateway, call, 0.6), PAGE_HZ)
+
+        first.fill("#transfer-target", "1003")
+        first.get_by_test_id("transfer").click()
+        expect(second.get_by_test_id("answer")).to_be_enabled()
+        second.get_by_test_id("answer").click()
+        expect(first.locator("#no-call")).to_be_visible()  # the first agent is released
+        assert_voice(customer_hears(world, gateway, call, 1.0), SECOND_PAGE_HZ)  # the second agent's voice
+        assert_page_hears(page_hears(second, 1.0), CUSTOMER_HZ)  # who hears the party called
+
+        second.get_by_test_id("hang").click()
+        expect(second.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
+        world.run(until(lambda: call.ended, what="the gateway's call ended"))
+        assert world.node.switch.anchor.stats["media_failures"] == 0
+    finally:
+        world.run(gateway.close())
+        first.context.close()
+        second.context.close()
