@@ -25,6 +25,9 @@ after its own cursor (memory, or the database after a restart or a long outage: 
 (`storage.webhook_cursors`) after each acknowledged or given-up event: at least once, and a restart or a crash
 resumes where each target stopped. A target without a saved cursor starts at the operation's last seq. Each
 target is its own task and database reads run off the loop, so a target that fails or hangs delays only itself.
+On a cluster node (`follow_ownership`) a target delivers only while the node owns its operation and has taken it
+over (`gained`): it then starts from the cursor stored by the previous owner, and stops at the next event once the
+operation is gone (docs/cluster.md, "Any node answers the API").
 
 Theory of operation: the event log calls `on_event` (synchronously, on the loop's thread) with every wire event;
 it is appended to the queue of each target of that operation that wants it, and that target's delivery task, an
