@@ -33,7 +33,7 @@ __all__ = ["BINARY", "INSTALL_HINT", "PORT_BLOCK", "LocalRelay", "find_binary", 
            "ng_ping"]
 
 BINARY = "rtpengine"
-INSTALL_HINT = "Debian's package rtpengine-daemon (apt-get install rtpengine-daemon)"
+INSTALL_HINT = "on Debian: apt-get install rtpengine-daemon"
 # Each call leg takes two ports (RTP and RTCP) per stream; a block of 100 is plenty for a demo's or a test's calls.
 PORT_BLOCK = 100
 # Media ports are probed below the kernel's usual ephemeral range (32768-60999 on Linux), where the local ports of
