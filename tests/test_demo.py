@@ -154,6 +154,45 @@ async def test_a_broken_step_fails_the_demo_naming_it() -> None:
     assert "✓ 10" not in text and "✓ 11" not in text
 
 
+def _relay_port(output: _Lines) -> int:
+    found = re.search(r"media anchored on udp:127\.0\.0\.1:(\d+) \(rtpengine started by the demo", output.text)
+    assert found is not None, output.text
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_demo_stopped_midway_takes_its_relay_along(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM: the demo stops cleanly (phones, server, relay, temporary directory) and exits 143; SIGKILL: the
+    kernel ends the relay with it (PR_SET_PDEATHSIG), so no rtpengine is left behind either way."""
+    require_rtpengine()
+    with subprocess.Popen([*CALLBRIDGE, "demo"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**_env(), "TMPDIR": str(tmp_path)}, cwd=tmp_path) as proc:
+        output = _Lines(proc)
+        try:
+            output.until("✓  7 heard after the answer", 45)
+            port = _relay_port(output)
+            assert ng_ping(("127.0.0.1", port))
+            proc.send_signal(sig)
+            if sig == signal.SIGTERM:
+                output.until("stopped by SIGTERM: phones hang up, the server closes", 20)
+            code = proc.wait(timeout=20)
+            output.reader.join(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if sig == signal.SIGTERM:
+        assert code == 143, output.text
+        assert not ng_ping(("127.0.0.1", port))
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert code == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while ng_ping(("127.0.0.1", port)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not ng_ping(("127.0.0.1", port))  # its temporary directory stays: nothing runs to remove it
+
+
 async def test_a_wrong_tone_fails_the_demo_at_its_hearing_step_with_what_was_heard() -> None:
     require_rtpengine()
     out = io.StringIO()

@@ -134,6 +134,7 @@ async def play(console: Console, *, keep: bool = False, busy_status: int = 486, 
     binary = _relay_intro(console, own_relay=own_relay, rtpengine=rtpengine)
     demo = Demo(console, busy_status=busy_status, rtpengine=rtpengine, relay_binary=binary, played=played)
     started = time.perf_counter()
+    stopped_by = _stop_on_signals()  # SIGINT, SIGTERM, SIGHUP: stop cleanly (the relay too), not die mid-way
     try:
         await demo.play()
         console.print(f"\n[green]✓[/green] all {demo.step_number} steps happened as expected in "
@@ -146,8 +147,34 @@ async def play(console: Console, *, keep: bool = False, busy_status: int = 486, 
                       highlight=False)
         console.print(f"\n[red]demo failed at step {failure.number} ({failure.title})[/red]", highlight=False)
         return 1
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        console.print(f"\nstopped by {stopped_by[0].name}: phones hang up, the server closes", highlight=False)
+        return 128 + stopped_by[0]
     finally:
         await demo.close()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+
+def _stop_on_signals() -> list[signal.Signals]:
+    """Cancel the running task on SIGINT, SIGTERM or SIGHUP (`--keep` later takes SIGINT and SIGTERM for its own
+    stop); the list names the signal that came."""
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
+    came: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        if not came and task is not None:
+            came.append(sig)
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop, sig)
+    return came
 
 
 def demo_command(

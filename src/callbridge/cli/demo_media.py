@@ -58,14 +58,19 @@ Step = tuple[str, Callable[[], Awaitable[str]]]
 
 
 async def start_relay(binary: str, workdir: Path, attempts: int = 3) -> LocalRelay:
-    """rtpengine on loopback, off the loop (it takes a fraction of a second to answer its first ping); a port
-    taken between the probe and its bind makes it exit, and another block is tried."""
+    """rtpengine on loopback, waited for off the loop (it takes a fraction of a second to answer its first ping);
+    a port taken between the probe and its bind makes it exit, and another block is tried."""
     for attempt in range(attempts):
         relay = LocalRelay.on_free_ports(binary, workdir / f"rtpengine-{attempt}")
         try:
-            return await asyncio.to_thread(relay.start)
-        except RuntimeError as exc:
+            relay.spawn(die_with_parent=True)  # on the loop's thread: a demo killed outright takes it along
+            return await asyncio.to_thread(relay.wait_ready)
+        except (OSError, RuntimeError) as exc:
+            relay.stop()
             failure = exc
+        except asyncio.CancelledError:  # the demo was stopped meanwhile: the relay is not the demo's yet
+            relay.stop()
+            raise
     raise StepFailed(f"rtpengine did not start: {failure}")
 
 

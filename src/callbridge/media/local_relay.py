@@ -12,6 +12,11 @@ kernel module, no root); ``--interface`` the loopback address, so that the SDP i
 phones on this machine reach and nothing leaves it; ng (``--listen-ng``) on a free loopback UDP port; media in a
 small block of free UDP ports (RTP on even ports, RTCP on the odd one above: each call leg takes a pair).
 
+Stopping: `stop` (the demo's `close`, on every way out it handles, SIGTERM included); and, with
+``spawn(die_with_parent=True)`` on Linux, the kernel sends the relay SIGTERM when the thread that spawned it ends
+(``PR_SET_PDEATHSIG``, prctl(2)), so that a demo killed outright (SIGKILL) leaves no relay behind. Spawn it from the
+thread that lives as long as its user (the event loop's), not from a worker thread.
+
 Free ports are probed by binding them (`free_udp_port`, `free_port_block`); a port taken between the probe and
 rtpengine's own bind makes it exit, which `start` reports with its log (the demo then tries another block).
 """
@@ -19,13 +24,16 @@ rtpengine's own bind makes it exit, which `start` reports with its log (the demo
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -76,6 +84,22 @@ def free_port_block(host: str = "127.0.0.1", span: int = PORT_BLOCK, rng: random
     raise RuntimeError(f"no block of {span} free UDP ports on {host}")
 
 
+def _pdeathsig() -> Callable[[], None] | None:
+    """What the child runs before exec so that it gets SIGTERM when the spawning thread ends (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+
+    def before_exec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+    return before_exec
+
+
 def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
@@ -124,10 +148,21 @@ class LocalRelay:
 
     def start(self, timeout: float = 10.0) -> Self:
         """Start it and wait for its ``pong``; RuntimeError (with the end of its log) when it exits or stays mute."""
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self, *, die_with_parent: bool = False) -> None:
+        """Start the process (in its own process group); `wait_ready` then waits for it to answer."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        before_exec = _pdeathsig() if die_with_parent else None
         with self.log_file.open("wb") as log:
             self._proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+                                          stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=before_exec)
+
+    def wait_ready(self, timeout: float = 10.0) -> Self:
+        """Until it answers ``ping`` (blocking: call it off the event loop)."""
+        if self._proc is None:
+            raise RuntimeError("rtpengine is not started")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
