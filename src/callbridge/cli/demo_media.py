@@ -5,9 +5,9 @@ With a relay every phone plays a tone of its own (`VOICES`, away from the hold m
 the ringback's 425 Hz, `callbridge.media.audio`) and listens (`callbridge.phone`'s RTP endpoint: what it received,
 cut into 100 ms windows, each with its dominant frequency). A hearing step checks what a party heard the way the
 other steps check SIP and events: a party heard is its frequency in at least 80% of the windows listened to (one
-second) and no other tone; the hold music is its notes and nothing of
-the agent's; the ringback while a transfer target rang is at least `MIN_RINGBACK` seconds of 425 Hz. What was heard
-instead fails the step, with the tones measured.
+second) and no other tone; the hold music is its notes and nothing of the agent's; the ringback while a transfer
+target rang is at least `MIN_RINGBACK` seconds of 425 Hz. What was heard instead fails the step, with the tones
+measured.
 
 Phones ring `RING_SECONDS` before they answer (or refuse, for the busy number) when there is a relay, so that the
 ringback can be heard; the ringing is measured after the transfer's step, from the windows the customer received
