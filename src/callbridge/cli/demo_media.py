@@ -174,10 +174,11 @@ class Hearing:
             "longest-idle agent answers": [(next(titles), lambda: self.talk(first))],
             "hold": [(next(titles), lambda: self.on_hold(first))],
             "unhold": [(next(titles), lambda: self.talk(first))],
-            "transfer to another agent": [(next(titles), lambda: self.rang_then(second, second))],
+            "transfer to another agent": [(next(titles), lambda: self.rang_then(second, first, second))],
             "transfer to a busy number comes back to the agent": [
-                (next(titles), lambda: self.rang_then(BUSY_NUMBER, second))],
-            "transfer to an outside number": [(next(titles), lambda: self.rang_then(OUTSIDE_NUMBER, "gateway"))],
+                (next(titles), lambda: self.rang_then(BUSY_NUMBER, second, second))],
+            "transfer to an outside number": [
+                (next(titles), lambda: self.rang_then(OUTSIDE_NUMBER, second, "gateway"))],
         }
 
     async def talk(self, party: str, lead: str = "customer hears") -> str:
@@ -216,16 +217,21 @@ class Hearing:
                 f"none of {agent}'s {VOICES[agent]:.0f} Hz; {agent} hears none of the customer's (held, its phone "
                 "stopped sending)")
 
-    async def rang_then(self, target: str, party: str) -> str:
-        """While ``target`` rang the customer heard the ringback; now it hears ``party`` (and is heard)."""
+    async def rang_then(self, target: str, agent: str, party: str) -> str:
+        """While ``target`` rang the customer heard the ringback, instead of ``agent`` (who was still on the line,
+        playing its tone); now it hears ``party`` (and is heard)."""
         customer = self._speak("customer")
         assert customer.rtp is not None
         windows = customer.rtp.windows(self.mark, self._now())
-        rang = sum(1 for w in windows if _tone(w) == RINGBACK_HZ) * customer.rtp.listener.window
+        ringing = [i for i, w in enumerate(windows) if _tone(w) == RINGBACK_HZ]
+        rang = len(ringing) * customer.rtp.listener.window
         expect(rang >= MIN_RINGBACK, f"while {target} rang the customer heard {describe(windows)}, not "
                                      f"{MIN_RINGBACK:.1f} s of ringback ({RINGBACK_HZ:.0f} Hz)")
+        during = windows[ringing[0]:ringing[-1] + 1]
+        expect(all(_tone(w) != int(VOICES[agent]) for w in during),
+               f"while {target} rang the customer heard {agent} too: {describe(during)}")
         return await self.talk(party, f"while {target} rang the customer heard ringback ({RINGBACK_HZ:.0f} Hz, "
-                                      f"{rang:.1f} s); now it hears")
+                                      f"{rang:.1f} s), none of {agent}'s {VOICES[agent]:.0f} Hz; now it hears")
 
     # --- measuring ---------------------------------------------------------------------------------------------
     def _now(self) -> float:
