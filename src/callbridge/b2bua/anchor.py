@@ -37,6 +37,7 @@ from callbridge.b2bua.hearing import CustomerHearing
 from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError
 from callbridge.b2bua.recorder import CallRecorder
+from callbridge.b2bua.waiting import QueueWaiting
 from callbridge.callcontrol.model import Operation
 
 __all__ = ["BROWSER_TRANSPORTS", "Admission", "MediaAnchor", "browser"]
@@ -76,6 +77,7 @@ class MediaAnchor:
         self._tasks: set[asyncio.Task[None]] = set()
         self.hearing = CustomerHearing(self, directory)  # music, ringback or the peer (hearing.py)
         self.recorder = CallRecorder(self, loop)  # the call's recording on the relay (recorder.py)
+        self.waiting = QueueWaiting(self, self.hearing)  # a queue caller's music and announcements (waiting.py)
 
     # --- the decision at a call's start -------------------------------------------------------------------------
     def admit(self, operation: Operation | None) -> Admission:
@@ -138,6 +140,7 @@ class MediaAnchor:
     def _customer_peer(self, conn_id: str, peer: str) -> None:
         """The customer's media goes to `peer` now: the legs that were waiting for that can leave."""
         self.peers[conn_id] = peer
+        self.waiting.stop(conn_id, self.calls[conn_id])
         self.hearing.peer_changed(conn_id)
         media = self.media
         assert media is not None
@@ -181,6 +184,7 @@ class MediaAnchor:
             self.peers.pop(conn_id, None)
             self.leaving.pop(conn_id, None)
             self.went_direct.discard(conn_id)
+            self.waiting.ended(conn_id)
             self.hearing.ended(conn_id)
             self._spawn(self.recorder.ended(conn_id, lambda: self._quietly(media.delete(conn_id), conn_id, "delete")))
         elif self.peers.get(conn_id) == leg.leg_id:

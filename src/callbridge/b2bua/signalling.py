@@ -26,6 +26,8 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   response (the cause when it is 4xx-6xx, else 480) on an incoming INVITE not yet answered.
   With an `action_id`, the BYE's final response is reported (CANCEL and final responses succeed at once).
 - `reject`: the final response, with Retry-After when given.
+- `waiting`: an anchored call's customer waiting in a queue gets a 183 with the relay's SDP and hears the queue's
+  music and announcements (`waiting.py`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from callbridge.b2bua.dtmf import send_dtmf
 from callbridge.b2bua.leg_state import CALLING, FAILED, INCOMING, REFUSED, RELEASE, UP
 from callbridge.b2bua.leg_state import step as leg_state_step
 from callbridge.b2bua.legs import SipLeg
-from callbridge.callcontrol.model import Operation, Trunk
+from callbridge.callcontrol.model import Operation, Queue, Trunk
 from callbridge.callcontrol.ports import OriginateRequest
 from callbridge.sip.message import Response
 from callbridge.sip.sdp import SessionDescription
@@ -266,6 +268,22 @@ class SipSignalling:
             leg_state_step(leg, RELEASE)  # its dialog is ending already: nothing more is reported
             self._result(action_id, True, None)
         sw.wake()
+
+    def waiting(self, conn_id: str, leg_id: str, queue: Queue) -> None:
+        """An anchored call's customer, its INVITE unanswered, waits in `queue`: a 183 with the relay's SDP, and the
+        queue's music and announcements from the relay (waiting.py, RFC 3960 early media)."""
+        sw = self.sw
+        leg = sw.legs.get(leg_id)
+        if leg is None or not leg.anchored or leg.state is not INCOMING or leg.server_tx is None \
+                or not leg.remote_sdp:
+            return
+        sw.anchor.adopt(conn_id, leg)
+
+        def early(sdp: bytes) -> None:
+            if leg.state is INCOMING and leg.server_tx is not None:
+                sw.respond(leg.server_tx, 183, body=present(leg, sdp), reason="Session Progress")
+
+        sw.anchor.waiting.start(conn_id, leg.leg_id, leg.remote_sdp, leg.operation_id, queue, early)
 
     def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
         sw = self.sw
