@@ -26,6 +26,8 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   response (the cause when it is 4xx-6xx, else 480) on an incoming INVITE not yet answered.
   With an `action_id`, the BYE's final response is reported (CANCEL and final responses succeed at once).
 - `reject`: the final response, with Retry-After when given.
+- `monitor`: a supervisor's phone rung with the relay's subscription of both parties (`monitor.py`); False at once
+  when the call's media is not on a relay.
 - `waiting`: an anchored call's customer waiting in a queue gets a 183 with the relay's SDP and hears the queue's
   music and announcements (`waiting.py`).
 """
@@ -103,6 +105,23 @@ class SipSignalling:
             sw.anchor.offer(request.conn_id, source, None, source.remote_sdp, offered, receiver=leg)
             return
         self._send_invites(leg, request, op)
+
+    def monitor(self, request: OriginateRequest) -> bool:
+        """A listener's leg: rung with the relay's subscription of the call's two parties (monitor.py)."""
+        sw = self.sw
+        if not sw.anchor.listeners.can_listen(request.conn_id):
+            return False
+        op = sw.directory.get_operation(request.operation_id)
+        leg = sw.legs.add(SipLeg(request.leg_id, request.operation_id, "out", sw.wall(), conn_id=request.conn_id,
+                                 state=CALLING, agent=request.destination, listener=True))
+
+        def offered(sdp: bytes) -> None:
+            if leg.state is CALLING and not leg.forks:  # not released while the relay answered
+                leg.offer = sdp
+                self._send_invites(leg, request, op)
+
+        sw.anchor.listeners.subscribe(request.conn_id, leg, offered, lambda: self._failed(leg, 503))
+        return True
 
     def _send_invites(self, leg: SipLeg, request: OriginateRequest, op: Operation | None) -> None:
         sw = self.sw

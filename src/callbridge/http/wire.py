@@ -27,6 +27,8 @@ from callbridge.callcontrol.events import (
     CallEnded,
     CallHeld,
     CallMediaDirect,
+    CallMonitorEnded,
+    CallMonitorStarted,
     CallOffered,
     DisplayChanged,
     DomainEvent,
@@ -39,7 +41,7 @@ from callbridge.callcontrol.events import (
     TransferRinging,
 )
 from callbridge.callcontrol.model import TransferRecord
-from callbridge.http.resources import agent_state, call_direction, display_json, transfer_json
+from callbridge.http.resources import agent_state, call_direction, display_json, rfc3339, rfc3339_or_none, transfer_json
 
 KEEP_TRANSFER_TIMES = 4000
 
@@ -103,6 +105,15 @@ class WireMapper:
         if isinstance(event, CallDtmf):
             return "call.dtmf", {"conn_id": event.conn_id, "leg_id": event.leg_id, "leg": event.leg,
                                  "digit": event.digit, "duration_ms": event.duration_ms}, event.conn_id
+        if isinstance(event, CallMonitorStarted):
+            return "call.monitor_started", {"conn_id": event.conn_id, "monitor_id": event.monitor_id,
+                                            "supervisor": event.supervisor,
+                                            "started_at": rfc3339(event.started_at)}, event.conn_id
+        if isinstance(event, CallMonitorEnded):
+            return "call.monitor_ended", {"conn_id": event.conn_id, "monitor_id": event.monitor_id,
+                                          "supervisor": event.supervisor,
+                                          "started_at": rfc3339_or_none(event.started_at),
+                                          "ended_at": rfc3339(event.ended_at), "reason": event.reason}, event.conn_id
         if isinstance(event, CallMediaDirect):
             return "call.media_direct", {"conn_id": event.conn_id, "reason": event.reason}, event.conn_id
         if isinstance(event, AgentStateChanged):
