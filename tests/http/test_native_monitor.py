@@ -85,6 +85,9 @@ async def test_listen_answered_then_stopped(client: httpx.AsyncClient, world: Wo
         ("monitor_requested", "1003"), ("monitor_started", "1003"), ("monitor_ended", "1003 stopped")]
     assert problem(await ask(client, "DELETE", conn_id)) == (409, "MONITOR_NOT_STARTED")
     assert world.service.get_call(OP, conn_id).state == "connected"  # the parties talk on
+    record = (await client.get(f"/v2/calls/{conn_id}", headers=BEARER)).json()  # the call's record says who and when
+    assert [(e["type"], e["data"]) for e in record["history"] if e["type"].startswith("call.monitor")] == [
+        ("call.monitor_started", event), ("call.monitor_ended", ended)]
 
 
 @pytest.mark.parametrize(("how", "reason"), [("hangup", "supervisor_hangup"), ("fail", "no_answer"),
