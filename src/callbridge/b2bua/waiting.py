@@ -34,16 +34,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from callbridge.b2bua.hearing import PLAY_REPEAT
 from callbridge.b2bua.ports import Media, MediaError
 from callbridge.callcontrol.model import Queue
 from callbridge.media.audio import AudioError, wav_from_bytes
 from callbridge.sip.sdp import Connection, SdpError, SessionDescription
 
-__all__ = ["STAND_IN", "QueueWaiting", "stand_in_answer"]
+__all__ = ["PLAY_REPEAT", "STAND_IN", "QueueWaiting", "stand_in_answer"]
 
 STAND_IN = "queue-wait"  # the stand-in's tag in the relay's call
 DISCARD = ("127.0.0.1", 9)  # RFC 863: where the relay would send the customer's media (blocked anyway)
-PLAY_REPEAT = 10000
 
 log = logging.getLogger(__name__)
 
