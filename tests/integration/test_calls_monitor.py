@@ -95,9 +95,9 @@ async def test_a_supervisor_hears_both_parties_and_neither_hears_the_supervisor(
             await asyncio.sleep(1.2)
             end = supervisor.now()
             # the supervisor: two sources on its one port, the customer's tone and the agent's, each alone
-            sources = sorted(listen.rtp.sources)
-            assert len(sources) == 2, listen.rtp.sources
-            heard = [listen.rtp.heard_from(ssrc, start, end) for ssrc in sources]
+            # (sources heard in the range only: the first packets after the subscription are not judged)
+            heard = [h for h in (listen.rtp.heard_from(ssrc, start, end) for ssrc in listen.rtp.sources) if h.windows]
+            assert len(heard) == 2, {ssrc: str(listen.rtp.heard_from(ssrc, start, end)) for ssrc in listen.rtp.sources}
             assert sorted(h.dominant_hz and int(round(h.dominant_hz / 25.0) * 25) for h in heard) == [
                 int(CUSTOMER_HZ), int(AGENT_HZ)], [str(h) for h in heard]
             for h in heard:
