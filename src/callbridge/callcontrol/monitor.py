@@ -1,6 +1,6 @@
 """A supervisor listening to a call (the native API's `POST`/`DELETE /v2/calls/{conn_id}/monitor`).
 
-Rules (docs/api.md, "Listening to a call"; docs/operations.md, "A supervisor listens")
+Rules (docs/operations.md, "A supervisor listens"; the endpoints in docs/api.md)
 - The supervisor listens on a phone registered as one of the operation's extensions: that extension is rung
   (`Signalling.monitor`, a leg of its own that is not one of the call's parties: not in the call's legs, its CDR or
   the agents' states), and once it answers it hears the customer and the party the customer talks to, who do not
