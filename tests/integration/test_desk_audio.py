@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from deskaudio import CHROMIUM, assert_page_hears, launch, page_hears, tone_wav
+from deskaudio import CHROMIUM, assert_page_hears, launch, page_hears, tone_wav, until_page_hears
 from deskworld import OP, DeskWorld
 
 if not os.access(CHROMIUM, os.X_OK):
@@ -261,12 +261,14 @@ def test_an_attended_transfer_from_the_page_consults_the_second_page_then_joins_
         second.get_by_test_id("answer").click()
         expect(first.locator("#complete")).to_be_enabled(timeout=WAIT_MS)  # consulting
         assert_music(customer_hears(world, customer, call, 1.6))
+        until_page_hears(second, PAGE_HZ)
         assert_page_hears(page_hears(second, 0.8), PAGE_HZ)  # the two agents hear each other
         assert_page_hears(page_hears(first, 0.8), SECOND_PAGE_HZ)
 
         first.locator("#complete").click()  # the customer joins the second agent; the first leaves
         expect(first.locator("#no-call")).to_be_visible(timeout=WAIT_MS)
         assert_voice(customer_hears(world, customer, call, 1.0), SECOND_PAGE_HZ)
+        until_page_hears(second, CUSTOMER_HZ)
         assert_page_hears(page_hears(second, 0.8), CUSTOMER_HZ)
         second.get_by_test_id("hang").click()
         expect(second.locator("#no-call")).to_be_visible(timeout=LIVE_MS)
