@@ -187,8 +187,11 @@ def step(node: Serve, token: str, target: tuple[str, int], port: int, agents: li
             spy.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 spy.wait(20)
-        answering.stop()
+        answered = answering.stop()
         time.sleep(1.0)  # the last calls' records land before the next step
+    # the agents' side: a 200 retransmitted or a call failed there means ACKs or BYEs did not reach the agents
+    # (the uas still holds its last calls for about 4 s after their BYE, so its successful count is not read)
+    detail += f"; agents' uas: {answered.retransmissions:,} retransmissions, {answered.failed:,} failed"
     calls = max(1, int(rate * seconds))
     cost = Cost(*((b - a) * 1000 / calls for a, b in zip(before, after, strict=True)))
     return passed, detail, cost
@@ -267,7 +270,8 @@ def main(argv: list[str]) -> int:
                     passed, detail, cost = step(node, token, target, ports[way], sets[way], sets[other],
                                                 args.cpu_rate, args.seconds, base / f"cpu-{way}-{len(costs[way])}",
                                                 proxy.pid, postmaster, args.py_spy)
-                    print(f"  {way:8} {args.cpu_rate:>5}/s (CPU): {'pass' if passed else 'FAIL'}: {cost}", flush=True)
+                    print(f"  {way:8} {args.cpu_rate:>5}/s (CPU): {'pass' if passed else 'FAIL'}: {detail}; {cost}",
+                          flush=True)
                     costs[way].append(cost)
             for rate in rates:
                 for way, target in targets.items():
