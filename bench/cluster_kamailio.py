@@ -129,6 +129,14 @@ def postmaster_pid(url: str) -> int:
     return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def waited_seconds(pid: int) -> tuple[float, float]:
+    """(seconds run on a CPU, seconds waited runnable for one) of a process's main thread, the node's event loop:
+    /proc/<pid>/schedstat's first two fields, in nanoseconds. Their ratio says whether it was short of CPU because
+    other work had the cores."""
+    ran, waited = Path(f"/proc/{pid}/schedstat").read_text().split()[:2]
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 def reaped_cpu_seconds() -> float:
     """CPU seconds of this process's children waited for so far (the SIPp uac once it exited)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -177,9 +185,13 @@ def step(node: Serve, token: str, target: tuple[str, int], port: int, agents: li
         time.sleep(0.5)
     try:
         assert answering.pid is not None
+        sched = waited_seconds(node.proc.pid)
+        started = time.monotonic()
         before = (cpu_seconds(node.proc.pid), group_cpu_seconds(proxy_pgid), tree_cpu_seconds(postmaster),
                   reaped_cpu_seconds() + cpu_seconds(answering.pid))
         passed, detail = place_calls(target, rate, seconds, base)
+        ran, waited = (b - a for a, b in zip(sched, waited_seconds(node.proc.pid), strict=True))
+        took = time.monotonic() - started
         after = (cpu_seconds(node.proc.pid), group_cpu_seconds(proxy_pgid), tree_cpu_seconds(postmaster),
                  reaped_cpu_seconds() + cpu_seconds(answering.pid))
     finally:
@@ -191,7 +203,8 @@ def step(node: Serve, token: str, target: tuple[str, int], port: int, agents: li
         time.sleep(1.0)  # the last calls' records land before the next step
     # the agents' side: a 200 retransmitted or a call failed there means ACKs or BYEs did not reach the agents
     # (the uas still holds its last calls for about 4 s after their BYE, so its successful count is not read)
-    detail += f"; agents' uas: {answered.retransmissions:,} retransmissions, {answered.failed:,} failed"
+    detail += (f"; agents' uas: {answered.retransmissions:,} retransmissions, {answered.failed:,} failed; node's "
+               f"event loop ran {ran / took:.0%} of the step and waited for a CPU {waited / took:.0%}")
     calls = max(1, int(rate * seconds))
     cost = Cost(*((b - a) * 1000 / calls for a, b in zip(before, after, strict=True)))
     return passed, detail, cost
