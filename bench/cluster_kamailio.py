@@ -210,6 +210,18 @@ def step(node: Serve, token: str, target: tuple[str, int], port: int, agents: li
     return passed, detail, cost
 
 
+def idle_load(node: Serve, proxy_pgid: int, postmaster: int, seconds: float) -> str:
+    """What the node, Kamailio and PostgreSQL spend with no call (the node's lease rounds and heartbeats, the
+    dispatcher's OPTIONS probes): part of every step's CPU per call, the more so the lower the rate."""
+    before = (cpu_seconds(node.proc.pid), group_cpu_seconds(proxy_pgid), tree_cpu_seconds(postmaster))
+    started = time.monotonic()
+    time.sleep(seconds)
+    after = (cpu_seconds(node.proc.pid), group_cpu_seconds(proxy_pgid), tree_cpu_seconds(postmaster))
+    took = time.monotonic() - started
+    node_, proxy, database = ((b - a) / took for a, b in zip(before, after, strict=True))
+    return f"idle: node {node_:.1%} of a core, Kamailio {proxy:.1%}, PostgreSQL {database:.1%}"
+
+
 def cpu_summary(rate: int, costs: dict[str, list[Cost]]) -> str:
     """CPU per call, direct and through Kamailio, at one fixed rate, medians over alternating steps: what survives
     a machine shared with other work, where the throughput steps do not. Kamailio's CPU is taken from the same cores
@@ -225,9 +237,10 @@ def cpu_summary(rate: int, costs: dict[str, list[Cost]]) -> str:
             f"Kamailio {proxied.node:.2f} ms ({proxied.node / direct.node - 1:+.0%}), Kamailio {proxied.proxy:.2f} "
             f"ms, PostgreSQL {direct.database:.2f} / {proxied.database:.2f} ms, SIPp {direct.sipp:.2f} / "
             f"{proxied.sipp:.2f} ms; CPU overhead node+Kamailio against node {1 - direct.node / behind:.0%}, with "
-            f"PostgreSQL {1 - whole_direct / whole:.0%}; 2 cores carry at most {2000 / whole_direct:,.0f} calls/s "
-            f"direct, {2000 / whole:,.0f} through Kamailio (node, Kamailio, PostgreSQL; one node process is bound "
-            f"to one core: at most {1000 / direct.node:,.0f} / {1000 / proxied.node:,.0f})")
+            f"PostgreSQL {1 - whole_direct / whole:.0%}; at these costs 2 cores would carry {2000 / whole_direct:,.0f} "
+            f"calls/s direct, {2000 / whole:,.0f} through Kamailio (node, Kamailio, PostgreSQL), one core of the node "
+            f"{1000 / direct.node:,.0f} / {1000 / proxied.node:,.0f} (a call costs less at higher rates, where the "
+            f"node batches its work)")
 
 
 def main(argv: list[str]) -> int:
@@ -257,6 +270,7 @@ def main(argv: list[str]) -> int:
         node = Serve("a", NODE, url, base, lease_seconds=6.0,
                      extra_args=("--log-level", "WARNING", "--trusted-networks", f"{AGENTS_HOST}/32,{PROXY}/32"))
         proxy: subprocess.Popen[bytes] | None = None
+        idle = "idle: not measured"
         engine = make_engine(url)
         try:
             node.wait_ready(60)
@@ -277,6 +291,8 @@ def main(argv: list[str]) -> int:
             ports = {way: free_port(AGENTS_HOST) for way in sets}
             for way in sets:
                 register_agents(targets[way], sets[way], host=AGENTS_HOST, port=ports[way])
+            idle = idle_load(node, proxy.pid, postmaster, args.seconds)
+            print(f"  {idle}", flush=True)
             for _ in range(args.cpu_steps):
                 for way, target in targets.items():
                     other = "kamailio" if way == "direct" else "direct"
@@ -312,7 +328,7 @@ def main(argv: list[str]) -> int:
     overhead = 1 - proxied / direct if direct else 1.0
     print(f"direct {direct:,} calls/s, through Kamailio {proxied:,} calls/s: overhead {overhead:.0%} "
           f"(target <= {TARGET_OVERHEAD:.0%}); load average {machine_load()}")
-    cpu = cpu_summary(args.cpu_rate, costs)
+    cpu = f"{cpu_summary(args.cpu_rate, costs)}; {idle}"
     print(cpu)
     if not args.no_record:
         notes = "; ".join(f"first failing {way} step {detail}" for way, detail in failed.items())
