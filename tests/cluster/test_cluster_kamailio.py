@@ -268,3 +268,78 @@ async def test_an_agent_registered_through_kamailio_is_called_through_it_and_the
                     os.killpg(proxy.pid, signal.SIGKILL)
             node.stop()
             engine.dispose()
+
+
+async def test_a_nodes_request_in_a_dialog_without_a_route_goes_to_the_agent_not_back_to_the_node(
+        postgres_url: str, tmp_path: Path) -> None:
+    """An agent's phone that does not copy Record-Route into its 200 (SIPp's built-in uas; RFC 3261 §12.1.1 says
+    it must) leaves the node's dialog without a route set: the node sends its ACK and BYE to where the agent
+    registered from (the proxy), with the agent's Contact as Request-URI and no Route. Kamailio relays them to that
+    Request-URI: the phone gets the ACK and the BYE and counts the call done, and none of them is routed to the
+    operation's owner (which would send them back to the node that sent them)."""
+    import httpx
+    from cluster_nodes import Serve as Node
+    from cluster_nodes import loaded_database
+
+    from peers.sipp import Sipp
+
+    binary = require_binary("kamailio", "kamailio")
+    port, rpc_port = free_port(PROXY), free_port(PROXY, tcp=False)
+    config = render(tmp_path, port, rpc_port)
+    doc = {**operation_doc(), "tokens": [{"label": "tests"}]}
+    agent_host = "127.0.0.14"
+    agent_port = free_port(agent_host)
+    phones: list[Phone] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    answering: Sipp | None = None
+    with loaded_database(postgres_url, doc) as (url, [token]):
+        engine = make_engine(url)
+        node = Node("a", NODE_A, url, tmp_path)
+        try:
+            node.wait_ready()
+            with open(tmp_path / "kamailio.log", "wb") as log:
+                proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
+                                          "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+
+            def synced() -> bool:
+                with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
+                    kamailio.sync_once(conn, tmp_path, (PROXY, rpc_port))
+                    return True
+                return False
+            await _until(synced, "Kamailio's JSON-RPC and the first sync")
+            # the agent registers (digest) from agent_host:agent_port, then SIPp's uas answers on that address
+            registering = await Phone.start(host=agent_host, port=agent_port, user="1001", domain=DOMAIN,
+                                            password="secret-1001", name="agent-1001")
+            await registering.register((PROXY, port), expires=300, timeout=10)
+            await asyncio.wait_for(registering.close(), 5)
+            answering = Sipp("uas", host=agent_host, port=agent_port, calls=1, timeout=20,
+                             workdir=tmp_path / "uas").start()
+            customer = await Phone.start(host=CUSTOMER, user="3001234567", domain=CUSTOMER, name="customer")
+            phones.append(customer)
+            async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+                ready = await client.post("/api/v2/agentbox.php", params={
+                    "api": "change_status", "agent_id": "1001", "status": "ready"},
+                    headers={"wolkvox-token": token, "wolkvox_server": "0042"})
+            assert ready.status_code == 200, ready.text
+            call = await customer.call(f"sip:{DID}@{PROXY}:{port}", timeout=10)
+            await call.hangup()
+            done = await answering.wait_async()  # -m 1: it exits once its one call got ACK and BYE
+            assert (done.returncode, done.successful, done.failed, done.retransmissions) == (0, 1, 0, 0), done
+            await _until(lambda: _rows(engine, "SELECT hangup_by FROM cdrs") == [("customer",)], "the CDR")
+            kamailio_log = (tmp_path / "kamailio.log").read_text(errors="replace")
+            assert f"callbridge: INVITE sip:{DID}@{PROXY}:{port} to set" in kamailio_log
+            assert f"callbridge: ACK sip:{agent_host}" not in kamailio_log
+            assert f"callbridge: BYE sip:{agent_host}" not in kamailio_log
+        finally:
+            for phone in phones:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.close(), 5)
+            if answering is not None:
+                answering.stop()
+            if proxy is not None:
+                stop_process_group(proxy, 5)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proxy.pid, signal.SIGKILL)
+            node.stop()
+            engine.dispose()
