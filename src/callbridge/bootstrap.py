@@ -53,6 +53,7 @@ from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
 from callbridge.cluster.adopt import TakenOver, take_over
 from callbridge.cluster.forward import ForwardToOwner
+from callbridge.cluster.handover import HandedOver, Handovers
 from callbridge.cluster.member import ClusterMember
 from callbridge.cluster.nodes import prepare_schema
 from callbridge.config import Settings, listen_address, tls_context
@@ -151,6 +152,7 @@ class Node:
     media_shell: NgShell | None = None  # the rtpengine relays' ng socket, when --rtpengine names any
     cluster: ClusterMember | None = None  # a cluster node's leases (docs/cluster.md); None on a single node
     takeovers: list[TakenOver] = field(default_factory=list)  # what each operation gained took over (cluster.adopt)
+    handovers: list[HandedOver] = field(default_factory=list)  # operations given to another node (cluster.handover)
     _takeover_tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     recordings: RecordingArchive | None = None  # recorded calls joined into WAVs and stored (storage/recordings.py)
     recording_pruning: asyncio.Task[None] | None = None
@@ -287,7 +289,16 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                sip_port=port, http_url=f"http://{settings.http_host}:{settings.http_port}",
                                lease_seconds=settings.lease_seconds)
         storage.writer.fence = member.fence
-        member.on_gained = lambda operation_id, _epoch: _take_over(node, operation_id)
+        handovers = Handovers(node)
+        member.prepare_release = handovers.ready  # a handover lets the calls go before the lease (cluster.handover)
+        member.flush = lambda: storage.writer.flush(10.0)
+
+        def gained(operation_id: str, _epoch: int) -> None:
+            handovers.gained(operation_id)
+            _take_over(node, operation_id)
+
+        member.on_gained = gained
+        member.on_lost = handovers.lost
         # any node answers the API: a request for an operation another node holds is forwarded to it
         app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)
         try:

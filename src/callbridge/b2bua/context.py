@@ -76,6 +76,7 @@ class InboundContext(Protocol):
     directory: B2buaDirectory
     challengers: ChallengerPool
     draining: bool
+    handing_over: set[str]
     service: Domain | None
 
     def wall(self) -> float: ...

@@ -115,6 +115,7 @@ class Switch:
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers
         self.draining = False
+        self.handing_over: set[str] = set()  # operations going to another cluster node: no new call for them
         self.service: Domain | None = None
         self.runtime: Waker | None = None
         self._trunks: list[inbound.TrunkNetwork] = []
@@ -385,6 +386,26 @@ class Switch:
         self.trunk_registrations.close()
         self.refers.close()
         self.registrations.close()
+
+    def forget_operation(self, operation_id: str, leg_ids: Iterable[str]) -> int:
+        """A cluster handover (`cluster.handover`): the legs of the operation's calls, their dialogs and media
+        anchoring, and the operation's registrations leave this node's memory without a message sent or a record
+        written; the node that takes the operation over adopts them from the records. The legs forgotten."""
+        count = 0
+        for leg_id in leg_ids:
+            leg = self.legs.forget(leg_id)
+            if leg is None:
+                continue
+            count += 1
+            if leg.dialog is not None:
+                self.endpoint.forget_dialog(leg.dialog)
+            if leg.conn_id is not None:
+                anchor = self.anchor
+                anchor.calls.pop(leg.conn_id, None)
+                anchor.peers.pop(leg.conn_id, None)
+                anchor.leaving.pop(leg.conn_id, None)
+        self.registrar.location.forget_operation(operation_id)
+        return count
 
     def restore_registrations(self, records: Iterable[RegistrationRecord]) -> int:
         """After a restart: the bindings still valid, and their agents reported registered (`registrations`)."""

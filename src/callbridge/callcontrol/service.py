@@ -53,6 +53,7 @@ from callbridge.callcontrol.errors import (
     TransferNotAnswered,
 )
 from callbridge.callcontrol.events import DisplayChanged, Dispositioned, RecallScheduled
+from callbridge.callcontrol.handover import Handover
 from callbridge.callcontrol.ids import IdFactory, random_ids
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
@@ -138,6 +139,7 @@ class CallControlService:
         self.restore = outbound.restore
         self.restore_agents = agents.restore
         self.adopt_call = Adoption(state, agents).adopt_call  # a dead cluster node's call (cluster.adopt)
+        self.handover = Handover(state, agents, kernel)  # an operation given to another node (cluster.handover)
         self.reindex_agents = agents.reindex
 
     @property

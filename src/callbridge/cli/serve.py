@@ -103,6 +103,10 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         if ready is not None:
             ready(node)
         await stop.wait()
+        if node.cluster is not None and await node.cluster.others_live():
+            # a cluster node with somewhere to go hands its operations over with their calls (cluster.handover)
+            log.info("stopping: handing every operation over to the other nodes with its calls")
+            await node.cluster.drain(leave=False)
         log.info("stopping: draining live calls for up to %.0f s", settings.drain_seconds)
         await drain(node, settings.drain_seconds)
         if node.cluster is not None:

@@ -18,6 +18,10 @@ Theory of operation
 - Losing a lease (its renewal failed, the snapshot shows another owner or epoch, or the fence refused a write)
   drops it from the fence at once, so no later batch declares it, calls `on_lost`, and triggers a new round at once
   (the re-sync). A refused write wakes the loop the same way.
+- Handing over (a RELEASE planned while this node is live: `admin cluster move`, `drain`): the node is asked
+  first (`prepare_release`, on the loop), and the lease is renewed instead until it says its calls of that
+  operation are settled and forgotten (`cluster.handover`); the writer is flushed (`flush`, in the worker thread)
+  just before the release, so the new owner reads every record of them.
 - Self-fencing: if no round has succeeded for a whole lease (the database is unreachable, the process was
   paused), every lease is dropped before anything else: by then another node may have taken them.
 - A heartbeat that finds this node's id taken by another process (`NodeReplaced`) drops every lease and stops the
@@ -47,7 +51,9 @@ class ClusterMember:
     def __init__(self, engine: Engine, node_id: str, *, sip_host: str, sip_port: int, http_url: str = "",
                  lease_seconds: float = DEFAULT_LEASE_SECONDS, fence: Fence | None = None,
                  on_gained: Callable[[str, int], None] | None = None,
-                 on_lost: Callable[[str], None] | None = None) -> None:
+                 on_lost: Callable[[str], None] | None = None,
+                 prepare_release: Callable[[str], bool] | None = None,
+                 flush: Callable[[], object] | None = None) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, not {lease_seconds!r}")
         self.engine = engine
@@ -58,6 +64,8 @@ class ClusterMember:
         self.fence = fence or Fence(node_id)
         self.on_gained = on_gained
         self.on_lost = on_lost
+        self.prepare_release = prepare_release
+        self.flush = flush
         self.incarnation = nodes.new_incarnation()
         self.slot = 0
         self.draining = False
@@ -91,11 +99,25 @@ class ClusterMember:
             return nodes.join(conn, self.node_id, self.incarnation, sip_host=self.sip_host, sip_port=self.sip_port,
                               http_url=self.http_url, lease_seconds=self.lease_seconds)
 
-    async def drain(self) -> None:
-        """Release every lease now (other nodes adopt them in their next round) and leave the cluster."""
+    async def drain(self, timeout: float = 30.0, *, leave: bool = True) -> None:
+        """Release every lease (other nodes adopt them in their next round) and leave the cluster. A handover
+        may take a few rounds (`prepare_release`): bounded by `timeout`."""
         self.draining = True
+        deadline = time.monotonic() + timeout
         await self.round()
-        await asyncio.to_thread(self._leave)
+        while self.fence.epochs() and time.monotonic() < deadline and self.stopped is None:
+            await asyncio.sleep(min(self.interval, 0.2))
+            await self.round()
+        if leave:
+            await asyncio.to_thread(self._leave)
+
+    async def others_live(self) -> bool:
+        """Another live node that is not draining exists (a handover has somewhere to go)."""
+        def read() -> bool:
+            with self.engine.connect() as conn:
+                return any(n.live and not n.draining and n.node_id != self.node_id
+                           for n in nodes.read_nodes(conn, self.lease_seconds))
+        return await asyncio.to_thread(read)
 
     def _leave(self) -> None:
         with self.engine.begin() as conn:
@@ -135,7 +157,9 @@ class ClusterMember:
             for op in list(self.fence.epochs()):
                 self._lose(op, "no round succeeded for a whole lease")
         try:
-            done, gained, lost = await asyncio.to_thread(self._round_sync)
+            steps = await asyncio.to_thread(self._plan_sync)
+            steps = [self._hand_over(step) for step in steps]
+            done, gained, lost = await asyncio.to_thread(self._act_sync, steps)
         except nodes.NodeReplaced as exc:
             self.stopped = str(exc)
             for op in list(self.fence.epochs()):
@@ -161,7 +185,18 @@ class ClusterMember:
             self.on_lost(op)
         self.wake()  # re-sync: read the leases again at once
 
-    def _round_sync(self) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
+    def _hand_over(self, step: Step) -> Step:
+        """A RELEASE waits (the lease renewed) until this node has let the operation's calls go."""
+        if step.action is not Action.RELEASE or self.prepare_release is None:
+            return step
+        try:
+            ready = self.prepare_release(step.operation_id)
+        except Exception:
+            log.exception("cluster: preparing the handover of operation %s failed", step.operation_id)
+            ready = True  # the lease goes anyway: the new owner ends what it cannot adopt
+        return step if ready else Step(Action.RENEW, step.operation_id, step.epoch)
+
+    def _plan_sync(self) -> list[Step]:
         held = self.fence.epochs()
         with self.engine.begin() as conn:
             if nodes.heartbeat(conn, self.node_id, self.incarnation, draining=self.draining) and not self.draining:
@@ -172,8 +207,12 @@ class ClusterMember:
             rows = {lease.operation_id: LeaseView(lease.node_id, lease.epoch, lease.expired, lease.move_to)
                     for lease in leases.read_all(conn)}
             operations = list(conn.execute(text("SELECT id FROM operations")).scalars())
-        steps = plan(self.node_id, draining=self.draining, operations=operations, leases=rows, live_nodes=live,
-                     held=held)
+        return plan(self.node_id, draining=self.draining, operations=operations, leases=rows, live_nodes=live,
+                    held=held)
+
+    def _act_sync(self, steps: list[Step]) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
+        if self.flush is not None and any(step.action is Action.RELEASE for step in steps):
+            self.flush()  # every record of the calls handed over lands before the new owner reads them
         gained: list[tuple[str, int]] = []
         lost: list[tuple[str, str]] = []
         for step in steps:

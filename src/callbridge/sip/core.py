@@ -367,6 +367,16 @@ class EndpointCore:
             self._forget_dialog(dialog)
         self._events.append(DialogTerminated(dialog, reason))
 
+    def forget_dialog(self, dialog: Dialog) -> None:
+        """Drop a confirmed dialog without ending it: nothing is sent, its timers (2xx retransmission, session
+        refresh) stop. Another cluster node adopted it from the records (`cluster.handover`); a request for it
+        that still reaches this node is answered 481 (RFC 3261 §12.2.2)."""
+        dialog.timers.clear()
+        dialog.pending_2xx = None
+        dialog.creating_tx = dialog.outgoing_invite = dialog.incoming_invite = None
+        dialog.user_data = None
+        self._forget_dialog(dialog)
+
     def _forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.id) is dialog:
             del self._dialogs[dialog.id]
