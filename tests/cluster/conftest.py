@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 TESTS = Path(__file__).resolve().parents[1]
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+for folder in (TESTS, TESTS / "cluster"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import pg  # noqa: E402
 from callbridge.storage.database import make_engine  # noqa: E402
@@ -41,3 +42,17 @@ def cluster_engine(cluster_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+async def world(postgres_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Nodes, phones and a loaded database for the end-to-end tests (cluster_world.py)."""
+    from cluster_nodes import loaded_database
+    from cluster_world import World, operation_doc
+
+    with loaded_database(postgres_url, operation_doc()) as (url, [token]):
+        made = World(url, token, tmp_path)
+        try:
+            yield made
+        finally:
+            await made.close()
