@@ -422,11 +422,19 @@ async def _reconcile(node: Node) -> Leftovers:
     # the agents' passages through the restart, decided once from what was read: the rows reconciliation writes and
     # the events numbered here come from the same decisions, in reconciliation's own transaction
     restarts = found.agents
+    registrations = found.registrations
+    if node.cluster is not None:
+        # A cluster node restarted under its old id reconciles only the operations it holds again (its first round
+        # ran before this): an operation another node holds now was handed over or taken over with its agents,
+        # whose newest state rows may still be this id's; they are the owner's now, not this restart's.
+        held = node.cluster.held
+        restarts = [agent for agent in restarts if agent.operation_id in held]
+        registrations = [r for r in registrations if r.operation_id in held]
     changes = node.events.restarted(restarts, now)
     closed = await storage.aclose_leftovers(now, node.events.rows(changes), restarts)
     node.events.show(changes)
     node.service.restore_agents(restarts)  # before the registrations are reported (a later loop turn)
-    switch.restore_registrations(found.registrations)
+    switch.restore_registrations(registrations)
     kept = len(restarts) - len(changes)
     if closed.calls or closed.dialogs or changes:
         log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents kept their state, "

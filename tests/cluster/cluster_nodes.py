@@ -94,3 +94,49 @@ def loaded_database(postgres_url: str, doc: dict[str, Any]) -> Iterator[tuple[st
     with fresh_database(postgres_url, "f") as url:
         tokens = [plain for _, plain in load_into_fresh_database(url, doc).tokens]
         yield url, tokens
+
+
+class Proxy:
+    """Kamailio in front of the nodes (`callbridge cluster kamailio-config`), on `host`, started with an empty
+    dispatcher list; `sync()` runs one `kamailio-sync` step (tables from PostgreSQL to Kamailio over JSON-RPC)."""
+
+    def __init__(self, host: str, url: str, workdir: Path) -> None:
+        from callbridge.cluster import kamailio
+        from peers import require_binary
+
+        binary = require_binary("kamailio", "kamailio")
+        self.host, self.url, self.workdir = host, url, workdir
+        self.port, self.rpc_port = free_port(host), free_port(host, tcp=False)
+        config = workdir / "kamailio.cfg"
+        config.write_text(kamailio.render_config(kamailio.ProxySettings(
+            host=host, port=self.port, tables=str(workdir), rpc_host=host, rpc_port=self.rpc_port, ping_interval=1,
+            children=2)))
+        (workdir / "dispatcher.list").write_text("")
+        self.log = workdir / "kamailio.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
+                                          "-Y", str(workdir)], stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def sync(self, engine: Any) -> bool:
+        """One sync; False while Kamailio's RPC does not answer yet."""
+        from callbridge.cluster import kamailio
+
+        with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
+            kamailio.sync_once(conn, self.workdir, (self.host, self.rpc_port))
+            return True
+        return False
+
+    def owners(self) -> dict[str, int]:
+        from callbridge.cluster import kamailio
+
+        return kamailio._dumped(kamailio.rpc((self.host, self.rpc_port), "htable.dump", "owners"))
+
+    def stop(self) -> None:
+        stop_process_group(self.proc, 5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)

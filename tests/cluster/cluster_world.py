@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,17 @@ LEASE = 3.0
 AGENTBOX = "/api/v2/agentbox.php"
 
 
-def operation_doc() -> dict[str, Any]:
+def operation_doc(extensions: Iterable[str] = AGENT_HOSTS, *, trunk_network: str = f"{CUSTOMER}/32",
+                  concurrency_limit: int = 4) -> dict[str, Any]:
+    """Operation 0042 with agents `extensions`, all in queue support; carriers' calls from `trunk_network`."""
     return {
         "operation": {"id": OP, "sip_domain": DOMAIN, "acw_seconds": 0, "default_queue": "support",
                       "ring_timeout": 20},
         "queues": [{"name": "support", "max_wait_seconds": 30}],
-        "agents": [{"extension": ext, "password": f"secret-{ext}", "queues": ["support"]} for ext in AGENT_HOSTS],
-        "trunks": [{"name": "carrier", "host": "127.0.0.3", "inbound_networks": [f"{CUSTOMER}/32"]}],
+        "agents": [{"extension": ext, "password": f"secret-{ext}", "queues": ["support"]} for ext in extensions],
+        "trunks": [{"name": "carrier", "host": "127.0.0.3", "inbound_networks": [trunk_network]}],
         "dids": [{"number": DID, "queue": "support", "trunk": "carrier"}],
-        "tokens": [{"label": "tests", "concurrency_limit": 4}],
+        "tokens": [{"label": "tests", "concurrency_limit": concurrency_limit}],
     }
 
 
@@ -68,11 +70,13 @@ class World:
         found = self.rows(f"SELECT node_id FROM cluster_leases WHERE operation_id = '{OP}' AND expires_at > now()")
         return found[0][0] if found else None
 
-    async def agent(self, ext: str, node: Serve, *, media: bool = False) -> Phone:
-        phone = await Phone.start(host=AGENT_HOSTS[ext], user=ext, domain=DOMAIN, password=f"secret-{ext}", media=media,
-                                  name=f"agent-{ext}", answer="auto")
+    async def agent(self, ext: str, node: Serve | tuple[str, int], *, media: bool = False,
+                    host: str | None = None) -> Phone:
+        """Agent `ext` as an auto-answering phone registered to `node` (or a proxy's address)."""
+        phone = await Phone.start(host=host or AGENT_HOSTS[ext], user=ext, domain=DOMAIN, password=f"secret-{ext}",
+                                  media=media, name=f"agent-{ext}", answer="auto")
         self.phones[ext] = phone
-        await phone.register(node.sip, expires=300, timeout=10)
+        await phone.register(node if isinstance(node, tuple) else node.sip, expires=300, timeout=10)
         return phone
 
     async def close(self) -> None:

@@ -19,7 +19,8 @@ over: `cluster.handover` let its calls go first):
    `on_call`) and their dialogs in the B2BUA (legs `UP`, bridged to each other, each dialog's CSeq past the stored
    one by `RESTORED_CSEQ_GAP`, its requests sent where the old node sent them), the agents' states, and the
    registrations (their agents reported registered).
-What is not carried over (the SDP each party last sent, media anchoring, session-timer refreshes) is in docs/cluster.md, "Not yet".
+What is not carried over (the SDP each party last sent, media anchoring, session-timer refreshes) is in
+docs/cluster.md, "Not yet".
 """
 
 from __future__ import annotations

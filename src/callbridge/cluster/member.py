@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -74,6 +75,8 @@ class ClusterMember:
         self.rounds = 0
         self._last_ok = 0.0
         self._wake = asyncio.Event()
+        self._db = threading.Lock()  # a round's database work and the leave never interleave (worker threads)
+        self._left = False
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -109,6 +112,7 @@ class ClusterMember:
             await asyncio.sleep(min(self.interval, 0.2))
             await self.round()
         if leave:
+            await self.close()  # no heartbeat of the loop may land after the leave and make this node live again
             await asyncio.to_thread(self._leave)
 
     async def others_live(self) -> bool:
@@ -120,8 +124,10 @@ class ClusterMember:
         return await asyncio.to_thread(read)
 
     def _leave(self) -> None:
-        with self.engine.begin() as conn:
-            nodes.leave(conn, self.node_id, self.incarnation)
+        with self._db:  # a round already in its worker thread (its task cancelled) finishes first
+            self._left = True
+            with self.engine.begin() as conn:
+                nodes.leave(conn, self.node_id, self.incarnation)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -197,6 +203,10 @@ class ClusterMember:
         return step if ready else Step(Action.RENEW, step.operation_id, step.epoch)
 
     def _plan_sync(self) -> list[Step]:
+        with self._db:
+            return [] if self._left else self._plan_locked()
+
+    def _plan_locked(self) -> list[Step]:
         held = self.fence.epochs()
         with self.engine.begin() as conn:
             if nodes.heartbeat(conn, self.node_id, self.incarnation, draining=self.draining) and not self.draining:
@@ -211,6 +221,10 @@ class ClusterMember:
                     held=held)
 
     def _act_sync(self, steps: list[Step]) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
+        with self._db:
+            return ([], [], []) if self._left else self._act_locked(steps)
+
+    def _act_locked(self, steps: list[Step]) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
         if self.flush is not None and any(step.action is Action.RELEASE for step in steps):
             self.flush()  # every record of the calls handed over lands before the new owner reads them
         gained: list[tuple[str, int]] = []
