@@ -153,6 +153,7 @@ class Node:
     cluster: ClusterMember | None = None  # a cluster node's leases (docs/cluster.md); None on a single node
     takeovers: list[TakenOver] = field(default_factory=list)  # what each operation gained took over (cluster.adopt)
     handovers: list[HandedOver] = field(default_factory=list)  # operations given to another node (cluster.handover)
+    handover_state: Handovers | None = None  # a cluster node's side of handovers
     _takeover_tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     recordings: RecordingArchive | None = None  # recorded calls joined into WAVs and stored (storage/recordings.py)
     recording_pruning: asyncio.Task[None] | None = None
@@ -299,6 +300,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
 
         member.on_gained = gained
         member.on_lost = handovers.lost
+        switch.owner_of = member.owner_address  # requests of dialogs handed over go on to the owner (Switch)
+        node.handover_state = handovers
         # any node answers the API: a request for an operation another node holds is forwarded to it
         app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)
         try:

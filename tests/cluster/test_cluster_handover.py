@@ -169,3 +169,21 @@ async def test_a_move_waits_for_a_ringing_call_to_connect_and_refuses_new_calls_
         await api.hang("1001")
     await customer.wait_for(CallEnded, call=call, timeout=5)
     await until(lambda: world.rows("SELECT hangup_by, node_id FROM cdrs") == [("agent", "b")], "the CDR")
+
+
+async def test_a_bye_sent_to_the_old_node_after_a_move_is_handed_on_to_the_new_owner(world: World) -> None:
+    """Without Kamailio the customer's phone sends its BYE to the Contact of node a, which set the call up: a
+    forgot the dialog in the handover and hands the request on, unchanged, to b, which answers the customer
+    directly (its Via) and ends the call: the agent gets b's BYE, the CDR says the customer hung up."""
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    customer, call, agent_call, conn_id = await connected_call(world, a)
+    await admin(world, "move", OP, "b")
+    await adopted_by_b(world, a, b, conn_id)
+    await asyncio.sleep(2 * LEASE / 3)  # a's next round reads who holds the operation now
+    await call.hangup()
+    ended = await agent.wait_for(CallEnded, call=agent_call, timeout=5)
+    assert (ended.reason, ended.by) == ("bye", "remote")
+    await until(lambda: world.rows("SELECT hangup_by, node_id FROM cdrs") == [("customer", "b")], "b's CDR")
+    await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")

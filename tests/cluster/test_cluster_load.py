@@ -17,6 +17,7 @@ Every process is started by the test and stopped by its PID; all traffic is on l
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -177,7 +178,8 @@ async def test_a_rolling_restart_through_kamailio_under_a_steady_call_load_drops
                     await asyncio.to_thread(proxy.sync, world.engine)
                     await asyncio.sleep(0.3)
             syncing = asyncio.get_running_loop().create_task(sync_forever())
-            agents = {ext: await world.agent(ext, proxy.address, host=AGENT_HOST) for ext in extensions}
+            for ext in extensions:
+                await world.agent(ext, proxy.address, host=AGENT_HOST)
             await ready(world, a, extensions)
             customers = [await Phone.start(host=CUSTOMER, user=f"310555{i:04d}", name=f"customer-{i}")
                          for i in range(3)]
@@ -219,7 +221,9 @@ async def test_a_rolling_restart_through_kamailio_under_a_steady_call_load_drops
             moved = [line for node in (a, b) for line in node.output().splitlines()
                      if "handed operation 0042 over" in line]
             assert len(moved) == 2
-            assert sum(len(phone.calls) for phone in agents.values()) >= load.answered
+            # each handover carried calls that were up (three customers, each holding a call 3 s at a time)
+            carried = [int(re.search(r"over: (\d+) calls left", line).group(1)) for line in moved]  # type: ignore[union-attr]
+            assert min(carried) >= 1, moved
             print(f"\nrolling restart: {load.answered} calls answered, 0 dropped, refusals retried: {load.refused}; "
                   f"handovers: {moved}; a restarted as pid {a2.proc.pid}")
         finally:

@@ -49,6 +49,11 @@ class Handovers:
         self.settle_seconds = settle_seconds
         self._started: dict[str, float] = {}
 
+    @property
+    def handed(self) -> list[str]:
+        """The operations handed over (or lost) whose dialogs' requests this node still hands on."""
+        return sorted(set(self.node.switch.handed_dialogs.values()))
+
     def ready(self, operation_id: str) -> bool:
         node = self.node
         now = time.monotonic()
@@ -91,5 +96,8 @@ class Handovers:
 
     def gained(self, operation_id: str) -> None:
         """The operation is this node's again: new calls are let in."""
-        self.node.switch.handing_over.discard(operation_id)
+        switch = self.node.switch
+        switch.handing_over.discard(operation_id)
+        for key in [k for k, op in switch.handed_dialogs.items() if op == operation_id]:
+            del switch.handed_dialogs[key]  # they are adopted here again: requests for them are this node's
         self._started.pop(operation_id, None)

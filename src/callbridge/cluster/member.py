@@ -77,6 +77,8 @@ class ClusterMember:
         self._wake = asyncio.Event()
         self._db = threading.Lock()  # a round's database work and the leave never interleave (worker threads)
         self._left = False
+        self._owners: dict[str, str] = {}  # operation -> live holder, and node -> SIP address, as of the last round
+        self._addresses: dict[str, tuple[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -114,6 +116,23 @@ class ClusterMember:
         if leave:
             await self.close()  # no heartbeat of the loop may land after the leave and make this node live again
             await asyncio.to_thread(self._leave)
+
+    def owner_address(self, operation_id: str) -> tuple[str, int] | None:
+        """The SIP address of the live node holding `operation_id` as of the last round, when it is another one."""
+        owner = self._owners.get(operation_id)
+        if owner is None or owner == self.node_id:
+            return None
+        return self._addresses.get(owner)
+
+    async def await_owners(self, operations: list[str], timeout: float) -> bool:
+        """Wait (rounds going on) until another live node holds each of `operations`; False if `timeout` ran out."""
+        deadline = time.monotonic() + timeout
+        while any(self.owner_address(op) is None for op in operations):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(self.interval, 0.2))
+            self.wake()
+        return True
 
     async def others_live(self) -> bool:
         """Another live node that is not draining exists (a handover has somewhere to go)."""
@@ -213,9 +232,12 @@ class ClusterMember:
                 log.warning("cluster: node %s drains (asked by `callbridge admin cluster drain`): its operations "
                             "go to the other nodes", self.node_id)
                 self.draining = True
-            live = [NodeView(n.node_id, n.draining) for n in nodes.read_nodes(conn, self.lease_seconds) if n.live]
+            rows_of_nodes = [n for n in nodes.read_nodes(conn, self.lease_seconds) if n.live]
+            live = [NodeView(n.node_id, n.draining) for n in rows_of_nodes]
             rows = {lease.operation_id: LeaseView(lease.node_id, lease.epoch, lease.expired, lease.move_to)
                     for lease in leases.read_all(conn)}
+            self._addresses = {n.node_id: (n.sip_host, n.sip_port) for n in rows_of_nodes}
+            self._owners = {op: row.node_id for op, row in rows.items() if row.node_id and not row.expired}
             operations = list(conn.execute(text("SELECT id FROM operations")).scalars())
         return plan(self.node_id, draining=self.draining, operations=operations, leases=rows, live_nodes=live,
                     held=held)

@@ -226,6 +226,10 @@ class EndpointCore:
     def tx_send(self, tx: Transaction, data: bytes, dest: Addr, transport: str) -> None:
         self._out.append((data, dest, transport))
 
+    def send_raw(self, data: bytes, dest: Addr, transport: str) -> None:
+        """Send `data` as it is, outside any transaction (a request handed on to another cluster node)."""
+        self._out.append((data, dest, transport))
+
     def tx_arm(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
         heapq.heappush(self._heap, (deadline, next(self._seq), weakref.ref(tx), timer))
 
