@@ -178,7 +178,7 @@ async def test_a_bye_sent_to_the_old_node_after_a_move_is_handed_on_to_the_new_o
     a = world.node("a", NODE_A)
     b = world.node("b", NODE_B)
     agent = await world.agent("1001", a)
-    customer, call, agent_call, conn_id = await connected_call(world, a)
+    _customer, call, agent_call, conn_id = await connected_call(world, a)
     await admin(world, "move", OP, "b")
     await adopted_by_b(world, a, b, conn_id)
     await asyncio.sleep(2 * LEASE / 3)  # a's next round reads who holds the operation now

@@ -24,6 +24,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from callbridge.cluster import kamailio, leases  # noqa: E402
+from callbridge.cluster.handover import SETTLE_SECONDS  # noqa: E402
 from callbridge.phone import Phone  # noqa: E402
 from callbridge.storage.database import make_engine  # noqa: E402
 from callbridge.storage.loader import load_into_fresh_database  # noqa: E402
@@ -181,7 +182,9 @@ async def test_kamailio_routes_an_operations_register_and_invite_to_its_owner_th
             if owner == "a":
                 with engine.begin() as conn:
                     assert leases.request_move(conn, "0042", "b")
-                await _until(lambda: _owner(engine) == "b", "the handover to b", timeout=10)
+                # the call still rings (nobody answers): a waits for it to settle for SETTLE_SECONDS, then ends it
+                # and hands the operation over (cluster.handover)
+                await _until(lambda: _owner(engine) == "b", "the handover to b", timeout=SETTLE_SECONDS + 6)
                 with engine.connect() as conn:
                     assert kamailio.sync_once(conn, tmp_path, rpc) is True
                 assert kamailio._dumped(kamailio.rpc(rpc, "htable.dump", "owners")) == {
