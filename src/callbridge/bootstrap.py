@@ -300,7 +300,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
 
         member.on_gained = gained
         member.on_lost = handovers.lost
-        switch.owner_of = member.owner_address  # requests of dialogs handed over go on to the owner (Switch)
+        switch.handed.owner_of = member.owner_address  # requests of dialogs handed over go on to the owner
         node.handover_state = handovers
         # any node answers the API: a request for an operation another node holds is forwarded to it
         app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)

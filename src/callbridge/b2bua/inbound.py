@@ -88,7 +88,7 @@ def _handing_over(sw: InboundContext, tx: ServerTransaction) -> None:
 
 def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, trunk: Trunk, hops: int) -> None:
     operation_id = trunk.operation_id
-    if operation_id in sw.handing_over:
+    if operation_id in sw.handed.operations:
         _handing_over(sw, tx)
         return
     did = request.uri.user or ""
@@ -125,7 +125,7 @@ def _from_agent(sw: InboundContext, request: Request, tx: ServerTransaction, hop
     if (request.from_.uri.user or "") != username:
         sw.respond(tx, 403, reason="Identity Mismatch")
         return
-    if operation.id in sw.handing_over:
+    if operation.id in sw.handed.operations:
         _handing_over(sw, tx)
         return
     dialled = request.uri.user or ""

@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from callbridge.b2bua import inbound
+from callbridge.b2bua import handover, inbound
 from callbridge.b2bua.anchor import MediaAnchor
 from callbridge.b2bua.bridge import SDP, relay_offer
 from callbridge.b2bua.defence import Defence, counts_as_failure
@@ -67,7 +67,7 @@ from callbridge.sip.events import (
     TransportError,
 )
 from callbridge.sip.message import Request, Response
-from callbridge.sip.parser import KNOWN_METHODS, parse
+from callbridge.sip.parser import KNOWN_METHODS
 from callbridge.sip.session_timer import timer_headers
 from callbridge.sip.transaction import ClientTransaction, ServerTransaction
 from callbridge.sip.uri import URI
@@ -115,10 +115,7 @@ class Switch:
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers
         self.draining = False
-        self.handing_over: set[str] = set()  # operations going to another cluster node: no new call for them
-        # dialogs forgotten in a handover (dialog id -> operation): their requests are handed on to the new owner
-        self.handed_dialogs: dict[tuple[str, str, str], str] = {}
-        self.owner_of: Callable[[str], tuple[str, int] | None] | None = None  # a cluster's owner's SIP address
+        self.handed = handover.Handed()  # what a cluster handover gave away (handover.py)
         self.service: Domain | None = None
         self.runtime: Waker | None = None
         self._trunks: list[inbound.TrunkNetwork] = []
@@ -143,35 +140,13 @@ class Switch:
             found = _USER_AGENT.search(data)
             if found is not None and defence.drop_scanner(found.group(1).decode("latin-1")):
                 return
-        if self.handed_dialogs and transport == "udp" and self._hand_on(data):
+        if self.handed.dialogs and transport == "udp" and handover.hand_on(self, data, addr):
             return
         stats = self.endpoint.stats
         errors = stats["parse_errors"]
         self.endpoint.receive_datagram(data, addr, now, transport)
         if stats["parse_errors"] != errors:
             defence.record_failure(ip, now)
-
-    def _hand_on(self, data: bytes) -> bool:
-        """A request within a dialog this node forgot in a handover (`forget_operation`) goes on, byte for byte, to
-        the operation's owner now: its Via is untouched, so the owner answers the sender directly (RFC 3261
-        §18.2.2), which matches the answer to its transaction by the branch. Until the owner is known the request
-        is dropped: the sender retransmits it (§17.1.2.2, §17.1.1.2) and a later copy goes on. This covers the
-        moment when Kamailio still sends a party's requests here (until its next sync) or a party that ignores
-        Record-Route sends them to the address of the node that set the dialog up. True when it was handled."""
-        try:
-            message = parse(data)
-        except Exception:
-            return False
-        if not isinstance(message, Request):
-            return False
-        operation = self.handed_dialogs.get((message.call_id, message.to.tag or "", message.from_.tag or ""))
-        if operation is None:
-            return False
-        owner = self.owner_of(operation) if self.owner_of is not None else None
-        if owner is not None and owner != (self.endpoint.host, self.endpoint.port):
-            self.endpoint.send_raw(data, owner, "udp")
-            self.wake()
-        return True
 
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int], str]]:
         return self.endpoint.datagrams_to_send()
@@ -413,27 +388,6 @@ class Switch:
         self.trunk_registrations.close()
         self.refers.close()
         self.registrations.close()
-
-    def forget_operation(self, operation_id: str, leg_ids: Iterable[str]) -> int:
-        """A cluster handover (`cluster.handover`): the legs of the operation's calls, their dialogs and media
-        anchoring, and the operation's registrations leave this node's memory without a message sent or a record
-        written; the node that takes the operation over adopts them from the records. The legs forgotten."""
-        count = 0
-        for leg_id in leg_ids:
-            leg = self.legs.forget(leg_id)
-            if leg is None:
-                continue
-            count += 1
-            if leg.dialog is not None:
-                self.handed_dialogs[leg.dialog.id] = operation_id
-                self.endpoint.forget_dialog(leg.dialog)
-            if leg.conn_id is not None:
-                anchor = self.anchor
-                anchor.calls.pop(leg.conn_id, None)
-                anchor.peers.pop(leg.conn_id, None)
-                anchor.leaving.pop(leg.conn_id, None)
-        self.registrar.location.forget_operation(operation_id)
-        return count
 
     def restore_registrations(self, records: Iterable[RegistrationRecord]) -> int:
         """After a restart: the bindings still valid, and their agents reported registered (`registrations`)."""

@@ -130,7 +130,7 @@ HANDOVER_LINGER_SECONDS = 2.0  # after the new owners hold the operations: longe
 async def _linger(node: Node) -> None:
     """Stay up until the new owners hold the operations handed over, and a little longer: until Kamailio's next
     sync, a party's request within a call handed over still reaches this node, which hands it on to the new
-    owner (`Switch._hand_on`)."""
+    owner (`b2bua.handover.hand_on`)."""
     assert node.cluster is not None and node.handover_state is not None
     handed = node.handover_state.handed
     if not handed:

@@ -10,7 +10,7 @@ lease, and renews the lease instead until the answer is True:
 - then the calls still unsettled are ended here as a drain's leftovers are (BYE or CANCEL, closed by "system" with
   their CDRs, written while this node still holds the lease), and the rest of the operation's live state is
   forgotten: the domain's calls, agents and timers (`callcontrol.handover`), the legs, dialogs, media anchoring
-  and registrations (`Switch.forget_operation`). Nothing is sent to the parties; their media never went through
+  and registrations (`b2bua.handover`). Nothing is sent to the parties; their media never went through
   this node.
 The member then flushes the writer and releases the lease; the target takes it in its next round and adopts the
 calls from the records (`cluster.adopt`), as it adopts a dead node's. If the operation comes back to this node
@@ -23,6 +23,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from callbridge.b2bua.handover import forget
 
 if TYPE_CHECKING:
     from callbridge.bootstrap import Node
@@ -52,14 +54,14 @@ class Handovers:
     @property
     def handed(self) -> list[str]:
         """The operations handed over (or lost) whose dialogs' requests this node still hands on."""
-        return sorted(set(self.node.switch.handed_dialogs.values()))
+        return sorted(set(self.node.switch.handed.dialogs.values()))
 
     def ready(self, operation_id: str) -> bool:
         node = self.node
         now = time.monotonic()
         started = self._started.setdefault(operation_id, now)
         if started == now:
-            node.switch.handing_over.add(operation_id)
+            node.switch.handed.operations.add(operation_id)
             log.warning("cluster: handing operation %s over: no new calls for it here", operation_id)
         unsettled = node.service.handover.unsettled(operation_id)
         if unsettled and now - started < self.settle_seconds:
@@ -71,7 +73,7 @@ class Handovers:
                     node.signalling.release(leg.leg_id, SHUTDOWN_CAUSE)
                     node.service.on_leg_ended(leg.leg_id, "system")
         done.forgotten, legs = node.service.handover.forget(operation_id)
-        node.switch.forget_operation(operation_id, legs)
+        forget(node.switch, operation_id, legs)
         node.runtime.wake()
         del self._started[operation_id]
         done.seconds = now - started
@@ -86,18 +88,18 @@ class Handovers:
         forgotten at once, without a settle time: its records can no longer be written by this node anyway (the
         fence), and no two nodes may drive one call. New calls for it are refused until it comes back."""
         node = self.node
-        node.switch.handing_over.add(operation_id)
+        node.switch.handed.operations.add(operation_id)
         self._started.pop(operation_id, None)
         conn_ids, legs = node.service.handover.forget(operation_id)
-        node.switch.forget_operation(operation_id, legs)
+        forget(node.switch, operation_id, legs)
         if conn_ids:
             log.warning("cluster: operation %s lost: %d calls forgotten here (the new owner adopts them)",
                         operation_id, len(conn_ids))
 
     def gained(self, operation_id: str) -> None:
         """The operation is this node's again: new calls are let in."""
-        switch = self.node.switch
-        switch.handing_over.discard(operation_id)
-        for key in [k for k, op in switch.handed_dialogs.items() if op == operation_id]:
-            del switch.handed_dialogs[key]  # they are adopted here again: requests for them are this node's
+        handed = self.node.switch.handed
+        handed.operations.discard(operation_id)
+        for key in [k for k, op in handed.dialogs.items() if op == operation_id]:
+            del handed.dialogs[key]  # they are adopted here again: requests for them are this node's
         self._started.pop(operation_id, None)
