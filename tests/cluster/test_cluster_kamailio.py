@@ -185,6 +185,9 @@ async def test_kamailio_routes_an_operations_register_and_invite_to_its_owner_th
                 # the call still rings (nobody answers): a waits for it to settle for SETTLE_SECONDS, then ends it
                 # and hands the operation over (cluster.handover)
                 await _until(lambda: _owner(engine) == "b", "the handover to b", timeout=SETTLE_SECONDS + 6)
+                assert "handed operation 0042 over: 0 calls left to the new owner, 1 ended (unsettled)" in a.output()
+                await _until(lambda: _rows(engine, "SELECT state, hangup_by FROM calls WHERE node_id = 'a'")
+                             == [("ended", "system")], "the queued call ended by a before it let go")
                 with engine.connect() as conn:
                     assert kamailio.sync_once(conn, tmp_path, rpc) is True
                 assert kamailio._dumped(kamailio.rpc(rpc, "htable.dump", "owners")) == {
