@@ -3,14 +3,15 @@
 - `kill -9` of a node with N_CALLS connected calls up: the other node adopts every one of them within the lease's
   bound, each stays up (two of them carry tones both ways, and each party still hears the other's after the
   death), its API hangs every one up, every agent stays registered and every CDR is complete and written by the
-  adopting node. N_CALLS is what fits this suite's time bound on these 2-core machines (measured in the test's
-  output; see docs/cluster.md, "Not yet", for the issue's 50).
-- a rolling restart through Kamailio: nodes a and b, a steady load of customers calling the DID through Kamailio
-  (each call held a few seconds, then hung up by the customer through Kamailio), while node a is drained with
-  `callbridge admin cluster drain` and stopped, started again, and then node b is stopped with SIGTERM (which
-  hands its operations over) and started again. No call is dropped: every call answered is ended by its customer,
-  its agent hears the BYE, and its CDR says so; the only calls not answered are the attempts refused with 503
-  (Retry-After) while an operation changes hands, which the customers retry.
+  adopting node. N_CALLS is the issue's 50: the test takes about 8 s (20 s with start-up) on these 2-core
+  machines (its output prints the set-up, adoption and hang-up times).
+- a rolling restart through Kamailio: nodes a, b and c (127.0.0.11-13), a steady load of customers calling the DID
+  through Kamailio (each call held 3 s, then hung up by the customer through Kamailio), while each node in turn
+  gives the operation away with its calls and restarts: a by `callbridge admin cluster drain`, b by `callbridge
+  admin cluster move` to c, c by SIGTERM (which hands its operations over). No call is dropped: every call
+  answered is ended by its customer, its agent hears the BYE, and its CDR says so; the only calls not answered are
+  the attempts refused with 503 (Retry-After; 500 once through Kamailio) while an operation changes hands, which
+  the customers retry.
 
 Every process is started by the test and stopped by its PID; all traffic is on loopback."""
 
@@ -38,7 +39,7 @@ from callbridge.phone import CallEnded, CallError, Phone  # noqa: E402
 pytestmark = [pytest.mark.postgres]
 
 N_CALLS = 50
-AGENT_HOST, PROXY = "127.0.0.14", "127.0.0.10"
+AGENT_HOST, PROXY, NODE_C = "127.0.0.14", "127.0.0.10", "127.0.0.13"
 CUSTOMER_HZ, AGENT_HZ = 1000.0, 700.0
 
 
@@ -170,6 +171,7 @@ async def test_a_rolling_restart_through_kamailio_under_a_steady_call_load_drops
         try:
             a = world.node("a", NODE_A)
             b = world.node("b", NODE_B)
+            c = world.node("c", NODE_C)
             proxy = Proxy(PROXY, url, tmp_path)
             await until(lambda: proxy is not None and proxy.sync(world.engine), "Kamailio's first sync")
 
@@ -188,23 +190,28 @@ async def test_a_rolling_restart_through_kamailio_under_a_steady_call_load_drops
                        for phone in customers]
             await until(lambda: load.answered >= 3, "the load running", timeout=15)
 
-            # node a: drained, stopped once its operation and calls are on b, started again
-            first = world.owner()
-            assert first == "a"
+            async def restart(node: Serve) -> Serve:
+                await asyncio.to_thread(node.stop)  # (off the loop: the phones keep running meanwhile)
+                assert node.proc.returncode == 0
+                return await asyncio.to_thread(world.node, node.node, node.host)
+
+            # node a: drained (the operation and its calls go to b), stopped, started again
+            assert world.owner() == "a"
             up_at_drain = load.answered - load.ended_by_customer - len(load.dropped)
-            await asyncio.to_thread(_admin_drain, url, "a")
+            await asyncio.to_thread(_admin, url, "drain", "a")
             await until(lambda: world.owner() == "b", "the drain moving the operation to b", timeout=15)
-            await asyncio.to_thread(a.stop)  # (off the loop: the phones keep running meanwhile)
-            assert a.proc.returncode == 0
-            a2 = await asyncio.to_thread(world.node, "a", NODE_A)
-            await asyncio.sleep(4.0)  # calls go on through b
-            # node b: SIGTERM hands its operation over to a (the only other live node), then it stops
-            answered_before_b = load.answered
-            await asyncio.to_thread(b.stop)
-            assert b.proc.returncode == 0
-            await until(lambda: world.owner() == "a", "node a taking the operation back", timeout=10)
-            await asyncio.to_thread(world.node, "b", NODE_B)
-            await until(lambda: load.answered >= answered_before_b + 3, "calls answered after the restarts",
+            await restart(a)
+            await asyncio.sleep(3.0)  # calls go on through b
+            # node b: the operation moved to c with its calls, then b restarted
+            await asyncio.to_thread(_admin, url, "move", OP, "c")
+            await until(lambda: world.owner() == "c", "the move to c", timeout=15)
+            await restart(b)
+            await asyncio.sleep(3.0)
+            # node c: SIGTERM hands the operation over (to a, the first of the least loaded), then c starts again
+            answered_before_c = load.answered
+            await restart(c)
+            assert world.owner() == "a"
+            await until(lambda: load.answered >= answered_before_c + 3, "calls answered after the restarts",
                         timeout=20)
             load.stop = True
             await asyncio.wait_for(asyncio.gather(*workers), 25)
@@ -212,20 +219,23 @@ async def test_a_rolling_restart_through_kamailio_under_a_steady_call_load_drops
             assert up_at_drain >= 1  # calls were up while the operation moved
             assert load.dropped == []
             assert load.ended_by_customer == load.answered
-            assert set(load.refused) <= {503}, load.errors  # only refusals while the operation changed hands
+            # the only refusals: the old owner's 503 (Retry-After) to new calls while the operation changes hands,
+            # which Kamailio passes on as 500, as a proxy must (RFC 3261 §16.7 step 6)
+            assert set(load.refused) <= {500, 503}, load.errors
+            assert sum(load.refused.values()) <= 3 * 3 * 3, load.errors  # a few per customer per handover at most
             await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(load.answered,)], "every CDR",
                         timeout=10)
             assert world.rows("SELECT hangup_by, count(*) FROM cdrs GROUP BY hangup_by") == [
                 ("customer", load.answered)]
             assert world.rows("SELECT count(*) FROM calls WHERE ended_at IS NULL") == [(0,)]
-            moved = [line for node in (a, b) for line in node.output().splitlines()
-                     if "handed operation 0042 over" in line]
-            assert len(moved) == 2
+            moved = [line for node in (a, b, c) for line in node.output().splitlines()
+                     if "handed operation 0042 over" in line]  # (each log holds its node's restarts too)
+            assert len(moved) == 3
             # each handover carried calls that were up (three customers, each holding a call 3 s at a time)
             carried = [int(re.search(r"over: (\d+) calls left", line).group(1)) for line in moved]  # type: ignore[union-attr]
             assert min(carried) >= 1, moved
             print(f"\nrolling restart: {load.answered} calls answered, 0 dropped, refusals retried: {load.refused}; "
-                  f"handovers: {moved}; a restarted as pid {a2.proc.pid}")
+                  f"handovers: {moved}")
         finally:
             load.stop = True
             if syncing is not None:
@@ -235,13 +245,13 @@ async def test_a_rolling_restart_through_kamailio_under_a_steady_call_load_drops
                 proxy.stop()
 
 
-def _admin_drain(url: str, node: str) -> None:
+def _admin(url: str, *args: str) -> None:
     import os
     import subprocess
 
     from cluster_nodes import CALLBRIDGE
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")}
-    done = subprocess.run([*CALLBRIDGE, "admin", "--database-url", url, "cluster", "drain", node, "--lease-seconds",
+    done = subprocess.run([*CALLBRIDGE, "admin", "--database-url", url, "cluster", *args, "--lease-seconds",
                            str(LEASE)], capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
