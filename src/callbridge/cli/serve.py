@@ -103,7 +103,7 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         if ready is not None:
             ready(node)
         await stop.wait()
-        if node.cluster is not None and await node.cluster.others_live():
+        if node.cluster is not None and await _others_live(node):
             # a cluster node with somewhere to go hands its operations over with their calls (cluster.handover)
             log.info("stopping: handing every operation over to the other nodes with its calls")
             await node.cluster.drain(leave=False)
@@ -125,6 +125,16 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
 
 
 HANDOVER_LINGER_SECONDS = 2.0  # after the new owners hold the operations: longer than Kamailio's sync interval
+
+
+async def _others_live(node: Node) -> bool:
+    """Another live cluster node can take this one's operations; False too when the database cannot say."""
+    assert node.cluster is not None
+    try:
+        return await node.cluster.others_live()
+    except Exception:
+        log.warning("stopping: could not read the cluster's nodes; draining as a single node", exc_info=True)
+        return False
 
 
 async def _linger(node: Node) -> None:
