@@ -59,10 +59,11 @@ class Handovers:
     def ready(self, operation_id: str) -> bool:
         node = self.node
         now = time.monotonic()
-        started = self._started.setdefault(operation_id, now)
-        if started == now:
+        if operation_id not in self._started:
+            self._started[operation_id] = now
             node.switch.handed.operations.add(operation_id)
             log.warning("cluster: handing operation %s over: no new calls for it here", operation_id)
+        started = self._started[operation_id]
         unsettled = node.service.handover.unsettled(operation_id)
         if unsettled and now - started < self.settle_seconds:
             return False
