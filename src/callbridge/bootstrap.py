@@ -302,6 +302,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
         member.on_lost = handovers.lost
         switch.handed.owner_of = member.owner_address  # requests of dialogs handed over go on to the owner
         node.handover_state = handovers
+        webhooks.follow_ownership(member.owns, cursors.load_one)  # the owner delivers, from the stored cursor
         # any node answers the API: a request for an operation another node holds is forwarded to it
         app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)
         try:
@@ -346,6 +347,8 @@ def _take_over(node: Node, operation_id: str) -> None:
             node.takeovers.append(await take_over(node, operation_id))
         except Exception:
             log.exception("cluster: taking operation %s over failed", operation_id)
+        if isinstance(node.webhooks, LogWebhookDispatcher):
+            node.webhooks.gained(operation_id)  # its targets resume, the log having the operation's seq
 
     task = asyncio.get_running_loop().create_task(run(), name=f"callbridge-takeover-{operation_id}")
     node._takeover_tasks.add(task)

@@ -31,8 +31,9 @@ CLUSTER = Path(__file__).resolve().parent
 if str(CLUSTER) not in sys.path:
     sys.path.insert(0, str(CLUSTER))
 
-from cluster_nodes import Proxy, Serve, loaded_database  # noqa: E402
+from cluster_nodes import Serve, loaded_database  # noqa: E402
 from cluster_world import AGENTBOX, CUSTOMER, DID, LEASE, NODE_A, NODE_B, OP, World, operation_doc, until  # noqa: E402
+from kamailio_proxy import Proxy  # noqa: E402
 
 from callbridge.phone import CallEnded, CallError, Phone  # noqa: E402
 
@@ -172,12 +173,14 @@ async def test_a_rolling_restart_through_kamailio_under_a_steady_call_load_drops
             a = world.node("a", NODE_A)
             b = world.node("b", NODE_B)
             c = world.node("c", NODE_C)
-            proxy = Proxy(PROXY, url, tmp_path)
-            await until(lambda: proxy is not None and proxy.sync(world.engine), "Kamailio's first sync")
+            proxy = Proxy(PROXY, tmp_path)
+            proxy.start()
+            await proxy.synced(world.engine)
 
             async def sync_forever() -> None:  # `callbridge cluster kamailio-sync`'s loop, at a test's pace
+                assert proxy is not None
                 while True:
-                    await asyncio.to_thread(proxy.sync, world.engine)
+                    await proxy.synced(world.engine)
                     await asyncio.sleep(0.3)
             syncing = asyncio.get_running_loop().create_task(sync_forever())
             for ext in extensions:

@@ -61,6 +61,7 @@ class SipLeg:
     peer_addr: tuple[str, int] = ("", 0)
     transport: str = "udp"
     agent: str | None = None  # the agent's extension when this leg reaches or comes from an agent
+    listener: bool = False  # a supervisor's phone listening to the call through the relay (monitor.py)
     trunk: Trunk | None = None  # outgoing through a trunk: its credentials answer the provider's 401/407
     auth_attempts: int = 0  # credentials sent on this leg's INVITE (a second challenge is a failure unless stale)
     written_cseq: tuple[int, int | None] = (0, None)  # (local, remote) CSeq last written to the dialog record

@@ -229,6 +229,7 @@ class Dispatcher:
         request = event.request
         if call.offer_in_ack:
             call.offer_in_ack = False
+            call.ack_body = request.body or None
             if request.body:
                 try:
                     self._remote_description(call, parse_remote(request.body))
@@ -380,6 +381,11 @@ class Dispatcher:
             return
         if status < 200:
             if status > 100:
+                if response is not None and response.body:  # early media (RFC 3960): heard, and sent to, at once
+                    try:
+                        call.media.accept_answer(parse_remote(response.body))
+                    except SdpError:
+                        pass
                 call._move(CallInput.RECV_1XX)
                 if call.state is CallState.ALERTING:
                     self._emit(Ringing(call, status))
