@@ -119,7 +119,7 @@ async def test_a_drain_carries_the_call_and_the_drained_node_stops_without_dropp
     await adopted_by_b(world, a, b, conn_id)
     await asyncio.to_thread(a.stop)  # SIGTERM: nothing left to end on a (off the loop: the phones' media goes on)
     assert a.proc.returncode == 0
-    assert "ended 0 legs" not in a.output() and "legs still live at the end of the drain" not in a.output()
+    assert "legs still live at the end of the drain" not in a.output()  # the drain found nothing to end
     assert call.ended is False and agent_call.ended is False
     assert await hears(agent, agent_call, CUSTOMER_HZ) >= 0.9
     assert await hears(customer, call, AGENT_HZ) >= 0.9

@@ -3,7 +3,7 @@
 - `kill -9` of a node with N_CALLS connected calls up: the other node adopts every one of them within the lease's
   bound, each stays up (two of them carry tones both ways, and each party still hears the other's after the
   death), its API hangs every one up, every agent stays registered and every CDR is complete and written by the
-  adopting node. N_CALLS is the issue's 50: the test takes about 8 s (20 s with start-up) on these 2-core
+  adopting node. N_CALLS is the issue's 50: the test takes 8 to 15 s (start-up excluded) on these shared 2-core
   machines (its output prints the set-up, adoption and hang-up times).
 - a rolling restart through Kamailio: nodes a, b and c (127.0.0.11-13), a steady load of customers calling the DID
   through Kamailio (each call held 3 s, then hung up by the customer through Kamailio), while each node in turn
