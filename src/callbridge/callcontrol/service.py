@@ -52,6 +52,7 @@ from callbridge.callcontrol.errors import (
     TransferNotAnswered,
 )
 from callbridge.callcontrol.events import DisplayChanged, RecallScheduled
+from callbridge.callcontrol.handover import Handover
 from callbridge.callcontrol.ids import IdFactory, random_ids
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
@@ -143,6 +144,7 @@ class CallControlService:
         self.restore = outbound.restore
         self.restore_agents = agents.restore
         self.adopt_call = Adoption(state, agents).adopt_call  # a dead cluster node's call (cluster.adopt)
+        self.handover = Handover(state, agents, kernel)  # an operation given to another node (cluster.handover)
         self.reindex_agents = agents.reindex
 
     @property
