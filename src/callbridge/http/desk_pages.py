@@ -148,6 +148,8 @@ def desk_routes(service: CallControlService, waiter: ActionWaiter, config: DeskC
         Route("/supervisor/api/board", board.board, methods=["GET"]),
         Route("/supervisor/api/agents/{agent_id}/state", board.agent_state, methods=["POST"]),
         Route("/supervisor/api/calls/{conn_id}/end", board.end_call, methods=["POST"]),
+        Route("/supervisor/api/calls/{conn_id}/listen", board.listen, methods=["POST"]),
+        Route("/supervisor/api/calls/{conn_id}/listen/stop", board.stop_listening, methods=["POST"]),
         WebSocketRoute("/supervisor/api/live", board_live),
         Route("/desk/static/{name}", pages.asset, methods=["GET"]),
         Route("/desk/lib/sip.js/{path:path}", pages.library, methods=["GET"]),

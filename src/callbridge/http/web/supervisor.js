@@ -1,9 +1,26 @@
 // The supervisor's board: the operation's agents, queues and live calls, live through the session's socket (no
-// polling); change an agent's state, end a call. The server scopes everything to the supervisor's operation.
+// polling); change an agent's state, end a call, listen to a call on a phone (the extension field, remembered in
+// this browser) and stop listening. The server scopes everything to the supervisor's operation.
 import { $, call, el, live, since, syncClock } from "/desk/static/desk.js";
 
 let board = null;
 let stream = null;
+const LISTEN_KEY = "callbridge.board.listen-extension";
+
+// one field for every call (the rows are redrawn on each snapshot: a field in a row would lose what was typed)
+$("#f-listen").value = localStorage.getItem(LISTEN_KEY) || "";
+$("#f-listen").addEventListener("change", () => localStorage.setItem(LISTEN_KEY, $("#f-listen").value.trim()));
+
+async function listen(c) {
+  const extension = $("#f-listen").value.trim();
+  localStorage.setItem(LISTEN_KEY, extension);
+  const body = await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/listen`, { extension });
+  result(body);
+  // ringing sends no event: show it now; the next snapshot (the phone answers, or gives up) replaces it
+  if (body.ok && board) { const row = board.calls.find((x) => x.conn_id === c.conn_id); if (row) { row.listener = body.listener; render(); } }
+}
+
+function listenerText(listener) { return listener ? `${listener.extension} (${listener.state})` : ""; }
 
 function notice(text, kind = "bad", key = "general") {
   let node = document.querySelector(`#notices [data-key="${key}"]`);
@@ -91,7 +108,13 @@ function render() {
     el("td", {}, c.customer_number), el("td", {}, c.queue || ""), el("td", {}, c.agent_id || ""), el("td", {}, c.state),
     el("td", { class: "since", "data-since": c.answered_at || c.started_at }, since(c.answered_at || c.started_at)),
     el("td", { class: "muted" }, c.conn_id),
-    el("td", {}, el("button", { class: "danger", disabled: !c.agent_id, onclick: async () => {
+    el("td", { "data-testid": `listener-${c.conn_id}` }, listenerText(c.listener)),
+    el("td", {}, c.listener
+      ? el("button", { "data-testid": `stop-listening-${c.conn_id}`, onclick: async () => {
+        result(await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/listen/stop`, {}));
+      } }, "Stop listening")
+      : el("button", { "data-testid": `listen-${c.conn_id}`, onclick: () => listen(c) }, "Listen"),
+    el("button", { class: "danger", disabled: !c.agent_id, onclick: async () => {
       result(await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/end`, {}));
     } }, "End call")))));
 }
