@@ -215,15 +215,17 @@ def test_the_boards_listen_checks_the_operation_the_extension_and_the_relay_and_
         assert (nobody.post(listen, json={"extension": "1001"}).status_code,
                 nobody.post(stop, json={}).status_code) == (401, 401)
         otto = client(world)
-        assert otto.post("/supervisor/signin", json={"operation": OTHER_OP, "username": OTHER_SUPERVISOR[0],
-                                                     "password": OTHER_SUPERVISOR[1]}).status_code == 200
+        otto_in = otto.post("/supervisor/signin", json={"operation": OTHER_OP, "username": OTHER_SUPERVISOR[0],
+                                                        "password": OTHER_SUPERVISOR[1]})
+        assert otto_in.json()["supervisor"] == {"username": "otto", "name": "", "extension": ""}
         for foreign in (otto.post(listen, json={"extension": "1001"}), otto.post(stop, json={})):
             assert (foreign.status_code, foreign.json()) == (404, {
                 "ok": False, "error_id": "CALL_NOT_FOUND", "message": "This call does not exist in your operation."})
 
         maria = client(world)
-        assert maria.post("/supervisor/signin", json={"operation": OP, "username": SUPERVISOR[0],
-                                                      "password": SUPERVISOR[1]}).status_code == 200
+        maria_in = maria.post("/supervisor/signin", json={"operation": OP, "username": SUPERVISOR[0],
+                                                          "password": SUPERVISOR[1]})
+        assert maria_in.json()["supervisor"] == {"username": "maria", "name": "María", "extension": "1003"}
         answers = [(r.status_code, r.json()["error_id"], r.json()["message"]) for r in (
             maria.post(listen, json={}),
             maria.post(listen, json={"extension": "10a1"}),

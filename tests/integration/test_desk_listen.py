@@ -1,11 +1,11 @@
-"""The supervisor's board listens to a call (docs/operations.md, "The supervisor's board" and "A supervisor
-listens"), in a real Chromium (headless, driven by Playwright) against a live node whose calls are anchored on a
-real userspace rtpengine 10.5: a customer (`callbridge.phone`, 700 Hz) talks to agent 1001 (`callbridge.phone`,
-1200 Hz); the board's Listen with extension 1003 rings the supervisor's phone (`callbridge.phone` registered as
-1003, answering), which then hears the customer and the agent as two RTP sources on its one port (10.5 has no
-mixer), each measured alone by tone frequency (`heard_from`, as test_calls_monitor.py does). The board shows who
-listens, live; Stop listening hangs 1003 up and the parties still hear each other. Everything on loopback, every
-wait bounded.
+"""The supervisor's board listens to a call (docs/operations.md, "The supervisor's board" and "A supervisor listens"),
+in a real Chromium (headless, driven by Playwright) against a live node whose calls are anchored on a real
+userspace rtpengine 10.5: a customer (`callbridge.phone`, 700 Hz) talks to agent 1001 (`callbridge.phone`, 1200
+Hz); the board's Listen with extension 1003 rings the supervisor's phone (`callbridge.phone` registered as 1003,
+answered by the test once the board shows it ringing), which then hears the customer and the agent as two RTP
+sources on its one port (10.5 has no mixer), each measured alone by tone frequency (`heard_from`, as
+test_calls_monitor.py does). The board shows who listens, live; Stop listening hangs 1003 up and the parties still
+hear each other. Everything on loopback, every wait bounded.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_the_board_listens_to_a_call_on_extension_1003_shows_it_and_stops(browse
                                                                            world: DeskWorld) -> None:
     async def parties() -> tuple[Phone, Phone, Phone]:
         agent = await agent_phone(world.node, "1001", answer="auto", media=True)
-        supervisor = await agent_phone(world.node, "1003", ready=False, answer="auto", media=True)
+        supervisor = await agent_phone(world.node, "1003", ready=False, answer="manual", media=True)
         customer = await customer_phone(media=True)
         return agent, supervisor, customer
 
@@ -108,10 +108,12 @@ def test_the_board_listens_to_a_call_on_extension_1003_shows_it_and_stops(browse
         listener = board.get_by_test_id(f"listener-{conn_id}")
         expect(listener).to_have_text("", timeout=LIVE_MS)  # the call is on the board, nobody listens
 
-        board.fill("#f-listen", "1003")
+        expect(board.locator("#f-listen")).to_have_value("1003")  # maria's account's extension, the default
         board.get_by_test_id(f"listen-{conn_id}").click()
         expect(board.get_by_test_id("result")).to_have_text("Ringing extension 1003: answer it to listen.")
         listen = world.run(supervisor.wait_for(IncomingCall, timeout=5)).call
+        expect(listener).to_have_text("1003 (ringing)", timeout=LIVE_MS)  # no event for it: the board is woken
+        world.run(listen.answer())
         world.run(supervisor.wait_for(Established, call=listen, timeout=5))
         expect(listener).to_have_text("1003 (listening)", timeout=LIVE_MS)  # from call.monitor_started, live
         assert board.evaluate("localStorage.getItem('callbridge.board.listen-extension')") == "1003"
@@ -148,9 +150,11 @@ def test_the_board_listens_to_a_call_on_extension_1003_shows_it_and_stops(browse
                                       for e in world.node.events.since(OP, 0) if e.type.startswith("call.monitor")])
         assert wire == [("call.monitor_started", "1003", None), ("call.monitor_ended", "1003", "stopped")]
 
-        again = context.new_page()  # the extension is remembered in this browser
+        board.fill("#f-listen", "1002")  # typed: remembered in this browser, before any sign-in
+        board.locator("#f-listen").dispatch_event("change")
+        again = context.new_page()
         again.goto(f"{world.url}/supervisor")
-        expect(again.locator("#f-listen")).to_have_value("1003")
+        expect(again.locator("#f-listen")).to_have_value("1002")
         assert world.node.switch.anchor.stats["media_failures"] == 0
     finally:
         context.close()

@@ -12,9 +12,11 @@ Rules (docs/operations.md, "The supervisor's board"):
   hung up as `api=hang` does, which ends a call with no transfer running; a call waiting in a queue has no agent
   to hang up and is refused with 409), listen to a call and stop listening (the native API's `start_monitor` /
   `stop_monitor`, `callcontrol.monitor`: the extension given is rung and hears both parties; the same checks and
-  error ids, each with a sentence the page shows as it is).
+  error ids, each with a sentence the page shows as it is). The sign-in answers the account's `extension` (may be
+  empty): the page's default phone to listen on.
 - Each live call on the board says who listens (`listener`: extension and `ringing` / `listening`, or null); the
-  live socket sends a fresh board on `call.monitor_started` / `call.monitor_ended`.
+  live sockets send a fresh board on `call.monitor_started` / `call.monitor_ended`, and on Listen itself (ringing
+  has no event: the board wakes its operation's sockets).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -106,8 +109,10 @@ def board_snapshot(service: CallControlService, config: DeskConfig, operation_id
 
 class SupervisorBoard:
     def __init__(self, service: CallControlService, waiter: ActionWaiter, sessions: SessionTable,
-                 config: DeskConfig, *, request_timeout: float = contract.REQUEST_TIMEOUT_S) -> None:
+                 config: DeskConfig, *, request_timeout: float = contract.REQUEST_TIMEOUT_S,
+                 refresh: Callable[[str], None] | None = None) -> None:
         self._service = service
+        self._refresh = refresh  # the live sockets of an operation, woken when its board changes without an event
         self._waiter = waiter
         self._sessions = sessions
         self._config = config
@@ -137,7 +142,8 @@ class SupervisorBoard:
             return refuse(WRONG_SIGN_IN, 401, "SIGN_IN_FAILED")
         session = self._sessions.create("supervisor", operation.id, found.username, found.name)
         response = answer({"ok": True, "operation": {"id": operation.id, "name": operation.name},
-                           "supervisor": {"username": found.username, "name": found.name}})
+                           "supervisor": {"username": found.username, "name": found.name,
+                                          "extension": getattr(found, "extension", "")}})
         set_cookie(response, request, self._sessions.cookie_value(session), max_age=None)
         return response
 
@@ -213,6 +219,8 @@ class SupervisorBoard:
             if not _EXTENSION.fullmatch(extension):
                 return refuse("The extension is digits only (the phone that listens).", 400, "INVALID_PARAMETER")
             view = self._service.start_monitor(session.operation_id, request.path_params["conn_id"], extension)
+            if self._refresh is not None:  # ringing has no event: every board of the operation shows it now
+                self._refresh(session.operation_id)
         except BadRequest as exc:
             return refuse(exc.message, exc.status, "BAD_REQUEST")
         except CallControlError as exc:

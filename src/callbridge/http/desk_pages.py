@@ -119,7 +119,7 @@ def desk_routes(service: CallControlService, waiter: ActionWaiter, config: DeskC
     sessions = SessionTable(clock=time.time)
     hub = DeskHub(sessions)
     agent = AgentDesk(service, waiter, sessions, config, request_timeout=request_timeout)
-    board = SupervisorBoard(service, waiter, sessions, config, request_timeout=request_timeout)
+    board = SupervisorBoard(service, waiter, sessions, config, request_timeout=request_timeout, refresh=hub.refresh)
     pages = DeskPages(config)
 
     def agent_view(session: Session) -> dict[str, Any]:

@@ -14,10 +14,8 @@ $("#f-listen").addEventListener("change", () => localStorage.setItem(LISTEN_KEY,
 async function listen(c) {
   const extension = $("#f-listen").value.trim();
   localStorage.setItem(LISTEN_KEY, extension);
-  const body = await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/listen`, { extension });
-  result(body);
-  // ringing sends no event: show it now; the next snapshot (the phone answers, or gives up) replaces it
-  if (body.ok && board) { const row = board.calls.find((x) => x.conn_id === c.conn_id); if (row) { row.listener = body.listener; render(); } }
+  result(await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/listen`, { extension }));
+  // who listens comes with the live snapshots (the server sends one on Listen, and when its phone answers or not)
 }
 
 function listenerText(listener) { return listener ? `${listener.extension} (${listener.state})` : ""; }
@@ -54,6 +52,8 @@ function start(body) {
   $("#signin").hidden = true; $("#board").hidden = false; $("#signout").hidden = false;
   $("#who").textContent = `${body.supervisor.name || body.supervisor.username} · ${body.operation.id}`;
   $("#who").hidden = false;
+  // the account's extension is the default; what this browser remembers (typed here before) wins
+  if (!$("#f-listen").value && body.supervisor.extension) $("#f-listen").value = body.supervisor.extension;
   stream = live("/supervisor/api/live", onLive, onConnection);
 }
 
