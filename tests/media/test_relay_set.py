@@ -101,6 +101,19 @@ def test_a_call_keeps_its_relay_even_when_it_is_down_and_new_calls_avoid_it() ->
     assert relays.assign("c2").address == B
 
 
+def test_the_calls_of_a_relay_that_went_down_are_listed_and_one_released_moves_to_a_relay_that_is_up() -> None:
+    relays = RelaySet([A, B], random.Random(1))
+    relays.start(0.0)
+    answer_all(relays, 0.0)
+    assert [relays.assign(c).address for c in ("c1", "c2", "c3")] == [A, B, A]
+    relays.mark_down(A)
+    assert relays.calls_on(A) == ["c1", "c3"] and relays.calls_on(B) == ["c2"]
+    relays.release("c1")  # its media on A is gone: its next offer starts it afresh
+    assert relays.assign("c1").address == B
+    assert relays.calls_on(A) == ["c3"] and sorted(relays.calls_on(B)) == ["c1", "c2"]
+    assert (relays.relays[A].calls, relays.relays[B].calls) == (1, 2)
+
+
 def test_a_command_that_times_out_marks_its_relay_down_and_is_passed_on() -> None:
     relays = RelaySet([A], random.Random(1), ng_timers=NgTimers(first=0.5, cap=0.5, total=1.0),
                       timers=RelayTimers(ping_interval=60.0))

@@ -13,6 +13,9 @@ Rules
   ``"pause recording" in relay.features`` is false on 10.5 and true on a release that has it. The reply also gives
   the relay's media interfaces and port range. A relay whose statistics never came has no features: callers that
   need one treat it as absent.
+- A relay that goes down takes its calls' media with it (rtpengine keeps its calls in memory only): the calls it
+  held are listed by `calls_on`, and `release` lets one go so that its next offer is assigned afresh, to a relay
+  that is up (`b2bua/relay_loss.py` re-anchors it there).
 - No I/O, no clock: the set wraps one `NgClient` and has the same facade (`receive_datagram`, `datagrams_to_send`,
   `get_timer`, `handle_timer`, `next_event`); health traffic is consumed here, every other reply is passed on.
 """
@@ -135,6 +138,10 @@ class RelaySet:
         address = self._calls.pop(conn_id, None)
         if address is not None:
             self.relays[address].calls -= 1
+
+    def calls_on(self, address: Address) -> list[str]:
+        """The calls that `address` holds (a relay that went down: the calls it carried lost their media)."""
+        return [conn_id for conn_id, relay in self._calls.items() if relay == address]
 
     @property
     def call_count(self) -> int:
