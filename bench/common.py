@@ -90,12 +90,14 @@ class CallbridgeServe:
     """`callbridge serve` as a subprocess on a fresh SQLite file in `workdir`, with the operation loaded."""
 
     def __init__(self, workdir: Path, agents: Sequence[str], *, trusted: Sequence[str] = (),
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), operation: dict[str, Any] | None = None) -> None:
         self.workdir = workdir
         self.extra_args = tuple(extra_args)
         workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = f"sqlite:///{workdir / 'callbridge.db'}"
-        self.token = load(self.db_url, operation_doc(agents))
+        doc = operation_doc(agents)
+        doc["operation"].update(operation or {})  # per-operation settings a benchmark varies (media_mode)
+        self.token = load(self.db_url, doc)
         self.sip_port = free_port("127.0.0.1")
         self.http_port = free_port("127.0.0.1", udp=False)
         self.trusted = tuple(trusted)

@@ -51,14 +51,14 @@ def ng_ping(address: tuple[str, int], timeout: float = 0.2) -> bool:
 
 class Rtpengine:
     def __init__(self, *, host: str = "127.0.0.1", workdir: Path | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), ports: int = PORT_BLOCK) -> None:
         self.binary = require_rtpengine()
         self.extra_args = extra_args  # more options (``--dtmf-log-dest=...``)
         self.host = host
         self.ng_port = free_port(host, udp=True, tcp=False)
-        start = free_port(host, udp=True, tcp=False, span=PORT_BLOCK)
+        start = free_port(host, udp=True, tcp=False, span=ports)  # a benchmark holding many calls asks for more
         self.port_min = start + (start % 2)            # RTP on even ports, RTCP on the odd one above
-        last = start + PORT_BLOCK - 1
+        last = start + ports - 1
         self.port_max = last if last % 2 else last - 1
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="rtpengine-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
