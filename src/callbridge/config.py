@@ -239,9 +239,9 @@ class Settings:
     # customer talks to) for this long is ended: BYE both ways, CDR end_reason "media_timeout" (docs/operations.md,
     # "Dead media"). A party on hold or muted (it was told not to send) is not judged. 0 turns it off.
     media_timeout_seconds: float = 60.0
-    # How often each relay is pinged. A relay that leaves a ping (or any command) unanswered through the ng
-    # retransmissions (4 s) is down: a new call goes to another relay, and the calls it held are re-anchored on
-    # another relay or ended (docs/operations.md, "A relay that dies mid-call"): detection within this plus 4 s.
+    # How often each relay is pinged. A relay that leaves a ping unanswered through the ng retransmissions (4 s) is
+    # down: a new call goes to another relay, and the calls it held are re-anchored on another relay or ended
+    # (docs/operations.md, "A relay that dies mid-call"): detection within this plus 4 s.
     rtpengine_ping_seconds: float = 5.0
 
     def __post_init__(self) -> None:

@@ -203,6 +203,7 @@ async def test_a_relay_killed_mid_call_with_no_other_relay_ends_the_call_with_en
             return [e.data for e in w.node.events.since(OP, 0) if e.type == "call.ended"]
 
         await until(lambda: ended_events() != [], what="call.ended in the event log")
-        assert [(e["conn_id"], e["ended_by"]) for e in ended_events()] == [(w.conn_id, "system")]
+        assert [(e["conn_id"], e["ended_by"], e["end_reason"]) for e in ended_events()] == [
+            (w.conn_id, "system", "relay_lost")]
         assert 'callbridge_media_calls_total{outcome="relay_lost"} 1' in w.node.metrics.render()
         assert 'callbridge_media_relay_up{relay="' in w.node.metrics.render()

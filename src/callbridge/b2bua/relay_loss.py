@@ -3,9 +3,11 @@
 
 Rules
 - Detection is the relay set's (`media/relays.py`): a ``ping`` unanswered through the ng client's bounded
-  retransmissions, or any command of a call that timed out (the media watch's ``query`` polls among them), takes the
-  relay down; the shell hands that to `lost` with the calls the relay held. rtpengine keeps its calls in memory only,
-  so those calls' media is gone whatever happens next: the parties send to ports nobody reads.
+  retransmissions (every `rtpengine_ping_seconds`) is a relay lost; the shell hands that to `lost` with the calls
+  the relay held. A command that timed out (a media watch ``query`` among them) only keeps new calls off the relay
+  until its next ping: under overload callbridge's own loop may read a reply too late, and that must not end calls.
+  rtpengine keeps its calls in memory only, so a lost relay's calls have no media whatever happens next: the
+  parties send to ports nobody reads.
 - Re-anchored when another relay is up and the call is two parties talking: the customer and the party its media
   goes to (`MediaAnchor.peers`), both answered, no re-INVITE of ours in progress on either, and the customer hearing
   its peer (no music, ringback or consultation that the dead relay was playing: those are relay state this module

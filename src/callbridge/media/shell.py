@@ -3,8 +3,8 @@
 The sans-I/O `RelaySet` never touches a socket or a clock; this shell is its only contact with the world, in the
 shape of `callbridge.transport.runtime` (which drives the SIP core the same way): datagrams in go to
 ``relays.receive_datagram(data, addr, now)``; after each input the shell *drains* once: every event is handed to
-the coroutine waiting for its cookie (or logged: a relay going up or down; one going down is also handed to
-`on_relay_down`), every queued datagram is sent, and ONE
+the coroutine waiting for its cookie (or logged: a relay going up or down; one that failed its ping, `RelayLost`,
+is also handed to `on_relay_down`), every queued datagram is sent, and ONE
 ``loop.call_at`` timer is re-armed at ``relays.get_timer()``. ``now`` is always ``loop.time()``.
 
 One ng socket per address family the relays use, with a port the kernel picks, bound on loopback when every relay
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from callbridge.media.ng import Address, NgReply, NgTimedOut
-from callbridge.media.relays import Health, RelayChanged, RelaySet
+from callbridge.media.relays import Health, RelayChanged, RelayLost, RelaySet
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,10 @@ class NgShell:
             if isinstance(event, RelayChanged):
                 level = logging.INFO if event.health is Health.UP else logging.WARNING
                 log.log(level, "rtpengine %s:%d is %s", event.address[0], event.address[1], event.health.value)
-                if event.health is Health.DOWN and self.on_relay_down is not None and self._loop is not None:
+                continue
+            if isinstance(event, RelayLost):
+                log.warning("rtpengine %s:%d did not answer its ping: its calls' media is lost", *event.address)
+                if self.on_relay_down is not None and self._loop is not None:
                     self._loop.call_soon(self.on_relay_down, event.address)
                 continue
             future = self._waiting.get(event.cookie)
