@@ -13,7 +13,9 @@ start it, with `--delete-delay=0`: rtpengine's default keeps a deleted call's po
 - `anchored`: each call's offer and answer go through the relay (ng `offer`, `answer`, and `delete` at the end):
   three ng round trips per call on callbridge's event loop, and the relay's own work;
 - `direct` (the ceiling): the SDP is passed through, the relay idle.
-The figure is the anchored run's highest passing rate; the ratio anchored / direct. SIPp's calls carry SDP but no RTP
+The two run in turns at each rate (direct, then anchored), so that a machine shared with other work loads both
+alike; each stops at its first failing step. The figure is the anchored run's highest passing rate; the ratio
+anchored / direct. SIPp's calls carry SDP but no RTP
 (the media load is bench/media_concurrent.py's). callbridge's and rtpengine's CPU over each step are printed.
 """
 
@@ -30,6 +32,7 @@ from b2bua_cps import SUSTAIN_SLACK, place_calls, top, uas
 from common import (
     AGENTS_HOST,
     CallbridgeServe,
+    Step,
     agent_extensions,
     best,
     command_line,
@@ -37,7 +40,6 @@ from common import (
     free_port,
     machine_load,
     make_ready,
-    ramp,
     ratio,
     record,
     register_agents,
@@ -48,9 +50,8 @@ from peers.rtpengine import Rtpengine
 
 TARGET_CPS = 400
 TARGET_RATIO = 0.6
-ANCHORED_RATES = (200, 300, 400, 500, 600, 800)
-DIRECT_RATES = (400, 600, 800, 1000)
-QUICK = {"seconds": 3.0, "anchored": (20, 40), "direct": (20, 40), "agents": 10}
+RATES = (100, 200, 300, 400, 500, 600, 800)
+QUICK = {"seconds": 3.0, "rates": (20, 40), "agents": 10}
 
 
 def step(rate: int, seconds: float, agents: list[str], media_mode: str) -> tuple[bool, str]:
@@ -101,34 +102,38 @@ def media_outcomes(node: CallbridgeServe) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of a step")
-    parser.add_argument("--rates", help="the anchored run's rates, comma-separated")
-    parser.add_argument("--direct-rates", help="the direct run's rates, comma-separated")
+    parser.add_argument("--rates", help="rates, comma-separated (each run stops at its first failing step)")
     parser.add_argument("--agents", type=int, default=200, help="agents registered at the SIPp uas")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (3 s steps, low rates)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
     seconds = QUICK["seconds"] if args.quick else args.seconds
 
-    def rates(given: str | None, full: tuple[int, ...], quick_key: str) -> list[int]:
-        if given:
-            return [int(r) for r in given.split(",")]
-        return list(QUICK[quick_key]) if args.quick else list(full)  # type: ignore[call-overload]
-
+    default = list(QUICK["rates"] if args.quick else RATES)  # type: ignore[call-overload]
+    rates = [int(r) for r in args.rates.split(",")] if args.rates else default
     agents = agent_extensions(int(QUICK["agents"]) if args.quick else args.agents)  # type: ignore[call-overload]
     print(f"media_cps: {seconds:g} s steps, {len(agents)} agents at a SIPp uas, load average {machine_load()}")
-    direct = ramp("direct", rates(args.direct_rates, DIRECT_RATES, "direct"),
-                  lambda r: step(r, seconds, agents, "direct"))
-    anchored = ramp("anchored", rates(args.rates, ANCHORED_RATES, "anchored"),
-                    lambda r: step(r, seconds, agents, "anchored"))
+    direct: list[Step] = []
+    anchored: list[Step] = []
+    for rate in rates:
+        for mode, steps in (("direct", direct), ("anchored", anchored)):
+            if steps and not steps[-1].passed:
+                continue  # this run stopped at its first failing step
+            passed, detail = step(rate, seconds, agents, mode)
+            steps.append(Step(mode, rate, passed, detail))
+            print(f"  {mode:11} {rate:6,}/s  {'PASS' if passed else 'FAIL'}  {detail}", flush=True)
+        if not (direct[-1].passed or anchored[-1].passed):
+            break
     a_cps, d_cps = best(anchored), best(direct)
     met = a_cps >= TARGET_CPS and d_cps > 0 and a_cps / d_cps >= TARGET_RATIO
     print(f"\nanchored {a_cps:,} calls/s; direct {d_cps:,} calls/s{top(direct)}; ratio {ratio(a_cps, d_cps)}; "
           f"target >= {TARGET_CPS} calls/s and ratio >= {TARGET_RATIO}: {'met' if met else 'NOT met'}")
     if not args.no_record:
-        failed = next((s for s in anchored if not s.passed), None)
-        passed = [s for s in anchored if s.passed]
-        note = f"; at {passed[-1].rate:,}/s: {passed[-1].detail}" if passed else ""
-        note += f"; first failing anchored step {failed.rate:,}/s: {failed.detail}" if failed else ""
+        passing = [s for s in anchored if s.passed]
+        note = f"; anchored at {passing[-1].rate:,}/s: {passing[-1].detail}" if passing else ""
+        for steps in (anchored, direct):
+            failed = next((s for s in steps if not s.passed), None)
+            note += f"; first failing {failed.target} step {failed.rate:,}/s: {failed.detail}" if failed else ""
         record(f"media_cps: b2bua_cps's calls (SIPp uac -> DID -> queue -> {len(agents)} agents at a SIPp uas, "
                f"callbridge serve on SQLite, defences on) with media anchored on one userspace rtpengine "
                f"(--delete-delay=0), {seconds:g} s steps, 0 failed calls and all done within "
