@@ -53,7 +53,6 @@ from common import (
     free_port,
     machine_load,
     make_ready,
-    ramp,
     ratio,
     record,
     register_agents,
@@ -289,8 +288,8 @@ def main() -> int:
     steps = [int(s) for s in args.steps.split(",")] if args.steps else list(QUICK["steps"] if args.quick else STEPS)
     print(f"media_concurrent: {steps} calls, RTP 50 packets/s each way per call for {seconds:g} s, "
           f"load average {machine_load()}")
-    ceiling = ramp("direct", steps, lambda n: direct_step(n, seconds))
-    relayed = ramp("relay", steps, lambda n: relay_step(n, args.rate, seconds))
+    ceiling = calls_ramp("direct", steps, lambda n: direct_step(n, seconds))
+    relayed = calls_ramp("relay", steps, lambda n: relay_step(n, args.rate, seconds))
     figure, top = best(relayed), best(ceiling)
     print(f"\nthrough the relay {figure:,} calls; phone to phone {top:,} calls; ratio {ratio(figure, top)}; "
           f"target {TARGET_CALLS}: {'met' if figure >= TARGET_CALLS else 'NOT met'}")
@@ -305,6 +304,18 @@ def main() -> int:
                f"generator phone to phone, no relay)", ratio(figure, top), f">= {TARGET_CALLS} calls",
                command_line("bench/media_concurrent.py", sys.argv[1:]))
     return 0
+
+
+def calls_ramp(target: str, counts: list[int], run_step: Callable[[int], tuple[bool, str]]) -> list[Step]:
+    """`common.ramp` with numbers of calls rather than rates: stops at the first failing step."""
+    out = []
+    for count in counts:
+        passed, detail = run_step(count)
+        out.append(Step(target, count, passed, detail))
+        print(f"  {target:7} {count:6,} calls  {'PASS' if passed else 'FAIL'}  {detail}", flush=True)
+        if not passed:
+            break
+    return out
 
 
 def _all(steps: list[Step]) -> bool:

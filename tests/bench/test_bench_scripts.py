@@ -113,8 +113,9 @@ def test_media_concurrent_bench_runs() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=400)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    relayed = re.findall(r"^  relay +(\d+)/s  (PASS|FAIL)  (\d+) calls on the relay \(all up: (True|False)", out, re.M)
-    direct = re.findall(r"^  direct +(\d+)/s  (PASS|FAIL)  loss customer->agent ([\d.]+)%", out, re.M)
+    relayed = re.findall(r"^  relay +(\d+) calls  (PASS|FAIL)  (\d+) calls on the relay \(all up: (True|False)", out,
+                         re.M)
+    direct = re.findall(r"^  direct +(\d+) calls  (PASS|FAIL)  loss customer->agent ([\d.]+)%", out, re.M)
     assert relayed and direct, out
     assert all(calls == held and up == "True" for calls, verdict, held, up in relayed if verdict == "PASS"), out
     final = re.search(r"^through the relay ([\d,]+) calls; phone to phone ([\d,]+) calls; ratio ([\d.]+|n/a); "
