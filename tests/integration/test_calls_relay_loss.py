@@ -49,6 +49,8 @@ pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 
 AGENT_HZ, CUSTOMER_HZ = 1000.0, 700.0
 PING = 0.5  # rtpengine_ping_seconds: a dead relay is seen within this plus the ng client's 4 s
+DETECTED = PING + 4.0
+SLACK = 2.0  # the re-INVITEs or BYEs, and a loop slowed by a machine shared with other tests
 SETTLE = 0.3
 
 
@@ -151,8 +153,8 @@ async def test_a_relay_killed_mid_call_re_anchors_the_call_on_the_other_relay(tm
         loop = asyncio.get_running_loop()
         killed = loop.time()
         anchor = w.node.switch.anchor
-        await until(lambda: anchor.stats["reanchored"] == 1, timeout=PING + 4.0 + 3.0, what="the call re-anchored")
-        assert loop.time() - killed <= PING + 4.0 + 1.5
+        await until(lambda: anchor.stats["reanchored"] == 1, timeout=DETECTED + 2 * SLACK, what="the call re-anchored")
+        assert loop.time() - killed <= DETECTED + SLACK
         second = relay_of(w)
         assert second is w.relays[1]
         # both phones were re-INVITEd with a new version of the session they knew, naming the second relay
@@ -184,9 +186,9 @@ async def test_a_relay_killed_mid_call_with_no_other_relay_ends_the_call_with_en
         kill(w.relays[0])
         loop = asyncio.get_running_loop()
         killed = loop.time()
-        ended = await w.customer.wait_for(CallEnded, call=w.call, timeout=PING + 4.0 + 3.0)
+        ended = await w.customer.wait_for(CallEnded, call=w.call, timeout=DETECTED + 2 * SLACK)
         agent_ended = await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=2)
-        assert loop.time() - killed <= PING + 4.0 + 1.5
+        assert loop.time() - killed <= DETECTED + SLACK
         assert (ended.reason, ended.by) == ("bye", "remote")  # callbridge's BYE to the customer
         assert (agent_ended.reason, agent_ended.by) == ("bye", "remote")  # ... and to the agent
         await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent freed")
