@@ -70,6 +70,10 @@ STEPS = (250, 500, 750)
 QUICK = {"steps": (20, 40), "seconds": 5.0}
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 HEADER = struct.Struct("!BBHII")
+# The relay sends on while the generator process waits for a core (the machine is shared): its receiving sockets
+# get room for seconds of packets, so that the loss measured is the relay's, not the generator's.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+RECEIVE_BUFFER = 64 * 1024 * 1024
 PAYLOAD = b"\xff" * 160  # PCMU silence, 20 ms
 # The first second of packets is counted apart (and printed), not judged: a stream's first packets meet the relay
 # while it learns where each party is, and the generator's first sends meet cold caches.
@@ -84,7 +88,10 @@ def generate(customer: tuple[str, int], agent: tuple[str, int], toward_customer:
     socks = []
     for address in (customer, agent):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFF_SIZE)
+        try:  # past net.core.rmem_max when allowed (CAP_NET_ADMIN): seconds of packets while the generator waits
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFF_SIZE)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFF_SIZE)
         sock.bind(address)
         sock.setblocking(False)
@@ -168,8 +175,15 @@ def verdict(result: dict[str, Any]) -> tuple[bool, str]:
 
 
 # -- the relay's ports of each call, from the relay ---------------------------------------------------------------
-def relay_ports(relay: Rtpengine) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """For every call on the relay: the relay's address its customer sends to, and the one its agent sends to."""
+def udp_receive_drops() -> int:
+    """The kernel's count of UDP datagrams dropped for a full socket buffer (RcvbufErrors), the whole machine's."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
+def relay_ports(relay: Rtpengine) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict[str, int]]:
+    """For every call on the relay: the relay's address its customer sends to, and the one its agent sends to; and
+    the RTP packets the relay has received from each side so far (by the party's address)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(5.0)
     count = 0
@@ -177,7 +191,7 @@ def relay_ports(relay: Rtpengine) -> tuple[list[tuple[str, int]], list[tuple[str
     def ng(message: dict[str, Any]) -> dict[str, Any]:
         nonlocal count
         count += 1
-        cookie = b"bench%d " % count
+        cookie = b"bench%d_%d " % (time.monotonic_ns(), count)  # never reused: rtpengine caches replies by cookie
         sock.sendto(cookie + encode(message), relay.ng_address)
         while True:
             data, _ = sock.recvfrom(1 << 20)
@@ -187,6 +201,7 @@ def relay_ports(relay: Rtpengine) -> tuple[list[tuple[str, int]], list[tuple[str
                 return reply
 
     customers, agents = [], []
+    received = {TRUNK_HOST: 0, AGENTS_HOST: 0}
     try:
         calls = ng({"command": "list", "limit": 100_000}).get("calls", [])
         for call_id in calls:
@@ -197,12 +212,14 @@ def relay_ports(relay: Rtpengine) -> tuple[list[tuple[str, int]], list[tuple[str
                         if b"RTP" in stream.get("flags", []):
                             party = stream["endpoint"]["address"].decode()
                             sides[party] = stream["local port"]
+                            if party in received:
+                                received[party] += stream.get("stats", {}).get("packets", 0)
             if TRUNK_HOST in sides and AGENTS_HOST in sides:
                 customers.append((relay.host, sides[TRUNK_HOST]))
                 agents.append((relay.host, sides[AGENTS_HOST]))
     finally:
         sock.close()
-    return customers, agents
+    return customers, agents, received
 
 
 def current_calls(uac: Sipp) -> int:
@@ -245,7 +262,8 @@ def relay_step(calls: int, rate: int, seconds: float) -> tuple[bool, str]:
         try:
             up = wait_for(lambda: (node.metric("callbridge_b2bua_legs") or 0) >= 2 * calls
                           and current_calls(uac) >= calls, ramp_seconds * 2 + 20)
-            toward_customer, toward_agent = relay_ports(relay)
+            toward_customer, toward_agent, _ = relay_ports(relay)
+            drops = udp_receive_drops()
             held = len(toward_customer)
             assert relay.pid is not None
             cpu: dict[str, float] = {}
@@ -257,12 +275,20 @@ def relay_step(calls: int, rate: int, seconds: float) -> tuple[bool, str]:
             took = time.monotonic() - cpu["at"]
             node_cpu = (cpu_seconds(node.pid) - cpu["node"]) / took
             relay_cpu = (cpu_seconds(relay.pid) - cpu["relay"]) / took
+            drops = udp_receive_drops() - drops
+            _, _, at_relay = relay_ports(relay)  # what reached the relay from each side (the generator's first
+            # packets included; nothing else sends RTP)
             still_up = current_calls(uac)
             done = uac.wait()
         finally:
             answering.stop()
     passed, detail = verdict(result)
     passed = passed and up and held == calls and still_up >= calls and done.failed == 0
+    sent_c = result["customers_sent"] + result["warm_up_sent"] // 2
+    sent_a = result["agents_sent"] + result["warm_up_sent"] // 2
+    detail += (f"; the relay received {at_relay[TRUNK_HOST]:,} of {sent_c:,} customer packets and "
+               f"{at_relay[AGENTS_HOST]:,} of {sent_a:,} agent packets; UDP receive-buffer drops on the whole "
+               f"machine meanwhile {drops:,}")
     per_call = f"{node_cpu * 100 / max(1, held):.3f}% and {relay_cpu * 100 / max(1, held):.3f}%"
     return passed, (f"{held:,} calls on the relay (all up: {up}, {still_up:,} still up after the RTP window); "
                     f"{detail}; CPU callbridge {node_cpu * 100:.0f}%, rtpengine {relay_cpu * 100:.0f}% of a core, "
