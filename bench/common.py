@@ -444,6 +444,41 @@ def start_kamailio_registrar(host: str = "127.0.0.1") -> Kamailio:
     return kam.start()
 
 
+# -- rtpengine with many calls ------------------------------------------------------------------------------------
+def relay_for(workdir: Path, span: int, extra_args: Sequence[str] = ()) -> Any:
+    """tests/peers' `Rtpengine` (not started) whose media ports are `span` ports of the kernel's ephemeral range.
+
+    The tests' free-port probe hands out ports below that range and needs every port of a block free: a block of
+    thousands is rarely found there on a machine running other tests, and rtpengine holding it would take ports
+    that another test was just handed. In the ephemeral range the kernel's own picks skip the ports rtpengine
+    holds, and rtpengine skips the ones in use (most of the block is checked free here)."""
+    import random
+
+    from peers.ports import _ephemeral_range
+    from peers.rtpengine import Rtpengine
+
+    relay = Rtpengine(workdir=workdir, extra_args=tuple(extra_args), ports=2)
+    low, high = _ephemeral_range()
+    for _ in range(50):
+        start = random.randint(low, high - span) & ~1
+        sample = range(start, start + span, max(1, span // 200))
+        free = sum(_udp_bindable(relay.host, port) for port in sample)
+        if free >= 0.95 * len(sample):
+            last = start + span - 1
+            relay.port_min, relay.port_max = start, last if last % 2 else last - 1  # RTP even, RTCP odd
+            return relay
+    raise RuntimeError(f"no block of {span} mostly free ports in the ephemeral range {low}-{high}")
+
+
+def _udp_bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 # -- results -----------------------------------------------------------------------------------------------------
 def record(benchmark: str, figure: str, ceiling: str, ratio: str, target: str, command: str) -> str:
     day = datetime.date.today().isoformat()

@@ -56,6 +56,7 @@ from common import (
     ratio,
     record,
     register_agents,
+    relay_for,
     workdir,
 )
 
@@ -244,7 +245,7 @@ def relay_step(calls: int, rate: int, seconds: float) -> tuple[bool, str]:
     agent = (AGENTS_HOST, free_port(AGENTS_HOST, tcp=False))
     ramp_seconds = calls / rate
     hold_ms = int((ramp_seconds + seconds + 20) * 1000)  # all up, the ports read, the RTP window, a margin
-    with Rtpengine(workdir=base / "rtpengine", ports=4 * calls + 200) as relay, \
+    with relay_for(base / "rtpengine", 4 * calls + 200) as relay, \
             CallbridgeServe(base / "node", agents, trusted=[f"{AGENTS_HOST}/32"],
                             extra_args=["--rtpengine", f"udp:{relay.host}:{relay.ng_port}"]) as node:
         port = free_port(AGENTS_HOST)

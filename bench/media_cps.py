@@ -43,10 +43,9 @@ from common import (
     ratio,
     record,
     register_agents,
+    relay_for,
     workdir,
 )
-
-from peers.rtpengine import Rtpengine
 
 TARGET_CPS = 400
 TARGET_RATIO = 0.6
@@ -56,7 +55,7 @@ QUICK = {"seconds": 3.0, "rates": (20, 40), "agents": 10}
 
 def step(rate: int, seconds: float, agents: list[str], media_mode: str) -> tuple[bool, str]:
     base = workdir(f"media-cps-{media_mode}-")
-    with Rtpengine(workdir=base / "rtpengine", extra_args=("--delete-delay=0",), ports=2000) as relay, \
+    with relay_for(base / "rtpengine", 2000, ("--delete-delay=0",)) as relay, \
             CallbridgeServe(base / "node", agents, trusted=[f"{AGENTS_HOST}/32"],
                             extra_args=["--rtpengine", f"udp:{relay.host}:{relay.ng_port}"],
                             operation={"media_mode": media_mode}) as node:
