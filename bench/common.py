@@ -457,7 +457,7 @@ def relay_for(workdir: Path, span: int, extra_args: Sequence[str] = ()) -> Any:
     from peers.ports import _ephemeral_range
     from peers.rtpengine import Rtpengine
 
-    relay = Rtpengine(workdir=workdir, extra_args=tuple(extra_args), ports=2)
+    relay = Rtpengine(workdir=workdir, extra_args=tuple(extra_args), ports=8)
     low, high = _ephemeral_range()
     for _ in range(50):
         start = random.randint(low, high - span) & ~1

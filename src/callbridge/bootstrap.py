@@ -288,6 +288,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                lease_seconds=settings.lease_seconds)
         storage.writer.fence = member.fence
         member.on_gained = lambda operation_id, _epoch: _take_over(node, operation_id)
+        webhooks.follow_ownership(member.owns, cursors.load_one)  # the owner delivers, from the stored cursor
         # any node answers the API: a request for an operation another node holds is forwarded to it
         app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)
         try:
@@ -334,6 +335,8 @@ def _take_over(node: Node, operation_id: str) -> None:
             node.takeovers.append(await take_over(node, operation_id))
         except Exception:
             log.exception("cluster: taking operation %s over failed", operation_id)
+        if isinstance(node.webhooks, LogWebhookDispatcher):
+            node.webhooks.gained(operation_id)  # its targets resume, the log having the operation's seq
 
     task = asyncio.get_running_loop().create_task(run(), name=f"callbridge-takeover-{operation_id}")
     node._takeover_tasks.add(task)

@@ -75,6 +75,9 @@ def test_demo_keep_with_a_relay_lets_a_person_take_the_call_on_the_page_with_aud
         try:
             shown = output.until("Ctrl-C stops everything", 45)
             assert f"media anchored on udp:{relay.host}:{relay.ng_port}" in shown
+            # a relay the user runs gets the measured steps too
+            assert ("✓  7 heard after the answer: customer hears 1002's 1000 Hz, 1002 hears the customer's 700 Hz"
+                    in shown)
             page_at = re.search(r"the agent's page (http://127\.0\.0\.1:\d+/agent) \(operation (\d+), extension "
                                 r"(\d+), password (\S+);", shown)
             assert page_at is not None, shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +27,7 @@ from callbridge.callcontrol.ports import (
 from callbridge.storage import administration as admin
 from callbridge.storage import schema as s
 from callbridge.storage.records import (
+    cdr_values,
     read_agent_states,
     read_call,
     read_cdr,
@@ -135,6 +137,8 @@ def test_calls_legs_and_cdr_round_trip(storage: Storage) -> None:
         assert read_cdr(conn, "c1").talk_time == pytest.approx(57.5)  # type: ignore[union-attr]
         assert read_open_calls(conn, "node-a") == []
         assert conn.execute(select(func.count()).select_from(s.calls)).scalar_one() == 1
+    # a CDR's legs are stored as `asdict` gives them, every field of the record by name
+    assert cdr_values(cdr)["legs"] == [dataclasses.asdict(leg) for leg in (customer_done, agent_done)]
 
 
 def test_every_transfer_step_updates_one_record(storage: Storage) -> None:

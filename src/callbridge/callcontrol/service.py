@@ -15,8 +15,8 @@ success); state-only verbs return once the state is stored.
 The service is a facade over one live state (`live.LiveState`) and the collaborators it builds around it, each
 handed the state, the ports and the kernel (constructor injection): the agent desk (`agents`), the calls' life
 (`lifecycle`), the ACD (`acd`), actions (`actions`), the transfer engine (`transfer_engine`), outbound calls
-(`outbound`), the reads (`reads`) and the adapter's reports (`reports`). It validates and delegates; it holds no
-state of its own.
+(`outbound`), dispositions (`dispositions`), the reads (`reads`) and the adapter's reports (`reports`). It
+validates and delegates; it holds no state of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from callbridge.callcontrol.calls import Call
 from callbridge.callcontrol.commands import (
     ActionTicket,
     check_agent_id,
-    check_code,
     check_display,
     check_number,
     check_tones,
@@ -37,13 +36,13 @@ from callbridge.callcontrol.commands import (
     parse_recall_date,
 )
 from callbridge.callcontrol.directory import Trunk
+from callbridge.callcontrol.dispositions import Dispositions
 from callbridge.callcontrol.errors import (
     AlreadyOnCall,
     CallControlUnavailable,
     CallNotUpdated,
     InvalidParameter,
     NoActiveCall,
-    NoCallToType,
     NoRecentCall,
     PhoneNotRegistered,
     TargetNotAvailable,
@@ -52,7 +51,7 @@ from callbridge.callcontrol.errors import (
     TransferLimit,
     TransferNotAnswered,
 )
-from callbridge.callcontrol.events import DisplayChanged, Dispositioned, RecallScheduled
+from callbridge.callcontrol.events import DisplayChanged, RecallScheduled
 from callbridge.callcontrol.ids import IdFactory, random_ids
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
@@ -76,7 +75,6 @@ from callbridge.callcontrol.records import (
     LOGOUT,
     READY,
     DisplayChange,
-    Disposition,
     Recall,
     TransferKind,
     TransferRecord,
@@ -105,6 +103,8 @@ class CallControlService:
         self._transfers = transfers = TransferEngine(state, ports, kernel, agents, life, acd)
         self._outbound = outbound = OutboundCalls(state, ports, kernel, agents, life, acd)
         self._calls = state.calls
+        self._dispositions = dispositions = Dispositions(ports, kernel, agents)
+        self.type = dispositions.type  # api=type
         # the reads and the adapter's reports are the collaborators' own methods, bound here: no further call
         reads = Reads(state, kernel, agents)
         self.get_transfer = reads.get_transfer
@@ -175,16 +175,6 @@ class CallControlService:
     def _require_new_calls(self) -> None:
         if not self._ports.signalling.accepts_new_calls():
             raise CallControlUnavailable()
-
-    def _check_codes(self, operation_id: str, cod_act: str, cod_act_2: str | None) -> None:
-        check_code(cod_act, "cod_act")
-        if cod_act_2 is not None:
-            check_code(cod_act_2, "cod_act_2")
-        codes = self._ports.directory.list_activity_codes(operation_id)
-        if not any(c.group == 1 and c.code == cod_act for c in codes):
-            raise InvalidParameter("cod_act")
-        if cod_act_2 is not None and not any(c.group == 2 and c.code == cod_act_2 for c in codes):
-            raise InvalidParameter("cod_act_2")
 
     # --- agentbox verbs ---------------------------------------------------------------------------------------
 
@@ -318,35 +308,15 @@ class CallControlService:
             self._agents.input(rt, AgentInput.SET_AUX, "api", aux_id=status)
         return rt.state
 
-    def type(self, operation_id: str, agent_id: str, cod_act: str, cod_act_2: str,
-             comments: str = "") -> Disposition:
-        """api=type: the disposition of the agent's last call not yet typed."""
-        check_agent_id(agent_id)
-        self._check_codes(operation_id, cod_act, cod_act_2)
-        _, rt = self._agents.require_logged_in(operation_id, agent_id)
-        if rt.untyped_conn_id is None:
-            raise NoCallToType()
-        return self._record_disposition(rt, rt.untyped_conn_id, cod_act, cod_act_2, comments)
-
-    def _record_disposition(self, rt: AgentRuntime, conn_id: str, cod_act: str, cod_act_2: str,
-                            comments: str) -> Disposition:
-        disposition = Disposition(rt.operation_id, conn_id, rt.extension, cod_act, cod_act_2, comments, self._k.now())
-        self._ports.records.save_disposition(disposition)
-        if rt.untyped_conn_id == conn_id:
-            rt.untyped_conn_id = None
-        self._k.emit(Dispositioned(operation_id=rt.operation_id, agent=rt.extension, conn_id=conn_id,
-                                 cod_act=cod_act, cod_act_2=cod_act_2))
-        return disposition
-
     def hang_type_ready(self, operation_id: str, agent_id: str, cod_act: str, cod_act_2: str = "",
                         comments: str = "") -> ActionTicket:
         """api=hang_type_ready: hang up, type the call, and make the agent ready (no ACW)."""
         check_agent_id(agent_id)
-        self._check_codes(operation_id, cod_act, cod_act_2 or None)
+        self._dispositions.check_codes(operation_id, cod_act, cod_act_2 or None)
         _, rt = self._agents.require_logged_in(operation_id, agent_id)
         call = self._active_call(rt, dialing=True)
         self._require_signalling()
-        self._record_disposition(rt, call.conn_id, cod_act, cod_act_2, comments)
+        self._dispositions.record(rt, call.conn_id, cod_act, cod_act_2, comments)
         rt.ready_after_call = True
         return self._hang(call, rt)
 

@@ -66,7 +66,8 @@ class _OneLineUsage:
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
-            return super().parse_args(ctx, args)
+            parsed: list[str] = super().parse_args(ctx, args)  # type: ignore[misc]  # a mixin before click's Command
+            return parsed
         except NoArgsIsHelpError:
             raise
         except UsageError as exc:

@@ -19,6 +19,7 @@ import uvicorn
 from rich.console import Console
 
 from callbridge.bootstrap import Node, bootstrap
+from callbridge.cli.demo_media import Hearing, anchored, customer_media_port, media_between
 from callbridge.cli.demo_report import cdr_table
 from callbridge.cli.demo_world import (
     AGENTS,
@@ -77,10 +78,12 @@ class DemoFailed(Exception):
 class Demo:
     """The demo's world: node, HTTP server, phones, clients. ``await Demo.start()``, then the steps, ``close()``."""
 
-    def __init__(self, console: Console, *, busy_status: int = 486, rtpengine: tuple[str, ...] = ()) -> None:
+    def __init__(self, console: Console, *, busy_status: int = 486, rtpengine: tuple[str, ...] = (),
+                 relay_binary: str | None = None, played: dict[str, float] | None = None) -> None:
         self.console = console
         self.busy_status = busy_status
         self.rtpengine = rtpengine  # relays (udp:HOST:PORT): calls anchored, the agent's page takes audio
+        self.hearing = Hearing(self, relay_binary=relay_binary, played=played)  # with a relay: tones measured
         self.tmp = tempfile.TemporaryDirectory(prefix="callbridge-demo-")
         self.node: Node | None = None
         self.http: HttpServer | None = None
@@ -134,8 +137,9 @@ class Demo:
 
     # --- setting up -------------------------------------------------------------------------------------------
     async def load(self) -> str:
-        self.gateway = Gateway(await Phone.start(host=GATEWAY_HOST, user="gateway", name="gateway"),
-                               busy_status=self.busy_status)
+        media, ring = self.hearing.media, self.hearing.ring
+        self.gateway = Gateway(await Phone.start(host=GATEWAY_HOST, user="gateway", name="gateway", media=media),
+                               busy_status=self.busy_status, ring=ring, busy_ring=ring if media else 0.0)
         self.phones["gateway"] = self.gateway.phone
         self.tasks.append(asyncio.create_task(self.gateway.run()))
         url = f"sqlite:///{Path(self.tmp.name) / 'callbridge.db'}"
@@ -148,6 +152,7 @@ class Demo:
                 "a token")
 
     async def start_node(self) -> str:
+        self.rtpengine = await self.hearing.start_relay(Path(self.tmp.name))
         settings = Settings(sip_host="127.0.0.1", sip_port=0, http_host="127.0.0.1", http_port=0,
                             database_url=self.database_url, node_id="demo", log_level="WARNING", sip_ws_port=0,
                             rtpengine=self.rtpengine)
@@ -171,14 +176,15 @@ class Demo:
         health = await self.native.request("GET", "/health")
         expect(isinstance(health, dict), f"/health answered {health!r}")
         host, port = node.sip_address
-        relay = f", media anchored on {', '.join(self.rtpengine)}" if self.rtpengine else ""
-        return f"SIP {host}:{port} (UDP, TCP), HTTP {self.base_url}, destination policy loopback only{relay}"
+        return (f"SIP {host}:{port} (UDP, TCP), HTTP {self.base_url}, destination policy loopback only"
+                f"{self.hearing.relay_note()}")
 
     async def register_agents(self) -> str:
         assert self.node is not None
         for ext in AGENTS:
             phone = await Phone.start(host="127.0.0.1", user=ext, domain=DOMAIN, password=agent_password(ext),
-                                      name=f"agent-{ext}", answer="auto", ring_delay=0.2)
+                                      name=f"agent-{ext}", answer="auto", ring_delay=self.hearing.ring,
+                                      media=self.hearing.media)
             self.phones[ext] = phone
             await within(phone.register(self.node.sip_address, expires=300), f"REGISTER 200 OK for {ext}")
         _, native, _ = self.api()
@@ -211,9 +217,9 @@ class Demo:
         assert self.node is not None
         _, _, watch = self.api()
         if "customer" not in self.phones:
-            # with a relay the customer's phone sends real RTP (a tone, once answered): the page has something to hear
+            # with a relay the customer's phone sends real RTP (a tone, once answered) and measures what it hears
             self.phones["customer"] = await Phone.start(host=CUSTOMER_HOST, user=CUSTOMER_NUMBER,
-                                                        name="customer", media=bool(self.rtpengine))
+                                                        name="customer", media=self.hearing.media)
         self._call_mark = since = watch.mark
         host, port = self.node.sip_address
         self.customer_call = await self.phones["customer"].call(f"sip:{DID}@{host}:{port}", wait_answer=False)
@@ -234,11 +240,11 @@ class Demo:
         call = self.customer_call
         assert call is not None
         await within(call.wait_answered(STEP_TIMEOUT), "200 OK at the customer's phone")
-        await self._media_between(expected)
+        media = await media_between(self, expected)
         view = await native.get_agent(expected)
         expect(view.state == "on_call" and view.conn_id == self.conn_id,
                 f"the API says {expected} is {view.state} on {view.conn_id}")
-        return f"{expected} (ready longest) answered; customer and {expected} exchange SDP directly"
+        return f"{expected} (ready longest) answered; {media}"
 
     async def hold(self, on: bool) -> str:
         box, _, watch = self.api()
@@ -266,7 +272,7 @@ class Demo:
                            has_fields(conn_id=self.conn_id))
         await within(self.phones[source].wait_for(CallEnded, call=self.agent_calls[source], timeout=STEP_TIMEOUT),
                       f"BYE at {source}'s phone")
-        await self._media_between(target)
+        await media_between(self, target)
         view = await native.get_agent(target)
         expect(view.state == "on_call" and view.conn_id == self.conn_id, f"the API says {target} is {view.state}")
         self._holder = target
@@ -289,7 +295,7 @@ class Demo:
         await within(customer.wait_for(Resumed, call=self.customer_call, timeout=STEP_TIMEOUT),
                       "re-INVITE taking the customer off hold")
         expect(not self.agent_calls[agent].ended, f"{agent}'s call ended")
-        await self._media_between(agent)
+        await media_between(self, agent)
         view = await native.get_agent(agent)
         expect(view.state == "on_call" and view.conn_id == self.conn_id, f"the API says {agent} is {view.state}")
         return f"{BUSY_NUMBER} answered 486 Busy Here; the customer is back with {agent} (transfer.failed)"
@@ -306,11 +312,11 @@ class Demo:
         await within(self.phones[agent].wait_for(CallEnded, call=self.agent_calls[agent], timeout=STEP_TIMEOUT),
                       f"BYE at {agent}'s phone")
         gateway = self.gateway.phone
-        if self.anchored:  # the customer's side keeps the relay's port; the relay moved its media to the gateway
+        if anchored(self):  # the customer's side keeps the relay's port; the relay moved its media to the gateway
             await self._until(lambda: any(c.state is CallState.ESTABLISHED for c in gateway.calls),
                               "the gateway's call up")
         else:
-            await self._until(lambda: self._customer_media_port() == gateway.rtp_port)
+            await self._until(lambda: customer_media_port(self) == gateway.rtp_port)
         number, caller, _ = self.gateway.dialled[-1]
         expect(number == OUTSIDE_NUMBER, f"the gateway was called for {number}")
         view = await native.get_agent(agent)
@@ -348,34 +354,7 @@ class Demo:
         return (f"{cdr.conn_id}: agents {', '.join(agents)}, {cdr.transfer_count} transfers, {len(cdr.legs)} legs, "
                 f"hung up by {cdr.hangup_by}")
 
-    # --- checks shared by the steps ------------------------------------------------------------------------
-    @property
-    def anchored(self) -> bool:
-        """The demo's call goes through the media relay (`--rtpengine`): each side's SDP names the relay."""
-        return self.node is not None and self.node.switch.anchor.anchored(self.conn_id)
-
-    def _customer_media_port(self) -> int | None:
-        call = self.customer_call
-        sdp = call.remote_sdp if call is not None else None
-        return sdp.media[0].port if sdp is not None and sdp.media else None
-
-    async def _media_between(self, agent: str) -> None:
-        """The customer's SDP names the agent's media port and the agent's names the customer's (pass-through);
-        through a relay, neither names the other (each names the relay)."""
-        phone, call = self.phones[agent], self.agent_calls[agent]
-        customer = self.phones["customer"]
-        await self._until(lambda: call.state is CallState.ESTABLISHED, f"ACK at {agent}'s phone")
-        if self.anchored:
-            remote = call.remote_sdp
-            expect(self._customer_media_port() != phone.rtp_port and remote is not None and bool(remote.media)
-                   and remote.media[0].port != customer.rtp_port, f"{agent}'s media is not through the relay")
-            return
-        await self._until(lambda: self._customer_media_port() == phone.rtp_port,
-                          f"the customer's media pointed at {agent}")
-        remote = call.remote_sdp
-        expect(remote is not None and bool(remote.media) and remote.media[0].port == customer.rtp_port,
-                f"{agent}'s media does not point at the customer")
-
+    # --- checks shared by the steps (and by demo_media) --------------------------------------------------------
     @staticmethod
     async def _until(predicate: Callable[[], bool], what: str = "condition") -> None:
         async def poll() -> None:
@@ -388,13 +367,15 @@ class Demo:
     async def play(self) -> None:
         first, second = READY_ORDER[0], READY_ORDER[2]
         self._holder = first
+        hearing = self.hearing.steps(first, second)  # with a relay: what each party heard, measured
         for title, body in zip(STEP_TITLES, (
             self.load, self.start_node, self.register_agents, self.make_ready, self.customer_calls,
             self.longest_idle_answers, lambda: self.hold(True), lambda: self.hold(False),
             lambda: self.transfer_to_agent(first, second), lambda: self.transfer_busy(second),
             lambda: self.transfer_outside(second), self.hang_up, self.cdr,
         ), strict=True):
-            await self.step(title, body)
+            for heading, run in ((title, body), *hearing.get(title, ())):
+                await self.step(heading, run)
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -415,6 +396,7 @@ class Demo:
             self._http_socket.close()
         if self.node is not None:
             await self.node.close()
+        self.hearing.close()
         self.tmp.cleanup()
 
 

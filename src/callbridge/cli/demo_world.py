@@ -121,11 +121,14 @@ class EventWatch:
 
 @dataclass
 class Gateway:
-    """The outside world behind the trunk: answers every number after a short ring, but `BUSY_NUMBER` gets
-    ``busy_status``."""
+    """The outside world behind the trunk: answers every number after ringing ``ring`` seconds, but `BUSY_NUMBER`
+    gets ``busy_status``, at once or (``busy_ring``) after ringing that long (with a relay: time to hear the
+    ringback)."""
 
     phone: Phone
     busy_status: int = 486
+    ring: float = 0.2
+    busy_ring: float = 0.0
     dialled: list[tuple[str, str, int]] = field(default_factory=list)  # (number, caller id, what we answered)
 
     async def run(self) -> None:
@@ -136,16 +139,20 @@ class Gateway:
                     number, caller = request.uri.user or "", request.from_.uri.user or ""
                     status = self.busy_status if number == BUSY_NUMBER else 200
                     self.dialled.append((number, caller, status))
-                    if status >= 300:
+                    if status >= 300 and not self.busy_ring:
                         await event.call.reject(status)
                     else:
                         await event.call.ring()
-                        asyncio.get_running_loop().call_later(0.2, _answer, event.call)
+                        delay = self.ring if status < 300 else self.busy_ring
+                        asyncio.get_running_loop().call_later(delay, _answer, event.call, status)
 
 
-def _answer(call: Call) -> None:
+def _answer(call: Call, status: int) -> None:
     with contextlib.suppress(Exception):  # the caller may have given up meanwhile
-        call.answer_now()
+        if status < 300:
+            call.answer_now()
+        else:
+            call.reject_now(status)
 
 
 class HttpServer(uvicorn.Server):

@@ -187,11 +187,11 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
     done = TakenOver(operation_id, dead=found.dead)
     log.info("cluster: operation %s: %d open calls, %d registrations and %d logged-in agents left by dead nodes",
              operation_id, len(found.calls), len(found.registrations), len(found.agents))
+    if found.bounds is not None:  # whatever is left to adopt: the sequence goes on from the last owner's
+        node.events.restore({operation_id: found.bounds})
     if not found.calls and not found.registrations and not found.agents:
         return done
     switch = node.switch
-    if found.bounds is not None:
-        node.events.restore({operation_id: found.bounds})
     adopted = [left for left in found.calls if left.adoptable]
     on_adopted = {left.record.agent for left in adopted}
     for left in found.calls:

@@ -3,9 +3,12 @@ owns is forwarded to that node and answered with what it answered.
 
 Rules
 - Forwarded: the agentbox endpoint (`POST /api/v2/agentbox.php`) and the native API's live reads and actions
-  (`/v2/transfers...`, `/v2/agents...`, `/v2/calls...`), all of which the owner answers from its memory. Not
-  forwarded: `/v2/cdrs` (read from the database, the same on every node), `/v2/events` (each node serves its own
-  log), the pages, `/health`, `/metrics`.
+  (`/v2/transfers...`, `/v2/agents...`, `/v2/calls...`), all of which the owner answers from its memory, and the
+  event stream over HTTP (`GET /v2/events`): the owner numbers the operation's events and is woken by their
+  commits, so a consumer reads one sequence whatever node it reached; the owner's answer is relayed as it comes
+  (chunk by chunk, its keep-alive lines included) until it ends or the consumer leaves. Not forwarded: `/v2/cdrs`
+  (read from the database, the same on every node), the event stream as a WebSocket (served by the node reached:
+  a consumer follows the operation to its owner), the pages, `/health`, `/metrics`.
 - The operation is the token's (`TokenGate.authenticate`, with `wolkvox_server` checked as the API checks it). A
   request whose token is missing or refused is answered here: every node answers those the same way.
 - This node holds the operation's lease: answered here. Another live node holds it: the request (method, path,
@@ -21,6 +24,7 @@ Rules
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import httpx
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FORWARDED_BY = "callbridge-forwarded-by"
 _NATIVE = ("/v2/transfers", "/v2/agents", "/v2/calls")
+_EVENTS = "/v2/events"
+_STREAM_READ_TIMEOUT_S = 40.0  # streams.KEEPALIVE_S (15 s) twice, and some
 _HOP_BY_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length",
                "proxy-connection"}
 _OWNER = text("""
@@ -78,6 +84,9 @@ class ForwardToOwner:
             await _unavailable(scope, receive, send)
             return
         body = await _body(receive)
+        if scope["path"] == _EVENTS:
+            await self._relay_stream(scope, receive, send, owner, operation_id)
+            return
         try:
             answer = await self._forward(scope, owner, body)
         except httpx.HTTPError as exc:
@@ -91,21 +100,67 @@ class ForwardToOwner:
                     + [(b"content-length", str(len(answer.content)).encode())]})
         await send({"type": "http.response.body", "body": answer.content})
 
+    async def _relay_stream(self, scope: Scope, receive: Receive, send: Send, owner: str, operation_id: str) -> None:
+        """The owner's event stream, relayed as it comes; ended when the owner ends it or the consumer leaves."""
+        client = self._client_for()
+        method, url, headers = self._request_parts(scope, owner)
+        # a stream is silent up to its keep-alive interval (a blank line every 15 s): read longer than that
+        timeout = httpx.Timeout(self.timeout, read=_STREAM_READ_TIMEOUT_S)
+        try:
+            upstream = await client.send(client.build_request(method, url, headers=headers, timeout=timeout),
+                                         stream=True)
+        except httpx.HTTPError as exc:
+            log.warning("cluster: the owner of operation %s at %s did not answer: %s", operation_id, owner, exc)
+            await _unavailable(scope, receive, send)
+            return
+        self.forwarded += 1
+
+        async def relay() -> None:
+            await send({"type": "http.response.start", "status": upstream.status_code,
+                        "headers": [(k.encode("latin-1"), v.encode("latin-1"))
+                                    for k, v in upstream.headers.multi_items() if k.lower() not in _HOP_BY_HOP]})
+            with contextlib.suppress(httpx.HTTPError):  # the owner went away: the stream ends here too
+                async for chunk in upstream.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def consumer_left() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        relaying = asyncio.ensure_future(relay())
+        watching = asyncio.ensure_future(consumer_left())
+        try:
+            await asyncio.wait((relaying, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (relaying, watching):
+                task.cancel()
+            await asyncio.gather(relaying, watching, return_exceptions=True)
+            await upstream.aclose()
+        if relaying.done() and not relaying.cancelled() and relaying.exception() is not None:
+            raise relaying.exception()  # type: ignore[misc]
+
     def _owner(self, operation_id: str) -> str | None:
         with self.engine.connect() as conn:
             row = conn.execute(_OWNER, {"op": operation_id, "seconds": self.member.lease_seconds}).first()
         return None if row is None or not row[0] else str(row[0])
 
-    async def _forward(self, scope: Scope, owner: str, body: bytes) -> httpx.Response:
+    def _client_for(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout, trust_env=False)
+        return self._client
+
+    def _request_parts(self, scope: Scope, owner: str) -> tuple[str, str, list[tuple[str, str]]]:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
                    if k.decode("latin-1").lower() not in _HOP_BY_HOP]
         headers.append((FORWARDED_BY, self.member.node_id))
         query = scope.get("query_string", b"").decode("latin-1")
         url = owner.rstrip("/") + scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
-        return await self._client.request(scope["method"], url + (f"?{query}" if query else ""), headers=headers,
-                                          content=body)
+        return scope["method"], url + (f"?{query}" if query else ""), headers
+
+    async def _forward(self, scope: Scope, owner: str, body: bytes) -> httpx.Response:
+        method, url, headers = self._request_parts(scope, owner)
+        return await self._client_for().request(method, url, headers=headers, content=body)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -116,6 +171,8 @@ def _forwardable(scope: Scope) -> bool:
     path: str = scope["path"]
     if path == contract.ENDPOINT_PATH:
         return bool(scope["method"] == "POST")
+    if path == _EVENTS:
+        return bool(scope["method"] == "GET")
     return any(path == prefix or path.startswith(prefix + "/") for prefix in _NATIVE)
 
 

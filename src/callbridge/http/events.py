@@ -7,17 +7,19 @@ Rules (`openapi.json`, `Event`, `GET /v2/events`, `x-websocket`):
   wire sequence has no gaps.
 - `data` is built when the event is published, from the service's state at that moment (`callbridge.http.wire`:
   which domain events have a wire type, and their `data`), and serialised at most once, when something first
-  reads the event's `line` (its `at` formatted then too): the durable log, streams, webhooks and call histories
-  share the bytes; without a store, an event nobody reads costs no JSON at all.
+  reads the event's `text` or `line` (its `at` formatted then too): the durable log keeps the text, streams,
+  webhooks and call histories share its UTF-8 bytes (encoded once, when first sent); without a store, an event
+  nobody reads costs no JSON at all.
 - Retention: an event is dropped only when it is both older than 7 days and not among the operation's last
   100000 (the document's "whichever is more"). Durable (built with a `store`, as `bootstrap` does): the database
   keeps the events for `retention_s` (pruned off the loop, `prune`) and memory keeps the last `ring` per operation
   as a cache; a read older than the ring goes to the database.
-- Durable: each wire event is serialised once at publish and its row queued on the writer in the same loop turn as
-  the state change it reports (one transaction, `storage.event_log`). Consumers (streams, webhooks, `committed_seq`)
-  see an event only once the writer reports its batch committed: one `call_soon_threadsafe` per batch moves the
-  operations' visible seq forward, wakes their waiters and calls the wire listeners. At start-up `restore` takes
-  each operation's stored oldest and newest seq, so a restart continues the sequence and never reuses a seq.
+- Durable: each wire event's text is serialised once at publish and its row queued on the writer in the same loop
+  turn as the state change it reports (one transaction, `storage.event_log`). Consumers (streams, webhooks,
+  `committed_seq`) see an event only once the writer reports its batch committed: one `call_soon_threadsafe` per
+  batch moves the operations' visible seq forward, wakes their waiters and calls the wire listeners. At start-up
+  `restore` takes each operation's stored oldest and newest seq, so a restart continues the sequence and never
+  reuses a seq.
 - A call's history (its events and its transfers', `call_history`): from memory while memory has all of them;
   durable, once the ring moved past the call's first event or after a restart, from the database
   (`EventStore.of_call`). A transfer's `ringing_at`/`answered_at` likewise (`transfer_times_of`).
@@ -42,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from callbridge.callcontrol.events import DomainEvent
@@ -70,25 +73,58 @@ class WireEvent:
     data: dict[str, Any]
     conn_id: str | None
     _line: bytes | None = field(default=None, repr=False, compare=False)  # `line`, once something read it
+    _text: str | None = field(default=None, repr=False, compare=False)  # `text`, once something read it
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "type": self.type, "at": rfc3339(self.at), "operation": self.operation,
                 "data": self.data}
 
     @property
+    def text(self) -> str:
+        """The JSON object as text, no trailing newline; serialised on first use, then shared (the durable log
+        keeps it as it is). The same text as `json.dumps(self.to_json(), separators=(",", ":"),
+        ensure_ascii=False)`, built around `data`'s JSON alone (the durable log serialises every event on the
+        loop: this is its cost)."""
+        text = self._text
+        if text is None:
+            line = self._line
+            if line is not None:
+                text = line.decode("utf-8")
+            else:
+                text = (f'{{"seq":{self.seq},"type":{_quoted(self.type)},"at":"{_stamp(self.at)}",'
+                        f'"operation":{_quoted(self.operation)},"data":{_encode(self.data)}}}')
+            object.__setattr__(self, "_text", text)  # a cache of a frozen event's own text
+        return text
+
+    @property
     def line(self) -> bytes:
-        """The JSON object, UTF-8, no trailing newline; serialised on first use, then shared. The same bytes as
-        `json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)`, built around `data`'s JSON alone
-        (the durable log serialises every event on the loop: this is its cost)."""
+        """`text` in UTF-8: what streams and webhooks send; encoded on first use, then shared."""
         line = self._line
         if line is None:
-            line = (f'{{"seq":{self.seq},"type":{_quoted(self.type)},"at":"{_stamp(self.at)}",'
-                    f'"operation":{_quoted(self.operation)},"data":{_encode(self.data)}}}').encode()
+            line = self.text.encode()
             object.__setattr__(self, "_line", line)  # a cache of a frozen event's own bytes
         return line
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# `_JSON.encode` of a dict, without building an encoder per call (what `JSONEncoder.iterencode` does): the C
+# encoder `iterencode` would make, made once. Its circular-reference markers are shared between calls, so they are
+# cleared after a call that failed half-way (the C encoder leaves its markers behind then).
+_MARKERS: dict[int, Any] = {}
+_C_ENCODER = (None if c_make_encoder is None else
+              c_make_encoder(_MARKERS, _JSON.default, encode_basestring, None, ":", ",", False, False, True))
+
+
+def _encode(value: Any) -> str:
+    if _C_ENCODER is None or not isinstance(value, dict):
+        return _JSON.encode(value)
+    try:
+        return "".join(_C_ENCODER(value, 0))
+    except BaseException:
+        _MARKERS.clear()
+        raise
+
+
 _QUOTED: dict[str, str] = {}
 _SECOND: list[Any] = [None, ""]  # the whole second last formatted, and its "YYYY-MM-DDTHH:MM:SS."
 
@@ -222,7 +258,7 @@ class EventLog:
 
     @staticmethod
     def rows(wires: Sequence[WireEvent]) -> list[dict[str, Any]]:
-        return [row(w.operation, w.seq, w.type, w.at, w.conn_id, w.line) for w in wires]
+        return [row(w.operation, w.seq, w.type, w.at, w.conn_id, w.text) for w in wires]
 
     def show(self, wires: Sequence[WireEvent]) -> None:
         """Events committed by someone else's transaction: visible from now on."""
@@ -287,7 +323,7 @@ class EventLog:
         self.published += 1
         if self._store is not None:
             self._oldest_kept.setdefault(event.operation_id, wire.seq)
-            ticket = self._store.append(event.operation_id, wire.seq, kind, event.at, conn_id, wire.line)
+            ticket = self._store.append(event.operation_id, wire.seq, kind, event.at, conn_id, wire.text)
             self._uncommitted.append((ticket, wire))
             self._prune(log)
             return  # shown to consumers once committed (`_committed`)
@@ -298,22 +334,30 @@ class EventLog:
             wire_listener(wire)
 
     def _prune(self, log: _OperationLog) -> None:
+        events = log.events
+        if self._store is not None:  # durable: memory keeps the last `ring` (the database keeps the rest)
+            while len(events) > self._ring:
+                self._forget(events.popleft(), durable=True)
+            return
+        if len(events) <= self.retention_count:
+            return
         horizon = self._clock() - self.retention_s
-        durable = self._store is not None
-        while (len(log.events) > self._ring if durable
-               else len(log.events) > self.retention_count and log.events[0].at < horizon):
-            old = log.events.popleft()
-            kept = self._by_call.get(old.conn_id or "")
-            if kept and kept[0] is old:
-                if durable:  # a call's history is whole in memory or read from the database (`call_history`)
-                    del self._by_call[old.conn_id or ""]
-                    self._truncated[old.conn_id or ""] = None
-                    while len(self._truncated) > _KEEP_TRUNCATED:
-                        self._truncated.popitem(last=False)
-                    continue
-                kept.pop(0)
-                if not kept:
-                    del self._by_call[old.conn_id or ""]
+        while len(events) > self.retention_count and events[0].at < horizon:
+            self._forget(events.popleft(), durable=False)
+
+    def _forget(self, old: WireEvent, *, durable: bool) -> None:
+        key = old.conn_id or ""
+        kept = self._by_call.get(key)
+        if kept and kept[0] is old:
+            if durable:  # a call's history is whole in memory or read from the database (`call_history`)
+                del self._by_call[key]
+                self._truncated[key] = None
+                while len(self._truncated) > _KEEP_TRUNCATED:
+                    self._truncated.popitem(last=False)
+                return
+            kept.pop(0)
+            if not kept:
+                del self._by_call[key]
 
     # --- reads ------------------------------------------------------------------------------------------------
 

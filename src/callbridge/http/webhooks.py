@@ -25,6 +25,9 @@ after its own cursor (memory, or the database after a restart or a long outage: 
 (`storage.webhook_cursors`) after each acknowledged or given-up event: at least once, and a restart or a crash
 resumes where each target stopped. A target without a saved cursor starts at the operation's last seq. Each
 target is its own task and database reads run off the loop, so a target that fails or hangs delays only itself.
+On a cluster node (`follow_ownership`) a target delivers only while the node owns its operation and has taken it
+over (`gained`): it then starts from the cursor stored by the previous owner, and stops at the next event once the
+operation is gone (docs/cluster.md, "Any node answers the API").
 
 Theory of operation: the event log calls `on_event` (synchronously, on the loop's thread) with every wire event;
 it is appended to the queue of each target of that operation that wants it, and that target's delivery task, an
@@ -37,6 +40,7 @@ at arbitrary hosts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -274,6 +278,10 @@ class LogWebhookDispatcher(WebhookDispatcher):
         self._log = log
         self._save_cursor = save_cursor
         self._saved = dict(saved or {})
+        self._owns: Callable[[str], bool] | None = None  # a cluster node's lease check (`follow_ownership`)
+        self._load_cursor: Callable[[int], int | None] | None = None
+        self._resumable: set[str] = set()  # operations gained and taken over: their log has its seq
+        self._gained: dict[str, asyncio.Event] = {}
         self._page = page
         self._idle_wait = idle_wait
         self._feeds = [self._feed(target) for target in targets]
@@ -297,7 +305,8 @@ class LogWebhookDispatcher(WebhookDispatcher):
         position = self._saved.get(webhook_id) if webhook_id is not None else None
         if position is None:
             position = self._log.committed_seq(target.operation_id)
-            self._save(target, position)
+            if self._owned(target.operation_id):  # the owner's cursor is the owner's to write
+                self._save(target, position)
         return _Feed(target, position)
 
     def _save(self, target: WebhookTarget, position: int) -> None:
@@ -349,9 +358,49 @@ class LogWebhookDispatcher(WebhookDispatcher):
                 feed.task = None
         await super().stop()
 
+    def follow_ownership(self, owns: Callable[[str], bool], load_cursor: Callable[[int], int | None]) -> None:
+        """A cluster node delivers an operation's webhooks only while it owns it, from the cursor stored by the node
+        that owned it before (see the module's rules); call before `start`."""
+        self._owns, self._load_cursor = owns, load_cursor
+
+    def gained(self, operation_id: str) -> None:
+        """This node owns `operation_id` and took it over (its log has the operation's seq): its targets resume."""
+        self._resumable.add(operation_id)
+        self._gained.setdefault(operation_id, asyncio.Event()).set()
+
+    def _owned(self, operation_id: str) -> bool:
+        if self._owns is None:
+            return True
+        if not self._owns(operation_id):
+            self._resumable.discard(operation_id)  # lost: resumed only after the next takeover
+            return False
+        return operation_id in self._resumable
+
+    async def _until_owned(self, feed: _Feed) -> None:
+        """Wait while another node owns the target's operation; then resume at the stored cursor, which the owner
+        before moved on."""
+        op = feed.target.operation_id
+        while not self._owned(op):
+            gained = self._gained.setdefault(op, asyncio.Event())
+            gained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gained.wait(), self._idle_wait)
+        if self._load_cursor is not None and feed.target.key.isdigit():
+            stored = await asyncio.to_thread(self._load_cursor, int(feed.target.key))
+            if stored is not None:
+                feed.position = stored
+                self._saved[int(feed.target.key)] = stored
+
     async def _follow(self, feed: _Feed) -> None:
         op = feed.target.operation_id
+        owned = self._owns is None
         while True:
+            if not owned:
+                await self._until_owned(feed)
+                owned = True
+            if not self._owned(op):
+                owned = False  # lost to another node: it delivers from the cursor this node saved
+                continue
             events = await self._log.read(op, feed.position, self._page)
             if not events:
                 await self._log.wait(op, feed.position, self._idle_wait)
@@ -360,6 +409,8 @@ class LogWebhookDispatcher(WebhookDispatcher):
                 self.stats.dropped += events[0].seq - feed.position - 1
             skipped = False
             for event in events:
+                if not self._owned(op):
+                    break
                 if feed.target.wants(event):
                     await self._deliver(feed.target, event)
                     feed.position = event.seq

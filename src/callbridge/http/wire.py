@@ -15,6 +15,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from callbridge.callcontrol.commands import AgentView, CallView
@@ -61,67 +62,99 @@ _TRANSFER_TYPES: dict[type[TransferEvent], str] = {
 }
 
 
+Wire = tuple[str, dict[str, Any], str | None]
+
+# Which method builds the wire event of a domain event: the first of these classes the event is an instance of
+# (none: no wire type). Looked up once per class and remembered.
+_BUILDERS: tuple[tuple[type[DomainEvent], str], ...] = (
+    (TransferEvent, "_transfer"), (CallOffered, "_offered"), (CallDialing, "_dialing"), (CallAnswered, "_answered"),
+    (CallHeld, "_held"), (CallEnded, "_ended"), (CallDtmf, "_dtmf"), (CallMediaDirect, "_media_direct"),
+    (AgentStateChanged, "_agent_state"), (DisplayChanged, "_display"),
+)
+
+
 class WireMapper:
     def __init__(self) -> None:
         self.context: EventContext | None = None
         self.transfer_times: dict[str, tuple[float | None, float | None]] = {}
+        self._builders: dict[type[DomainEvent], Callable[[Any], Wire | None]] = {}
 
     def to_wire(self, event: DomainEvent) -> tuple[str, dict[str, Any], str | None] | None:
-        if isinstance(event, TransferEvent):
-            return self._transfer(event)
-        if isinstance(event, CallOffered):
-            call = self._call(event.operation_id, event.conn_id)
-            return "call.offered", {
-                "conn_id": event.conn_id, "agent_id": event.agent,
-                "direction": call_direction(call.direction) if call else "inbound",
-                "customer_number": event.customer_number, "queue": call.queue if call else None,
-            }, event.conn_id
-        if isinstance(event, CallDialing):
-            return "call.offered", {
-                "conn_id": event.conn_id, "agent_id": event.agent, "direction": "outbound",
-                "customer_number": event.customer_number, "queue": None,
-            }, event.conn_id
-        if isinstance(event, CallAnswered):
-            if event.agent is None:
-                return None  # the document's call.answered names an agent; a number answering is a transfer event
-            return "call.answered", {"conn_id": event.conn_id, "agent_id": event.agent}, event.conn_id
-        if isinstance(event, CallHeld):
-            call = self._call(event.operation_id, event.conn_id)
-            if call is None or call.agent is None:
-                return None
-            return "call.held", {"conn_id": event.conn_id, "agent_id": call.agent, "held": event.held}, event.conn_id
-        if isinstance(event, CallEnded):
-            call = self._call(event.operation_id, event.conn_id)
-            ended_at = call.ended_at if call and call.ended_at is not None else event.at
-            # "target" is whoever stood on the agent's side after a transfer: the document names it "agent".
-            by = {"customer": "customer", "system": "system"}.get(event.hangup_by, "agent")
-            return "call.ended", {
-                "conn_id": event.conn_id, "agent_id": call.agent if call else None, "ended_by": by,
-                "sip_cause": event.sip_cause, "end_reason": event.end_reason,
-                "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
-            }, event.conn_id
-        if isinstance(event, CallDtmf):
-            return "call.dtmf", {"conn_id": event.conn_id, "leg_id": event.leg_id, "leg": event.leg,
-                                 "digit": event.digit, "duration_ms": event.duration_ms}, event.conn_id
-        if isinstance(event, CallMediaDirect):
-            return "call.media_direct", {"conn_id": event.conn_id, "reason": event.reason}, event.conn_id
-        if isinstance(event, AgentStateChanged):
-            state, aux = agent_state(event.state)
-            previous, _ = agent_state(event.previous)
-            agent = self._agent(event.operation_id, event.agent)
-            return "agent.state_changed", {
-                "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
-                "registered": agent.registered if agent else False, "reason": event.reason,
-            }, None
-        if isinstance(event, DisplayChanged):
-            agent = self._agent(event.operation_id, event.agent)
-            return "agent.display_changed", {
-                "agent_id": event.agent, "button": event.button, "display": "show" if event.visible else "hide",
-                "buttons": display_json(agent.display if agent else ((event.button, event.visible),)),
-            }, None
+        kind = type(event)
+        build = self._builders.get(kind)
+        if build is None:  # first event of its class: the first of `_BUILDERS` it is an instance of
+            name = next((name for base, name in _BUILDERS if issubclass(kind, base)), "_no_wire")
+            build = self._builders[kind] = getattr(self, name)
+        return build(event)
+
+    @staticmethod
+    def _no_wire(event: DomainEvent) -> None:
         return None
 
-    def _transfer(self, event: TransferEvent) -> tuple[str, dict[str, Any], str | None]:
+    def _offered(self, event: CallOffered) -> Wire:
+        call = self._call(event.operation_id, event.conn_id)
+        return "call.offered", {
+            "conn_id": event.conn_id, "agent_id": event.agent,
+            "direction": call_direction(call.direction) if call else "inbound",
+            "customer_number": event.customer_number, "queue": call.queue if call else None,
+        }, event.conn_id
+
+    @staticmethod
+    def _dialing(event: CallDialing) -> Wire:
+        return "call.offered", {
+            "conn_id": event.conn_id, "agent_id": event.agent, "direction": "outbound",
+            "customer_number": event.customer_number, "queue": None,
+        }, event.conn_id
+
+    @staticmethod
+    def _answered(event: CallAnswered) -> Wire | None:
+        if event.agent is None:
+            return None  # the document's call.answered names an agent; a number answering is a transfer event
+        return "call.answered", {"conn_id": event.conn_id, "agent_id": event.agent}, event.conn_id
+
+    def _held(self, event: CallHeld) -> Wire | None:
+        call = self._call(event.operation_id, event.conn_id)
+        if call is None or call.agent is None:
+            return None
+        return "call.held", {"conn_id": event.conn_id, "agent_id": call.agent, "held": event.held}, event.conn_id
+
+    def _ended(self, event: CallEnded) -> Wire:
+        call = self._call(event.operation_id, event.conn_id)
+        ended_at = call.ended_at if call and call.ended_at is not None else event.at
+        # "target" is whoever stood on the agent's side after a transfer: the document names it "agent".
+        by = {"customer": "customer", "system": "system"}.get(event.hangup_by, "agent")
+        return "call.ended", {
+            "conn_id": event.conn_id, "agent_id": call.agent if call else None, "ended_by": by,
+            "sip_cause": event.sip_cause, "end_reason": event.end_reason,
+            "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
+        }, event.conn_id
+
+    @staticmethod
+    def _dtmf(event: CallDtmf) -> Wire:
+        return "call.dtmf", {"conn_id": event.conn_id, "leg_id": event.leg_id, "leg": event.leg,
+                             "digit": event.digit, "duration_ms": event.duration_ms}, event.conn_id
+
+    @staticmethod
+    def _media_direct(event: CallMediaDirect) -> Wire:
+        return "call.media_direct", {"conn_id": event.conn_id, "reason": event.reason}, event.conn_id
+
+    def _agent_state(self, event: AgentStateChanged) -> Wire:
+        state, aux = agent_state(event.state)
+        previous, _ = agent_state(event.previous)
+        agent = self._agent(event.operation_id, event.agent)
+        return "agent.state_changed", {
+            "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
+            "registered": agent.registered if agent else False, "reason": event.reason,
+        }, None
+
+    def _display(self, event: DisplayChanged) -> Wire:
+        agent = self._agent(event.operation_id, event.agent)
+        return "agent.display_changed", {
+            "agent_id": event.agent, "button": event.button, "display": "show" if event.visible else "hide",
+            "buttons": display_json(agent.display if agent else ((event.button, event.visible),)),
+        }, None
+
+    def _transfer(self, event: TransferEvent) -> Wire:
         kind = _TRANSFER_TYPES[type(event)]
         ringing_at, answered_at = self.transfer_times.get(event.transfer_id, (None, None))
         state: str | None = None

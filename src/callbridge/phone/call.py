@@ -57,6 +57,7 @@ class Call:
         self.ended_by: str | None = None
         self.referred_by: Call | None = None  # the call whose REFER made this one
         self.offer_in_ack = False  # we put an offer in our 2xx (offer-less INVITE): the answer comes in the ACK
+        self.ack_body: bytes | None = None  # that ACK's SDP as received (for a media stack given `answer(sdp=)`)
         self._auth_tried = False  # our INVITE was re-sent with credentials once
         self._transfer_done = False  # a REFER of ours reached its final NOTIFY
         self._answered: asyncio.Future[Call] | None = None
@@ -159,16 +160,20 @@ class Call:
         self._link(tx.dialog)
         phone.runtime.wake()
 
-    async def answer(self, status: int = 200) -> None:
-        """Answer with a 2xx carrying our SDP (the answer to the INVITE's offer, or an offer if it had none)."""
-        self.answer_now(status)
+    async def answer(self, status: int = 200, *, sdp: bytes | None = None) -> None:
+        """Answer with a 2xx carrying our SDP (the answer to the INVITE's offer, or an offer if it had none), or
+        `sdp` as given: the answer of a media stack the phone does not own (a WebRTC peer's, in tests)."""
+        self.answer_now(status, sdp=sdp)
 
-    def answer_now(self, status: int = 200) -> None:
+    def answer_now(self, status: int = 200, *, sdp: bytes | None = None) -> None:
         tx = self._require_incoming()
         phone = self.phone
         assert self.invite is not None
         offer = self.media.remote
-        if offer is not None:
+        if sdp is not None:
+            body = sdp
+            self.offer_in_ack = offer is None  # `sdp` is then our offer (RFC 3264 in the 2xx, answer in the ACK)
+        elif offer is not None:
             try:
                 body = self.media.answer(offer)
             except NotAcceptable:

@@ -229,6 +229,7 @@ class Dispatcher:
         request = event.request
         if call.offer_in_ack:
             call.offer_in_ack = False
+            call.ack_body = request.body or None
             if request.body:
                 try:
                     self._remote_description(call, parse_remote(request.body))

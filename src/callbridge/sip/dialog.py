@@ -43,12 +43,14 @@ class DialogError(Exception):
 
 
 class DialogStatus(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: hashed by identity, in C (Enum hashes its name in Python)
     EARLY = "early"
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
 
 
 class DialogInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: hashed by identity, in C (Enum hashes its name in Python)
     PROVISIONAL = "PROVISIONAL"  # a 1xx with To tag for the creating INVITE
     CONFIRM = "CONFIRM"  # a 2xx for the creating INVITE (or a re-INVITE)
     TERMINATE = "TERMINATE"  # BYE, non-2xx final on an early dialog, time-outs, session expiry

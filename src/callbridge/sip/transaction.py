@@ -77,6 +77,7 @@ class TransactionStateError(Exception):
 
 
 class TxInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: hashed by identity, in C (Enum hashes its name in Python)
     SEND_REQUEST = "SEND_REQUEST"
     RECV_1XX = "RECV_1XX"
     RECV_2XX = "RECV_2XX"
@@ -103,6 +104,7 @@ class TxInput(enum.Enum):
 
 
 class TxState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: hashed by identity, in C (Enum hashes its name in Python)
     INIT = "Init"  # client transactions before SEND_REQUEST
     CALLING = "Calling"
     TRYING = "Trying"
@@ -114,6 +116,7 @@ class TxState(enum.Enum):
 
 
 class TxKind(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: hashed by identity, in C (Enum hashes its name in Python)
     INVITE_CLIENT = "ict"
     NON_INVITE_CLIENT = "nict"
     INVITE_SERVER = "ist"
@@ -121,6 +124,7 @@ class TxKind(enum.Enum):
 
 
 class Act(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: hashed by identity, in C (Enum hashes its name in Python)
     SEND_REQUEST = enum.auto()  # (re)transmit the request
     SEND_ACK = enum.auto()  # ACK for a non-2xx final response, built once (§17.1.1.3)
     SEND_RESPONSE = enum.auto()  # transmit the TU's response and keep it for retransmission

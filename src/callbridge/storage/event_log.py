@@ -5,7 +5,8 @@ Rules
   reports, so both commit in one transaction (the writer never splits a loop turn: `Writer.seal_on`). It returns
   the writer's item number of that row: once the writer reports that number done (`Writer.on_done`), the event
   is committed and may be shown to consumers.
-- `line` is the wire JSON, serialised once by the event; the row keeps it as text and a read gives the same bytes.
+- `line` is the wire JSON, serialised once by the event (its text, or its UTF-8 bytes); the row keeps it as text
+  and a read gives the same bytes.
 - `seq` only grows per operation. Pruning (`prune`) deletes, per operation, every event up to the last one older
   than the horizon, but never the operation's newest row: what is kept is always a run of consecutive seqs
   (a wall clock stepping back makes no hole), and `bounds()` after any restart gives max(seq) to continue from.
@@ -49,10 +50,11 @@ class Bounds:
     last: int  # the newest seq written
 
 
-def row(operation_id: str, seq: int, kind: str, at: float, conn_id: str | None, line: bytes) -> dict[str, Any]:
+def row(operation_id: str, seq: int, kind: str, at: float, conn_id: str | None,
+        line: str | bytes) -> dict[str, Any]:
     """The `events` row of one event (for a caller that writes it in a transaction of its own)."""
     return {"operation_id": operation_id, "seq": seq, "type": kind, "at": to_datetime(at), "conn_id": conn_id,
-            "line": line.decode("utf-8")}
+            "line": line if isinstance(line, str) else line.decode("utf-8")}
 
 
 class EventStore:
@@ -61,7 +63,8 @@ class EventStore:
         self.engine = engine
         self._events = s.events
 
-    def append(self, operation_id: str, seq: int, kind: str, at: float, conn_id: str | None, line: bytes) -> int:
+    def append(self, operation_id: str, seq: int, kind: str, at: float, conn_id: str | None,
+               line: str | bytes) -> int:
         """Queue the event's row; returns its writer item number (see the rules)."""
         writer = self.writer
         writer.insert(self._events, row(operation_id, seq, kind, at, conn_id, line))

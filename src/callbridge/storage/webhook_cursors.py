@@ -31,6 +31,13 @@ class CursorStore:
         with self.engine.connect() as conn:
             return {int(hook): int(seq) for hook, seq in conn.execute(select(t.c.webhook_id, t.c.last_seq))}
 
+    def load_one(self, webhook_id: int) -> int | None:
+        """The last seq delivered to one target; None without a cursor."""
+        t = s.webhook_cursors
+        with self.engine.connect() as conn:
+            seq = conn.execute(select(t.c.last_seq).where(t.c.webhook_id == webhook_id)).scalar()
+        return None if seq is None else int(seq)
+
     def save(self, webhook_id: int, last_seq: int, now: float | None = None) -> None:
         self.writer.upsert(s.webhook_cursors, ("webhook_id",), {
             "webhook_id": webhook_id, "last_seq": last_seq,

@@ -1,0 +1,137 @@
+"""Events in a cluster (issue #15, "events come from the durable log with one sequence per cluster"): an operation's
+events are numbered by whichever node owns it, and a consumer sees one sequence whatever node it asks and across a
+failover.
+
+- Webhooks are delivered by the operation's owner only: a second node running beside it delivers nothing of it
+  (each event acknowledged once, though that node reads the same database and log), and after `kill -9` of the
+  owner the node that takes the operation over resumes each target from its stored cursor: the events the receiver
+  missed while it was down, then the new ones, in order, the sequence going on.
+- `GET /v2/events` asked of a node that does not own the operation is answered by the owner (forwarded, as the
+  live API is), so the stream a consumer reads does not depend on the node it reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+TESTS = Path(__file__).resolve().parents[1]
+for folder in (TESTS, TESTS / "storage"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from cluster_nodes import Serve, loaded_database  # noqa: E402
+from webhook_receiver import Receiver  # noqa: E402
+
+from callbridge.storage.database import make_engine  # noqa: E402
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+
+NODE_A, NODE_B = "127.0.0.11", "127.0.0.12"
+OP, DOMAIN, SECRET = "0042", "a.test", "s" * 32
+LEASE = 3.0
+AGENTBOX = "/api/v2/agentbox.php"
+
+
+def operation_doc(hook_url: str) -> dict[str, Any]:
+    return {
+        "operation": {"id": OP, "sip_domain": DOMAIN, "acw_seconds": 0},
+        "agents": [{"extension": "1001", "password": "secret-1001"}],
+        "webhooks": [{"url": hook_url, "secret": SECRET}],
+        "tokens": [{"label": "tests"}],
+    }
+
+
+async def until(condition: Any, what: Any, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what() if callable(what) else what}"
+        await asyncio.sleep(0.05)
+
+
+async def display_changes(node: Serve, token: str, count: int) -> None:
+    """`count` events (agent.display_changed: a state-only verb, no phone needed) through `node`'s API."""
+    async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+        for i in range(count):
+            answer = await client.post(AGENTBOX, params={
+                "api": "agent_display", "agent_id": "1001", "display": "hide" if i % 2 == 0 else "show",
+                "button": "dial"}, headers={"wolkvox-token": token, "wolkvox_server": OP})
+            assert answer.status_code == 200, answer.text
+
+
+async def stream_seqs(node: Serve, token: str, after: int = 0) -> tuple[int, list[int]]:
+    """`GET /v2/events?after=&wait=0` at `node`: (Callbridge-Last-Seq, the seqs of the lines)."""
+    async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+        answer = await client.get("/v2/events", params={"after": str(after), "wait": "0"},
+                                  headers={"authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    seqs = [int(line.split(b'"seq":')[1].split(b",")[0]) for line in answer.content.splitlines() if line]
+    return int(answer.headers["callbridge-last-seq"]), seqs
+
+
+async def test_webhooks_come_from_the_owner_only_and_resume_on_the_node_that_takes_the_operation_over(
+        postgres_url: str, tmp_path: Path) -> None:
+    receiver = await Receiver(SECRET).start()
+    nodes: list[Serve] = []
+    try:
+        with loaded_database(postgres_url, operation_doc(receiver.url)) as (url, [token]):
+            engine = make_engine(url)
+
+            def owner() -> str | None:
+                with engine.connect() as conn:
+                    row = conn.execute(text("SELECT node_id FROM cluster_leases WHERE operation_id = :op "
+                                            "AND expires_at > now()"), {"op": OP}).first()
+                return None if row is None else str(row[0])
+
+            def stored() -> list[int]:
+                with engine.connect() as conn:
+                    return [int(r[0]) for r in conn.execute(text("SELECT seq FROM events WHERE operation_id = :op "
+                                                                 "ORDER BY seq"), {"op": OP})]
+
+            try:
+                a = Serve("a", NODE_A, url, tmp_path, lease_seconds=LEASE)
+                nodes.append(a)
+                a.wait_ready()
+                await until(lambda: owner() == "a", "node a holding the operation")
+                b = Serve("b", NODE_B, url, tmp_path, lease_seconds=LEASE)
+                nodes.append(b)
+                b.wait_ready()
+
+                await display_changes(a, token, 4)
+                await receiver.wait_for_seq(4)
+                # the same stream whichever node is asked: b forwards to the owner
+                assert await stream_seqs(a, token) == (4, [1, 2, 3, 4])
+                assert await stream_seqs(b, token) == (4, [1, 2, 3, 4])
+
+                receiver.mode = "fail"  # down across the failover: a backlog in the database
+                await display_changes(a, token, 3)
+                # committed (the API answers before the writer's commit: a kill -9 in between would lose them)
+                await until(lambda: stored() == list(range(1, 8)), "a's seven events in the database")
+                await until(lambda: receiver.requests >= 5, "a trying seq 5")
+                a.kill()
+                await until(lambda: owner() == "b", "node b holding the operation", timeout=LEASE * 4 / 3 + 5)
+                receiver.mode = "ok"
+                await display_changes(b, token, 2)  # numbered after a's: 8 and 9
+                await until(lambda: receiver.last_seq() >= 9, lambda: f"seq 9 at the receiver: {receiver.seqs()}",
+                            timeout=30)
+                assert await stream_seqs(b, token) == (9, list(range(1, 10)))
+                await asyncio.sleep(1.5)  # anything delivered twice would have arrived by now
+
+                got = receiver.seqs()
+                assert got == list(range(1, 10)), got  # each once, in order: b delivered nothing while a owned it
+                assert receiver.bad_signatures == 0
+                with engine.connect() as conn:
+                    assert conn.execute(text("SELECT last_seq FROM webhook_cursors")).scalar_one() == 9
+            finally:
+                for node in nodes:
+                    node.stop()
+                engine.dispose()
+    finally:
+        await receiver.stop()
