@@ -140,7 +140,10 @@ class NgShell:
                 log.log(level, "rtpengine %s:%d is %s", event.address[0], event.address[1], event.health.value)
                 continue
             if isinstance(event, RelayLost):
-                log.warning("rtpengine %s:%d did not answer its ping: its calls' media is lost", *event.address)
+                held = len(self.relays.calls_on(event.address))
+                if held:
+                    log.warning("rtpengine %s:%d did not answer its ping: the media of its %d calls is lost",
+                                event.address[0], event.address[1], held)
                 if self.on_relay_down is not None and self._loop is not None:
                     self._loop.call_soon(self.on_relay_down, event.address)
                 continue
