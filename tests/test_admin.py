@@ -239,3 +239,40 @@ def test_operation_create_takes_the_hold_music_and_refuses_a_file_it_cannot_play
     [listed] = json.loads(ok(db, "operation", "list", "--json"))
     assert (listed["hold_music_name"], listed["transfer_audio"], listed["ringback_tone"]) == ("hold.wav", "music", "us")
     assert "hold_music" not in listed  # the converted audio stays in the database
+
+
+def test_queue_create_and_update_take_the_waiting_audio_and_refuse_what_cannot_play(db: str, tmp_path: Path) -> None:
+    import math
+    import struct
+    import wave
+
+    def write(name: str, seconds: float) -> Path:
+        path = tmp_path / name
+        with wave.open(str(path), "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(8000)
+            wav.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 3)))
+                                     for i in range(int(seconds * 8000))))
+        return path
+
+    ok(db, "operation", "create", "0042", "--domain", "a.test")
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    assert refused(db, "queue", "create", "0042", "support", "--announcement", str(bad)) == (
+        f"error: announcement: {bad}: not a WAV file: it does not start with RIFF")
+    notice = write("notice.wav", 6)
+    assert refused(db, "queue", "create", "0042", "support", "--announcement", str(notice),
+                   "--announcement-interval", "6") == (
+        "error: announcement_interval: 6.0 s is not longer than the announcement (6.0 s): no music would play "
+        "between two announcements")
+    assert json.loads(ok(db, "queue", "list", "0042", "--json")) == []
+    ok(db, "queue", "create", "0042", "support", "--music", str(write("wait.wav", 2)), "--announcement",
+       str(notice), "--announcement-interval", "20")
+    [listed] = json.loads(ok(db, "queue", "list", "0042", "--json"))
+    assert (listed["music_name"], listed["announcement_name"], listed["announcement_interval"]) == (
+        "wait.wav", "notice.wav", 20.0)
+    assert "music" not in listed and "announcement" not in listed  # the converted audio stays in the database
+    ok(db, "queue", "update", "0042", "support", "--set", "music=")
+    [listed] = json.loads(ok(db, "queue", "list", "0042", "--json"))
+    assert (listed["music_name"], listed["announcement_name"]) == ("", "notice.wav")  # the operation's music again

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 
 from callbridge.b2bua.ports import MediaRefused, MediaUnavailable
 
@@ -95,6 +96,19 @@ class FakeMedia:
     async def stop_playing(self, conn_id: str, leg_id: str) -> None:
         self.ops.append(("stop_playing", conn_id, leg_id))
         self._check("stop_playing", conn_id)
+
+    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str) -> bytes:
+        self.ops.append(("subscribe", conn_id, tuple(parties), listener))
+        self._check("subscribe", conn_id)
+        return b"v=0\r\n"
+
+    async def subscribe_answer(self, conn_id: str, listener: str, sdp: bytes) -> None:
+        self.ops.append(("subscribe_answer", conn_id, listener, sdp))
+        self._check("subscribe_answer", conn_id)
+
+    async def unsubscribe(self, conn_id: str, listener: str) -> None:
+        self.ops.append(("unsubscribe", conn_id, listener))
+        self._check("unsubscribe", conn_id)
 
     async def send_dtmf(self, conn_id: str, leg_id: str, digit: str, *, duration_ms: int = 100) -> None:
         self.ops.append(("send_dtmf", conn_id, leg_id, digit, duration_ms))

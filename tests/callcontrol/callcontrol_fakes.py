@@ -87,6 +87,8 @@ class FakeSignalling:
         self.available = True
         self.draining = False
         self.recordable = True  # what `record` answers: False, a call whose media is not anchored
+        self.anchored = True  # what `monitor` answers: False, a call whose media is not anchored
+        self.waits: list[tuple[str, str]] = []  # (customer leg, queue) told to wait with the queue's audio
 
     def is_available(self) -> bool:
         return self.available
@@ -123,6 +125,13 @@ class FakeSignalling:
 
     def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
         self.requests.append(("reject", leg_id, status, retry_after))
+
+    def monitor(self, request: OriginateRequest) -> bool:
+        self.requests.append(("monitor", request))
+        return self.anchored
+
+    def waiting(self, conn_id: str, leg_id: str, queue: Queue) -> None:
+        self.waits.append((leg_id, queue.name))  # apart from `requests`: a hint for the media, not a SIP request
 
     def record(self, conn_id: str, on: bool) -> bool:
         self.requests.append(("record", conn_id, on))

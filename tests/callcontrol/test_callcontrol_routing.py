@@ -184,3 +184,28 @@ def test_aux_and_unregistered_agents_are_not_offered(world: World) -> None:
     world.service.change_status(OP, "1002", "ready")
     assert world.events.of(CallOffered)[-1].agent == "1002"
 
+
+
+
+def test_a_call_left_waiting_with_no_agent_rung_is_told_to_wait_with_its_queues_audio(world: World) -> None:
+    """`Signalling.waiting` (the queue's music, b2bua/waiting.py): when nobody is rung; not when an agent is rung
+    at once (its ringing is what the customer gets), nor when the call is offered again after a ring-no-answer."""
+    conn_id, cust = world.inbound()
+    assert world.signalling.waits == [(cust, "sales")] and world.signalling.originates() == []
+    world.login("1001")  # takes the waiting call
+    first = world.signalling.last_originate("1001")
+    assert world.signalling.waits == [(cust, "sales")]
+    world.scheduler.advance(15.0)  # no answer: 1001 is back in line and rung again at once
+    assert ("release", first.leg_id, 408, None) in world.signalling.requests
+    assert world.signalling.waits == [(cust, "sales")]
+    assert world.signalling.last_originate("1001").leg_id != first.leg_id
+    _, second = world.inbound()  # nobody free: it waits too
+    assert world.signalling.waits[-1] == (second, "sales")
+    world.service.on_leg_answered(world.signalling.last_originate("1001").leg_id)
+    assert world.service.get_call(OP, conn_id).state == "connected"
+
+
+def test_a_call_rung_at_once_is_not_told_to_wait(world: World) -> None:
+    world.login("1001")
+    world.inbound()
+    assert world.signalling.waits == [] and world.signalling.last_originate().destination == "1001"

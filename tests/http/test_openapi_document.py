@@ -59,6 +59,8 @@ def test_every_native_endpoint_is_there() -> None:
         ("/v2/calls/{conn_id}/recording", "get"), ("/v2/calls/{conn_id}/recording", "post"),
         ("/v2/calls/{conn_id}/recording", "delete"), ("/v2/calls/{conn_id}/recording", "patch"),
         ("/v2/recordings", "get"),
+        ("/v2/calls/{conn_id}/monitor", "post"), ("/v2/calls/{conn_id}/monitor", "get"),
+        ("/v2/calls/{conn_id}/monitor", "delete"),
     }
     found = {(p, m) for p, item in DOC["paths"].items() for m in item
              if m in {"get", "post", "put", "delete", "patch"}}
@@ -142,8 +144,8 @@ def test_native_problems_fit_the_operations_that_list_them() -> None:
                     _check(media["schema"], contract.problem("CALL_CONTROL_UNAVAILABLE") if status != "503"
                            else contract.problem("TOKEN_MISSING"))
     # the keys of agentbox-only verbs have no native operation (yet); every other key is answered somewhere
-    assert set(contract.PROBLEM_KEYS) - seen == {"UNKNOWN_API", "ALREADY_ON_CALL", "PHONE_NOT_REGISTERED",
-                                                 "NO_RECENT_CALL", "NO_CALL_TO_TYPE"}
+    assert set(contract.PROBLEM_KEYS) - seen == {"UNKNOWN_API", "ALREADY_ON_CALL", "NO_RECENT_CALL",
+                                                 "NO_CALL_TO_TYPE"}
 
 
 TRANSFER = {
@@ -174,6 +176,11 @@ EVENTS = [
                     "duration_s": 12.5}),
     ("call.media_direct", {"conn_id": "c-01", "reason": "relay_down"}),
     ("call.dtmf", {"conn_id": "c-01", "leg_id": "l-01", "leg": "customer", "digit": "#", "duration_ms": 100}),
+    ("call.monitor_started", {"conn_id": "c-01", "monitor_id": "m-01", "supervisor": "1009",
+                              "started_at": "2025-01-31T12:00:01.000Z"}),
+    ("call.monitor_ended", {"conn_id": "c-01", "monitor_id": "m-01", "supervisor": "1009",
+                            "started_at": "2025-01-31T12:00:01.000Z", "ended_at": "2025-01-31T12:00:09.000Z",
+                            "reason": "stopped"}),
     *[(f"transfer.{s}", TRANSFER) for s in ("created", "ringing", "answered", "completed", "failed", "cancelled")],
     ("agent.state_changed", {"agent_id": "1001", "state": "aux", "previous_state": "ready", "aux_state": "lunch",
                              "registered": True, "reason": "api"}),

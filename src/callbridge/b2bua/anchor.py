@@ -22,6 +22,7 @@ Rules (docs/design.md, "Media")
   still the customer's media peer when it ends (an attended transfer releases the agent before the customer is
   joined to the target) leaves only once the customer's media is re-targeted to someone else: rtpengine 10.5 gives
   the customer new ports when its peer is deleted first. Until then its phone has hung up and sends nothing.
+- A supervisor listening (`monitor`) is the relay's subscription, not a party: its leg ending ends only that.
 - Recording (`recorder`): each SDP the relay gives the customer is reported to it (the customer's channel is the
   relay's port it names); the customer's leg ending stops a running recording before the relay's call is deleted.
 """
@@ -35,8 +36,10 @@ from typing import Any, Literal
 
 from callbridge.b2bua.hearing import CustomerHearing
 from callbridge.b2bua.legs import SipLeg
+from callbridge.b2bua.monitor import CallListeners
 from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError
 from callbridge.b2bua.recorder import CallRecorder
+from callbridge.b2bua.waiting import QueueWaiting
 from callbridge.callcontrol.model import Operation
 
 __all__ = ["BROWSER_TRANSPORTS", "Admission", "MediaAnchor", "browser"]
@@ -76,6 +79,8 @@ class MediaAnchor:
         self._tasks: set[asyncio.Task[None]] = set()
         self.hearing = CustomerHearing(self, directory)  # music, ringback or the peer (hearing.py)
         self.recorder = CallRecorder(self, loop)  # the call's recording on the relay (recorder.py)
+        self.waiting = QueueWaiting(self, self.hearing)  # a queue caller's music and announcements (waiting.py)
+        self.listeners = CallListeners(self)  # supervisors listening through the relay (monitor.py)
 
     # --- the decision at a call's start -------------------------------------------------------------------------
     def admit(self, operation: Operation | None) -> Admission:
@@ -138,6 +143,7 @@ class MediaAnchor:
     def _customer_peer(self, conn_id: str, peer: str) -> None:
         """The customer's media goes to `peer` now: the legs that were waiting for that can leave."""
         self.peers[conn_id] = peer
+        self.waiting.stop(conn_id, self.calls[conn_id])
         self.hearing.peer_changed(conn_id)
         media = self.media
         assert media is not None
@@ -172,6 +178,8 @@ class MediaAnchor:
 
     # --- parties leaving ----------------------------------------------------------------------------------------
     def leg_ended(self, leg: SipLeg) -> None:
+        if self.listeners.ended(leg):
+            return  # a listener is not one of the call's parties: its subscription ends, nothing else
         conn_id = leg.conn_id
         if conn_id is None or conn_id not in self.calls or self.media is None:
             return
@@ -181,6 +189,7 @@ class MediaAnchor:
             self.peers.pop(conn_id, None)
             self.leaving.pop(conn_id, None)
             self.went_direct.discard(conn_id)
+            self.waiting.ended(conn_id)
             self.hearing.ended(conn_id)
             self._spawn(self.recorder.ended(conn_id, lambda: self._quietly(media.delete(conn_id), conn_id, "delete")))
         elif self.peers.get(conn_id) == leg.leg_id:

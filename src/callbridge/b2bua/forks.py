@@ -82,6 +82,8 @@ def fork_response(sw: ForkContext, leg: SipLeg, tx: ClientTransaction, response:
         if other is not tx:
             endpoint.cancel(other, sw.now())
     leg.forks = []
+    if leg.listener:  # a supervisor's phone: its answer goes to the relay's subscription (monitor.py)
+        sw.anchor.listeners.answered(leg, response.body)
     sw.refers.target_answered(leg.leg_id)
     service = sw.service
     assert service is not None

@@ -229,6 +229,10 @@ class CustomerHearing:
         except MediaError as exc:  # that party left the relay already: nothing is left to unblock
             log.debug("call %s: unblocking %s: %s", conn_id, leg_id, exc)
 
+    def music(self, operation_id: str) -> bytes:
+        """The operation's hold music, else the built-in one, as the relay is sent it (`waiting` falls back on it)."""
+        return self._sound(operation_id, "music")
+
     def _sound(self, operation_id: str, heard: Heard) -> bytes:
         """The sound as the relay is sent it (mu-law WAV, `Audio.ulaw_wav_bytes`), converted once per operation."""
         op = self.directory.get_operation(operation_id) if self.directory is not None else None

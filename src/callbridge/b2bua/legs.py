@@ -61,6 +61,7 @@ class SipLeg:
     peer_addr: tuple[str, int] = ("", 0)
     transport: str = "udp"
     agent: str | None = None  # the agent's extension when this leg reaches or comes from an agent
+    listener: bool = False  # a supervisor's phone listening to the call through the relay (monitor.py)
     trunk: Trunk | None = None  # outgoing through a trunk: its credentials answer the provider's 401/407
     auth_attempts: int = 0  # credentials sent on this leg's INVITE (a second challenge is a failure unless stale)
     written_cseq: tuple[int, int | None] = (0, None)  # (local, remote) CSeq last written to the dialog record
@@ -116,6 +117,10 @@ class LegTable:
         if self._on_end is not None and was is not ENDED:
             self._on_end(leg)
         return was
+
+    def forget(self, leg_id: str) -> SipLeg | None:
+        """Drop a leg without ending it or telling anyone (a cluster handover: another node adopts its call)."""
+        return self._legs.pop(leg_id, None)
 
     def __len__(self) -> int:
         return len(self._legs)

@@ -219,6 +219,19 @@ class Media(Protocol):
 
     async def stop_playing(self, conn_id: str, leg_id: str) -> None: ...
 
+    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str) -> bytes:
+        """A listener (`listener`, a leg id) is to receive what each of `parties` sends; returns the offer to send
+        it: one audio stream per party, in that order, send-only. Nothing it sends reaches the parties."""
+        ...
+
+    async def subscribe_answer(self, conn_id: str, listener: str, sdp: bytes) -> None:
+        """The listener's answer `sdp` to `subscribe`'s offer: the parties' media flows to it from now on."""
+        ...
+
+    async def unsubscribe(self, conn_id: str, listener: str) -> None:
+        """The listener stops receiving; the parties' call goes on."""
+        ...
+
     async def send_dtmf(self, conn_id: str, leg_id: str, digit: str, *, duration_ms: int = 100) -> None:
         """RFC 4733 events of `digit` in the media `leg_id` sends, so that its peer gets them (to reach the
         customer, `leg_id` is the customer's peer); digits sent one after the other are played in that order."""

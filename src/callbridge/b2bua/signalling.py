@@ -26,6 +26,10 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   response (the cause when it is 4xx-6xx, else 480) on an incoming INVITE not yet answered.
   With an `action_id`, the BYE's final response is reported (CANCEL and final responses succeed at once).
 - `reject`: the final response, with Retry-After when given.
+- `monitor`: a supervisor's phone rung with the relay's subscription of both parties (`monitor.py`); False at once
+  when the call's media is not on a relay.
+- `waiting`: an anchored call's customer waiting in a queue gets a 183 with the relay's SDP and hears the queue's
+  music and announcements (`waiting.py`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from callbridge.b2bua.dtmf import send_dtmf
 from callbridge.b2bua.leg_state import CALLING, FAILED, INCOMING, REFUSED, RELEASE, UP
 from callbridge.b2bua.leg_state import step as leg_state_step
 from callbridge.b2bua.legs import SipLeg
-from callbridge.callcontrol.model import Operation, Trunk
+from callbridge.callcontrol.model import Operation, Queue, Trunk
 from callbridge.callcontrol.ports import OriginateRequest
 from callbridge.sip.message import Response
 from callbridge.sip.sdp import SessionDescription
@@ -101,6 +105,23 @@ class SipSignalling:
             sw.anchor.offer(request.conn_id, source, None, source.remote_sdp, offered, receiver=leg)
             return
         self._send_invites(leg, request, op)
+
+    def monitor(self, request: OriginateRequest) -> bool:
+        """A listener's leg: rung with the relay's subscription of the call's two parties (monitor.py)."""
+        sw = self.sw
+        if not sw.anchor.listeners.can_listen(request.conn_id):
+            return False
+        op = sw.directory.get_operation(request.operation_id)
+        leg = sw.legs.add(SipLeg(request.leg_id, request.operation_id, "out", sw.wall(), conn_id=request.conn_id,
+                                 state=CALLING, agent=request.destination, listener=True))
+
+        def offered(sdp: bytes) -> None:
+            if leg.state is CALLING and not leg.forks:  # not released while the relay answered
+                leg.offer = sdp
+                self._send_invites(leg, request, op)
+
+        sw.anchor.listeners.subscribe(request.conn_id, leg, offered, lambda: self._failed(leg, 503))
+        return True
 
     def _send_invites(self, leg: SipLeg, request: OriginateRequest, op: Operation | None) -> None:
         sw = self.sw
@@ -266,6 +287,22 @@ class SipSignalling:
             leg_state_step(leg, RELEASE)  # its dialog is ending already: nothing more is reported
             self._result(action_id, True, None)
         sw.wake()
+
+    def waiting(self, conn_id: str, leg_id: str, queue: Queue) -> None:
+        """An anchored call's customer, its INVITE unanswered, waits in `queue`: a 183 with the relay's SDP, and the
+        queue's music and announcements from the relay (waiting.py, RFC 3960 early media)."""
+        sw = self.sw
+        leg = sw.legs.get(leg_id)
+        if leg is None or not leg.anchored or leg.state is not INCOMING or leg.server_tx is None \
+                or not leg.remote_sdp:
+            return
+        sw.anchor.adopt(conn_id, leg)
+
+        def early(sdp: bytes) -> None:
+            if leg.state is INCOMING and leg.server_tx is not None:
+                sw.respond(leg.server_tx, 183, body=present(leg, sdp), reason="Session Progress")
+
+        sw.anchor.waiting.start(conn_id, leg.leg_id, leg.remote_sdp, leg.operation_id, queue, early)
 
     def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
         sw = self.sw

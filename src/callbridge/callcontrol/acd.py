@@ -51,6 +51,15 @@ class Acd:
         conn_id = call.conn_id
         k.arm(f"queue:{conn_id}", queue.max_wait_seconds, lambda: self._queue_timeout(conn_id))
         self.dispatch(call)
+        self._waits(call)
+
+    def _waits(self, call: Call) -> None:
+        """The call waits with no agent rung: an unanswered customer hears the queue's audio (b2bua/waiting.py)."""
+        customer = call.leg(call.customer_leg_id)
+        if call.state == "queued" and call.queue is not None and customer is not None \
+                and customer.state in ("calling", "ringing"):
+            self._ports.signalling.waiting(call.conn_id, customer.leg_id,
+                                           self._k.queue(call.operation_id, call.queue))
 
     def _queue_timeout(self, conn_id: str) -> None:
         call = self._calls.get(conn_id)
@@ -115,6 +124,7 @@ class Acd:
             self.reject_waiting(call)
         else:
             self.dispatch(call)
+            self._waits(call)
         if rt is not None:
             self.agent_available(rt)
 

@@ -110,6 +110,14 @@ class Queue:
     ring_timeout: float | None = None  # None = the operation's
     retry_after: int = 60  # seconds, for the 480
     recording: RecordingPolicy | None = None  # None = the operation's
+    # What a customer waiting in the queue hears (docs/operations.md, "Audio: what each party hears"): the queue's
+    # music (converted WAV; None: the operation's hold music, else the built-in one), and, when `announcement` is
+    # set, that announcement every `announcement_interval` seconds, the music going on after each one.
+    music: bytes | None = field(default=None, repr=False)
+    music_name: str = ""
+    announcement: bytes | None = field(default=None, repr=False)
+    announcement_name: str = ""
+    announcement_interval: float = 30.0
 
 
 def recording_policy(operation: Operation, queue: Queue | None) -> RecordingPolicy:

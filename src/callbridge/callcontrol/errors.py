@@ -13,6 +13,7 @@ CallControlError                     error_id
  |    +-- CallNotFound               CALL_NOT_FOUND (native API)
  |    +-- TransferNotFound           TRANSFER_NOT_FOUND (native API)
  |    +-- DidNotFound                DID_NOT_FOUND (an inbound call to a number no DID names)
+ |    +-- ExtensionNotFound          EXTENSION_NOT_FOUND (native API: a monitor's extension no agent has)
  +-- Conflict
  |    +-- AgentNotLoggedIn           AGENT_NOT_LOGGED_IN
  |    +-- CallStateError             (the "call state" rank of the precedence)
@@ -21,6 +22,7 @@ CallControlError                     error_id
  |    |    +-- NoRecentCall          NO_RECENT_CALL
  |    |    +-- NoCallToType          NO_CALL_TO_TYPE
  |    |    +-- PhoneNotRegistered    PHONE_NOT_REGISTERED
+ |    |    +-- CallNotAnswered       CALL_NOT_ANSWERED (native API: listen to a call nobody answered yet)
  |    +-- TransferInProgress         TRANSFER_IN_PROGRESS
  |    +-- TargetNotAvailable         TARGET_NOT_AVAILABLE
  |    +-- TransferLimit              TRANSFER_LIMIT (hop limit; the agentbox answers it as TARGET_NOT_AVAILABLE)
@@ -31,6 +33,9 @@ CallControlError                     error_id
  |    +-- RecordingNotAllowed        RECORDING_NOT_ALLOWED (the call's recording policy does not allow it)
  |    +-- RecordingUnavailable       RECORDING_UNAVAILABLE (not answered yet, or its media is not on a relay)
  |    +-- RecordingNotStarted        RECORDING_NOT_STARTED (pause or stop of a call that is not recorded)
+ |    +-- CallNotAnchored            CALL_NOT_ANCHORED (listen to a call whose media is not on a relay)
+ |    +-- MonitorInProgress          MONITOR_IN_PROGRESS (someone listens to the call already)
+ |    +-- MonitorNotStarted          MONITOR_NOT_STARTED (stop listening to a call nobody listens to)
  +-- CallControlUnavailable          CALL_CONTROL_UNAVAILABLE (the signalling side cannot act now)
  +-- InvalidTransition               INVALID_TRANSITION (a state table has no such entry: a bug, never a
                                      client's fault)
@@ -177,6 +182,31 @@ class RecordingUnavailable(Conflict):
 class RecordingNotStarted(Conflict):
     error_id = "RECORDING_NOT_STARTED"
     default_message = "the call is not being recorded"
+
+
+class ExtensionNotFound(NotFound):
+    error_id = "EXTENSION_NOT_FOUND"
+    default_message = "no such extension in the operation"
+
+
+class CallNotAnswered(CallStateError):
+    error_id = "CALL_NOT_ANSWERED"
+    default_message = "the call is not answered yet: nobody talks to listen to"
+
+
+class CallNotAnchored(Conflict):
+    error_id = "CALL_NOT_ANCHORED"
+    default_message = "the call's media does not go through a relay: nobody can listen to it"
+
+
+class MonitorInProgress(Conflict):
+    error_id = "MONITOR_IN_PROGRESS"
+    default_message = "someone listens to the call already"
+
+
+class MonitorNotStarted(Conflict):
+    error_id = "MONITOR_NOT_STARTED"
+    default_message = "nobody listens to the call"
 
 
 class CallControlUnavailable(CallControlError):

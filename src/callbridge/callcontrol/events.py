@@ -76,6 +76,29 @@ class CallAnswered(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CallMonitorStarted(DomainEvent):
+    """A supervisor's phone (`supervisor`, the extension rung) answered and hears both parties from `started_at`."""
+
+    conn_id: str
+    monitor_id: str
+    supervisor: str
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallMonitorEnded(DomainEvent):
+    """The listening ended (`reason`: stopped, supervisor_hangup, no_answer, call_ended); `started_at` None: the
+    supervisor's phone never answered."""
+
+    conn_id: str
+    monitor_id: str
+    supervisor: str
+    started_at: float | None
+    ended_at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallHeld(DomainEvent):
     conn_id: str
     held: bool

@@ -6,6 +6,7 @@ freed by the end of a call is never offered the call that is ending.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from callbridge.callcontrol.agents import AgentDesk
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from callbridge.callcontrol.acd import Acd
 
 
+def _nothing(call: Call) -> None:
+    """The default `call_ended`."""
+
+
 class CallLifecycle:
     acd: Acd  # wired by the service: an offer that fails goes back to the ACD
 
@@ -32,6 +37,8 @@ class CallLifecycle:
         self._agents = agents
         self._calls = state.calls
         self._leg_calls = state.leg_calls
+        self.call_ended: Callable[[Call], None] = _nothing
+        """The call ended (its CDR written): the service hangs up a supervisor listening to it (monitor.py)."""
 
     def new_call(self, op: Operation, direction: CallDirection, customer_number: str, state: CallState) -> Call:
         call = Call(self._state.ids("c"), op.id, direction, customer_number, self._k.now(),
@@ -124,5 +131,6 @@ class CallLifecycle:
         keep(self._state.ended_calls, call.conn_id, call)
         self._k.emit(CallEnded(operation_id=call.operation_id, conn_id=call.conn_id, hangup_by=by, sip_cause=cause,
                                end_reason=reason))
+        self.call_ended(call)
         for leg in call.legs.values():
             self._agents.leg_over(call, leg, "call_end")

@@ -135,6 +135,18 @@ class Signalling(Protocol):
         pause in the one recording of the call. False: the call cannot be recorded (its media is not anchored)."""
         ...
 
+    def monitor(self, request: OriginateRequest) -> bool:
+        """Ring `request.destination` (an extension) for a listener of the call: once it answers it hears both
+        parties (the customer and the party it talks to) and they do not hear it; reported as the leg's answer,
+        failure or end like any other. False at once, nothing done: the call's media does not go through a relay
+        (or its customer talks to nobody on it). `release` of the leg stops the listening."""
+        ...
+
+    def waiting(self, conn_id: str, leg_id: str, queue: Queue) -> None:
+        """The call's customer leg `leg_id`, not answered, waits in `queue` with no agent rung: it hears the queue's
+        audio where the media plane can play it (anchored calls), else nothing changes. May come from inside
+        `on_inbound_call`, before the adapter knows the leg's call: hence `conn_id`."""
+
     def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:
         """Answer an incoming INVITE that was never bridged with a final error (e.g. 480 with Retry-After)."""
         ...

@@ -52,10 +52,12 @@ from callbridge.callcontrol.errors import (
     TransferNotAnswered,
 )
 from callbridge.callcontrol.events import DisplayChanged, RecallScheduled
+from callbridge.callcontrol.handover import Handover
 from callbridge.callcontrol.ids import IdFactory, random_ids
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
 from callbridge.callcontrol.live import AgentRuntime, LiveState
+from callbridge.callcontrol.monitor import CallMonitors
 from callbridge.callcontrol.occupancy import Occupancy
 from callbridge.callcontrol.outbound import OutboundCalls
 from callbridge.callcontrol.ports import (
@@ -122,11 +124,15 @@ class CallControlService:
         self.stop_recording = recordings.stop_recording
         self.pause_recording = recordings.pause_recording
         reports = AdapterReports(state, ports, kernel, agents, life, acd, transfers, outbound, recordings)
+        monitors = CallMonitors(state, ports, kernel, agents)  # a supervisor listening (monitor.py)
+        self.start_monitor = monitors.start_monitor
+        self.stop_monitor = monitors.stop_monitor
+        self.monitor_state = monitors.monitor_state
+        life.call_ended = monitors.call_ended
         self.on_inbound_call = reports.on_inbound_call
         self.on_leg_ringing = reports.on_leg_ringing
-        self.on_leg_answered = reports.on_leg_answered
-        self.on_leg_failed = reports.on_leg_failed
-        self.on_leg_ended = reports.on_leg_ended
+        self.on_leg_answered, self.on_leg_failed, self.on_leg_ended = monitors.reports(
+            reports.on_leg_answered, reports.on_leg_failed, reports.on_leg_ended)
         self.on_media_direct = reports.on_media_direct
         self.on_dtmf = reports.on_dtmf
         self.on_media_timeout = reports.on_media_timeout
@@ -139,6 +145,7 @@ class CallControlService:
         self.restore = outbound.restore
         self.restore_agents = agents.restore
         self.adopt_call = Adoption(state, agents).adopt_call  # a dead cluster node's call (cluster.adopt)
+        self.handover = Handover(state, agents, kernel)  # an operation given to another node (cluster.handover)
         self.reindex_agents = agents.reindex
 
     @property

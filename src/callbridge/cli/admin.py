@@ -32,7 +32,10 @@ One file describes one operation; loading it is all or nothing. Sections and the
                          transfer_audio ["ringback" | "music"], ringback_tone ["etsi" | "us"],
                          recording ["never" | "always" | "on_demand"], recording_retention_days [none: kept]
     [[queues]]           name, max_wait_seconds [60], ring_timeout [the operation's], retry_after [60],
-                         recording [the operation's: "never" | "always" | "on_demand"]
+                         recording [the operation's: "never" | "always" | "on_demand"],
+                         music [the operation's hold_music: a WAV file's path, at most 8 s, looped to callers
+                         waiting], announcement [none: a WAV file, at most 8 s, played to callers waiting],
+                         announcement_interval [30: seconds from one announcement's start to the next's, >= 5]
     [[agents]]           extension (digits), password (8+ characters; stored as HA1 only), name [""], queues [[]]
     [[aux_states]]       id (digits, what change_status names), name
     [[activity_codes]]   group (1 = cod_act, 2 = cod_act_2), code, name
@@ -135,7 +138,8 @@ def _plain(value: Any) -> Any:
     data = dataclasses.asdict(value)
     for secret in ("ha1_md5", "ha1_sha256", "hash", "secret", "password_hash"):
         data.pop(secret, None)
-    data.pop("hold_music", None)  # converted audio; hold_music_name says which file it came from
+    for audio in ("hold_music", "music", "announcement"):
+        data.pop(audio, None)  # converted audio; its _name says which file it came from
     if data.get("credentials"):
         data["credentials"].pop("password", None)
     return data
@@ -233,11 +237,20 @@ def queue_create(
     retry_after: int = typer.Option(60, "--retry-after"),
     recording: str | None = typer.Option(None, "--recording",
                                          help="never, always or on_demand. Default: the operation's."),
+    music: str = typer.Option("", "--music",
+                              help="A WAV file looped to callers waiting in the queue; converted once, at most 8 s. "
+                                   "Default: the operation's hold music."),
+    announcement: str = typer.Option("", "--announcement",
+                                     help="A WAV file played to callers waiting, every --announcement-interval "
+                                          "seconds; at most 8 s. Default: none."),
+    announcement_interval: float = typer.Option(30.0, "--announcement-interval",
+                                                help="Seconds from one announcement's start to the next's (>= 5)."),
 ) -> None:
     """Create a queue."""
     run_in_database(ctx, lambda c: adm.create_queue(c, operation_id, name, max_wait_seconds=max_wait_seconds,
                                          ring_timeout=ring_timeout, retry_after=retry_after,
-                                         recording=recording))
+                                         recording=recording, music=music, announcement=announcement,
+                                         announcement_interval=announcement_interval))
     typer.echo(f"queue {name} created in operation {operation_id}")
 
 
@@ -245,7 +258,8 @@ def queue_create(
 def queue_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's queues."""
     show_rows(run_in_database(ctx, lambda c: adm.list_queues(c, operation_id)),
-          ["name", "max_wait_seconds", "ring_timeout", "retry_after", "recording"], as_json,
+          ["name", "max_wait_seconds", "ring_timeout", "retry_after", "recording", "music_name",
+           "announcement_name", "announcement_interval"], as_json,
           f"queues of {operation_id}")
 
 

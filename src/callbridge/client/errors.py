@@ -22,6 +22,7 @@ still catches it::
      |    +-- TransferNotFound         (native) TRANSFER DOES NOT EXIST
      |    +-- CallNotFound             (native) CALL DOES NOT EXIST
      |    +-- RecordingNotFound        (native) the call has no stored recording
+     |    +-- ExtensionNotFound        (native) a monitor's extension no agent has
      +-- MethodNotAllowed              405 USE POST
      +-- Conflict                      409
      |    +-- AgentNotLoggedIn         AGENT IS NOT LOGGED IN
@@ -42,6 +43,10 @@ still catches it::
      |    +-- RecordingNotAllowed      (native) the call's recording policy does not allow it
      |    +-- RecordingUnavailable     (native) not answered yet, or its media is not on a relay
      |    +-- RecordingNotStarted      (native) pause or stop of a call that is not recorded
+     |    +-- CallNotAnswered          (native) listen to a call nobody answered yet
+     |    +-- CallNotAnchored          (native) listen to a call whose media is not on a relay
+     |    +-- MonitorInProgress        (native) someone listens to the call already
+     |    +-- MonitorNotStarted        (native) stop listening to a call nobody listens to
      +-- IdempotencyKeyReused          (native) 422: the key was used with another body
      +-- RangeNotSatisfiable           (native) 416: the Range of a recording cannot be served
      +-- EventsExpired                 (native) 410: resuming from a seq the server no longer keeps (.oldest_seq)
@@ -236,6 +241,26 @@ class RecordingNotStarted(Conflict):
 
 class RecordingNotFound(NotFound):
     key = "RECORDING_NOT_FOUND"
+
+
+class ExtensionNotFound(NotFound):
+    key = "EXTENSION_NOT_FOUND"
+
+
+class CallNotAnswered(Conflict):
+    key = "CALL_NOT_ANSWERED"
+
+
+class CallNotAnchored(Conflict):
+    key = "CALL_NOT_ANCHORED"
+
+
+class MonitorInProgress(Conflict):
+    key = "MONITOR_IN_PROGRESS"
+
+
+class MonitorNotStarted(Conflict):
+    key = "MONITOR_NOT_STARTED"
 
 
 class RangeNotSatisfiable(AgentboxError):

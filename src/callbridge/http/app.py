@@ -35,6 +35,7 @@ from callbridge.http.desk_pages import desk_routes
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from callbridge.http.metrics import Histogram, MetricsRegistry
+from callbridge.http.monitor import MonitorApi
 from callbridge.http.native import IdempotencyStore, NativeApi
 from callbridge.http.operation_metrics import register_operation_metrics
 from callbridge.http.recordings import RecordingsApi
@@ -111,6 +112,7 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
                        idempotency=IdempotencyStore(ttl=settings.idempotency_ttl), history=history)
     streams = EventStreams(gate, events, keepalive=settings.stream_keepalive)
     recordings = RecordingsApi(service, native.reads, history, native.guarded)
+    monitor = MonitorApi(service, native.reads, native.guarded)
 
     registry.counter("callbridge_agentbox_responses_total", "agentbox answers by HTTP status",
                      lambda: dict(by_status), label="status")
@@ -169,6 +171,9 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
         Route("/v2/calls/{conn_id}/recording", recordings.stop_recording, methods=["DELETE"]),
         Route("/v2/calls/{conn_id}/recording", recordings.pause_recording, methods=["PATCH"]),
         Route("/v2/recordings", recordings.list_recordings, methods=["GET"]),
+        Route("/v2/calls/{conn_id}/monitor", monitor.start, methods=["POST"]),
+        Route("/v2/calls/{conn_id}/monitor", monitor.state, methods=["GET"]),
+        Route("/v2/calls/{conn_id}/monitor", monitor.stop, methods=["DELETE"]),
         Route("/v2/events", streams.http, methods=["GET"]),
         WebSocketRoute("/v2/events", streams.websocket),
     ]

@@ -37,6 +37,7 @@ SUBPROTOCOL: Final = "callbridge.events.v2"
 KEEPALIVE_S: Final = 15.0
 EVENT_TYPES: Final = frozenset({
     "call.offered", "call.answered", "call.held", "call.ended", "call.media_direct", "call.dtmf",
+    "call.monitor_started", "call.monitor_ended",
     "transfer.created",
     "transfer.ringing",
     "transfer.answered", "transfer.completed", "transfer.failed", "transfer.cancelled", "agent.state_changed",

@@ -28,6 +28,8 @@ from callbridge.callcontrol.events import (
     CallEnded,
     CallHeld,
     CallMediaDirect,
+    CallMonitorEnded,
+    CallMonitorStarted,
     CallOffered,
     DisplayChanged,
     DomainEvent,
@@ -40,7 +42,7 @@ from callbridge.callcontrol.events import (
     TransferRinging,
 )
 from callbridge.callcontrol.model import TransferRecord
-from callbridge.http.resources import agent_state, call_direction, display_json, transfer_json
+from callbridge.http.resources import agent_state, call_direction, display_json, rfc3339, rfc3339_or_none, transfer_json
 
 KEEP_TRANSFER_TIMES = 4000
 
@@ -68,7 +70,8 @@ Wire = tuple[str, dict[str, Any], str | None]
 # (none: no wire type). Looked up once per class and remembered.
 _BUILDERS: tuple[tuple[type[DomainEvent], str], ...] = (
     (TransferEvent, "_transfer"), (CallOffered, "_offered"), (CallDialing, "_dialing"), (CallAnswered, "_answered"),
-    (CallHeld, "_held"), (CallEnded, "_ended"), (CallDtmf, "_dtmf"), (CallMediaDirect, "_media_direct"),
+    (CallHeld, "_held"), (CallEnded, "_ended"), (CallDtmf, "_dtmf"),
+    (CallMonitorStarted, "_monitor_started"), (CallMonitorEnded, "_monitor_ended"), (CallMediaDirect, "_media_direct"),
     (AgentStateChanged, "_agent_state"), (DisplayChanged, "_display"),
 )
 
@@ -133,6 +136,19 @@ class WireMapper:
     def _dtmf(event: CallDtmf) -> Wire:
         return "call.dtmf", {"conn_id": event.conn_id, "leg_id": event.leg_id, "leg": event.leg,
                              "digit": event.digit, "duration_ms": event.duration_ms}, event.conn_id
+
+    @staticmethod
+    def _monitor_started(event: CallMonitorStarted) -> Wire:
+        return "call.monitor_started", {"conn_id": event.conn_id, "monitor_id": event.monitor_id,
+                                        "supervisor": event.supervisor,
+                                        "started_at": rfc3339(event.started_at)}, event.conn_id
+
+    @staticmethod
+    def _monitor_ended(event: CallMonitorEnded) -> Wire:
+        return "call.monitor_ended", {"conn_id": event.conn_id, "monitor_id": event.monitor_id,
+                                      "supervisor": event.supervisor,
+                                      "started_at": rfc3339_or_none(event.started_at),
+                                      "ended_at": rfc3339(event.ended_at), "reason": event.reason}, event.conn_id
 
     @staticmethod
     def _media_direct(event: CallMediaDirect) -> Wire:

@@ -34,6 +34,12 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   carry no ``transport-protocol``, DTLS role or codec flags: 10.5 applies ``transport-protocol`` in an answer to the
   answerer's side too (the customer's stream then wanted SRTP), and a forced ``DTLS`` passive role toward a
   browser that offered ``actpass`` left its DTLS unstarted (10.5 answers ``active`` by itself).
+- `subscribe` is ng ``subscribe request`` with ``from-tags`` = the parties and ``to-tag`` = the listener's leg id
+  (10.5 takes the tag given); its SDP has one send-only ``m=audio`` per party, in that order, and 10.5 does not
+  mix them (it has no mixer). ``subscribe answer`` with the listener's ``to-tag`` and answer starts the media: each
+  party's packets go to the port its stream's answer names, with the party's own SSRC, and what the listener sends
+  goes nowhere. ``unsubscribe`` with the ``to-tag`` (or ``delete`` with it as ``from-tag``) stops it and the
+  parties' call goes on; ``delete`` with a ``to-tag`` too would end the whole call. Found on loopback with 10.5.
 - `packets` is ng ``query``: per tag, the RTP packets the relay received (10.5's per-stream ``last packet`` is a
   whole second of the relay's wall clock; counters compared between two polls need no clock of the relay's).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
@@ -49,6 +55,7 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +126,17 @@ class RtpengineMedia:
 
     async def stop_playing(self, conn_id: str, leg_id: str) -> None:
         await self._send(conn_id, {"command": "stop media", "call-id": conn_id, "from-tag": leg_id})
+
+    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str) -> bytes:
+        return _sdp(await self._send(conn_id, {"command": "subscribe request", "call-id": conn_id,
+                                               "from-tags": list(parties), "to-tag": listener}))
+
+    async def subscribe_answer(self, conn_id: str, listener: str, sdp: bytes) -> None:
+        await self._send(conn_id, {"command": "subscribe answer", "call-id": conn_id, "to-tag": listener,
+                                   "sdp": sdp})
+
+    async def unsubscribe(self, conn_id: str, listener: str) -> None:
+        await self._send(conn_id, {"command": "unsubscribe", "call-id": conn_id, "to-tag": listener})
 
     async def send_dtmf(self, conn_id: str, leg_id: str, digit: str, *, duration_ms: int = 100) -> None:
         await self._send(conn_id, {"command": "play DTMF", "call-id": conn_id, "from-tag": leg_id, "code": digit,

@@ -381,6 +381,11 @@ class Dispatcher:
             return
         if status < 200:
             if status > 100:
+                if response is not None and response.body:  # early media (RFC 3960): heard, and sent to, at once
+                    try:
+                        call.media.accept_answer(parse_remote(response.body))
+                    except SdpError:
+                        pass
                 call._move(CallInput.RECV_1XX)
                 if call.state is CallState.ALERTING:
                     self._emit(Ringing(call, status))

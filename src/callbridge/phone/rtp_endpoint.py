@@ -28,7 +28,9 @@ Theory of operation
 - Receiving: the socket is read with ``loop.add_reader`` (no protocol object per call); each datagram is parsed
   (`rtp.parse`), counted per SSRC (`rtp.ReceiverStats`), and either fed to the `TelephoneEventReceiver` (its
   payload type is the telephone-event one of either side's SDP) or decoded (G.711 by payload type 0/8) into the
-  `listen.Listener`. Malformed datagrams are counted (``malformed``) and dropped.
+  `listen.Listener`, and into one `Listener` per SSRC (at most `MAX_SOURCES`), so that two sources sharing the port
+  (a supervisor listening to both parties) are measured apart (`heard_from`). Malformed datagrams are counted
+  (``malformed``) and dropped.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ __all__ = ["RtpClock", "RtpEndpoint"]
 
 TICK = 0.020
 MAX_CATCH_UP = 5
+MAX_SOURCES = 8  # SSRCs heard apart per call (memory stays bounded: each keeps `Listener`'s window of time)
 _PT_CODEC = {0: PCMU, 8: PCMA}
 _CODEC_PT = {PCMU: 0, PCMA: 8}
 Address = tuple[str, int]
@@ -114,6 +117,8 @@ class RtpEndpoint:
         # destination policy judges this address then.
         self.next_hop: Address | None = None
         self.listener = Listener(window=window)
+        self._window = window
+        self.sources: dict[int, Listener] = {}  # SSRC -> what that source alone sent (a listener gets two)
         self.streams: dict[int, ReceiverStats] = {}
         self.payload_types: dict[int, int] = {}  # packets received per RTP payload type
         self.telephone_events = TelephoneEventReceiver()
@@ -180,6 +185,11 @@ class RtpEndpoint:
     def heard(self, since: float, until: float) -> Heard:
         """Windows heard between ``since`` and ``until`` (the phone's clock, ``phone.now()``)."""
         return self.listener.heard(since, until)
+
+    def heard_from(self, ssrc: int, since: float, until: float) -> Heard:
+        """What the source `ssrc` alone sent between ``since`` and ``until`` (several sources may share the port:
+        a supervisor listening gets both parties of a call, each with its own SSRC)."""
+        return self.sources[ssrc].heard(since, until) if ssrc in self.sources else Listener().heard(since, until)
 
     def windows(self, since: float = float("-inf"), until: float = float("inf")) -> list[Window]:
         return self.listener.windows(since, until)
@@ -356,6 +366,11 @@ class RtpEndpoint:
         codec = _PT_CODEC.get(pt)
         if codec is not None:
             self.listener.feed(now, packet.payload, codec)
+            source = self.sources.get(packet.ssrc)
+            if source is None and len(self.sources) < MAX_SOURCES:
+                source = self.sources[packet.ssrc] = Listener(window=self._window)
+            if source is not None:
+                source.feed(now, packet.payload, codec)
             return
         self._maybe_refresh()
         event_pts = {self.call.media.telephone_event, self._target[2] if self._target else None}

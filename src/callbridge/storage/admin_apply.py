@@ -41,7 +41,8 @@ from callbridge.storage.directory import read_tokens
 from callbridge.storage.loader import SECTIONS
 
 CHANGED = "(changed)"
-_KWARG = {"auth_username": "username", "auth_password": "password", "id": "aux_id", "code_group": "group"}
+_KWARG = {"auth_username": "username", "auth_password": "password", "id": "aux_id", "code_group": "group",
+          "music_name": "music", "announcement_name": "announcement"}
 SECRETS = frozenset({"password", "secret"})  # a trunk's password, an agent's, a webhook's secret
 
 

@@ -122,7 +122,9 @@ def get_queue(conn: Connection, operation_id: str, name: str) -> Queue:
 def queue_fields(conn: Connection, operation_id: str, name: str) -> dict[str, Any]:
     q = get_queue(conn, operation_id, name)
     return {"name": q.name, "max_wait_seconds": q.max_wait_seconds, "ring_timeout": q.ring_timeout,
-            "retry_after": q.retry_after, "recording": q.recording}
+            "retry_after": q.retry_after, "recording": q.recording, "music": q.music, "music_name": q.music_name,
+            "announcement": q.announcement, "announcement_name": q.announcement_name,
+            "announcement_interval": q.announcement_interval}
 
 
 def update_queue(conn: Connection, operation_id: str, name: str, /, **changes: Any) -> Queue:

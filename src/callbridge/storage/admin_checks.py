@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from callbridge.media.audio import RELAY_MAX_SECONDS, AudioError, load_wav
+from callbridge.media.audio import RELAY_MAX_SECONDS, AudioError, load_wav, wav_from_bytes
 
 
 class AdminError(ValueError):
@@ -128,19 +128,30 @@ def operation_row(f: dict[str, Any]) -> dict[str, Any]:
 
 def hold_music_columns(value: object, name: str = "") -> dict[str, Any]:
     """`hold_music` as given (a WAV file's path, "" for the built-in music, or the converted bytes read back from
-    the database) as its two columns. A file is converted once, here (8 kHz mono 16-bit, `media.audio`); one that
-    cannot be read, or is longer than the relay takes in one message, is refused with the file and the reason."""
+    the database) as its two columns (`audio_columns`)."""
+    return audio_columns("hold_music", value, name)
+
+
+def audio_columns(field: str, value: object, name: str = "") -> dict[str, Any]:
+    """An audio setting `field` as given (a WAV file's path, "" for none, or the converted bytes read back from
+    the database) as its two columns, `field` and `field`_name. A file is converted once, here (8 kHz mono 16-bit,
+    `media.audio`); one that cannot be read, or is longer than the relay takes in one message, is refused with the
+    file and the reason."""
     if value is None or value == "":
-        return {"hold_music": None, "hold_music_name": ""}
+        return {field: None, f"{field}_name": ""}
     if isinstance(value, bytes):
-        return {"hold_music": value, "hold_music_name": name}
+        return {field: value, f"{field}_name": name}
     if not isinstance(value, str):
-        raise AdminError(f"hold_music: {value!r} is not a WAV file's path")
+        raise AdminError(f"{field}: {value!r} is not a WAV file's path")
     try:
         audio = load_wav(value, max_seconds=RELAY_MAX_SECONDS)
     except AudioError as exc:
-        raise AdminError(f"hold_music: {exc}") from None
-    return {"hold_music": audio.wav_bytes(), "hold_music_name": Path(value).name}
+        raise AdminError(f"{field}: {exc}") from None
+    return {field: audio.wav_bytes(), f"{field}_name": Path(value).name}
+
+
+# A queue's announcement comes back at most this often: it must leave room for the music between two of them.
+MIN_ANNOUNCEMENT_INTERVAL = 5.0
 
 
 def queue_row(f: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +162,17 @@ def queue_row(f: dict[str, Any]) -> dict[str, Any]:
     number("retry_after", f["retry_after"], integer=True)
     if f.get("recording") is not None:
         recording_policy("recording", f["recording"])
-    return dict(f)
+    interval = f.get("announcement_interval", 30.0)
+    number("announcement_interval", interval, minimum=MIN_ANNOUNCEMENT_INTERVAL)
+    row = {**f, **audio_columns("music", f.get("music"), f.get("music_name", "")),
+           **audio_columns("announcement", f.get("announcement"), f.get("announcement_name", "")),
+           "announcement_interval": float(interval)}
+    if row["announcement"] is not None:
+        length = wav_from_bytes(row["announcement"], name="announcement").duration
+        if length >= row["announcement_interval"]:
+            raise AdminError(f"announcement_interval: {interval!r} s is not longer than the announcement "
+                             f"({length:.1f} s): no music would play between two announcements")
+    return row
 
 
 RECORDING_POLICIES = ("always", "never", "on_demand")

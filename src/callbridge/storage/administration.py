@@ -100,18 +100,19 @@ def list_operations(conn: Connection) -> list[Operation]:
 
 def create_queue(conn: Connection, operation_id: str, name: str, *, max_wait_seconds: float = 60.0,
                  ring_timeout: float | None = None, retry_after: int = 60,
-                 recording: str | None = None) -> Queue:
+                 recording: str | None = None, music: str = "", announcement: str = "",
+                 announcement_interval: float = 30.0) -> Queue:
+    """A queue; `music` and `announcement` are WAV files' paths ("" for none), converted once, here."""
     _operation(conn, operation_id)
-    c.queue_row(dict(name=name, max_wait_seconds=max_wait_seconds, ring_timeout=ring_timeout,
-                     retry_after=retry_after, recording=recording))
+    row = c.queue_row(dict(name=name, max_wait_seconds=max_wait_seconds, ring_timeout=ring_timeout,
+                           retry_after=retry_after, recording=recording, music=music, announcement=announcement,
+                           announcement_interval=announcement_interval))
     t = s.queues
     if _exists(conn, select(t.c.name).where(t.c.operation_id == operation_id, t.c.name == name)):
         raise AdminError(f"queue {name!r} already exists in operation {operation_id!r}")
-    conn.execute(insert(t).values(operation_id=operation_id, name=name, max_wait_seconds=max_wait_seconds,
-                                  ring_timeout=ring_timeout, retry_after=retry_after, recording=recording))
+    conn.execute(insert(t).values(operation_id=operation_id, **row))
     bump_version(conn)
-    return Queue(operation_id, name, float(max_wait_seconds), ring_timeout, retry_after,
-                 recording)  # type: ignore[arg-type]  # checked by queue_row
+    return Queue(operation_id, **row)
 
 
 def _queue_must_exist(conn: Connection, operation_id: str, field: str, queue: str) -> None:

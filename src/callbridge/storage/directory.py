@@ -104,7 +104,9 @@ def read_queues(conn: Connection, operation_id: str | None = None) -> list[Queue
     query = _where_operation(select(t).order_by(t.c.operation_id, t.c.name), t, operation_id)
     return [
         Queue(operation_id=r["operation_id"], name=r["name"], max_wait_seconds=r["max_wait_seconds"],
-              ring_timeout=r["ring_timeout"], retry_after=r["retry_after"], recording=r["recording"])
+              ring_timeout=r["ring_timeout"], retry_after=r["retry_after"], recording=r["recording"],
+              music=r["music"], music_name=r["music_name"], announcement=r["announcement"],
+              announcement_name=r["announcement_name"], announcement_interval=r["announcement_interval"])
         for r in conn.execute(query).mappings()
     ]
 

@@ -135,6 +135,11 @@ queues = Table(
     Column("ring_timeout", Float),  # None = the operation's
     Column("retry_after", Integer, nullable=False, server_default="60"),
     Column("recording", String(16)),  # None = the operation's
+    Column("music", LargeBinary),  # converted WAV; None = the operation's hold music
+    Column("music_name", String(255), nullable=False, server_default=""),
+    Column("announcement", LargeBinary),  # converted WAV; None = no announcement
+    Column("announcement_name", String(255), nullable=False, server_default=""),
+    Column("announcement_interval", Float, nullable=False, server_default="30"),
     CheckConstraint("recording IN ('always', 'never', 'on_demand')", name="queue_recording"),
     _operation_fk(),
 )

@@ -31,6 +31,7 @@ from callbridge.storage.directory import Webhook, bump_version, read_operations,
 # The wire event types (`openapi.json`, EventType); a test keeps the two lists equal.
 EVENT_TYPES = (
     "call.offered", "call.answered", "call.held", "call.ended", "call.media_direct", "call.dtmf",
+    "call.monitor_started", "call.monitor_ended",
     "transfer.created", "transfer.ringing", "transfer.answered", "transfer.completed", "transfer.failed",
     "transfer.cancelled", "agent.state_changed", "agent.display_changed",
 )
