@@ -46,6 +46,7 @@ from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
 from callbridge.b2bua.media_watch import MediaWatch
 from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, Media, RegistrationStore
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
+from callbridge.b2bua.relay_loss import RelayLoss
 from callbridge.b2bua.signalling import SipSignalling
 from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
@@ -313,8 +314,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
             raise
         node.cluster = member
     if media_shell is not None:
-        shell = media_shell
-        shell.on_relay_down = lambda address: switch.relay_loss.lost(shell.relays.calls_on(address))
+        shell, loss = media_shell, RelayLoss(switch)  # calls whose relay died: re-anchored or ended (relay_loss.py)
+        shell.on_relay_down = lambda address: loss.lost(shell.relays.calls_on(address))
         try:
             watch, node.dtmf_listener = await _media_watch(settings, switch)
         except OSError:  # the DTMF log's address cannot be bound (in use, not this machine's)

@@ -52,7 +52,6 @@ from callbridge.b2bua.refer import ReferHandler
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
 from callbridge.b2bua.registrations import Registrations
 from callbridge.b2bua.reinvites import reinvite_failed, reinvite_response, send_reinvite
-from callbridge.b2bua.relay_loss import RelayLoss
 from callbridge.b2bua.trunks import TrunkRegistrationConfig, TrunkRegistrations
 from callbridge.callcontrol.model import Trunk
 from callbridge.sip.dialog import Dialog, DialogError, DialogState
@@ -113,7 +112,6 @@ class Switch:
         self.registrar = self.registrations.registrar
         self.anchor = MediaAnchor(media, loop, self.wake, directory)  # anchored calls' SDP, what customers hear
         self.legs = LegTable(on_end=self.anchor.leg_ended)
-        self.relay_loss = RelayLoss(self)  # calls whose relay went down: re-anchored or ended (relay_loss.py)
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers
         self.draining = False
