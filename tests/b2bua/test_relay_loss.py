@@ -110,7 +110,7 @@ async def test_with_no_other_relay_up_the_call_is_ended() -> None:
     assert media.ops == [("lost", "c1")]
 
 
-@pytest.mark.parametrize("state", ["music", "no peer", "peer ringing", "re-INVITE in progress"])
+@pytest.mark.parametrize("state", ["music", "no peer", "peer ringing", "re-INVITE in progress", "listened to"])
 async def test_a_call_that_is_not_two_parties_talking_is_ended(state: str) -> None:
     media, sw, loss = await talking()
     if state == "music":
@@ -121,6 +121,9 @@ async def test_a_call_that_is_not_two_parties_talking_is_ended(state: str) -> No
         agent = sw.legs.get("la")
         assert agent is not None
         agent.dialog = None
+    elif state == "listened to":
+        supervisor = sw.legs.add(leg("ls", "", "sup", 6000))
+        supervisor.listener = True
     else:
         customer = sw.legs.get("lc")
         assert customer is not None

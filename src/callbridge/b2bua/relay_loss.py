@@ -10,13 +10,14 @@ Rules
   parties send to ports nobody reads.
 - Re-anchored when another relay is up and the call is two parties talking: the customer and the party its media
   goes to (`MediaAnchor.peers`), both answered, no re-INVITE of ours in progress on either, and the customer hearing
-  its peer (no music, ringback or consultation that the dead relay was playing: those are relay state this module
-  does not rebuild). The call starts afresh on the new relay from the SDP each party last sent us: an ng ``offer``
-  from the customer toward its peer, then the peer's ``answer`` (`Media.lost` first, so that this offer is assigned
-  to a relay that is up). Each party then gets a re-INVITE with the new relay's SDP, as a new version of the session
-  it knows (RFC 3264 §8: same ``o=`` session, version + 1, `bridge.present`); RFC 3264 §8.3.1 lets a re-offer change
-  the address media goes to. The parties' answers name the addresses they already had, and rtpengine also learns a
-  party's address from the RTP it sends (symmetric RTP), so the answers are not passed through the relay again.
+  its peer (no music, ringback, consultation or supervisor listening that the dead relay carried: those are relay
+  state this module does not rebuild). The call starts afresh on the new relay from the SDP each party last sent
+  us: an ng ``offer`` from the customer toward its peer, then the peer's ``answer`` (`Media.lost` first, so that
+  this offer is assigned to a relay that is up). Each party then gets a re-INVITE with the new relay's SDP, as a
+  new version of the session it knows (RFC 3264 §8: same ``o=`` session, version + 1, `bridge.present_change`);
+  RFC 3264 §8.3.1 lets a re-offer change the address media goes to. The parties' answers name the addresses they
+  already had, and rtpengine also learns a party's address from the RTP it sends (symmetric RTP), so the answers
+  are not passed through the relay again.
 - Otherwise (no other relay up, a call in any other state, the new relay refusing, a re-INVITE refused or
   unanswered) the call is ended by the domain (`Domain.on_relay_lost`): BYE both ways, the CDR's end_reason
   ``relay_lost``, the agent freed as after any hang-up.
@@ -76,6 +77,8 @@ class RelayLoss:
             return None
         if heard.wanted != "peer" or heard.playing is not None or heard.blocked is not None or heard.consulting:
             return None
+        if any(leg.listener and leg.conn_id == conn_id for leg in self.sw.legs):
+            return None  # a supervisor's subscription was on the dead relay: not rebuilt (monitor.py)
         for leg in (customer, peer):
             if (not leg.up or leg.released or leg.reinvite_done is not None or leg.ack_pending
                     or not leg.remote_sdp or leg.peer not in (customer.leg_id, peer.leg_id)):
