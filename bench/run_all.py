@@ -79,6 +79,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("agentbox_http", "agentbox_http.py", ("--record",), ("--quick", "--record")),
     Benchmark("transfers", "transfers.py", ("--record",), ("--quick", "--record")),
     Benchmark("event_log", "event_log.py", ("--record",), ("--quick", "--record")),
+    Benchmark("media_cps", "media_cps.py", (), ("--quick",)),
+    Benchmark("media_concurrent", "media_concurrent.py", (), ("--quick",)),
 )
 
 

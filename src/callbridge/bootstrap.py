@@ -46,6 +46,7 @@ from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
 from callbridge.b2bua.media_watch import MediaWatch
 from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, Media, RegistrationStore
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
+from callbridge.b2bua.relay_loss import RelayLoss
 from callbridge.b2bua.signalling import SipSignalling
 from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
@@ -63,7 +64,7 @@ from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, WebhookTarget
 from callbridge.media.dtmf_log import DtmfLogListener, LoggedDigit
-from callbridge.media.relays import RelaySet
+from callbridge.media.relays import RelaySet, RelayTimers
 from callbridge.media.rtpengine import RtpengineMedia
 from callbridge.media.shell import NgShell
 from callbridge.node_metrics import node_metrics
@@ -313,6 +314,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
             raise
         node.cluster = member
     if media_shell is not None:
+        shell, loss = media_shell, RelayLoss(switch)  # calls whose relay died: re-anchored or ended (relay_loss.py)
+        shell.on_relay_down = lambda address: loss.lost(shell.relays.calls_on(address))
         try:
             watch, node.dtmf_listener = await _media_watch(settings, switch)
         except OSError:  # the DTMF log's address cannot be bound (in use, not this machine's)
@@ -461,7 +464,8 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
     """The rtpengine relays of `--rtpengine`, pinged from now on; none configured: no media plane (direct)."""
     if not settings.rtpengine:
         return None, None
-    shell = NgShell(RelaySet(settings.rtpengine_relays, rng or random.Random()))
+    shell = NgShell(RelaySet(settings.rtpengine_relays, rng or random.Random(),
+                             timers=RelayTimers(ping_interval=settings.rtpengine_ping_seconds)))
     spool = Path(settings.rtpengine_recording_dir) if settings.rtpengine_recording_dir is not None else None
     await shell.start()
     return shell, RtpengineMedia(shell, recording_dir=spool)

@@ -136,6 +136,7 @@ class CallControlService:
         self.on_media_direct = reports.on_media_direct
         self.on_dtmf = reports.on_dtmf
         self.on_media_timeout = reports.on_media_timeout
+        self.on_relay_lost = reports.on_relay_lost
         self.on_registration_changed = reports.on_registration_changed
         self.on_agent_call = outbound.on_agent_call
         self.on_refer_replaces = transfers.on_refer_replaces
