@@ -90,12 +90,14 @@ class CallbridgeServe:
     """`callbridge serve` as a subprocess on a fresh SQLite file in `workdir`, with the operation loaded."""
 
     def __init__(self, workdir: Path, agents: Sequence[str], *, trusted: Sequence[str] = (),
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), operation: dict[str, Any] | None = None) -> None:
         self.workdir = workdir
         self.extra_args = tuple(extra_args)
         workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = f"sqlite:///{workdir / 'callbridge.db'}"
-        self.token = load(self.db_url, operation_doc(agents))
+        doc = operation_doc(agents)
+        doc["operation"].update(operation or {})  # per-operation settings a benchmark varies (media_mode)
+        self.token = load(self.db_url, doc)
         self.sip_port = free_port("127.0.0.1")
         self.http_port = free_port("127.0.0.1", udp=False)
         self.trusted = tuple(trusted)
@@ -440,6 +442,42 @@ def start_kamailio_registrar(host: str = "127.0.0.1") -> Kamailio:
     kam = Kamailio(host=host)
     kam.config_file.write_text(kamailio_registrar_config(host, kam.port))
     return kam.start()
+
+
+# -- rtpengine with many calls ------------------------------------------------------------------------------------
+def relay_for(workdir: Path, need: int, extra_args: Sequence[str] = ()) -> Any:
+    """tests/peers' `Rtpengine` (not started) whose media ports are a block of the kernel's ephemeral range with at
+    least `need` of them free.
+
+    The tests' free-port probe hands out ports below that range and needs every port of a block free: a block of
+    thousands is rarely found there on a machine running other tests, and rtpengine holding it would take ports
+    that another test was just handed. In the ephemeral range the kernel's own picks skip the ports rtpengine
+    holds, and rtpengine skips the ones in use (other processes' sockets: the block is twice what is needed)."""
+    import random
+
+    from peers.ports import _ephemeral_range
+    from peers.rtpengine import Rtpengine
+
+    relay = Rtpengine(workdir=workdir, extra_args=tuple(extra_args), ports=8)
+    low, high = _ephemeral_range()
+    span = min(2 * need, high - low)
+    for _ in range(50):
+        start = random.randint(low, high - span) & ~1
+        free = sum(_udp_bindable(relay.host, port) for port in range(start, start + span))
+        if free >= need:
+            last = start + span - 1
+            relay.port_min, relay.port_max = start, last if last % 2 else last - 1  # RTP even, RTCP odd
+            return relay
+    raise RuntimeError(f"no block of the ephemeral range {low}-{high} has {need} free ports")
+
+
+def _udp_bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 # -- results -----------------------------------------------------------------------------------------------------

@@ -81,6 +81,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("event_log", "event_log.py", ("--record",), ("--quick", "--record")),
     Benchmark("websocket_agents", "websocket_agents.py", (), ("--quick",)),
     Benchmark("websocket_calls", "websocket_calls.py", (), ("--quick",)),
+    Benchmark("media_cps", "media_cps.py", (), ("--quick",)),
+    Benchmark("media_concurrent", "media_concurrent.py", (), ("--quick",)),
 )
 
 

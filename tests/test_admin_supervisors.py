@@ -33,13 +33,16 @@ def test_create_list_verify_update_reset_delete(db: str) -> None:
         [stored] = sv.list_supervisors(conn, "0042")
     assert stored.password_hash.startswith("scrypt$16384$8$1$") and "board-pass-1" not in stored.password_hash
     listed = json.loads(ok(db, "supervisor", "list", "0042", "--json"))
-    assert listed == [{"operation_id": "0042", "username": "maria", "name": "María"}]
+    assert listed == [{"operation_id": "0042", "username": "maria", "name": "María", "extension": ""}]
     assert accounts(db).verify("0042", "maria", "board-pass-1") == stored
     assert accounts(db).verify("0042", "maria", "board-pass-2") is None
     assert accounts(db).verify("0077", "maria", "board-pass-1") is None  # another operation's supervisor
     assert accounts(db).verify("0042", "nobody", "board-pass-1") is None
 
-    ok(db, "supervisor", "update", "0042", "maria", "--set", "name=Maria P")
+    ok(db, "supervisor", "update", "0042", "maria", "--set", "name=Maria P", "--set", "extension=1009")
+    assert accounts(db).verify("0042", "maria", "board-pass-1").extension == "1009"  # type: ignore[union-attr]
+    ok(db, "supervisor", "update", "0042", "maria", "--set", "extension=")
+    assert accounts(db).verify("0042", "maria", "board-pass-1").extension == ""  # type: ignore[union-attr]
     ok(db, "supervisor", "reset-password", "0042", "maria", "--password", "board-pass-2")
     assert accounts(db).verify("0042", "maria", "board-pass-1") is None
     assert accounts(db).verify("0042", "maria", "board-pass-2").name == "Maria P"  # type: ignore[union-attr]
@@ -53,6 +56,12 @@ def test_create_list_verify_update_reset_delete(db: str) -> None:
     (("supervisor", "create", "0099", "maria", "--password", "board-pass-1"), "error: operation '0099' does not exist"),
     (("supervisor", "create", "0042", "ma ria", "--password", "board-pass-1"),
      "error: username: 'ma ria' is not a username (letters, digits, _ . @ -, up to 32)"),
+    (("supervisor", "create", "0042", "maria2", "--extension", "10a9", "--password", "board-pass-1"),
+     "error: extension: '10a9' is not an extension (digits, up to 32)"),
+    (("supervisor", "update", "0042", "maria", "--set", "extension=-1009"),
+     "error: extension: -1009 is not an extension (digits, up to 32)"),
+    (("supervisor", "update", "0042", "maria", "--set", "extension=1 009"),
+     "error: extension: '1 009' is not an extension (digits, up to 32)"),
     (("supervisor", "update", "0042", "nobody", "--set", "name=X"),
      "error: supervisor 'nobody' of operation '0042' does not exist"),
     (("supervisor", "delete", "0077", "maria"), "error: supervisor 'maria' of operation '0077' does not exist"),
@@ -61,7 +70,7 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(db: str, args: tup
     ok(db, "supervisor", "create", "0042", "maria", "--password", "board-pass-1")
     assert refused(db, *args) == message
     assert json.loads(ok(db, "supervisor", "list", "0042", "--json")) == [
-        {"operation_id": "0042", "username": "maria", "name": ""}]
+        {"operation_id": "0042", "username": "maria", "name": "", "extension": ""}]
 
 
 def test_operation_file_supervisors_are_loaded_and_applied(tmp_path: Path) -> None:
@@ -74,10 +83,10 @@ def test_operation_file_supervisors_are_loaded_and_applied(tmp_path: Path) -> No
     assert accounts(db).verify("0042", "maria", "board-pass-1") is not None
     assert ok(db, "apply", str(first)).splitlines() == ["operation 0042: nothing to change"]
     changed = tmp_path / "changed.toml"
-    changed.write_text(text.replace("board-pass-1", "board-pass-2").replace('name = "Maria"', 'name = "M"'),
-                       encoding="utf-8")
+    changed.write_text(text.replace("board-pass-1", "board-pass-2").replace('name = "Maria"', 'name = "M"')
+                       + 'extension = "1009"\n', encoding="utf-8")
     plan = ok(db, "apply", str(changed)).splitlines()
-    assert plan[0] == "update supervisor 'maria': name 'Maria' -> 'M', password (changed)"
-    assert accounts(db).verify("0042", "maria", "board-pass-2") is not None
+    assert plan[0] == "update supervisor 'maria': name 'Maria' -> 'M', extension '' -> '1009', password (changed)"
+    assert accounts(db).verify("0042", "maria", "board-pass-2").extension == "1009"  # type: ignore[union-attr]
     ok(db, "apply", str(EXAMPLE))  # the file no longer names her
     assert accounts(db).verify("0042", "maria", "board-pass-2") is None

@@ -67,6 +67,9 @@ BAD = [
     (["--media-timeout-seconds", "-1"], {},
      "error: media_timeout_seconds: must not be negative (0 turns it off)"),
     ([], {"CALLBRIDGE_MEDIA_TIMEOUT_SECONDS": "soon"}, "error: media_timeout_seconds: 'soon' is not a number"),
+    ([], {"CALLBRIDGE_RTPENGINE_PING_SECONDS": "0"}, "error: rtpengine_ping_seconds: '0' is not more than 0"),
+    ([], {"CALLBRIDGE_RTPENGINE_PING_SECONDS": "often"},
+     "error: rtpengine_ping_seconds: 'often' is not a number"),
     (["--allowed-networks", "example.com"], {},
      "error: allowed_networks: 'example.com' is not a network ('example.com' does not appear to be an IPv4 or IPv6 "
      "network)"),

@@ -46,6 +46,7 @@ from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
 from callbridge.b2bua.media_watch import MediaWatch
 from callbridge.b2bua.ports import B2buaDirectory, DialogRecord, DialogStore, Media, RegistrationStore
 from callbridge.b2bua.registrar import ChallengerPool, RegistrarLimits
+from callbridge.b2bua.relay_loss import RelayLoss
 from callbridge.b2bua.signalling import SipSignalling
 from callbridge.b2bua.switch import Switch
 from callbridge.b2bua.trunks import TrunkRegistrationConfig
@@ -53,6 +54,7 @@ from callbridge.callcontrol.ports import TimerHandle
 from callbridge.callcontrol.service import CallControlService
 from callbridge.cluster.adopt import TakenOver, take_over
 from callbridge.cluster.forward import ForwardToOwner
+from callbridge.cluster.handover import HandedOver, Handovers
 from callbridge.cluster.member import ClusterMember
 from callbridge.cluster.nodes import prepare_schema
 from callbridge.config import Settings, listen_address, tls_context
@@ -62,7 +64,7 @@ from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
 from callbridge.http.webhooks import LogWebhookDispatcher, WebhookDispatcher, WebhookTarget
 from callbridge.media.dtmf_log import DtmfLogListener, LoggedDigit
-from callbridge.media.relays import RelaySet
+from callbridge.media.relays import RelaySet, RelayTimers
 from callbridge.media.rtpengine import RtpengineMedia
 from callbridge.media.shell import NgShell
 from callbridge.node_metrics import node_metrics
@@ -151,6 +153,8 @@ class Node:
     media_shell: NgShell | None = None  # the rtpengine relays' ng socket, when --rtpengine names any
     cluster: ClusterMember | None = None  # a cluster node's leases (docs/cluster.md); None on a single node
     takeovers: list[TakenOver] = field(default_factory=list)  # what each operation gained took over (cluster.adopt)
+    handovers: list[HandedOver] = field(default_factory=list)  # operations given to another node (cluster.handover)
+    handover_state: Handovers | None = None  # a cluster node's side of handovers
     _takeover_tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     recordings: RecordingArchive | None = None  # recorded calls joined into WAVs and stored (storage/recordings.py)
     recording_pruning: asyncio.Task[None] | None = None
@@ -287,7 +291,18 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                sip_port=port, http_url=f"http://{settings.http_host}:{settings.http_port}",
                                lease_seconds=settings.lease_seconds)
         storage.writer.fence = member.fence
-        member.on_gained = lambda operation_id, _epoch: _take_over(node, operation_id)
+        handovers = Handovers(node)
+        member.prepare_release = handovers.ready  # a handover lets the calls go before the lease (cluster.handover)
+        member.flush = lambda: storage.writer.flush(10.0)
+
+        def gained(operation_id: str, _epoch: int) -> None:
+            handovers.gained(operation_id)
+            _take_over(node, operation_id)
+
+        member.on_gained = gained
+        member.on_lost = handovers.lost
+        switch.handed.owner_of = member.owner_address  # requests of dialogs handed over go on to the owner
+        node.handover_state = handovers
         webhooks.follow_ownership(member.owns, cursors.load_one)  # the owner delivers, from the stored cursor
         # any node answers the API: a request for an operation another node holds is forwarded to it
         app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)
@@ -299,6 +314,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
             raise
         node.cluster = member
     if media_shell is not None:
+        shell, loss = media_shell, RelayLoss(switch)  # calls whose relay died: re-anchored or ended (relay_loss.py)
+        shell.on_relay_down = lambda address: loss.lost(shell.relays.calls_on(address))
         try:
             watch, node.dtmf_listener = await _media_watch(settings, switch)
         except OSError:  # the DTMF log's address cannot be bound (in use, not this machine's)
@@ -414,11 +431,19 @@ async def _reconcile(node: Node) -> Leftovers:
     # the agents' passages through the restart, decided once from what was read: the rows reconciliation writes and
     # the events numbered here come from the same decisions, in reconciliation's own transaction
     restarts = found.agents
+    registrations = found.registrations
+    if node.cluster is not None:
+        # A cluster node restarted under its old id reconciles only the operations it holds again (its first round
+        # ran before this): an operation another node holds now was handed over or taken over with its agents,
+        # whose newest state rows may still be this id's; they are the owner's now, not this restart's.
+        held = node.cluster.held
+        restarts = [agent for agent in restarts if agent.operation_id in held]
+        registrations = [r for r in registrations if r.operation_id in held]
     changes = node.events.restarted(restarts, now)
     closed = await storage.aclose_leftovers(now, node.events.rows(changes), restarts)
     node.events.show(changes)
     node.service.restore_agents(restarts)  # before the registrations are reported (a later loop turn)
-    switch.restore_registrations(found.registrations)
+    switch.restore_registrations(registrations)
     kept = len(restarts) - len(changes)
     if closed.calls or closed.dialogs or changes:
         log.warning("reconciled at start-up: %d calls closed, %d dialogs ended, %d agents kept their state, "
@@ -439,7 +464,8 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
     """The rtpengine relays of `--rtpengine`, pinged from now on; none configured: no media plane (direct)."""
     if not settings.rtpengine:
         return None, None
-    shell = NgShell(RelaySet(settings.rtpengine_relays, rng or random.Random()))
+    shell = NgShell(RelaySet(settings.rtpengine_relays, rng or random.Random(),
+                             timers=RelayTimers(ping_interval=settings.rtpengine_ping_seconds)))
     spool = Path(settings.rtpengine_recording_dir) if settings.rtpengine_recording_dir is not None else None
     await shell.start()
     return shell, RtpengineMedia(shell, recording_dir=spool)

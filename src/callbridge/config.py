@@ -239,6 +239,10 @@ class Settings:
     # customer talks to) for this long is ended: BYE both ways, CDR end_reason "media_timeout" (docs/operations.md,
     # "Dead media"). A party on hold or muted (it was told not to send) is not judged. 0 turns it off.
     media_timeout_seconds: float = 60.0
+    # How often each relay is pinged. A relay that leaves a ping unanswered through the ng retransmissions (4 s) is
+    # down: a new call goes to another relay, and the calls it held are re-anchored on another relay or ended
+    # (docs/operations.md, "A relay that dies mid-call"): detection within this plus 4 s.
+    rtpengine_ping_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -282,6 +286,10 @@ class Settings:
         if media_timeout < 0 or media_timeout != media_timeout:
             raise ConfigError("media_timeout_seconds: must not be negative (0 turns it off)")
         object.__setattr__(self, "media_timeout_seconds", media_timeout)
+        ping = _seconds("rtpengine_ping_seconds", self.rtpengine_ping_seconds)
+        if ping <= 0:
+            raise ConfigError(f"rtpengine_ping_seconds: {self.rtpengine_ping_seconds!r} is not more than 0")
+        object.__setattr__(self, "rtpengine_ping_seconds", ping)
         object.__setattr__(self, "directory_poll_seconds",
                            _seconds("directory_poll_seconds", self.directory_poll_seconds))
         object.__setattr__(self, "registration_min_expires", _min_expires(self.registration_min_expires))

@@ -140,3 +140,9 @@ class FakeMedia:
     async def delete(self, conn_id: str) -> None:
         self.ops.append(("delete", conn_id))
         self.calls.discard(conn_id)
+
+    def lost(self, conn_id: str) -> None:
+        self.ops.append(("lost", conn_id))
+        self.calls.discard(conn_id)
+        for key in [k for k in self._ports if k[0] == conn_id]:
+            del self._ports[key]  # a new relay gives the call new ports

@@ -81,7 +81,48 @@ def test_event_log_bench_runs() -> None:
 
 # The benchmarks whose quick mode a test above already runs, with closer checks than run_all's: run_all's smoke
 # test leaves them out rather than run them a second time (they are the longest quick runs).
-SMOKE_TESTED_ABOVE = ("agentbox_http", "transfers", "event_log")
+SMOKE_TESTED_ABOVE = ("agentbox_http", "transfers", "event_log", "media_cps", "media_concurrent")
+
+
+def test_media_cps_bench_runs() -> None:
+    """bench/media_cps.py in tiny mode: the same node with media direct, then anchored on a real rtpengine; every
+    call of an anchored step is anchored (the node's own count), none of a direct step's, and the ratio printed is
+    that of the two figures."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "media_cps.py"), "--quick", "--no-record"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    direct = re.findall(r"^  direct +(\d+)/s  (PASS|FAIL)  (\d+)/(\d+) ok.*, ([\d,]+) calls anchored", out, re.M)
+    anchored = re.findall(r"^  anchored +(\d+)/s  (PASS|FAIL)  (\d+)/(\d+) ok.*, ([\d,]+) calls anchored", out, re.M)
+    assert direct and anchored, out
+    assert all(count == "0" for *_, count in direct), out
+    assert all(int(count) == int(ok) for _, _, ok, _, count in anchored), out  # every call that went through
+    final = re.search(r"^anchored ([\d,]+) calls/s; direct ([\d,]+) calls/s.*; ratio ([\d.]+|n/a); target >= 400 "
+                      r"calls/s and ratio >= 0\.6: (met|NOT met)$", out, re.M)
+    assert final, out
+    a_cps, d_cps = int(final.group(1).replace(",", "")), int(final.group(2).replace(",", ""))
+    if d_cps:
+        assert float(final.group(3)) == pytest.approx(a_cps / d_cps, abs=0.01)
+
+
+def test_media_concurrent_bench_runs() -> None:
+    """bench/media_concurrent.py in tiny mode: the RTP generator phone to phone, then anchored calls on a real
+    rtpengine whose ports are read from the relay; each step says how many calls the relay held and the loss both
+    ways, and the figures of the last line are those of the steps that passed."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "media_concurrent.py"), "--quick", "--no-record"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=400)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    relayed = re.findall(r"^  relay +(\d+) calls  (PASS|FAIL)  (\d+) calls on the relay \(all up: (True|False)", out,
+                         re.M)
+    direct = re.findall(r"^  direct +(\d+) calls  (PASS|FAIL)  loss customer->agent ([\d.]+)%", out, re.M)
+    assert relayed and direct, out
+    assert all(calls == held and up == "True" for calls, verdict, held, up in relayed if verdict == "PASS"), out
+    final = re.search(r"^through the relay ([\d,]+) calls; phone to phone ([\d,]+) calls; ratio ([\d.]+|n/a); "
+                      r"target 500: (met|NOT met)$", out, re.M)
+    assert final, out
+    assert int(final.group(1)) == max([int(n) for n, verdict, *_ in relayed if verdict == "PASS"], default=0)
+    assert int(final.group(2)) == max([int(n) for n, verdict, *_ in direct if verdict == "PASS"], default=0)
 
 
 def test_run_all_quick_writes_a_row_per_benchmark(tmp_path: Path) -> None:

@@ -10,13 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import psycopg
 
 TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
@@ -25,6 +22,7 @@ if str(TESTS) not in sys.path:
 from callbridge.storage.loader import load_into_fresh_database  # noqa: E402
 from peers import stop_process_group  # noqa: E402
 from peers.ports import free_port  # noqa: E402
+from pg import fresh_database  # noqa: E402
 
 _SCRIPT = Path(sys.executable).parent / "callbridge"
 CALLBRIDGE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "callbridge"]
@@ -93,14 +91,7 @@ class Serve:
 @contextmanager
 def loaded_database(postgres_url: str, doc: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
     """A fresh database of the server with `doc` loaded; (its URL, the API tokens made). Dropped at the end."""
-    name = f"f_{uuid.uuid4().hex[:16]}"
-    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_url.rsplit("/", 1)[0] + "/" + name
-    try:
+    with fresh_database(postgres_url, "f") as url:
         tokens = [plain for _, plain in load_into_fresh_database(url, doc).tokens]
         yield url, tokens
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+

@@ -173,3 +173,37 @@ async def test_admin_drain_moves_every_operation_of_a_live_node_away_and_it_take
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_handover_keeps_the_lease_until_the_node_let_its_calls_go_and_flushes_before_it_releases(
+        cluster_engine: Engine) -> None:
+    from callbridge.cluster import leases
+
+    settled = {"0042": False}
+    asked: list[str] = []
+    flushed: list[dict[str, int]] = []
+
+    def prepare(operation_id: str) -> bool:
+        asked.append(operation_id)
+        return settled[operation_id]
+
+    a = ClusterMember(cluster_engine, "a", sip_host="127.0.0.11", sip_port=5060, lease_seconds=LEASE,
+                      prepare_release=prepare, flush=lambda: flushed.append(dict(a.held)))
+    b = ClusterMember(cluster_engine, "b", sip_host="127.0.0.12", sip_port=5060, lease_seconds=LEASE)
+    try:
+        await a.start()
+        await b.start()
+        assert (a.held, b.held) == ({"0042": 1, "0043": 1}, {})
+        with cluster_engine.begin() as conn:
+            assert leases.request_move(conn, "0042", "b")
+        await asyncio.sleep(3 * a.interval)  # calls not settled: the lease is renewed, never released
+        assert (a.held, b.held) == ({"0042": 1, "0043": 1}, {})
+        assert len(asked) >= 2 and set(asked) == {"0042"} and flushed == []
+        settled["0042"] = True
+        await _until(lambda: b.held == {"0042": 2}, 4 * LEASE)
+        assert flushed[0] == {"0042": 1, "0043": 1}  # the writer flushed while a still held the lease
+        assert a.held == {"0043": 1}
+        await _until(lambda: a.owner_address("0042") == ("127.0.0.12", 5060), 2 * LEASE)
+    finally:
+        await a.close()
+        await b.close()

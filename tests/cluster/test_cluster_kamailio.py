@@ -24,6 +24,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from callbridge.cluster import kamailio, leases  # noqa: E402
+from callbridge.cluster.handover import SETTLE_SECONDS  # noqa: E402
 from callbridge.phone import Phone  # noqa: E402
 from callbridge.storage.database import make_engine  # noqa: E402
 from callbridge.storage.loader import load_into_fresh_database  # noqa: E402
@@ -181,7 +182,12 @@ async def test_kamailio_routes_an_operations_register_and_invite_to_its_owner_th
             if owner == "a":
                 with engine.begin() as conn:
                     assert leases.request_move(conn, "0042", "b")
-                await _until(lambda: _owner(engine) == "b", "the handover to b", timeout=10)
+                # the call still rings (nobody answers): a waits for it to settle for SETTLE_SECONDS, then ends it
+                # and hands the operation over (cluster.handover)
+                await _until(lambda: _owner(engine) == "b", "the handover to b", timeout=SETTLE_SECONDS + 6)
+                assert "handed operation 0042 over: 0 calls left to the new owner, 1 ended (unsettled)" in a.output()
+                await _until(lambda: _rows(engine, "SELECT state, hangup_by FROM calls WHERE node_id = 'a'")
+                             == [("ended", "system")], "the queued call ended by a before it let go")
                 with engine.connect() as conn:
                     assert kamailio.sync_once(conn, tmp_path, rpc) is True
                 assert kamailio._dumped(kamailio.rpc(rpc, "htable.dump", "owners")) == {
@@ -262,6 +268,178 @@ async def test_an_agent_registered_through_kamailio_is_called_through_it_and_the
             for phone in phones:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(phone.close(), 5)
+            if proxy is not None:
+                stop_process_group(proxy, 5)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proxy.pid, signal.SIGKILL)
+            node.stop()
+            engine.dispose()
+
+
+@pytest.mark.parametrize("how", ["move", "kill"])
+async def test_a_partys_bye_after_a_handover_or_a_failover_reaches_the_new_owner_through_kamailio(
+        postgres_url: str, tmp_path: Path, how: str) -> None:
+    """A call set up through Kamailio on node a; the operation goes to node b (`move`, or `kill -9` of a); b adopts
+    the call. A party's BYE follows Kamailio's Record-Route with a's Contact as Request-URI: Kamailio sends it to
+    the operation's owner now, b, which ends the call: the other party gets b's BYE, the CDR is b's. After a move
+    the customer hangs up; after a failover the agent does."""
+    import httpx
+    from cluster_nodes import Serve as Node
+    from cluster_nodes import loaded_database
+
+    from callbridge.phone import CallEnded, IncomingCall
+
+    binary = require_binary("kamailio", "kamailio")
+    port, rpc_port = free_port(PROXY), free_port(PROXY, tcp=False)
+    config = render(tmp_path, port, rpc_port)
+    doc = {**operation_doc(), "tokens": [{"label": "tests"}]}
+    phones: list[Phone] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    nodes: list[Node] = []
+    with loaded_database(postgres_url, doc) as (url, [token]):
+        engine = make_engine(url)
+        rpc = (PROXY, rpc_port)
+
+        def synced() -> bool:
+            with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
+                kamailio.sync_once(conn, tmp_path, rpc)
+                return True
+            return False
+        try:
+            a = Node("a", NODE_A, url, tmp_path)
+            nodes.append(a)
+            a.wait_ready()
+            b = Node("b", NODE_B, url, tmp_path)
+            nodes.append(b)
+            b.wait_ready()
+            assert _owner(engine) == "a"
+            with open(tmp_path / "kamailio.log", "wb") as log:
+                proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
+                                          "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+            await _until(synced, "Kamailio's JSON-RPC and the first sync")
+            agent = await Phone.start(host="127.0.0.14", user="1001", domain=DOMAIN, password="secret-1001",
+                                      name="agent-1001", answer="auto")
+            customer = await Phone.start(host=CUSTOMER, user="3001234567", domain=CUSTOMER, name="customer")
+            phones += [agent, customer]
+            await agent.register((PROXY, port), expires=300, timeout=10)
+            async with httpx.AsyncClient(base_url=a.http, timeout=10, trust_env=False) as client:
+                ready = await client.post("/api/v2/agentbox.php", params={
+                    "api": "change_status", "agent_id": "1001", "status": "ready"},
+                    headers={"wolkvox-token": token, "wolkvox_server": "0042"})
+            assert ready.status_code == 200, ready.text
+            call = await customer.call(f"sip:{DID}@{PROXY}:{port}", timeout=10)
+            offered = await agent.wait_for(IncomingCall, timeout=5)
+            await _until(lambda: _rows(engine, "SELECT count(*) FROM dialogs") == [(2,)], "both dialogs written")
+
+            if how == "move":
+                with engine.begin() as conn:
+                    assert leases.request_move(conn, "0042", "b")
+            else:
+                os.killpg(a.proc.pid, signal.SIGKILL)
+                a.proc.wait(5)
+            await _until(lambda: "took operation 0042 over from a: 1 calls adopted, 0 ended" in b.output(),
+                         "node b adopting the call", timeout=12)
+            await _until(lambda: synced() and kamailio._dumped(kamailio.rpc(rpc, "htable.dump", "owners")).get(
+                f"n:{DID}") == _slot(engine, "b"), "Kamailio pointing the operation at node b")
+            assert call.ended is False and offered.call.ended is False
+            other, other_call = (agent, offered.call) if how == "move" else (customer, call)
+            await (call if how == "move" else offered.call).hangup()
+            ended = await other.wait_for(CallEnded, call=other_call, timeout=5)
+            assert (ended.reason, ended.by) == ("bye", "remote")
+            by = "customer" if how == "move" else "agent"
+            await _until(lambda: _rows(engine, "SELECT hangup_by, node_id FROM cdrs") == [(by, "b")], "b's CDR")
+            kamailio_log = (tmp_path / "kamailio.log").read_text(errors="replace")
+            slot_b = _slot(engine, "b")
+            assert "callbridge: in-dialog BYE sip:" in kamailio_log
+            assert f"to set {slot_b} at sip:{NODE_B}:{b.port}" in kamailio_log
+        finally:
+            for phone in phones:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.close(), 5)
+            if proxy is not None:
+                stop_process_group(proxy, 5)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proxy.pid, signal.SIGKILL)
+            for node in nodes:
+                if node.proc.poll() is None:
+                    node.stop()
+            engine.dispose()
+
+
+def _slot(engine: Engine, node: str) -> int:
+    [(slot,)] = _rows(engine, f"SELECT slot FROM cluster_nodes WHERE node_id = '{node}'")
+    assert isinstance(slot, int)
+    return slot
+
+
+async def test_a_nodes_request_in_a_dialog_without_a_route_goes_to_the_agent_not_back_to_the_node(
+        postgres_url: str, tmp_path: Path) -> None:
+    """An agent's phone that does not copy Record-Route into its 200 (SIPp's built-in uas; RFC 3261 §12.1.1 says
+    it must) leaves the node's dialog without a route set: the node sends its ACK and BYE to where the agent
+    registered from (the proxy), with the agent's Contact as Request-URI and no Route. Kamailio relays them to that
+    Request-URI: the phone gets the ACK and the BYE and counts the call done, and none of them is routed to the
+    operation's owner (which would send them back to the node that sent them)."""
+    import httpx
+    from cluster_nodes import Serve as Node
+    from cluster_nodes import loaded_database
+
+    from peers.sipp import Sipp
+
+    binary = require_binary("kamailio", "kamailio")
+    port, rpc_port = free_port(PROXY), free_port(PROXY, tcp=False)
+    config = render(tmp_path, port, rpc_port)
+    doc = {**operation_doc(), "tokens": [{"label": "tests"}]}
+    agent_host = "127.0.0.14"
+    agent_port = free_port(agent_host)
+    phones: list[Phone] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    answering: Sipp | None = None
+    with loaded_database(postgres_url, doc) as (url, [token]):
+        engine = make_engine(url)
+        node = Node("a", NODE_A, url, tmp_path)
+        try:
+            node.wait_ready()
+            with open(tmp_path / "kamailio.log", "wb") as log:
+                proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
+                                          "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+
+            def synced() -> bool:
+                with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
+                    kamailio.sync_once(conn, tmp_path, (PROXY, rpc_port))
+                    return True
+                return False
+            await _until(synced, "Kamailio's JSON-RPC and the first sync")
+            # the agent registers (digest) from agent_host:agent_port, then SIPp's uas answers on that address
+            registering = await Phone.start(host=agent_host, port=agent_port, user="1001", domain=DOMAIN,
+                                            password="secret-1001", name="agent-1001")
+            await registering.register((PROXY, port), expires=300, timeout=10)
+            await asyncio.wait_for(registering.close(), 5)
+            answering = Sipp("uas", host=agent_host, port=agent_port, calls=1, timeout=20,
+                             workdir=tmp_path / "uas").start()
+            customer = await Phone.start(host=CUSTOMER, user="3001234567", domain=CUSTOMER, name="customer")
+            phones.append(customer)
+            async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
+                ready = await client.post("/api/v2/agentbox.php", params={
+                    "api": "change_status", "agent_id": "1001", "status": "ready"},
+                    headers={"wolkvox-token": token, "wolkvox_server": "0042"})
+            assert ready.status_code == 200, ready.text
+            call = await customer.call(f"sip:{DID}@{PROXY}:{port}", timeout=10)
+            await call.hangup()
+            done = await answering.wait_async()  # -m 1: it exits once its one call got ACK and BYE
+            assert (done.returncode, done.successful, done.failed, done.retransmissions) == (0, 1, 0, 0), done
+            await _until(lambda: _rows(engine, "SELECT hangup_by FROM cdrs") == [("customer",)], "the CDR")
+            kamailio_log = (tmp_path / "kamailio.log").read_text(errors="replace")
+            assert f"callbridge: INVITE sip:{DID}@{PROXY}:{port} to set" in kamailio_log
+            assert f"callbridge: ACK sip:{agent_host}" not in kamailio_log
+            assert f"callbridge: BYE sip:{agent_host}" not in kamailio_log
+        finally:
+            for phone in phones:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.close(), 5)
+            if answering is not None:
+                answering.stop()
             if proxy is not None:
                 stop_process_group(proxy, 5)
                 with contextlib.suppress(ProcessLookupError):

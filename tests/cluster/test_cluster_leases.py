@@ -125,3 +125,16 @@ def test_a_cluster_on_sqlite_is_refused(tmp_path) -> None:
             nodes.prepare_schema(engine, 6)
     finally:
         engine.dispose()
+
+
+def test_a_released_lease_is_named_for_kamailio_sync_to_keep_its_last_owners_keys(cluster_engine: Engine) -> None:
+    from callbridge.cluster.kamailio import released_keys
+
+    with cluster_engine.begin() as conn:
+        epoch = leases.take(conn, "0042", "a", 3.0)
+        assert epoch is not None
+        assert released_keys(conn) == set()
+        assert leases.release(conn, "0042", "a", epoch)
+        assert released_keys(conn) == {"d:a.test"}
+        assert leases.take(conn, "0042", "b", 3.0) == epoch + 1
+        assert released_keys(conn) == set()

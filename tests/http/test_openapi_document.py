@@ -203,6 +203,14 @@ def test_event_types_and_their_data() -> None:
         _check(_component("Event"), {"seq": 0, "type": "call.held", "at": "x", "operation": "0042", "data": {}})
 
 
+def test_call_ended_says_why_callbridge_ended_it() -> None:
+    base = {"seq": 1, "type": "call.ended", "at": "2025-01-31T12:00:00.000Z", "operation": "0042"}
+    for reason in ("relay_lost", "media_timeout", None):
+        _check(_component("Event"), {**base, "data": {**EVENTS[3][1], "ended_by": "system", "end_reason": reason}})
+    with pytest.raises(ValidationError):
+        _check(_component("Event"), {**base, "data": {**EVENTS[3][1], "end_reason": "relay_down"}})
+
+
 def test_agent_state_changed_always_names_its_reason() -> None:
     data = dict(EVENTS[-2][1])
     event = {"seq": 1, "type": "agent.state_changed", "at": "2025-01-31T12:00:00.000Z", "operation": "0042"}

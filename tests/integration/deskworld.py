@@ -10,8 +10,8 @@ loop in a thread so that synchronous clients (httpx, Playwright's sync API drivi
     world.close()
 
 Operations: 0042 (agentbox_world's main_doc: agents 1001-1003 with password secret-<ext>, aux state 7 "Lunch",
-activity codes, tokens) with supervisor `maria` (password `board-0042`), and 0077 (agents 1001 and 2001) with
-supervisor `otto` (password `board-0077`).
+activity codes, tokens) with supervisor `maria` (password `board-0042`, her board listens on 1003 by default), and
+0077 (agents 1001 and 2001) with supervisor `otto` (password `board-0077`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class DeskWorld:
     async def _start(self) -> None:
         url = f"sqlite:///{self.tmp / 'callbridge.db'}"
         doc = main_doc(gateway_port=self.gateway_port)
-        doc["supervisors"] = [{"username": SUPERVISOR[0], "password": SUPERVISOR[1], "name": "María"}]
+        doc["supervisors"] = [{"username": SUPERVISOR[0], "password": SUPERVISOR[1], "name": "María",
+                               "extension": "1003"}]
         other = other_doc()
         other["supervisors"] = [{"username": OTHER_SUPERVISOR[0], "password": OTHER_SUPERVISOR[1]}]
         self.tokens = {OP: await asyncio.to_thread(load, url, doc), OTHER_OP: await asyncio.to_thread(load, url, other)}

@@ -202,7 +202,8 @@ async def test_a_customer_whose_rtp_stops_is_hung_up_both_ways_with_end_reason_m
             return [e.data for e in w.node.events.since(OP, 0) if e.type == "call.ended"]
 
         await until(lambda: ended_events() != [], what="call.ended in the event log")
-        assert [(e["conn_id"], e["ended_by"]) for e in ended_events()] == [(conn_id, "system")]
+        assert [(e["conn_id"], e["ended_by"], e["end_reason"]) for e in ended_events()] == [
+            (conn_id, "system", "media_timeout")]
 
 
 async def test_a_customer_on_hold_sends_nothing_and_is_not_hung_up(tmp_path: Path) -> None:

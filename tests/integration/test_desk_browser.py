@@ -149,8 +149,6 @@ def test_the_board_follows_an_agent_live_and_changes_its_state(browser: Browser,
     expect(agent.get_by_test_id("agent-state")).to_have_text("Lunch", timeout=LIVE_MS)
     expect(cell).to_have_text("Lunch", timeout=LIVE_MS)
     assert world.native_agent("1002")["aux_state"] == "7"
-    if SHOTS:
-        board.screenshot(path=str(Path(SHOTS) / "supervisor-board.png"))
     board.context.close()
     agent.context.close()
 

@@ -1,6 +1,7 @@
 """The desk's HTTP side against a live node (SQLite, SIP on loopback, uvicorn): sign-in answers, sessions and their
 cookie, the flood defence on sign-ins, an agent's session acting on its own agent and call only (with real phones),
-a supervisor seeing and acting on its own operation only, the board's end-call, and the 503 page without SIP.js."""
+a supervisor seeing and acting on its own operation only, the board's end-call and listen checks, and the 503 page
+without SIP.js."""
 
 from __future__ import annotations
 
@@ -192,6 +193,75 @@ def test_the_desk_holds_the_signed_in_agents_real_call_and_the_board_ends_it(wor
         world.run(agent.unregister(timeout=5))
         world.run(agent.close())
         world.run(customer.close())
+
+
+def test_the_boards_listen_checks_the_operation_the_extension_and_the_relay_and_changes_nothing(
+        world: DeskWorld) -> None:
+    """This world has no relay: every check before the adapter's is met by a real call, then CALL_NOT_ANCHORED
+    (the listening itself, through rtpengine, is test_desk_listen.py's)."""
+    async def setup() -> tuple[Phone, Phone, Any]:
+        agent = await agent_phone(world.node, "1001", ready=True, answer="auto")
+        customer = await customer_phone()
+        call = await customer.call(did_uri(world.node), timeout=5)
+        await agent.wait_for(IncomingCall, timeout=5)
+        await until(lambda: world.node.service.get_agent(OP, "1001").state == "on_call", what="1001 on call")
+        return agent, customer, call
+
+    agent, customer, call = world.run(setup())
+    try:
+        conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1001").conn_id)
+        listen, stop = f"/supervisor/api/calls/{conn_id}/listen", f"/supervisor/api/calls/{conn_id}/listen/stop"
+        nobody = client(world)
+        assert (nobody.post(listen, json={"extension": "1001"}).status_code,
+                nobody.post(stop, json={}).status_code) == (401, 401)
+        otto = client(world)
+        otto_in = otto.post("/supervisor/signin", json={"operation": OTHER_OP, "username": OTHER_SUPERVISOR[0],
+                                                        "password": OTHER_SUPERVISOR[1]})
+        assert otto_in.json()["supervisor"] == {"username": "otto", "name": "", "extension": ""}
+        for foreign in (otto.post(listen, json={"extension": "1001"}), otto.post(stop, json={})):
+            assert (foreign.status_code, foreign.json()) == (404, {
+                "ok": False, "error_id": "CALL_NOT_FOUND", "message": "This call does not exist in your operation."})
+
+        maria = client(world)
+        maria_in = maria.post("/supervisor/signin", json={"operation": OP, "username": SUPERVISOR[0],
+                                                          "password": SUPERVISOR[1]})
+        assert maria_in.json()["supervisor"] == {"username": "maria", "name": "María", "extension": "1003"}
+        answers = [(r.status_code, r.json()["error_id"], r.json()["message"]) for r in (
+            maria.post(listen, json={}),
+            maria.post(listen, json={"extension": "10a1"}),
+            maria.post("/supervisor/api/calls/nosuchcall/listen", json={"extension": "1001"}),
+            maria.post(listen, json={"extension": "9999"}),
+            maria.post(listen, json={"extension": "1002"}),
+            maria.post(listen, json={"extension": "1001"}),
+            maria.post(stop, json={}),
+            maria.post(listen, json={"extension": "1001"}, headers={"origin": "http://elsewhere.test"}))]
+        assert answers == [
+            (400, "MISSING_PARAMETERS", "Fill in: extension (the phone that listens)."),
+            (400, "INVALID_PARAMETER", "The extension is digits only (the phone that listens)."),
+            (404, "CALL_NOT_FOUND", "This call does not exist in your operation."),
+            (404, "EXTENSION_NOT_FOUND", "Extension 9999 is not one of this operation's agents: listen on a phone "
+                                         "registered as one of its extensions."),
+            (409, "PHONE_NOT_REGISTERED", "Extension 1002 has no phone registered now: register its phone and try "
+                                          "again."),
+            (409, "CALL_NOT_ANCHORED", "This call's media does not go through callbridge's relay (rtpengine): it "
+                                       "cannot be listened to."),
+            (409, "MONITOR_NOT_STARTED", "Nobody listens to this call."),
+            (403, "BAD_REQUEST", "This request came from another site's page.")]
+        [live] = maria.get("/supervisor/api/board").json()["calls"]
+        assert (live["conn_id"], live["state"], live["listener"]) == (conn_id, "connected", None)  # nothing changed
+        history = world.on_loop(lambda: world.node.service.get_call(OP, conn_id).history)
+        assert not [h for h in history if h[1].startswith("monitor")]
+    finally:
+        world.run(call.hangup())
+        world.run(agent.unregister(timeout=5))
+        world.run(agent.close())
+        world.run(customer.close())
+    world.run(until(lambda: world.node.live_legs == 0, what="legs gone"))
+    ended = client(world)
+    assert ended.post("/supervisor/signin", json={"operation": OP, "username": SUPERVISOR[0],
+                                                  "password": SUPERVISOR[1]}).status_code == 200
+    gone = ended.post(f"/supervisor/api/calls/{conn_id}/listen", json={"extension": "1001"})
+    assert (gone.status_code, gone.json()["error_id"]) == (409, "CALL_ENDED")
 
 
 def test_the_agent_page_says_to_run_setup_when_sip_js_is_missing(world: DeskWorld, tmp_path: Path) -> None:

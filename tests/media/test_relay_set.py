@@ -7,7 +7,14 @@ import random
 
 from callbridge.media.bencode import decode, encode
 from callbridge.media.ng import NgReply, NgTimedOut, NgTimers
-from callbridge.media.relays import Health, RelayChanged, RelaySet, RelayTimers, features_from_statistics
+from callbridge.media.relays import (
+    Health,
+    RelayChanged,
+    RelayLost,
+    RelaySet,
+    RelayTimers,
+    features_from_statistics,
+)
 
 A = ("127.0.0.1", 22222)
 B = ("127.0.0.2", 22222)
@@ -66,14 +73,15 @@ def test_a_silent_relay_goes_down_and_comes_back() -> None:
         now = relays.get_timer()
         relays.handle_timer(now)
         changes += [(now, e) for e in answer_all(relays, now, silent={A})]
-    assert changes == [(7.0, RelayChanged(A, Health.DOWN))]
+    # the first failed ping: the relay's calls are lost, and it is down; the second adds nothing
+    assert changes == [(7.0, RelayLost(A)), (7.0, RelayChanged(A, Health.DOWN))]
     assert relays.relays[A].pings_failed == 2
     assert relays.assign("c1") is None
     while now < 15.0:
         now = relays.get_timer()
         relays.handle_timer(now)
         changes += [(now, e) for e in answer_all(relays, now)]
-    assert changes[1:] == [(15.0, RelayChanged(A, Health.UP))]
+    assert changes[2:] == [(15.0, RelayChanged(A, Health.UP))]
     assert relays.assign("c1") is not None
 
 
@@ -99,6 +107,20 @@ def test_a_call_keeps_its_relay_even_when_it_is_down_and_new_calls_avoid_it() ->
     assert relays.next_event() == RelayChanged(A, Health.DOWN)
     assert relays.assign("c1").address == A  # only A knows the call
     assert relays.assign("c2").address == B
+
+
+def test_the_calls_of_a_relay_that_went_down_are_listed_and_one_released_moves_to_a_relay_that_is_up() -> None:
+    relays = RelaySet([A, B], random.Random(1))
+    relays.start(0.0)
+    answer_all(relays, 0.0)
+    assert [relays.assign(c).address for c in ("c1", "c2", "c3")] == [A, B, A]
+    relays.mark_down(A)  # a command timed out: down for new calls, its calls not lost (no RelayLost)
+    assert relays.next_event() == RelayChanged(A, Health.DOWN) and relays.next_event() is None
+    assert relays.calls_on(A) == ["c1", "c3"] and relays.calls_on(B) == ["c2"]
+    relays.release("c1")  # its media on A is gone: its next offer starts it afresh
+    assert relays.assign("c1").address == B
+    assert relays.calls_on(A) == ["c3"] and sorted(relays.calls_on(B)) == ["c1", "c2"]
+    assert (relays.relays[A].calls, relays.relays[B].calls) == (1, 2)
 
 
 def test_a_command_that_times_out_marks_its_relay_down_and_is_passed_on() -> None:

@@ -7,8 +7,8 @@
 Headless as docs/peers.md says: one config directory per phone; ``sip_listen 127.0.0.1:<port>`` (it also opens
 TLS on port+1, so the port is taken from a free block of two), ``net_interface 127.0.0.1``, ``dns_server
 127.0.0.1:53`` and IP literals only; audio from ``aufile`` playing a long 8 kHz mono WAV written with the ``wave``
-module (a call ends when the file ends), audio out to ``aubridge``; modules g711, aufile, aubridge, account (which
-loads the ``accounts`` file), menu, ctrl_tcp.
+module (a quiet square wave, or a sine tone at ``tone_hz``; a call ends when the file ends), audio out to
+``aubridge``; modules g711, aufile, aubridge, account (which loads the ``accounts`` file), menu, ctrl_tcp.
 
 ctrl_tcp speaks netstring-framed JSON (``LEN:{...},``) both ways: a command ``{"command", "params", "token"}``
 gets a response ``{"response": true, "ok", "data", "token"}``; events come as ``{"event": true, "type", ...}``.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import subprocess
 import tempfile
 import time
@@ -44,6 +45,20 @@ def write_wav(path: Path, seconds: float = 600.0, rate: int = 8000) -> Path:
         chunk = cycle * (rate // period)  # one second
         for _ in range(frames // rate):
             out.writeframes(chunk)
+    return path
+
+
+def write_tone_wav(path: Path, hz: float, seconds: float = 600.0, rate: int = 8000, dbfs: float = -12.0) -> Path:
+    """An 8 kHz mono 16-bit WAV of a sine tone at `hz` and `dbfs` (what a listener's frequency measure picks)."""
+    amplitude = 32767 * 10 ** (dbfs / 20)
+    second = b"".join(round(amplitude * math.sin(2 * math.pi * hz * i / rate)).to_bytes(2, "little", signed=True)
+                      for i in range(rate))  # a whole number of cycles when hz is whole: seamless repeats
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        for _ in range(int(seconds)):
+            out.writeframes(second)
     return path
 
 
@@ -79,7 +94,7 @@ class NetstringReader:
 class Baresip:
     def __init__(self, *, user: str = "1001", answermode: str = "manual", port: int = 0,
                  accounts: list[str] | None = None, workdir: Path | None = None, trace_sip: bool = True,
-                 wav_seconds: float = 600.0) -> None:
+                 wav_seconds: float = 600.0, tone_hz: float | None = None) -> None:
         self.binary = require_binary("baresip", "baresip-core")
         self.host = "127.0.0.1"
         self.port = port or free_port(self.host, span=2)  # SIP on port, TLS on port+1
@@ -87,7 +102,9 @@ class Baresip:
         self.user = user
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="baresip-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.wav = write_wav(self.workdir / "source.wav", wav_seconds)
+        # what it sends: a quiet square wave, or a sine tone at `tone_hz` (to be measured by who hears it)
+        self.wav = (write_wav(self.workdir / "source.wav", wav_seconds) if tone_hz is None
+                    else write_tone_wav(self.workdir / "source.wav", tone_hz, wav_seconds))
         self.trace_sip = trace_sip
         default_account = f"<sip:{user}@{self.host}:{self.port}>;regint=0;answermode={answermode}"
         self._write_config(accounts if accounts is not None else [default_account])

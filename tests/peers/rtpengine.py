@@ -34,11 +34,11 @@ def require_rtpengine() -> str:
 
 class Rtpengine(LocalRelay):
     def __init__(self, *, host: str = "127.0.0.1", workdir: Path | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), ports: int = PORT_BLOCK) -> None:
         binary = require_rtpengine()
-        start = free_port(host, udp=True, tcp=False, span=PORT_BLOCK)
+        start = free_port(host, udp=True, tcp=False, span=ports)  # a benchmark holding many calls asks for more
         port_min = start + (start % 2)  # RTP on even ports, RTCP on the odd one above
-        last = start + PORT_BLOCK - 1
+        last = start + ports - 1
         workdir = workdir or Path(tempfile.mkdtemp(prefix="rtpengine-"))
         self.recording_dir = workdir / "recordings"
         super().__init__(binary, workdir, host=host, ng_port=free_port(host, udp=True, tcp=False),

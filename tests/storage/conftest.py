@@ -4,11 +4,9 @@ tmp_path) and on a real PostgreSQL (one server per session, a fresh database per
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import Engine
 
@@ -16,32 +14,18 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:  # tests/pg.py; `tests` itself is not importable (a dependency ships a `tests`)
     sys.path.insert(0, str(TESTS))
 
+import pg  # noqa: E402
 from callbridge.storage.database import make_engine  # noqa: E402
 from callbridge.storage.migrate import upgrade  # noqa: E402
-from pg import PostgresUnavailable, postgres_server  # noqa: E402
+from pg import fresh_database  # noqa: E402
 
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """The URL of a PostgreSQL server started for this session. Missing PostgreSQL fails the tests."""
-    try:
-        with postgres_server() as url:
-            yield url
-    except PostgresUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+postgres_url = pg.postgres_url  # the session's PostgreSQL server (tests/pg.py), shared with the other suites
 
 
 @pytest.fixture
 def fresh_postgres_database(postgres_url: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

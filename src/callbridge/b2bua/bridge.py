@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 SDP = "application/sdp"
 
-__all__ = ["SDP", "connect", "modify_own", "park", "present", "relay_offer"]
+__all__ = ["SDP", "connect", "modify_own", "park", "present", "present_change", "relay_offer"]
 # RFC 4566 §5.2 suggests an NTP timestamp for an o= session id: seconds from 1900 to the Unix epoch.
 _NTP_EPOCH_OFFSET = 2_208_988_800
 
@@ -75,6 +75,16 @@ def present(leg: SipLeg, sdp: bytes) -> bytes:
         out = bytes(rebased)
     leg.sent_sdp = out
     return out
+
+
+def present_change(leg: SipLeg, sdp: bytes) -> bytes:
+    """`sdp` as `present` shows it, but always as a new version of the session `leg`'s party knows (RFC 3264 §8):
+    for an SDP whose far-end `o=` is one `leg` was already shown although what it describes changed (rtpengine
+    keeps the far end's `o=`, so a call moved to another relay looks like the same version, `relay_loss.py`)."""
+    if leg.origin_pending:
+        _settle_origin(leg)
+    leg.relayed_origin = None
+    return present(leg, sdp)
 
 
 def _settle_origin(leg: SipLeg) -> None:

@@ -28,6 +28,7 @@ from callbridge.sip.uri import URI
 
 if TYPE_CHECKING:
     from callbridge.b2bua.defence import Defence
+    from callbridge.b2bua.handover import Handed
     from callbridge.b2bua.location import Binding
     from callbridge.b2bua.registrar import ChallengerPool
     from callbridge.callcontrol.model import Trunk
@@ -76,6 +77,7 @@ class InboundContext(Protocol):
     directory: B2buaDirectory
     challengers: ChallengerPool
     draining: bool
+    handed: Handed
     service: Domain | None
 
     def wall(self) -> float: ...

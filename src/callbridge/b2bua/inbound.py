@@ -53,6 +53,7 @@ __all__ = ["TrunkNetwork", "route_invite", "trunk_for_source", "trunk_networks"]
 TrunkNetwork = tuple[Trunk, "ipaddress.IPv4Network | ipaddress.IPv6Network"]
 
 _DRAIN_RETRY_AFTER = "30"
+_HANDOVER_RETRY_AFTER = "2"  # seconds: a handover takes about two cluster rounds
 
 
 def route_invite(sw: InboundContext, request: Request, tx: ServerTransaction) -> None:
@@ -84,8 +85,17 @@ def _new_leg(sw: InboundContext, request: Request, tx: ServerTransaction, operat
     return sw.legs.add(leg)
 
 
+def _handing_over(sw: InboundContext, tx: ServerTransaction) -> None:
+    """The operation is being handed to another cluster node (`callcontrol.handover`): no new call starts here;
+    the caller retries in a moment and reaches the new owner (RFC 3261 §21.5.4)."""
+    sw.respond(tx, 503, reason="Operation Moving", headers=[("Retry-After", _HANDOVER_RETRY_AFTER)])
+
+
 def _from_trunk(sw: InboundContext, request: Request, tx: ServerTransaction, trunk: Trunk, hops: int) -> None:
     operation_id = trunk.operation_id
+    if operation_id in sw.handed.operations:
+        _handing_over(sw, tx)
+        return
     did = request.uri.user or ""
     caller = request.from_.uri.user or ""
     admission = sw.anchor.admit(sw.directory.get_operation(operation_id))  # anchor.py: media, decided once
@@ -119,6 +129,9 @@ def _from_agent(sw: InboundContext, request: Request, tx: ServerTransaction, hop
     assert operation is not None  # nobody authenticates without an operation: no HA1 exists
     if (request.from_.uri.user or "") != username:
         sw.respond(tx, 403, reason="Identity Mismatch")
+        return
+    if operation.id in sw.handed.operations:
+        _handing_over(sw, tx)
         return
     dialled = request.uri.user or ""
     admission = sw.anchor.admit(operation) if tx.transport in BROWSER_TRANSPORTS else None  # step 5

@@ -118,6 +118,10 @@ class LegTable:
             self._on_end(leg)
         return was
 
+    def forget(self, leg_id: str) -> SipLeg | None:
+        """Drop a leg without ending it or telling anyone (a cluster handover: another node adopts its call)."""
+        return self._legs.pop(leg_id, None)
+
     def __len__(self) -> int:
         return len(self._legs)
 

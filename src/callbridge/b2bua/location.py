@@ -230,6 +230,15 @@ class LocationService:
                     removed.append(b)
         return removed
 
+    def forget_operation(self, operation_id: str) -> int:
+        """Drop the operation's bindings without reporting anything (its lease went to another cluster node,
+        which restored them from the records); their heap entries are skipped as stale. How many were dropped."""
+        dropped = 0
+        for key in [k for k in self._agents if k[0] == operation_id]:
+            dropped += len(self._agents.pop(key))
+        self._count -= dropped
+        return dropped
+
     def expire(self, now: float) -> list[Binding]:
         """Remove the bindings expired at `now` (each reported, and the agents left without one)."""
         removed: list[Binding] = []

@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from callbridge.b2bua import inbound
+from callbridge.b2bua import handover, inbound
 from callbridge.b2bua.anchor import MediaAnchor
 from callbridge.b2bua.bridge import SDP, relay_offer
 from callbridge.b2bua.defence import Defence, counts_as_failure
@@ -115,6 +115,7 @@ class Switch:
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers
         self.draining = False
+        self.handed = handover.Handed()  # what a cluster handover gave away (handover.py)
         self.service: Domain | None = None
         self.runtime: Waker | None = None
         self._trunks: list[inbound.TrunkNetwork] = []
@@ -139,6 +140,8 @@ class Switch:
             found = _USER_AGENT.search(data)
             if found is not None and defence.drop_scanner(found.group(1).decode("latin-1")):
                 return
+        if self.handed.dialogs and transport == "udp" and handover.hand_on(self, data, addr):
+            return
         stats = self.endpoint.stats
         errors = stats["parse_errors"]
         self.endpoint.receive_datagram(data, addr, now, transport)

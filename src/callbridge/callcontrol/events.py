@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from callbridge.callcontrol.model import (
+    EndReason,
     HangupBy,
     LegRole,
     TargetKind,
@@ -114,6 +115,7 @@ class CallEnded(DomainEvent):
     conn_id: str
     hangup_by: HangupBy
     sip_cause: int | None
+    end_reason: EndReason | None = None  # why callbridge ended it, when it did for a reason (the CDR's end_reason)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

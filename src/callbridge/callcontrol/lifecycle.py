@@ -129,7 +129,8 @@ class CallLifecycle:
         for leg_id in call.legs:
             self._leg_calls.pop(leg_id, None)
         keep(self._state.ended_calls, call.conn_id, call)
-        self._k.emit(CallEnded(operation_id=call.operation_id, conn_id=call.conn_id, hangup_by=by, sip_cause=cause))
+        self._k.emit(CallEnded(operation_id=call.operation_id, conn_id=call.conn_id, hangup_by=by, sip_cause=cause,
+                               end_reason=reason))
         self.call_ended(call)
         for leg in call.legs.values():
             self._agents.leg_over(call, leg, "call_end")

@@ -53,7 +53,9 @@ class DisplayChange:
 # --- calls and legs -------------------------------------------------------------------------------------------
 
 LegRole = Literal["customer", "agent", "target"]
-EndReason = Literal["media_timeout"]  # the relay saw no RTP from a party for the node's media timeout
+# "media_timeout": the relay saw no RTP from a party for the node's media timeout; "relay_lost": the relay carrying
+# the call's media went down and no other relay could take the call over (b2bua/relay_loss.py)
+EndReason = Literal["media_timeout", "relay_lost"]
 LegState = Literal["calling", "ringing", "up", "ended"]
 CallDirection = Literal["inbound", "outbound", "internal"]
 CallState = Literal["queued", "offering", "dialing", "connected", "transferring", "ended"]

@@ -79,6 +79,18 @@ class AdapterReports:
         self._k.history(call, "media_timeout", leg_id)
         self._life.end_call(call, "system", None, "media_timeout")
 
+    def on_relay_lost(self, conn_id: str) -> None:
+        """The relay carrying the call's media went down and the call could not be moved to another one: the call
+        is over (every leg released, the CDR's end_reason "relay_lost", the agents freed as after any hang-up)."""
+        call = self._calls.get(conn_id)
+        if call is None or call.state == "ended":
+            return
+        run = self._transfers.of(call)
+        if run is not None:
+            self._transfers.input(run, TransferInput.CUSTOMER_HANGUP)  # every leg goes: the transfer with them
+        self._k.history(call, "relay_lost")
+        self._life.end_call(call, "system", None, "relay_lost")
+
     def on_leg_ringing(self, leg_id: str) -> None:
         found = self._life.lookup_leg(leg_id)
         if found is None or found[1].state == "ended":

@@ -52,6 +52,7 @@ from callbridge.callcontrol.errors import (
     TransferNotAnswered,
 )
 from callbridge.callcontrol.events import DisplayChanged, RecallScheduled
+from callbridge.callcontrol.handover import Handover
 from callbridge.callcontrol.ids import IdFactory, random_ids
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.lifecycle import CallLifecycle
@@ -135,6 +136,7 @@ class CallControlService:
         self.on_media_direct = reports.on_media_direct
         self.on_dtmf = reports.on_dtmf
         self.on_media_timeout = reports.on_media_timeout
+        self.on_relay_lost = reports.on_relay_lost
         self.on_registration_changed = reports.on_registration_changed
         self.on_agent_call = outbound.on_agent_call
         self.on_refer_replaces = transfers.on_refer_replaces
@@ -143,6 +145,7 @@ class CallControlService:
         self.restore = outbound.restore
         self.restore_agents = agents.restore
         self.adopt_call = Adoption(state, agents).adopt_call  # a dead cluster node's call (cluster.adopt)
+        self.handover = Handover(state, agents, kernel)  # an operation given to another node (cluster.handover)
         self.reindex_agents = agents.reindex
 
     @property

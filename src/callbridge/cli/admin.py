@@ -49,7 +49,8 @@ One file describes one operation; loading it is all or nothing. Sections and the
     [[tokens]]           label [""], concurrency_limit [the operation's], daily_quota [the operation's]
     [[webhooks]]         url (http or https, a host, no user:password@), secret (16-256 characters, stored as
                          given: it signs), events [[] = every event type; else e.g. ["call.ended"]]
-    [[supervisors]]      username, password (8+ characters; stored as a salted scrypt hash), name [""]
+    [[supervisors]]      username, password (8+ characters; stored as a salted scrypt hash), name [""],
+                         extension [""] (the phone the board's Listen rings: an agent's extension)
 
 Tokens listed in the file are generated while loading and printed once. `docs/examples/operation.toml` is a
 complete example.

@@ -2,7 +2,7 @@
 (`/supervisor`), one operation each (storage/supervisors.py).
 
     callbridge admin supervisor create 0042 maria --name "María"     (asks for the password)
-    callbridge admin supervisor update 0042 maria --set name=Maria
+    callbridge admin supervisor update 0042 maria --set name=Maria --set extension=1009
 """
 
 from __future__ import annotations
@@ -25,23 +25,26 @@ PASSWORD_OPTION = typer.Option(..., "--password", prompt=True, hide_input=True, 
 @supervisor_app.command("create")
 def supervisor_create(ctx: typer.Context, operation_id: str, username: str,
                       name: str = typer.Option("", "--name", help="Display name."),
+                      extension: str = typer.Option("", "--extension",
+                                                    help="The phone the board's Listen rings (an agent's extension)."),
                       password: str = PASSWORD_OPTION) -> None:
     """Create a supervisor: signs in to the operation's board and sees that operation only."""
-    run_in_database(ctx, lambda c: sv.create_supervisor(c, operation_id, username, password, name=name))
+    run_in_database(ctx, lambda c: sv.create_supervisor(c, operation_id, username, password, name=name,
+                                                        extension=extension))
     typer.echo(f"supervisor {username} created in operation {operation_id}")
 
 
 @supervisor_app.command("list")
 def supervisor_list(ctx: typer.Context, operation_id: str, as_json: bool = JSON_OPTION) -> None:
     """List an operation's supervisors (never their password hashes)."""
-    show_rows(run_in_database(ctx, lambda c: sv.list_supervisors(c, operation_id)), ["username", "name"],
+    show_rows(run_in_database(ctx, lambda c: sv.list_supervisors(c, operation_id)), ["username", "name", "extension"],
               as_json, f"supervisors of {operation_id}")
 
 
 @supervisor_app.command("update")
 def supervisor_update(ctx: typer.Context, operation_id: str, username: str,
                       set_: Annotated[list[str], SET_OPTION]) -> None:
-    """Change a supervisor's name (the password: `reset-password`)."""
+    """Change a supervisor's name or extension (the password: `reset-password`)."""
     run_in_database(ctx, lambda c: sv.update_supervisor(c, operation_id, username, **parse_changes(set_)))
     typer.echo(f"supervisor {username} of operation {operation_id} updated")
 

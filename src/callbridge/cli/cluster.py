@@ -2,11 +2,11 @@
 
 - `callbridge admin cluster nodes | leases | operations`: what the cluster's tables say, judged by PostgreSQL's
   clock (live nodes, lease holders and epochs, seconds left).
-- `callbridge admin cluster move OPERATION NODE`: a lease handover: the holder releases the lease in its next round
-  and NODE adopts it in its own (within two rounds). Live calls are not carried over yet: they stay on the old node
-  until they end, and moving the dialogs is a later step of the cluster work (docs/cluster.md, "Not yet").
-- `callbridge admin cluster drain NODE`: NODE releases every lease in its next round and takes none until it
-  restarts; the other nodes adopt them. Its live calls stay on it until they end (docs/cluster.md, "Not yet").
+- `callbridge admin cluster move OPERATION NODE`: a handover with the calls: the holder stops taking new calls for
+  the operation, lets its calls settle and forgets them (`cluster.handover`), releases the lease, and NODE takes
+  it and adopts the calls from the records in its next round (`cluster.adopt`).
+- `callbridge admin cluster drain NODE`: NODE hands every operation over the same way and takes none until it
+  restarts; the other nodes adopt them with their calls.
 - `callbridge cluster kamailio-config`: the Kamailio configuration of the front proxy, rendered from the template
   shipped in the package; `callbridge cluster kamailio-sync`: keeps that Kamailio's routing tables in step with the
   leases (once, or every `--interval` seconds).
@@ -98,7 +98,8 @@ def cluster_operations(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 @admin_cluster_app.command("move")
 def cluster_move(ctx: typer.Context, operation_id: str, node_id: str,
                  lease_seconds: float = LEASE_OPTION) -> None:
-    """Hand OPERATION over to NODE: the holder releases its lease, NODE adopts it (calls are not carried over)."""
+    """Hand OPERATION over to NODE with its calls: the holder lets them go and releases its lease, NODE adopts
+    them."""
     def move(conn: Connection) -> str:
         if conn.execute(text("SELECT 1 FROM operations WHERE id = :op"), {"op": operation_id}).first() is None:
             raise _Refused(f"no operation {operation_id!r}")
@@ -111,13 +112,13 @@ def cluster_move(ctx: typer.Context, operation_id: str, node_id: str,
         return node_id
     _run(ctx, move)
     typer.echo(f"operation {operation_id} moves to node {node_id}: its holder releases it and {node_id} adopts "
-               f"it within two rounds; live calls stay where they are")
+               f"it with its live calls within a few rounds")
 
 
 @admin_cluster_app.command("drain")
 def cluster_drain(ctx: typer.Context, node_id: str, lease_seconds: float = LEASE_OPTION) -> None:
     """Move every operation of NODE to the other nodes: NODE releases its leases in its next round and takes no
-    more until it restarts (calls up on it are not carried over)."""
+    more until it restarts; calls up on it are carried over to the new owners."""
     def drain(conn: Connection) -> list[str]:
         if not nodes.request_drain(conn, node_id, lease_seconds):
             raise _Refused(f"node {node_id!r} is not a live node of the cluster (see `callbridge admin cluster "
@@ -125,7 +126,7 @@ def cluster_drain(ctx: typer.Context, node_id: str, lease_seconds: float = LEASE
         return [lease.operation_id for lease in leases.read_all(conn) if lease.node_id == node_id]
     held = _run(ctx, drain)
     typer.echo(f"node {node_id} drains: it releases {len(held)} operations ({', '.join(held) or 'none'}) in its "
-               f"next round and the other nodes adopt them; live calls stay on it until they end")
+               f"next round and the other nodes adopt them with their live calls")
 
 
 @cluster_app.command("kamailio-config")

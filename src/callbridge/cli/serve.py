@@ -103,6 +103,11 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         if ready is not None:
             ready(node)
         await stop.wait()
+        if node.cluster is not None and await _others_live(node):
+            # a cluster node with somewhere to go hands its operations over with their calls (cluster.handover)
+            log.info("stopping: handing every operation over to the other nodes with its calls")
+            await node.cluster.drain(leave=False)
+            await _linger(node)
         log.info("stopping: draining live calls for up to %.0f s", settings.drain_seconds)
         await drain(node, settings.drain_seconds)
         if node.cluster is not None:
@@ -117,6 +122,33 @@ async def run(settings: Settings, *, ready: Callable[[Node], None] | None = None
         for sig in installed:
             loop.remove_signal_handler(sig)
         await node.close()
+
+
+HANDOVER_LINGER_SECONDS = 2.0  # after the new owners hold the operations: longer than Kamailio's sync interval
+
+
+async def _others_live(node: Node) -> bool:
+    """Another live cluster node can take this one's operations; False too when the database cannot say."""
+    assert node.cluster is not None
+    try:
+        return await node.cluster.others_live()
+    except Exception:
+        log.warning("stopping: could not read the cluster's nodes; draining as a single node", exc_info=True)
+        return False
+
+
+async def _linger(node: Node) -> None:
+    """Stay up until the new owners hold the operations handed over, and a little longer: until Kamailio's next
+    sync, a party's request within a call handed over still reaches this node, which hands it on to the new
+    owner (`b2bua.handover.hand_on`)."""
+    assert node.cluster is not None and node.handover_state is not None
+    handed = node.handover_state.handed
+    if not handed:
+        return
+    if await node.cluster.await_owners(handed, timeout=3 * node.cluster.lease_seconds):
+        await asyncio.sleep(HANDOVER_LINGER_SECONDS)
+    else:
+        log.warning("stopping: no node took operations %s over in time", ", ".join(handed))
 
 
 async def drain(node: Node, seconds: float) -> None:

@@ -1,9 +1,10 @@
-"""Taking a dead node's operation over with its live state (docs/cluster.md, "Failover").
+"""Taking an operation over with its live state from the node that had it (docs/cluster.md, "Failover").
 
-When this node gains the lease of an operation (`ClusterMember.on_gained`), whatever nodes that are no longer live
-left of that operation in the records is taken over, in four steps:
-1. read (a worker thread, one transaction): the operation's open calls recorded by dead nodes with their legs and
-   dialogs, its registrations recorded by dead nodes, the agents whose newest recorded state is a dead node's and
+When this node gains the lease of an operation (`ClusterMember.on_gained`), whatever other nodes left of that
+operation in the records is taken over, in four steps (a dead node's, or a live one's that handed the operation
+over: `cluster.handover` let its calls go first):
+1. read (a worker thread, one transaction): the operation's open calls recorded by other nodes with their legs and
+   dialogs, its registrations recorded by other nodes, the agents whose newest recorded state is another node's and
    not `logout`, and the newest event `seq` of the operation;
 2. decide (the loop): a call that was connected (a customer's leg and an agent's leg both up, both dialogs
    recorded) is adopted; every other open call (queued, ringing, being dialled or transferred at the death) is
@@ -12,14 +13,14 @@ left of that operation in the records is taken over, in four steps:
    `seq` from the stored one before numbering their `agent.state_changed` events;
 3. write (a worker thread, one transaction that declares this node's fence, so it lands only while this node
    holds the lease): the ended calls closed by "system" with their CDRs, their dialogs deleted; the adopted calls,
-   their dialogs and the valid registrations re-owned (`node_id` = this node: a restart of the dead node's id then
+   their dialogs and the valid registrations re-owned (`node_id` = this node: a restart of the old node's id then
    leaves them alone); expired registrations deleted; the agents' changes and their events;
 4. restore (the loop): the adopted calls in the domain (`CallControlService.adopt_call`: connected, agent
    `on_call`) and their dialogs in the B2BUA (legs `UP`, bridged to each other, each dialog's CSeq past the stored
-   one by `RESTORED_CSEQ_GAP`, its requests sent where the dead node sent them), the agents' states, and the
+   one by `RESTORED_CSEQ_GAP`, its requests sent where the old node sent them), the agents' states, and the
    registrations (their agents reported registered).
-Calls of a node still live (a handover: `callbridge admin cluster move`) are left to it. What is not carried over
-(the SDP each party last sent, media anchoring, session-timer refreshes) is in docs/cluster.md, "Not yet".
+What is not carried over (the SDP each party last sent, media anchoring, session-timer refreshes) is in
+docs/cluster.md, "Not yet".
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from callbridge.b2bua.legs import SipLeg
 from callbridge.callcontrol.adoption import adoptable_legs
 from callbridge.callcontrol.records import LOGOUT, CallRecord, LegRecord
 from callbridge.callcontrol.restart import AgentRestart
-from callbridge.cluster import nodes
 from callbridge.cluster.fencing import Fence
 from callbridge.sip.dialog import DialogState
 from callbridge.storage import schema as s
@@ -69,7 +69,7 @@ class LeftCall:
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """What dead nodes left of one operation."""
+    """What other nodes left of one operation."""
 
     dead: list[str]
     calls: list[LeftCall]
@@ -92,11 +92,14 @@ class TakenOver:
 
 
 def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: float, now: float) -> Found:
-    live = {n.node_id for n in nodes.read_nodes(conn, lease_seconds) if n.live}
+    # Every other node's records of the operation are left over, dead node or not: this node holds the lease now,
+    # so the fence refuses any other node's writes for it, and a live node lets its calls go before it releases
+    # the lease (cluster.handover) or when it learns it lost it.
+    del lease_seconds
     c = s.calls
     rows = conn.execute(select(c).where(c.c.operation_id == operation_id, c.c.ended_at.is_(None),
                                         c.c.node_id != me).order_by(c.c.started_at)).mappings()
-    calls_rows = [r for r in rows if r["node_id"] not in live]
+    calls_rows = list(rows)
     d = s.dialogs
     calls = []
     for r in calls_rows:
@@ -110,13 +113,13 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
     g = s.registrations
     registrations = [(registration_of_row(r), r["node_id"]) for r in conn.execute(
         select(g).where(g.c.operation_id == operation_id, g.c.node_id != me, g.c.expires_at > to_datetime(now))
-        .order_by(g.c.updated_at, g.c.extension, g.c.contact_uri)).mappings() if r["node_id"] not in live]
+        .order_by(g.c.updated_at, g.c.extension, g.c.contact_uri)).mappings()]
     h = s.agent_state_history
     newest = (select(h.c.extension, func.max(h.c.id).label("id")).where(h.c.operation_id == operation_id)
               .group_by(h.c.extension).subquery())
     agents = [r for r in conn.execute(select(h.c.extension, h.c.state, h.c.reason, h.c.entered_at, h.c.node_id)
                                       .join(newest, h.c.id == newest.c.id).order_by(h.c.extension))
-              if r.state != LOGOUT and r.node_id != me and r.node_id not in live]
+              if r.state != LOGOUT and r.node_id != me]
     e = s.events
     low, high = conn.execute(select(func.min(e.c.seq), func.max(e.c.seq))
                              .where(e.c.operation_id == operation_id)).one()
@@ -185,7 +188,7 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
 
     found = await asyncio.to_thread(read)
     done = TakenOver(operation_id, dead=found.dead)
-    log.info("cluster: operation %s: %d open calls, %d registrations and %d logged-in agents left by dead nodes",
+    log.info("cluster: operation %s: %d open calls, %d registrations and %d logged-in agents left by other nodes",
              operation_id, len(found.calls), len(found.registrations), len(found.agents))
     if found.bounds is not None:  # whatever is left to adopt: the sequence goes on from the last owner's
         node.events.restore({operation_id: found.bounds})

@@ -52,7 +52,9 @@ def render_config(settings: ProxySettings) -> str:
 
 
 def render_tables(conn: Connection) -> tuple[str, dict[str, int]]:
-    """The dispatcher list and the owners (key -> slot), from the cluster's tables."""
+    """The dispatcher list and the owners (key -> slot), from the cluster's tables. An operation whose lease was
+    released (a handover: nobody holds it until the target's next round) has no owner here; `sync_once` leaves
+    its keys as they are (see `released_keys`)."""
     nodes = conn.execute(text("SELECT slot, sip_host, sip_port FROM cluster_nodes ORDER BY slot")).all()
     dispatcher = "".join(f"{slot} sip:{host}:{port} 0 0\n" for slot, host, port in nodes)
     owners: dict[str, int] = {}
@@ -65,6 +67,17 @@ def render_tables(conn: Connection) -> tuple[str, dict[str, int]]:
             JOIN cluster_nodes n ON n.node_id = l.node_id ORDER BY d.number""")):
         owners[f"n:{number}"] = int(slot)
     return dispatcher, owners
+
+
+def released_keys(conn: Connection) -> set[str]:
+    """The keys of operations whose lease row names no node: released by their last owner, not taken yet."""
+    keys = {f"d:{domain}" for (domain,) in conn.execute(text(
+        "SELECT o.sip_domain FROM cluster_leases l JOIN operations o ON o.id = l.operation_id "
+        "WHERE l.node_id IS NULL"))}
+    keys |= {f"n:{number}" for (number,) in conn.execute(text(
+        "SELECT d.number FROM dids d JOIN cluster_leases l ON l.operation_id = d.operation_id "
+        "WHERE l.node_id IS NULL"))}
+    return keys
 
 
 def write_file(path: Path, content: str) -> bool:
@@ -116,7 +129,10 @@ def sync_once(conn: Connection, tables: Path, rpc_address: tuple[str, int]) -> b
     if changed:
         rpc(rpc_address, "dispatcher.reload")
     current = _dumped(rpc(rpc_address, "htable.dump", "owners"))
-    for key in sorted(set(current) - set(owners)):
+    # A released lease keeps its last owner's slot until the target takes it (within a round): the old owner
+    # answers new calls 503 Retry-After and hands requests within its calls on, where a missing key would answer
+    # 404 for the operation's calls in that moment.
+    for key in sorted(set(current) - set(owners) - released_keys(conn)):
         rpc(rpc_address, "htable.delete", "owners", key)
         changed = True
     for key, slot in sorted(owners.items()):

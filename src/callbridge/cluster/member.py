@@ -18,6 +18,10 @@ Theory of operation
 - Losing a lease (its renewal failed, the snapshot shows another owner or epoch, or the fence refused a write)
   drops it from the fence at once, so no later batch declares it, calls `on_lost`, and triggers a new round at once
   (the re-sync). A refused write wakes the loop the same way.
+- Handing over (a RELEASE planned while this node is live: `admin cluster move`, `drain`): the node is asked
+  first (`prepare_release`, on the loop), and the lease is renewed instead until it says its calls of that
+  operation are settled and forgotten (`cluster.handover`); the writer is flushed (`flush`, in the worker thread)
+  just before the release, so the new owner reads every record of them.
 - Self-fencing: if no round has succeeded for a whole lease (the database is unreachable, the process was
   paused), every lease is dropped before anything else: by then another node may have taken them.
 - A heartbeat that finds this node's id taken by another process (`NodeReplaced`) drops every lease and stops the
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -47,7 +52,9 @@ class ClusterMember:
     def __init__(self, engine: Engine, node_id: str, *, sip_host: str, sip_port: int, http_url: str = "",
                  lease_seconds: float = DEFAULT_LEASE_SECONDS, fence: Fence | None = None,
                  on_gained: Callable[[str, int], None] | None = None,
-                 on_lost: Callable[[str], None] | None = None) -> None:
+                 on_lost: Callable[[str], None] | None = None,
+                 prepare_release: Callable[[str], bool] | None = None,
+                 flush: Callable[[], object] | None = None) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, not {lease_seconds!r}")
         self.engine = engine
@@ -58,6 +65,8 @@ class ClusterMember:
         self.fence = fence or Fence(node_id)
         self.on_gained = on_gained
         self.on_lost = on_lost
+        self.prepare_release = prepare_release
+        self.flush = flush
         self.incarnation = nodes.new_incarnation()
         self.slot = 0
         self.draining = False
@@ -66,6 +75,10 @@ class ClusterMember:
         self.rounds = 0
         self._last_ok = 0.0
         self._wake = asyncio.Event()
+        self._db = threading.Lock()  # a round's database work and the leave never interleave (worker threads)
+        self._left = False
+        self._owners: dict[str, str] = {}  # operation -> live holder, and node -> SIP address, as of the last round
+        self._addresses: dict[str, tuple[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -91,15 +104,49 @@ class ClusterMember:
             return nodes.join(conn, self.node_id, self.incarnation, sip_host=self.sip_host, sip_port=self.sip_port,
                               http_url=self.http_url, lease_seconds=self.lease_seconds)
 
-    async def drain(self) -> None:
-        """Release every lease now (other nodes adopt them in their next round) and leave the cluster."""
+    async def drain(self, timeout: float = 30.0, *, leave: bool = True) -> None:
+        """Release every lease (other nodes adopt them in their next round) and leave the cluster. A handover
+        may take a few rounds (`prepare_release`): bounded by `timeout`."""
         self.draining = True
+        deadline = time.monotonic() + timeout
         await self.round()
-        await asyncio.to_thread(self._leave)
+        while self.fence.epochs() and time.monotonic() < deadline and self.stopped is None:
+            await asyncio.sleep(min(self.interval, 0.2))
+            await self.round()
+        if leave:
+            await self.close()  # no heartbeat of the loop may land after the leave and make this node live again
+            await asyncio.to_thread(self._leave)
+
+    def owner_address(self, operation_id: str) -> tuple[str, int] | None:
+        """The SIP address of the live node holding `operation_id` as of the last round, when it is another one."""
+        owner = self._owners.get(operation_id)
+        if owner is None or owner == self.node_id:
+            return None
+        return self._addresses.get(owner)
+
+    async def await_owners(self, operations: list[str], timeout: float) -> bool:
+        """Wait (rounds going on) until another live node holds each of `operations`; False if `timeout` ran out."""
+        deadline = time.monotonic() + timeout
+        while any(self.owner_address(op) is None for op in operations):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(self.interval, 0.2))
+            self.wake()
+        return True
+
+    async def others_live(self) -> bool:
+        """Another live node that is not draining exists (a handover has somewhere to go)."""
+        def read() -> bool:
+            with self.engine.connect() as conn:
+                return any(n.live and not n.draining and n.node_id != self.node_id
+                           for n in nodes.read_nodes(conn, self.lease_seconds))
+        return await asyncio.to_thread(read)
 
     def _leave(self) -> None:
-        with self.engine.begin() as conn:
-            nodes.leave(conn, self.node_id, self.incarnation)
+        with self._db:  # a round already in its worker thread (its task cancelled) finishes first
+            self._left = True
+            with self.engine.begin() as conn:
+                nodes.leave(conn, self.node_id, self.incarnation)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -135,7 +182,9 @@ class ClusterMember:
             for op in list(self.fence.epochs()):
                 self._lose(op, "no round succeeded for a whole lease")
         try:
-            done, gained, lost = await asyncio.to_thread(self._round_sync)
+            steps = await asyncio.to_thread(self._plan_sync)
+            steps = [self._hand_over(step) for step in steps]
+            done, gained, lost = await asyncio.to_thread(self._act_sync, steps)
         except nodes.NodeReplaced as exc:
             self.stopped = str(exc)
             for op in list(self.fence.epochs()):
@@ -161,19 +210,45 @@ class ClusterMember:
             self.on_lost(op)
         self.wake()  # re-sync: read the leases again at once
 
-    def _round_sync(self) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
+    def _hand_over(self, step: Step) -> Step:
+        """A RELEASE waits (the lease renewed) until this node has let the operation's calls go."""
+        if step.action is not Action.RELEASE or self.prepare_release is None:
+            return step
+        try:
+            ready = self.prepare_release(step.operation_id)
+        except Exception:
+            log.exception("cluster: preparing the handover of operation %s failed", step.operation_id)
+            ready = True  # the lease goes anyway: the new owner ends what it cannot adopt
+        return step if ready else Step(Action.RENEW, step.operation_id, step.epoch)
+
+    def _plan_sync(self) -> list[Step]:
+        with self._db:
+            return [] if self._left else self._plan_locked()
+
+    def _plan_locked(self) -> list[Step]:
         held = self.fence.epochs()
         with self.engine.begin() as conn:
             if nodes.heartbeat(conn, self.node_id, self.incarnation, draining=self.draining) and not self.draining:
                 log.warning("cluster: node %s drains (asked by `callbridge admin cluster drain`): its operations "
                             "go to the other nodes", self.node_id)
                 self.draining = True
-            live = [NodeView(n.node_id, n.draining) for n in nodes.read_nodes(conn, self.lease_seconds) if n.live]
+            rows_of_nodes = [n for n in nodes.read_nodes(conn, self.lease_seconds) if n.live]
+            live = [NodeView(n.node_id, n.draining) for n in rows_of_nodes]
             rows = {lease.operation_id: LeaseView(lease.node_id, lease.epoch, lease.expired, lease.move_to)
                     for lease in leases.read_all(conn)}
+            self._addresses = {n.node_id: (n.sip_host, n.sip_port) for n in rows_of_nodes}
+            self._owners = {op: row.node_id for op, row in rows.items() if row.node_id and not row.expired}
             operations = list(conn.execute(text("SELECT id FROM operations")).scalars())
-        steps = plan(self.node_id, draining=self.draining, operations=operations, leases=rows, live_nodes=live,
-                     held=held)
+        return plan(self.node_id, draining=self.draining, operations=operations, leases=rows, live_nodes=live,
+                    held=held)
+
+    def _act_sync(self, steps: list[Step]) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
+        with self._db:
+            return ([], [], []) if self._left else self._act_locked(steps)
+
+    def _act_locked(self, steps: list[Step]) -> tuple[list[Step], list[tuple[str, int]], list[tuple[str, str]]]:
+        if self.flush is not None and any(step.action is Action.RELEASE for step in steps):
+            self.flush()  # every record of the calls handed over lands before the new owner reads them
         gained: list[tuple[str, int]] = []
         lost: list[tuple[str, str]] = []
         for step in steps:

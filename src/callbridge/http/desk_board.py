@@ -10,13 +10,21 @@ Rules (docs/operations.md, "The supervisor's board"):
 - The board: agents (state, time in it, current call), queues (callers waiting, the longest wait), live calls.
 - Actions: change an agent's state (the agentbox's change_status checks and rules), end a call (the agent's leg is
   hung up as `api=hang` does, which ends a call with no transfer running; a call waiting in a queue has no agent
-  to hang up and is refused with 409).
+  to hang up and is refused with 409), listen to a call and stop listening (the native API's `start_monitor` /
+  `stop_monitor`, `callcontrol.monitor`: the extension given is rung and hears both parties; the same checks and
+  error ids, each with a sentence the page shows as it is). The sign-in answers the account's `extension` (may be
+  empty): the page's default phone to listen on.
+- Each live call on the board says who listens (`listener`: extension and `ringing` / `listening`, or null); the
+  live sockets send a fresh board on `call.monitor_started` / `call.monitor_ended`, and on Listen itself (ringing
+  has no event: the board wakes its operation's sockets).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -41,6 +49,36 @@ from callbridge.http.desk_signin import NOT_SIGNED_IN, read_sign_in, sign_out, s
 from callbridge.http.resources import agent_state, call_state, rfc3339, rfc3339_or_none
 
 WRONG_SIGN_IN = "Wrong operation, username or password."
+_EXTENSION = re.compile(r"[0-9]{1,32}")  # as the native API's monitor body (http/monitor.py)
+# the listening's errors (callcontrol/monitor.py checks them in this order), said plainly on the board; the error id
+# and the HTTP status stay the native API's
+LISTEN_MESSAGES = {
+    "CALL_NOT_FOUND": "This call does not exist in your operation.",
+    "CALL_ENDED": "This call has ended: there is nothing to listen to.",
+    "EXTENSION_NOT_FOUND": "Extension {extension} is not one of this operation's agents: listen on a phone "
+                           "registered as one of its extensions.",
+    "PHONE_NOT_REGISTERED": "Extension {extension} has no phone registered now: register its phone and try again.",
+    "CALL_NOT_ANSWERED": "This call is not answered yet: nobody talks, there is nothing to listen to.",
+    "MONITOR_IN_PROGRESS": "Someone listens to this call already: stop that listening first.",
+    "CALL_NOT_ANCHORED": "This call's media does not go through callbridge's relay (rtpengine): it cannot be "
+                         "listened to.",
+    "MONITOR_NOT_STARTED": "Nobody listens to this call.",
+}
+
+
+def _listener(service: CallControlService, operation_id: str, conn_id: str) -> dict[str, Any] | None:
+    try:
+        view = service.monitor_state(operation_id, conn_id)
+    except CallControlError:  # nobody listens (MONITOR_NOT_STARTED)
+        return None
+    return {"extension": view.supervisor, "state": view.state, "started_at": rfc3339_or_none(view.started_at)}
+
+
+def _listen_error(exc: CallControlError, extension: str = "") -> Response:
+    text = LISTEN_MESSAGES.get(exc.error_id)
+    if text is None:
+        return domain_error(exc)
+    return refuse(text.format(extension=extension), domain_error(exc).status_code, exc.error_id)
 
 
 def board_snapshot(service: CallControlService, config: DeskConfig, operation_id: str) -> dict[str, Any]:
@@ -63,15 +101,18 @@ def board_snapshot(service: CallControlService, config: DeskConfig, operation_id
         queues.append({"name": queue.name, "waiting": len(waiting), "oldest_since": rfc3339_or_none(oldest)})
     live = [{"conn_id": c.conn_id, "customer_number": c.customer_number, "queue": c.queue, "agent_id": c.agent,
              "state": call_state(c), "direction": c.direction, "started_at": rfc3339(c.created_at),
-             "answered_at": rfc3339_or_none(c.answered_at)} for c in calls]
+             "answered_at": rfc3339_or_none(c.answered_at),
+             "listener": _listener(service, operation_id, c.conn_id)} for c in calls]
     aux_states = [{"id": i, "name": n} for i, n in aux_names.items()]
     return {"agents": agents, "queues": queues, "calls": live, "aux_states": aux_states}
 
 
 class SupervisorBoard:
     def __init__(self, service: CallControlService, waiter: ActionWaiter, sessions: SessionTable,
-                 config: DeskConfig, *, request_timeout: float = contract.REQUEST_TIMEOUT_S) -> None:
+                 config: DeskConfig, *, request_timeout: float = contract.REQUEST_TIMEOUT_S,
+                 refresh: Callable[[str], None] | None = None) -> None:
         self._service = service
+        self._refresh = refresh  # the live sockets of an operation, woken when its board changes without an event
         self._waiter = waiter
         self._sessions = sessions
         self._config = config
@@ -93,7 +134,8 @@ class SupervisorBoard:
         session = self._sessions.create("supervisor", operation.id, found.username, found.name)
         return signed_in(request, self._sessions, session, {
             "operation": {"id": operation.id, "name": operation.name},
-            "supervisor": {"username": found.username, "name": found.name}})
+            "supervisor": {"username": found.username, "name": found.name,
+                           "extension": getattr(found, "extension", "")}})
 
     async def sign_out(self, request: Request) -> Response:
         return sign_out(request, self._sessions, "supervisor")
@@ -148,3 +190,41 @@ class SupervisorBoard:
             row = contract.error("CALL_CONTROL_UNAVAILABLE")
             return refuse(row.msg, row.status, "CALL_CONTROL_UNAVAILABLE")
         return answer({"ok": True, "message": contract.VERBS["hang"].message(), "conn_id": call.conn_id})
+
+    async def listen(self, request: Request) -> Response:
+        """`start_monitor` with the extension given: 200 with the listener (`ringing` until its phone answers)."""
+        session = self._sessions.session_of(request, "supervisor")
+        if session is None:
+            return refuse(NOT_SIGNED_IN, 401, "NOT_SIGNED_IN")
+        extension = ""
+        try:
+            extension = (await read_fields(request)).get("extension", "").strip()
+            if not extension:
+                return refuse("Fill in: extension (the phone that listens).", 400, "MISSING_PARAMETERS")
+            if not _EXTENSION.fullmatch(extension):
+                return refuse("The extension is digits only (the phone that listens).", 400, "INVALID_PARAMETER")
+            view = self._service.start_monitor(session.operation_id, request.path_params["conn_id"], extension)
+            if self._refresh is not None:  # ringing has no event: every board of the operation shows it now
+                self._refresh(session.operation_id)
+        except BadRequest as exc:
+            return refuse(exc.message, exc.status, "BAD_REQUEST")
+        except CallControlError as exc:
+            return _listen_error(exc, extension)
+        return answer({"ok": True, "message": f"Ringing extension {extension}: answer it to listen.",
+                       "conn_id": view.conn_id, "listener": {"extension": view.supervisor, "state": view.state,
+                                                             "started_at": rfc3339_or_none(view.started_at)}})
+
+    async def stop_listening(self, request: Request) -> Response:
+        """`stop_monitor`: the listening phone is hung up."""
+        session = self._sessions.session_of(request, "supervisor")
+        if session is None:
+            return refuse(NOT_SIGNED_IN, 401, "NOT_SIGNED_IN")
+        try:
+            await read_fields(request)  # the same-origin check
+            view = self._service.stop_monitor(session.operation_id, request.path_params["conn_id"])
+        except BadRequest as exc:
+            return refuse(exc.message, exc.status, "BAD_REQUEST")
+        except CallControlError as exc:
+            return _listen_error(exc)
+        return answer({"ok": True, "message": f"Extension {view.supervisor} stopped listening.",
+                       "conn_id": view.conn_id})

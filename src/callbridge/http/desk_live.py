@@ -65,6 +65,12 @@ class DeskHub:
                 viewer.queue.append(event.as_dict())
             viewer.wake.set()
 
+    def refresh(self, operation_id: str) -> None:
+        """Wake the operation's sockets for a change no domain event tells (a listener's phone starts ringing):
+        each sends a fresh snapshot if its view changed."""
+        for viewer in self._viewers.get(operation_id, ()):
+            viewer.wake.set()
+
     def shutdown(self) -> None:
         self._closing.set()
 

@@ -119,7 +119,7 @@ def desk_routes(service: CallControlService, waiter: ActionWaiter, config: DeskC
     sessions = SessionTable(clock=time.time)
     hub = DeskHub(sessions)
     agent = AgentDesk(service, waiter, sessions, config, request_timeout=request_timeout)
-    board = SupervisorBoard(service, waiter, sessions, config, request_timeout=request_timeout)
+    board = SupervisorBoard(service, waiter, sessions, config, request_timeout=request_timeout, refresh=hub.refresh)
     pages = DeskPages(config)
 
     def agent_view(session: Session) -> dict[str, Any]:
@@ -148,6 +148,8 @@ def desk_routes(service: CallControlService, waiter: ActionWaiter, config: DeskC
         Route("/supervisor/api/board", board.board, methods=["GET"]),
         Route("/supervisor/api/agents/{agent_id}/state", board.agent_state, methods=["POST"]),
         Route("/supervisor/api/calls/{conn_id}/end", board.end_call, methods=["POST"]),
+        Route("/supervisor/api/calls/{conn_id}/listen", board.listen, methods=["POST"]),
+        Route("/supervisor/api/calls/{conn_id}/listen/stop", board.stop_listening, methods=["POST"]),
         WebSocketRoute("/supervisor/api/live", board_live),
         Route("/desk/static/{name}", pages.asset, methods=["GET"]),
         Route("/desk/lib/sip.js/{path:path}", pages.library, methods=["GET"]),

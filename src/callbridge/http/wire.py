@@ -128,7 +128,7 @@ class WireMapper:
         by = {"customer": "customer", "system": "system"}.get(event.hangup_by, "agent")
         return "call.ended", {
             "conn_id": event.conn_id, "agent_id": call.agent if call else None, "ended_by": by,
-            "sip_cause": event.sip_cause,
+            "sip_cause": event.sip_cause, "end_reason": event.end_reason,
             "duration_s": round(max(0.0, ended_at - call.created_at), 3) if call else 0.0,
         }, event.conn_id
 

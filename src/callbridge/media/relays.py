@@ -13,6 +13,12 @@ Rules
   ``"pause recording" in relay.features`` is false on 10.5 and true on a release that has it. The reply also gives
   the relay's media interfaces and port range. A relay whose statistics never came has no features: callers that
   need one treat it as absent.
+- A relay that fails its health check (`RelayLost`: a ping unanswered through every retransmission, once per
+  series of failed pings) is taken to have lost its calls' media (rtpengine keeps its calls in memory only): the
+  calls it held are listed by `calls_on`, and `release` lets one go so that its next offer is assigned afresh, to a
+  relay that is up (`b2bua/relay_loss.py` re-anchors it there). A command of a call that timed out only takes the
+  relay down for new calls: one lost reply, or callbridge's own event loop running late under overload, must not
+  end calls; the next ping decides.
 - No I/O, no clock: the set wraps one `NgClient` and has the same facade (`receive_datagram`, `datagrams_to_send`,
   `get_timer`, `handle_timer`, `next_event`); health traffic is consumed here, every other reply is passed on.
 """
@@ -28,7 +34,7 @@ from typing import Any
 
 from callbridge.media.ng import Address, NgClient, NgEvent, NgReply, NgTimedOut, NgTimers
 
-__all__ = ["Health", "Relay", "RelayChanged", "RelaySet", "RelayTimers", "features_from_statistics"]
+__all__ = ["Health", "Relay", "RelayChanged", "RelayLost", "RelaySet", "RelayTimers", "features_from_statistics"]
 
 # What every ng relay answers whatever its version: the protocol's core (rtpengine's ng protocol document).
 CORE_COMMANDS = frozenset({"ping", "offer", "answer", "delete", "query", "list", "statistics"})
@@ -74,6 +80,14 @@ class RelayChanged:
     health: Health
 
 
+@dataclass(frozen=True, slots=True)
+class RelayLost:
+    """A relay failed its health check (a ping unanswered through every retransmission): the calls it holds have
+    lost their media (see the module rules)."""
+
+    address: Address
+
+
 def features_from_statistics(reply: dict[str, Any]) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
     """The commands a relay implements and its interfaces, from its ``statistics`` reply (see the module rules)."""
     stats = reply.get("statistics")
@@ -110,7 +124,7 @@ class RelaySet:
         self._health_cookies: dict[str, Address] = {}
         self._pinging: set[Address] = set()  # relays whose ping is still out: never two at once
         self._next_ping: float | None = None
-        self._events: deque[NgEvent | RelayChanged] = deque()
+        self._events: deque[NgEvent | RelayChanged | RelayLost] = deque()
 
     # --- calls -------------------------------------------------------------------------------------------------
     def relay_of(self, conn_id: str) -> Relay | None:
@@ -135,6 +149,10 @@ class RelaySet:
         address = self._calls.pop(conn_id, None)
         if address is not None:
             self.relays[address].calls -= 1
+
+    def calls_on(self, address: Address) -> list[str]:
+        """The calls that `address` holds (a relay that went down: the calls it carried lost their media)."""
+        return [conn_id for conn_id, relay in self._calls.items() if relay == address]
 
     @property
     def call_count(self) -> int:
@@ -173,6 +191,8 @@ class RelaySet:
                 self._health_cookies[self.client.request(address, {"command": "statistics"}, now)] = address
         else:
             relay.pings_failed += 1
+            if relay.pings_failed == 1:
+                self._events.append(RelayLost(address))
             if relay.health is not Health.DOWN:
                 relay.health = Health.DOWN
                 self._events.append(RelayChanged(address, Health.DOWN))
@@ -202,7 +222,7 @@ class RelaySet:
         if self._next_ping is not None and now >= self._next_ping:
             self._ping_all(now)
 
-    def next_event(self) -> NgEvent | RelayChanged | None:
+    def next_event(self) -> NgEvent | RelayChanged | RelayLost | None:
         return self._events.popleft() if self._events else None
 
     def _collect(self, now: float) -> None:

@@ -180,6 +180,9 @@ class RtpengineMedia:
         finally:
             self.relays.release(conn_id)
 
+    def lost(self, conn_id: str) -> None:
+        self.relays.release(conn_id)
+
     async def _send(self, conn_id: str, message: dict[str, Any], *, new_call: bool = False) -> dict[str, Any]:
         fresh = self.relays.relay_of(conn_id) is None
         relay = self.relays.assign(conn_id) if new_call else self.relays.relay_of(conn_id)

@@ -3,7 +3,8 @@
 The sans-I/O `RelaySet` never touches a socket or a clock; this shell is its only contact with the world, in the
 shape of `callbridge.transport.runtime` (which drives the SIP core the same way): datagrams in go to
 ``relays.receive_datagram(data, addr, now)``; after each input the shell *drains* once: every event is handed to
-the coroutine waiting for its cookie (or logged: a relay going up or down), every queued datagram is sent, and ONE
+the coroutine waiting for its cookie (or logged: a relay going up or down; one that failed its ping, `RelayLost`,
+is also handed to `on_relay_down`), every queued datagram is sent, and ONE
 ``loop.call_at`` timer is re-armed at ``relays.get_timer()``. ``now`` is always ``loop.time()``.
 
 One ng socket per address family the relays use, with a port the kernel picks, bound on loopback when every relay
@@ -19,10 +20,11 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from callbridge.media.ng import Address, NgReply, NgTimedOut
-from callbridge.media.relays import Health, RelayChanged, RelaySet
+from callbridge.media.relays import Health, RelayChanged, RelayLost, RelaySet
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class NgShell:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
         self.closed = False
+        # told of each relay that goes down, on a later loop turn (bootstrap: the calls it held are recovered)
+        self.on_relay_down: Callable[[Address], None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -134,6 +138,14 @@ class NgShell:
             if isinstance(event, RelayChanged):
                 level = logging.INFO if event.health is Health.UP else logging.WARNING
                 log.log(level, "rtpengine %s:%d is %s", event.address[0], event.address[1], event.health.value)
+                continue
+            if isinstance(event, RelayLost):
+                held = len(self.relays.calls_on(event.address))
+                if held:
+                    log.warning("rtpengine %s:%d did not answer its ping: the media of its %d calls is lost",
+                                event.address[0], event.address[1], held)
+                if self.on_relay_down is not None and self._loop is not None:
+                    self._loop.call_soon(self.on_relay_down, event.address)
                 continue
             future = self._waiting.get(event.cookie)
             if future is None or future.done():

@@ -226,6 +226,10 @@ class EndpointCore:
     def tx_send(self, tx: Transaction, data: bytes, dest: Addr, transport: str) -> None:
         self._out.append((data, dest, transport))
 
+    def send_raw(self, data: bytes, dest: Addr, transport: str) -> None:
+        """Send `data` as it is, outside any transaction (a request handed on to another cluster node)."""
+        self._out.append((data, dest, transport))
+
     def tx_arm(self, tx: Transaction, timer: TxInput, deadline: float) -> None:
         heapq.heappush(self._heap, (deadline, next(self._seq), weakref.ref(tx), timer))
 
@@ -366,6 +370,16 @@ class EndpointCore:
         if not dialog.usages:  # else the INVITE usage alone ended (RFC 5057 §5.5): `release_usage` forgets it
             self._forget_dialog(dialog)
         self._events.append(DialogTerminated(dialog, reason))
+
+    def forget_dialog(self, dialog: Dialog) -> None:
+        """Drop a confirmed dialog without ending it: nothing is sent, its timers (2xx retransmission, session
+        refresh) stop. Another cluster node adopted it from the records (`cluster.handover`); a request for it
+        that still reaches this node is answered 481 (RFC 3261 §12.2.2)."""
+        dialog.timers.clear()
+        dialog.pending_2xx = None
+        dialog.creating_tx = dialog.outgoing_invite = dialog.incoming_invite = None
+        dialog.user_data = None
+        self._forget_dialog(dialog)
 
     def _forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.id) is dialog:

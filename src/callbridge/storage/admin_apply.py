@@ -319,8 +319,8 @@ class _Run:
                 self.add(Change("delete", "webhook", repr(url)))
 
     def supervisors(self) -> None:
-        """Supervisors by username: created, renamed, their password reset when it no longer verifies, deleted
-        when the file no longer names them."""
+        """Supervisors by username: created, renamed or given another extension, their password reset when it no
+        longer verifies, deleted when the file no longer names them."""
         stored = {v.username: v for v in sv.list_supervisors(self.conn, self.op)}
         named = set()
         for where, f in self.entries("supervisors", sv.create_supervisor, lambda f: f["username"]):
@@ -329,12 +329,15 @@ class _Run:
                 found = stored.get(f["username"])
                 if found is None:
                     sv.create_supervisor(self.conn, self.op, **f)
-                    self.add(_created("supervisor", repr(f["username"]), f, ("name", "password")))
+                    self.add(_created("supervisor", repr(f["username"]), f, ("name", "extension", "password")))
                     continue
                 shown = []
                 if found.name != f["name"]:
                     sv.update_supervisor(self.conn, self.op, found.username, name=f["name"])
                     shown.append(_shown("name", found.name, f["name"]))
+                if found.extension != f["extension"]:
+                    sv.update_supervisor(self.conn, self.op, found.username, extension=f["extension"])
+                    shown.append(_shown("extension", found.extension, f["extension"]))
                 if not sv.verify_password(found.password_hash, f["password"]):
                     sv.reset_supervisor_password(self.conn, self.op, found.username, f["password"])
                     shown.append(_shown("password", "", ""))

@@ -163,6 +163,8 @@ supervisors = Table(
     Column("username", String(32), primary_key=True),
     Column("name", String(200), nullable=False, server_default=""),
     Column("password_hash", String(200), nullable=False),  # scrypt$n$r$p$salt-hex$hash-hex
+    # the phone the board's Listen rings unless the supervisor types another ("": none), an agent's extension
+    Column("extension", String(32), nullable=False, server_default=""),
     Column("created_at", UtcDateTime, nullable=False, server_default=_now()),
     _operation_fk(),
 )

@@ -6,6 +6,9 @@
 - The password is kept as a salted scrypt hash (RFC 7914; n=2^14, r=8, p=1): no digest needs it in any other form,
   so the slow hash is the one kept. `verify_password` spends the same work on an unknown account (a dummy hash),
   so a sign-in's answer time says nothing of which usernames exist.
+- `extension` (optional, digits): the phone the board's Listen rings unless the supervisor types another (one of
+  the operation's agents' extensions when it is used: the listening checks it then, so an agent created later may
+  be named now).
 - `SupervisorAccounts` is what the HTTP layer is given (bootstrap wires it): one indexed read per sign-in, off the
   event loop; nothing is cached, so a deleted supervisor cannot sign in again at once.
 """
@@ -38,6 +41,7 @@ class Supervisor:
     username: str
     name: str = ""
     password_hash: str = ""
+    extension: str = ""
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -63,7 +67,8 @@ def verify_password(stored: str | None, password: str) -> bool:
 
 
 def _row_to(row: object) -> Supervisor:
-    return Supervisor(row.operation_id, row.username, row.name, row.password_hash)  # type: ignore[attr-defined]
+    return Supervisor(row.operation_id, row.username, row.name, row.password_hash,  # type: ignore[attr-defined]
+                      row.extension)  # type: ignore[attr-defined]
 
 
 def _operation_must_exist(conn: Connection, operation_id: str) -> None:
@@ -85,16 +90,25 @@ def get_supervisor(conn: Connection, operation_id: str, username: str) -> Superv
     return found
 
 
+def _extension(value: object) -> str:
+    if value == "":
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)  # `--set extension=1009` reads as a TOML integer
+    return c.check(c.DIGITS, "extension", value, "an extension (digits, up to 32)")
+
+
 def create_supervisor(conn: Connection, operation_id: str, username: str, password: str, *,
-                      name: str = "") -> Supervisor:
+                      name: str = "", extension: str = "") -> Supervisor:
     _operation_must_exist(conn, operation_id)
     c.check(USERNAME, "username", username, "a username (letters, digits, _ . @ -, up to 32)")
     c.text("name", name)
+    _extension(extension)
     c.password(password)
     if _get(conn, operation_id, username) is not None:
         raise AdminError(f"supervisor {username!r} already exists in operation {operation_id!r}")
     conn.execute(insert(s.supervisors).values(operation_id=operation_id, username=username, name=name,
-                                              password_hash=hash_password(password)))
+                                              password_hash=hash_password(password), extension=extension))
     return get_supervisor(conn, operation_id, username)
 
 
@@ -106,17 +120,21 @@ def list_supervisors(conn: Connection, operation_id: str) -> list[Supervisor]:
 
 
 def update_supervisor(conn: Connection, operation_id: str, username: str, /, **changes: object) -> Supervisor:
-    """Change a supervisor's name (its password: `reset_supervisor_password`)."""
+    """Change a supervisor's name or extension (its password: `reset_supervisor_password`)."""
     get_supervisor(conn, operation_id, username)
-    unknown = sorted(set(changes) - {"name"})
+    unknown = sorted(set(changes) - {"name", "extension"})
     if "password" in unknown:
         raise AdminError("password: use reset_supervisor_password (callbridge admin supervisor reset-password)")
     if unknown:
-        raise AdminError(f"{unknown[0]}: a supervisor has no such field (name)")
+        raise AdminError(f"{unknown[0]}: a supervisor has no such field (name, extension)")
+    values: dict[str, str] = {}
     if "name" in changes:
+        values["name"] = c.text("name", changes["name"])
+    if "extension" in changes:
+        values["extension"] = _extension(changes["extension"])
+    if values:
         t = s.supervisors
-        conn.execute(update(t).where(t.c.operation_id == operation_id, t.c.username == username)
-                     .values(name=c.text("name", changes["name"])))
+        conn.execute(update(t).where(t.c.operation_id == operation_id, t.c.username == username).values(**values))
     return get_supervisor(conn, operation_id, username)
 
 

@@ -1,9 +1,24 @@
 // The supervisor's board: the operation's agents, queues and live calls, live through the session's socket (no
-// polling); change an agent's state, end a call. The server scopes everything to the supervisor's operation.
+// polling); change an agent's state, end a call, listen to a call on a phone (the extension field, remembered in
+// this browser) and stop listening. The server scopes everything to the supervisor's operation.
 import { $, call, el, liveSession, notice, since, syncClock } from "/desk/static/desk.js";
 
 let board = null;
 let stream = null;
+const LISTEN_KEY = "callbridge.board.listen-extension";
+
+// one field for every call (the rows are redrawn on each snapshot: a field in a row would lose what was typed)
+$("#f-listen").value = localStorage.getItem(LISTEN_KEY) || "";
+$("#f-listen").addEventListener("change", () => localStorage.setItem(LISTEN_KEY, $("#f-listen").value.trim()));
+
+async function listen(c) {
+  const extension = $("#f-listen").value.trim();
+  localStorage.setItem(LISTEN_KEY, extension);
+  result(await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/listen`, { extension }));
+  // who listens comes with the live snapshots (the server sends one on Listen, and when its phone answers or not)
+}
+
+function listenerText(listener) { return listener ? `${listener.extension} (${listener.state})` : ""; }
 
 function result(body) {
   const node = $("#result");
@@ -29,6 +44,8 @@ function start(body) {
   $("#signin").hidden = true; $("#board").hidden = false; $("#signout").hidden = false;
   $("#who").textContent = `${body.supervisor.name || body.supervisor.username} · ${body.operation.id}`;
   $("#who").hidden = false;
+  // the account's extension is the default; what this browser remembers (typed here before) wins
+  if (!$("#f-listen").value && body.supervisor.extension) $("#f-listen").value = body.supervisor.extension;
   stream = liveSession("/supervisor/api/live", onLive, { stale: "The board", onSignedOut: signedOut });
 }
 
@@ -74,7 +91,13 @@ function render() {
     el("td", {}, c.customer_number), el("td", {}, c.queue || ""), el("td", {}, c.agent_id || ""), el("td", {}, c.state),
     el("td", { class: "since", "data-since": c.answered_at || c.started_at }, since(c.answered_at || c.started_at)),
     el("td", { class: "muted" }, c.conn_id),
-    el("td", {}, el("button", { class: "danger", disabled: !c.agent_id, onclick: async () => {
+    el("td", { "data-testid": `listener-${c.conn_id}` }, listenerText(c.listener)),
+    el("td", {}, c.listener
+      ? el("button", { "data-testid": `stop-listening-${c.conn_id}`, onclick: async () => {
+        result(await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/listen/stop`, {}));
+      } }, "Stop listening")
+      : el("button", { "data-testid": `listen-${c.conn_id}`, onclick: () => listen(c) }, "Listen"),
+    el("button", { class: "danger", disabled: !c.agent_id, onclick: async () => {
       result(await call(`/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/end`, {}));
     } }, "End call")))));
 }

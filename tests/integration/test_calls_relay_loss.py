@@ -1,0 +1,211 @@
+"""A relay that dies mid-call (docs/operations.md, "A relay that dies mid-call"): two real userspace rtpengine
+processes, one killed with SIGKILL while a call talks through it; real SIP and RTP between `callbridge.phone` phones
+and callbridge on loopback; what the customer hears measured by tone frequency on its phone.
+
+- With a second relay up, the call is re-anchored there: both phones are re-INVITEd with the new relay's SDP and
+  the customer hears the agent's tone again (and the agent the customer's).
+- With no other relay, the call is ended cleanly: BYE to both phones, CDR end_reason ``relay_lost``, the agent
+  freed, ``call.ended`` by the system.
+(A relay unreachable when the call starts, under both policies: test_calls_media_anchored.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from callnode import (  # noqa: E402
+    OP,
+    agent_phone,
+    cdrs,
+    customer_phone,
+    did_uri,
+    load,
+    operation_doc,
+    state_history,
+    until,
+)
+
+from callbridge.bootstrap import Node, bootstrap  # noqa: E402
+from callbridge.config import Settings  # noqa: E402
+from callbridge.phone import Call, CallEnded, Established, IncomingCall, Phone  # noqa: E402
+from callbridge.phone.listen import Heard  # noqa: E402
+from callbridge.sip.sdp import SessionDescription  # noqa: E402
+from peers.rtpengine import Rtpengine  # noqa: E402
+
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
+
+AGENT_HZ, CUSTOMER_HZ = 1000.0, 700.0
+PING = 0.5  # rtpengine_ping_seconds: a dead relay is seen within this plus the ng client's 4 s
+DETECTED = PING + 4.0
+SLACK = 2.0  # the re-INVITEs or BYEs, and a loop slowed by a machine shared with other tests
+SETTLE = 0.3
+
+
+@dataclass
+class World:
+    node: Node
+    relays: list[Rtpengine]
+    customer: Phone
+    agent: Phone
+    call: Call
+    agent_call: Call
+    conn_id: str
+
+
+@asynccontextmanager
+async def world(tmp_path: Path, relay_count: int) -> AsyncIterator[World]:
+    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
+    await asyncio.to_thread(load, url, operation_doc())
+    relays = [Rtpengine(workdir=tmp_path / f"rtpengine{i}").start() for i in range(relay_count)]
+    phones: list[Phone] = []
+    node: Node | None = None
+    try:
+        node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
+                                        rtpengine=tuple(f"udp:{r.host}:{r.ng_port}" for r in relays),
+                                        rtpengine_ping_seconds=PING))
+        shell = node.media_shell
+        assert shell is not None
+        await until(lambda: all(r.up for r in shell.relays.relays.values()), what="every relay up")
+        agent = await agent_phone(node, "1001", answer="auto", media=True)
+        phones.append(agent)
+        customer = await customer_phone(media=True)
+        phones.append(customer)
+        call = await customer.call(did_uri(node), timeout=5)
+        agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
+        await agent.wait_for(Established, call=agent_call, timeout=5)
+        assert call.rtp is not None and agent_call.rtp is not None
+        agent_call.rtp.play_tone(AGENT_HZ)
+        call.rtp.play_tone(CUSTOMER_HZ)
+        conn_id = node.service.get_agent(OP, "1001").conn_id
+        assert conn_id is not None and node.switch.anchor.anchored(conn_id)
+        yield World(node, relays, customer, agent, call, agent_call, conn_id)
+    finally:
+        for phone in phones:
+            await phone.close()
+        if node is not None:
+            await node.close()
+        for relay in relays:
+            relay.__exit__(None, None, None)
+
+
+def relay_of(w: World) -> Rtpengine:
+    shell = w.node.media_shell
+    assert shell is not None
+    relay = shell.relays.relay_of(w.conn_id)
+    assert relay is not None
+    [found] = [r for r in w.relays if r.ng_address == relay.address]
+    return found
+
+
+def media_of(sdp: SessionDescription | None) -> tuple[str, int]:
+    assert sdp is not None and sdp.media
+    connection = sdp.media[0].connection or sdp.connection
+    assert connection is not None
+    return connection.address, sdp.media[0].port
+
+
+def in_range(relay: Rtpengine, address: tuple[str, int]) -> bool:
+    return address[0] == relay.host and relay.port_min <= address[1] <= relay.port_max
+
+
+async def listen(phone: Phone, call: Call, seconds: float) -> Heard:
+    assert call.rtp is not None
+    await asyncio.sleep(SETTLE)
+    start = phone.now()
+    await asyncio.sleep(seconds)
+    return call.rtp.heard(start, phone.now())
+
+
+def assert_tone(heard: Heard, hz: float) -> None:
+    assert heard.share(hz, tolerance=3) >= 0.9, str(heard)
+    assert {int(round(w.hz / 25.0) * 25) for w in heard.windows if w.hz is not None and w.dbfs > -50} == {int(hz)}, \
+        str(heard)
+
+
+def kill(relay: Rtpengine) -> None:
+    assert relay.pid is not None
+    os.kill(relay.pid, signal.SIGKILL)
+
+
+async def test_a_relay_killed_mid_call_re_anchors_the_call_on_the_other_relay(tmp_path: Path) -> None:
+    async with world(tmp_path, 2) as w:
+        first = relay_of(w)
+        assert first is w.relays[0]  # the first configured of two idle relays takes the call
+        assert in_range(first, media_of(w.call.remote_sdp)) and in_range(first, media_of(w.agent_call.remote_sdp))
+        assert_tone(await listen(w.customer, w.call, 1.0), AGENT_HZ)
+        customer_version = w.call.remote_sdp.origin.sess_version
+        agent_version = w.agent_call.remote_sdp.origin.sess_version
+
+        kill(first)
+        loop = asyncio.get_running_loop()
+        killed = loop.time()
+        anchor = w.node.switch.anchor
+        await until(lambda: anchor.stats["reanchored"] == 1, timeout=DETECTED + 2 * SLACK, what="the call re-anchored")
+        assert loop.time() - killed <= DETECTED + SLACK
+        second = relay_of(w)
+        assert second is w.relays[1]
+        # both phones were re-INVITEd with a new version of the session they knew, naming the second relay
+        assert w.call.remote_sdp.origin.sess_version == customer_version + 1
+        assert w.agent_call.remote_sdp.origin.sess_version == agent_version + 1
+        assert in_range(second, media_of(w.call.remote_sdp)), media_of(w.call.remote_sdp)
+        assert in_range(second, media_of(w.agent_call.remote_sdp)), media_of(w.agent_call.remote_sdp)
+        # and they hear each other again, through it
+        assert_tone(await listen(w.customer, w.call, 1.5), AGENT_HZ)
+        assert_tone(await listen(w.agent, w.agent_call, 1.0), CUSTOMER_HZ)
+        assert anchor.stats["relay_lost"] == 0
+        assert w.node.service.get_agent(OP, "1001").conn_id == w.conn_id  # the call goes on
+        assert 'callbridge_media_calls_total{outcome="reanchored"} 1' in w.node.metrics.render()
+
+        await w.call.hangup()
+        await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=5)
+        await until(lambda: w.node.live_legs == 0 and not anchor.calls, what="the call over")
+        shell = w.node.media_shell
+        assert shell is not None
+        await until(lambda: shell.relays.call_count == 0, what="the relay's call deleted")
+        [cdr] = cdrs(w.node)
+        assert (cdr["hangup_by"], cdr["end_reason"]) == ("customer", None)
+
+
+async def test_a_relay_killed_mid_call_with_no_other_relay_ends_the_call_with_end_reason_relay_lost(
+        tmp_path: Path) -> None:
+    async with world(tmp_path, 1) as w:
+        assert_tone(await listen(w.customer, w.call, 1.0), AGENT_HZ)
+        kill(w.relays[0])
+        loop = asyncio.get_running_loop()
+        killed = loop.time()
+        ended = await w.customer.wait_for(CallEnded, call=w.call, timeout=DETECTED + 2 * SLACK)
+        agent_ended = await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=2)
+        assert loop.time() - killed <= DETECTED + SLACK
+        assert (ended.reason, ended.by) == ("bye", "remote")  # callbridge's BYE to the customer
+        assert (agent_ended.reason, agent_ended.by) == ("bye", "remote")  # ... and to the agent
+        await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent freed")
+        assert w.node.service.get_agent(OP, "1001").state == "ready"
+        assert state_history(w.node, "1001")[-2:] == [("acw", "call_end"), ("ready", "acw_end")]
+        [cdr] = cdrs(w.node)
+        assert (cdr["conn_id"], cdr["hangup_by"], cdr["end_reason"], cdr["sip_cause"]) == (
+            w.conn_id, "system", "relay_lost", None)
+        anchor = w.node.switch.anchor
+        assert (anchor.stats["relay_lost"], anchor.stats["reanchored"]) == (1, 0)
+        await until(lambda: w.node.live_legs == 0 and not anchor.calls, what="the legs gone")
+
+        def ended_events() -> list[dict[str, Any]]:
+            return [e.data for e in w.node.events.since(OP, 0) if e.type == "call.ended"]
+
+        await until(lambda: ended_events() != [], what="call.ended in the event log")
+        assert [(e["conn_id"], e["ended_by"], e["end_reason"]) for e in ended_events()] == [
+            (w.conn_id, "system", "relay_lost")]
+        assert 'callbridge_media_calls_total{outcome="relay_lost"} 1' in w.node.metrics.render()
+        assert 'callbridge_media_relay_up{relay="' in w.node.metrics.render()
