@@ -46,6 +46,9 @@ pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 AGENT_HZ, TARGET_HZ, OUTSIDE_HZ = 1000.0, 1500.0, 1300.0
 MUSIC_HZ = sorted({hz for hz, _ in HOLD_MUSIC_NOTES})  # 400, 600, 800
 RINGBACK_HZ = 425.0  # ETSI, the default ringback tone (media/audio.py)
+# A voice is judged over 1.2 s (11 windows of 100 ms): one window late on a loaded machine still leaves 91 %, above
+# the 90 % asserted; over 0.6 s (5 windows) it left 80 % and failed.
+VOICE_S = 1.2
 SETTLE = 0.3  # what the relay plays changes within one ng round trip and a few 20 ms frames; skip past it
 
 
@@ -132,7 +135,7 @@ def assert_ringback(heard: Heard) -> None:
 async def test_hold_plays_the_music_instead_of_the_agent_and_unhold_brings_the_agent_back(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
         assert w.agent_call is not None and w.agent_call.rtp is not None
-        assert_voice(await listen(w, 0.6), AGENT_HZ)
+        assert_voice(await listen(w, VOICE_S), AGENT_HZ)
         assert_voice(w.agent_call.rtp.heard(w.agent.now() - 0.5, w.agent.now()), 700)
 
         action = w.node.service.hold(OP, "1001").action_id
@@ -142,7 +145,7 @@ async def test_hold_plays_the_music_instead_of_the_agent_and_unhold_brings_the_a
 
         w.node.service.hold(OP, "1001")  # toggles back
         await w.customer.wait_for(Resumed, call=w.call, timeout=5)
-        assert_voice(await listen(w, 0.6), AGENT_HZ)
+        assert_voice(await listen(w, VOICE_S), AGENT_HZ)
         start = w.agent.now()
         await asyncio.sleep(0.5)
         assert_voice(w.agent_call.rtp.heard(start, w.agent.now()), 700)  # both directions are back
@@ -156,7 +159,7 @@ async def test_the_agents_phone_holding_plays_the_music_too(tmp_path: Path) -> N
         assert_music(await listen(w, 1.6))
         await w.agent_call.resume()
         await w.customer.wait_for(Resumed, call=w.call, timeout=5)
-        assert_voice(await listen(w, 0.6), AGENT_HZ)
+        assert_voice(await listen(w, VOICE_S), AGENT_HZ)
 
 
 async def rung(w: World, phone: Phone) -> Call:
@@ -203,7 +206,7 @@ async def test_a_blind_transfer_to_an_agent_rings_then_the_target_is_heard(tmp_p
         await until(lambda: w.call is not None and w.call.rtp is not None
                     and w.call.rtp.heard(w.customer.now() - 0.2, w.customer.now()).share(TARGET_HZ) >= 0.5,
                     what="the target heard")
-        assert_voice(await listen(w, 0.6), TARGET_HZ)
+        assert_voice(await listen(w, VOICE_S), TARGET_HZ)
         assert target_call.rtp is not None
         start = target.now()
         await asyncio.sleep(0.5)
@@ -221,7 +224,7 @@ async def test_a_blind_transfer_to_an_outside_number_rings_then_the_outside_part
         await until(lambda: w.call is not None and w.call.rtp is not None
                     and w.call.rtp.heard(w.customer.now() - 0.2, w.customer.now()).share(OUTSIDE_HZ) >= 0.5,
                     what="the outside party heard")
-        assert_voice(await listen(w, 0.6), OUTSIDE_HZ)
+        assert_voice(await listen(w, VOICE_S), OUTSIDE_HZ)
 
 
 async def test_a_transfer_to_a_busy_number_rings_then_the_first_agent_is_heard_again(tmp_path: Path) -> None:
@@ -232,7 +235,7 @@ async def test_a_transfer_to_a_busy_number_rings_then_the_first_agent_is_heard_a
         await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed",
                     what="the transfer failed")
         await w.customer.wait_for(Resumed, call=w.call, timeout=5)
-        assert_voice(await listen(w, 0.6), AGENT_HZ)
+        assert_voice(await listen(w, VOICE_S), AGENT_HZ)
 
 
 async def test_an_attended_transfer_rings_plays_music_while_consulting_then_the_target_is_heard(
@@ -258,7 +261,7 @@ async def test_an_attended_transfer_rings_plays_music_while_consulting_then_the_
         await until(lambda: w.call is not None and w.call.rtp is not None
                     and w.call.rtp.heard(w.customer.now() - 0.2, w.customer.now()).share(TARGET_HZ) >= 0.5,
                     what="the target heard")
-        assert_voice(await listen(w, 0.6), TARGET_HZ)
+        assert_voice(await listen(w, VOICE_S), TARGET_HZ)
 
 
 async def test_an_attended_transfer_the_target_refuses_brings_the_first_agent_back(tmp_path: Path) -> None:
@@ -269,7 +272,7 @@ async def test_an_attended_transfer_the_target_refuses_brings_the_first_agent_ba
         assert_ringback(await listen(w, 0.6))
         await target_call.reject(486)
         await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="failed")
-        assert_voice(await listen(w, 0.6), AGENT_HZ)
+        assert_voice(await listen(w, VOICE_S), AGENT_HZ)
 
 
 async def test_the_operations_own_music_and_its_ringback_tone_are_what_the_customer_hears(tmp_path: Path) -> None:
@@ -282,7 +285,7 @@ async def test_the_operations_own_music_and_its_ringback_tone_are_what_the_custo
         assert heard.share(500, tolerance=3) >= 0.9 and tones(heard) == {500}, str(heard)
         w.node.service.hold(OP, "1001")
         await w.customer.wait_for(Resumed, call=w.call, timeout=5)
-        assert_voice(await listen(w, 0.6), AGENT_HZ)
+        assert_voice(await listen(w, VOICE_S), AGENT_HZ)
 
         target = await target_agent(w)
         w.node.service.transfer(OP, "1001", "1002")
