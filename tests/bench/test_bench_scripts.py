@@ -34,6 +34,22 @@ def test_agentbox_http_bench_runs() -> None:
     assert int(written.group(2).replace(",", "")) > 0
 
 
+def test_agentbox_inprocess_bench_runs() -> None:
+    """bench/agentbox_inprocess.py in tiny mode: the application and the bare route measured in the same run, every
+    answer 200 and every request a state change written through (exit 0), the ratio that of the printed figures."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "agentbox_inprocess.py"), "--quick"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    ours = re.search(r"^callbridge application: ([\d.]+) us CPU per change_status \(median of 2 rounds\)$", out, re.M)
+    bare = re.search(r"^bare Starlette route: ([\d.]+) us CPU per request \(median of 2 rounds\)$", out, re.M)
+    ratio = re.search(r"^ratio: ([\d.]+) \(bare / callbridge; no target\)$", out, re.M)
+    assert ours and bare and ratio, out
+    assert float(ours.group(1)) > 0 and float(bare.group(1)) > 0
+    assert float(ratio.group(1)) == pytest.approx(float(bare.group(1)) / float(ours.group(1)), abs=0.01)
+    assert re.search(r"^every answer 200, 840 state changes written through; ", out, re.M), out
+
+
 def test_transfers_bench_runs() -> None:
     """bench/transfers.py in tiny mode: 20 calls up through SIPp, 20 blind transfers through the agentbox
     endpoint, change_status measured in the same run; exit 0 only when every transfer completed and no customer
