@@ -210,3 +210,29 @@ def test_auto_recall_due_while_the_agent_is_ready_dials_at_once(world: World) ->
     world.scheduler.advance(0.1)
     assert world.recalls.recalls[recall.id].state == "dialled"
     assert world.state("1001") == "ringing"
+
+
+def test_the_wire_datas_narrow_reads_answer_what_the_views_hold(world: World) -> None:
+    """`call_facts` and `agent_registered` (what the event log reads per event instead of a whole view) hold the
+    same values as `get_call` and `get_agent`, live and ended, and None where those raise."""
+    world.login("1001")
+    conn_id, cust, _ = world.connected_call()
+
+    def same(conn: str) -> None:
+        view, facts = world.service.get_call(OP, conn), world.service.call_facts(OP, conn)
+        assert facts is not None
+        assert tuple(facts) == (view.direction, view.queue, view.agent, view.created_at, view.ended_at)
+
+    same(conn_id)
+    assert world.service.call_facts(OP, conn_id) == ("inbound", "sales", "1001", T0 + 1, None)  # connected_call: 1 s in
+    world.clock.t += 42
+    world.service.on_leg_ended(cust)
+    same(conn_id)
+    assert world.service.call_facts(OP, conn_id).ended_at == world.clock.t  # type: ignore[union-attr]
+    assert world.service.call_facts(OTHER_OP, conn_id) is None  # another operation's call: unknown
+    assert world.service.call_facts(OP, "no-such-call") is None
+    assert world.service.agent_registered(OP, "1001") is world.service.get_agent(OP, "1001").registered is True
+    world.service.on_registration_changed(OP, "1001", False)
+    assert world.service.agent_registered(OP, "1001") is world.service.get_agent(OP, "1001").registered is False
+    assert world.service.agent_registered(OP, "9999") is None
+    assert world.service.agent_registered(OTHER_OP, "1001") is None

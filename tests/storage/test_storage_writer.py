@@ -381,3 +381,49 @@ def test_a_dialog_written_updated_and_removed_costs_one_statement_per_table_and_
             assert conn.execute(select(func.count()).select_from(s.dialogs)).scalar_one() == 0
     finally:
         writer.close()
+
+
+def test_the_writers_sqlite_time_text_is_sqlalchemys_own(engine: Engine) -> None:
+    """`sqlite_utc_text` (the writer's binding of UtcDateTime on SQLite) writes exactly the text SQLAlchemy's
+    processors write, for UTC and other zones, whole seconds, early years and None; a naive time is refused the
+    same way."""
+    from datetime import timezone
+
+    from sqlalchemy.dialects import sqlite
+
+    from callbridge.storage import rowwrites
+
+    dialect = sqlite.dialect()
+    column = s.events.c.at
+    sqlalchemy_bind = column.type.dialect_impl(dialect).bind_processor(dialect)
+    assert rowwrites._bind_processor(column.type, dialect) is s.sqlite_utc_text
+    values = [datetime(2026, 12, 6, 3, 27, 30, 272299, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC),
+              datetime(999, 2, 3, 4, 5, 6, 7, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+              datetime(2026, 6, 30, 23, 30, 0, 500000, tzinfo=timezone(timedelta(hours=-5))),
+              datetime(2026, 3, 29, 1, 0, 0, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+              datetime.fromtimestamp(1_764_990_000.123456, UTC), None]
+    for value in values:
+        assert s.sqlite_utc_text(value) == sqlalchemy_bind(value), value
+    assert s.sqlite_utc_text(values[4]) == "2026-07-01 04:30:00.500000"
+    naive = datetime(2026, 12, 6, 3, 27, 30)
+    for bind in (s.sqlite_utc_text, sqlalchemy_bind):
+        with pytest.raises(ValueError, match="naive datetime"):
+            bind(naive)
+    # PostgreSQL keeps SQLAlchemy's own processing
+    from sqlalchemy.dialects import postgresql
+
+    assert rowwrites._bind_processor(column.type, postgresql.dialect()) is not s.sqlite_utc_text
+    # and the rows the writer writes read back as the same aware UTC instants
+    with engine.begin() as conn:
+        conn.execute(insert(s.operations).values(_operation(0)))
+    writer = Writer(engine).start()
+    try:
+        for seq, value in enumerate(values[:-1], start=1):
+            writer.insert(s.events, {"operation_id": "op0", "seq": seq, "type": "call.ended", "at": value,
+                                     "conn_id": None, "line": "{}"})
+        assert writer.flush(10) and writer.stats.failed == 0
+        with engine.connect() as conn:
+            stored = conn.execute(select(s.events.c.at).order_by(s.events.c.seq)).scalars().all()
+        assert stored == [value.astimezone(UTC) for value in values[:-1]]
+    finally:
+        writer.close()

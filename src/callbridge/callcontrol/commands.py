@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callbridge.callcontrol.errors import InvalidParameter
@@ -163,3 +163,14 @@ class CallView:
                    call.agent, call.held, call.muted, call.transfer_count, call.transfer_id, call.created_at,
                    call.answered_at, call.ended_at, tuple(LegView.of(leg) for leg in call.legs.values()),
                    tuple((h.at, h.what, h.detail) for h in call.history))
+
+
+class CallFacts(NamedTuple):
+    """The few fields of a call that an event's wire data reads (`Reads.call_facts`): built per call event, where
+    a whole CallView (its legs and history copied into frozen views) cost several microseconds."""
+
+    direction: str
+    queue: str | None
+    agent: str | None
+    created_at: float
+    ended_at: float | None

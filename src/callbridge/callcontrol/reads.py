@@ -7,8 +7,8 @@ transfer stays readable for a while (the last 1000 of each).
 from __future__ import annotations
 
 from callbridge.callcontrol.agents import AgentDesk
-from callbridge.callcontrol.commands import AgentView, CallView
-from callbridge.callcontrol.errors import CallNotFound, TransferNotFound
+from callbridge.callcontrol.commands import AgentView, CallFacts, CallView
+from callbridge.callcontrol.errors import AgentNotFound, CallNotFound, TransferNotFound
 from callbridge.callcontrol.kernel import Kernel
 from callbridge.callcontrol.live import AgentRuntime, LiveState
 from callbridge.callcontrol.records import TransferRecord
@@ -49,3 +49,19 @@ class Reads:
         if call is None or call.operation_id != operation_id:
             raise CallNotFound()
         return CallView.of(call)
+
+    # --- what the event log's wire data reads, per event: one field, not a whole view ------------------------
+
+    def agent_registered(self, operation_id: str, extension: str) -> bool | None:
+        """`get_agent(...).registered`, or None where get_agent raises AgentNotFound."""
+        try:
+            return self._agents.require_agent(operation_id, extension)[1].registered
+        except AgentNotFound:
+            return None
+
+    def call_facts(self, operation_id: str, conn_id: str) -> CallFacts | None:
+        """The fields of `get_call(...)` in CallFacts, or None where get_call raises CallNotFound."""
+        call = self._calls.get(conn_id) or self._ended_calls.get(conn_id)
+        if call is None or call.operation_id != operation_id:
+            return None
+        return CallFacts(call.direction, call.queue, call.agent, call.created_at, call.ended_at)

@@ -111,9 +111,9 @@ class CallControlService:
         reads = Reads(state, kernel, agents)
         self.get_transfer = reads.get_transfer
         self.list_agents = reads.list_agents
-        self.get_agent = reads.get_agent
+        self.get_agent, self.agent_registered = reads.get_agent, reads.agent_registered  # the latter: wire data
         self.list_calls = reads.list_calls
-        self.get_call = reads.get_call
+        self.get_call, self.call_facts = reads.get_call, reads.call_facts  # the latter: the event log's wire data
         occupancy = Occupancy(state, ports, kernel, agents)
         self.agent_states = occupancy.agent_states
         self.live_calls = occupancy.live_calls

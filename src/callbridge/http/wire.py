@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from callbridge.callcontrol.commands import AgentView, CallView
+from callbridge.callcontrol.commands import AgentView, CallFacts
 from callbridge.callcontrol.errors import CallControlError
 from callbridge.callcontrol.events import (
     AgentStateChanged,
@@ -52,9 +52,12 @@ class EventContext(Protocol):
 
     def get_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord: ...
 
-    def get_call(self, operation_id: str, conn_id: str) -> CallView: ...
-
     def get_agent(self, operation_id: str, extension: str) -> AgentView: ...
+
+    # what most events read, without building a view per event: one field of the agent, a few of the call
+    def agent_registered(self, operation_id: str, extension: str) -> bool | None: ...
+
+    def call_facts(self, operation_id: str, conn_id: str) -> CallFacts | None: ...
 
 
 _TRANSFER_TYPES: dict[type[TransferEvent], str] = {
@@ -157,10 +160,10 @@ class WireMapper:
     def _agent_state(self, event: AgentStateChanged) -> Wire:
         state, aux = agent_state(event.state)
         previous, _ = agent_state(event.previous)
-        agent = self._agent(event.operation_id, event.agent)
+        registered = self.context.agent_registered(event.operation_id, event.agent) if self.context else None
         return "agent.state_changed", {
             "agent_id": event.agent, "state": state, "previous_state": previous, "aux_state": aux,
-            "registered": agent.registered if agent else False, "reason": event.reason,
+            "registered": bool(registered), "reason": event.reason,
         }, None
 
     def _display(self, event: DisplayChanged) -> Wire:
@@ -195,13 +198,8 @@ class WireMapper:
                 pass
         raise LookupError(f"transfer {event.transfer_id} is unknown to the event log's context")
 
-    def _call(self, operation_id: str, conn_id: str) -> CallView | None:
-        if self.context is None:
-            return None
-        try:
-            return self.context.get_call(operation_id, conn_id)
-        except CallControlError:
-            return None
+    def _call(self, operation_id: str, conn_id: str) -> CallFacts | None:
+        return None if self.context is None else self.context.call_facts(operation_id, conn_id)
 
     def _agent(self, operation_id: str, extension: str) -> AgentView | None:
         if self.context is None:

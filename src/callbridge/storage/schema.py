@@ -72,6 +72,24 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# SQLAlchemy's SQLite DATETIME text (its default `storage_format`), which `sqlite_utc_text` writes too.
+SQLITE_DATETIME_FORMAT = ("%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d")
+
+
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """What SQLAlchemy binds for a `UtcDateTime` on SQLite with the default DATETIME format (`process_bind_param`,
+    then DATETIME's `%`-format), in one C call: `isoformat` writes the same digits. The storage writer binds its
+    rows' times with it (`rowwrites`): a call writes some thirty of them, on the writer thread, holding the GIL the
+    event loop needs."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: callbridge stores aware UTC times only")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+
+
 def _now() -> Any:
     return text("CURRENT_TIMESTAMP")
 
