@@ -17,6 +17,7 @@ from typing import TypeVar
 from callbridge.callcontrol.calls import Call
 from callbridge.callcontrol.commands import ActionVerb
 from callbridge.callcontrol.directory import Agent
+from callbridge.callcontrol.errors import CallEnded, CallNotFound
 from callbridge.callcontrol.events import ActionCompleted, ActionFailed
 from callbridge.callcontrol.ids import IdFactory
 from callbridge.callcontrol.ports import TimerHandle
@@ -109,6 +110,21 @@ class LiveState:
         self.actions: dict[str, PendingAction] = {}
         self.outcomes: OrderedDict[str, ActionCompleted | ActionFailed] = OrderedDict()
         self.recalls: dict[str, Recall] = {}
+
+    def live_call(self, operation_id: str, conn_id: str) -> Call:
+        """The operation's call `conn_id` while it is up: CALL_NOT_FOUND for an unknown call or another
+        operation's, CALL_ENDED for one of its calls that ended (the native API's per-call verbs)."""
+        call = self.calls.get(conn_id)
+        if call is None:
+            ended = self.ended_calls.get(conn_id)
+            if ended is not None and ended.operation_id == operation_id:
+                raise CallEnded()
+            raise CallNotFound()
+        if call.operation_id != operation_id:
+            raise CallNotFound()
+        if call.state == "ended":
+            raise CallEnded()
+        return call
 
 
 def keep(store: OrderedDict[str, _V], key: str, value: _V) -> None:

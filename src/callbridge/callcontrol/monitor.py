@@ -25,10 +25,8 @@ from typing import Literal, Protocol
 from callbridge.callcontrol.agents import AgentDesk
 from callbridge.callcontrol.calls import Call
 from callbridge.callcontrol.errors import (
-    CallEnded,
     CallNotAnchored,
     CallNotAnswered,
-    CallNotFound,
     ExtensionNotFound,
     MonitorInProgress,
     MonitorNotStarted,
@@ -93,7 +91,7 @@ class CallMonitors:
 
     # --- the API's verbs ------------------------------------------------------------------------------------------
     def start_monitor(self, operation_id: str, conn_id: str, extension: str) -> MonitorView:
-        call = self._live(operation_id, conn_id)
+        call = self._state.live_call(operation_id, conn_id)
         rt = self._agents.find(operation_id, extension)
         if rt is None:
             raise ExtensionNotFound()
@@ -116,7 +114,7 @@ class CallMonitors:
         return view(m)
 
     def stop_monitor(self, operation_id: str, conn_id: str) -> MonitorView:
-        self._live(operation_id, conn_id)
+        self._state.live_call(operation_id, conn_id)
         m = self._by_call.get(conn_id)
         if m is None:
             raise MonitorNotStarted()
@@ -125,7 +123,7 @@ class CallMonitors:
         return view(m)
 
     def monitor_state(self, operation_id: str, conn_id: str) -> MonitorView:
-        self._live(operation_id, conn_id)
+        self._state.live_call(operation_id, conn_id)
         m = self._by_call.get(conn_id)
         if m is None:
             raise MonitorNotStarted()
@@ -170,19 +168,6 @@ class CallMonitors:
             self._end(m, "call_ended", call)
 
     # --- inside ---------------------------------------------------------------------------------------------------
-    def _live(self, operation_id: str, conn_id: str) -> Call:
-        call = self._state.calls.get(conn_id)
-        if call is None:
-            ended = self._state.ended_calls.get(conn_id)
-            if ended is not None and ended.operation_id == operation_id:
-                raise CallEnded()
-            raise CallNotFound()
-        if call.operation_id != operation_id:
-            raise CallNotFound()
-        if call.state == "ended":
-            raise CallEnded()
-        return call
-
     def _ring_timeout(self, leg_id: str) -> None:
         m = self._by_leg.get(leg_id)
         if m is not None and m.started_at is None:

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from callbridge.callcontrol.calls import Call, RecordingState
 from callbridge.callcontrol.directory import RecordingPolicy, recording_policy
 from callbridge.callcontrol.errors import (
-    CallEnded,
-    CallNotFound,
     RecordingNotAllowed,
     RecordingNotStarted,
     RecordingUnavailable,
@@ -54,24 +52,11 @@ class CallRecordings:
                 call.conn_id, True):
             call.recording = "recording"
 
-    def _live(self, operation_id: str, conn_id: str) -> Call:
-        call = self._state.calls.get(conn_id)
-        if call is None:
-            ended = self._state.ended_calls.get(conn_id)
-            if ended is not None and ended.operation_id == operation_id:
-                raise CallEnded()
-            raise CallNotFound()
-        if call.operation_id != operation_id:
-            raise CallNotFound()
-        if call.state == "ended":
-            raise CallEnded()
-        return call
-
     def _view(self, call: Call) -> RecordingView:
         return RecordingView(call.conn_id, self.policy(call), call.recording)
 
     def recording_state(self, operation_id: str, conn_id: str) -> RecordingView:
-        return self._view(self._live(operation_id, conn_id))
+        return self._view(self._state.live_call(operation_id, conn_id))
 
     def _set(self, call: Call, state: RecordingState) -> RecordingView:
         on = state == "recording"
@@ -82,14 +67,14 @@ class CallRecordings:
         return self._view(call)
 
     def start_recording(self, operation_id: str, conn_id: str) -> RecordingView:
-        call = self._live(operation_id, conn_id)
+        call = self._state.live_call(operation_id, conn_id)
         policy = self.policy(call)
         if policy != "on_demand":
             raise RecordingNotAllowed(_refusal(policy, "started"))
         return self._set(call, "recording")
 
     def stop_recording(self, operation_id: str, conn_id: str) -> RecordingView:
-        call = self._live(operation_id, conn_id)
+        call = self._state.live_call(operation_id, conn_id)
         policy = self.policy(call)
         if policy != "on_demand":
             raise RecordingNotAllowed(_refusal(policy, "stopped"))
@@ -98,7 +83,7 @@ class CallRecordings:
         return self._set(call, "stopped")
 
     def pause_recording(self, operation_id: str, conn_id: str, paused: bool) -> RecordingView:
-        call = self._live(operation_id, conn_id)
+        call = self._state.live_call(operation_id, conn_id)
         policy = self.policy(call)
         if policy == "never":
             raise RecordingNotAllowed(_refusal(policy, "paused" if paused else "resumed"))
