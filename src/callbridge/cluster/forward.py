@@ -137,8 +137,8 @@ class ForwardToOwner:
                 task.cancel()
             await asyncio.gather(relaying, watching, return_exceptions=True)
             await upstream.aclose()
-        if relaying.done() and not relaying.cancelled() and relaying.exception() is not None:
-            raise relaying.exception()  # type: ignore[misc]
+        if relaying.done() and not relaying.cancelled():
+            relaying.result()  # what the relay raised, if anything
 
     def _owner(self, operation_id: str) -> str | None:
         with self.engine.connect() as conn:
