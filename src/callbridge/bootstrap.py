@@ -301,7 +301,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
 
         def gained(operation_id: str, _epoch: int) -> None:
             handovers.gained(operation_id)
-            _take_over(node, operation_id)
+            _take_over(node, operation_id, member.adopted)
 
         member.on_gained = gained
         member.on_lost = handovers.lost
@@ -347,13 +347,16 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     return node
 
 
-def _take_over(node: Node, operation_id: str) -> None:
-    """An operation just gained: take over what dead nodes left of it, on a task of its own (cluster.adopt)."""
+def _take_over(node: Node, operation_id: str, adopted: Callable[[str], None]) -> None:
+    """An operation just gained: take over what dead nodes left of it, on a task of its own (cluster.adopt);
+    `adopted(operation_id)` once done (the API serves it from then on: `ClusterMember.serves`)."""
     async def run() -> None:
         try:
             node.takeovers.append(await take_over(node, operation_id))
         except Exception:
             log.exception("cluster: taking operation %s over failed", operation_id)
+        finally:
+            adopted(operation_id)
         if isinstance(node.webhooks, LogWebhookDispatcher):
             node.webhooks.gained(operation_id)  # its targets resume, the log having the operation's seq
 
