@@ -16,10 +16,11 @@ without counting, starts again on a later day and never goes back to an older on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
@@ -34,7 +35,10 @@ from cluster_nodes import Serve, loaded_database  # noqa: E402
 from cluster_world import AGENTBOX, LEASE, NODE_A, NODE_B, OP, World, connected_call, operation_doc, until  # noqa: E402
 
 from callbridge.cluster import nodes  # noqa: E402
+from callbridge.http.auth import Principal, Refused, TokenGate  # noqa: E402
+from callbridge.storage.database import make_engine  # noqa: E402
 from callbridge.storage.token_usage import TokenUsage  # noqa: E402
+from peers.ports import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 
@@ -187,3 +191,41 @@ def test_token_usage_counts_to_the_quota_refuses_without_counting_and_restarts_o
     assert usage.count(token_id, tuesday, 3) == 1  # a later day starts again
     assert usage.count(token_id, monday, 3) == 2  # a node whose clock is behind counts into the newer day
     assert (usage.used(token_id, tuesday), usage.used(token_id, monday)) == (2, 0)
+
+
+async def test_the_gate_counts_in_the_ledger_holds_the_slot_meanwhile_and_gives_it_back_on_a_refusal(
+        cluster_engine: Engine) -> None:
+    """`TokenGate.enter` with the ledger: concurrency first (nothing counted), then the quota, counted in
+    PostgreSQL; a request refused for the quota, or one whose count could not be made (PostgreSQL out of reach:
+    503), gives its slot back."""
+    with cluster_engine.begin() as conn:
+        token_id = str(conn.execute(text(
+            "INSERT INTO tokens (operation_id, token_sha256) VALUES ('0042', repeat('b', 64)) RETURNING id")).scalar())
+    principal = Principal("h" * 64, token_id, "0042", concurrency_limit=2, daily_quota=3, time_zone="UTC")
+    gate = TokenGate(None, ledger=TokenUsage(cluster_engine))  # type: ignore[arg-type]  # enter() reads no directory
+    first, second = await gate.enter(principal), await gate.enter(principal)
+    with pytest.raises(Refused) as info:
+        await gate.enter(principal)
+    assert (info.value.key, info.value.limit) == ("CONCURRENCY_LIMIT", 2)
+    assert TokenUsage(cluster_engine).used(token_id, datetime.now(UTC).date()) == 2  # the refused one was not counted
+    first.release()
+    third = await gate.enter(principal)
+    second.release()
+    third.release()
+    with pytest.raises(Refused) as info:
+        await gate.enter(principal)
+    assert info.value.key == "TOKEN_LIMIT_EXCEEDED"
+    assert (gate.in_flight(principal.token_hash), gate.used_today(principal)) == (0, 3)
+
+    unreachable = make_engine(f"postgresql+psycopg://callbridge@127.0.0.1:{free_port('127.0.0.1', udp=False)}/none")
+    try:
+        down = TokenGate(None, ledger=TokenUsage(unreachable))  # type: ignore[arg-type]
+        with pytest.raises(Refused) as info:
+            await down.enter(principal)
+        assert info.value.key == "CALL_CONTROL_UNAVAILABLE"
+        assert down.in_flight(principal.token_hash) == 0
+        # a token without a quota never reaches the ledger
+        free = dataclasses.replace(principal, daily_quota=None)
+        (await down.enter(free)).release()
+    finally:
+        unreachable.dispose()
