@@ -59,6 +59,7 @@ from callbridge.cluster.member import ClusterMember
 from callbridge.cluster.nodes import prepare_schema
 from callbridge.config import Settings, listen_address, tls_context
 from callbridge.http.app import create_app
+from callbridge.http.auth import TokenGate
 from callbridge.http.desk_common import DeskConfig
 from callbridge.http.events import EventLog
 from callbridge.http.metrics import MetricsRegistry
@@ -78,6 +79,7 @@ from callbridge.storage.event_log import DEFAULT_RETENTION_DAYS, RETENTION_ENV, 
 from callbridge.storage.history import History
 from callbridge.storage.recordings import RECORDING_PRUNE_INTERVAL_S, RecordingArchive
 from callbridge.storage.supervisors import SupervisorAccounts
+from callbridge.storage.token_usage import TokenUsage
 from callbridge.storage.webhook_cursors import CursorStore
 from callbridge.transport import DestinationPolicy, Runtime, bind_udp
 
@@ -279,9 +281,11 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     desk = DeskConfig(directory=storage.directory, supervisors=SupervisorAccounts(storage.engine),
                       sip_ws=_page_ws_address(settings, ws_address), sip_wss=settings.sip_tls_cert is not None,
                       failures=Defence(SIGN_IN_DEFENCE), clock=time.monotonic)
+    # a cluster's nodes count daily quotas in the database: one count, kept across a failover (storage/token_usage)
+    gate = TokenGate(storage.directory, ledger=TokenUsage(storage.engine)) if settings.cluster else None
     app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,
                      webhooks=webhooks, healthy=lambda: not switch.draining, history=History(storage.engine),
-                     desk=desk)
+                     desk=desk, gate=gate)
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
                 (host, port), webhooks=webhooks, media_shell=media_shell)
     node.sip_ws_address = ws_address
@@ -297,7 +301,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
 
         def gained(operation_id: str, _epoch: int) -> None:
             handovers.gained(operation_id)
-            _take_over(node, operation_id)
+            _take_over(node, operation_id, member.adopted)
 
         member.on_gained = gained
         member.on_lost = handovers.lost
@@ -343,13 +347,16 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     return node
 
 
-def _take_over(node: Node, operation_id: str) -> None:
-    """An operation just gained: take over what dead nodes left of it, on a task of its own (cluster.adopt)."""
+def _take_over(node: Node, operation_id: str, adopted: Callable[[str], None]) -> None:
+    """An operation just gained: take over what dead nodes left of it, on a task of its own (cluster.adopt);
+    `adopted(operation_id)` once done (the API serves it from then on: `ClusterMember.serves`)."""
     async def run() -> None:
         try:
             node.takeovers.append(await take_over(node, operation_id))
         except Exception:
             log.exception("cluster: taking operation %s over failed", operation_id)
+        finally:
+            adopted(operation_id)
         if isinstance(node.webhooks, LogWebhookDispatcher):
             node.webhooks.gained(operation_id)  # its targets resume, the log having the operation's seq
 

@@ -197,3 +197,13 @@ def test_recording_conversion_bench_runs() -> None:
     assert ours and naive and ratio, out
     assert float(ratio.group(1)) == pytest.approx(float(ours.group(1)) / float(naive.group(1)), rel=0.02, abs=0.01)
     assert re.search(r"^output checked: yes$", out, re.M), out
+
+
+def test_cluster_quota_bench_runs() -> None:
+    """bench/cluster_quota.py in tiny mode: one cluster node on a real PostgreSQL, the two tokens' requests all
+    answered 200 and the quota token's all counted in `token_usage` (the script checks both), a row printed."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "cluster_quota.py"), "--requests", "20",
+                             "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"^\| cluster_quota \(bench/cluster_quota\.py\).* \| [\d,]+ req/s \| [\d,]+ req/s \(no quota\) "
+                     r"\| [\d.]+ \|", result.stdout, re.M), result.stdout

@@ -17,8 +17,13 @@ Rules
   node does not hold is not forwarded again (no loops): 503.
 - No live node holds the lease, or its owner does not answer: 503 with the contract's message, `CALL CONTROL IS
   NOT AVAILABLE` (the agentbox envelope, or the native API's problem `CALL_CONTROL_UNAVAILABLE`), at once.
+- The same 503 from the owner in a handover's two gaps (`ClusterMember.serves`): from taking the lease until the
+  operation's calls, agents and registrations are adopted, and from forgetting them in a handover until the lease
+  is released. Answered from memory there, a request would see an operation without its calls (an agent
+  `logout`, `AGENT PHONE IS NOT REGISTERED`): an answer the owner would not give a moment later.
 - The owner's per-token concurrency limit applies to forwarded requests (they hold a slot there); this node's
-  own limit does not count them.
+  own limit does not count them. So the limit counts a token's requests in flight on every node together, and so
+  does its daily quota (counted in PostgreSQL by the owner: storage/token_usage.py).
 """
 
 from __future__ import annotations
@@ -77,7 +82,10 @@ class ForwardToOwner:
             return
         operation_id = principal.operation_id
         if self.member.owns(operation_id):
-            await self.app(scope, receive, send)
+            if self.member.serves(operation_id):
+                await self.app(scope, receive, send)
+            else:  # held, but its calls are being adopted here, or were handed over already: not here yet or now
+                await _unavailable(scope, receive, send)
             return
         owner = None if FORWARDED_BY in headers else await asyncio.to_thread(self._owner, operation_id)
         if owner is None:

@@ -81,10 +81,21 @@ class ClusterMember:
         self._addresses: dict[str, tuple[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._unserved: set[str] = set()  # held, but being adopted or already handed over (`serves`)
 
     # -- what the node asks ---------------------------------------------------------------------------------
     def owns(self, operation_id: str) -> bool:
         return operation_id in self.fence.epochs()
+
+    def serves(self, operation_id: str) -> bool:
+        """Whether this node holds the operation and its live state is here: not while the calls of an operation
+        just gained are being adopted (until `adopted`), nor once a handover forgot them (until the release).
+        In those gaps the API answers 503, as for an owner that does not answer (cluster/forward.py)."""
+        return operation_id in self.fence.epochs() and operation_id not in self._unserved
+
+    def adopted(self, operation_id: str) -> None:
+        """The take-over of an operation gained is done (`on_gained`'s work): its requests are served here."""
+        self._unserved.discard(operation_id)
 
     @property
     def held(self) -> dict[str, int]:
@@ -205,6 +216,7 @@ class ClusterMember:
         if op not in self.fence.epochs():
             return
         self.fence.drop(op)
+        self._unserved.discard(op)
         log.warning("cluster: node %s no longer acts for operation %s (%s)", self.node_id, op, why)
         if self.on_lost is not None:
             self.on_lost(op)
@@ -219,6 +231,8 @@ class ClusterMember:
         except Exception:
             log.exception("cluster: preparing the handover of operation %s failed", step.operation_id)
             ready = True  # the lease goes anyway: the new owner ends what it cannot adopt
+        if ready:
+            self._unserved.add(step.operation_id)  # its calls are forgotten here: the lease goes in this round
         return step if ready else Step(Action.RENEW, step.operation_id, step.epoch)
 
     def _plan_sync(self) -> list[Step]:
@@ -264,8 +278,12 @@ class ClusterMember:
                 elif step.action is Action.LOST:
                     lost.append((step.operation_id, "the lease changed hands"))
                 else:
+                    if self.on_gained is not None:
+                        self._unserved.add(step.operation_id)  # before it is held: until `adopted`
                     epoch = leases.take(conn, step.operation_id, self.node_id, self.lease_seconds, step.epoch)
                     if epoch is not None:
                         self.fence.hold(step.operation_id, epoch)
                         gained.append((step.operation_id, epoch))
+                    elif step.operation_id not in self.fence.epochs():
+                        self._unserved.discard(step.operation_id)
         return steps, gained, lost

@@ -309,7 +309,7 @@ class AgentboxEndpoint:
                 token, server, content_type = request_headers(scope)
                 principal = self._gate.authenticate(token, server)
                 note(scope, operation=principal.operation_id)
-                admission = self._gate.admit(principal)
+                admission = await self._gate.enter(principal)
             except Refused as refused:
                 response = row_response(refusal_row(refused))
             else:

@@ -12,15 +12,23 @@ Rules (agentbox contract, "Errors every verb can return", "Limits", "Tenants"; t
 - Daily quota (optional, `Token.daily_quota`): requests admitted past the concurrency check count toward the day of
   the operation's time zone; the count restarts at local midnight. The request that finds the quota used up is
   refused (403 TOKEN_LIMIT_EXCEEDED) and is not counted.
+- On a cluster (docs/cluster.md) the quota is counted in the database (`QuotaLedger`, storage/token_usage.py), one
+  atomic statement per request, so every node sees one count and a failover or a restart does not reset it. The
+  concurrency limit needs nothing shared: every request of an operation is admitted by the node holding its lease
+  (the others forward it there, cluster/forward.py).
 
 Theory of operation: everything here runs on the event loop's thread and never awaits between a check and the
 change it guards, so admission needs no lock. `admit()` returns an `Admission` whose `release()` (or `with`)
-gives the slot back; the handler holds it for the whole request, including an awaited SIP action.
+gives the slot back; the handler holds it for the whole request, including an awaited SIP action. `enter()` is
+`admit()` for the handlers: with a ledger it takes the slot first (the concurrency limit wins), then awaits the
+ledger's count off the loop, holding the slot, and gives it back if the quota refuses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +37,8 @@ from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callbridge.callcontrol.model import Operation, Token
+
+log = logging.getLogger(__name__)
 
 
 def hash_token(token: str) -> str:
@@ -45,6 +55,15 @@ class TokenDirectory(Protocol):
     def get_token(self, token_hash: str) -> Token | None: ...
 
     def get_operation(self, operation_id: str) -> Operation | None: ...
+
+
+class QuotaLedger(Protocol):
+    """Daily quotas counted outside this process (storage/token_usage.py): shared by a cluster's nodes."""
+
+    def count(self, token_id: str, day: date, quota: int) -> int | None:
+        """Count one request of `token_id` on `day`: the day's count with it, or None when `quota` was used up
+        (then nothing is counted)."""
+        ...
 
 
 class Refused(Exception):
@@ -99,9 +118,11 @@ def server_names_operation(server: str, operation_id: str) -> bool:
 
 
 class TokenGate:
-    def __init__(self, directory: TokenDirectory, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, directory: TokenDirectory, *, clock: Callable[[], float] = time.time,
+                 ledger: QuotaLedger | None = None) -> None:
         self._directory = directory
         self._clock = clock
+        self._ledger = ledger
         self._in_flight: dict[str, int] = {}
         self._usage: dict[str, tuple[date, int]] = {}
         # plain token -> its hash, so a token seen before costs a dict lookup, not a SHA-256. Only the hash is
@@ -148,6 +169,35 @@ class TokenGate:
             self._usage[key] = (today, used + 1)
         self._in_flight[key] = busy + 1
         return Admission(self, key)
+
+    async def enter(self, principal: Principal) -> Admission:
+        """`admit()`, with the daily quota counted by the ledger when there is one (a cluster): the slot is taken
+        first and held while the ledger counts; a refusal (quota used up, or the ledger unreachable: 503) gives it
+        back."""
+        if self._ledger is None or principal.daily_quota is None:
+            return self.admit(principal)
+        key = principal.token_hash
+        busy = self._in_flight.get(key, 0)
+        if busy >= principal.concurrency_limit:
+            raise Refused("CONCURRENCY_LIMIT", principal.concurrency_limit)
+        self._in_flight[key] = busy + 1
+        admission = Admission(self, key)
+        today = self._local_date(principal.time_zone)
+        try:
+            used = await asyncio.to_thread(self._ledger.count, principal.token_id, today, principal.daily_quota)
+        except Exception:
+            admission.release()
+            log.exception("http: the daily quota of token %s could not be counted", principal.token_id)
+            raise Refused("CALL_CONTROL_UNAVAILABLE") from None
+        except BaseException:
+            admission.release()
+            raise
+        if used is None:
+            admission.release()
+            raise Refused("TOKEN_LIMIT_EXCEEDED")
+        day, known = self._usage.get(key, (today, 0))
+        self._usage[key] = (today, max(used, known) if day == today else used)  # answers may finish out of order
+        return admission
 
     def in_flight(self, token_hash: str) -> int:
         return self._in_flight.get(token_hash, 0)

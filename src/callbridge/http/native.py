@@ -186,7 +186,7 @@ class NativeApi:
         try:
             principal = authenticate(self._gate, request)
             try:
-                admission = self._gate.admit(principal)
+                admission = await self._gate.enter(principal)
             except Refused as refused:
                 raise refusal_problem(refused) from None
             with admission:

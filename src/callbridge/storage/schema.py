@@ -24,6 +24,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -228,6 +229,16 @@ tokens = Table(
     Column("revoked_at", UtcDateTime),
     CheckConstraint("concurrency_limit >= 1", name="concurrency_limit"),
     _operation_fk(),
+)
+
+# A token's requests counted toward its daily quota, where it has one, by a cluster's nodes (storage/token_usage.py):
+# one row per token, the day (the operation's) and the count of that day; a later day starts the count again.
+token_usage = Table(
+    "token_usage", metadata,
+    Column("token_id", Integer, primary_key=True, autoincrement=False),
+    Column("day", Date, nullable=False),
+    Column("used", Integer, nullable=False),
+    ForeignKeyConstraint(["token_id"], ["tokens.id"], ondelete="CASCADE"),
 )
 
 # Bumped in the transaction of every administrative write (`administration`); a running node polls it and reloads
