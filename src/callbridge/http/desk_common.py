@@ -49,6 +49,16 @@ class SupervisorVerifier(Protocol):
     def verify(self, operation_id: str, username: str, password: str) -> Any | None: ...
 
 
+class PageListening(Protocol):
+    """The media side of a supervisor listening in the board's page (`b2bua.monitor.CallListeners` has it): the
+    relay's WebRTC offer for a page listener's leg (None: the relay refused it, or the listener is gone), and the
+    page's answer to it (False: the same, or it was answered already)."""
+
+    async def page_offer(self, leg_id: str) -> bytes | None: ...
+
+    async def page_answer(self, leg_id: str, sdp: bytes) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeskConfig:
     """The desk's wiring: `sip_ws` is where the page's SIP.js connects ((host, port), the host None when the
@@ -61,6 +71,7 @@ class DeskConfig:
     library_dir: Path = DEFAULT_LIBRARY_DIR
     failures: FailureCounter | None = None  # None: sign-in failures are not counted
     clock: Callable[[], float] | None = None
+    page_listening: PageListening | None = None  # None: the board listens on phones only
 
 
 class BadRequest(Exception):

@@ -150,6 +150,7 @@ def desk_routes(service: CallControlService, waiter: ActionWaiter, config: DeskC
         Route("/supervisor/api/calls/{conn_id}/end", board.end_call, methods=["POST"]),
         Route("/supervisor/api/calls/{conn_id}/listen", board.listen, methods=["POST"]),
         Route("/supervisor/api/calls/{conn_id}/listen/stop", board.stop_listening, methods=["POST"]),
+        Route("/supervisor/api/calls/{conn_id}/listen/answer", board.listen_answer, methods=["POST"]),
         WebSocketRoute("/supervisor/api/live", board_live),
         Route("/desk/static/{name}", pages.asset, methods=["GET"]),
         Route("/desk/lib/sip.js/{path:path}", pages.library, methods=["GET"]),

@@ -43,6 +43,9 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   party's packets go to the port its stream's answer names, with the party's own SSRC, and what the listener sends
   goes nowhere. ``unsubscribe`` with the ``to-tag`` (or ``delete`` with it as ``from-tag``) stops it and the
   parties' call goes on; ``delete`` with a ``to-tag`` too would end the whole call. Found on loopback with 10.5.
+  For a browser (the supervisor's board page) ``subscribe request`` takes the WebRTC profile's flags but its codec
+  list: 10.5 then writes each stream as UDP/TLS/RTP/SAVPF with ``setup:actpass``, its fingerprint, ICE
+  credentials and its host candidate, and takes the browser's answer as it is in ``subscribe answer``.
 - `packets` is ng ``query``: per tag, the RTP packets the relay received (10.5's per-stream ``last packet`` is a
   whole second of the relay's wall clock; counters compared between two polls need no clock of the relay's).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
@@ -132,9 +135,13 @@ class RtpengineMedia:
     async def stop_playing(self, conn_id: str, leg_id: str) -> None:
         await self._send(conn_id, {"command": "stop media", "call-id": conn_id, "from-tag": leg_id})
 
-    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str) -> bytes:
-        return _sdp(await self._send(conn_id, {"command": "subscribe request", "call-id": conn_id,
-                                               "from-tags": list(parties), "to-tag": listener}))
+    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str, *, webrtc: bool = False) -> bytes:
+        message: dict[str, Any] = {"command": "subscribe request", "call-id": conn_id, "from-tags": list(parties),
+                                   "to-tag": listener}
+        if webrtc:  # the codecs stay the parties' (the browser takes PCMU/PCMA): no transcoding for a listener
+            message.update({k: v for k, v in WEBRTC.items() if k != "codec"})
+        out = _sdp(await self._send(conn_id, message))
+        return unsignalled(out) if webrtc else out
 
     async def subscribe_answer(self, conn_id: str, listener: str, sdp: bytes) -> None:
         await self._send(conn_id, {"command": "subscribe answer", "call-id": conn_id, "to-tag": listener,
