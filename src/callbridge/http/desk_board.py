@@ -296,5 +296,6 @@ class SupervisorBoard:
             return refuse(exc.message, exc.status, "BAD_REQUEST")
         except CallControlError as exc:
             return _listen_error(exc)
-        return answer({"ok": True, "message": f"Extension {view.supervisor} stopped listening.",
+        who = f"{view.supervisor}'s page" if view.on == "page" else f"Extension {view.supervisor}"
+        return answer({"ok": True, "message": f"{who} stopped listening.",
                        "conn_id": view.conn_id})
