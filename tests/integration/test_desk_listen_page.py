@@ -19,9 +19,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from deskaudio import CHROMIUM, launch, tone_wav
-from deskworld import OP, SUPERVISOR, DeskWorld
+from deskworld import OP, OTHER_OP, OTHER_SUPERVISOR, SUPERVISOR, DeskWorld
 
 if not os.access(CHROMIUM, os.X_OK):
     pytest.skip(f"{CHROMIUM} is missing: run scripts/setup --test (it installs Debian's chromium)",
@@ -206,5 +207,80 @@ def test_the_board_listens_in_the_page_hears_both_parties_who_do_not_hear_it_and
         assert world.node.switch.anchor.stats["media_failures"] == 0
     finally:
         context.close()
+        for phone in (customer, agent):
+            world.run(phone.close())
+
+
+def test_the_pages_answer_is_taken_from_the_supervisor_who_listens_once_and_a_refused_one_ends_it(
+        world: DeskWorld) -> None:
+    """Over HTTP (no browser), a real call on the real relay: Listen here's offer is WebRTC (DTLS, ICE, no a=ssrc);
+    the answer is refused when not signed in, from another operation, for another listening, without an SDP, or
+    twice; an answer the relay cannot read ends that listening (MEDIA_FAILED) and the call goes on."""
+    async def setup() -> tuple[Phone, Phone, object]:
+        agent = await agent_phone(world.node, "1002", answer="auto", media=True)
+        customer = await customer_phone(media=True)
+        call = await customer.call(did_uri(world.node), timeout=5)
+        await agent.wait_for(Established, timeout=5)
+        return agent, customer, call
+
+    agent, customer, call = world.run(setup())
+    clients: list[httpx.Client] = []
+
+    def signed_in(operation: str, who: tuple[str, str]) -> httpx.Client:
+        c = httpx.Client(base_url=world.url, timeout=10)
+        clients.append(c)
+        assert c.post("/supervisor/signin", json={"operation": operation, "username": who[0],
+                                                  "password": who[1]}).status_code == 200
+        return c
+
+    try:
+        conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1002").conn_id)
+        listen = f"/supervisor/api/calls/{conn_id}/listen"
+        maria, otto = signed_in(OP, SUPERVISOR), signed_in(OTHER_OP, OTHER_SUPERVISOR)
+        started = maria.post(listen, json={"on": "page"}).json()
+        assert started["ok"] and started["monitor_id"].startswith("m"), started
+        offer = started["offer"]
+        assert offer.count("m=audio") == 2 and offer.count("UDP/TLS/RTP/SAVPF") == 2, offer
+        assert "a=fingerprint:sha-256" in offer and "a=ice-ufrag:" in offer and "a=candidate:" in offer, offer
+        assert "a=ssrc" not in offer and "a=setup:actpass" in offer and "\r\na=ice-lite\r\n" in offer, offer
+
+        monitor_id = started["monitor_id"]
+        answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        nobody = httpx.Client(base_url=world.url, timeout=10)
+        clients.append(nobody)
+        refusals = [(r.status_code, r.json()["error_id"]) for r in (
+            nobody.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": answer}),
+            otto.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": answer}),
+            maria.post(f"{listen}/answer", json={"monitor_id": "m-other", "sdp": answer}),
+            maria.post(f"{listen}/answer", json={"monitor_id": monitor_id}),
+            maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": "hello"}),
+            maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": answer},
+                       headers={"origin": "http://elsewhere.test"}),
+            maria.post(listen, json={"on": "page"}))]
+        assert refusals == [(401, "NOT_SIGNED_IN"), (404, "CALL_NOT_FOUND"), (409, "NOT_YOUR_LISTENING"),
+                            (400, "MISSING_PARAMETERS"), (400, "INVALID_PARAMETER"), (403, "BAD_REQUEST"),
+                            (409, "MONITOR_IN_PROGRESS")]
+        state = world.on_loop(lambda: world.node.service.monitor_state(OP, conn_id))
+        assert (state.monitor_id, state.state, state.on) == (monitor_id, "ringing", "page")  # nothing changed
+
+        # one media section for two offered: refused here, nothing changed
+        short = maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": answer + "m=audio 9 x\r\n"})
+        assert (short.status_code, short.json()["error_id"]) == (400, "INVALID_PARAMETER"), short.text
+        assert world.on_loop(lambda: world.node.service.monitor_state(OP, conn_id).state) == "ringing"
+        # two media sections the relay cannot read: it refuses them, the listening ends, the call goes on
+        garbled = answer + "m=audio abc\r\n" * 2
+        refused = maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": garbled})
+        assert (refused.status_code, refused.json()["error_id"]) == (503, "MEDIA_FAILED"), refused.text
+        again = maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": garbled})
+        assert (again.status_code, again.json()["error_id"]) == (409, "MONITOR_NOT_STARTED")
+        wire = world.on_loop(lambda: [(e.type, e.data["monitor_id"], e.data.get("reason"))
+                                      for e in world.node.events.since(OP, 0) if e.type.startswith("call.monitor")])
+        assert wire[-1][:2] == ("call.monitor_ended", monitor_id) and wire[-1][2] in ("stopped", "no_answer")
+        assert world.node.switch.anchor.listeners.pages == {}
+        assert world.on_loop(lambda: world.node.service.get_call(OP, conn_id).state) == "connected"
+    finally:
+        for c in clients:
+            c.close()
+        world.run(call.hangup())  # type: ignore[attr-defined]
         for phone in (customer, agent):
             world.run(phone.close())

@@ -31,7 +31,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.ports import Media, MediaError
@@ -193,15 +193,18 @@ class CallListeners:
                 return None
             raise  # the waiter itself was cancelled
 
-    async def page_answer(self, leg_id: str, sdp: bytes) -> bool:
+    async def page_answer(self, leg_id: str, sdp: bytes) -> Literal["taken", "invalid", "refused"]:
         """The page's answer to its offer: the parties' media flows to the browser from now on, and the domain
-        hears that the leg answered. False: no such listener, it answered already, or the relay refused the answer
+        hears that the leg answered ("taken"). "invalid": not one media section per one of the offer's (RFC 3264
+        §6), nothing changed. "refused": no such listener, it answered already, or the relay refused the answer
         (the leg is then reported failed)."""
         page = self.pages.get(leg_id)
         media = self.anchor.media
         if page is None or page.answer_given or not page.offer.done() or page.offer.cancelled() \
                 or page.offer.exception() is not None or media is None:
-            return False
+            return "refused"
+        if len(_split(sdp)[1]) != len(_split(page.offer.result())[1]):
+            return "invalid"
         page.answer_given = True
         try:
             await media.subscribe_answer(page.conn_id, leg_id, sdp)
@@ -210,11 +213,11 @@ class CallListeners:
             log.warning("call %s: the relay refused the page listener's answer (%s)", page.conn_id, exc)
             if self.pages.pop(leg_id, None) is not None:
                 page.failed()
-            return False
+            return "refused"
         if self.pages.get(leg_id) is not page:  # released while the relay answered
-            return False
+            return "refused"
         page.answered()
-        return True
+        return "taken"
 
     def release_page(self, leg_id: str) -> bool:
         """The domain released `leg_id`: True when it was a page listener (its subscription is ended)."""

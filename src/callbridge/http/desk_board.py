@@ -71,6 +71,7 @@ LISTEN_MESSAGES = {
 }
 MEDIA_FAILED = "The media relay did not set up the listening in this page: try again, or listen on a phone."
 NOT_YOUR_LISTENING = "This page is not listening to that call (it ended, or another listening replaced it)."
+NOT_AN_ANSWER = "The answer is not an SDP answer to the offer: one audio section per party (RFC 3264 §6)."
 MAX_SDP = 12 * 1024  # a browser's answer with two audio streams is 2-3 kB
 
 
@@ -258,7 +259,7 @@ class SupervisorBoard:
             if not monitor_id or not sdp:
                 return refuse("Fill in: monitor_id and sdp (the page's answer).", 400, "MISSING_PARAMETERS")
             if not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
-                return refuse("The answer is not an SDP description.", 400, "INVALID_PARAMETER")
+                return refuse(NOT_AN_ANSWER, 400, "INVALID_PARAMETER")
             view = self._service.monitor_state(session.operation_id, conn_id)
         except BadRequest as exc:
             return refuse(exc.message, exc.status, "BAD_REQUEST")
@@ -269,10 +270,12 @@ class SupervisorBoard:
             return refuse(NOT_YOUR_LISTENING, 409, "NOT_YOUR_LISTENING")
         try:
             async with asyncio.timeout(self._timeout):
-                taken = await listening.page_answer(monitor_id, sdp.encode())
+                outcome = await listening.page_answer(monitor_id, sdp.encode())
         except TimeoutError:
-            taken = False
-        if not taken:
+            outcome = "refused"
+        if outcome == "invalid":
+            return refuse(NOT_AN_ANSWER, 400, "INVALID_PARAMETER")
+        if outcome != "taken":
             self._stop_if_current(session.operation_id, conn_id, monitor_id)
             return refuse(MEDIA_FAILED, 503, "MEDIA_FAILED")
         return answer({"ok": True, "message": "Listening in this page.", "conn_id": conn_id})

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -52,11 +52,12 @@ class SupervisorVerifier(Protocol):
 class PageListening(Protocol):
     """The media side of a supervisor listening in the board's page (`b2bua.monitor.CallListeners` has it): the
     relay's WebRTC offer for a page listener's leg (None: the relay refused it, or the listener is gone), and the
-    page's answer to it (False: the same, or it was answered already)."""
+    page's answer to it: "taken"; "invalid" (not one media section per offered one; nothing changed); "refused"
+    (by the relay, or the listener is gone or answered already)."""
 
     async def page_offer(self, leg_id: str) -> bytes | None: ...
 
-    async def page_answer(self, leg_id: str, sdp: bytes) -> bool: ...
+    async def page_answer(self, leg_id: str, sdp: bytes) -> Literal["taken", "invalid", "refused"]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,7 +141,7 @@ class RtpengineMedia:
         if webrtc:  # the codecs stay the parties' (the browser takes PCMU/PCMA): no transcoding for a listener
             message.update({k: v for k, v in WEBRTC.items() if k != "codec"})
         out = _sdp(await self._send(conn_id, message))
-        return unsignalled(out) if webrtc else out
+        return controlled_by_browser(unsignalled(out)) if webrtc else out
 
     async def subscribe_answer(self, conn_id: str, listener: str, sdp: bytes) -> None:
         await self._send(conn_id, {"command": "subscribe answer", "call-id": conn_id, "to-tag": listener,
@@ -233,6 +233,24 @@ def unsignalled(sdp: bytes) -> bytes:
     lines = sdp.splitlines(keepends=True)
     kept = [line for line in lines if not line.startswith((b"a=ssrc:", b"a=ssrc-group:"))]
     return sdp if len(kept) == len(lines) else b"".join(kept)
+
+
+def controlled_by_browser(sdp: bytes) -> bytes:
+    """A subscription's offer toward a browser, marked ``a=ice-lite`` (RFC 8445 §6.1.1: the full agent facing a lite
+    one is the controlling agent) so that the browser takes the controlling role.
+
+    rtpengine 10.5 keeps the ICE-controlled role on a subscription's streams although it offers them, and the
+    browser, answering, is controlled too: 10.5 logs "ICE role conflict detected" on every check and answers none,
+    so a stream's ICE never completes (found on loopback with Chromium, most runs losing one stream or both). With
+    the browser controlling, 10.5's controlled role is consistent: it answers the browser's checks and the browser
+    nominates."""
+    if b"\r\na=ice-lite" in sdp:
+        return sdp
+    at = sdp.find(b"\r\nt=")
+    if at < 0:
+        return sdp
+    end = sdp.find(b"\r\n", at + 2)
+    return sdp if end < 0 else sdp[:end + 2] + b"a=ice-lite\r\n" + sdp[end + 2:]
 
 
 def glob_escape(text: str) -> str:

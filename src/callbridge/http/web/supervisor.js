@@ -37,32 +37,32 @@ async function listenHere(c) {
     audio.srcObject = new MediaStream([event.track]);
     $("#hearing").append(audio);
   };
+  let answer = null;
   try {
     await pc.setRemoteDescription({ type: "offer", sdp: body.offer });
-    await pc.setLocalDescription(await pc.createAnswer());
-    await gathered(pc, 1000);
+    answer = await pc.createAnswer();
   } catch (error) {
-    stopHearing();
-    await call(`${path}/stop`, {});
-    result({ ok: false, message: `This browser could not take the call's audio (${error.message}).` });
-    return;
+    return failed(pc, path, error);
   }
+  // the relay has the answer (this page's ICE credentials and DTLS fingerprint) before the page's first ICE check,
+  // which setLocalDescription starts: no check reaches a relay that cannot answer it yet. The answer carries no
+  // candidates: the page is the controlling ICE agent (the offer says ice-lite) and the relay learns its address
+  // from its checks, as it does for the agent's page (Chromium hides host addresses behind mDNS names)
+  const done = await call(`${path}/answer`, { monitor_id: body.monitor_id, sdp: answer.sdp });
   if (!hearing || hearing.pc !== pc) return;  // stopped meanwhile
-  const done = await call(`${path}/answer`, { monitor_id: body.monitor_id, sdp: pc.localDescription.sdp });
   result(done);
-  if (!done.ok) stopHearing();
+  if (!done.ok) { stopHearing(); return; }
+  try {
+    await pc.setLocalDescription(answer);
+  } catch (error) {
+    return failed(pc, path, error);
+  }
 }
 
-// the relay learns the browser's address from its ICE checks (Chromium hides host addresses behind mDNS names);
-// its own candidates gathered, or a second, are enough for the answer
-function gathered(pc, ms) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    pc.addEventListener("icegatheringstatechange", () => {
-      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
-    });
-  });
+async function failed(pc, path, error) {
+  if (hearing && hearing.pc === pc) stopHearing();
+  await call(`${path}/stop`, {});
+  result({ ok: false, message: `This browser could not take the call's audio (${error.message}).` });
 }
 
 function stopHearing() {
