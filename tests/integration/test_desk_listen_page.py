@@ -6,8 +6,8 @@ gets the relay's WebRTC subscription of both parties (DTLS-SRTP over ICE), answe
 Measured in the page with WebAudio (an AnalyserNode on each stream the page plays): one hears the customer's 700 Hz,
 the other the agent's 1200 Hz. The supervisor's computer has a microphone playing 1800 Hz, which the board never asks
 for: measured at the phones, the customer hears the agent alone and the agent the customer alone, while the page
-listens and after it stops. Stop listening ends the page's streams; the call goes on. Everything on loopback, every
-wait bounded.
+listens and after it stops. Stop listening ends the page's streams; the call goes on; so does closing the page while
+it listens. A second test takes the page's answer apart over HTTP. Everything on loopback, every wait bounded.
 
 `CALLBRIDGE_DESK_SCREENSHOTS=DIR` also saves the board, listening in the page, there (scripts/desk-screenshots).
 """
@@ -204,6 +204,16 @@ def test_the_board_listens_in_the_page_hears_both_parties_who_do_not_hear_it_and
                                       for e in world.node.events.since(OP, 0) if e.type.startswith("call.monitor")])
         assert wire == [("call.monitor_started", "maria", None), ("call.monitor_ended", "maria", "stopped")]
         assert world.node.switch.anchor.listeners.pages == {}
+
+        # the page goes away while it listens: the listening ends with it (and the call goes on)
+        board.get_by_test_id(f"listen-here-{conn_id}").click()
+        expect(listener).to_have_text("this page (listening)", timeout=LIVE_MS)
+        board.close(run_before_unload=True)
+        world.run(until(lambda: world.node.switch.anchor.listeners.pages == {}, what="the page's listening ended"))
+        ends = world.on_loop(lambda: [e.data["reason"] for e in world.node.events.since(OP, 0)
+                                      if e.type == "call.monitor_ended"])
+        assert ends == ["stopped", "stopped"]
+        assert world.on_loop(lambda: world.node.service.get_call(OP, conn_id).state) == "connected"
         assert world.node.switch.anchor.stats["media_failures"] == 0
     finally:
         context.close()
