@@ -1,7 +1,8 @@
-"""The supervisor listens to a call in the board's page (docs/desk.md, "Listening in the page"), in a real Chromium
-(headless, driven by Playwright) against a live node whose calls are anchored on a real userspace rtpengine 10.5: a
-customer (`callbridge.phone`, 700 Hz) talks to agent 1001 (`callbridge.phone`, 1200 Hz); the board's "Listen here"
-gets the relay's WebRTC subscription of both parties (DTLS-SRTP over ICE), answers it and plays one stream per party.
+"""The supervisor listens to a call in the board's page (docs/operations.md, "The supervisor's board"), in a real
+Chromium (headless, driven by Playwright) against a live node whose calls are anchored on a real userspace rtpengine
+10.5: a customer (`callbridge.phone`, 700 Hz) talks to agent 1001 (`callbridge.phone`, 1200 Hz); the board's "Listen
+here" gets the relay's WebRTC subscription of both parties (DTLS-SRTP over ICE), answers it and plays one stream per
+party.
 
 Measured in the page with WebAudio (an AnalyserNode on each stream the page plays): one hears the customer's 700 Hz,
 the other the agent's 1200 Hz. The supervisor's computer has a microphone playing 1800 Hz, which the board never asks
@@ -163,7 +164,7 @@ def test_the_board_listens_in_the_page_hears_both_parties_who_do_not_hear_it_and
         monitor = world.on_loop(lambda: world.node.service.monitor_state(OP, conn_id))
         assert (monitor.on, monitor.supervisor, monitor.state) == ("page", "maria", "listening")
         if SHOTS:
-            board.screenshot(path=str(Path(SHOTS) / "supervisor-board-listening.png"))
+            board.screenshot(path=str(Path(SHOTS) / "supervisor-board.png"))
 
         # the page hears both parties, each on its own stream (DTLS and ICE take a moment: wait for both, bounded)
         heard: list[float | None] = []

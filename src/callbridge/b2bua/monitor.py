@@ -17,11 +17,11 @@ Rules (found with rtpengine 10.5 on loopback; `media/rtpengine.py` has the ng si
 - Its end (its BYE, our BYE on the domain's release, its INVITE failing) is ``unsubscribe``: the parties' call
   goes on (``delete`` with both tags would end it). A relay step that fails is logged and counted, and the listener
   is hung up by the domain when its leg's end is reported.
-- A listener in the supervisor's board page (`PageListener`, docs/desk.md "Listening in the page") has no SIP leg:
-  the subscription is asked with the WebRTC profile (DTLS-SRTP, ICE, rtcp-mux: `Media.subscribe(webrtc=True)`),
-  its offer, every stream of it (a browser takes one ``m=audio`` per party and plays each), goes to the page over
-  the board's HTTP session (`page_offer`), and the page's answer goes to the relay as it is (`page_answer`); that
-  is the leg's answer for the domain. Its release is ``unsubscribe``, as a phone's end.
+- A listener in the supervisor's board page (`PageListener`, docs/operations.md "The supervisor's board") has no SIP
+  leg: the subscription is asked with the WebRTC profile (DTLS-SRTP, ICE, rtcp-mux: `Media.subscribe(webrtc=True)`),
+  its offer, every stream of it (a browser takes one ``m=audio`` per party and plays each), goes to the page over the
+  board's HTTP session (`page_offer`), and the page's answer goes to the relay as it is (`page_answer`); that is the
+  leg's answer for the domain. Its release is ``unsubscribe``, as a phone's end.
 """
 
 from __future__ import annotations

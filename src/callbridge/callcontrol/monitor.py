@@ -14,9 +14,9 @@ Rules (docs/operations.md, "A supervisor listens"; the endpoints in docs/api.md)
   ended, why: stopped, supervisor_hangup, no_answer, call_ended).
 - The listener's leg is reported by the adapter like any leg (answered, failed, ended): `reports` routes the reports
   of a listener's leg here, before the call's own handling looks for it.
-- Or the supervisor listens in the board's page (`start_page_monitor`, docs/desk.md "Listening in the page"): no
-  extension is rung, the adapter asks the relay for a WebRTC subscription (`Signalling.listen_in_page`) whose offer
-  the page answers; the page's answer reaching the relay is the leg's answer, and `supervisor` is the account's
+- Or the supervisor listens in the board's page (`start_page_monitor`, docs/operations.md "The supervisor's board"):
+  no extension is rung, the adapter asks the relay for a WebRTC subscription (`Signalling.listen_in_page`) whose
+  offer the page answers; the page's answer reaching the relay is the leg's answer, and `supervisor` is the account's
   username. The same checks, minus the extension's; the same record, events and ring timeout (a page that never
   answers is given up as `no_answer`).
 """

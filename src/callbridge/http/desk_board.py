@@ -17,10 +17,10 @@ Rules (docs/operations.md, "The supervisor's board"):
 - Each live call on the board says who listens (`listener`: extension and `ringing` / `listening`, or null); the
   live sockets send a fresh board on `call.monitor_started` / `call.monitor_ended`, and on Listen itself (ringing
   has no event: the board wakes its operation's sockets).
-- Listening in the page (docs/desk.md, "Listening in the page"): Listen with ``on=page`` starts `start_page_monitor`
-  for the signed-in supervisor and answers the relay's WebRTC offer (``offer``, SDP) with the listener's
-  ``monitor_id``; the page answers it at ``listen/answer`` (``monitor_id``, ``sdp``), accepted only from the
-  supervisor who started it and only once; then its media flows. A relay that gives no offer in time or refuses
+- Listening in the page (docs/operations.md, "The supervisor's board"): Listen with ``on=page`` starts
+  `start_page_monitor` for the signed-in supervisor and answers the relay's WebRTC offer (``offer``, SDP) with the
+  listener's ``monitor_id``; the page answers it at ``listen/answer`` (``monitor_id``, ``sdp``), accepted only from
+  the supervisor who started it and only once; then its media flows. A relay that gives no offer in time or refuses
   the answer ends that listening (503 MEDIA_FAILED, said plainly). Stop listening is the same for both.
 """
 
