@@ -267,10 +267,11 @@ def test_the_pages_answer_is_taken_from_the_supervisor_who_listens_once_and_a_re
             maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": "hello"}),
             maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": answer},
                        headers={"origin": "http://elsewhere.test"}),
-            maria.post(listen, json={"on": "page"}))]
+            maria.post(listen, json={"on": "page"}),
+            maria.post(listen, json={"on": "radio"}))]
         assert refusals == [(401, "NOT_SIGNED_IN"), (404, "CALL_NOT_FOUND"), (409, "NOT_YOUR_LISTENING"),
                             (400, "MISSING_PARAMETERS"), (400, "INVALID_PARAMETER"), (403, "BAD_REQUEST"),
-                            (409, "MONITOR_IN_PROGRESS")]
+                            (409, "MONITOR_IN_PROGRESS"), (400, "INVALID_PARAMETER")]
         state = world.on_loop(lambda: world.node.service.monitor_state(OP, conn_id))
         assert (state.monitor_id, state.state, state.on) == (monitor_id, "ringing", "page")  # nothing changed
 

@@ -35,7 +35,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callbridge.callcontrol.errors import CallControlError
+from callbridge.callcontrol.errors import CallControlError, CallNotAnchored
 from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
 from callbridge.http.actions import ActionNotCompleted, ActionWaiter
@@ -210,7 +210,12 @@ class SupervisorBoard:
         extension = ""
         try:
             fields = await read_fields(request)
-            if fields.get("on") == "page" and self._config.page_listening is not None:
+            on = fields.get("on", "phone")
+            if on not in ("phone", "page"):
+                return refuse("Listen on: page (this page) or phone (an extension).", 400, "INVALID_PARAMETER")
+            if on == "page":
+                if self._config.page_listening is None:  # no media plane wired: nothing to listen through
+                    raise CallNotAnchored()
                 return await self._listen_in_page(session.operation_id, request.path_params["conn_id"],
                                                   session.user)
             extension = fields.get("extension", "").strip()
