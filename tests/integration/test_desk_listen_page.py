@@ -7,8 +7,9 @@ party.
 Measured in the page with WebAudio (an AnalyserNode on each stream the page plays): one hears the customer's 700 Hz,
 the other the agent's 1200 Hz. The supervisor's computer has a microphone playing 1800 Hz, which the board never asks
 for: measured at the phones, the customer hears the agent alone and the agent the customer alone, while the page
-listens and after it stops. Stop listening ends the page's streams; the call goes on; so does closing the page while
-it listens. A second test takes the page's answer apart over HTTP. Everything on loopback, every wait bounded.
+listens and after it stops. Stop listening ends the page's streams and the call goes on; so do closing the page and
+signing out while it listens. A second test takes the page's answer apart over HTTP. Everything on loopback, every
+wait bounded.
 
 `CALLBRIDGE_DESK_SCREENSHOTS=DIR` also saves the board, listening in the page, there (scripts/desk-screenshots).
 """
@@ -30,7 +31,7 @@ if not os.access(CHROMIUM, os.X_OK):
                 allow_module_level=True)
 
 from callnode import agent_phone, customer_phone, did_uri, until
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from callbridge.phone import Established, IncomingCall, Phone
 from callbridge.phone.listen import Heard
@@ -123,6 +124,18 @@ def steady(peaks: list[tuple[float, float]]) -> float | None:
     return first if all(abs(hz - first) <= 6 for hz, _ in peaks) else None
 
 
+def signed_in_board(context: BrowserContext, world: DeskWorld) -> Page:
+    board = context.new_page()
+    board.set_default_timeout(WAIT_MS)
+    board.goto(f"{world.url}/supervisor")
+    board.fill("#f-operation", OP)
+    board.fill("#f-username", SUPERVISOR[0])
+    board.fill("#f-password", SUPERVISOR[1])
+    board.click("#signin button[type=submit]")
+    expect(board.get_by_test_id("connection")).to_have_text("Connected")
+    return board
+
+
 def test_the_board_listens_in_the_page_hears_both_parties_who_do_not_hear_it_and_stops(browser: Browser,
                                                                                       world: DeskWorld) -> None:
     async def parties() -> tuple[Phone, Phone]:
@@ -133,14 +146,7 @@ def test_the_board_listens_in_the_page_hears_both_parties_who_do_not_hear_it_and
     agent, customer = world.run(parties())
     context = browser.new_context(viewport={"width": 1400, "height": 800})
     try:
-        board = context.new_page()
-        board.set_default_timeout(WAIT_MS)
-        board.goto(f"{world.url}/supervisor")
-        board.fill("#f-operation", OP)
-        board.fill("#f-username", SUPERVISOR[0])
-        board.fill("#f-password", SUPERVISOR[1])
-        board.click("#signin button[type=submit]")
-        expect(board.get_by_test_id("connection")).to_have_text("Connected")
+        board = signed_in_board(context, world)
 
         async def talk() -> tuple[object, object]:
             call = await customer.call(did_uri(world.node), timeout=5)
@@ -211,9 +217,17 @@ def test_the_board_listens_in_the_page_hears_both_parties_who_do_not_hear_it_and
         expect(listener).to_have_text("this page (listening)", timeout=LIVE_MS)
         board.close(run_before_unload=True)
         world.run(until(lambda: world.node.switch.anchor.listeners.pages == {}, what="the page's listening ended"))
+        # and so does signing out while it listens
+        board = signed_in_board(context, world)
+        expect(board.get_by_test_id(f"listen-here-{conn_id}")).to_be_visible()
+        board.get_by_test_id(f"listen-here-{conn_id}").click()
+        expect(board.get_by_test_id(f"listener-{conn_id}")).to_have_text("this page (listening)", timeout=LIVE_MS)
+        board.click("#signout")
+        expect(board.locator("#signin")).to_be_visible()
+        world.run(until(lambda: world.node.switch.anchor.listeners.pages == {}, what="the page's listening ended"))
         ends = world.on_loop(lambda: [e.data["reason"] for e in world.node.events.since(OP, 0)
                                       if e.type == "call.monitor_ended"])
-        assert ends == ["stopped", "stopped"]
+        assert ends == ["stopped", "stopped", "stopped"]
         assert world.on_loop(lambda: world.node.service.get_call(OP, conn_id).state) == "connected"
         assert world.node.switch.anchor.stats["media_failures"] == 0
     finally:

@@ -103,7 +103,11 @@ $("#signin").addEventListener("submit", async (event) => {
   start(body);
 });
 
-$("#signout").addEventListener("click", async () => { await call("/supervisor/signout", {}); signedOut(null); });
+$("#signout").addEventListener("click", async () => {
+  if (hearing) await call(`/supervisor/api/calls/${encodeURIComponent(hearing.conn_id)}/listen/stop`, {});
+  await call("/supervisor/signout", {});
+  signedOut(null);
+});
 
 function start(body) {
   notice(null, "", "session");
