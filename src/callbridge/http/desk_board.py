@@ -277,11 +277,11 @@ class SupervisorBoard:
             async with asyncio.timeout(self._timeout):
                 outcome = await listening.page_answer(monitor_id, sdp.encode())
         except TimeoutError:
-            outcome = "refused"
+            self._stop_if_current(session.operation_id, conn_id, monitor_id)
+            return refuse(MEDIA_FAILED, 503, "MEDIA_FAILED")
         if outcome == "invalid":
             return refuse(NOT_AN_ANSWER, 400, "INVALID_PARAMETER")
-        if outcome != "taken":
-            self._stop_if_current(session.operation_id, conn_id, monitor_id)
+        if outcome != "taken":  # the relay refused it: the adapter reported the leg failed (`no_answer`)
             return refuse(MEDIA_FAILED, 503, "MEDIA_FAILED")
         return answer({"ok": True, "message": "Listening in this page.", "conn_id": conn_id})
 
