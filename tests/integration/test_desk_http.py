@@ -233,7 +233,7 @@ def test_the_boards_listen_checks_the_operation_the_extension_and_the_relay_and_
             maria.post(listen, json={"extension": "9999"}),
             maria.post(listen, json={"extension": "1002"}),
             maria.post(listen, json={"extension": "1001"}),
-            maria.post(listen, json={"on": "page"}),
+            maria.post(listen, json={"on": "page", "page": "0123456789abcdef0123456789abcdef"}),
             maria.post(stop, json={}),
             maria.post(listen, json={"extension": "1001"}, headers={"origin": "http://elsewhere.test"}))]
         assert answers == [

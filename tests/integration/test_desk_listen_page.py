@@ -17,6 +17,7 @@ wait bounded.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ if not os.access(CHROMIUM, os.X_OK):
 
 from callnode import agent_phone, customer_phone, did_uri, until
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from websockets.sync.client import connect
 
 from callbridge.phone import Established, IncomingCall, Phone
 from callbridge.phone.listen import Heard
@@ -41,6 +43,7 @@ CUSTOMER_HZ, AGENT_HZ, SUPERVISOR_MIC_HZ = 700.0, 1200.0, 1800.0
 WAIT_MS = 8000
 LIVE_MS = 2000  # what the board must show within, once the server has done it
 SHOTS = os.environ.get("CALLBRIDGE_DESK_SCREENSHOTS")
+PAGE = "0123456789abcdef0123456789abcdef"  # a board page's id (its live socket's ?page=)
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 expect.set_options(timeout=WAIT_MS)
@@ -262,7 +265,7 @@ def test_the_pages_answer_is_taken_from_the_supervisor_who_listens_once_and_a_re
         conn_id = world.on_loop(lambda: world.node.service.get_agent(OP, "1002").conn_id)
         listen = f"/supervisor/api/calls/{conn_id}/listen"
         maria, otto = signed_in(OP, SUPERVISOR), signed_in(OTHER_OP, OTHER_SUPERVISOR)
-        started = maria.post(listen, json={"on": "page"}).json()
+        started = maria.post(listen, json={"on": "page", "page": PAGE}).json()
         assert started["ok"] and started["monitor_id"].startswith("m"), started
         offer = started["offer"]
         assert offer.count("m=audio") == 2 and offer.count("UDP/TLS/RTP/SAVPF") == 2, offer
@@ -281,11 +284,14 @@ def test_the_pages_answer_is_taken_from_the_supervisor_who_listens_once_and_a_re
             maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": "hello"}),
             maria.post(f"{listen}/answer", json={"monitor_id": monitor_id, "sdp": answer},
                        headers={"origin": "http://elsewhere.test"}),
+            maria.post(listen, json={"on": "page", "page": PAGE}),
+            maria.post(listen, json={"on": "radio"}),
             maria.post(listen, json={"on": "page"}),
-            maria.post(listen, json={"on": "radio"}))]
+            maria.post(listen, json={"on": "page", "page": "../x"}))]
         assert refusals == [(401, "NOT_SIGNED_IN"), (404, "CALL_NOT_FOUND"), (409, "NOT_YOUR_LISTENING"),
                             (400, "MISSING_PARAMETERS"), (400, "INVALID_PARAMETER"), (403, "BAD_REQUEST"),
-                            (409, "MONITOR_IN_PROGRESS"), (400, "INVALID_PARAMETER")]
+                            (409, "MONITOR_IN_PROGRESS"), (400, "INVALID_PARAMETER"), (400, "INVALID_PARAMETER"),
+                            (400, "INVALID_PARAMETER")]
         state = world.on_loop(lambda: world.node.service.monitor_state(OP, conn_id))
         assert (state.monitor_id, state.state, state.on) == (monitor_id, "ringing", "page")  # nothing changed
 
@@ -304,6 +310,24 @@ def test_the_pages_answer_is_taken_from_the_supervisor_who_listens_once_and_a_re
                                       if e.type.startswith("call.monitor") and e.data["monitor_id"] == monitor_id])
         assert wire == [("call.monitor_ended", monitor_id, "no_answer")]  # never answered (the relay refused it)
         assert world.node.switch.anchor.listeners.pages == {}
+        assert world.on_loop(lambda: world.node.service.get_call(OP, conn_id).state) == "connected"
+
+        # the page's live socket closes (a crashed browser, a lost network): its listening ends with it
+        url = world.url.replace("http://", "ws://") + f"/supervisor/api/live?page={PAGE}"
+        cookie = f"callbridge_desk={maria.cookies['callbridge_desk']}"
+        with connect(url, origin=world.url, additional_headers={"cookie": cookie}, open_timeout=5) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+            again = maria.post(listen, json={"on": "page", "page": PAGE}).json()
+            assert again["ok"], again
+            other = maria.post(listen, json={"on": "page", "page": "f" * 32})  # another page: in progress
+            assert other.json()["error_id"] == "MONITOR_IN_PROGRESS"
+
+        def ended() -> list[tuple[str, str]]:
+            return [(e.data["monitor_id"], e.data["reason"]) for e in world.node.events.since(OP, 0)
+                    if e.type == "call.monitor_ended"]
+
+        world.run(until(lambda: ended()[-1][0] == again["monitor_id"], what="the page's listening ended"))
+        assert ended()[-1] == (again["monitor_id"], "stopped") and world.node.switch.anchor.listeners.pages == {}
         assert world.on_loop(lambda: world.node.service.get_call(OP, conn_id).state) == "connected"
     finally:
         for c in clients:

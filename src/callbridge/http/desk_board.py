@@ -21,7 +21,9 @@ Rules (docs/operations.md, "The supervisor's board"):
   `start_page_monitor` for the signed-in supervisor and answers the relay's WebRTC offer (``offer``, SDP) with the
   listener's ``monitor_id``; the page answers it at ``listen/answer`` (``monitor_id``, ``sdp``), accepted only from
   the supervisor who started it and only once; then its media flows. A relay that gives no offer in time or refuses
-  the answer ends that listening (503 MEDIA_FAILED, said plainly). Stop listening is the same for both.
+  the answer ends that listening (503 MEDIA_FAILED, said plainly). Stop listening is the same for both. The page
+  names itself (``page``, 32 hex digits, also on its live socket's ``?page=``): when that socket closes, the page's
+  listening ends (`page_closed`): a crashed browser or a lost network leaves no listening behind.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ MEDIA_FAILED = "The media relay did not set up the listening in this page: try a
 NOT_YOUR_LISTENING = "This page is not listening to that call (it ended, or another listening replaced it)."
 NOT_AN_ANSWER = "The answer is not an SDP answer to the offer: one audio section per party (RFC 3264 §6)."
 MAX_SDP = 12 * 1024  # a browser's answer with two audio streams is 2-3 kB
+_PAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _listener(service: CallControlService, operation_id: str, conn_id: str) -> dict[str, Any] | None:
@@ -128,6 +131,7 @@ class SupervisorBoard:
         self._config = config
         self._timeout = request_timeout
         self._clock = config.clock or time.monotonic
+        self._page_listenings: dict[str, set[tuple[str, str, str]]] = {}  # page id -> (operation, conn, monitor)
 
     async def sign_in(self, request: Request) -> Response:
         form = await read_sign_in(request, self._config, self._clock, ("operation", "username", "password"))
@@ -214,10 +218,14 @@ class SupervisorBoard:
             if on not in ("phone", "page"):
                 return refuse("Listen on: page (this page) or phone (an extension).", 400, "INVALID_PARAMETER")
             if on == "page":
+                page = fields.get("page", "")
+                if not _PAGE_ID.fullmatch(page):
+                    return refuse("The page's id (page: 32 hex digits) is missing or wrong: reload the board.", 400,
+                                  "INVALID_PARAMETER")
                 if self._config.page_listening is None:  # no media plane wired: nothing to listen through
                     raise CallNotAnchored()
                 return await self._listen_in_page(session.operation_id, request.path_params["conn_id"],
-                                                  session.user)
+                                                  session.user, page)
             extension = fields.get("extension", "").strip()
             if not extension:
                 return refuse("Fill in: extension (the phone that listens).", 400, "MISSING_PARAMETERS")
@@ -234,10 +242,13 @@ class SupervisorBoard:
                        "conn_id": view.conn_id, "listener": {"extension": view.supervisor, "state": view.state,
                                                              "started_at": rfc3339_or_none(view.started_at)}})
 
-    async def _listen_in_page(self, operation_id: str, conn_id: str, user: str) -> Response:
+    async def _listen_in_page(self, operation_id: str, conn_id: str, user: str, page: str) -> Response:
         listening = self._config.page_listening
         assert listening is not None
         view = self._service.start_page_monitor(operation_id, conn_id, user)
+        mine = self._page_listenings.setdefault(page, set())
+        mine -= {m for m in mine if not self._current(*m)}  # those ended otherwise
+        mine.add((operation_id, conn_id, view.monitor_id))
         if self._refresh is not None:
             self._refresh(operation_id)
         try:
@@ -285,12 +296,20 @@ class SupervisorBoard:
             return refuse(MEDIA_FAILED, 503, "MEDIA_FAILED")
         return answer({"ok": True, "message": "Listening in this page.", "conn_id": conn_id})
 
-    def _stop_if_current(self, operation_id: str, conn_id: str, monitor_id: str) -> None:
+    def page_closed(self, page: str) -> None:
+        """The live socket of the board page `page` closed: that page's listening ends."""
+        for operation_id, conn_id, monitor_id in self._page_listenings.pop(page, ()):
+            self._stop_if_current(operation_id, conn_id, monitor_id)
+
+    def _current(self, operation_id: str, conn_id: str, monitor_id: str) -> bool:
         try:
-            if self._service.monitor_state(operation_id, conn_id).monitor_id == monitor_id:
-                self._service.stop_monitor(operation_id, conn_id)
-        except CallControlError:  # it ended meanwhile
-            pass
+            return self._service.monitor_state(operation_id, conn_id).monitor_id == monitor_id
+        except CallControlError:  # it ended
+            return False
+
+    def _stop_if_current(self, operation_id: str, conn_id: str, monitor_id: str) -> None:
+        if self._current(operation_id, conn_id, monitor_id):
+            self._service.stop_monitor(operation_id, conn_id)
 
     async def stop_listening(self, request: Request) -> Response:
         """`stop_monitor`: the listening phone is hung up."""

@@ -131,8 +131,11 @@ def desk_routes(service: CallControlService, waiter: ActionWaiter, config: DeskC
         await hub.serve(ws, "agent", agent_view, lambda s: _agent_wants(service, s))
 
     async def board_live(ws: WebSocket) -> None:
-        await hub.serve(ws, "supervisor", lambda s: board_snapshot(service, config, s.operation_id),
-                        lambda s: lambda event: not event.name.startswith("action_"))
+        try:
+            await hub.serve(ws, "supervisor", lambda s: board_snapshot(service, config, s.operation_id),
+                            lambda s: lambda event: not event.name.startswith("action_"))
+        finally:  # the page's listening goes with its socket (desk_board: a crashed page leaves none behind)
+            board.page_closed(ws.query_params.get("page", ""))
 
     routes: list[BaseRoute] = [
         Route("/agent", pages.agent, methods=["GET"]),

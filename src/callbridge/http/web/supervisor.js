@@ -23,11 +23,14 @@ async function listen(c) {
 // Listening in this page: one call at a time; one audio element per party (the relay sends each party as its own
 // stream: it does not mix), so the supervisor hears both.
 let hearing = null;  // { conn_id, monitor_id, pc }
+// this page's id, on its live socket and on its Listen here: the server ends the page's listening when that socket
+// closes (a crashed browser, a lost network), as it does when the page says it goes (pagehide)
+const PAGE_ID = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 
 async function listenHere(c) {
   stopHearing();
   const path = `/supervisor/api/calls/${encodeURIComponent(c.conn_id)}/listen`;
-  const body = await call(path, { on: "page" });
+  const body = await call(path, { on: "page", page: PAGE_ID });
   result(body);
   if (!body.ok) return;
   const pc = new RTCPeerConnection();
@@ -116,7 +119,7 @@ function start(body) {
   $("#who").hidden = false;
   // the account's extension is the default; what this browser remembers (typed here before) wins
   if (!$("#f-listen").value && body.supervisor.extension) $("#f-listen").value = body.supervisor.extension;
-  stream = liveSession("/supervisor/api/live", onLive, { stale: "The board", onSignedOut: signedOut });
+  stream = liveSession(`/supervisor/api/live?page=${PAGE_ID}`, onLive, { stale: "The board", onSignedOut: signedOut });
 }
 
 function signedOut(reason) {
@@ -137,7 +140,10 @@ function onLive(message) {
       const c = board.calls.find((x) => x.conn_id === hearing.conn_id);
       const mine = !!c && !!c.listener && c.listener.monitor_id === hearing.monitor_id;
       if (mine) hearing.seen = true;
-      else if (hearing.seen) stopHearing();  // (a board from before Listen may still arrive: not seen yet)
+      else if (hearing.seen) {  // (a board from before Listen may still arrive: not seen yet)
+        stopHearing();
+        result({ ok: false, message: "The listening in this page ended." });
+      }
     }
     render();
   }
