@@ -280,7 +280,8 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                     saved=await asyncio.to_thread(cursors.load))  # started and stopped with the app
     desk = DeskConfig(directory=storage.directory, supervisors=SupervisorAccounts(storage.engine),
                       sip_ws=_page_ws_address(settings, ws_address), sip_wss=settings.sip_tls_cert is not None,
-                      failures=Defence(SIGN_IN_DEFENCE), clock=time.monotonic)
+                      failures=Defence(SIGN_IN_DEFENCE), clock=time.monotonic,
+                      page_listening=switch.anchor.listeners)
     # a cluster's nodes count daily quotas in the database: one count, kept across a failover (storage/token_usage)
     gate = TokenGate(storage.directory, ledger=TokenUsage(storage.engine)) if settings.cluster else None
     app = create_app(service=service, directory=storage.directory, events=events, metrics=metrics,

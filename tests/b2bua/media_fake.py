@@ -97,8 +97,8 @@ class FakeMedia:
         self.ops.append(("stop_playing", conn_id, leg_id))
         self._check("stop_playing", conn_id)
 
-    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str) -> bytes:
-        self.ops.append(("subscribe", conn_id, tuple(parties), listener))
+    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str, *, webrtc: bool = False) -> bytes:
+        self.ops.append(("subscribe", conn_id, tuple(parties), listener, *(("webrtc",) if webrtc else ())))
         self._check("subscribe", conn_id)
         return b"v=0\r\n"
 

@@ -110,7 +110,8 @@ async def test_with_no_other_relay_up_the_call_is_ended() -> None:
     assert media.ops == [("lost", "c1")]
 
 
-@pytest.mark.parametrize("state", ["music", "no peer", "peer ringing", "re-INVITE in progress", "listened to"])
+@pytest.mark.parametrize("state", ["music", "no peer", "peer ringing", "re-INVITE in progress", "listened to",
+                                   "listened to in a page"])
 async def test_a_call_that_is_not_two_parties_talking_is_ended(state: str) -> None:
     media, sw, loss = await talking()
     if state == "music":
@@ -124,6 +125,10 @@ async def test_a_call_that_is_not_two_parties_talking_is_ended(state: str) -> No
     elif state == "listened to":
         supervisor = sw.legs.add(leg("ls", "", "sup", 6000))
         supervisor.listener = True
+    elif state == "listened to in a page":
+        sw.anchor.listeners.subscribe_page("c1", "mp", lambda: None, lambda: None)
+        await settle(sw)
+        media.ops.clear()
     else:
         customer = sw.legs.get("lc")
         assert customer is not None

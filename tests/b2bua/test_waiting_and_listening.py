@@ -127,3 +127,47 @@ async def test_a_listener_is_subscribed_to_the_customer_and_its_peer_and_unsubsc
     await anchor.settle()
     assert media.ops[1:] == [("subscribe_answer", "c1", "m1", b"v=0\r\n"), ("unsubscribe", "c1", "m1")]
     assert "c1" in anchor.calls and anchor.peers["c1"] == "agent"  # the parties' call is untouched
+
+
+async def test_a_page_listener_gets_a_webrtc_offer_answers_once_and_is_unsubscribed_on_release() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop(), directory=Operations(Operation("0042", "a.test")))
+    customer, agent = leg("cust"), leg("agent")
+    anchor.adopt("c1", customer)
+    await step(anchor.offer, "c1", customer, None, SDP)
+    await step(anchor.answer, "c1", customer, agent, SDP)
+    media.ops.clear()
+    told: list[str] = []
+    listeners = anchor.listeners
+    listeners.subscribe_page("c1", "m1", lambda: told.append("answered"), lambda: told.append("failed"))
+    assert await listeners.page_offer("m1") == b"v=0\r\n"
+    assert media.ops == [("subscribe", "c1", ("cust", "agent"), "m1", "webrtc")]  # the browser's profile
+    assert await listeners.page_answer("m1", b"v=0\r\nm=audio 9 x\r\n") == "invalid"  # the offer has none
+    assert await listeners.page_answer("m1", b"v=0\r\nanswer") == "taken"
+    assert await listeners.page_answer("m1", b"v=0\r\nagain") == "refused"  # once only
+    assert await listeners.page_answer("m9", b"v=0\r\n") == "refused" and await listeners.page_offer("m9") is None
+    assert told == ["answered"]
+    assert listeners.release_page("m1") is True and listeners.release_page("m1") is False
+    await anchor.settle()
+    assert media.ops[1:] == [("subscribe_answer", "c1", "m1", b"v=0\r\nanswer"), ("unsubscribe", "c1", "m1")]
+    assert listeners.pages == {} and "c1" in anchor.calls and anchor.peers["c1"] == "agent"
+
+
+async def test_a_page_listener_the_relay_refuses_is_reported_failed_and_has_no_offer() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop(), directory=Operations(Operation("0042", "a.test")))
+    customer, agent = leg("cust"), leg("agent")
+    anchor.adopt("c1", customer)
+    await step(anchor.offer, "c1", customer, None, SDP)
+    await step(anchor.answer, "c1", customer, agent, SDP)
+    told: list[str] = []
+    media.refusing.add("subscribe")
+    anchor.listeners.subscribe_page("c1", "m1", lambda: told.append("answered"), lambda: told.append("failed"))
+    assert await anchor.listeners.page_offer("m1") is None
+    await anchor.settle()
+    assert told == ["failed"] and anchor.listeners.pages == {} and anchor.stats["media_failures"] == 1
+    media.refusing = {"subscribe_answer"}  # the offer comes, the browser's answer is refused
+    anchor.listeners.subscribe_page("c1", "m2", lambda: told.append("answered"), lambda: told.append("failed"))
+    assert await anchor.listeners.page_offer("m2") == b"v=0\r\n"
+    assert await anchor.listeners.page_answer("m2", b"v=0\r\n") == "refused"
+    assert told == ["failed", "failed"] and anchor.listeners.pages == {} and anchor.stats["media_failures"] == 2

@@ -130,6 +130,10 @@ class FakeSignalling:
         self.requests.append(("monitor", request))
         return self.anchored
 
+    def listen_in_page(self, conn_id: str, leg_id: str) -> bool:
+        self.requests.append(("listen_in_page", conn_id, leg_id))
+        return self.anchored
+
     def waiting(self, conn_id: str, leg_id: str, queue: Queue) -> None:
         self.waits.append((leg_id, queue.name))  # apart from `requests`: a hint for the media, not a SIP request
 

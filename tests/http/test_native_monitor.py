@@ -13,6 +13,7 @@ import httpx
 import pytest
 from http_world import BEARER, OTHER_TOKEN, World, validate_response
 
+from callbridge.callcontrol.errors import CallControlError
 from callbridge.callcontrol.ports import OriginateRequest
 
 OP = "0042"
@@ -145,3 +146,43 @@ async def test_errors_in_order_each_changing_nothing(client: httpx.AsyncClient, 
     assert problem(await ask(client, "DELETE", conn_id)) == (409, "CALL_ENDED")
     assert wire(world, "call.monitor_started", "call.monitor_ended") == []
     assert [r for r in monitors(world)] == [monitors(world)[0]]  # only the CALL_NOT_ANCHORED one reached it
+
+
+async def test_a_board_page_listening_is_the_calls_one_listener_named_by_username(client: httpx.AsyncClient,
+                                                                                  world: World) -> None:
+    """`start_page_monitor` (the board's "Listen here"): no extension, the adapter's `listen_in_page`; the native API
+    shows it (its `supervisor` the username, valid for the OpenAPI document), one listener per call either way."""
+    world.login("1001")
+    conn_id, _, _ = world.connected_call()
+    queued = world.service.on_inbound_call(OP, "5550100", "cust-q", "3007654321")
+    with pytest.raises(CallControlError) as refused:
+        world.service.start_page_monitor(OP, queued, "maria")
+    assert refused.value.error_id == "CALL_NOT_ANSWERED"
+    world.signalling.anchored = False
+    before = world.footprint()
+    with pytest.raises(CallControlError) as refused:
+        world.service.start_page_monitor(OP, conn_id, "maria")
+    assert refused.value.error_id == "CALL_NOT_ANCHORED" and world.footprint()[1:] == before[1:]
+    world.signalling.anchored = True
+    with pytest.raises(CallControlError) as refused:
+        world.service.start_page_monitor("0077", conn_id, "otto")  # another operation's call
+    assert refused.value.error_id == "CALL_NOT_FOUND"
+
+    view = world.service.start_page_monitor(OP, conn_id, "maria")
+    assert (view.on, view.supervisor, view.state) == ("page", "maria", "ringing")
+    assert world.signalling.of("listen_in_page")[-1] == ("listen_in_page", conn_id, view.monitor_id)
+    assert monitors(world) == []  # no phone rung
+    state = (await ask(client, "GET", conn_id)).json()
+    assert (state["supervisor"], state["state"], state["monitor_id"]) == ("maria", "ringing", view.monitor_id)
+    world.service.on_registration_changed(OP, "1003", True)
+    assert problem(await ask(client, "POST", conn_id, {"extension": "1003"})) == (409, "MONITOR_IN_PROGRESS")
+    world.service.on_leg_answered(view.monitor_id)  # the page's answer reached the relay
+    [started] = wire(world, "call.monitor_started")
+    assert (started["supervisor"], started["monitor_id"]) == ("maria", view.monitor_id)
+    stopped = await ask(client, "DELETE", conn_id)
+    assert (stopped.json()["supervisor"], stopped.json()["reason"]) == ("maria", "stopped")
+    assert ("release", view.monitor_id, None, None) in world.signalling.requests
+    history = [(what, detail) for _, what, detail in world.service.get_call(OP, conn_id).history]
+    assert [h for h in history if h[0].startswith("monitor")] == [
+        ("monitor_requested", "maria"), ("monitor_started", "maria"), ("monitor_ended", "maria stopped")]
+    assert world.service.get_call(OP, conn_id).state == "connected"

@@ -233,6 +233,7 @@ def test_the_boards_listen_checks_the_operation_the_extension_and_the_relay_and_
             maria.post(listen, json={"extension": "9999"}),
             maria.post(listen, json={"extension": "1002"}),
             maria.post(listen, json={"extension": "1001"}),
+            maria.post(listen, json={"on": "page", "page": "0123456789abcdef0123456789abcdef"}),
             maria.post(stop, json={}),
             maria.post(listen, json={"extension": "1001"}, headers={"origin": "http://elsewhere.test"}))]
         assert answers == [
@@ -245,6 +246,8 @@ def test_the_boards_listen_checks_the_operation_the_extension_and_the_relay_and_
                                           "again."),
             (409, "CALL_NOT_ANCHORED", "This call's media does not go through callbridge's relay (rtpengine): it "
                                        "cannot be listened to."),
+            (409, "CALL_NOT_ANCHORED", "This call's media does not go through callbridge's relay (rtpengine): it "
+                                       "cannot be listened to."),  # in the page: the same check
             (409, "MONITOR_NOT_STARTED", "Nobody listens to this call."),
             (403, "BAD_REQUEST", "This request came from another site's page.")]
         [live] = maria.get("/supervisor/api/board").json()["calls"]

@@ -7,7 +7,7 @@ sources on its one port (10.5 has no mixer), each measured alone by tone frequen
 test_calls_monitor.py does). The board shows who listens, live; Stop listening hangs 1003 up and the parties still
 hear each other. Everything on loopback, every wait bounded.
 
-`CALLBRIDGE_DESK_SCREENSHOTS=DIR` also saves the board, listening, there (scripts/desk-screenshots: docs/).
+(The board's picture in docs/ is test_desk_listen_page.py's: listening in the page.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from deskaudio import CHROMIUM
@@ -36,7 +35,6 @@ CUSTOMER_HZ, AGENT_HZ = 700.0, 1200.0
 WAIT_MS = 8000
 LIVE_MS = 2000  # what the board must show within, once the server has done it
 ARGS = ["--no-sandbox"]
-SHOTS = os.environ.get("CALLBRIDGE_DESK_SCREENSHOTS")
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 expect.set_options(timeout=WAIT_MS)
@@ -121,8 +119,6 @@ def test_the_board_listens_to_a_call_on_extension_1003_shows_it_and_stops(browse
         world.run(supervisor.wait_for(Established, call=listen, timeout=5))
         expect(listener).to_have_text("1003 (listening)", timeout=LIVE_MS)  # from call.monitor_started, live
         assert board.evaluate("localStorage.getItem('callbridge.board.listen-extension')") == "1003"
-        if SHOTS:
-            board.screenshot(path=str(Path(SHOTS) / "supervisor-board.png"))
 
         async def hear(seconds: float) -> list[Heard]:
             await asyncio.sleep(0.5)  # past the subscription's first packets

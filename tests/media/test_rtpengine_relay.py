@@ -259,3 +259,33 @@ async def test_between_two_browsers_neither_is_told_the_other_ones_ssrc(rtpengin
     finally:
         await media.delete("c2")
         shell.close()
+
+
+async def test_a_browsers_subscription_is_webrtc_per_party_and_makes_the_browser_the_controlling_ice_agent(
+        rtpengine: Rtpengine) -> None:
+    """The supervisor's board page listening: `subscribe(webrtc=True)` of two parties gives one DTLS-SRTP/ICE stream
+    per party with no signalled SSRC, marked ice-lite (10.5 stays ICE-controlled on a subscription), and takes a
+    browser's answer; a plain subscription stays RTP/AVP, not marked."""
+    shell = await started(rtpengine)
+    media = RtpengineMedia(shell)
+    try:
+        await media.offer("c3", "cust", None, sdp(free_udp_port()))
+        await media.answer("c3", "cust", "agent", sdp(free_udp_port()))
+        offer = (await media.subscribe("c3", ["cust", "agent"], "m1", webrtc=True)).decode()
+        assert re.findall(r"^m=audio \d+ (\S+) 0\b", offer, re.M) == ["UDP/TLS/RTP/SAVPF"] * 2, offer
+        session = offer[:offer.index("m=audio")]
+        assert session.endswith("t=0 0\r\na=ice-lite\r\n") and offer.count("a=ice-lite") == 1, offer
+        for line in ("a=sendonly", "a=rtcp-mux", "a=setup:actpass"):
+            assert len(re.findall(f"^{line}\\r$", offer, re.M)) == 2, offer
+        assert len(re.findall(r"^a=candidate:\S+ 1 UDP \d+ 127\.0\.0\.1 \d+ typ host\r$", offer, re.M)) == 2
+        assert "a=ssrc" not in offer and "a=crypto" not in offer
+        answer = BROWSER_ANSWER.format(port=free_udp_port()).replace("a=sendrecv", "a=recvonly")
+        head, section = answer[:answer.index("m=audio")], answer[answer.index("m=audio"):]
+        await media.subscribe_answer("c3", "m1", (head + section * 2).encode())
+
+        plain = (await media.subscribe("c3", ["cust", "agent"], "m2")).decode()
+        assert re.findall(r"^m=audio \d+ (\S+) 0\b", plain, re.M) == ["RTP/AVP"] * 2 and "ice-lite" not in plain
+        await media.unsubscribe("c3", "m1")
+    finally:
+        await media.delete("c3")
+        shell.close()

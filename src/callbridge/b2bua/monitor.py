@@ -17,6 +17,11 @@ Rules (found with rtpengine 10.5 on loopback; `media/rtpengine.py` has the ng si
 - Its end (its BYE, our BYE on the domain's release, its INVITE failing) is ``unsubscribe``: the parties' call
   goes on (``delete`` with both tags would end it). A relay step that fails is logged and counted, and the listener
   is hung up by the domain when its leg's end is reported.
+- A listener in the supervisor's board page (`PageListener`, docs/operations.md "The supervisor's board") has no SIP
+  leg: the subscription is asked with the WebRTC profile (DTLS-SRTP, ICE, rtcp-mux: `Media.subscribe(webrtc=True)`),
+  its offer, every stream of it (a browser takes one ``m=audio`` per party and plays each), goes to the page over the
+  board's HTTP session (`page_offer`), and the page's answer goes to the relay as it is (`page_answer`); that is the
+  leg's answer for the domain. Its release is ``unsubscribe``, as a phone's end.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.ports import Media, MediaError
 
-__all__ = ["CallListeners", "every_stream_to", "first_stream"]
+__all__ = ["CallListeners", "PageListener", "every_stream_to", "first_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +76,20 @@ def every_stream_to(offer: bytes, answer: bytes) -> bytes:
     return session + (media[0] if media else b"") * count
 
 
+@dataclass(slots=True)
+class PageListener:
+    conn_id: str
+    offer: asyncio.Future[bytes]  # the relay's WebRTC offer, or its refusal (MediaError)
+    answered: Callable[[], None]  # the domain is told the leg answered
+    failed: Callable[[], None]  # ... or failed
+    answer_given: bool = False
+
+
 class CallListeners:
     def __init__(self, anchor: Anchor) -> None:
         self.anchor = anchor
         self.offers: dict[str, bytes] = {}  # listener leg -> the relay's offer (every stream)
+        self.pages: dict[str, PageListener] = {}  # a board page's listener leg -> its subscription
 
     def can_listen(self, conn_id: str) -> bool:
         """The call's media goes through the relay and its customer talks to someone on it."""
@@ -133,6 +149,93 @@ class CallListeners:
                 await media.unsubscribe(conn_id, leg.leg_id)
             except MediaError as exc:  # not answered yet, or the relay forgot it: nothing flows to it
                 log.debug("call %s: unsubscribing %s: %s", conn_id, leg.leg_id, exc)
+
+        a.track(a.loop.create_task(run()))
+        return True
+
+    # --- a listener in the board's page ---------------------------------------------------------------------------
+    def subscribe_page(self, conn_id: str, leg_id: str, answered: Callable[[], None],
+                       failed: Callable[[], None]) -> None:
+        """Ask the relay for the parties' media toward a browser (WebRTC); `page_offer` waits for its offer."""
+        a = self.anchor
+        media = a.media
+        assert media is not None and a.loop is not None
+        parties = [a.calls[conn_id], a.peers[conn_id]]
+        page = self.pages[leg_id] = PageListener(conn_id, a.loop.create_future(), answered, failed)
+
+        async def run() -> None:
+            try:
+                offer = await media.subscribe(conn_id, parties, leg_id, webrtc=True)
+            except MediaError as exc:
+                a.stats["media_failures"] += 1
+                log.warning("call %s: the relay refused a page listener (%s)", conn_id, exc)
+                if not page.offer.done():
+                    page.offer.set_exception(exc)
+                    page.offer.exception()  # retrieved: `page_offer` reads the refusal as None
+                self.pages.pop(leg_id, None)
+                failed()
+            else:
+                if not page.offer.done():
+                    page.offer.set_result(offer)
+            a.wake()
+
+        a.track(a.loop.create_task(run()))
+
+    async def page_offer(self, leg_id: str) -> bytes | None:
+        """The relay's WebRTC offer for the page listener `leg_id`; None: the relay refused it, or it is gone."""
+        page = self.pages.get(leg_id)
+        if page is None:
+            return None
+        try:
+            return await asyncio.shield(page.offer)
+        except (MediaError, asyncio.CancelledError):
+            if page.offer.cancelled() or page.offer.done():
+                return None
+            raise  # the waiter itself was cancelled
+
+    async def page_answer(self, leg_id: str, sdp: bytes) -> Literal["taken", "invalid", "refused"]:
+        """The page's answer to its offer: the parties' media flows to the browser from now on, and the domain
+        hears that the leg answered ("taken"). "invalid": not one media section per one of the offer's (RFC 3264
+        §6), nothing changed. "refused": no such listener, it answered already, or the relay refused the answer
+        (the leg is then reported failed)."""
+        page = self.pages.get(leg_id)
+        media = self.anchor.media
+        if page is None or page.answer_given or not page.offer.done() or page.offer.cancelled() \
+                or page.offer.exception() is not None or media is None:
+            return "refused"
+        if len(_split(sdp)[1]) != len(_split(page.offer.result())[1]):
+            return "invalid"
+        page.answer_given = True
+        try:
+            await media.subscribe_answer(page.conn_id, leg_id, sdp)
+        except MediaError as exc:
+            self.anchor.stats["media_failures"] += 1
+            log.warning("call %s: the relay refused the page listener's answer (%s)", page.conn_id, exc)
+            if self.pages.pop(leg_id, None) is not None:
+                page.failed()
+            return "refused"
+        if self.pages.get(leg_id) is not page:  # released while the relay answered
+            return "refused"
+        page.answered()
+        return "taken"
+
+    def release_page(self, leg_id: str) -> bool:
+        """The domain released `leg_id`: True when it was a page listener (its subscription is ended)."""
+        page = self.pages.pop(leg_id, None)
+        if page is None:
+            return False
+        if not page.offer.done():
+            page.offer.cancel()
+        a = self.anchor
+        if page.conn_id not in a.calls or a.media is None or a.loop is None:
+            return True
+        media = a.media
+
+        async def run() -> None:
+            try:
+                await media.unsubscribe(page.conn_id, leg_id)
+            except MediaError as exc:  # not answered yet, or the relay forgot it: nothing flows to it
+                log.debug("call %s: unsubscribing %s: %s", page.conn_id, leg_id, exc)
 
         a.track(a.loop.create_task(run()))
         return True

@@ -219,9 +219,10 @@ class Media(Protocol):
 
     async def stop_playing(self, conn_id: str, leg_id: str) -> None: ...
 
-    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str) -> bytes:
+    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str, *, webrtc: bool = False) -> bytes:
         """A listener (`listener`, a leg id) is to receive what each of `parties` sends; returns the offer to send
-        it: one audio stream per party, in that order, send-only. Nothing it sends reaches the parties."""
+        it: one audio stream per party, in that order, send-only. Nothing it sends reaches the parties. `webrtc`:
+        the offer is for a browser (DTLS-SRTP, ICE, rtcp-mux, no signalled SSRCs)."""
         ...
 
     async def subscribe_answer(self, conn_id: str, listener: str, sdp: bytes) -> None:

@@ -77,8 +77,9 @@ class RelayLoss:
             return None
         if heard.wanted != "peer" or heard.playing is not None or heard.blocked is not None or heard.consulting:
             return None
-        if any(leg.listener and leg.conn_id == conn_id for leg in self.sw.legs):
-            return None  # a supervisor's subscription was on the dead relay: not rebuilt (monitor.py)
+        if any(leg.listener and leg.conn_id == conn_id for leg in self.sw.legs) \
+                or any(page.conn_id == conn_id for page in anchor.listeners.pages.values()):
+            return None  # a supervisor's subscription (a phone's or a board page's) was on the dead relay: not rebuilt
         for leg in (customer, peer):
             if (not leg.up or leg.released or leg.reinvite_done is not None or leg.ack_pending
                     or not leg.remote_sdp or leg.peer not in (customer.leg_id, peer.leg_id)):

@@ -28,7 +28,8 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   With an `action_id`, the BYE's final response is reported (CANCEL and final responses succeed at once).
 - `reject`: the final response, with Retry-After when given.
 - `monitor`: a supervisor's phone rung with the relay's subscription of both parties (`monitor.py`); False at once
-  when the call's media is not on a relay.
+  when the call's media is not on a relay. `listen_in_page`: the same subscription in the WebRTC profile for the
+  supervisor's board page, no SIP (`monitor.py`, `PageListener`); `release` of its leg unsubscribes it.
 - `waiting`: an anchored call's customer waiting in a queue gets a 183 with the relay's SDP and hears the queue's
   music and announcements (`waiting.py`).
 """
@@ -123,6 +124,17 @@ class SipSignalling:
                 self._send_invites(leg, request, op)
 
         sw.anchor.listeners.subscribe(request.conn_id, leg, offered, lambda: self._failed(leg, 503))
+        return True
+
+    def listen_in_page(self, conn_id: str, leg_id: str) -> bool:
+        """A listener in the supervisor's board page: the relay's WebRTC subscription, answered by the page."""
+        sw = self.sw
+        if not sw.anchor.listeners.can_listen(conn_id):
+            return False
+        service = sw.service
+        assert service is not None
+        sw.anchor.listeners.subscribe_page(conn_id, leg_id, lambda: sw.report(service.on_leg_answered, leg_id),
+                                           lambda: sw.report(service.on_leg_failed, leg_id, 503))
         return True
 
     def _send_invites(self, leg: SipLeg, request: OriginateRequest, op: Operation | None) -> None:
@@ -252,6 +264,9 @@ class SipSignalling:
 
     def release(self, leg_id: str, cause: int | None = None, action_id: str | None = None) -> None:
         sw = self.sw
+        if sw.anchor.listeners.release_page(leg_id):  # a board page's listener: no SIP (monitor.py)
+            self._result(action_id, True, None)
+            return
         sw.refers.leg_released(leg_id, cause)  # a REFER's NOTIFY goes before the BYE/CANCEL (refer.py)
         leg = sw.legs.get(leg_id)
         if leg is None or leg.released:

@@ -14,6 +14,11 @@ Rules (docs/operations.md, "A supervisor listens"; the endpoints in docs/api.md)
   ended, why: stopped, supervisor_hangup, no_answer, call_ended).
 - The listener's leg is reported by the adapter like any leg (answered, failed, ended): `reports` routes the reports
   of a listener's leg here, before the call's own handling looks for it.
+- Or the supervisor listens in the board's page (`start_page_monitor`, docs/operations.md "The supervisor's board"):
+  no extension is rung, the adapter asks the relay for a WebRTC subscription (`Signalling.listen_in_page`) whose
+  offer the page answers; the page's answer reaching the relay is the leg's answer, and `supervisor` is the account's
+  username. The same checks, minus the extension's; the same record, events and ring timeout (a page that never
+  answers is given up as `no_answer`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from callbridge.callcontrol.model import HangupBy
 from callbridge.callcontrol.ports import OriginateRequest, Ports
 
 MonitorState = Literal["ringing", "listening", "ended"]
+ListensOn = Literal["phone", "page"]
 # how long the supervisor's phone rings before the listening is given up
 MONITOR_RING_SECONDS = 30.0
 
@@ -54,11 +60,12 @@ class Monitor:
     monitor_id: str  # the listener's leg id
     conn_id: str
     operation_id: str
-    supervisor: str  # the extension rung
+    supervisor: str  # the extension rung, or the username whose board page listens
     requested_at: float
     started_at: float | None = None
     ended_at: float | None = None
     reason: str | None = None
+    on: ListensOn = "phone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +78,14 @@ class MonitorView:
     started_at: float | None
     ended_at: float | None
     reason: str | None
+    on: ListensOn = "phone"
 
 
 def view(m: Monitor) -> MonitorView:
     state: MonitorState = "ended" if m.ended_at is not None else "listening" if m.started_at is not None \
         else "ringing"
     return MonitorView(m.conn_id, m.monitor_id, m.supervisor, state, m.requested_at, m.started_at, m.ended_at,
-                       m.reason)
+                       m.reason, m.on)
 
 
 class CallMonitors:
@@ -97,20 +105,35 @@ class CallMonitors:
             raise ExtensionNotFound()
         if not rt.registered:
             raise PhoneNotRegistered()
-        if call.answered_at is None or call.state not in ("connected", "transferring"):
-            raise CallNotAnswered()
-        if conn_id in self._by_call:
-            raise MonitorInProgress()
-        k = self._k
+        self._listenable(call)
         leg_id = self._state.ids("m")
         request = OriginateRequest(conn_id, leg_id, operation_id, "agent", extension, caller_id=call.customer_number,
                                    caller_name="listen", timeout=MONITOR_RING_SECONDS)
         if not self._ports.signalling.monitor(request):
             raise CallNotAnchored()
-        m = Monitor(leg_id, conn_id, operation_id, extension, k.now())
-        self._by_leg[leg_id] = self._by_call[conn_id] = m
-        k.history(call, "monitor_requested", extension)
-        k.arm(f"monitor:{leg_id}", MONITOR_RING_SECONDS, lambda: self._ring_timeout(leg_id))
+        return self._requested(Monitor(leg_id, conn_id, operation_id, extension, self._k.now()), call)
+
+    def start_page_monitor(self, operation_id: str, conn_id: str, supervisor: str) -> MonitorView:
+        """The supervisor `supervisor` (a username) listens in its board's page: the relay's WebRTC offer is the
+        adapter's to hand to the page (`Signalling.listen_in_page`); the page's answer starts the listening."""
+        call = self._state.live_call(operation_id, conn_id)
+        self._listenable(call)
+        leg_id = self._state.ids("m")
+        if not self._ports.signalling.listen_in_page(conn_id, leg_id):
+            raise CallNotAnchored()
+        return self._requested(Monitor(leg_id, conn_id, operation_id, supervisor, self._k.now(), on="page"), call)
+
+    def _listenable(self, call: Call) -> None:
+        if call.answered_at is None or call.state not in ("connected", "transferring"):
+            raise CallNotAnswered()
+        if call.conn_id in self._by_call:
+            raise MonitorInProgress()
+
+    def _requested(self, m: Monitor, call: Call) -> MonitorView:
+        k = self._k
+        self._by_leg[m.monitor_id] = self._by_call[m.conn_id] = m
+        k.history(call, "monitor_requested", m.supervisor)
+        k.arm(f"monitor:{m.monitor_id}", MONITOR_RING_SECONDS, lambda: self._ring_timeout(m.monitor_id))
         return view(m)
 
     def stop_monitor(self, operation_id: str, conn_id: str) -> MonitorView:

@@ -142,6 +142,13 @@ class Signalling(Protocol):
         (or its customer talks to nobody on it). `release` of the leg stops the listening."""
         ...
 
+    def listen_in_page(self, conn_id: str, leg_id: str) -> bool:
+        """A listener of the call in a supervisor's board page, leg `leg_id`: the media plane is asked for a WebRTC
+        subscription of both parties, whose offer the adapter hands to the page; the page's answer reaching the
+        relay is reported as the leg's answer (a refusal as its failure). False at once, nothing done: as
+        `monitor`. `release` of the leg stops the listening."""
+        ...
+
     def waiting(self, conn_id: str, leg_id: str, queue: Queue) -> None:
         """The call's customer leg `leg_id`, not answered, waits in `queue` with no agent rung: it hears the queue's
         audio where the media plane can play it (anchored calls), else nothing changes. May come from inside

@@ -126,6 +126,7 @@ class CallControlService:
         reports = AdapterReports(state, ports, kernel, agents, life, acd, transfers, outbound, recordings)
         monitors = CallMonitors(state, ports, kernel, agents)  # a supervisor listening (monitor.py)
         self.start_monitor = monitors.start_monitor
+        self.start_page_monitor = monitors.start_page_monitor
         self.stop_monitor = monitors.stop_monitor
         self.monitor_state = monitors.monitor_state
         life.call_ended = monitors.call_ended

@@ -17,6 +17,13 @@ Rules (docs/operations.md, "The supervisor's board"):
 - Each live call on the board says who listens (`listener`: extension and `ringing` / `listening`, or null); the
   live sockets send a fresh board on `call.monitor_started` / `call.monitor_ended`, and on Listen itself (ringing
   has no event: the board wakes its operation's sockets).
+- Listening in the page (docs/operations.md, "The supervisor's board"): Listen with ``on=page`` starts
+  `start_page_monitor` for the signed-in supervisor and answers the relay's WebRTC offer (``offer``, SDP) with the
+  listener's ``monitor_id``; the page answers it at ``listen/answer`` (``monitor_id``, ``sdp``), accepted only from
+  the supervisor who started it and only once; then its media flows. A relay that gives no offer in time or refuses
+  the answer ends that listening (503 MEDIA_FAILED, said plainly). Stop listening is the same for both. The page
+  names itself (``page``, 32 hex digits, also on its live socket's ``?page=``): when that socket closes, the page's
+  listening ends (`page_closed`): a crashed browser or a lost network leaves no listening behind.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callbridge.callcontrol.errors import CallControlError
+from callbridge.callcontrol.errors import CallControlError, CallNotAnchored
 from callbridge.callcontrol.service import CallControlService
 from callbridge.http import contract
 from callbridge.http.actions import ActionNotCompleted, ActionWaiter
@@ -64,6 +71,11 @@ LISTEN_MESSAGES = {
                          "listened to.",
     "MONITOR_NOT_STARTED": "Nobody listens to this call.",
 }
+MEDIA_FAILED = "The media relay did not set up the listening in this page: try again, or listen on a phone."
+NOT_YOUR_LISTENING = "This page is not listening to that call (it ended, or another listening replaced it)."
+NOT_AN_ANSWER = "The answer is not an SDP answer to the offer: one audio section per party (RFC 3264 §6)."
+MAX_SDP = 12 * 1024  # a browser's answer with two audio streams is 2-3 kB
+_PAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _listener(service: CallControlService, operation_id: str, conn_id: str) -> dict[str, Any] | None:
@@ -71,7 +83,8 @@ def _listener(service: CallControlService, operation_id: str, conn_id: str) -> d
         view = service.monitor_state(operation_id, conn_id)
     except CallControlError:  # nobody listens (MONITOR_NOT_STARTED)
         return None
-    return {"extension": view.supervisor, "state": view.state, "started_at": rfc3339_or_none(view.started_at)}
+    return {"extension": view.supervisor, "state": view.state, "started_at": rfc3339_or_none(view.started_at),
+            "on": view.on, "monitor_id": view.monitor_id}
 
 
 def _listen_error(exc: CallControlError, extension: str = "") -> Response:
@@ -118,6 +131,7 @@ class SupervisorBoard:
         self._config = config
         self._timeout = request_timeout
         self._clock = config.clock or time.monotonic
+        self._page_listenings: dict[str, set[tuple[str, str, str]]] = {}  # page id -> (operation, conn, monitor)
 
     async def sign_in(self, request: Request) -> Response:
         form = await read_sign_in(request, self._config, self._clock, ("operation", "username", "password"))
@@ -192,13 +206,27 @@ class SupervisorBoard:
         return answer({"ok": True, "message": contract.VERBS["hang"].message(), "conn_id": call.conn_id})
 
     async def listen(self, request: Request) -> Response:
-        """`start_monitor` with the extension given: 200 with the listener (`ringing` until its phone answers)."""
+        """`start_monitor` with the extension given: 200 with the listener (`ringing` until its phone answers); with
+        ``on=page``, `start_page_monitor` and the relay's offer for this page."""
         session = self._sessions.session_of(request, "supervisor")
         if session is None:
             return refuse(NOT_SIGNED_IN, 401, "NOT_SIGNED_IN")
         extension = ""
         try:
-            extension = (await read_fields(request)).get("extension", "").strip()
+            fields = await read_fields(request)
+            on = fields.get("on", "phone")
+            if on not in ("phone", "page"):
+                return refuse("Listen on: page (this page) or phone (an extension).", 400, "INVALID_PARAMETER")
+            if on == "page":
+                page = fields.get("page", "")
+                if not _PAGE_ID.fullmatch(page):
+                    return refuse("The page's id (page: 32 hex digits) is missing or wrong: reload the board.", 400,
+                                  "INVALID_PARAMETER")
+                if self._config.page_listening is None:  # no media plane wired: nothing to listen through
+                    raise CallNotAnchored()
+                return await self._listen_in_page(session.operation_id, request.path_params["conn_id"],
+                                                  session.user, page)
+            extension = fields.get("extension", "").strip()
             if not extension:
                 return refuse("Fill in: extension (the phone that listens).", 400, "MISSING_PARAMETERS")
             if not _EXTENSION.fullmatch(extension):
@@ -214,6 +242,75 @@ class SupervisorBoard:
                        "conn_id": view.conn_id, "listener": {"extension": view.supervisor, "state": view.state,
                                                              "started_at": rfc3339_or_none(view.started_at)}})
 
+    async def _listen_in_page(self, operation_id: str, conn_id: str, user: str, page: str) -> Response:
+        listening = self._config.page_listening
+        assert listening is not None
+        view = self._service.start_page_monitor(operation_id, conn_id, user)
+        mine = self._page_listenings.setdefault(page, set())
+        mine -= {m for m in mine if not self._current(*m)}  # those ended otherwise
+        mine.add((operation_id, conn_id, view.monitor_id))
+        if self._refresh is not None:
+            self._refresh(operation_id)
+        try:
+            async with asyncio.timeout(self._timeout):
+                offer = await listening.page_offer(view.monitor_id)
+        except TimeoutError:
+            offer = None
+        if offer is None:
+            self._stop_if_current(operation_id, conn_id, view.monitor_id)
+            return refuse(MEDIA_FAILED, 503, "MEDIA_FAILED")
+        return answer({"ok": True, "message": "Connecting this page to the call…", "conn_id": conn_id,
+                       "monitor_id": view.monitor_id, "offer": offer.decode("utf-8", "replace")})
+
+    async def listen_answer(self, request: Request) -> Response:
+        """The page's WebRTC answer to the offer `listen` gave it: the listening starts."""
+        session = self._sessions.session_of(request, "supervisor")
+        if session is None:
+            return refuse(NOT_SIGNED_IN, 401, "NOT_SIGNED_IN")
+        listening = self._config.page_listening
+        conn_id = request.path_params["conn_id"]
+        try:
+            fields = await read_fields(request)
+            monitor_id, sdp = fields.get("monitor_id", ""), fields.get("sdp", "")
+            if not monitor_id or not sdp:
+                return refuse("Fill in: monitor_id and sdp (the page's answer).", 400, "MISSING_PARAMETERS")
+            if not sdp.startswith("v=0") or len(sdp) > MAX_SDP:
+                return refuse(NOT_AN_ANSWER, 400, "INVALID_PARAMETER")
+            view = self._service.monitor_state(session.operation_id, conn_id)
+        except BadRequest as exc:
+            return refuse(exc.message, exc.status, "BAD_REQUEST")
+        except CallControlError as exc:
+            return _listen_error(exc)
+        if (listening is None or view.monitor_id != monitor_id or view.on != "page" or view.supervisor != session.user
+                or view.state != "ringing"):
+            return refuse(NOT_YOUR_LISTENING, 409, "NOT_YOUR_LISTENING")
+        try:
+            async with asyncio.timeout(self._timeout):
+                outcome = await listening.page_answer(monitor_id, sdp.encode())
+        except TimeoutError:
+            self._stop_if_current(session.operation_id, conn_id, monitor_id)
+            return refuse(MEDIA_FAILED, 503, "MEDIA_FAILED")
+        if outcome == "invalid":
+            return refuse(NOT_AN_ANSWER, 400, "INVALID_PARAMETER")
+        if outcome != "taken":  # the relay refused it: the adapter reported the leg failed (`no_answer`)
+            return refuse(MEDIA_FAILED, 503, "MEDIA_FAILED")
+        return answer({"ok": True, "message": "Listening in this page.", "conn_id": conn_id})
+
+    def page_closed(self, page: str) -> None:
+        """The live socket of the board page `page` closed: that page's listening ends."""
+        for operation_id, conn_id, monitor_id in self._page_listenings.pop(page, ()):
+            self._stop_if_current(operation_id, conn_id, monitor_id)
+
+    def _current(self, operation_id: str, conn_id: str, monitor_id: str) -> bool:
+        try:
+            return self._service.monitor_state(operation_id, conn_id).monitor_id == monitor_id
+        except CallControlError:  # it ended
+            return False
+
+    def _stop_if_current(self, operation_id: str, conn_id: str, monitor_id: str) -> None:
+        if self._current(operation_id, conn_id, monitor_id):
+            self._service.stop_monitor(operation_id, conn_id)
+
     async def stop_listening(self, request: Request) -> Response:
         """`stop_monitor`: the listening phone is hung up."""
         session = self._sessions.session_of(request, "supervisor")
@@ -226,5 +323,6 @@ class SupervisorBoard:
             return refuse(exc.message, exc.status, "BAD_REQUEST")
         except CallControlError as exc:
             return _listen_error(exc)
-        return answer({"ok": True, "message": f"Extension {view.supervisor} stopped listening.",
+        who = f"{view.supervisor}'s page" if view.on == "page" else f"Extension {view.supervisor}"
+        return answer({"ok": True, "message": f"{who} stopped listening.",
                        "conn_id": view.conn_id})

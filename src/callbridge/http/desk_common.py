@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -49,6 +49,17 @@ class SupervisorVerifier(Protocol):
     def verify(self, operation_id: str, username: str, password: str) -> Any | None: ...
 
 
+class PageListening(Protocol):
+    """The media side of a supervisor listening in the board's page (`b2bua.monitor.CallListeners` has it): the
+    relay's WebRTC offer for a page listener's leg (None: the relay refused it, or the listener is gone), and the
+    page's answer to it: "taken"; "invalid" (not one media section per offered one; nothing changed); "refused"
+    (by the relay, or the listener is gone or answered already)."""
+
+    async def page_offer(self, leg_id: str) -> bytes | None: ...
+
+    async def page_answer(self, leg_id: str, sdp: bytes) -> Literal["taken", "invalid", "refused"]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeskConfig:
     """The desk's wiring: `sip_ws` is where the page's SIP.js connects ((host, port), the host None when the
@@ -61,6 +72,7 @@ class DeskConfig:
     library_dir: Path = DEFAULT_LIBRARY_DIR
     failures: FailureCounter | None = None  # None: sign-in failures are not counted
     clock: Callable[[], float] | None = None
+    page_listening: PageListening | None = None  # None: the board listens on phones only
 
 
 class BadRequest(Exception):

@@ -131,8 +131,11 @@ def desk_routes(service: CallControlService, waiter: ActionWaiter, config: DeskC
         await hub.serve(ws, "agent", agent_view, lambda s: _agent_wants(service, s))
 
     async def board_live(ws: WebSocket) -> None:
-        await hub.serve(ws, "supervisor", lambda s: board_snapshot(service, config, s.operation_id),
-                        lambda s: lambda event: not event.name.startswith("action_"))
+        try:
+            await hub.serve(ws, "supervisor", lambda s: board_snapshot(service, config, s.operation_id),
+                            lambda s: lambda event: not event.name.startswith("action_"))
+        finally:  # the page's listening goes with its socket (desk_board: a crashed page leaves none behind)
+            board.page_closed(ws.query_params.get("page", ""))
 
     routes: list[BaseRoute] = [
         Route("/agent", pages.agent, methods=["GET"]),
@@ -150,6 +153,7 @@ def desk_routes(service: CallControlService, waiter: ActionWaiter, config: DeskC
         Route("/supervisor/api/calls/{conn_id}/end", board.end_call, methods=["POST"]),
         Route("/supervisor/api/calls/{conn_id}/listen", board.listen, methods=["POST"]),
         Route("/supervisor/api/calls/{conn_id}/listen/stop", board.stop_listening, methods=["POST"]),
+        Route("/supervisor/api/calls/{conn_id}/listen/answer", board.listen_answer, methods=["POST"]),
         WebSocketRoute("/supervisor/api/live", board_live),
         Route("/desk/static/{name}", pages.asset, methods=["GET"]),
         Route("/desk/lib/sip.js/{path:path}", pages.library, methods=["GET"]),

@@ -43,6 +43,9 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   party's packets go to the port its stream's answer names, with the party's own SSRC, and what the listener sends
   goes nowhere. ``unsubscribe`` with the ``to-tag`` (or ``delete`` with it as ``from-tag``) stops it and the
   parties' call goes on; ``delete`` with a ``to-tag`` too would end the whole call. Found on loopback with 10.5.
+  For a browser (the supervisor's board page) ``subscribe request`` takes the WebRTC profile's flags but its codec
+  list: 10.5 then writes each stream as UDP/TLS/RTP/SAVPF with ``setup:actpass``, its fingerprint, ICE
+  credentials and its host candidate, and takes the browser's answer as it is in ``subscribe answer``.
 - `packets` is ng ``query``: per tag, the RTP packets the relay received (10.5's per-stream ``last packet`` is a
   whole second of the relay's wall clock; counters compared between two polls need no clock of the relay's).
 - A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
@@ -132,9 +135,13 @@ class RtpengineMedia:
     async def stop_playing(self, conn_id: str, leg_id: str) -> None:
         await self._send(conn_id, {"command": "stop media", "call-id": conn_id, "from-tag": leg_id})
 
-    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str) -> bytes:
-        return _sdp(await self._send(conn_id, {"command": "subscribe request", "call-id": conn_id,
-                                               "from-tags": list(parties), "to-tag": listener}))
+    async def subscribe(self, conn_id: str, parties: Sequence[str], listener: str, *, webrtc: bool = False) -> bytes:
+        message: dict[str, Any] = {"command": "subscribe request", "call-id": conn_id, "from-tags": list(parties),
+                                   "to-tag": listener}
+        if webrtc:  # the codecs stay the parties' (the browser takes PCMU/PCMA): no transcoding for a listener
+            message.update({k: v for k, v in WEBRTC.items() if k != "codec"})
+        out = _sdp(await self._send(conn_id, message))
+        return controlled_by_browser(unsignalled(out)) if webrtc else out
 
     async def subscribe_answer(self, conn_id: str, listener: str, sdp: bytes) -> None:
         await self._send(conn_id, {"command": "subscribe answer", "call-id": conn_id, "to-tag": listener,
@@ -226,6 +233,24 @@ def unsignalled(sdp: bytes) -> bytes:
     lines = sdp.splitlines(keepends=True)
     kept = [line for line in lines if not line.startswith((b"a=ssrc:", b"a=ssrc-group:"))]
     return sdp if len(kept) == len(lines) else b"".join(kept)
+
+
+def controlled_by_browser(sdp: bytes) -> bytes:
+    """A subscription's offer toward a browser, marked ``a=ice-lite`` (RFC 8445 §6.1.1: the full agent facing a lite
+    one is the controlling agent) so that the browser takes the controlling role.
+
+    rtpengine 10.5 keeps the ICE-controlled role on a subscription's streams although it offers them, and the
+    browser, answering, is controlled too: 10.5 logs "ICE role conflict detected" on every check and answers none,
+    so a stream's ICE never completes (found on loopback with Chromium, most runs losing one stream or both). With
+    the browser controlling, 10.5's controlled role is consistent: it answers the browser's checks and the browser
+    nominates."""
+    if b"\r\na=ice-lite" in sdp:
+        return sdp
+    at = sdp.find(b"\r\nt=")
+    if at < 0:
+        return sdp
+    end = sdp.find(b"\r\n", at + 2)
+    return sdp if end < 0 else sdp[:end + 2] + b"a=ice-lite\r\n" + sdp[end + 2:]
 
 
 def glob_escape(text: str) -> str:
