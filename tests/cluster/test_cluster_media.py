@@ -17,6 +17,11 @@ written through naming the relay); TONED of them carry tones both ways. Then `ki
   transfer, both agents), every agent is still logged in and registered on the new owner, and rtpengine holds no
   call any more (ng ``list``; ``query`` of each call answers that it is unknown): the new owner deleted them.
 
+The same holds for a handover (`callbridge admin cluster move`, and `drain`): two nodes on the relay, one anchored
+call with tones moved from a to b; a lets it go without a command to the relay, b restores its anchoring: the
+parties still hear each other, b's hold plays the relay's music, b's transfer re-offers through the relay, and
+the call's end deletes the relay call.
+
 Every process is started by the test and stopped by its PID; all traffic is on loopback."""
 
 from __future__ import annotations
@@ -36,7 +41,19 @@ if str(CLUSTER) not in sys.path:
     sys.path.insert(0, str(CLUSTER))
 
 from cluster_nodes import Serve, loaded_database  # noqa: E402
-from cluster_world import AGENTBOX, CUSTOMER, DID, LEASE, NODE_A, NODE_B, OP, World, operation_doc, until  # noqa: E402
+from cluster_world import (  # noqa: E402
+    AGENTBOX,
+    CUSTOMER,
+    DID,
+    LEASE,
+    NODE_A,
+    NODE_B,
+    OP,
+    World,
+    connected_call,
+    operation_doc,
+    until,
+)
 from kamailio_proxy import Proxy  # noqa: E402
 
 from callbridge.media import bencode  # noqa: E402
@@ -293,3 +310,67 @@ async def test_kill_9_of_a_node_with_anchored_calls_keeps_them_anchored_on_the_s
             await world.close()
             if proxy is not None:
                 proxy.stop()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["move", "drain"])
+async def test_a_handover_carries_an_anchored_call_whose_hold_transfer_and_end_use_the_relay(
+        world: World, tmp_path: Path, how: str) -> None:
+    from test_cluster_handover import admin
+
+    with Rtpengine(host=RELAY_HOST, workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
+        ng = Ng(relay)
+        relay_arg = ("--rtpengine", f"udp:{relay.host}:{relay.ng_port}")
+        nodes = []
+        for name, host in (("a", NODE_A), ("b", NODE_B)):
+            serve = Serve(name, host, world.url, tmp_path, lease_seconds=LEASE, extra_args=relay_arg)
+            world.nodes.append(serve)
+            serve.wait_ready()
+            nodes.append(serve)
+        a, b = nodes
+        agent = await world.agent("1001", a, media=True)
+        target = await world.agent("1002", a, media=True)
+        customer, call, agent_call, conn_id = await connected_call(world, a, media=True)
+        await until(lambda: world.rows("SELECT count(*) FROM dialogs WHERE media_relay IS NOT NULL") == [(2,)],
+                    "both dialogs written through, naming the relay")
+        assert ng.calls() == [conn_id]
+        port = relay_port(call, relay)
+        call.rtp.play_tone(CUSTOMER_HZ)
+        agent_call.rtp.play_tone(AGENT_HZ)
+
+        await admin(world, *(("move", OP, "b") if how == "move" else ("drain", "a")))
+        await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
+                    "node b's takeover", timeout=4 * LEASE + 5)
+        assert f"handed operation {OP} over: 1 calls left to the new owner, 0 ended" in a.output()
+        if how == "drain":
+            await asyncio.to_thread(a.stop)  # the drained node stops: its relay call is b's, not deleted
+            assert a.proc.returncode == 0
+        assert ng.calls() == [conn_id]
+        assert call.ended is False and agent_call.ended is False
+        assert_voice(await heard(customer, call, VOICE_S), AGENT_HZ)
+        assert_voice(await heard(agent, agent_call, 0.6), CUSTOMER_HZ)
+
+        async with httpx.AsyncClient(base_url=b.http, timeout=10, trust_env=False) as client:
+            await api(client, world.token, "hold", agent_id="1001")
+            assert_music(await heard(customer, call, MUSIC_S))
+            await api(client, world.token, "hold", agent_id="1001")  # unhold
+            await until(lambda: call.rtp.heard(customer.now() - 0.2, customer.now()).share(AGENT_HZ) >= 0.5,
+                        "the agent heard again", timeout=10)
+            await api(client, world.token, "change_status", agent_id="1002", status="ready")
+            await api(client, world.token, "transfer", agent_id="1001", customer_phone="1002")
+            offered = await target.wait_for(IncomingCall, timeout=10)
+            await offered.call.wait_answered(10)
+            ended = await agent.wait_for(CallEnded, call=agent_call, timeout=10)
+            assert (ended.reason, ended.by) == ("bye", "remote")
+            relay_port(offered.call, relay)  # the target was offered the relay's SDP
+            offered.call.rtp.play_tone(TARGET_HZ)
+            await until(lambda: call.rtp.heard(customer.now() - 0.2, customer.now()).share(TARGET_HZ) >= 0.5,
+                        "the target heard", timeout=10)
+            assert_voice(await heard(customer, call, VOICE_S), TARGET_HZ)
+            assert relay_port(call, relay) == port
+            await api(client, world.token, "hang", agent_id="1002")
+        ended = await customer.wait_for(CallEnded, call=call, timeout=5)
+        assert (ended.reason, ended.by) == ("bye", "remote")
+        await until(lambda: world.rows("SELECT hangup_by, agents, transfer_count, node_id FROM cdrs") == [
+            ("agent", ["1001", "1002"], 1, "b")], "the CDR")
+        await until(lambda: ng.calls() == [], "rtpengine holding no call", timeout=10)
