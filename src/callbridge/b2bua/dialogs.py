@@ -7,8 +7,8 @@ Rules (RFC 3261 §12, §15.1.1; docs/design.md, "Storage")
 - Its CSeq numbers are written on every in-dialog request sent or received, and only when they moved
   (`write_cseq`: one comparison on the per-request path, no write when nothing changed).
 - Its SDPs (the last we sent its party, the last that party sent us) and, for an anchored call, the relay that
-  holds its media are written with it (docs/cluster.md, "Media in the cluster"); the SDPs again when a request
-  moved its CSeq and they changed (`write_cseq`).
+  holds its media are written with it (docs/cluster.md, "Media in the cluster"); the SDPs again whenever they
+  changed, checked with each in-dialog request and each re-INVITE's answer (`write_cseq`).
 - A restored dialog's BYE skips `RESTORED_CSEQ_GAP` past the stored local CSeq: writes are queued (a crash loses
   the last ones) and the endpoint's own refreshes are written when answered; §12.2.1.1 only asks that the CSeq
   grow ("strictly monotonically increasing"), not that it grow by one, so a margin larger than any request burst
@@ -50,20 +50,18 @@ class DialogWriter:
     def write_cseq(self, leg: SipLeg) -> None:
         """Write the dialog's sequence numbers through when they moved (a restored dialog's BYE needs them), and its
         SDPs when they changed since they were last written (a node adopting the call holds and resumes from them):
-        an SDP changes only in a request that moves a CSeq (a re-INVITE or UPDATE), so it is written at the latest
-        with the dialog's next request."""
+        called on every in-dialog request, and when an answer to a re-INVITE came or went."""
         dialog = leg.dialog
         if dialog is None or dialog.terminated:
             return
         seqs = (dialog.local_seq, dialog.remote_seq)
         if seqs != leg.written_cseq:
             leg.written_cseq = seqs
-            now = self.wall()
-            self.store.update_cseq(leg.leg_id, seqs[0], seqs[1], now)
-            sdps = (leg.sent_sdp, leg.remote_sdp)
-            if sdps != leg.written_sdp:
-                leg.written_sdp = sdps
-                self.store.update_sdp(leg.leg_id, sdps[0], sdps[1], now)
+            self.store.update_cseq(leg.leg_id, seqs[0], seqs[1], self.wall())
+        sdps = (leg.sent_sdp, leg.remote_sdp)
+        if sdps != leg.written_sdp:  # (the same objects when nothing changed: compared by identity first)
+            leg.written_sdp = sdps
+            self.store.update_sdp(leg.leg_id, sdps[0], sdps[1], self.wall())
 
     def ended(self, leg: SipLeg) -> None:
         self.store.remove_dialog(leg.leg_id)
