@@ -425,6 +425,8 @@ async def _reconcile(node: Node) -> Leftovers:
             switch.end_restored_dialog(_dialog_state(record), peer if peer in agents_at else None, record.transport)
         except Exception:
             log.exception("could not end the dialog of leg %s left from before", record.leg_id)
+    for conn_id, relay in sorted({(d.conn_id, d.media_relay) for d in found.dialogs if d.media_relay}):
+        switch.anchor.delete_left(conn_id, relay)  # an anchored call's relay call ends with it
     if found.dialogs:
         await asyncio.sleep(0.05)  # let the BYEs leave before the records say they are over
     now = time.time()
