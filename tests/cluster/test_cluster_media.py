@@ -234,7 +234,10 @@ async def test_kill_9_of_a_node_with_anchored_calls_keeps_them_anchored_on_the_s
                 assert_voice(await heard(agents[ext], agent_calls[ext], 0.6), CUSTOMER_HZ)
 
             worked = time.monotonic()
-            async with httpx.AsyncClient(base_url=owner.http, timeout=15, trust_env=False) as client:
+            # one connection per request: the phases below leave the pool idle for seconds, and a keep-alive
+            # connection the server closed meanwhile fails the next request sent on it (httpx.ReadError)
+            async with httpx.AsyncClient(base_url=owner.http, timeout=15, trust_env=False,
+                                         limits=httpx.Limits(max_keepalive_connections=0)) as client:
                 # hold through the new owner: the relay plays the music to the customer instead of the agent
                 await each(client, token, "hold", [{"agent_id": ext} for ext in agents_ext])
                 for call in customer_calls[:TONED]:
