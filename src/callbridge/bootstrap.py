@@ -291,6 +291,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                sip_port=port, http_url=f"http://{settings.http_host}:{settings.http_port}",
                                lease_seconds=settings.lease_seconds)
         storage.writer.fence = member.fence
+        switch.dialogs.sdps = True  # another node adopting a call starts from its dialogs' SDPs (cluster.adopt)
         handovers = Handovers(node)
         member.prepare_release = handovers.ready  # a handover lets the calls go before the lease (cluster.handover)
         member.flush = lambda: storage.writer.flush(10.0)

@@ -69,8 +69,15 @@ def test_a_new_call_for_an_operation_handed_over_is_refused_with_503_and_retry_a
 
 def test_a_calls_dialogs_are_written_with_their_sdps_and_a_hold_writes_the_new_one() -> None:
     """What a node adopting the call starts from (docs/cluster.md, "Media in the cluster"): each dialog's record
-    holds the SDP its party was last sent and last sent us; a direct call names no relay."""
+    holds the SDP its party was last sent and last sent us; a direct call names no relay. (A single node writes no
+    SDP: nobody would read it.)"""
+    single = Net()
+    single.phone("1001")
+    single.ready("1001")
+    single.connected("1001")
+    assert [(r.sent_sdp, r.remote_sdp) for r in single.records.dialogs.values()] == [(b"", b"")] * 2
     net = Net()
+    net.switch.dialogs.sdps = True  # a cluster node's (bootstrap)
     net.phone("1001")
     net.ready("1001")
     net.connected("1001")
