@@ -21,8 +21,8 @@ over: `cluster.handover` let its calls go first):
    registrations (their agents reported registered).
    An anchored call's media stays on its relay call (same call-id, tags and relay, docs/cluster.md "Media in the
    cluster"): its anchoring is restored (`MediaAnchor.restore`), and a left call that is ended has its relay call
-   deleted (`MediaAnchor.delete_left`). The SDPs each party was last sent and last sent are restored with the
-   dialogs, so a hold, a resume or a transfer re-offers from them.
+   deleted (`MediaAnchor.delete_left`). The SDP each party was last sent, and the one it last sent, are restored
+   with the dialogs, so a hold, a resume or a transfer re-offers from them.
 What is not carried over (session-timer refreshes, a recording in progress, what the customer heard if it was on
 hold at the handover) is in docs/cluster.md, "Not yet".
 """
