@@ -296,6 +296,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                                sip_port=port, http_url=f"http://{settings.http_host}:{settings.http_port}",
                                lease_seconds=settings.lease_seconds)
         storage.writer.fence = member.fence
+        switch.dialogs.sdps = True  # another node adopting a call starts from its dialogs' SDPs (cluster.adopt)
         handovers = Handovers(node)
         member.prepare_release = handovers.ready  # a handover lets the calls go before the lease (cluster.handover)
         member.flush = lambda: storage.writer.flush(10.0)
@@ -433,6 +434,8 @@ async def _reconcile(node: Node) -> Leftovers:
             switch.end_restored_dialog(_dialog_state(record), peer if peer in agents_at else None, record.transport)
         except Exception:
             log.exception("could not end the dialog of leg %s left from before", record.leg_id)
+    for conn_id, relay in sorted({(d.conn_id, d.media_relay) for d in found.dialogs if d.media_relay}):
+        switch.anchor.delete_left(conn_id, relay)  # an anchored call's relay call ends with it
     if found.dialogs:
         await asyncio.sleep(0.05)  # let the BYEs leave before the records say they are over
     now = time.time()

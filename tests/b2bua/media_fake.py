@@ -146,3 +146,17 @@ class FakeMedia:
         self.calls.discard(conn_id)
         for key in [k for k in self._ports if k[0] == conn_id]:
             del self._ports[key]  # a new relay gives the call new ports
+
+    def relay_of(self, conn_id: str) -> str | None:
+        return f"{RELAY}:2223" if conn_id in self.calls else None
+
+    def restore(self, conn_id: str, relay: str) -> bool:
+        self.ops.append(("restore", conn_id, relay))
+        if relay != f"{RELAY}:2223":
+            return False
+        self.calls.add(conn_id)
+        return True
+
+    def forget(self, conn_id: str) -> None:
+        self.ops.append(("forget", conn_id))
+        self.calls.discard(conn_id)

@@ -10,6 +10,7 @@ and to where. Time moves only when a test says so (`advance`), every due timer f
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import random
@@ -126,6 +127,10 @@ class Records:
 
     def update_cseq(self, leg_id: str, local_cseq: int, remote_cseq: int | None, at: float) -> None:
         pass
+
+    def update_sdp(self, leg_id: str, sent_sdp: bytes, remote_sdp: bytes, at: float) -> None:
+        if leg_id in self.dialogs:
+            self.dialogs[leg_id] = dataclasses.replace(self.dialogs[leg_id], sent_sdp=sent_sdp, remote_sdp=remote_sdp)
 
     def remove_dialog(self, leg_id: str) -> None:
         self.dialogs.pop(leg_id, None)

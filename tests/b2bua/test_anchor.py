@@ -141,3 +141,44 @@ async def test_legs_of_calls_not_anchored_are_not_the_media_planes_business() ->
 def test_a_media_plane_needs_its_loop() -> None:
     with pytest.raises(ValueError, match=r"^a media plane needs the event loop its steps run on$"):
         MediaAnchor(FakeMedia())
+
+
+async def test_a_call_another_node_anchored_is_restored_on_its_relay_and_deleted_at_its_end() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    customer, agent = leg("cust"), leg("agent")
+    assert anchor.restore("c1", "0042", "cust", "agent", f"{RELAY}:2223") is True
+    assert anchor.anchored("c1") and anchor.peers == {"c1": "agent"} and anchor.relay_of("c1") == f"{RELAY}:2223"
+    assert "c1" in anchor.hearing.calls and anchor.stats["anchored"] == 1
+    anchor.hearing.hold("c1")  # hold music on the relay, as for a call anchored here
+    await anchor.settle()
+    assert [o[:4] if o[0] == "block" else o[:3] for o in media.ops] == [
+        ("restore", "c1", f"{RELAY}:2223"), ("block", "c1", "agent", "cust"), ("play_wav", "c1", "cust")]
+    anchor.leg_ended(agent)
+    anchor.leg_ended(customer)
+    await anchor.settle()
+    assert media.ops[-1] == ("delete", "c1") and anchor.calls == {}
+
+
+async def test_a_relay_this_node_does_not_have_leaves_the_adopted_call_direct() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    assert anchor.restore("c1", "0042", "cust", "agent", "10.9.9.9:2223") is False
+    assert not anchor.anchored("c1") and anchor.relay_of("c1") is None and anchor.stats["anchored"] == 0
+
+
+async def test_a_call_handed_over_is_forgotten_without_a_command_and_a_left_call_ended_is_deleted() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    customer, agent = leg("cust"), leg("agent")
+    anchor.adopt("c1", customer)
+    await through(anchor.offer, "c1", customer, None, CUSTOMER_SDP)
+    await through(anchor.answer, "c1", customer, agent, AGENT_SDP)
+    assert anchor.relay_of("c1") == f"{RELAY}:2223"
+    anchor.forget("c1")
+    anchor.leg_ended(customer)  # (its legs are forgotten too: nothing of the call is this node's any more)
+    await anchor.settle()
+    assert media.ops[-1] == ("forget", "c1") and anchor.calls == {} and "c1" not in anchor.hearing.calls
+    anchor.delete_left("c2", f"{RELAY}:2223")  # a left call the new owner ended: its relay call goes
+    await anchor.settle()
+    assert media.ops[-2:] == [("restore", "c2", f"{RELAY}:2223"), ("delete", "c2")]

@@ -65,3 +65,32 @@ def test_a_new_call_for_an_operation_handed_over_is_refused_with_503_and_retry_a
         (100, "Trying"), (503, "Operation Moving")]
     assert answers[1].headers.get("Retry-After") == "2"
     assert len(net.switch.legs) == 0
+
+
+def test_a_calls_dialogs_are_written_with_their_sdps_and_a_hold_writes_the_new_one() -> None:
+    """What a node adopting the call starts from (docs/cluster.md, "Media in the cluster"): each dialog's record
+    holds the SDP its party was last sent and last sent us; a direct call names no relay. (A single node writes no
+    SDP: nobody would read it.)"""
+    single = Net()
+    single.phone("1001")
+    single.ready("1001")
+    single.connected("1001")
+    assert [(r.sent_sdp, r.remote_sdp) for r in single.records.dialogs.values()] == [(b"", b"")] * 2
+    net = Net()
+    net.switch.dialogs.sdps = True  # a cluster node's (bootstrap)
+    net.phone("1001")
+    net.ready("1001")
+    net.connected("1001")
+    legs = list(net.switch.legs)
+    assert len(legs) == 2 and set(net.records.dialogs) == {leg.leg_id for leg in legs}
+    for leg in legs:
+        record = net.records.dialogs[leg.leg_id]
+        assert record.sent_sdp == leg.sent_sdp and record.remote_sdp == leg.remote_sdp, leg.leg_id
+        assert b"m=audio" in record.sent_sdp and b"m=audio" in record.remote_sdp
+        assert record.media_relay is None
+    customer = next(leg for leg in legs if leg.agent is None)
+    net.service.hold(OP, "1001")
+    net.flush()
+    held = net.records.dialogs[customer.leg_id]
+    assert b"a=sendonly" in held.sent_sdp and held.sent_sdp == customer.sent_sdp
+    assert held.remote_sdp == customer.remote_sdp  # the gateway's answer to the hold

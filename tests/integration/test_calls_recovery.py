@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,9 +34,11 @@ from test_calls_routing import final_responses
 from callbridge.bootstrap import Node
 from callbridge.callcontrol.restart import RESTART
 from callbridge.client import AsyncAgentboxClient
+from callbridge.media import bencode
 from callbridge.phone import CallEnded, CallError, IncomingCall, Phone
 from callbridge.storage import Storage
 from peers.ports import free_port
+from peers.rtpengine import Rtpengine
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 
@@ -66,9 +70,9 @@ async def test_vanished_phone_is_ended_by_the_session_timer(tmp_path: Path) -> N
     assert dialog_rows(node) == 0
 
 
-def _serve(db_url: str, sip_port: int, http_port: int, log: Path) -> subprocess.Popen[bytes]:
+def _serve(db_url: str, sip_port: int, http_port: int, log: Path, **more: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CALLBRIDGE_DATABASE_URL": db_url, "CALLBRIDGE_SIP_PORT": str(sip_port),
-           "CALLBRIDGE_HTTP_PORT": str(http_port), "CALLBRIDGE_DRAIN_SECONDS": "2"}
+           "CALLBRIDGE_HTTP_PORT": str(http_port), "CALLBRIDGE_DRAIN_SECONDS": "2", **more}
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "callbridge", "serve"], env=env, stdout=out, stderr=out,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -152,7 +156,54 @@ async def test_kill_9_mid_call_then_restart_ends_both_legs(tmp_path: Path) -> No
     assert dialogs == []
 
 
-def _dialogs(db_url: str) -> int:
+async def test_kill_9_with_an_anchored_call_then_restart_deletes_its_relay_call(tmp_path: Path) -> None:
+    """The relay call of an anchored call a crash left is deleted by the restart that ends the call: the dialogs
+    written through name its relay (docs/cluster.md, "Media in the cluster"), and rtpengine lists no call after."""
+    def relay_calls(relay: Rtpengine) -> list[bytes]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2)
+            cookie = f"k{time.monotonic_ns()}".encode()  # rtpengine answers a cookie it saw with its cached reply
+            sock.sendto(cookie + b" " + bencode.encode({"command": "list", "limit": 100}), (relay.host, relay.ng_port))
+            data, _ = sock.recvfrom(65535)
+        reply = bencode.decode(data.partition(b" ")[2])
+        assert reply.get("result") == b"ok", reply
+        return list(reply.get("calls", []))
+
+    db_url = f"sqlite:///{tmp_path / 'callbridge.db'}"
+    doc = {**operation_doc(), "tokens": [{"label": "tests"}]}
+    [token] = await asyncio.to_thread(load, db_url, doc)
+    sip_port, http_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    with Rtpengine(workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
+        ng = {"CALLBRIDGE_RTPENGINE": f"udp:{relay.host}:{relay.ng_port}"}
+        proc = _serve(db_url, sip_port, http_port, log, **ng)
+        agent = customer = None
+        try:
+            await _wait_http(http_port, proc, log)
+            sip = ("127.0.0.1", sip_port)
+            agent = await Phone.start(host="127.0.0.1", user="1001", domain="0042.callbridge.test",
+                                      password="secret-1001", name="agent-1001", answer="auto")
+            await agent.register(sip, expires=300)
+            async with AsyncAgentboxClient(f"http://127.0.0.1:{http_port}", token=token, server=OP) as api:
+                await api.change_status("1001", "ready")
+            customer = await Phone.start(host=CUSTOMER_HOST, user="3105550000", name="customer")
+            call = await customer.call(f"sip:6000@127.0.0.1:{sip_port}", timeout=10)
+            await until(lambda: _dialogs(db_url, relayed=True) == 2, timeout=5, what="dialogs naming the relay")
+            assert len(relay_calls(relay)) == 1
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+            assert len(relay_calls(relay)) == 1  # the relay keeps the call: nobody deleted it
+            proc = _serve(db_url, sip_port, http_port, log, **ng)  # the same node comes back
+            await customer.wait_for(CallEnded, call=call, timeout=15)
+            await until(lambda: relay_calls(relay) == [], timeout=10, what="the relay call deleted")
+        finally:
+            _stop(proc)
+            for phone in (agent, customer):
+                if phone is not None:
+                    await phone.close()
+
+
+def _dialogs(db_url: str, *, relayed: bool = False) -> int:
     from sqlalchemy import func, select
 
     from callbridge.storage import make_engine
@@ -160,7 +211,10 @@ def _dialogs(db_url: str) -> int:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(s.dialogs)).scalar_one())
+            query = select(func.count()).select_from(s.dialogs)
+            if relayed:
+                query = query.where(s.dialogs.c.media_relay.is_not(None))
+            return int(conn.execute(query).scalar_one())
     finally:
         engine.dispose()
 

@@ -144,3 +144,17 @@ def test_replies_to_calls_are_passed_on() -> None:
     answer_all(relays, 0.0)
     cookie = relays.request(A, {"command": "delete", "call-id": "c1"}, 1.0)
     assert answer_all(relays, 1.0) == [NgReply(cookie, A, "delete", {"result": b"ok"})]
+
+
+def test_a_call_restored_from_another_node_sticks_to_its_relay_and_counts_there() -> None:
+    relays = RelaySet([A, B], random.Random(1))
+    assert relays.restore("c1", B) is True  # a node of a cluster offered it there (docs/cluster.md)
+    relay = relays.relay_of("c1")
+    assert relay is not None and relay.address == B
+    assert (relays.relays[A].calls, relays.relays[B].calls) == (0, 1)
+    assert relays.assign("c1") is relay  # its later commands go there, not to the least loaded relay
+    assert relays.restore("c1", B) is True and relays.relays[B].calls == 1  # restoring again counts it once
+    assert relays.restore("c2", ("10.0.0.9", 22222)) is False  # not one of this set's relays: nothing changes
+    assert relays.relay_of("c2") is None and relays.call_count == 1
+    relays.release("c1")
+    assert relays.relay_of("c1") is None and relays.relays[B].calls == 0

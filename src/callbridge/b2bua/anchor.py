@@ -25,6 +25,10 @@ Rules (docs/design.md, "Media")
 - A supervisor listening (`monitor`) is the relay's subscription, not a party: its leg ending ends only that.
 - Recording (`recorder`): each SDP the relay gives the customer is reported to it (the customer's channel is the
   relay's port it names); the customer's leg ending stops a running recording before the relay's call is deleted.
+- In a cluster (docs/cluster.md, "Media in the cluster"): the relay of a call is written through with its dialogs
+  (`relay_of`); the node that takes a connected call over restores its anchoring (`restore`: same call-id, same
+  tags, same relay), the node that handed it over forgets it without a command to the relay (`forget`), and a
+  left call that the new owner ends has its relay call deleted (`delete_left`).
 """
 
 from __future__ import annotations
@@ -105,6 +109,51 @@ class MediaAnchor:
 
     def anchored(self, conn_id: str | None) -> bool:
         return conn_id is not None and conn_id in self.calls
+
+    # --- a cluster: calls written through, taken over, let go (docs/cluster.md, "Media in the cluster") ---------
+    def relay_of(self, conn_id: str | None) -> str | None:
+        """The relay holding `conn_id`'s media (written through with its dialogs), None when the call is direct."""
+        if conn_id is None or conn_id not in self.calls or conn_id in self.went_direct or self.media is None:
+            return None
+        return self.media.relay_of(conn_id)
+
+    def restore(self, conn_id: str, operation_id: str, customer: str, peer: str, relay: str) -> bool:
+        """Another node's anchored call, connected, is this node's now (`cluster.adopt`): its relay call goes on
+        under the same call-id and tags, `customer` talking to `peer` on `relay`; hold, transfers and its end use
+        the relay as if this node had anchored it. False (the call goes on as a direct one, logged) when `relay` is
+        not one of this node's relays."""
+        if self.media is None or not self.media.restore(conn_id, relay):
+            log.warning("call %s: its media relay %s is not one of this node's: adopted as a direct call", conn_id,
+                        relay)
+            return False
+        self.calls[conn_id] = customer
+        self.peers[conn_id] = peer
+        self.stats["anchored"] += 1
+        self.hearing.started(conn_id, operation_id)
+        self.recorder.started(conn_id, operation_id)
+        return True
+
+    def delete_left(self, conn_id: str, relay: str) -> None:
+        """Another node's anchored call that this node ended when it took the operation over: its relay call is
+        deleted, so that the relay holds no call nobody will end."""
+        media = self.media
+        if media is not None and media.restore(conn_id, relay):
+            self._spawn(self._quietly(media.delete(conn_id), conn_id, "delete"))
+
+    def forget(self, conn_id: str) -> None:
+        """The call is another node's now (a handover): its anchoring leaves this node, its relay call stays."""
+        if self.calls.pop(conn_id, None) is None:
+            return
+        self.peers.pop(conn_id, None)
+        self.leaving.pop(conn_id, None)
+        self.went_direct.discard(conn_id)
+        self.waiting.ended(conn_id)
+        self.hearing.ended(conn_id)
+        recording = self.recorder.calls.pop(conn_id, None)
+        if recording is not None and recording.task is not None:
+            recording.task.cancel()
+        if self.media is not None:
+            self.media.forget(conn_id)
 
     # --- SDP through the media plane ----------------------------------------------------------------------------
     def offer(self, conn_id: str | None, from_leg: SipLeg, to_leg: SipLeg | None, sdp: bytes, then: Then, *,

@@ -250,6 +250,7 @@ def relay_offer(sw: BridgeContext, leg: SipLeg, tx: ServerTransaction, request: 
             if response.body:
                 def answer(sdp: bytes) -> None:
                     sw.respond(tx, status, body=present(leg, sdp))
+                    sw.write_cseq(leg)  # the SDPs it changed are written through (dialogs.py)
 
                 sw.anchor.answer(conn_id, leg, peer, response.body, answer)
             else:

@@ -56,9 +56,7 @@ def forget(sw: HandoverContext, operation_id: str, leg_ids: Iterable[str]) -> in
             sw.handed.dialogs[leg.dialog.id] = operation_id
             sw.endpoint.forget_dialog(leg.dialog)
         if leg.conn_id is not None:  # the relay call is left alone: the new owner's now
-            sw.anchor.calls.pop(leg.conn_id, None)
-            sw.anchor.peers.pop(leg.conn_id, None)
-            sw.anchor.leaving.pop(leg.conn_id, None)
+            sw.anchor.forget(leg.conn_id)
     sw.registrar.location.forget_operation(operation_id)
     return count
 

@@ -65,6 +65,7 @@ class SipLeg:
     trunk: Trunk | None = None  # outgoing through a trunk: its credentials answer the provider's 401/407
     auth_attempts: int = 0  # credentials sent on this leg's INVITE (a second challenge is a failure unless stale)
     written_cseq: tuple[int, int | None] = (0, None)  # (local, remote) CSeq last written to the dialog record
+    written_sdp: tuple[bytes, bytes] = (b"", b"")  # (sent, remote) SDPs last written to the dialog record
     anchored: bool = False  # incoming customer leg whose call is to be anchored on the media plane (anchor.py)
 
     @property

@@ -63,6 +63,9 @@ class DialogRecord:
     transport: str
     created_at: float
     updated_at: float
+    media_relay: str | None = None  # the relay (host:port) of an anchored call; None: direct media
+    sent_sdp: bytes = b""  # the last SDP we sent the party
+    remote_sdp: bytes = b""  # the last SDP the party sent us
 
 
 class DialogStore(Protocol):
@@ -71,6 +74,10 @@ class DialogStore(Protocol):
     def save_dialog(self, dialog: DialogRecord) -> None: ...
 
     def update_cseq(self, leg_id: str, local_cseq: int, remote_cseq: int | None, at: float) -> None: ...
+
+    def update_sdp(self, leg_id: str, sent_sdp: bytes, remote_sdp: bytes, at: float) -> None:
+        """The SDPs of the dialog changed (a re-INVITE): what a node adopting the call starts from."""
+        ...
 
     def remove_dialog(self, leg_id: str) -> None: ...
 
@@ -268,4 +275,18 @@ class Media(Protocol):
     def lost(self, conn_id: str) -> None:
         """The relay that carried the call went down, and its media with it: forget the call there, so that its
         next `offer` starts it afresh on a relay that is up (`b2bua/relay_loss.py`)."""
+        ...
+
+    def relay_of(self, conn_id: str) -> str | None:
+        """The relay (host:port) that holds the call, None when none does: written through with the call's dialogs
+        so that a node taking the call over sends its commands to the same relay (docs/cluster.md)."""
+        ...
+
+    def restore(self, conn_id: str, relay: str) -> bool:
+        """Another node's call, held by `relay` (as `relay_of` named it there), is this node's now: its commands go
+        to that relay. False when `relay` is not one of this node's relays."""
+        ...
+
+    def forget(self, conn_id: str) -> None:
+        """The call is another node's now (a cluster handover): forget it here without a command to the relay."""
         ...

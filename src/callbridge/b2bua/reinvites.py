@@ -59,6 +59,7 @@ def reinvite_response(sw: ReinviteContext, response: Response, dialog: Dialog | 
         return  # the endpoint re-sends it after the §14.1 delay; its answer completes it
     if 200 <= status < 300 and response.body and not leg.defer_ack:
         leg.remote_sdp = response.body
+        sw.write_cseq(leg)  # the answer is written through with the dialog (dialogs.py)
     done, leg.reinvite_done, leg.defer_ack = leg.reinvite_done, None, False
     done(response)
 

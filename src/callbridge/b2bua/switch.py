@@ -111,6 +111,7 @@ class Switch:
         self.registrations = Registrations(self, directory, challengers, registrations, registrar_limits)
         self.registrar = self.registrations.registrar
         self.anchor = MediaAnchor(media, loop, self.wake, directory)  # anchored calls' SDP, what customers hear
+        self.dialogs.relay_of = self.anchor.relay_of  # an anchored call's relay is written with its dialogs
         self.legs = LegTable(on_end=self.anchor.leg_ended)
         self.refers = ReferHandler(self)  # REFER on an agent's leg (refer.py)
         self.trunk_registrations = TrunkRegistrations(self, trunk_registration)  # credentials toward providers

@@ -19,8 +19,12 @@ over: `cluster.handover` let its calls go first):
    `on_call`) and their dialogs in the B2BUA (legs `UP`, bridged to each other, each dialog's CSeq past the stored
    one by `RESTORED_CSEQ_GAP`, its requests sent where the old node sent them), the agents' states, and the
    registrations (their agents reported registered).
-What is not carried over (the SDP each party last sent, media anchoring, session-timer refreshes) is in
-docs/cluster.md, "Not yet".
+   An anchored call's media stays on its relay call (same call-id, tags and relay, docs/cluster.md "Media in the
+   cluster"): its anchoring is restored (`MediaAnchor.restore`), and a left call that is ended has its relay call
+   deleted (`MediaAnchor.delete_left`). The SDP each party was last sent, and the one it last sent, are restored
+   with the dialogs, so a hold, a resume or a transfer re-offers from them.
+What is not carried over (session-timer refreshes, a recording in progress, what the customer heard if it was on
+hold at the handover) is in docs/cluster.md, "Not yet".
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
@@ -41,18 +45,21 @@ from callbridge.callcontrol.records import LOGOUT, CallRecord, LegRecord
 from callbridge.callcontrol.restart import AgentRestart
 from callbridge.cluster.fencing import Fence
 from callbridge.sip.dialog import DialogState
+from callbridge.sip.sdp import SdpError, SessionDescription
 from callbridge.storage import schema as s
 from callbridge.storage.event_log import Bounds
 from callbridge.storage.reconcile import closing_cdr
 from callbridge.storage.records import cdr_values, read_cdr, read_legs
 from callbridge.storage.rowwrites import upsert
-from callbridge.storage.sip_state import DialogRecord, RegistrationRecord, registration_of_row
+from callbridge.storage.sip_state import DialogRecord, RegistrationRecord, dialog_of_row, registration_of_row
 from callbridge.storage.times import to_datetime, to_seconds
 
 if TYPE_CHECKING:
     from callbridge.bootstrap import Node
 
 log = logging.getLogger(__name__)
+
+RESTORED_SDP_GAP = 100  # an adopted dialog's SDP version goes on this far past the stored one (`_restore_sdp`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,11 @@ class LeftCall:
     def adoptable(self) -> bool:
         pair = adoptable_legs(self.record, self.legs)
         return pair is not None and {leg.leg_id for leg in pair} == {d.leg_id for d in self.dialogs}
+
+    @property
+    def relay(self) -> str | None:
+        """The relay that holds the call's media (anchored), as its dialogs were written; None: direct media."""
+        return next((d.media_relay for d in self.dialogs if d.media_relay), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +119,7 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
                             r["state"], r["queue"], r["extension"], to_seconds(r["started_at"]),
                             None if r["answered_at"] is None else to_seconds(r["answered_at"]), None,
                             r["hangup_by"], r["sip_cause"], int(r["transfer_count"]), r["related_conn_id"])
-        dialogs = [_dialog(x) for x in conn.execute(select(d).where(d.c.conn_id == record.conn_id)
+        dialogs = [dialog_of_row(x) for x in conn.execute(select(d).where(d.c.conn_id == record.conn_id)
                                                      .order_by(d.c.created_at, d.c.leg_id)).mappings()]
         calls.append(LeftCall(record, read_legs(conn, record.conn_id), dialogs))
     g = s.registrations
@@ -127,15 +139,6 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
     return Found(dead, calls, [r for r, _ in registrations],
                  [(r.extension, r.state, r.reason, to_seconds(r.entered_at)) for r in agents],
                  None if high is None else Bounds(int(low), int(high)))
-
-
-def _dialog(r: Any) -> DialogRecord:
-    return DialogRecord(
-        leg_id=r["leg_id"], conn_id=r["conn_id"], call_id=r["call_id"], local_tag=r["local_tag"],
-        remote_tag=r["remote_tag"], local_uri=r["local_uri"], remote_uri=r["remote_uri"],
-        local_cseq=r["local_cseq"], remote_cseq=r["remote_cseq"], remote_target=r["remote_target"],
-        route_set=tuple(r["route_set"]), peer_host=r["peer_host"], peer_port=r["peer_port"],
-        transport=r["transport"], created_at=to_seconds(r["created_at"]), updated_at=to_seconds(r["updated_at"]))
 
 
 def write_takeover(conn: Connection, fence: Fence, operation_id: str, me: str, found: Found, now: float,
@@ -204,6 +207,9 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
                     switch.end_restored_dialog(_state(record, is_uac=False), _peer(record), record.transport)
                 except Exception:
                     log.exception("takeover: could not end the dialog of leg %s", record.leg_id)
+            relay = left.relay
+            if relay is not None:  # its relay call goes with it: nobody else would ever delete it
+                switch.anchor.delete_left(left.record.conn_id, relay)
             done.ended.append(left.record.conn_id)
     registered = {r.extension for r in found.registrations}
     restarts = [AgentRestart.of(operation_id, ext, state, reason, since, ext in registered, now)
@@ -250,11 +256,31 @@ def _restore_legs(node: Node, left: LeftCall) -> None:
                          peer_addr=(record.peer_host, record.peer_port), transport=record.transport,
                          agent=leg.agent)
         sip_leg.written_cseq = (dialog.local_seq, dialog.remote_seq)
+        _restore_sdp(sip_leg, record)
         dialog.user_data = sip_leg
         peer = _peer(record)
         if peer is not None:
             switch.endpoint.set_destination(dialog, peer, record.transport)
         switch.legs.add(sip_leg)
+    relay = left.relay
+    if relay is not None:  # its media goes on through the same relay call: hold, transfers and its end use it
+        switch.anchor.restore(left.record.conn_id, left.record.operation_id, customer.leg_id, agent.leg_id, relay)
+
+
+def _restore_sdp(leg: SipLeg, record: DialogRecord) -> None:
+    """The SDPs the dialog had as last written: a hold, resume or transfer re-offers from what the party was last
+    sent. The party may have been sent later versions whose write was lost with the old node, so our session's
+    version goes on `RESTORED_SDP_GAP` past the stored one (RFC 3264 §8: each new offer a higher version)."""
+    leg.sent_sdp, leg.remote_sdp = record.sent_sdp, record.remote_sdp
+    leg.written_sdp = (record.sent_sdp, record.remote_sdp)
+    if not record.sent_sdp:
+        return
+    try:
+        origin = SessionDescription.parse(record.sent_sdp).origin
+    except SdpError:
+        return
+    leg.sent_origin = replace(origin, sess_version=origin.sess_version + RESTORED_SDP_GAP)
+    leg.relayed_origin = None  # the next SDP relayed to the party is a new version of the session it knows
 
 
 def _state(record: DialogRecord, *, is_uac: bool) -> DialogState:

@@ -144,6 +144,18 @@ class RelaySet:
         self._calls[conn_id] = relay.address
         return relay
 
+    def restore(self, conn_id: str, address: Address) -> bool:
+        """The call is held by `address` already (another node of a cluster offered it there, docs/cluster.md):
+        its commands go there from now on. False when `address` is not one of this set's relays."""
+        relay = self.relays.get(address)
+        if relay is None:
+            return False
+        if self._calls.get(conn_id) != address:
+            self.release(conn_id)
+            relay.calls += 1
+            self._calls[conn_id] = address
+        return True
+
     def release(self, conn_id: str) -> None:
         """The call is over (after its ``delete``): it no longer counts on its relay."""
         address = self._calls.pop(conn_id, None)

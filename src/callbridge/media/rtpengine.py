@@ -48,7 +48,9 @@ Mapping (found with rtpengine 10.5 on loopback, docs/design.md "Media")
   credentials and its host candidate, and takes the browser's answer as it is in ``subscribe answer``.
 - `packets` is ng ``query``: per tag, the RTP packets the relay received (10.5's per-stream ``last packet`` is a
   whole second of the relay's wall clock; counters compared between two polls need no clock of the relay's).
-- A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there.
+- A call sticks to the relay that took its first offer (`RelaySet.assign`); `delete` frees it there. In a cluster
+  the relay is written through as ``host:port`` (`relay_of`) and a node that takes the call over sends its
+  commands there (`restore`); the node that handed it over lets it go without a command (`forget`).
 - Recording (``--recording-method=pcap``; 10.5 has no ``pause recording``): ``start recording`` and ``stop
   recording`` of the whole call. rtpengine writes one pcap per start, holding every packet it receives for the
   call (both directions, raw IP, each with the sender's address and the relay port it reached), as
@@ -188,6 +190,17 @@ class RtpengineMedia:
             self.relays.release(conn_id)
 
     def lost(self, conn_id: str) -> None:
+        self.relays.release(conn_id)
+
+    def relay_of(self, conn_id: str) -> str | None:
+        relay = self.relays.relay_of(conn_id)
+        return None if relay is None else f"{relay.address[0]}:{relay.address[1]}"
+
+    def restore(self, conn_id: str, relay: str) -> bool:
+        host, _, port = relay.rpartition(":")
+        return bool(host) and port.isdigit() and self.relays.restore(conn_id, (host, int(port)))
+
+    def forget(self, conn_id: str) -> None:
         self.relays.release(conn_id)
 
     async def _send(self, conn_id: str, message: dict[str, Any], *, new_call: bool = False) -> dict[str, Any]:

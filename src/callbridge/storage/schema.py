@@ -526,6 +526,10 @@ dialogs = Table(
     Column("peer_host", String(64), nullable=False),  # where the dialog's requests go (NAT-aware)
     Column("peer_port", Integer, nullable=False),
     Column("transport", String(8), nullable=False),
+    # An anchored call's relay (host:port; NULL: direct media): its ng call-id is conn_id, the leg's tag its leg_id.
+    Column("media_relay", String(64)),
+    Column("sent_sdp", LargeBinary),  # the last SDP we sent the party, and the last it sent us (adoption: hold,
+    Column("remote_sdp", LargeBinary),  # resume and transfers on the node that takes the call over start from them)
     Column("node_id", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),

@@ -36,8 +36,8 @@ from callbridge.storage.rowwrites import upsert
 from callbridge.storage.times import to_datetime, to_seconds
 from callbridge.storage.writer import Writer
 
-__all__ = ["DialogRecord", "DialogRecords", "RegistrationRecord", "RegistrationRecords", "purge_expired_registrations",
-           "read_active_registrations", "read_dialogs"]
+__all__ = ["DialogRecord", "DialogRecords", "RegistrationRecord", "RegistrationRecords", "dialog_of_row",
+           "purge_expired_registrations", "read_active_registrations", "read_dialogs"]
 
 _REGISTRATION_KEY = ("operation_id", "extension", "contact_uri")
 _UPSERTS: dict[str, Executable | None] = {}  # dialect name -> the registrations' INSERT ... ON CONFLICT
@@ -123,14 +123,20 @@ class DialogRecords(WriteThrough):
             "remote_uri": dialog.remote_uri, "local_cseq": dialog.local_cseq, "remote_cseq": dialog.remote_cseq,
             "remote_target": dialog.remote_target, "route_set": list(dialog.route_set),
             "peer_host": dialog.peer_host, "peer_port": dialog.peer_port, "transport": dialog.transport,
-            "node_id": self.node_id, "created_at": to_datetime(dialog.created_at),
-            "updated_at": to_datetime(dialog.updated_at),
+            "media_relay": dialog.media_relay, "sent_sdp": dialog.sent_sdp or None,
+            "remote_sdp": dialog.remote_sdp or None, "node_id": self.node_id,
+            "created_at": to_datetime(dialog.created_at), "updated_at": to_datetime(dialog.updated_at),
         })
 
     def update_cseq(self, leg_id: str, local_cseq: int, remote_cseq: int | None, at: float) -> None:
         """The cheap update for every in-dialog request: only the sequence numbers move."""
         self.writer.update(s.dialogs, ("leg_id",), {"leg_id": leg_id, "local_cseq": local_cseq,
                                                     "remote_cseq": remote_cseq, "updated_at": to_datetime(at)})
+
+    def update_sdp(self, leg_id: str, sent_sdp: bytes, remote_sdp: bytes, at: float) -> None:
+        """A re-INVITE changed the dialog's SDPs: a node adopting the call holds and resumes from these."""
+        self.writer.update(s.dialogs, ("leg_id",), {"leg_id": leg_id, "sent_sdp": sent_sdp or None,
+                                                    "remote_sdp": remote_sdp or None, "updated_at": to_datetime(at)})
 
     def remove_dialog(self, leg_id: str) -> None:
         self.writer.delete(s.dialogs, ("leg_id",), {"leg_id": leg_id})
@@ -164,14 +170,16 @@ def read_dialogs(conn: Connection, node_id: str) -> list[DialogRecord]:
     """The dialogs this node recorded as live."""
     t = s.dialogs
     rows = conn.execute(select(t).where(t.c.node_id == node_id).order_by(t.c.created_at, t.c.leg_id)).mappings()
-    return [
-        DialogRecord(
-            leg_id=r["leg_id"], conn_id=r["conn_id"], call_id=r["call_id"], local_tag=r["local_tag"],
-            remote_tag=r["remote_tag"], local_uri=r["local_uri"], remote_uri=r["remote_uri"],
-            local_cseq=r["local_cseq"], remote_cseq=r["remote_cseq"], remote_target=r["remote_target"],
-            route_set=tuple(r["route_set"]), peer_host=r["peer_host"], peer_port=r["peer_port"],
-            transport=r["transport"], created_at=to_seconds(r["created_at"]), updated_at=to_seconds(r["updated_at"]),
-        )
-        for r in rows
-    ]
+    return [dialog_of_row(r) for r in rows]
+
+
+def dialog_of_row(r: Any) -> DialogRecord:
+    return DialogRecord(
+        leg_id=r["leg_id"], conn_id=r["conn_id"], call_id=r["call_id"], local_tag=r["local_tag"],
+        remote_tag=r["remote_tag"], local_uri=r["local_uri"], remote_uri=r["remote_uri"],
+        local_cseq=r["local_cseq"], remote_cseq=r["remote_cseq"], remote_target=r["remote_target"],
+        route_set=tuple(r["route_set"]), peer_host=r["peer_host"], peer_port=r["peer_port"],
+        transport=r["transport"], created_at=to_seconds(r["created_at"]), updated_at=to_seconds(r["updated_at"]),
+        media_relay=r["media_relay"], sent_sdp=bytes(r["sent_sdp"] or b""), remote_sdp=bytes(r["remote_sdp"] or b""),
+    )
 
