@@ -29,12 +29,15 @@ def test_a_free_port_is_free_for_tcp_too(monkeypatch: pytest.MonkeyPatch) -> Non
     try:
         sock = bootstrap._bind_sip_udp("127.0.0.1", 0, tcp_too=True)
         chosen = sock.getsockname()[1]
-        assert chosen != port and len(handed) == 2
-        assert clash.fileno() == -1  # the clashing socket was given back
+        # The clash was refused and given back; the kernel's next pick may clash too with some other TCP socket
+        # of this busy machine (each such one is given back as well), so more than one retry is allowed.
+        assert handed[0] is clash and chosen != port and handed[-1] is sock
+        assert all(s.fileno() == -1 for s in handed[:-1])
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", chosen))
-        sock.close()
         fixed = bootstrap._bind_sip_udp("127.0.0.1", 0, tcp_too=False)  # UDP only: whatever the kernel gives
         fixed.close()
     finally:
+        for s in handed:
+            s.close()
         taken.close()

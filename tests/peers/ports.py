@@ -1,20 +1,31 @@
 """Free ports on loopback for peers and listeners.
 
 A port is free when it can be bound at that moment; the caller binds it soon after. Ports are handed out from a
-per-process set so that two calls never return the same port even before either is bound.
+per-process memory so that two calls never return the same port even before either is bound.
 
 Ports come from below the kernel's ephemeral range (``net.ipv4.ip_local_port_range``, 32768-60999 by default):
 a server that is stopped and started again on "its" port (the crash and restart tests) must find it free, and a
 port from the ephemeral range can meanwhile be taken as the local port of any outgoing connection or socket.
+
+That range is split in two. Single ports (and pairs) come from its lower part, at random; blocks (a media relay's
+port range: 100 ports, 1000 for a benchmark or a cluster holding many calls) come from its upper part, and are
+given back with `release` when their relay stops. Without the split, a whole suite's single ports, scattered at
+random and never given back, leave no free run of 1000 ports anywhere: the late cluster test asking for one
+failed with "no free port block". Singles are remembered only for the last `_REMEMBERED` hand-outs: a port handed
+out that long ago is bound by now (so the bind probe sees it) or was never used.
 """
 
 from __future__ import annotations
 
 import random
 import socket
+from collections import deque
 from pathlib import Path
 
+_SMALL = 2  # spans up to this come from the singles' part
+_REMEMBERED = 3000
 _handed_out: set[int] = set()
+_singles: deque[int] = deque()
 _random = random.Random()
 
 
@@ -27,9 +38,16 @@ def _ephemeral_range() -> tuple[int, int]:
 
 
 def _candidate_range() -> tuple[int, int]:
-    low, _ = _ephemeral_range()
+    low, high = _ephemeral_range()
     # 10000 up to the start of the ephemeral range; if that range starts very low, fall back above it.
-    return (10000, low - 1) if low > 12000 else (_ephemeral_range()[1] + 1, 65535)
+    return (10000, low - 1) if low > 12000 else (high + 1, 65535)
+
+
+def _parts() -> tuple[tuple[int, int], tuple[int, int]]:
+    """(singles' part, blocks' part) of the candidate range: two fifths for singles, the rest for blocks."""
+    low, high = _candidate_range()
+    split = low + (high - low + 1) * 2 // 5
+    return (low, split - 1), (split, high)
 
 
 def _bindable(host: str, port: int, kinds: tuple[int, ...]) -> bool:
@@ -43,23 +61,57 @@ def _bindable(host: str, port: int, kinds: tuple[int, ...]) -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True, span: int = 1) -> int:
-    """A port P such that P..P+span-1 are free for the kinds asked (UDP and TCP by default, as SIP uses both)."""
-    kinds = tuple(k for k, wanted in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)) if wanted)
-    if not kinds:
-        raise ValueError("ask for UDP, TCP or both")
-    low, high = _candidate_range()
-    for _ in range(500):
-        port = _random.randint(low, high - span + 1)
-        if port + span > 65536:
-            continue
+def _free_run(host: str, kinds: tuple[int, ...], starts: list[int], span: int) -> int | None:
+    for port in starts:
         block = range(port, port + span)
-        if any(p in _handed_out for p in block):
+        if port + span > 65536 or any(p in _handed_out for p in block):
             continue
         if all(_bindable(host, p, kinds) for p in block):
             _handed_out.update(block)
             return port
+    return None
+
+
+def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True, span: int = 1) -> int:
+    """A port P such that P..P+span-1 are free for the kinds asked (UDP and TCP by default, as SIP uses both).
+
+    A block (span above 2) is the caller's until it gives it back with `release(P, span)`."""
+    kinds = tuple(k for k, wanted in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)) if wanted)
+    if not kinds:
+        raise ValueError("ask for UDP, TCP or both")
+    (single_low, single_high), (block_low, block_high) = _parts()
+    if span <= _SMALL:
+        starts = [_random.randint(single_low, single_high - span + 1) for _ in range(500)]
+        port = _free_run(host, kinds, starts, span)
+        if port is not None:
+            _singles.extend(range(port, port + span))
+            while len(_singles) > _REMEMBERED:
+                _handed_out.discard(_singles.popleft())
+            return port
+    else:
+        # Scan the blocks' part from a random even start, wrapping once; a port that is taken moves the scan past
+        # it, so a free run is found if there is one, with one probe per port at most.
+        width = block_high - block_low + 1
+        offset = _random.randrange(0, width, 2)
+        scanned, start = 0, 0
+        while scanned + span <= width:
+            base = block_low + (offset + scanned) % width
+            if base + span - 1 > block_high:  # wrap to the part's start
+                scanned += block_high - base + 1
+                continue
+            taken = next((p for p in range(base, base + span)
+                          if p in _handed_out or not _bindable(host, p, kinds)), None)
+            if taken is None:
+                _handed_out.update(range(base, base + span))
+                return base
+            start = taken + 1 + ((taken + 1 - block_low) % 2)
+            scanned += start - base
     raise RuntimeError(f"no free port block of {span} on {host}")
+
+
+def release(port: int, span: int) -> None:
+    """Give back a block that `free_port(..., span=span)` handed out (its relay has stopped)."""
+    _handed_out.difference_update(range(port, port + span))
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:

@@ -20,7 +20,7 @@ import pytest
 
 from callbridge.media.local_relay import BINARY, PORT_BLOCK, LocalRelay, find_binary, ng_ping
 
-from .ports import free_port
+from .ports import free_port, release
 
 __all__ = ["BINARY", "PORT_BLOCK", "Rtpengine", "ng_ping", "require_rtpengine"]
 
@@ -39,6 +39,7 @@ class Rtpengine(LocalRelay):
         start = free_port(host, udp=True, tcp=False, span=ports)  # a benchmark holding many calls asks for more
         port_min = start + (start % 2)  # RTP on even ports, RTCP on the odd one above
         last = start + ports - 1
+        self._block = (start, ports)  # given back when the relay is done with (see ports.py)
         workdir = workdir or Path(tempfile.mkdtemp(prefix="rtpengine-"))
         self.recording_dir = workdir / "recordings"
         super().__init__(binary, workdir, host=host, ng_port=free_port(host, udp=True, tcp=False),
@@ -49,3 +50,4 @@ class Rtpengine(LocalRelay):
     def __exit__(self, *exc: object) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        release(*self._block)
