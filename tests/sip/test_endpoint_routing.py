@@ -129,3 +129,35 @@ def test_lower_cseq_in_dialog_gets_500() -> None:
     wire.flush()
     assert [e.response.status for e in wire.take(alice, ResponseReceived)] == [500]
     assert wire.take(bob, RequestReceived) == []
+
+
+def invite_through_a_proxy() -> bytes:
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    return (
+        "INVITE sip:6015550100@127.0.0.2 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.10:5060;branch=z9hG4bKproxy1\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.9:5070;branch=z9hG4bKcust1;rport\r\n"
+        "Record-Route: <sip:127.0.0.10:5060;lr;ftag=c1>\r\nMax-Forwards: 69\r\n"
+        "From: <sip:3105550000@127.0.0.9>;tag=c1\r\nTo: <sip:6015550100@127.0.0.2>\r\nCall-ID: rr1\r\n"
+        "CSeq: 1 INVITE\r\nContact: <sip:3105550000@127.0.0.9:5070>\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+    ).encode()
+
+
+def test_the_2xx_after_an_early_dialogs_18x_carries_the_record_route_too() -> None:
+    """§12.1.1: every dialog-forming response of the initial INVITE copies its Record-Route, the 2xx included once a
+    180 made an early dialog: the caller's confirmed dialog takes its route set from the 2xx (§13.2.2.4), and a
+    2xx without it sent the caller's ACK and BYE past the proxy (a carrier's BYE then reached no node after a
+    failover behind Kamailio)."""
+    ep = endpoint()
+    ep.receive_datagram(invite_through_a_proxy(), ("127.0.0.10", 5060), 0.0)
+    event = ep.next_event()
+    assert isinstance(event, RequestReceived)
+    for status in (180, 200):
+        ep.respond(event.transaction, status, 0.0)
+    sent = [(parse(out), dest) for out, dest, _ in ep.datagrams_to_send()]
+    assert all(isinstance(r, Response) and dest == ("127.0.0.10", 5060) for r, dest in sent)
+    sent = [(r, dest) for r, dest in sent if isinstance(r, Response) and r.status in (180, 200)]
+    assert [(r.status, r.headers.get_all("Record-Route")) for r, _ in sent] == [
+        (180, ["<sip:127.0.0.10:5060;lr;ftag=c1>"]), (200, ["<sip:127.0.0.10:5060;lr;ftag=c1>"])]
+    assert sent[0][0].to.tag == sent[1][0].to.tag is not None

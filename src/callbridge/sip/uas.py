@@ -63,7 +63,10 @@ class UasCore(EndpointCore):
         dialog_forming = method == "INVITE" and 100 < code < 300
         if dialog_forming and "contact" not in response.headers:
             response.headers.add("Contact", self.contact(tx.transport))
-        if dialog_forming and tx.dialog is None:
+        # Every response of the initial INVITE that can make a dialog carries its Record-Route (§12.1.1), the 2xx
+        # after an early dialog's 18x too: the caller's confirmed dialog takes its route set from the 2xx
+        # (§12.1.2, §13.2.2.4), and without it its ACK and BYE bypass the proxies that record-routed.
+        if dialog_forming and request.to.tag is None and "record-route" not in response.headers:
             for value in request.headers.get_all("Record-Route"):
                 response.headers.add("Record-Route", value)
         session: SessionTimer | None = None
