@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -25,7 +26,7 @@ CLUSTER = Path(__file__).resolve().parent
 if str(CLUSTER) not in sys.path:
     sys.path.insert(0, str(CLUSTER))
 
-from cluster_nodes import loaded_database  # noqa: E402
+from cluster_nodes import Serve, loaded_database  # noqa: E402
 from cluster_world import DID, LEASE, NODE_A, NODE_B, OP, World, operation_doc, until  # noqa: E402
 from kamailio_proxy import Proxy  # noqa: E402
 
@@ -145,6 +146,67 @@ async def test_a_new_call_in_a_handovers_gap_gets_503_with_retry_after_from_kama
         await until(lambda: ("b",) in world.rows("SELECT node_id FROM calls WHERE ended_at IS NULL"),
                     "the late call written by b")
         await second.hangup()
+    finally:
+        with contextlib.suppress(Exception):
+            proxy.stop()
+
+
+def _destination_flags(rpc: tuple[str, int], uri: str) -> str:
+    """The dispatcher's flags for the destination `uri` ("AP": active and probed, "IP": inactive and probed; ""
+    when the list does not hold it), found wherever `dispatcher.list` nests it."""
+    def walk(node: object) -> str | None:
+        if isinstance(node, dict):
+            if node.get("URI") == uri and "FLAGS" in node:
+                return str(node["FLAGS"])
+            children: list[object] = list(node.values())
+        elif isinstance(node, list):
+            children = list(node)
+        else:
+            return None
+        return next((found for child in children if (found := walk(child)) is not None), None)
+    return walk(kamailio.rpc(rpc, "dispatcher.list")) or ""
+
+
+async def test_a_node_that_stops_answering_options_gets_no_calls_until_it_answers_again(
+        world: World, tmp_path: Path) -> None:
+    """Kamailio probes each node with OPTIONS every second (dispatcher, ds_probing_mode 1): a node that stops
+    answering (SIGSTOP: alive for the kernel, deaf for SIP) is marked inactive, and a call for its operation gets
+    Kamailio's own `503 Operation's Node Unavailable` at once instead of waiting on a node that will not answer;
+    once the node answers OPTIONS again (SIGCONT), calls reach it. Its lease is long here, so that the operation
+    stays its own throughout: what is tested is the proxy's probing, not a failover."""
+    a = Serve("a", NODE_A, world.url, tmp_path, lease_seconds=30)
+    world.nodes.append(a)
+    a.wait_ready()
+    proxy = Proxy(PROXY, tmp_path)
+    proxy.start()
+    try:
+        await proxy.synced(world.engine)
+        rpc = (PROXY, proxy.rpc_port)
+        target = f"sip:{NODE_A}:{a.port}"
+        await until(lambda: _destination_flags(rpc, target).startswith("A"), "node a probed active")
+        await world.agent("1001", proxy.address)
+        async with world.api(a) as api:
+            await api.change_status("1001", "ready")
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            # an OPTIONS probe times out after tm's fr_timer (5 s) with a ping every second
+            await until(lambda: _destination_flags(rpc, target).startswith("I"), "node a marked inactive",
+                        timeout=10)
+            began = time.monotonic()
+            status, headers = await asyncio.to_thread(_invite, proxy)
+            assert status == "SIP/2.0 503 Operation's Node Unavailable"
+            assert headers["server"] == "callbridge-kamailio"
+            assert time.monotonic() - began < 1.0  # refused at once, not after a relay's time-out
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        await until(lambda: _destination_flags(rpc, target).startswith("A"), "node a active again", timeout=10)
+        customer = await Phone.start(host=CARRIER, user="3105550000", name="customer")
+        world.phones["customer"] = customer
+        call = await customer.call(f"sip:{DID}@{PROXY}:{proxy.port}", timeout=10)
+        await until(lambda: world.rows("SELECT node_id FROM calls WHERE ended_at IS NULL") == [("a",)],
+                    "the call written by node a")
+        await call.hangup()
+        assert world.owner() == "a"
     finally:
         with contextlib.suppress(Exception):
             proxy.stop()
