@@ -4,7 +4,9 @@ softphone played by baresip, both through Kamailio, and a node killed under thei
 Two `serve --cluster` nodes (127.0.0.11-12) on one PostgreSQL, Kamailio (127.0.0.10) in front, its tables kept in
 step by a `kamailio-sync` loop. baresip (agent 1001) registers through Kamailio (its outbound proxy: Kamailio adds
 Path, the owner keeps it); agent 1002 is `callbridge.phone`, registered the same way. SIPp calls the DID through
-Kamailio from the trunk's network (the proxy) and follows Kamailio's Record-Route. baresip answers by itself, then:
+Kamailio from the trunk's network (the proxy) and follows Kamailio's Record-Route, or (the second run) ignores it
+and sends its ACK and BYE to Kamailio with the answering node's Contact as Request-URI and no Route: Kamailio then
+finds the operation by the DID in To. baresip answers by itself, then:
 
 - `kill -9` of node a: node b takes the operation over and adopts the call; neither SIPp nor baresip sees it end;
 - `api=transfer` of 1001 to 1002, sent to node b: SIPp is held while 1002 rings (a=sendonly), 1002 answers, SIPp
@@ -54,9 +56,29 @@ async def box(client: httpx.AsyncClient, token: str, name: str, **params: str) -
     return body
 
 
+def scenario(tmp_path: Path, route_set: bool) -> Path:
+    """The customer's scenario; without `route_set`, a copy that ignores Kamailio's Record-Route (no route set, no
+    Route header: its ACK and BYE name the answering node's Contact and are still sent to Kamailio, SIPp's remote)
+    as some carriers' equipment does against RFC 3261 §12.1.2."""
+    if route_set:
+        return SCENARIO
+    answered = '<recv response="200" rtd="true" rrs="true"/>'
+    # the remote target from the 2xx's Contact, by hand: SIPp fills [next_url] only with rrs
+    target = ('<recv response="200" rtd="true"><action><ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:"'
+              ' check_it="true" assign_to="target"/></action></recv>')
+    text = SCENARIO.read_text()
+    assert text.count(answered) == 1 and text.count("[next_url]") == 2
+    text = text.replace(answered, target).replace("[next_url]", "[$target]").replace("[routes]\n", "")
+    assert "rrs=\"true\"" not in text.split("-->", 1)[1] and "\n[routes]" not in text
+    copy = tmp_path / "customer_without_route_set.xml"
+    copy.write_text(text)
+    return copy
+
+
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("route_set", [True, False], ids=["route-set", "ignores-record-route"])
 async def test_a_sipp_customer_and_a_baresip_agent_through_kamailio_keep_their_call_across_a_kill_9(
-        postgres_url: str, tmp_path: Path) -> None:
+        postgres_url: str, tmp_path: Path, route_set: bool) -> None:
     doc = operation_doc(["1001", "1002"], trunk_network=f"{PROXY}/32")
     with loaded_database(postgres_url, doc) as (url, [token]):
         world = World(url, token, tmp_path)
@@ -94,8 +116,8 @@ async def test_a_sipp_customer_and_a_baresip_agent_through_kamailio_keep_their_c
             async with httpx.AsyncClient(base_url=a.http, timeout=10, trust_env=False) as client:
                 await box(client, token, "change_status", agent_id="1001", status="ready")
 
-            customer = Sipp(SCENARIO, remote=proxy.address, host=CUSTOMER_HOST, service=DID, calls=1, timeout=90,
-                            extra_args=["-trace_msg"], workdir=tmp_path / "sipp-customer").start()
+            customer = Sipp(scenario(tmp_path, route_set), remote=proxy.address, host=CUSTOMER_HOST, service=DID,
+                            calls=1, timeout=90, extra_args=["-trace_msg"], workdir=tmp_path / "sipp-customer").start()
             await softphone.wait_event("CALL_ESTABLISHED", timeout=15)
             await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(2,)], "both dialogs written")
             [(conn_id,)] = world.rows("SELECT conn_id FROM calls WHERE ended_at IS NULL")
