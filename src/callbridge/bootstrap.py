@@ -310,6 +310,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
         switch.handed.owner_of = member.owner_address  # requests of dialogs handed over go on to the owner
         node.handover_state = handovers
         webhooks.follow_ownership(member.owns, cursors.load_one)  # the owner delivers, from the stored cursor
+        app.state.streams.owns = member.owns  # a stream of an operation moved away ends (http/streams.py)
         # any node answers the API: a request for an operation another node holds is forwarded to it
         app.add_middleware(ForwardToOwner, gate=app.state.gate, member=member, engine=storage.engine)
         try:

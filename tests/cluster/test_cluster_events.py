@@ -13,6 +13,8 @@ failover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -135,3 +137,106 @@ async def test_webhooks_come_from_the_owner_only_and_resume_on_the_node_that_tak
                 engine.dispose()
     finally:
         await receiver.stop()
+
+
+async def _ws(node: Serve, token: str, after: int, *, browser: bool = False) -> Any:
+    """A WebSocket event stream at `node` from `after` (the token as a bearer header, or as a browser offers it)."""
+    from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
+
+    url = f"ws://{node.host}:{node.http_port}/v2/events?after={after}"
+    if browser:
+        return await connect(url, subprotocols=[Subprotocol("callbridge.events.v2"), Subprotocol(f"bearer.{token}")],
+                             open_timeout=5)
+    return await connect(url, additional_headers={"authorization": f"Bearer {token}"},
+                         subprotocols=[Subprotocol("callbridge.events.v2")], open_timeout=5)
+
+
+async def _ws_once_served(node: Serve, token: str, after: int, timeout: float) -> Any:
+    """`_ws`, asked again while the answer is 503 (no owner yet, or the owner still adopting the operation)."""
+    from websockets.exceptions import InvalidStatus
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await _ws(node, token, after)
+        except InvalidStatus as status:
+            assert status.response.status_code == 503, status.response.status_code
+            assert time.monotonic() < deadline, "the stream never served again"
+            await asyncio.sleep(0.3)
+
+
+async def _read_seqs(ws: Any, count: int) -> list[int]:
+    return [json.loads(await asyncio.wait_for(ws.recv(), 10))["seq"] for _ in range(count)]
+
+
+async def _closed_with(ws: Any) -> int | None:
+    from websockets.exceptions import ConnectionClosed
+
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), 15)
+    return ws.close_code  # type: ignore[no-any-return]
+
+
+async def test_a_websocket_stream_asked_of_any_node_follows_the_operation_to_its_owner(
+        postgres_url: str, tmp_path: Path) -> None:
+    """The event stream as a WebSocket, asked of a node that does not own the operation, is the owner's, relayed
+    frame by frame (the token as a header or as a browser's subprotocol; a refused token is answered 403 there, as
+    the owner would). When the operation moves (`move`, then `kill -9` of the new owner) every stream of it closes 1012,
+    relayed or not,
+    and a consumer that reconnects to any node with its last seq reads on from the new owner without a gap."""
+    from websockets.exceptions import InvalidStatus
+
+    from callbridge.cluster import leases
+
+    doc = {**operation_doc("http://127.0.0.1:9/"), "webhooks": []}
+    nodes: list[Serve] = []
+    with loaded_database(postgres_url, doc) as (url, [token]):
+        engine = make_engine(url)
+
+        def owner() -> str | None:
+            with engine.connect() as conn:
+                row = conn.execute(text("SELECT node_id FROM cluster_leases WHERE operation_id = :op "
+                                        "AND expires_at > now()"), {"op": OP}).first()
+            return None if row is None else str(row[0])
+        try:
+            a = Serve("a", NODE_A, url, tmp_path, lease_seconds=LEASE)
+            nodes.append(a)
+            a.wait_ready()
+            await until(lambda: owner() == "a", "node a holding the operation")
+            b = Serve("b", NODE_B, url, tmp_path, lease_seconds=LEASE)
+            nodes.append(b)
+            b.wait_ready()
+
+            with pytest.raises(InvalidStatus) as refused:
+                await _ws(b, "not-a-token", 0)
+            assert refused.value.response.status_code == 403
+            assert json.loads(refused.value.response.body or b"{}")["error"] == "INVALID_TOKEN"
+            relayed, browser, direct = await _ws(b, token, 0), await _ws(b, token, 0, browser=True), await _ws(
+                a, token, 0)
+            assert relayed.subprotocol == browser.subprotocol == direct.subprotocol == "callbridge.events.v2"
+            await display_changes(a, token, 3)
+            for ws in (relayed, browser, direct):
+                assert await _read_seqs(ws, 3) == [1, 2, 3]
+
+            with engine.begin() as conn:
+                assert leases.request_move(conn, OP, "b")
+            for ws in (relayed, browser, direct):
+                assert await _closed_with(ws) == 1012
+            await until(lambda: owner() == "b", "b holding the operation")
+            follower = await _ws_once_served(a, token, 3, timeout=10)  # a asked now: relayed to b
+            await display_changes(a, token, 2)
+            assert await _read_seqs(follower, 2) == [4, 5]
+
+            b.kill()
+            assert await _closed_with(follower) == 1012  # the owner vanished under the relay
+            follower = await _ws_once_served(a, token, 5, timeout=4 * LEASE + 10)  # a holds it again
+            await display_changes(a, token, 1)
+            assert await _read_seqs(follower, 1) == [6]
+            await follower.close()
+        finally:
+            for node in nodes:
+                if node.proc.poll() is None:
+                    node.stop()
+            engine.dispose()

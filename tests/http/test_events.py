@@ -130,6 +130,9 @@ class _Store:
         self.rows.append(StoredEvent(operation_id, seq, kind, at, conn_id, line))
         return len(self.rows)
 
+    def read(self, operation_id: str, after: int, limit: int) -> list[StoredEvent]:
+        return [r for r in self.rows if r.operation_id == operation_id and r.seq > after][:limit]
+
     def of_call(self, operation_id: str, conn_id: str, since: float, until: float | None) -> list[StoredEvent]:
         self.reads.append((operation_id, conn_id, since, until))
         return [r for r in self.rows if (r.operation_id, r.conn_id) == (operation_id, conn_id)]
@@ -240,3 +243,32 @@ def test_a_wire_event_is_serialised_on_first_read_from_its_state_at_publication(
                  "registered": True, "reason": "api"}}
     assert line == json.dumps(wire.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     assert wire.line is line  # serialised once, then shared
+
+
+async def test_an_operation_taken_back_over_reads_on_without_the_gap_its_old_events_would_leave() -> None:
+    """A cluster node held an operation (seq 1-3), handed it over, and takes it back after the other node numbered
+    4 and 5 (in the shared database): its log goes on at 6, and a reader from any seq gets a run without gaps: 6
+    alone after 5, 1 to 6 from the database from 0. Memory kept 1-3 before: `since` counted 6 at index 5 of
+    [1, 2, 3, 6] and returned nothing, and the stream from 0 skipped 4 and 5."""
+    from callbridge.storage.event_log import Bounds
+
+    store = _Store()
+    log = EventLog(store=store)  # type: ignore[arg-type]
+    log.bind(asyncio.get_running_loop())
+
+    def offered(conn_id: str, at: float) -> None:
+        log.publish(CallOffered(operation_id=OP, conn_id=conn_id, agent="1001", leg_id="l1",
+                                customer_number="3105550000", at=at))
+
+    for i in range(3):
+        offered(f"c{i}", 100.0 + i)
+    log._committed(len(store.rows))
+    for seq in (4, 5):  # the other node's, meanwhile
+        store.append(OP, seq, "call.offered", 110.0 + seq, f"x{seq}", f'{{"seq":{seq},"data":{{}}}}'.encode())
+    log.restore({OP: Bounds(1, 5)})
+    offered("c9", 120.0)
+    log._committed(len(store.rows))
+    assert log.last_seq(OP) == log.committed_seq(OP) == 6
+    assert [w.seq for w in await log.read(OP, 5)] == [6]
+    assert [w.seq for w in await log.read(OP, 0)] == [1, 2, 3, 4, 5, 6]
+    assert [w.seq for w in await log.read(OP, 3)] == [4, 5, 6]

@@ -6,9 +6,12 @@ Rules
   (`/v2/transfers...`, `/v2/agents...`, `/v2/calls...`), all of which the owner answers from its memory, and the
   event stream over HTTP (`GET /v2/events`): the owner numbers the operation's events and is woken by their
   commits, so a consumer reads one sequence whatever node it reached; the owner's answer is relayed as it comes
-  (chunk by chunk, its keep-alive lines included) until it ends or the consumer leaves. Not forwarded: `/v2/cdrs`
-  (read from the database, the same on every node), the event stream as a WebSocket (served by the node reached:
-  a consumer follows the operation to its owner), the pages, `/health`, `/metrics`.
+  (chunk by chunk, its keep-alive lines included) until it ends or the consumer leaves; and the event stream as a
+  WebSocket, relayed frame by frame both ways over a WebSocket of this node's to the owner (the consumer's offered
+  subprotocols and token go along; the owner's choice, refusal or close code comes back). An owner that dies under
+  a relayed WebSocket closes it 1012, as an owner that hands the operation over does: the consumer reconnects with
+  its cursor and reaches the new owner. Not forwarded: `/v2/cdrs` (read from the database, the same on every node),
+  the pages, `/health`, `/metrics`.
 - The operation is the token's (`TokenGate.authenticate`, with `wolkvox_server` checked as the API checks it). A
   request whose token is missing or refused is answered here: every node answers those the same way.
 - This node holds the operation's lease: answered here. Another live node holds it: the request (method, path,
@@ -33,8 +36,11 @@ import contextlib
 import logging
 
 import httpx
+import websockets
 from sqlalchemy import Engine, text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from callbridge.cluster.member import ClusterMember
 from callbridge.http import contract
@@ -48,6 +54,8 @@ FORWARDED_BY = "callbridge-forwarded-by"
 _NATIVE = ("/v2/transfers", "/v2/agents", "/v2/calls")
 _EVENTS = "/v2/events"
 _STREAM_READ_TIMEOUT_S = 40.0  # streams.KEEPALIVE_S (15 s) twice, and some
+_CLOSE_MOVED = 1012  # streams.CLOSE_MOVED: "service restart", reconnect
+_CLOSE_POLICY = 1008
 _HOP_BY_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length",
                "proxy-connection"}
 _OWNER = text("""
@@ -71,12 +79,13 @@ class ForwardToOwner:
         self.forwarded = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _forwardable(scope):
+        if scope["type"] not in ("http", "websocket") or not _forwardable(scope):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            principal = self.gate.authenticate(_token(headers), headers.get(contract.SERVER_HEADER))
+            principal = self.gate.authenticate(_token(headers) or _subprotocol_token(headers),
+                                               headers.get(contract.SERVER_HEADER))
         except Refused:
             await self.app(scope, receive, send)  # answered here, as every node answers it
             return
@@ -90,6 +99,9 @@ class ForwardToOwner:
         owner = None if FORWARDED_BY in headers else await asyncio.to_thread(self._owner, operation_id)
         if owner is None:
             await _unavailable(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self._relay_websocket(scope, receive, send, owner, operation_id)
             return
         body = await _body(receive)
         if scope["path"] == _EVENTS:
@@ -148,6 +160,43 @@ class ForwardToOwner:
         if relaying.done() and not relaying.cancelled():
             relaying.result()  # what the relay raised, if anything
 
+    async def _relay_websocket(self, scope: Scope, receive: Receive, send: Send, owner: str,
+                               operation_id: str) -> None:
+        """The owner's WebSocket event stream, relayed frame by frame until either side closes."""
+        _, url, headers = self._request_parts(scope, owner)
+        url = "ws" + url[len("http"):]
+        offered = [Subprotocol(p.strip()) for p in dict(headers).get("sec-websocket-protocol", "").split(",")
+                   if p.strip()]
+        passed = [(k, v) for k, v in headers if not k.lower().startswith("sec-websocket-")]
+        try:
+            upstream = await connect(url, additional_headers=passed, subprotocols=offered or None,
+                                                open_timeout=self.timeout, ping_interval=None, max_size=None,
+                                                user_agent_header=None)
+        except websockets.InvalidStatus as refused:  # the owner's refusal (a 410 for an expired cursor): as it was
+            answer = refused.response
+            await _deny(scope, receive, send, answer.status_code,
+                        [(k, v) for k, v in answer.headers.raw_items() if k.lower() not in _HOP_BY_HOP],
+                        bytes(answer.body or b""))
+            return
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            log.warning("cluster: the owner of operation %s at %s did not answer: %s", operation_id, owner, exc)
+            await _unavailable(scope, receive, send)
+            return
+        self.forwarded += 1
+        if (await receive())["type"] != "websocket.connect":
+            await upstream.close()
+            return
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+        downward = asyncio.ensure_future(_downward(upstream, send))
+        upward = asyncio.ensure_future(_upward(upstream, receive))
+        try:
+            await asyncio.wait((downward, upward), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (downward, upward):
+                task.cancel()
+            await asyncio.gather(downward, upward, return_exceptions=True)
+            await upstream.close()
+
     def _owner(self, operation_id: str) -> str | None:
         with self.engine.connect() as conn:
             row = conn.execute(_OWNER, {"op": operation_id, "seconds": self.member.lease_seconds}).first()
@@ -164,7 +213,7 @@ class ForwardToOwner:
         headers.append((FORWARDED_BY, self.member.node_id))
         query = scope.get("query_string", b"").decode("latin-1")
         url = owner.rstrip("/") + scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
-        return scope["method"], url + (f"?{query}" if query else ""), headers
+        return scope.get("method", "GET"), url + (f"?{query}" if query else ""), headers
 
     async def _forward(self, scope: Scope, owner: str, body: bytes) -> httpx.Response:
         method, url, headers = self._request_parts(scope, owner)
@@ -177,6 +226,8 @@ class ForwardToOwner:
 
 def _forwardable(scope: Scope) -> bool:
     path: str = scope["path"]
+    if scope["type"] == "websocket":
+        return path == _EVENTS
     if path == contract.ENDPOINT_PATH:
         return bool(scope["method"] == "POST")
     if path == _EVENTS:
@@ -190,6 +241,55 @@ def _token(headers: dict[str, str]) -> str | None:
         scheme, _, token = value.strip().partition(" ")
         return token.strip() if scheme.lower() == "bearer" else None
     return headers.get(contract.TOKEN_HEADER)
+
+
+def _subprotocol_token(headers: dict[str, str]) -> str | None:
+    """A browser's token, offered as the subprotocol `bearer.<token>` (http/streams.py)."""
+    for name in headers.get("sec-websocket-protocol", "").split(","):
+        if name.strip().startswith("bearer."):
+            return name.strip()[len("bearer."):]
+    return None
+
+
+async def _downward(upstream: ClientConnection, send: Send) -> None:
+    """The owner's frames to the consumer; the owner's close code after them (1012 when the owner vanished)."""
+    try:
+        async for frame in upstream:
+            if isinstance(frame, str):
+                await send({"type": "websocket.send", "text": frame})
+            else:
+                await send({"type": "websocket.send", "bytes": frame})
+    except websockets.ConnectionClosed:
+        pass
+    code = upstream.close_code
+    await send({"type": "websocket.close",
+                "code": code if code is not None and code not in (1005, 1006) else _CLOSE_MOVED})
+
+
+async def _upward(upstream: ClientConnection, receive: Receive) -> None:
+    """The consumer's frames to the owner (which ignores them) until the consumer leaves."""
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message["type"] == "websocket.receive":
+            data = message.get("text") if message.get("text") is not None else message.get("bytes")
+            if data is not None:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await upstream.send(data)
+
+
+async def _deny(scope: Scope, receive: Receive, send: Send, status: int, headers: list[tuple[str, str]],
+                body: bytes) -> None:
+    """Refuse a WebSocket upgrade with an HTTP answer (the ASGI denial extension), else close 1008."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": _CLOSE_POLICY})
+        return
+    await send({"type": "websocket.http.response.start", "status": status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+                + [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _body(receive: Receive) -> bytes:
@@ -206,6 +306,12 @@ async def _body(receive: Receive) -> bytes:
 
 async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
     row = contract.ERRORS["CALL_CONTROL_UNAVAILABLE"]
+    if scope["type"] == "websocket":
+        problem = problem_response(Problem("CALL_CONTROL_UNAVAILABLE"))
+        await _deny(scope, receive, send, problem.status_code,
+                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in problem.raw_headers
+                     if k.decode("latin-1").lower() != "content-length"], bytes(problem.body))
+        return
     if scope["path"] == contract.ENDPOINT_PATH:
         response = row_response(row)
     else:

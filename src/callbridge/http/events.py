@@ -193,9 +193,15 @@ class EventLog:
     # --- durability ---------------------------------------------------------------------------------------------
 
     def restore(self, bounds: dict[str, Bounds]) -> None:
-        """At start-up, before anything is published: continue each operation's sequence from the stored one."""
+        """Continue each operation's sequence from the stored one: at start-up, and when a cluster node takes an
+        operation (back) over. Events this log still holds of an earlier ownership are dropped when others were
+        numbered after them meanwhile: memory holds a run of consecutive seqs (`since` counts on it), and the
+        database has them all."""
         for op, kept in bounds.items():
             log = self._ops.setdefault(op, _OperationLog())
+            if kept.last > log.last_seq:
+                while log.events:
+                    self._forget(log.events.popleft(), durable=self._store is not None)
             log.last_seq = log.visible = max(log.last_seq, kept.last)
             self._oldest_kept[op] = kept.oldest
 

@@ -8,7 +8,9 @@ WebSocket: the same URL with an upgrade, subprotocol `callbridge.events.v2`; the
 or, from a browser, as the offered subprotocol `bearer.<token>`. A refused token answers the upgrade with the
 problem (401/403) and no upgrade. One Event per text frame; a ping every 20 s (uvicorn's default `ws_ping_interval`,
 kept by `callbridge serve`; a peer silent 20 s more is dropped); close 4410 when the consumer's cursor falls out
-of retention, 1001 at shutdown.
+of retention, 1001 at shutdown, 1012 (RFC 6455 §7.4 registry: "service restart") when this node no longer owns the
+operation in a cluster (handed over, or its lease lost): the consumer reconnects, to any node, with `after` = the
+last seq it read, and reads on from the new owner (an HTTP stream ends then as well).
 
 After a restart a stream resumes from the durable log: `after=N` answers the kept events with seq > N, read from
 memory when recent, from the database otherwise (`EventLog.read`); only committed events are sent.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from starlette.requests import HTTPConnection, Request
@@ -45,6 +47,7 @@ EVENT_TYPES: Final = frozenset({
 })
 CLOSE_EXPIRED: Final = 4410
 CLOSE_GOING_AWAY: Final = 1001
+CLOSE_MOVED: Final = 1012
 
 
 class StreamQuery:
@@ -94,6 +97,9 @@ class EventStreams:
     def __init__(self, gate: TokenGate, events: EventLog, *, keepalive: float = KEEPALIVE_S) -> None:
         self._gate = gate
         self._events = events
+        # In a cluster, whether this node owns an operation (ClusterMember.owns): a stream of an operation it no
+        # longer owns ends, since its events are numbered elsewhere now. One node owns everything.
+        self.owns: Callable[[str], bool] = lambda _operation_id: True
         self._keepalive = keepalive
         self._closing = asyncio.Event()
         self.open_streams = 0  # NDJSON responses and WebSockets
@@ -155,6 +161,8 @@ class EventStreams:
                     return
                 if self._events.expired(op, cursor):
                     return  # fell out of retention: the consumer reconnects and learns it from the 410
+                if not self.owns(op):
+                    return  # moved to another node: the consumer reconnects and reads on from the new owner
                 woken = await self._events.wait(op, cursor, min(left, self._keepalive))
                 if not woken and deadline - time.monotonic() > 0:
                     yield b"\n"
@@ -192,6 +200,9 @@ class EventStreams:
                     return
                 if self._events.expired(op, cursor):
                     await ws.close(CLOSE_EXPIRED)
+                    return
+                if not self.owns(op):
+                    await ws.close(CLOSE_MOVED)
                     return
                 await self._events.wait(op, cursor, 1.0)
         except WebSocketDisconnect:
