@@ -60,6 +60,14 @@ class Proxy:
             assert time.monotonic() < deadline, "Kamailio's JSON-RPC did not answer"
             await asyncio.sleep(0.05)
 
+    def keep_synced(self, engine: Engine, interval: float = 0.3) -> asyncio.Task[None]:
+        """`callbridge cluster kamailio-sync`'s loop at a test's pace, as a task the test cancels at its end."""
+        async def sync_forever() -> None:
+            while True:
+                await self.synced(engine)
+                await asyncio.sleep(interval)
+        return asyncio.get_running_loop().create_task(sync_forever())
+
     def kill(self) -> None:
         """kill -9 of its process group (every child with it)."""
         if self.proc is not None:

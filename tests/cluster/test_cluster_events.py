@@ -17,12 +17,13 @@ import contextlib
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 TESTS = Path(__file__).resolve().parents[1]
 for folder in (TESTS, TESTS / "storage"):
@@ -68,6 +69,14 @@ async def display_changes(node: Serve, token: str, count: int) -> None:
             assert answer.status_code == 200, answer.text
 
 
+def _owner(engine: Engine) -> str | None:
+    """The node holding the operation's lease now (None: nobody)."""
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT node_id FROM cluster_leases WHERE operation_id = :op "
+                                "AND expires_at > now()"), {"op": OP}).first()
+    return None if row is None else str(row[0])
+
+
 async def stream_seqs(node: Serve, token: str, after: int = 0) -> tuple[int, list[int]]:
     """`GET /v2/events?after=&wait=0` at `node`: (Callbridge-Last-Seq, the seqs of the lines)."""
     async with httpx.AsyncClient(base_url=node.http, timeout=10, trust_env=False) as client:
@@ -86,11 +95,7 @@ async def test_webhooks_come_from_the_owner_only_and_resume_on_the_node_that_tak
         with loaded_database(postgres_url, operation_doc(receiver.url)) as (url, [token]):
             engine = make_engine(url)
 
-            def owner() -> str | None:
-                with engine.connect() as conn:
-                    row = conn.execute(text("SELECT node_id FROM cluster_leases WHERE operation_id = :op "
-                                            "AND expires_at > now()"), {"op": OP}).first()
-                return None if row is None else str(row[0])
+            owner = partial(_owner, engine)
 
             def stored() -> list[int]:
                 with engine.connect() as conn:
@@ -195,11 +200,7 @@ async def test_a_websocket_stream_asked_of_any_node_follows_the_operation_to_its
     with loaded_database(postgres_url, doc) as (url, [token]):
         engine = make_engine(url)
 
-        def owner() -> str | None:
-            with engine.connect() as conn:
-                row = conn.execute(text("SELECT node_id FROM cluster_leases WHERE operation_id = :op "
-                                        "AND expires_at > now()"), {"op": OP}).first()
-            return None if row is None else str(row[0])
+        owner = partial(_owner, engine)
         try:
             a = Serve("a", NODE_A, url, tmp_path, lease_seconds=LEASE)
             nodes.append(a)

@@ -177,12 +177,7 @@ async def test_a_rolling_restart_through_kamailio_under_a_steady_call_load_drops
             proxy.start()
             await proxy.synced(world.engine)
 
-            async def sync_forever() -> None:  # `callbridge cluster kamailio-sync`'s loop, at a test's pace
-                assert proxy is not None
-                while True:
-                    await proxy.synced(world.engine)
-                    await asyncio.sleep(0.3)
-            syncing = asyncio.get_running_loop().create_task(sync_forever())
+            syncing = proxy.keep_synced(world.engine)
             for ext in extensions:
                 await world.agent(ext, proxy.address, host=AGENT_HOST)
             await ready(world, a, extensions)

@@ -172,12 +172,7 @@ async def test_kill_9_of_a_node_with_anchored_calls_keeps_them_anchored_on_the_s
             proxy.start()
             await proxy.synced(world.engine)
 
-            async def sync_forever() -> None:  # `callbridge cluster kamailio-sync`'s loop, at a test's pace
-                assert proxy is not None
-                while True:
-                    await proxy.synced(world.engine)
-                    await asyncio.sleep(0.3)
-            syncing = asyncio.get_running_loop().create_task(sync_forever())
+            syncing = proxy.keep_synced(world.engine)
             await until(lambda: world.owner() == "a", "node a holding the operation")
             a = nodes["a"]
 

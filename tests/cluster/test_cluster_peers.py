@@ -98,12 +98,7 @@ async def test_a_sipp_customer_and_a_baresip_agent_through_kamailio_keep_their_c
             proxy.start()
             await proxy.synced(world.engine)
 
-            async def sync_forever() -> None:  # `callbridge cluster kamailio-sync`'s loop, at a test's pace
-                assert proxy is not None
-                while True:
-                    await proxy.synced(world.engine)
-                    await asyncio.sleep(0.3)
-            syncing = asyncio.get_running_loop().create_task(sync_forever())
+            syncing = proxy.keep_synced(world.engine)
             await until(lambda: world.owner() == "a", "node a holding the operation")
 
             account = (f"<sip:1001@{DOMAIN}>;auth_pass=secret-1001;outbound=\"sip:{proxy.host}:{proxy.port}\""
