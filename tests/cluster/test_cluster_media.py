@@ -372,3 +372,59 @@ async def test_a_handover_carries_an_anchored_call_whose_hold_transfer_and_end_u
         await until(lambda: world.rows("SELECT hangup_by, agents, transfer_count, node_id FROM cdrs") == [
             ("agent", ["1001", "1002"], 1, "b")], "the CDR")
         await until(lambda: ng.calls() == [], "rtpengine holding no call", timeout=10)
+
+
+@pytest.mark.timeout(90)
+async def test_a_call_held_and_muted_at_a_kill_9_is_adopted_held_and_muted(world: World, tmp_path: Path) -> None:
+    """An anchored call that node a had put on hold (the relay playing the music, the agent's media blocked) and
+    whose agent it had muted, when a is killed: b adopts it as it was, from the SDPs a last sent (the customer
+    a=sendonly, the agent a=sendonly). The customer still hears the music; b's `hold` takes the call off hold ("Call
+    has been taken off hold", the customer re-offered sendrecv, the music stopped) while the agent stays muted
+    (silence); b's `mute` unmutes, and the customer hears the agent again."""
+    from callbridge.phone import Resumed
+
+    with Rtpengine(host=RELAY_HOST, workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
+        relay_arg = ("--rtpengine", f"udp:{relay.host}:{relay.ng_port}")
+        nodes = []
+        for name, host in (("a", NODE_A), ("b", NODE_B)):
+            serve = Serve(name, host, world.url, tmp_path, lease_seconds=LEASE, extra_args=relay_arg)
+            world.nodes.append(serve)
+            serve.wait_ready()
+            nodes.append(serve)
+        a, b = nodes
+        await world.agent("1001", a, media=True)
+        customer, call, agent_call, _ = await connected_call(world, a, media=True)
+        call.rtp.play_tone(CUSTOMER_HZ)
+        agent_call.rtp.play_tone(AGENT_HZ)
+        assert_voice(await heard(customer, call, VOICE_S), AGENT_HZ)
+
+        async with httpx.AsyncClient(base_url=a.http, timeout=10, trust_env=False) as client:
+            assert (await api(client, world.token, "hold", agent_id="1001"))["msg"] == "Call has been put on hold"
+            assert (await api(client, world.token, "mute", agent_id="1001"))["msg"] == "Microphone has been muted"
+        assert_music(await heard(customer, call, MUSIC_S))
+
+        def sent_on_hold() -> bool:
+            rows = world.rows("SELECT sent_sdp FROM dialogs")
+            return len(rows) == 2 and all(sdp is not None and b"a=sendonly" in bytes(sdp) for (sdp,) in rows)
+        await until(sent_on_hold, "both holds written through")
+        a.kill()
+        await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
+                    "node b adopting the call", timeout=4 * LEASE + 5)
+        assert call.ended is False and agent_call.ended is False
+        assert_music(await heard(customer, call, MUSIC_S))  # the relay plays on
+
+        async with httpx.AsyncClient(base_url=b.http, timeout=10, trust_env=False) as client:
+            assert (await api(client, world.token, "hold", agent_id="1001"))["msg"] == "Call has been taken off hold"
+            assert (await customer.wait_for(Resumed, call=call, timeout=5)).direction == "sendrecv"
+            await until(lambda: sum(call.rtp.heard(customer.now() - 0.2, customer.now()).share(hz, tolerance=3)
+                                    for hz in MUSIC_HZ) == 0.0, "the music stopped", timeout=10)
+            quiet = await heard(customer, call, 0.6)
+            assert quiet.share(AGENT_HZ, tolerance=20) == 0.0, str(quiet)  # still muted
+            assert (await api(client, world.token, "mute", agent_id="1001"))["msg"] == "Microphone has been unmuted"
+            await until(lambda: call.rtp.heard(customer.now() - 0.2, customer.now()).share(AGENT_HZ) >= 0.5,
+                        "the agent heard again", timeout=10)
+            assert_voice(await heard(customer, call, VOICE_S), AGENT_HZ)
+            await api(client, world.token, "hang", agent_id="1001")
+        ended = await customer.wait_for(CallEnded, call=call, timeout=5)
+        assert (ended.reason, ended.by) == ("bye", "remote")
+        await until(lambda: Ng(relay).calls() == [], "rtpengine holding no call", timeout=10)

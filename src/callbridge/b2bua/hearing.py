@@ -94,6 +94,15 @@ class CustomerHearing:
         if call is not None and call.wanted == "peer":
             self._want(conn_id, call, "music")
 
+    def restored_held(self, conn_id: str) -> None:
+        """A call adopted on hold from another node (`cluster.adopt`): the relay call it restored plays the music to
+        the customer and blocks the peer's media toward it, as the old node left them (a settled hold), so that
+        `unhold` stops the one and lifts the other."""
+        call = self.calls.get(conn_id)
+        if call is not None:
+            call.wanted = call.playing = "music"
+            call.blocked = self.anchor.peers.get(conn_id)
+
     def unhold(self, conn_id: str | None) -> None:
         call = self._call(conn_id)
         if call is not None:

@@ -227,8 +227,9 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
     since = {ext: entered for ext, _, _, entered in found.agents}
     for left in adopted:
         call = left.record
-        if node.service.adopt_call(call, left.legs, since.get(call.agent or "", now), now):
-            _restore_legs(node, left)
+        held, muted = _held_and_muted(left)
+        if node.service.adopt_call(call, left.legs, since.get(call.agent or "", now), now, held=held, muted=muted):
+            _restore_legs(node, left, held=held)
             done.adopted.append(call.conn_id)
     done.registrations = switch.restore_registrations(found.registrations)
     done.agents = len(found.agents)
@@ -240,7 +241,29 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
     return done
 
 
-def _restore_legs(node: Node, left: LeftCall) -> None:
+def _held_and_muted(left: LeftCall) -> tuple[bool, bool]:
+    """Whether the old node had the call on hold and the agent muted, as the SDPs it last sent say: its hold offers
+    the customer a=sendonly, its mute the agent (RFC 3264 §8.4; inactive when the party held it at the same time)."""
+    pair = adoptable_legs(left.record, left.legs)
+    if pair is None:
+        return False, False
+    sent = {d.leg_id: d.sent_sdp for d in left.dialogs}
+    customer, agent = pair
+    return _holds_every_stream(sent.get(customer.leg_id)), _holds_every_stream(sent.get(agent.leg_id))
+
+
+def _holds_every_stream(sdp: bytes | None) -> bool:
+    if not sdp:
+        return False
+    try:
+        sd = SessionDescription.parse(sdp)
+    except SdpError:
+        return False
+    directions = {sd.direction(m) for m in sd.media if m.port != 0}
+    return bool(directions) and directions <= {"sendonly", "inactive"}
+
+
+def _restore_legs(node: Node, left: LeftCall, *, held: bool = False) -> None:
     """The adopted call's two dialogs as B2BUA legs, up and bridged to each other."""
     switch = node.switch
     pair = adoptable_legs(left.record, left.legs)
@@ -264,7 +287,9 @@ def _restore_legs(node: Node, left: LeftCall) -> None:
         switch.legs.add(sip_leg)
     relay = left.relay
     if relay is not None:  # its media goes on through the same relay call: hold, transfers and its end use it
-        switch.anchor.restore(left.record.conn_id, left.record.operation_id, customer.leg_id, agent.leg_id, relay)
+        conn_id = left.record.conn_id
+        if switch.anchor.restore(conn_id, left.record.operation_id, customer.leg_id, agent.leg_id, relay) and held:
+            switch.anchor.hearing.restored_held(conn_id)  # the relay plays the music still: unhold stops it
 
 
 def _restore_sdp(leg: SipLeg, record: DialogRecord) -> None:
