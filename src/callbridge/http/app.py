@@ -151,7 +151,7 @@ def create_app(*, service: CallControlService, directory: TokenDirectory, events
         return Response(DOCS_SCRIPT, headers={"content-type": "text/javascript; charset=utf-8"})
 
     routes: list[BaseRoute] = [
-        Route(contract.ENDPOINT_PATH, agentbox.__call__, methods=_EVERY_METHOD),  # anything but POST: 405
+        Route(contract.ENDPOINT_PATH, agentbox, methods=_EVERY_METHOD),  # ASGI; anything but POST: 405
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
