@@ -37,6 +37,7 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from callbridge.callcontrol.errors import CallControlError, InvalidParameter
 from callbridge.callcontrol.service import CallControlService
@@ -224,18 +225,16 @@ def request_headers(scope: Mapping[str, Any]) -> tuple[str | None, str | None, s
     return token, server, content_type or ""
 
 
-async def read_parameters(request: Request, content_type: str | None = None) -> dict[str, str]:
+async def read_parameters(scope: Scope, receive: Receive, content_type: str) -> dict[str, str]:
     """Query string first; then a form body's fields that the query does not have."""
     raw: dict[str, str] = {}
-    # The raw query string (request.url would build a URL object for nothing); undecodable bytes are replaced,
-    # as in a form body, and then fail the parameter checks.
-    query: bytes = request.scope.get("query_string", b"")
+    # The raw query string (a URL object would be built for nothing); undecodable bytes are replaced, as in a
+    # form body, and then fail the parameter checks.
+    query: bytes = scope.get("query_string", b"")
     if query:
         _first(parse_pairs(query.decode("utf-8", "replace")), raw)
-    if content_type is None:
-        content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
-        body = await request.body()
+        body = await Request(scope, receive).body()
         if len(body) <= MAX_FORM_BYTES:
             _first(parse_pairs(body.decode("utf-8", "replace")), raw)
     return raw
@@ -245,6 +244,8 @@ async def read_parameters(request: Request, content_type: str | None = None) -> 
 
 _BODY_CACHE_SIZE = 1024  # envelopes without data: the error rows and the messages of the verbs' successes
 _bodies: dict[tuple[int, str], bytes] = {}
+_answers: dict[tuple[int, str], Answer] = {}
+_CONTENT_TYPE_VALUE: Final = contract.CONTENT_TYPE.encode("latin-1")
 
 
 def envelope_body(status: int, msg: str, data: Mapping[str, Any] | None = None) -> bytes:
@@ -257,6 +258,44 @@ def envelope_body(status: int, msg: str, data: Mapping[str, Any] | None = None) 
             _bodies.clear()
         body = _bodies[(status, msg)] = contract.render(contract.envelope(status, msg))
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An envelope answer as its two ASGI messages' contents: the same status, headers (content-type, the extra
+    ones, content-length: the order Starlette's `Response` gives them) and body as `envelope_response`."""
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+    async def send(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": list(self.headers)})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def envelope_answer(status: int, msg: str, data: Mapping[str, Any] | None = None,
+                    headers: Mapping[str, str] | None = None) -> Answer:
+    """`envelope_response` as an `Answer`; one without `data` or headers (every success of change_status, type,
+    aux_call's siblings, every error row) is built once and kept, like its body."""
+    if data is None and headers is None:
+        answer = _answers.get((status, msg))
+        if answer is None:
+            if len(_answers) >= _BODY_CACHE_SIZE:
+                _answers.clear()
+            answer = _answers[(status, msg)] = _answer(status, envelope_body(status, msg), None)
+        return answer
+    return _answer(status, envelope_body(status, msg, data), headers)
+
+
+def _answer(status: int, body: bytes, headers: Mapping[str, str] | None) -> Answer:
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    return Answer(status, ((b"content-type", _CONTENT_TYPE_VALUE), *extra,
+                           (b"content-length", str(len(body)).encode("latin-1"))), body)
+
+
+def row_answer(row: contract.ErrorRow, headers: Mapping[str, str] | None = None) -> Answer:
+    return envelope_answer(row.status, row.msg, headers=headers)
 
 
 def envelope_response(status: int, msg: str, data: Mapping[str, Any] | None = None,
@@ -284,7 +323,14 @@ def domain_row(exc: CallControlError) -> contract.ErrorRow | None:
 
 
 class AgentboxEndpoint:
-    """The ASGI endpoint; one instance per application, its dependencies given."""
+    """The ASGI application of the endpoint's route; one instance per application, its dependencies given.
+
+    A plain ASGI callable rather than a Starlette `request -> Response` endpoint: the request is read from the
+    scope (a `Request` is made only to read a form body) and the answer is sent as its two messages, most of them
+    built once (`envelope_answer`). Starlette's wrapping of a request endpoint (its `Request`, the exception
+    wrapper around the call, the `Response` and its headers) was a measurable share of change_status
+    (bench/agentbox_inprocess.py); the errors it handled reach the same middleware as before (an exception here
+    propagates to Starlette's `ServerErrorMiddleware`, a 500), and the bytes on the wire are the same."""
 
     def __init__(self, service: CallControlService, gate: TokenGate, waiter: ActionWaiter, *,
                  request_timeout: float = contract.REQUEST_TIMEOUT_S,
@@ -297,36 +343,35 @@ class AgentboxEndpoint:
         self._on_answer = on_answer  # (verb or "-", status, seconds taken): the metrics
         self._clock = clock
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self._clock()
         api = "-"
-        response: Response
-        if request.method != "POST":
-            response = row_response(contract.error("METHOD_NOT_ALLOWED"), {"allow": "POST"})
+        response: Answer
+        if scope["method"] != "POST":
+            response = row_answer(contract.error("METHOD_NOT_ALLOWED"), {"allow": "POST"})
         else:
-            scope = request.scope
             try:
                 token, server, content_type = request_headers(scope)
                 principal = self._gate.authenticate(token, server)
                 note(scope, operation=principal.operation_id)
                 admission = await self._gate.enter(principal)
             except Refused as refused:
-                response = row_response(refusal_row(refused))
+                response = row_answer(refusal_row(refused))
             else:
                 with admission:
-                    raw = await read_parameters(request, content_type)
+                    raw = await read_parameters(scope, receive, content_type)
                     api = raw.get("api", "")
                     note(scope, api=api, agent=raw.get("agent_id", ""))
                     response = await self._run(principal.operation_id, api, raw)
         if self._on_answer is not None:
-            self._on_answer(api if api in DISPATCH else "-", response.status_code, self._clock() - started)
-        return response
+            self._on_answer(api if api in DISPATCH else "-", response.status, self._clock() - started)
+        await response.send(send)
 
-    async def _run(self, operation_id: str, api: str, raw: Mapping[str, str]) -> Response:
+    async def _run(self, operation_id: str, api: str, raw: Mapping[str, str]) -> Answer:
         verb = contract.VERBS.get(api)
         handler = DISPATCH.get(api)
         if verb is None or handler is None:
-            return row_response(contract.error("UNKNOWN_API"))
+            return row_answer(contract.error("UNKNOWN_API"))
         try:
             params = verb_parameters(verb, raw)
             result = handler(self._service, self._waiter, operation_id, params)
@@ -336,20 +381,20 @@ class AgentboxEndpoint:
                 async with asyncio.timeout(self._timeout):
                     outcome = await result
         except _ParameterError as exc:
-            return row_response(exc.row)
+            return row_answer(exc.row)
         except ActionNotCompleted as exc:
             known = exc.error_id in ("CALL_NOT_UPDATED", "CALL_CONTROL_UNAVAILABLE")
             key = exc.error_id if known else "CALL_NOT_UPDATED"
-            return row_response(contract.error(key))
+            return row_answer(contract.error(key))
         except CallControlError as exc:
             row = domain_row(exc)
             if row is None:
                 _log.exception("api=%s: unexpected domain error", api)
-                return envelope_response(500, "INTERNAL SERVER ERROR")
-            return row_response(row)
+                return envelope_answer(500, "INTERNAL SERVER ERROR")
+            return row_answer(row)
         except TimeoutError:
-            return row_response(contract.error("CALL_CONTROL_UNAVAILABLE"))
+            return row_answer(contract.error("CALL_CONTROL_UNAVAILABLE"))
         except Exception:
             _log.exception("api=%s failed", api)
-            return envelope_response(500, "INTERNAL SERVER ERROR")
-        return envelope_response(200, outcome.msg, outcome.data)
+            return envelope_answer(500, "INTERNAL SERVER ERROR")
+        return envelope_answer(200, outcome.msg, outcome.data)

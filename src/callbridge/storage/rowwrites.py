@@ -74,6 +74,8 @@ class Delete(NamedTuple):
 
 RowWrite = Insert | Upsert | Update | Delete
 ROW_WRITES = (Insert, Upsert, Update, Delete)
+_ROW_WRITE_TYPES = frozenset(ROW_WRITES)
+_ONLY_INSERTS = frozenset({Insert})
 
 
 # -- compiled statements ---------------------------------------------------------------------------------------
@@ -221,7 +223,10 @@ def plan(dialect: Dialect, run: Iterable[RowWrite]) -> list[Step | Fallback]:
     """The statements that apply `run`, table by table (see the module's rules)."""
     by_table: dict[Table, list[RowWrite]] = {}
     for item in run:
-        by_table.setdefault(item.table, []).append(item)
+        items = by_table.get(item.table)
+        if items is None:
+            items = by_table[item.table] = []
+        items.append(item)
     steps: list[Step | Fallback] = []
     for table, items in by_table.items():
         table_steps = _plan_table(dialect, table, items)
@@ -230,7 +235,7 @@ def plan(dialect: Dialect, run: Iterable[RowWrite]) -> list[Step | Fallback]:
 
 
 def _plan_table(dialect: Dialect, table: Table, items: list[RowWrite]) -> list[Step | Fallback] | None:
-    if all(type(item) is Insert for item in items):
+    if _ONLY_INSERTS.issuperset(map(type, items)):  # `all(type(i) is Insert ...)`, at C speed (rows of the log)
         return _grouped(dialect, "insert", table, (), [item.values for item in items])
     first = items[0]
     if type(first) is Insert or any(type(item) is Insert or tuple(item.keys) != tuple(first.keys)  # type: ignore[union-attr]
@@ -292,22 +297,22 @@ def _grouped(dialect: Dialect, kind: str, table: Table, keys: tuple[str, ...], r
              ) -> list[Step | Fallback] | None:
     """One step per run of rows with the same column set, in order; None when one cannot be compiled."""
     steps: list[Step | Fallback] = []
+    run: list[dict[str, Any]] | None = None  # the rows of the last step, when it is a Step
+    columns: Any = None  # their column set (a keys view)
     for row in rows:
-        if steps and isinstance(last := steps[-1], Step) and row.keys() == _columns_of(last):
-            last.rows.append(row)
+        if run is not None and row.keys() == columns:
+            run.append(row)
             continue
         statement = compiled(dialect, kind, table, keys, frozenset(row))
         if statement is None:
             if kind != "insert":
                 return None
             steps.append(Fallback([Insert(table, row)]))
+            run = None
             continue
-        steps.append(Step(statement, [row]))
+        run, columns = [row], row.keys()
+        steps.append(Step(statement, run))
     return steps
-
-
-def _columns_of(step: Step) -> Any:
-    return step.rows[0].keys()
 
 
 def _sequential(dialect: Dialect, items: list[RowWrite]) -> list[Step | Fallback]:
@@ -346,7 +351,7 @@ def apply(conn: Connection, run: Sequence[RowWrite]) -> None:
 def run_sqlite_batch(conn: Connection, work: Sequence[Any]) -> bool:
     """A batch of nothing but row writes on SQLite, on the DB-API connection itself; False (nothing done) for any
     other batch, or one with a statement SQLAlchemy must run."""
-    if conn.dialect.name != "sqlite" or not all(type(item) in ROW_WRITES for item in work):
+    if conn.dialect.name != "sqlite" or not _ROW_WRITE_TYPES.issuperset(map(type, work)):
         return False
     planned = plan(conn.dialect, work)
     steps = [step for step in planned if isinstance(step, Step)]

@@ -226,16 +226,24 @@ class Writer:
             elif not signalled:  # signalled between the timeout and here: consume it (released, so at once)
                 self._signal.acquire()
 
-    def _take(self) -> list[Any]:
+    def _take(self) -> tuple[list[Any], bool]:
+        """The next batch's items (at most `max_batch`, none of the loop's current turn), and whether a flush or
+        stop marker may be among them (none is when the queue held none)."""
         with self._lock:
             pending = self._pending
             sealed = len(pending) - self._unsealed
             if sealed <= 0:
-                return []
-            items = [pending.popleft() for _ in range(min(sealed, self.max_batch))]
-            if self._markers:
+                return [], False
+            count = min(sealed, self.max_batch)
+            if count == len(pending):  # the whole queue (the usual case): one C-level copy
+                items = list(pending)
+                pending.clear()
+            else:
+                items = [pending.popleft() for _ in range(count)]
+            markers = self._markers > 0
+            if markers:
                 self._markers -= sum(1 for item in items if item is _STOP or isinstance(item, _Flush))
-        return items
+        return items, markers
 
     def _run(self) -> None:
         try:
@@ -253,11 +261,11 @@ class Writer:
                 if quiet >= QUIET_WINDOWS:
                     self._wait_for(1, None)  # idle: asleep until the next write signals
                 self._wait_for(self.max_batch, self.commit_window)  # the group-commit window
-            items = self._take()
+            items, marked = self._take()
             quiet = 0 if items else quiet + 1
-            work: list[Item] = []
+            work: list[Item] = items if not marked else []
             markers: list[_Flush] = []
-            for item in items:
+            for item in items if marked else ():
                 if item is _STOP:
                     stop = True
                 elif isinstance(item, _Flush):
