@@ -88,6 +88,8 @@ class OutboundCalls:
         self._ports.recalls.save_recall(recall)
 
     def agent_idle(self, rt: AgentRuntime) -> None:
+        if not self._ports.signalling.accepts_new_calls(rt.operation_id):
+            return  # draining, or the operation refuses calls while its media relay is down: still due, later
         due = sorted((r for r in self._recalls.values() if r.state == "due" and r.operation_id == rt.operation_id
                       and r.agent == rt.extension), key=lambda r: r.due_at)
         for recall in due:
@@ -116,7 +118,7 @@ class OutboundCalls:
                                customer_number=customer_phone))
         self._life.originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "agent", rt.extension,
                                          caller_id=customer_phone, offerless=True, auto_answer=True,
-                                         timeout=op.ring_timeout), op.ring_timeout)
+                                         timeout=op.ring_timeout, new_call=True), op.ring_timeout)
         return call
 
     def call_customer(self, call: Call, agent_leg: Leg) -> None:
