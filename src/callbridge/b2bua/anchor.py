@@ -1,7 +1,8 @@
 """Anchoring calls on the media plane: every offer and answer of an anchored call goes through the `Media` port.
 
 Rules (docs/design.md, "Media")
-- Whether a call is anchored is decided once, when the customer's INVITE arrives (`admit`), from its operation:
+- Whether a call is anchored is decided once, when the customer's INVITE arrives (`admit`), or for a call callbridge
+  places (a dial, an aux_call, a recall) when its agent's leg is originated (`signalling`), from its operation:
   ``media_mode`` "direct", or no media plane configured: direct (media flows between the parties, the SDP is
   passed as `bridge.present` shows it). "anchored" with a relay up: anchored. "anchored" with no relay up: the
   operation's ``media_relay_down`` says: "direct" (the call goes on with direct media, counted, and reported to

@@ -9,7 +9,12 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   auto-answered INVITE, and the customer is called through the trunk with its offer) parks that leg first: its
   2xx is ACKed at once with an answer that sends no media, since the customer may ring for longer than the 64*T1
   the phone retransmits an un-ACKed 2xx for; the customer's answer reaches it by re-INVITE when the two are
-  bridged (`bridge.park`, RFC 3725 §4.3).
+  bridged (`bridge.park`, RFC 3725 §4.3). On an anchored call it is parked on the relay instead
+  (`bridge.park_on_relay`): ACKed with the relay's answer to its offer, made of a stand-in answer from the customer's
+  leg, so that the agent's phone or page names the relay from the start.
+  A leg with `new_call` (a dial's agent, rung first) decides the call's media (`anchor.admit`, as a customer's INVITE
+  does): anchored, direct (`call.media_direct` reported when no relay is up), or failed 503 when the operation
+  refuses (the domain asked `accepts_new_calls(operation_id)` first, so nothing was created).
   On an anchored call, an agent with contacts registered over WebSocket (its page) is rung there only: the relay's
   offer is WebRTC for them (`anchor.browser`). A call an agent's page places (anchored, `inbound.py` step 5) has
   the party called as its persistent media party: hold plays it the music, a transfer re-targets its media.

@@ -17,6 +17,9 @@ recommends flow IV (or III) otherwise. Flow IV would send the agent's phone an o
 auto-answering phone may refuse; flow III's first step is the offer-less INVITE phones already take. The SIP side of
 this is `b2bua.bridge.park` and `connect`. Customer failures (busy, no answer, trunk refusal) end the call and
 release the agent's leg with a BYE; the agent hanging up while the customer rings CANCELs the customer.
+The agent's leg starts the call (`OriginateRequest.new_call`): the adapter decides there whether its media is
+anchored on a relay, as for a customer's call; an operation that refuses calls while no relay is up answers the
+verb CALL_CONTROL_UNAVAILABLE (`accepts_new_calls(operation_id)`), and a due `auto` recall then stays due.
 
 A due `auto` recall dials as soon as its agent is available (after the calls waiting in the agent's queues); a
 `manual` one is announced with a RecallDue event.
