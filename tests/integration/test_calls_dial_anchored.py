@@ -251,3 +251,24 @@ async def test_a_dial_with_no_relay_up_follows_the_operations_policy(tmp_path: P
 def agent_call_peer(customer_call: Call) -> tuple[str, int]:
     """Where the customer's phone receives its media (its own SDP's address)."""
     return media_of(customer_call.local_sdp)
+
+
+async def test_a_customer_requeued_after_a_failed_transfer_hears_music_again(tmp_path: Path) -> None:
+    """The agent hangs up while its blind transfer rings; the target is busy: the customer goes back to the queue
+    (transfer_engine) and hears music there, not the transfer's ringback any more."""
+    async with world(tmp_path, transfer_audio="ringback", acw_seconds=30) as w:
+        conn_id = w.node.service.dial(OP, "1001", NUMBER)
+        agent_call, customer_call = await connected(w)
+        await hears(w.gateway, customer_call, AGENT_HZ, "the customer hears the agent")
+        target = await agent_phone(w.node, "1002", ready=False, answer="manual", media=True)
+        w.phones.append(target)
+        w.node.service.change_status(OP, "1002", "ready")
+        record = w.node.service.transfer(OP, "1001", "1002")
+        target_call = (await target.wait_for(IncomingCall, timeout=5)).call
+        await target_call.ring()
+        assert_ringback(await heard(w.gateway, customer_call, 0.6))
+        await agent_call.hangup()  # the agent leaves while the target rings
+        await target_call.reject(486)
+        await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="the transfer failed")
+        assert w.node.service.get_call(OP, conn_id).state in ("queued", "offering")  # 1002 may be offered it again
+        assert_music(await heard(w.gateway, customer_call, 1.6))
