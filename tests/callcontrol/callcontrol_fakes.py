@@ -93,7 +93,7 @@ class FakeSignalling:
     def is_available(self) -> bool:
         return self.available
 
-    def accepts_new_calls(self) -> bool:
+    def accepts_new_calls(self, operation_id: str | None = None) -> bool:
         return self.available and not self.draining
 
     def accepts_new_logins(self) -> bool:

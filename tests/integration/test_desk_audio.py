@@ -385,3 +385,42 @@ def test_the_party_a_page_called_is_transferred_to_a_second_page_with_its_audio(
         world.run(gateway.close())
         first.context.close()
         second.context.close()
+
+
+def test_a_dial_through_the_api_rings_the_page_first_and_has_audio_both_ways_through_the_relay(
+        browser: Browser, world: DeskWorld, relay: Rtpengine) -> None:
+    """api=dial for an agent on its page: the page is rung without an offer and offers WebRTC in its answer, is
+    parked on the relay, the customer is called at the trunk's gateway with plain RTP, and once it answers the page
+    is re-INVITEd with the relay's SDP: each hears the other (docs/design.md, "Media")."""
+    page = ready_page(browser, world, "1001")
+    gateway = world.run(Phone.start(host=GATEWAY_HOST, port=world.gateway_port, user="gateway", domain=GATEWAY_HOST,
+                                    name="gateway", media=True, answer="auto"))
+    try:
+        conn_id = world.on_loop(lambda: world.node.service.dial(OP, "1001", NUMBER))
+        expect(page.get_by_test_id("answer")).to_be_enabled(timeout=WAIT_MS)  # the page rings first
+        page.get_by_test_id("answer").click()
+        incoming = world.run(gateway.wait_for(IncomingCall, timeout=WAIT_MS / 1000))
+        offer = incoming.request.body.decode()
+        assert set(re.findall(r"^c=IN IP4 (\S+?)\r?$", offer, re.M)) == {relay.host}, offer
+        assert "a=fingerprint" not in offer and " RTP/AVP " in offer, offer
+        call = incoming.call
+        world.run(until(lambda: call.rtp is not None and call.remote_sdp is not None, what="the gateway answered"))
+        assert call.rtp is not None
+        call.rtp.play_tone(CUSTOMER_HZ)
+        assert world.on_loop(lambda: world.node.switch.anchor.anchored(conn_id))
+        expect(page.get_by_test_id("call-conn")).to_have_text(conn_id, timeout=LIVE_MS * 5)
+        rtp = call.rtp
+        # the page's media reaches the relay once its re-INVITE is answered and its DTLS is up: wait for it
+        world.run(until(lambda: rtp.heard(gateway.now() - 0.2, gateway.now()).share(PAGE_HZ) >= 0.5,
+                        timeout=WAIT_MS / 1000, what="the customer hears the page"))
+
+        assert_voice(customer_hears(world, gateway, call, 1.0), PAGE_HZ)  # the customer hears the page
+        assert_page_hears(page_hears(page, 1.0), CUSTOMER_HZ)  # and the page hears the customer
+
+        page.get_by_test_id("hang").click()
+        expect(page.locator("#no-call")).to_be_visible(timeout=LIVE_MS * 5)
+        world.run(until(lambda: call.ended, what="the gateway's call ended"))
+        assert world.node.switch.anchor.stats["media_failures"] == 0
+    finally:
+        world.run(gateway.close())
+        page.context.close()

@@ -1,7 +1,8 @@
 """Anchoring calls on the media plane: every offer and answer of an anchored call goes through the `Media` port.
 
 Rules (docs/design.md, "Media")
-- Whether a call is anchored is decided once, when the customer's INVITE arrives (`admit`), from its operation:
+- Whether a call is anchored is decided once, when the customer's INVITE arrives (`admit`), or for a call callbridge
+  places (a dial, an aux_call, a recall) when its agent's leg is originated (`signalling`), from its operation:
   ``media_mode`` "direct", or no media plane configured: direct (media flows between the parties, the SDP is
   passed as `bridge.present` shows it). "anchored" with a relay up: anchored. "anchored" with no relay up: the
   operation's ``media_relay_down`` says: "direct" (the call goes on with direct media, counted, and reported to
@@ -88,16 +89,18 @@ class MediaAnchor:
 
     # --- the decision at a call's start -------------------------------------------------------------------------
     def admit(self, operation: Operation | None) -> Admission:
+        """The media of a call that starts now (counted: `stats`)."""
+        admission = self.would_admit(operation)
+        self.stats["refused_relay_down" if admission == "refuse" else admission] += admission != "anchored"
+        return admission
+
+    def would_admit(self, operation: Operation | None) -> Admission:
+        """What `admit` would decide now, uncounted (a dial checks before it creates anything)."""
         if self.media is None or operation is None or operation.media_mode == "direct":
-            self.stats["direct"] += 1
             return "direct"
         if self.media.available():
             return "anchored"
-        if operation.media_relay_down == "refuse":
-            self.stats["refused_relay_down"] += 1
-            return "refuse"
-        self.stats["direct_relay_down"] += 1
-        return "direct_relay_down"
+        return "refuse" if operation.media_relay_down == "refuse" else "direct_relay_down"
 
     def adopt(self, conn_id: str, customer: SipLeg) -> None:
         """`conn_id`'s media is anchored, and `customer` is its persistent party."""

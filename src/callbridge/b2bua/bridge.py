@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 SDP = "application/sdp"
 
-__all__ = ["SDP", "connect", "modify_own", "park", "present", "present_change", "relay_offer"]
+__all__ = ["SDP", "connect", "modify_own", "park", "park_on_relay", "present", "present_change", "relay_offer"]
 # RFC 4566 §5.2 suggests an NTP timestamp for an o= session id: seconds from 1900 to the Unix epoch.
 _NTP_EPOCH_OFFSET = 2_208_988_800
 
@@ -164,13 +164,40 @@ def park(sw: BridgeContext, leg: SipLeg) -> None:
         offer = SessionDescription.parse(leg.remote_sdp)
     except SdpError:
         return
-    host = sw.endpoint.host
-    origin = Origin("callbridge", str(int(sw.wall()) + _NTP_EPOCH_OFFSET), 1, "IN", "IP6" if ":" in host else "IP4",
-                    host)
+    origin = _our_origin(sw)
     answer = bytes(inactive_answer(offer, origin))
     leg.sent_sdp, leg.sent_origin, leg.relayed_origin, leg.origin_pending = answer, origin, None, False
     leg.parked = True
     sw.ack(leg, answer)
+
+
+def _our_origin(sw: BridgeContext) -> Origin:
+    host = sw.endpoint.host
+    return Origin("callbridge", str(int(sw.wall()) + _NTP_EPOCH_OFFSET), 1, "IN", "IP6" if ":" in host else "IP4",
+                  host)
+
+
+def park_on_relay(sw: BridgeContext, leg: SipLeg, customer: SipLeg, offer: bytes, then: Callable[[], None]) -> None:
+    """`park` on an anchored call (module rules, "Parking"): `offer` is the relay's offer of `leg`'s SDP toward
+    `customer`, not called yet. The relay is given a stand-in answer from `customer` that sends no media
+    (`sdp.inactive_answer` of that offer), and `leg`'s 2xx is ACKed with the answer the relay makes of it: the
+    agent's phone (or page: WebRTC) names the relay from the start, and the customer's real answer later goes
+    through the relay as a second answer to the same offer (`_unpark`; rtpengine keeps each side's ports).
+    `then` runs once the ACK went (the customer is called after it, so its answer cannot overtake the stand-in)."""
+    try:
+        stand_in = bytes(inactive_answer(SessionDescription.parse(offer), _our_origin(sw)))
+    except SdpError:
+        park(sw, leg)
+        then()
+        return
+    leg.parked = True
+
+    def answered(sdp: bytes) -> None:
+        if leg.ack_pending:
+            sw.ack(leg, present(leg, sdp))
+        then()
+
+    sw.anchor.answer(leg.conn_id, leg, customer, stand_in, answered)
 
 
 def _unpark(sw: BridgeContext, *, parked: SipLeg, answerer: SipLeg) -> None:
@@ -182,12 +209,19 @@ def _unpark(sw: BridgeContext, *, parked: SipLeg, answerer: SipLeg) -> None:
             sw.log.warning("leg %s refused the media of leg %s (%s): the call has no media", parked.leg_id,
                            answerer.leg_id, response.status if response is not None else "no response")
 
-    def send() -> None:
-        # A 2xx without the answer its INVITE's offer called for leaves nothing to bring to the parked party.
-        brought = bool(answerer.remote_sdp) and (
-            not parked.up or sw.reinvite(parked, present(parked, answerer.remote_sdp), answered))
+    def bring(sdp: bytes) -> None:
+        brought = not parked.up or sw.reinvite(parked, present(parked, sdp), answered)
         if not brought:
             answered(None)
+
+    def send() -> None:
+        # A 2xx without the answer its INVITE's offer called for leaves nothing to bring to the parked party.
+        if not answerer.remote_sdp:
+            answered(None)
+            return
+        # anchored: the answer to the parked party's offer goes through the relay (`park_on_relay` gave it a
+        # stand-in first), and the parked party is re-INVITEd with what the relay makes of it
+        sw.anchor.answer(parked.conn_id or answerer.conn_id, parked, answerer, answerer.remote_sdp, bring)
 
     pending = parked.reinvite_done
     if pending is not None and parked.up:

@@ -69,6 +69,7 @@ class _Call:
     blocked: str | None = None  # the leg whose media toward the customer is blocked now
     consulting: frozenset[str] = frozenset()  # the agent and a consulted target, bridged to each other
     rewired: bool = False  # ... and their media goes to each other on the relay now
+    requeued: bool = False  # back in a queue (a failed transfer the agent had left): music while agents ring
     task: asyncio.Task[None] | None = None
 
 
@@ -109,10 +110,20 @@ class CustomerHearing:
             call.consulting, call.rewired = frozenset(), False
             self._want(conn_id, call, "peer", self.anchor.peers.get(conn_id or ""))
 
+    def requeued(self, conn_id: str | None) -> None:
+        """The answered customer went back to a queue (a transfer failed after its agent left): music until an
+        agent takes it, whatever played before (the ringback of the target that failed); played anew, since
+        what played went on toward parties that have left the relay since."""
+        call = self._call(conn_id)
+        if call is None:
+            return
+        call.consulting, call.rewired, call.requeued, call.playing = frozenset(), False, True, None
+        self._want(conn_id, call, "music")
+
     def target_ringing(self, conn_id: str | None) -> None:
         call = self._call(conn_id)
-        if call is None or call.wanted != "music":
-            return  # a target rung while the customer is not held is not a transfer's
+        if call is None or call.wanted != "music" or call.requeued:
+            return  # a target rung while the customer is not held is not a transfer's (nor an agent a queue offers)
         op = self.directory.get_operation(call.operation_id) if self.directory is not None else None
         if op is None or op.transfer_audio == "ringback":
             self._want(conn_id, call, "ringback")
@@ -122,7 +133,7 @@ class CustomerHearing:
         if call is None or conn_id is None:
             return
         customer = self.anchor.calls.get(conn_id)
-        call.consulting, call.rewired = frozenset(), False
+        call.consulting, call.rewired, call.requeued = frozenset(), False, False
         if customer in (leg_a, leg_b):
             self._want(conn_id, call, "peer", leg_b if customer == leg_a else leg_a)
         else:  # the agent and a consulted target: the customer waits with the music

@@ -7,7 +7,9 @@ Rules (RFC 3261 §14, RFC 3264, RFC 3725)
 - An offer-less re-INVITE (`defer_ack`, RFC 3725: asking a party for an offer to bridge it) keeps its 2xx un-ACKed:
   the 2xx holds the offer, and the ACK carries the answer once the other side gave it (`ack_pending`). Every other
   2xx is ACKed at once, the answer it carries remembered as the party's SDP.
-- A 491 the endpoint retries after the §14.1 delay (glare) completes nothing: the retry's answer does. A re-INVITE
+- A 491 the endpoint retries after the §14.1 delay (glare), or a 500 with Retry-After it retries after that delay
+  (§14.2: the phone still busy with an INVITE; at most 3 times, about 4 s), completes nothing: the retry's answer
+  does. A re-INVITE
   that got no answer (time-out, transport error), or whose leg's dialog ended, completes with None.
 """
 
@@ -55,8 +57,8 @@ def reinvite_response(sw: ReinviteContext, response: Response, dialog: Dialog | 
             sw.endpoint.ack(dialog, sw.now())
     if leg is None or leg.reinvite_done is None:
         return
-    if status == 491 and dialog.glare_retry is not None:
-        return  # the endpoint re-sends it after the §14.1 delay; its answer completes it
+    if status in (491, 500) and dialog.glare_retry is not None:
+        return  # the endpoint re-sends it after the §14.1 delay (or 500's Retry-After); its answer completes it
     if 200 <= status < 300 and response.body and not leg.defer_ack:
         leg.remote_sdp = response.body
         sw.write_cseq(leg)  # the answer is written through with the dialog (dialogs.py)

@@ -9,7 +9,12 @@ Choices (each method returns at once; outcomes are reported on a later loop turn
   auto-answered INVITE, and the customer is called through the trunk with its offer) parks that leg first: its
   2xx is ACKed at once with an answer that sends no media, since the customer may ring for longer than the 64*T1
   the phone retransmits an un-ACKed 2xx for; the customer's answer reaches it by re-INVITE when the two are
-  bridged (`bridge.park`, RFC 3725 §4.3).
+  bridged (`bridge.park`, RFC 3725 §4.3). On an anchored call it is parked on the relay instead
+  (`bridge.park_on_relay`): ACKed with the relay's answer to its offer, made of a stand-in answer from the customer's
+  leg, so that the agent's phone or page names the relay from the start.
+  A leg with `new_call` (a dial's agent, rung first) decides the call's media (`anchor.admit`, as a customer's INVITE
+  does): anchored, direct (`call.media_direct` reported when no relay is up), or failed 503 when the operation
+  refuses (the domain asked `accepts_new_calls(operation_id)` first, so nothing was created).
   On an anchored call, an agent with contacts registered over WebSocket (its page) is rung there only: the relay's
   offer is WebRTC for them (`anchor.browser`). A call an agent's page places (anchored, `inbound.py` step 5) has
   the party called as its persistent media party: hold plays it the music, a transfer re-targets its media.
@@ -39,7 +44,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from callbridge.b2bua.anchor import BROWSER_TRANSPORTS
-from callbridge.b2bua.bridge import connect, modify_own, park, present
+from callbridge.b2bua.bridge import connect, modify_own, park, park_on_relay, present
 from callbridge.b2bua.dtmf import send_dtmf
 from callbridge.b2bua.leg_state import CALLING, FAILED, INCOMING, REFUSED, RELEASE, UP
 from callbridge.b2bua.leg_state import step as leg_state_step
@@ -67,8 +72,12 @@ class SipSignalling:
         # Live calls keep their verbs during the SIGTERM drain (hold, transfer, hang up...); only new calls stop.
         return self.sw.runtime is not None
 
-    def accepts_new_calls(self) -> bool:
-        return not self.sw.draining and self.sw.runtime is not None
+    def accepts_new_calls(self, operation_id: str | None = None) -> bool:
+        sw = self.sw
+        if sw.draining or sw.runtime is None:
+            return False
+        # a dial of an operation that refuses calls while no relay is up fails before anything is created
+        return operation_id is None or sw.anchor.would_admit(sw.directory.get_operation(operation_id)) != "refuse"
 
     def accepts_new_logins(self) -> bool:
         # the drain takes no new agents either: their phones' new REGISTERs get 503 too (registrations.py)
@@ -81,6 +90,8 @@ class SipSignalling:
         leg = sw.legs.add(SipLeg(request.leg_id, request.operation_id, "out", sw.wall(), conn_id=request.conn_id,
                                  state=CALLING,
                                  agent=request.destination if request.kind == "agent" else None))
+        if request.new_call and not self._admit(leg, op):
+            return
         if request.offerless:
             sw.anchor.hearing.target_ringing(request.conn_id)  # a transfer's target: ringback (hearing.py)
         source = None if request.offerless else sw.legs.get(request.offer_from_leg)
@@ -89,25 +100,49 @@ class SipSignalling:
             sw.anchor.adopt(request.conn_id, leg if source.agent is not None else source)
         if source is not None:
             leg.max_forwards = source.max_forwards
+            parking = source.ack_pending and source.anchored and sw.anchor.anchored(request.conn_id)
             if source.ack_pending:
                 leg.offer_source = source.leg_id
-                park(sw, source)
+                if not parking:
+                    park(sw, source)
             if source.direction == "in" and source.ringing:
                 leg.early_peer = source.leg_id
 
-            def offered(sdp: bytes) -> None:
+            def send(sdp: bytes) -> None:
                 if leg.state is CALLING and not leg.forks:  # not released while the media plane answered
                     leg.offer = present(leg, sdp)
                     self._send_invites(leg, request, op)
 
+            def offered(sdp: bytes) -> None:
+                if parking:  # a dial's agent: its 2xx ACKed through the relay first (bridge.park_on_relay)
+                    park_on_relay(sw, source, leg, sdp, lambda: send(sdp))
+                else:
+                    send(sdp)
+
             # the first offer of an anchored call: its answerer is not known yet (forks), so no to-tag; the
             # contacts it goes to say its profile (a browser's WebRTC or plain RTP)
-            targets = self._targets(request) if request.kind == "agent" else []
+            targets = self._targets(request, False) if request.kind == "agent" else []
             if targets:
                 leg.transport = targets[0][2]
             sw.anchor.offer(request.conn_id, source, None, source.remote_sdp, offered, receiver=leg)
             return
         self._send_invites(leg, request, op)
+
+    def _admit(self, leg: SipLeg, op: Operation | None) -> bool:
+        """A leg that starts its call (a dial's agent): the call's media is decided here, once (anchor.admit), as
+        for a customer's INVITE. False when the operation refuses it (the domain checked `accepts_new_calls` in
+        the same loop turn, so only a relay lost in between): the leg fails 503 and nothing is left."""
+        sw = self.sw
+        admission = sw.anchor.admit(op)
+        if admission == "refuse":
+            self._failed(leg, 503)
+            return False
+        leg.anchored = admission == "anchored"
+        if admission == "direct_relay_down":
+            service = sw.service
+            assert service is not None
+            sw.report(service.on_media_direct, leg.conn_id, "relay_down")
+        return True
 
     def monitor(self, request: OriginateRequest) -> bool:
         """A listener's leg: rung with the relay's subscription of the call's two parties (monitor.py)."""
@@ -139,7 +174,7 @@ class SipSignalling:
 
     def _send_invites(self, leg: SipLeg, request: OriginateRequest, op: Operation | None) -> None:
         sw = self.sw
-        targets = self._targets(request) if op is not None else []
+        targets = self._targets(request, leg.anchored) if op is not None else []
         if request.kind != "agent":
             leg.trunk = self._trunk(request)  # its credentials answer the provider's 401/407 (trunks.py)
         if not targets or op is None:
@@ -162,11 +197,14 @@ class SipSignalling:
         leg.peer_addr, leg.transport = targets[0][1], targets[0][2]
         sw.wake()
 
-    def _targets(self, request: OriginateRequest) -> list[tuple[URI, tuple[str, int], str]]:
+    def _targets(self, request: OriginateRequest, anchoring: bool) -> list[tuple[URI, tuple[str, int], str]]:
+        """Where the leg's INVITEs go; `anchoring`: the call is to be anchored once its other party exists (a dial's
+        agent, rung first), so an agent on its page is rung there as on an anchored call."""
         sw = self.sw
         if request.kind == "agent":
             bindings = sw.registrar.contacts_for(request.operation_id, request.destination, sw.wall())
-            if sw.anchor.anchored(request.conn_id) and any(b.transport in BROWSER_TRANSPORTS for b in bindings):
+            anchored = anchoring or sw.anchor.anchored(request.conn_id)
+            if anchored and any(b.transport in BROWSER_TRANSPORTS for b in bindings):
                 # one relay offer per call has one profile: an agent on its page and a desk phone at once gets
                 # the call on the page (docs/operations.md, "The agent's page")
                 bindings = [b for b in bindings if b.transport in BROWSER_TRANSPORTS]
@@ -310,6 +348,9 @@ class SipSignalling:
         queue's music and announcements from the relay (waiting.py, RFC 3960 early media)."""
         sw = self.sw
         leg = sw.legs.get(leg_id)
+        if leg is not None and leg.state is UP:  # answered, requeued: the relay plays it music (hearing.py)
+            sw.anchor.hearing.requeued(conn_id)
+            return
         if leg is None or not leg.anchored or leg.state is not INCOMING or leg.server_tx is None \
                 or not leg.remote_sdp:
             return

@@ -54,10 +54,11 @@ class Acd:
         self._waits(call)
 
     def _waits(self, call: Call) -> None:
-        """The call waits with no agent rung: an unanswered customer hears the queue's audio (b2bua/waiting.py)."""
+        """The call waits: an unanswered customer with no agent rung hears the queue's audio (b2bua/waiting.py), an
+        answered one (requeued after a failed transfer) music while agents are rung (b2bua/hearing.py)."""
         customer = call.leg(call.customer_leg_id)
-        if call.state == "queued" and call.queue is not None and customer is not None \
-                and customer.state in ("calling", "ringing"):
+        if call.queue is not None and customer is not None and (
+                (call.state == "queued" and customer.state in ("calling", "ringing")) or customer.state == "up"):
             self._ports.signalling.waiting(call.conn_id, customer.leg_id,
                                            self._k.queue(call.operation_id, call.queue))
 

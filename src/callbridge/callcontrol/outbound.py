@@ -17,6 +17,9 @@ recommends flow IV (or III) otherwise. Flow IV would send the agent's phone an o
 auto-answering phone may refuse; flow III's first step is the offer-less INVITE phones already take. The SIP side of
 this is `b2bua.bridge.park` and `connect`. Customer failures (busy, no answer, trunk refusal) end the call and
 release the agent's leg with a BYE; the agent hanging up while the customer rings CANCELs the customer.
+The agent's leg starts the call (`OriginateRequest.new_call`): the adapter decides there whether its media is
+anchored on a relay, as for a customer's call; an operation that refuses calls while no relay is up answers the
+verb CALL_CONTROL_UNAVAILABLE (`accepts_new_calls(operation_id)`), and a due `auto` recall then stays due.
 
 A due `auto` recall dials as soon as its agent is available (after the calls waiting in the agent's queues); a
 `manual` one is announced with a RecallDue event.
@@ -88,6 +91,8 @@ class OutboundCalls:
         self._ports.recalls.save_recall(recall)
 
     def agent_idle(self, rt: AgentRuntime) -> None:
+        if not self._ports.signalling.accepts_new_calls(rt.operation_id):
+            return  # draining, or the operation refuses calls while its media relay is down: still due, later
         due = sorted((r for r in self._recalls.values() if r.state == "due" and r.operation_id == rt.operation_id
                       and r.agent == rt.extension), key=lambda r: r.due_at)
         for recall in due:
@@ -116,7 +121,7 @@ class OutboundCalls:
                                customer_number=customer_phone))
         self._life.originate(OriginateRequest(call.conn_id, leg.leg_id, op.id, "agent", rt.extension,
                                          caller_id=customer_phone, offerless=True, auto_answer=True,
-                                         timeout=op.ring_timeout), op.ring_timeout)
+                                         timeout=op.ring_timeout, new_call=True), op.ring_timeout)
         return call
 
     def call_customer(self, call: Call, agent_leg: Leg) -> None:

@@ -67,6 +67,8 @@ class OriginateRequest:
     it the INVITE carries the offer received on `offer_from_leg`. `diverted_from` names the agent a transferred
     call comes from (the adapter writes Diversion/History-Info, RFC 5806/7044). `auto_answer` asks the phone to
     answer by itself (Call-Info answer-after=0). `timeout` is the ring time; the domain also runs its own timer.
+    `new_call`: this leg starts a call nobody called in (a dial's or a recall's agent leg): the adapter decides its
+    media here as it does when a customer's INVITE arrives (anchored on a relay, or direct), for the whole call.
     """
 
     conn_id: str
@@ -83,6 +85,7 @@ class OriginateRequest:
     diverted_from: str | None = None
     auto_answer: bool = False
     extra_headers: tuple[tuple[str, str], ...] = ()
+    new_call: bool = False  # this leg starts its call (a dial's agent): the media plane is decided here
 
 
 class Signalling(Protocol):
@@ -94,9 +97,10 @@ class Signalling(Protocol):
         During a drain it is still True: live calls keep every verb."""
         ...
 
-    def accepts_new_calls(self) -> bool:
+    def accepts_new_calls(self, operation_id: str | None = None) -> bool:
         """False also while draining: a verb that starts a new call (dial, aux_call) answers
-        CALL_CONTROL_UNAVAILABLE."""
+        CALL_CONTROL_UNAVAILABLE. With `operation_id`: False too when that operation anchors its calls, no media
+        relay is up and its `media_relay_down` policy is to refuse (nothing is created)."""
         ...
 
     def accepts_new_logins(self) -> bool:

@@ -180,8 +180,8 @@ class CallControlService:
         if not self._ports.signalling.is_available():
             raise CallControlUnavailable()
 
-    def _require_new_calls(self) -> None:
-        if not self._ports.signalling.accepts_new_calls():
+    def _require_new_calls(self, operation_id: str) -> None:
+        if not self._ports.signalling.accepts_new_calls(operation_id):
             raise CallControlUnavailable()
 
     # --- agentbox verbs ---------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class CallControlService:
         op, rt = self._agents.require_logged_in(operation_id, agent_id)
         self._require_free(rt)
         trunk, dialled = self._k.resolve_number(op.id, customer_phone)
-        self._require_new_calls()
+        self._require_new_calls(op.id)
         call = self._outbound.start_dial(op, rt, customer_phone, dialled, trunk)
         call.customer_id, call.customer_name = customer_id, customer_name
         return call.conn_id
@@ -338,7 +338,7 @@ class CallControlService:
         if ended is None or self._k.now() - ended > op.recent_call_window:
             raise NoRecentCall()
         trunk, dialled = self._k.resolve_number(op.id, customer_phone)
-        self._require_new_calls()
+        self._require_new_calls(op.id)
         call = self._outbound.start_dial(op, rt, customer_phone, dialled, trunk)
         call.related_conn_id = rt.last_conn_id
         self._ports.records.save_call(call.record())

@@ -9,6 +9,7 @@ far end does to the call arrives as events on the phone (`callbridge.phone.event
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from callbridge.phone.events import CallEnded, CallFailed
@@ -58,6 +59,9 @@ class Call:
         self.referred_by: Call | None = None  # the call whose REFER made this one
         self.offer_in_ack = False  # we put an offer in our 2xx (offer-less INVITE): the answer comes in the ACK
         self.ack_body: bytes | None = None  # that ACK's SDP as received (for a media stack given `answer(sdp=)`)
+        # A media stack outside the phone (given `answer(sdp=)`: aiortc's WebRTC) answers the far end's re-offers:
+        # given the offer, the SDP our 2xx carries (the stack takes the offer itself, on `ReInviteReceived`).
+        self.answer_offers: Callable[[bytes], bytes] | None = None
         self._auth_tried = False  # our INVITE was re-sent with credentials once
         self._transfer_done = False  # a REFER of ours reached its final NOTIFY
         self._answered: asyncio.Future[Call] | None = None

@@ -260,6 +260,12 @@ class Dispatcher:
             if request.content_type != SDP:
                 self._respond(tx, 415, headers=[("Accept", SDP)])
                 return
+            if call.answer_offers is not None:  # a media stack of the test's (aiortc): its SDP, its session
+                self._respond(tx, 200, body=call.answer_offers(request.body), content_type=SDP)
+                call._move(CallInput.MODIFY)
+                if request.method == "INVITE":
+                    self._emit(ReInviteReceived(call, request))
+                return
             offer = parse_remote(request.body)
             before = call.media.remote
             try:

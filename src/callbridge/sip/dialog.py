@@ -116,6 +116,7 @@ class Dialog:
         "local_tag",
         "local_uri",
         "outgoing_invite",
+        "overlap_retries",
         "pending_2xx",
         "refresh_by_invite",
         "remote_seq",
@@ -169,6 +170,7 @@ class Dialog:
         self.outgoing_invite: ClientTransaction | None = None  # our INVITE in progress (glare, §14.1)
         self.incoming_invite: ServerTransaction | None = None  # their INVITE not yet answered finally
         self.glare_retry: tuple[str, bytes, str | None, tuple[tuple[str, str], ...]] | None = None
+        self.overlap_retries = 0  # our re-INVITE answered 500 + Retry-After (§14.2 overlap) and re-sent, in a row
         self.creating_tx: ClientTransaction | ServerTransaction | None = None
         self.last_offer: tuple[bytes, str | None] | None = None  # last body we sent in an INVITE/2xx
         self.unacked_invite: int | None = None  # CSeq of our INVITE whose 2xx the TU has yet to ACK

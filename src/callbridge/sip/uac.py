@@ -12,7 +12,19 @@ from callbridge.sip.routing import request_destination
 from callbridge.sip.session_timer import SessionTimer
 from callbridge.sip.transaction import ClientTransaction, TxKind, TxState, client_key
 
-__all__ = ["UacCore"]
+__all__ = ["OVERLAP_DELAY_MAX", "OVERLAP_RETRIES", "UacCore"]
+
+OVERLAP_RETRIES = 3  # re-sends of a re-INVITE answered 500 with Retry-After, in a row
+OVERLAP_DELAY_MAX = 1.3  # seconds waited at most before each (three: about 4 s in all)
+
+
+def _retry_after(response: Response) -> float | None:
+    """The seconds of a Retry-After header (§20.33: ``delta-seconds`` then optional comment and parameters)."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    digits = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
+    return float(digits) if digits.isdigit() else None
 
 
 class UacCore(EndpointCore):
@@ -140,6 +152,7 @@ class UacCore(EndpointCore):
                 self._resend_ack(dialog)
                 return
             dialog.glare_retry = None
+            dialog.overlap_retries = 0
             if dialog.terminated:
                 return
             dialog.refresh_target(response)
@@ -156,6 +169,15 @@ class UacCore(EndpointCore):
         if code == 491 and dialog.glare_retry is not None:
             self._arm_dialog(dialog, "glare", now + self._glare_delay(dialog))
             return
+        overlap = _retry_after(response) if code == 500 and dialog.glare_retry is not None else None
+        if overlap is not None and dialog.overlap_retries < OVERLAP_RETRIES:
+            # §14.2: a UAS still busy with an INVITE of its own (our ACK not in yet, its re-INVITE in progress)
+            # answers 500 with Retry-After; §14.1 lets us try again after that many seconds. Bounded, so that an
+            # action waiting on it ends within about 4 s rather than Retry-After's up to 10 s three times over.
+            dialog.overlap_retries += 1
+            self._arm_dialog(dialog, "glare", now + min(overlap, OVERLAP_DELAY_MAX))
+            return
+        dialog.overlap_retries = 0
         dialog.glare_retry = None
         if code in (408, 481):
             self._end_dialog(dialog, now, "timeout", send_bye=code == 408)
