@@ -10,14 +10,13 @@ error the verb raises to its problem (RFC 9457).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from callbridge.callcontrol.errors import CallControlError, CallNotFound
 from callbridge.http.calls import CallReads
-from callbridge.http.native import Problem, domain_problem
+from callbridge.http.native import Problem, domain_problem, json_object
 
 __all__ = ["json_body", "on_live_call"]
 
@@ -48,14 +47,7 @@ async def on_live_call(reads: CallReads, operation_id: str, conn_id: str, verb: 
 def json_body(raw: bytes, key: str) -> dict[str, Any]:
     """The request's JSON object, which must have `key`: 400 MISSING_PARAMETERS for an empty body or one without
     `key`, 400 INVALID_PARAMETER (`body`) for one that is not a JSON object. The value is the caller's to check."""
-    if not raw.strip():
-        raise Problem("MISSING_PARAMETERS")
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem("INVALID_PARAMETER", parameter="body") from None
-    if not isinstance(value, dict):
-        raise Problem("INVALID_PARAMETER", parameter="body")
+    value = json_object(raw)
     if key not in value:
         raise Problem("MISSING_PARAMETERS")
     return value
