@@ -48,7 +48,7 @@ from common import (
 TARGET_RPS = 2000
 CALLBRIDGE_RATES = (500, 1000, 1500, 2000, 2500, 3000, 4000)
 KAMAILIO_RATES = (1000, 2000, 3000, 4000, 5000, 6000, 8000)
-QUICK_RATES = (50, 100)
+QUICK_RATES = (100,)  # the smoke run: one step a target
 
 
 def measure(registrar: tuple[str, int], users: list[str], rate: int, seconds: float,
@@ -90,10 +90,10 @@ def main() -> int:
     parser.add_argument("--rates", help="callbridge's rates, comma-separated")
     parser.add_argument("--kamailio-rates")
     parser.add_argument("--users", type=int, default=2000, help="agents registering in turn")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (2 s steps, low rates)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (1 s steps, low rates)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
-    seconds = 2.0 if args.quick else args.seconds
+    seconds = 1.0 if args.quick else args.seconds
     users = agent_extensions(20 if args.quick else args.users)
 
     def rates(given: str | None, full: tuple[int, ...]) -> list[int]:

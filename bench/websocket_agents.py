@@ -57,7 +57,7 @@ from websockets.asyncio.client import ClientConnection, connect
 GENERATOR_HOST = "127.0.0.6"
 TARGET_RATIO = 0.5
 RATES = (250, 500, 1000, 1500, 2000, 3000)
-QUICK_RATES = (50, 100)
+QUICK_RATES = (100,)  # the smoke run: one step a transport (each step starts its own node)
 
 @dataclass
 class Run:
@@ -312,11 +312,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    seconds = 2.0 if args.quick else args.seconds
+    seconds = 1.0 if args.quick else args.seconds
     users = agent_extensions(20 if args.quick else args.users)
     flows = 10 if args.quick else args.flows
     connections = 200 if args.quick else args.connections
-    hold = 2.0 if args.quick else args.hold
+    hold = 1.0 if args.quick else args.hold
     rates = [int(r) for r in args.rates.split(",")] if args.rates else list(QUICK_RATES if args.quick else RATES)
     print(f"websocket_agents: {seconds:g} s steps, {len(users)} users over {flows} flows, load {machine_load()}")
     limit = args.p99_ms / 1000

@@ -54,7 +54,7 @@ from websocket_agents import GENERATOR_HOST, Flow, FlowRegisterLoad
 
 TARGET_RATIO = 0.5
 RATES = (50, 100, 200, 300, 400, 500, 600)
-QUICK_RATES = (10, 20)
+QUICK_RATES = (20,)  # the smoke run: one step a transport (each step starts its own node)
 _ECHOED = re.compile(rb"^(?:Via|v|From|f|To|t|Call-ID|i|CSeq|Record-Route)[ \t]*:", re.IGNORECASE)
 _TO = re.compile(rb"^(?:To|t)[ \t]*:", re.IGNORECASE)
 
@@ -158,7 +158,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    seconds = 3.0 if args.quick else args.seconds
+    seconds = 1.5 if args.quick else args.seconds
     users = agent_extensions(10 if args.quick else args.agents)
     rates = [int(r) for r in args.rates.split(",")] if args.rates else list(QUICK_RATES if args.quick else RATES)
     print(f"websocket_calls: {seconds:g} s steps, {len(users)} agents, load {machine_load()}")

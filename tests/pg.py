@@ -98,16 +98,42 @@ def postgres_url() -> Iterator[str]:
         pytest.fail(str(exc), pytrace=False)
 
 
+# The migrated template of each server (by its URL), made on first use: `CREATE DATABASE ... TEMPLATE` copies it
+# in one statement instead of running every migration again for each test (the migrations themselves are tested
+# from an empty database in tests/storage/test_storage_migrations.py and the per-migration tests).
+_MIGRATED_TEMPLATES: dict[str, str] = {}
+
+
+def migrated_template(postgres_url: str) -> str:
+    """The name of a database of the server at the newest schema, made once per server; never connected to after
+    it is made (PostgreSQL copies a template only while nobody is connected to it)."""
+    name = _MIGRATED_TEMPLATES.get(postgres_url)
+    if name is None:
+        from callbridge.storage.migrate import upgrade  # here: pg.py is also imported where callbridge is not
+
+        name = f"migrated_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(_admin(postgres_url), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        upgrade(postgres_url.rsplit("/", 1)[0] + "/" + name)  # its engine is disposed: no connection is left
+        _MIGRATED_TEMPLATES[postgres_url] = name
+    return name
+
+
+def _admin(postgres_url: str) -> str:
+    return postgres_url.replace("postgresql+psycopg://", "postgresql://")
+
+
 @contextmanager
-def fresh_database(postgres_url: str, prefix: str = "t") -> Iterator[str]:
-    """A new empty database on the server of `postgres_url`, as a URL; dropped (connections forced out) at the
+def fresh_database(postgres_url: str, prefix: str = "t", *, migrated: bool = False) -> Iterator[str]:
+    """A new database on the server of `postgres_url`, as a URL: empty, or with `migrated` a copy of the server's
+    migrated template (the newest schema, no rows but Alembic's version); dropped (connections forced out) at the
     end."""
     name = f"{prefix}_{uuid.uuid4().hex[:16]}"
-    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    template = f' TEMPLATE "{migrated_template(postgres_url)}"' if migrated else ""
+    with psycopg.connect(_admin(postgres_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{template}')
     try:
         yield postgres_url.rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with psycopg.connect(_admin(postgres_url), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,7 +17,6 @@ for folder in (TESTS, TESTS / "cluster"):
 
 import pg  # noqa: E402
 from callbridge.storage.database import make_engine  # noqa: E402
-from callbridge.storage.migrate import upgrade  # noqa: E402
 from pg import fresh_database  # noqa: E402
 
 postgres_url = pg.postgres_url  # the session's PostgreSQL server (tests/pg.py), shared with the other suites
@@ -26,8 +25,7 @@ postgres_url = pg.postgres_url  # the session's PostgreSQL server (tests/pg.py),
 @pytest.fixture
 def cluster_url(postgres_url: str) -> Iterator[str]:
     """A fresh database at the newest schema, with operations 0042 and 0043."""
-    with fresh_database(postgres_url, "c") as url:
-        upgrade(url)
+    with fresh_database(postgres_url, "c", migrated=True) as url:  # a copy of the migrated template (tests/pg.py)
         engine = make_engine(url)
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO operations (id, sip_domain) VALUES ('0042', 'a.test'), ('0043', 'b.test')"))

@@ -27,6 +27,7 @@ from callbridge.config import Settings  # noqa: E402
 from callbridge.phone import Phone  # noqa: E402
 from callbridge.storage import schema as s  # noqa: E402
 from callbridge.storage.loader import load_into_fresh_database  # noqa: E402
+from migrated import migrated_sqlite  # noqa: E402
 
 OP = "0042"
 DOMAIN = "0042.callbridge.test"
@@ -57,6 +58,8 @@ def load(db_url: str, doc: dict[str, Any]) -> list[str]:
 async def start_node(tmp_path: Path, *, db_url: str | None = None, doc: dict[str, Any] | None = None,
                      load_doc: bool = True, **options: Any) -> Node:
     url = db_url or f"sqlite:///{tmp_path / 'callbridge.db'}"
+    if load_doc and db_url is None and not (tmp_path / "callbridge.db").exists():
+        migrated_sqlite(tmp_path / "callbridge.db")  # a copy of the migrated file: loading then migrates nothing
     if load_doc:
         await asyncio.to_thread(load, url, doc or operation_doc())
     settings = Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url, node_id="node-1")

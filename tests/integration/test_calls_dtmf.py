@@ -24,23 +24,12 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from callnode import (  # noqa: E402
-    GATEWAY_HOST,
-    OP,
-    agent_phone,
-    cdrs,
-    customer_phone,
-    did_uri,
-    load,
-    operation_doc,
-    state_history,
-    until,
-)
+from anchored import anchored_node, talking  # noqa: E402
+from callnode import GATEWAY_HOST, OP, cdrs, operation_doc, state_history, until  # noqa: E402
 
-from callbridge.bootstrap import Node, bootstrap  # noqa: E402
+from callbridge.bootstrap import Node  # noqa: E402
 from callbridge.callcontrol.events import ActionCompleted  # noqa: E402
-from callbridge.config import Settings  # noqa: E402
-from callbridge.phone import Call, CallEnded, DtmfReceived, Established, Held, IncomingCall, Phone, Resumed  # noqa: E402
+from callbridge.phone import Call, CallEnded, DtmfReceived, Held, Phone, Resumed  # noqa: E402
 from peers.ports import free_port  # noqa: E402
 from peers.rtpengine import Rtpengine  # noqa: E402
 
@@ -60,36 +49,16 @@ class World:
 @asynccontextmanager
 async def world(tmp_path: Path, *, operation: dict[str, Any] | None = None, trunk: dict[str, Any] | None = None,
                 relay_args: tuple[str, ...] = (), **settings: Any) -> AsyncIterator[World]:
-    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
     doc = operation_doc(gateway_port=free_port(GATEWAY_HOST, udp=True, tcp=False))
     doc["operation"].update(operation or {})
     doc["trunks"][0].update(trunk or {})
-    await asyncio.to_thread(load, url, doc)
-    with Rtpengine(workdir=tmp_path / "rtpengine", extra_args=relay_args) as relay:
-        node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                        rtpengine=(f"udp:{relay.host}:{relay.ng_port}",), **settings))
-        phones: list[Phone] = []
-        try:
-            await until(lambda: node.switch.anchor.media is not None and node.switch.anchor.media.available(),
-                        what="the relay up")
-            agent = await agent_phone(node, "1001", answer="auto", media=True)
-            phones.append(agent)
-            customer = await customer_phone(media=True)
-            phones.append(customer)
-            call = await customer.call(did_uri(node), timeout=5)
-            agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
-            await agent.wait_for(Established, call=agent_call, timeout=5)
-            assert call.rtp is not None and agent_call.rtp is not None
-            agent_call.rtp.play_tone(1000)
-            call.rtp.play_tone(700)
-            # both phones' RTP through the relay (10.5 injects DTMF only in a stream it has seen)
-            await until(lambda: call.rtp is not None and call.rtp.packets_received >= 5
-                        and agent_call.rtp is not None and agent_call.rtp.packets_received >= 5, what="RTP flowing")
-            yield World(node, relay, customer, agent, call, agent_call)
-        finally:
-            for phone in phones:
-                await phone.close()
-            await node.close()
+    async with anchored_node(tmp_path, doc, relay_args=relay_args, **settings) as a:
+        talk = await talking(a)
+        call, agent_call = talk.call, talk.agent_call
+        # both phones' RTP through the relay (10.5 injects DTMF only in a stream it has seen)
+        await until(lambda: call.rtp is not None and call.rtp.packets_received >= 5
+                    and agent_call.rtp is not None and agent_call.rtp.packets_received >= 5, what="RTP flowing")
+        yield World(a.node, a.relays[0], talk.customer, talk.agent, call, agent_call)
 
 
 async def dtmf(w: World, tones: str) -> None:

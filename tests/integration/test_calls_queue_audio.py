@@ -26,14 +26,13 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from callnode import OP, agent_phone, customer_phone, did_uri, load, operation_doc, until  # noqa: E402
+from anchored import anchored_node  # noqa: E402
+from callnode import OP, did_uri, operation_doc, until  # noqa: E402
 
-from callbridge.bootstrap import Node, bootstrap  # noqa: E402
-from callbridge.config import Settings  # noqa: E402
+from callbridge.bootstrap import Node  # noqa: E402
 from callbridge.media.audio import HOLD_MUSIC_NOTES  # noqa: E402
 from callbridge.phone import Call, CallEnded, Established, IncomingCall, Phone  # noqa: E402
 from callbridge.phone.listen import Heard, Window  # noqa: E402
-from peers.rtpengine import Rtpengine  # noqa: E402
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 
@@ -65,32 +64,18 @@ class World:
 
 @asynccontextmanager
 async def world(tmp_path: Path, *, queue: dict[str, Any], operation: dict[str, Any]) -> AsyncIterator[World]:
-    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
     doc = operation_doc(max_wait=60)
     doc["queues"][0].update(queue)
     doc["operation"].update(operation)
-    await asyncio.to_thread(load, url, doc)
-    with Rtpengine(workdir=tmp_path / "rtpengine") as relay:
-        node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                        rtpengine=(f"udp:{relay.host}:{relay.ng_port}",)))
-        phones: list[Phone] = []
-        try:
-            await until(lambda: node.switch.anchor.media is not None and node.switch.anchor.media.available(),
-                        what="the relay up")
-            agent = await agent_phone(node, "1001", ready=False, answer="auto", media=True)  # nobody takes it yet
-            phones.append(agent)
-            customer = await customer_phone(media=True)
-            phones.append(customer)
-            call = await customer.call(did_uri(node), wait_answer=False)
-            await until(lambda: call.remote_sdp is not None, what="the 183 with the relay's SDP")
-            assert call.rtp is not None
-            call.rtp.play_tone(CUSTOMER_HZ)
-            yield World(node, customer, agent, call)
-            assert node.switch.anchor.stats["media_failures"] == 0
-        finally:
-            for phone in phones:
-                await phone.close()
-            await node.close()
+    async with anchored_node(tmp_path, doc) as a:
+        agent = await a.agent(ready=False)  # nobody takes it yet
+        customer = await a.customer()
+        call = await customer.call(did_uri(a.node), wait_answer=False)
+        await until(lambda: call.remote_sdp is not None, what="the 183 with the relay's SDP")
+        assert call.rtp is not None
+        call.rtp.play_tone(CUSTOMER_HZ)
+        yield World(a.node, customer, agent, call)
+        assert a.node.switch.anchor.stats["media_failures"] == 0
 
 
 async def listen(w: World, seconds: float) -> Heard:

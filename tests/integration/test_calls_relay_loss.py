@@ -26,21 +26,11 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from callnode import (  # noqa: E402
-    OP,
-    agent_phone,
-    cdrs,
-    customer_phone,
-    did_uri,
-    load,
-    operation_doc,
-    state_history,
-    until,
-)
+from anchored import anchored_node, talking  # noqa: E402
+from callnode import OP, cdrs, operation_doc, state_history, until  # noqa: E402
 
-from callbridge.bootstrap import Node, bootstrap  # noqa: E402
-from callbridge.config import Settings  # noqa: E402
-from callbridge.phone import Call, CallEnded, Established, IncomingCall, Phone  # noqa: E402
+from callbridge.bootstrap import Node  # noqa: E402
+from callbridge.phone import Call, CallEnded, Phone  # noqa: E402
 from callbridge.phone.listen import Heard  # noqa: E402
 from callbridge.sip.sdp import SessionDescription  # noqa: E402
 from peers.rtpengine import Rtpengine  # noqa: E402
@@ -67,38 +57,11 @@ class World:
 
 @asynccontextmanager
 async def world(tmp_path: Path, relay_count: int) -> AsyncIterator[World]:
-    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
-    await asyncio.to_thread(load, url, operation_doc())
-    relays = [Rtpengine(workdir=tmp_path / f"rtpengine{i}").start() for i in range(relay_count)]
-    phones: list[Phone] = []
-    node: Node | None = None
-    try:
-        node = await bootstrap(Settings(sip_host="127.0.0.1", sip_port=0, http_port=0, database_url=url,
-                                        rtpengine=tuple(f"udp:{r.host}:{r.ng_port}" for r in relays),
-                                        rtpengine_ping_seconds=PING))
-        shell = node.media_shell
-        assert shell is not None
-        await until(lambda: all(r.up for r in shell.relays.relays.values()), what="every relay up")
-        agent = await agent_phone(node, "1001", answer="auto", media=True)
-        phones.append(agent)
-        customer = await customer_phone(media=True)
-        phones.append(customer)
-        call = await customer.call(did_uri(node), timeout=5)
-        agent_call = (await agent.wait_for(IncomingCall, timeout=5)).call
-        await agent.wait_for(Established, call=agent_call, timeout=5)
-        assert call.rtp is not None and agent_call.rtp is not None
-        agent_call.rtp.play_tone(AGENT_HZ)
-        call.rtp.play_tone(CUSTOMER_HZ)
-        conn_id = node.service.get_agent(OP, "1001").conn_id
-        assert conn_id is not None and node.switch.anchor.anchored(conn_id)
-        yield World(node, relays, customer, agent, call, agent_call, conn_id)
-    finally:
-        for phone in phones:
-            await phone.close()
-        if node is not None:
-            await node.close()
-        for relay in relays:
-            relay.__exit__(None, None, None)
+    async with anchored_node(tmp_path, operation_doc(), relays=relay_count, rtpengine_ping_seconds=PING) as a:
+        talk = await talking(a, agent_hz=AGENT_HZ, customer_hz=CUSTOMER_HZ)
+        conn_id = a.node.service.get_agent(OP, "1001").conn_id
+        assert conn_id is not None and a.node.switch.anchor.anchored(conn_id)
+        yield World(a.node, a.relays, talk.customer, talk.agent, talk.call, talk.agent_call, conn_id)
 
 
 def relay_of(w: World) -> Rtpengine:

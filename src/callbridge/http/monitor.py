@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,17 +19,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callbridge.callcontrol.errors import CallControlError, CallNotFound
 from callbridge.callcontrol.monitor import MonitorView
 from callbridge.callcontrol.service import CallControlService
 from callbridge.http.auth import Principal
 from callbridge.http.calls import CallReads
-from callbridge.http.native import Problem, domain_problem, json_response
+from callbridge.http.live_call import json_body, on_live_call
+from callbridge.http.native import Problem, json_response
 from callbridge.http.resources import rfc3339, rfc3339_or_none
 
 __all__ = ["MonitorApi", "monitor_json"]
 
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _EXTENSION = re.compile(r"[0-9]{1,32}")
 
 Guarded = Callable[[Request, Callable[[Principal, Request], Awaitable[Response]]], Awaitable[Response]]
@@ -44,17 +42,7 @@ def monitor_json(view: MonitorView) -> dict[str, Any]:
 
 
 def _extension(raw: bytes) -> str:
-    if not raw.strip():
-        raise Problem("MISSING_PARAMETERS")
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem("INVALID_PARAMETER", parameter="body") from None
-    if not isinstance(value, dict):
-        raise Problem("INVALID_PARAMETER", parameter="body")
-    if "extension" not in value:
-        raise Problem("MISSING_PARAMETERS")
-    extension = value["extension"]
+    extension = json_body(raw, "extension")["extension"]
     if not isinstance(extension, str) or not _EXTENSION.fullmatch(extension):
         raise Problem("INVALID_PARAMETER", parameter="extension")
     return extension
@@ -69,20 +57,9 @@ class MonitorApi:
     async def _verb(self, request: Request, act: Callable[[str, str, bytes], MonitorView],
                     status: int = 200) -> Response:
         async def run(principal: Principal, request: Request) -> Response:
-            conn_id = request.path_params["conn_id"]
-            raw = await request.body()
-            if not _ID.fullmatch(conn_id):
-                raise CallNotFound()
-            view = await self._reads.call(principal.operation_id, conn_id)  # CALL_NOT_FOUND, other operations too
-            if view.state == "ended":
-                raise Problem("CALL_ENDED")
-            try:
-                return json_response(monitor_json(act(principal.operation_id, conn_id, raw)), status=status)
-            except CallControlError as exc:
-                problem = domain_problem(exc)
-                if problem is None:
-                    raise
-                raise problem from None
+            op, conn_id, raw = principal.operation_id, request.path_params["conn_id"], await request.body()
+            view = await on_live_call(self._reads, op, conn_id, lambda: act(op, conn_id, raw))
+            return json_response(monitor_json(view), status=status)
         return await self._guarded(request, run)
 
     async def start(self, request: Request) -> Response:

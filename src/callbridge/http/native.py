@@ -240,7 +240,7 @@ class NativeApi:
             self.idempotency.finish(scope, stored)
 
     def _start_transfer(self, principal: Principal, raw: bytes, request: Request) -> Response:
-        body = _json_object(raw)
+        body = json_object(raw)
         agent_id, target = body.get("agent_id"), body.get("target")
         if isinstance(agent_id, str):
             note(request.scope, agent=agent_id)  # the request's log line (checked there: digits or `invalid`)
@@ -390,7 +390,9 @@ def _internal_error() -> Response:
     return Response(json.dumps(body).encode(), status_code=500, headers={"content-type": contract.PROBLEM_CONTENT_TYPE})
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The request's JSON object: 400 MISSING_PARAMETERS for an empty body, INVALID_PARAMETER (`body`) for one that
+    is not a JSON object."""
     if not raw.strip():
         raise Problem("MISSING_PARAMETERS")
     try:

@@ -19,7 +19,6 @@ Rules (openapi.json; docs/operations.md, "Recordings")
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -28,12 +27,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callbridge.callcontrol.errors import CallControlError, CallNotFound
+from callbridge.callcontrol.errors import CallNotFound
 from callbridge.callcontrol.recordings import RecordingView
 from callbridge.callcontrol.service import CallControlService
 from callbridge.http.auth import Principal
 from callbridge.http.calls import CallReads
-from callbridge.http.native import Problem, domain_problem, json_response
+from callbridge.http.live_call import CONN_ID, json_body, on_live_call
+from callbridge.http.native import Problem, json_response
 from callbridge.http.paging import cursor_of, encode_cursor, limit_of, time_range_of
 from callbridge.http.resources import recording_url, rfc3339
 from callbridge.storage.history import History, RecordingRecord
@@ -41,7 +41,6 @@ from callbridge.storage.history import History, RecordingRecord
 __all__ = ["RecordingsApi", "byte_range"]
 
 RECORDINGS_LISTING = "recordings"
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RANGE = re.compile(r"bytes=(?:([0-9]{1,18})-([0-9]{0,18})|-([0-9]{1,18}))")
 
 Guarded = Callable[[Request, Callable[[Principal, Request], Awaitable[Response]]], Awaitable[Response]]
@@ -89,7 +88,7 @@ class RecordingsApi:
         self._guarded = guarded
 
     async def _stored(self, principal: Principal, conn_id: str) -> RecordingRecord:
-        if not _ID.fullmatch(conn_id):
+        if not CONN_ID.fullmatch(conn_id):
             raise CallNotFound()
         record = None
         if self._history is not None:
@@ -135,22 +134,11 @@ class RecordingsApi:
     async def _verb(self, request: Request, act: Callable[[str, str, dict[str, Any]], RecordingView],
                     body: bool = False) -> Response:
         async def run(principal: Principal, request: Request) -> Response:
-            conn_id = request.path_params["conn_id"]
-            parameters = _paused(await request.body()) if body else {}
-            if not _ID.fullmatch(conn_id):
-                raise CallNotFound()
-            view = await self._reads.call(principal.operation_id, conn_id)
-            if view.state == "ended":
-                raise Problem("CALL_ENDED")
-            try:
-                return json_response(state_json(act(principal.operation_id, conn_id, parameters)))
-            except CallControlError as exc:
-                problem = domain_problem(exc)
-                if problem is None:
-                    raise
-                if exc.error_id.startswith("RECORDING_"):
-                    problem.extensions["detail"] = str(exc)
-                raise problem from None
+            op, conn_id = principal.operation_id, request.path_params["conn_id"]
+            parameters = _paused(await request.body()) if body else {}  # 400 before the call is looked up
+            view = await on_live_call(self._reads, op, conn_id, lambda: act(op, conn_id, parameters),
+                                      detail_for="RECORDING_")
+            return json_response(state_json(view))
         return await self._guarded(request, run)
 
     async def start_recording(self, request: Request) -> Response:
@@ -165,16 +153,7 @@ class RecordingsApi:
 
 
 def _paused(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        raise Problem("MISSING_PARAMETERS")
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem("INVALID_PARAMETER", parameter="body") from None
-    if not isinstance(value, dict):
-        raise Problem("INVALID_PARAMETER", parameter="body")
-    if "paused" not in value:
-        raise Problem("MISSING_PARAMETERS")
-    if not isinstance(value["paused"], bool):
+    paused = json_body(raw, "paused")["paused"]
+    if not isinstance(paused, bool):
         raise Problem("INVALID_PARAMETER", parameter="paused")
-    return {"paused": value["paused"]}
+    return {"paused": paused}
