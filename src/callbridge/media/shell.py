@@ -11,6 +11,12 @@ One ng socket per address family the relays use, with a port the kernel picks, b
 of that family is on loopback (tests, a relay on the same machine) and on the wildcard address otherwise (the
 kernel picks the source address toward the relay); a reply is taken only from the relay its cookie was sent to
 (`NgClient`). Relays are IP literals (callbridge never resolves names).
+
+The socket asks for a receive buffer of `RECEIVE_BUFFER` (SO_RCVBUF, which Linux caps at
+``net.core.rmem_max``; SO_RCVBUFFORCE first, which passes the cap when the process may: CAP_NET_ADMIN). The replies
+of a full window arrive together while the event loop is busy with other work; the kernel's default (208 kB, of
+which a loopback datagram of a few hundred bytes takes over 1 kB) would drop them, and each dropped reply costs a
+retransmission. What the kernel granted is `receive_buffer` (Linux reports twice the size asked: its bookkeeping).
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ from callbridge.media.relays import Health, RelayChanged, RelayLost, RelaySet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NgCommandFailed", "NgShell", "NgTimeout", "bind_addresses"]
+__all__ = ["RECEIVE_BUFFER", "NgCommandFailed", "NgShell", "NgTimeout", "bind_addresses", "ng_socket"]
+
+RECEIVE_BUFFER = 4 * 1024 * 1024
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # <asm-generic/socket.h>
 
 
 class NgTimeout(Exception):
@@ -60,6 +69,23 @@ def bind_addresses(relay_hosts: list[str]) -> dict[int, str]:
     return out
 
 
+def ng_socket(family: int, host: str, receive_buffer: int = RECEIVE_BUFFER) -> socket.socket:
+    """A non-blocking UDP socket bound to (`host`, a port the kernel picks), its receive buffer enlarged (see the
+    module docstring)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, receive_buffer)
+        except OSError:  # not permitted (no CAP_NET_ADMIN) or not Linux: the capped request
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.bind((host, 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, shell: NgShell) -> None:
         self.shell = shell
@@ -72,8 +98,10 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class NgShell:
-    def __init__(self, relays: RelaySet) -> None:
+    def __init__(self, relays: RelaySet, *, receive_buffer: int = RECEIVE_BUFFER) -> None:
         self.relays = relays
+        self.receive_buffer_asked = receive_buffer
+        self.receive_buffer = 0  # what the kernel granted (the smallest over the sockets), once started
         self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._waiting: dict[str, asyncio.Future[NgReply]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -86,8 +114,10 @@ class NgShell:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for family, host in sorted(bind_addresses([host for host, _ in self.relays.relays]).items()):
-            transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self), local_addr=(host, 0), family=family)
+            sock = ng_socket(family, host, self.receive_buffer_asked)
+            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            self.receive_buffer = min(self.receive_buffer, granted) if self.receive_buffer else granted
+            transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
             self._transports[family] = transport
         self.relays.start(self._loop.time())
         self._drain()
