@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["RECEIVE_BUFFER", "NgCommandFailed", "NgShell", "NgTimeout", "bind_addresses", "ng_socket"]
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
+READ_BATCH = 256  # datagrams read per wake-up of the socket, at most (then the loop's other work gets its turn)
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # <asm-generic/socket.h>
 
 
@@ -86,23 +87,12 @@ def ng_socket(family: int, host: str, receive_buffer: int = RECEIVE_BUFFER) -> s
     return sock
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, shell: NgShell) -> None:
-        self.shell = shell
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.shell._received(data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:  # ICMP unreachable: the retransmissions time out on their own
-        log.debug("ng socket error: %s", exc)
-
-
 class NgShell:
     def __init__(self, relays: RelaySet, *, receive_buffer: int = RECEIVE_BUFFER) -> None:
         self.relays = relays
         self.receive_buffer_asked = receive_buffer
         self.receive_buffer = 0  # what the kernel granted (the smallest over the sockets), once started
-        self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self._sockets: dict[int, socket.socket] = {}
         self._waiting: dict[str, asyncio.Future[NgReply]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,8 +107,8 @@ class NgShell:
             sock = ng_socket(family, host, self.receive_buffer_asked)
             granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             self.receive_buffer = min(self.receive_buffer, granted) if self.receive_buffer else granted
-            transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-            self._transports[family] = transport
+            self._sockets[family] = sock
+            self._loop.add_reader(sock.fileno(), self._readable, sock)
         self.relays.start(self._loop.time())
         self._drain()
 
@@ -142,9 +132,24 @@ class NgShell:
             raise NgCommandFailed(relay, reply.command, reply.error_reason)
         return reply.reply
 
-    def _received(self, data: bytes, addr: Address) -> None:
-        self.relays.receive_datagram(data, addr, self.now())
-        self._drain()
+    def _readable(self, sock: socket.socket) -> None:
+        """Every reply waiting in the socket (up to `READ_BATCH`), then one drain: asyncio's datagram transport reads
+        one datagram per loop iteration, so a loop busy with SIP would take the replies of a full window one
+        iteration at a time, each followed by a drain of its own."""
+        now = self.now()
+        got = 0
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # ICMP unreachable reported on the socket: the retransmissions time out anyway
+                log.debug("ng socket error: %s", exc)
+                continue
+            self.relays.receive_datagram(data, (addr[0], addr[1]), now)
+            got += 1
+        if got:
+            self._drain()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -185,9 +190,13 @@ class NgShell:
             else:
                 future.set_result(event)
         for data, addr in self.relays.datagrams_to_send():
-            transport = self._transports.get(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
-            if transport is not None:
-                transport.sendto(data, addr)
+            sock = self._sockets.get(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
+            if sock is None:
+                continue
+            try:
+                sock.sendto(data, addr)
+            except OSError as exc:  # a full send buffer or an ICMP error: a retransmission or the time-out follows
+                log.debug("ng send to %s:%d failed: %s", addr[0], addr[1], exc)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -202,7 +211,9 @@ class NgShell:
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
-        for transport in self._transports.values():
-            with contextlib.suppress(Exception):
-                transport.close()
-        self._transports.clear()
+        for sock in self._sockets.values():
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
