@@ -55,9 +55,9 @@ QUICK = {"seconds": 3.0, "rates": (20, 40), "agents": 10}
 # (48,000 ports at 400 calls/s). Its default `--timeout` (60 s without media) and `--num-threads` (one per core)
 # stay: SIPp's calls carry no RTP and last well under a second.
 RELAY_ARGS = ("--delete-delay=0",)
-# Media ports asked of the relay: a call's two legs hold two RTP/RTCP pairs each from its offer to its delete, and
-# rtpengine frees a pair on a timer of its own after the delete (found: 2,000 ran out at 200 calls/s); 8,000 is
-# what 30 s at 400 calls/s needed in the earlier attempt.
+# Media ports asked of the relay: a call holds up to three RTP/RTCP pairs (the customer's, the queue's stand-in's
+# when it waited, the agent's) from its offer to its delete, and calls pile up on the relay when the node falls
+# behind; 8,000 leaves room for that at 400 calls/s (the block is found with twice that span, see `relay_for`).
 RELAY_PORTS = 8000
 
 
