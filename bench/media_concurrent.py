@@ -79,6 +79,9 @@ PAYLOAD = b"\xff" * 160  # PCMU silence, 20 ms
 # The first second of packets is counted apart (and printed), not judged: a stream's first packets meet the relay
 # while it learns where each party is, and the generator's first sends meet cold caches.
 WARM_UP = 50
+# Relay ports a call holds: an RTP/RTCP pair for the customer, for the queue's stand-in (b2bua/waiting.py: it stays
+# in the relay's call until the delete) and for the agent, with room to spare (rtpengine skips ports in use).
+PORTS_PER_CALL = 8
 
 
 # -- the RTP load generator (a process of its own) ----------------------------------------------------------------
@@ -238,14 +241,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
 
 
 # -- a step with the relay, and one without -----------------------------------------------------------------------
-def relay_step(calls: int, rate: int, seconds: float) -> tuple[bool, str]:
+def relay_step(calls: int, rate: int, seconds: float, relay_args: tuple[str, ...] = ()) -> tuple[bool, str]:
     base = workdir("media-concurrent-")
     agents = agent_extensions(calls)
     customer = (TRUNK_HOST, free_port(TRUNK_HOST, tcp=False))
     agent = (AGENTS_HOST, free_port(AGENTS_HOST, tcp=False))
     ramp_seconds = calls / rate
     hold_ms = int((ramp_seconds + seconds + 20) * 1000)  # all up, the ports read, the RTP window, a margin
-    with relay_for(base / "rtpengine", 4 * calls + 200) as relay, \
+    with relay_for(base / "rtpengine", PORTS_PER_CALL * calls + 200, relay_args) as relay, \
             CallbridgeServe(base / "node", agents, trusted=[f"{AGENTS_HOST}/32"],
                             extra_args=["--rtpengine", f"udp:{relay.host}:{relay.ng_port}"]) as node:
         port = free_port(AGENTS_HOST)
@@ -310,21 +313,25 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=50, help="calls/s while setting a step's calls up")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (20 and 40 calls, 5 s)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--relay-args", default="", help="more rtpengine options, space-separated "
+                        "(e.g. --num-threads=4)")
     args = parser.parse_args()
     seconds = QUICK["seconds"] if args.quick else args.seconds
+    relay_args = tuple(args.relay_args.split())
     steps = [int(s) for s in args.steps.split(",")] if args.steps else list(QUICK["steps"] if args.quick else STEPS)
     print(f"media_concurrent: {steps} calls, RTP 50 packets/s each way per call for {seconds:g} s, "
           f"load average {machine_load()}")
     ceiling = calls_ramp("direct", steps, lambda n: direct_step(n, seconds))
-    relayed = calls_ramp("relay", steps, lambda n: relay_step(n, args.rate, seconds))
+    relayed = calls_ramp("relay", steps, lambda n: relay_step(n, args.rate, seconds, relay_args))
     figure, top = best(relayed), best(ceiling)
     print(f"\nthrough the relay {figure:,} calls; phone to phone {top:,} calls; ratio {ratio(figure, top)}; "
           f"target {TARGET_CALLS}: {'met' if figure >= TARGET_CALLS else 'NOT met'}")
     if not args.no_record:
         notes = "; ".join(f"{s.rate:,} calls {'PASS' if s.passed else 'FAIL'}: {s.detail}" for s in relayed)
+        options = " " + " ".join(relay_args) if relay_args else ""
         tops = "; ".join(f"{s.rate:,} {'PASS' if s.passed else 'FAIL'}: {s.detail}" for s in ceiling)
         record(f"media_concurrent: anchored calls (SIPp uac -> DID -> queue -> agents at a SIPp uas, callbridge serve "
-               f"on SQLite, defences on, one userspace rtpengine), RTP 50 packets/s each way per call for "
+               f"on SQLite, defences on, one userspace rtpengine{options}), RTP 50 packets/s each way per call for "
                f"{seconds:g} s from one Python generator, loss < 0.1% at the phones; {notes}; without the relay: "
                f"{tops}; load average {machine_load()}",
                f"{figure:,} calls", f"{top:,} calls{' (the highest tried)' if _all(ceiling) else ''} (the same "

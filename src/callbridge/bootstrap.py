@@ -509,6 +509,14 @@ def _media_metrics(registry: MetricsRegistry, switch: Switch, media_shell: NgShe
         registry.gauge("callbridge_media_relay_up", "1 when the rtpengine relay answers its pings, else 0.",
                        lambda: {f"{host}:{port}": int(r.up) for (host, port), r in relays.relays.items()},
                        label="relay")
-        registry.counter("callbridge_media_ng_total", "ng control protocol counters (sent, retransmissions, "
-                         "replies, timeouts, unparseable, unknown_cookie, wrong_source).",
-                         lambda: dict(relays.client.stats), label="counter")
+        registry.counter("callbridge_media_ng_total", "ng control protocol counters (sent: requests made; queued: "
+                         "of them, those that waited for the relay's window; retransmissions, replies, timeouts, "
+                         "queued_timeouts: time-outs still in the queue; unparseable, unknown_cookie, wrong_source: "
+                         "datagrams dropped).", lambda: dict(relays.client.stats), label="counter")
+        registry.gauge("callbridge_media_ng_outstanding", "ng requests sent to the relay and not answered yet (its "
+                       "window, 64 at most).",
+                       lambda: {f"{host}:{port}": relays.client.outstanding((host, port))[0]
+                                for host, port in relays.relays}, label="relay")
+        registry.gauge("callbridge_media_ng_queued", "ng requests waiting for the relay's window.",
+                       lambda: {f"{host}:{port}": relays.client.queued((host, port)) for host, port in relays.relays},
+                       label="relay")

@@ -84,6 +84,21 @@ async def test_the_agents_answer_stops_the_sound_and_unblocks_the_customer_once(
     assert media.ops[-1] == ("unblock", "c1", "cust", STAND_IN)  # nothing more
 
 
+async def test_a_customer_hanging_up_as_the_agent_answers_ends_the_waiting_without_a_media_failure() -> None:
+    # SIPp's caller in bench/media_cps.py hangs up the moment the agent answers: the call's delete frees the
+    # stand-in and the block, so the unblock is not sent (on a real relay it would find "Unknown call-ID")
+    anchor, media, _ = await waiting(Queue("0042", "q"))
+    media.ops.clear()
+    customer, agent = leg("cust"), leg("agent")
+    await step(anchor.offer, "c1", customer, None, SDP)
+    await step(anchor.answer, "c1", customer, agent, SDP)
+    anchor.leg_ended(customer)
+    await anchor.settle()
+    assert media.ops == [("offer", "c1", "cust", None), ("answer", "c1", "cust", "agent"),
+                         ("stop_playing", "c1", "cust"), ("delete", "c1")]
+    assert anchor.stats["media_failures"] == 0 and not anchor.waiting.placed
+
+
 async def test_a_relay_failing_the_stand_in_is_counted_and_no_183_is_sent() -> None:
     media = FakeMedia()
     media.refusing.add("answer")

@@ -22,7 +22,9 @@ Rules
   stand-in silences the customer toward the agent too until it is lifted; and deleting the stand-in's tag
   (``delete`` with its ``from-tag``) cuts the agent's media toward the customer, so the stand-in stays in the
   relay's call, idle, until the call is deleted. The customer hanging up, or the queue's limit running out, ends the
-  call's media altogether (`ended`).
+  call's media altogether (`ended`). A customer who hangs up while the waiting is being undone (a caller that hangs
+  up the moment the agent answers) ends it too: the call's ``delete`` may reach the relay before the ``unblock
+  media``, which then finds no call ("Unknown call-ID"); that is not a media failure.
 - A relay step that fails is logged and counted (`media_failures`); the customer then hears what its own side plays.
 """
 
@@ -163,9 +165,14 @@ class QueueWaiting:
             await media.stop_playing(conn_id, customer)
         except MediaError as exc:  # nothing was playing any more (an announcement ended the moment it was asked)
             log.debug("call %s: stopping the queue's audio: %s", conn_id, exc)
+        if conn_id not in self.anchor.calls:
+            return  # the customer hung up meanwhile: the call's delete frees its media, stand-in and block included
         try:
             await media.unblock(conn_id, customer, toward=STAND_IN)
         except MediaError as exc:
+            if conn_id not in self.anchor.calls:  # the delete got there first ("Unknown call-ID"): nothing failed
+                log.debug("call %s: unblocking after the queue: the call ended meanwhile (%s)", conn_id, exc)
+                return
             self.anchor.stats["media_failures"] += 1
             log.warning("call %s: the media plane failed to unblock the customer after the queue (%s)", conn_id, exc)
 

@@ -9,6 +9,15 @@ Rules (rtpengine's documentation, "The NG Control Protocol")
 - A request unanswered is resent with the same cookie and bytes after `NgTimers.first`, then at doubling intervals
   capped at `NgTimers.cap` (the shape of RFC 3261 §17.1.2.2 Timer E), until `NgTimers.total` has passed since it was
   first sent: then it ends with `NgTimedOut`. Bounded in time and count.
+- A window per relay (`NgWindow`): at most `max_requests` requests, and `max_bytes` of their datagrams, are out
+  (sent, unanswered) toward one relay at a time; the others wait in that relay's queue, in order, and are sent as
+  replies (or time-outs) free the window. Why: an unbounded burst (a few hundred calls' offers in one loop turn,
+  each queued call's music a ~64 kB ``play media`` blob) overflows the relay's ng socket (rtpengine keeps the
+  kernel's default receive buffer, 208 kB on Linux: three such blobs) and the replies' way back into ours: the
+  kernel drops the datagrams (``RcvbufErrors`` in /proc/net/snmp), and each lost one costs a retransmission
+  `NgTimers.first` later, or a time-out. A request that alone exceeds `max_bytes` is sent when nothing else is
+  out. Health requests (``urgent``: pings) go to the head of the queue, so that a long queue does not make a live
+  relay miss its ping. The time-out counts from the request, queue included: the caller's bound holds.
 - A datagram that does not parse (no cookie, a body that is not a bencoded dictionary), that names a cookie
   nobody waits for (a late reply to a timed-out request, a duplicate), or that comes from another address than the
   request went to, is dropped and counted in `stats`; it never raises.
@@ -28,7 +37,7 @@ from typing import Any
 
 from callbridge.media.bencode import BencodeError, decode, encode
 
-__all__ = ["Address", "NgClient", "NgEvent", "NgReply", "NgTimedOut", "NgTimers"]
+__all__ = ["Address", "NgClient", "NgEvent", "NgReply", "NgTimedOut", "NgTimers", "NgWindow"]
 
 Address = tuple[str, int]
 
@@ -42,6 +51,16 @@ class NgTimers:
     def __post_init__(self) -> None:
         if not 0 < self.first <= self.cap or self.total <= 0:
             raise ValueError(f"NgTimers: need 0 < first <= cap and total > 0, got {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class NgWindow:
+    max_requests: int = 64       # out toward one relay at once (rtpengine answers them with its --num-threads)
+    max_bytes: int = 96 * 1024   # of their datagrams: one 64 kB blob and small commands beside it
+
+    def __post_init__(self) -> None:
+        if self.max_requests < 1 or self.max_bytes < 1:
+            raise ValueError(f"NgWindow: need max_requests >= 1 and max_bytes >= 1, got {self}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +99,18 @@ class _Pending:
     give_up_at: float
     interval: float
     next_at: float = field(default=0.0)
-    sends: int = 1
+    sends: int = 0  # 0 while it waits in its relay's queue
 
 
 class NgClient:
     """Requests to one or more rtpengine relays over ng, matched with their replies by cookie."""
 
-    def __init__(self, rng: random.Random, timers: NgTimers | None = None) -> None:
+    def __init__(self, rng: random.Random, timers: NgTimers | None = None, window: NgWindow | None = None) -> None:
         self.timers = timers or NgTimers()
+        self.window = window or NgWindow()
+        self._out_count: dict[Address, int] = {}   # requests sent and unanswered, per relay
+        self._out_bytes: dict[Address, int] = {}
+        self._queues: dict[Address, deque[_Pending]] = {}  # waiting for the window (lazily cleaned)
         # A prefix per client keeps two clients (two nodes, a restarted node) from sharing cookies on one relay.
         self._prefix = f"{rng.getrandbits(32):08x}"
         self._counter = 0
@@ -96,15 +119,28 @@ class NgClient:
         self._seq = 0
         self._out: list[tuple[bytes, Address]] = []
         self._events: deque[NgEvent] = deque()
-        self.stats = {"sent": 0, "retransmissions": 0, "replies": 0, "timeouts": 0, "unparseable": 0,
-                      "unknown_cookie": 0, "wrong_source": 0}
+        # sent: requests made (queued ones included); queued: those that had to wait for the window; timeouts:
+        # requests ended unanswered (queued_timeouts: of them, those that never left the queue); the last three are
+        # datagrams dropped
+        self.stats = {"sent": 0, "queued": 0, "retransmissions": 0, "replies": 0, "timeouts": 0,
+                      "queued_timeouts": 0, "unparseable": 0, "unknown_cookie": 0, "wrong_source": 0}
 
     @property
     def pending_count(self) -> int:
+        """Requests not yet answered nor timed out, queued ones included."""
         return len(self._pending)
 
-    def request(self, relay: Address, message: dict[str, Any], now: float) -> str:
-        """Queue `message` (a dictionary with at least ``command``) to `relay`; returns its cookie."""
+    def outstanding(self, relay: Address) -> tuple[int, int]:
+        """(requests, bytes) sent to `relay` and not answered yet: what its window holds."""
+        return self._out_count.get(relay, 0), self._out_bytes.get(relay, 0)
+
+    def queued(self, relay: Address) -> int:
+        """Requests waiting for `relay`'s window."""
+        return sum(1 for p in self._queues.get(relay, ()) if p.sends == 0 and p.cookie in self._pending)
+
+    def request(self, relay: Address, message: dict[str, Any], now: float, *, urgent: bool = False) -> str:
+        """Send `message` (a dictionary with at least ``command``) to `relay`, or queue it behind the relay's window
+        (at its head when `urgent`); returns its cookie."""
         command = message.get("command")
         if not isinstance(command, str) or not command:
             raise ValueError(f"an ng message needs a 'command' string, got {command!r}")
@@ -113,16 +149,63 @@ class NgClient:
         datagram = cookie.encode("ascii") + b" " + encode(message)
         pending = _Pending(cookie, relay, command, datagram, give_up_at=now + self.timers.total,
                            interval=self.timers.first)
-        pending.next_at = now + pending.interval
         self._pending[cookie] = pending
-        self._push(min(pending.next_at, pending.give_up_at), cookie)
-        self._out.append((datagram, relay))
         self.stats["sent"] += 1
+        queue = self._queues.setdefault(relay, deque())
+        if not queue and self._fits(relay, len(datagram)):
+            self._send(pending, now)
+            return cookie
+        self.stats["queued"] += 1
+        pending.next_at = pending.give_up_at  # queued: only its time-out is due
+        self._push(pending.give_up_at, cookie)
+        if urgent:
+            queue.appendleft(pending)
+        else:
+            queue.append(pending)
+        self._pump(relay, now)
         return cookie
 
     def cancel(self, cookie: str) -> bool:
-        """Stop waiting for `cookie` (its reply, if it comes, is then counted as unknown)."""
-        return self._pending.pop(cookie, None) is not None
+        """Stop waiting for `cookie` (its reply, if it comes, is then counted as unknown); its place in the window
+        is given to the next queued request at the next `handle_timer` or reply."""
+        pending = self._pending.pop(cookie, None)
+        if pending is None:
+            return False
+        self._done(pending)
+        return True
+
+    def _fits(self, relay: Address, size: int) -> bool:
+        count, used = self._out_count.get(relay, 0), self._out_bytes.get(relay, 0)
+        return count == 0 or (count < self.window.max_requests and used + size <= self.window.max_bytes)
+
+    def _send(self, pending: _Pending, now: float) -> None:
+        relay = pending.relay
+        self._out_count[relay] = self._out_count.get(relay, 0) + 1
+        self._out_bytes[relay] = self._out_bytes.get(relay, 0) + len(pending.datagram)
+        pending.sends = 1
+        pending.next_at = now + pending.interval
+        self._push(min(pending.next_at, pending.give_up_at), pending.cookie)
+        self._out.append((pending.datagram, relay))
+
+    def _done(self, pending: _Pending) -> None:
+        """`pending` left `_pending` (answered, timed out, cancelled): its window share is free again."""
+        if pending.sends:
+            relay = pending.relay
+            self._out_count[relay] -= 1
+            self._out_bytes[relay] -= len(pending.datagram)
+
+    def _pump(self, relay: Address, now: float) -> None:
+        """Send what the relay's window has room for, in queue order."""
+        queue = self._queues.get(relay)
+        while queue:
+            head = queue[0]
+            if head.sends or self._pending.get(head.cookie) is not head:  # timed out or cancelled while queued
+                queue.popleft()
+                continue
+            if not self._fits(relay, len(head.datagram)):
+                return
+            queue.popleft()
+            self._send(head, now)
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         space = data.find(b" ")
@@ -145,9 +228,14 @@ class NgClient:
         if (addr[0], addr[1]) != pending.relay:
             self.stats["wrong_source"] += 1
             return
+        if not pending.sends:  # a reply to a request not sent yet: not ours (a cookie another client reused)
+            self.stats["unknown_cookie"] += 1
+            return
         del self._pending[cookie]
+        self._done(pending)
         self.stats["replies"] += 1
         self._events.append(NgReply(cookie, pending.relay, pending.command, body))
+        self._pump(pending.relay, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         out, self._out = self._out, []
@@ -171,7 +259,10 @@ class NgClient:
             pending = self._pending[entry[2]]
             if now >= pending.give_up_at:
                 del self._pending[pending.cookie]
+                self._done(pending)
                 self.stats["timeouts"] += 1
+                if not pending.sends:
+                    self.stats["queued_timeouts"] += 1
                 self._events.append(NgTimedOut(pending.cookie, pending.relay, pending.command))
                 continue
             self._out.append((pending.datagram, pending.relay))
@@ -180,6 +271,8 @@ class NgClient:
             pending.interval = min(pending.interval * 2, self.timers.cap)
             pending.next_at = now + pending.interval
             self._push(min(pending.next_at, pending.give_up_at), pending.cookie)
+        for relay in self._queues:  # cancelled requests free their share here too
+            self._pump(relay, now)
 
     def _push(self, deadline: float, cookie: str) -> None:
         self._seq += 1

@@ -19,6 +19,8 @@ Rules
   relay that is up (`b2bua/relay_loss.py` re-anchors it there). A command of a call that timed out only takes the
   relay down for new calls: one lost reply, or callbridge's own event loop running late under overload, must not
   end calls; the next ping decides.
+- Health requests jump the queue of each relay's ng window (`NgClient`, ``urgent``): a ping waits for a free slot,
+  never behind a burst of calls' commands.
 - No I/O, no clock: the set wraps one `NgClient` and has the same facade (`receive_datagram`, `datagrams_to_send`,
   `get_timer`, `handle_timer`, `next_event`); health traffic is consumed here, every other reply is passed on.
 """
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from callbridge.media.ng import Address, NgClient, NgEvent, NgReply, NgTimedOut, NgTimers
+from callbridge.media.ng import Address, NgClient, NgEvent, NgReply, NgTimedOut, NgTimers, NgWindow
 
 __all__ = ["Health", "Relay", "RelayChanged", "RelayLost", "RelaySet", "RelayTimers", "features_from_statistics"]
 
@@ -112,12 +114,12 @@ class RelaySet:
     """One or more relays behind one ng client; see the module rules."""
 
     def __init__(self, addresses: Sequence[Address], rng: random.Random, *, ng_timers: NgTimers | None = None,
-                 timers: RelayTimers | None = None) -> None:
+                 timers: RelayTimers | None = None, window: NgWindow | None = None) -> None:
         if not addresses:
             raise ValueError("a relay set needs at least one relay")
         if len(set(addresses)) != len(addresses):
             raise ValueError(f"a relay is named twice in {list(addresses)}")
-        self.client = NgClient(rng, ng_timers)
+        self.client = NgClient(rng, ng_timers, window)
         self.timers = timers or RelayTimers()
         self.relays = {address: Relay(address) for address in addresses}
         self._calls: dict[str, Address] = {}
@@ -182,7 +184,10 @@ class RelaySet:
         for address in self.relays:
             if address not in self._pinging:
                 self._pinging.add(address)
-                self._health_cookies[self.client.request(address, {"command": "ping"}, now)] = address
+                # urgent: ahead of the calls' commands queued behind the window (NgClient), so that a busy relay
+                # that answers is not taken for a lost one
+                cookie = self.client.request(address, {"command": "ping"}, now, urgent=True)
+                self._health_cookies[cookie] = address
         self._next_ping = now + self.timers.ping_interval
 
     def _on_health(self, event: NgEvent, address: Address, now: float) -> None:

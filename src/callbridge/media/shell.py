@@ -11,6 +11,12 @@ One ng socket per address family the relays use, with a port the kernel picks, b
 of that family is on loopback (tests, a relay on the same machine) and on the wildcard address otherwise (the
 kernel picks the source address toward the relay); a reply is taken only from the relay its cookie was sent to
 (`NgClient`). Relays are IP literals (callbridge never resolves names).
+
+The socket asks for a receive buffer of `RECEIVE_BUFFER` (SO_RCVBUF, which Linux caps at
+``net.core.rmem_max``; SO_RCVBUFFORCE first, which passes the cap when the process may: CAP_NET_ADMIN). The replies
+of a full window arrive together while the event loop is busy with other work; the kernel's default (208 kB, of
+which a loopback datagram of a few hundred bytes takes over 1 kB) would drop them, and each dropped reply costs a
+retransmission. What the kernel granted is `receive_buffer` (Linux reports twice the size asked: its bookkeeping).
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ from callbridge.media.relays import Health, RelayChanged, RelayLost, RelaySet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NgCommandFailed", "NgShell", "NgTimeout", "bind_addresses"]
+__all__ = ["RECEIVE_BUFFER", "NgCommandFailed", "NgShell", "NgTimeout", "bind_addresses", "ng_socket"]
+
+RECEIVE_BUFFER = 4 * 1024 * 1024
+READ_BATCH = 256  # datagrams read per wake-up of the socket, at most (then the loop's other work gets its turn)
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # <asm-generic/socket.h>
 
 
 class NgTimeout(Exception):
@@ -60,21 +70,29 @@ def bind_addresses(relay_hosts: list[str]) -> dict[int, str]:
     return out
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, shell: NgShell) -> None:
-        self.shell = shell
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.shell._received(data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:  # ICMP unreachable: the retransmissions time out on their own
-        log.debug("ng socket error: %s", exc)
+def ng_socket(family: int, host: str, receive_buffer: int = RECEIVE_BUFFER) -> socket.socket:
+    """A non-blocking UDP socket bound to (`host`, a port the kernel picks), its receive buffer enlarged (see the
+    module docstring)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, receive_buffer)
+        except OSError:  # not permitted (no CAP_NET_ADMIN) or not Linux: the capped request
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.bind((host, 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class NgShell:
-    def __init__(self, relays: RelaySet) -> None:
+    def __init__(self, relays: RelaySet, *, receive_buffer: int = RECEIVE_BUFFER) -> None:
         self.relays = relays
-        self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self.receive_buffer_asked = receive_buffer
+        self.receive_buffer = 0  # what the kernel granted (the smallest over the sockets), once started
+        self._sockets: dict[int, socket.socket] = {}
         self._waiting: dict[str, asyncio.Future[NgReply]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,9 +104,11 @@ class NgShell:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for family, host in sorted(bind_addresses([host for host, _ in self.relays.relays]).items()):
-            transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self), local_addr=(host, 0), family=family)
-            self._transports[family] = transport
+            sock = ng_socket(family, host, self.receive_buffer_asked)
+            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            self.receive_buffer = min(self.receive_buffer, granted) if self.receive_buffer else granted
+            self._sockets[family] = sock
+            self._loop.add_reader(sock.fileno(), self._readable, sock)
         self.relays.start(self._loop.time())
         self._drain()
 
@@ -112,9 +132,24 @@ class NgShell:
             raise NgCommandFailed(relay, reply.command, reply.error_reason)
         return reply.reply
 
-    def _received(self, data: bytes, addr: Address) -> None:
-        self.relays.receive_datagram(data, addr, self.now())
-        self._drain()
+    def _readable(self, sock: socket.socket) -> None:
+        """Every reply waiting in the socket (up to `READ_BATCH`), then one drain: asyncio's datagram transport reads
+        one datagram per loop iteration, so a loop busy with SIP would take the replies of a full window one
+        iteration at a time, each followed by a drain of its own."""
+        now = self.now()
+        got = 0
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # ICMP unreachable reported on the socket: the retransmissions time out anyway
+                log.debug("ng socket error: %s", exc)
+                continue
+            self.relays.receive_datagram(data, (addr[0], addr[1]), now)
+            got += 1
+        if got:
+            self._drain()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -155,9 +190,13 @@ class NgShell:
             else:
                 future.set_result(event)
         for data, addr in self.relays.datagrams_to_send():
-            transport = self._transports.get(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
-            if transport is not None:
-                transport.sendto(data, addr)
+            sock = self._sockets.get(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
+            if sock is None:
+                continue
+            try:
+                sock.sendto(data, addr)
+            except OSError as exc:  # a full send buffer or an ICMP error: a retransmission or the time-out follows
+                log.debug("ng send to %s:%d failed: %s", addr[0], addr[1], exc)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -172,7 +211,9 @@ class NgShell:
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
-        for transport in self._transports.values():
-            with contextlib.suppress(Exception):
-                transport.close()
-        self._transports.clear()
+        for sock in self._sockets.values():
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
