@@ -88,5 +88,6 @@ async def test_sip_histograms_and_operation_gauges_of_a_real_node(tmp_path: Path
     serve_only = {"callbridge_http_connections": "gauge"}  # registered by `callbridge serve` over uvicorn
     # registered only when --rtpengine names a relay (this node has none; bootstrap._media_metrics, _media_watch)
     relay_only = {"callbridge_media_relay_up": "gauge", "callbridge_media_ng_total": "counter",
-                  "callbridge_media_watch_total": "counter"}
+                  "callbridge_media_watch_total": "counter", "callbridge_media_ng_outstanding": "gauge",
+                  "callbridge_media_ng_queued": "gauge"}
     assert {name: family.type for name, family in ended.items()} | serve_only | relay_only == documented
