@@ -147,6 +147,18 @@ def relay_port(call: Call, relay: Rtpengine) -> int:
     return port
 
 
+def two_nodes_on(world: World, relay: Rtpengine, tmp_path: Path) -> tuple[Serve, Serve]:
+    """Nodes a and b (started, ready) with `relay` as their media relay."""
+    relay_arg = ("--rtpengine", f"udp:{relay.host}:{relay.ng_port}")
+    nodes = []
+    for name, host in (("a", NODE_A), ("b", NODE_B)):
+        serve = Serve(name, host, world.url, tmp_path, lease_seconds=LEASE, extra_args=relay_arg)
+        world.nodes.append(serve)
+        serve.wait_ready()
+        nodes.append(serve)
+    return nodes[0], nodes[1]
+
+
 @pytest.mark.timeout(240)
 async def test_kill_9_of_a_node_with_anchored_calls_keeps_them_anchored_on_the_shared_relay(
         postgres_url: str, tmp_path: Path) -> None:
@@ -318,14 +330,7 @@ async def test_a_handover_carries_an_anchored_call_whose_hold_transfer_and_end_u
 
     with Rtpengine(host=RELAY_HOST, workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
         ng = Ng(relay)
-        relay_arg = ("--rtpengine", f"udp:{relay.host}:{relay.ng_port}")
-        nodes = []
-        for name, host in (("a", NODE_A), ("b", NODE_B)):
-            serve = Serve(name, host, world.url, tmp_path, lease_seconds=LEASE, extra_args=relay_arg)
-            world.nodes.append(serve)
-            serve.wait_ready()
-            nodes.append(serve)
-        a, b = nodes
+        a, b = two_nodes_on(world, relay, tmp_path)
         agent = await world.agent("1001", a, media=True)
         target = await world.agent("1002", a, media=True)
         customer, call, agent_call, conn_id = await connected_call(world, a, media=True)
@@ -384,14 +389,7 @@ async def test_a_call_held_and_muted_at_a_kill_9_is_adopted_held_and_muted(world
     from callbridge.phone import Resumed
 
     with Rtpengine(host=RELAY_HOST, workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
-        relay_arg = ("--rtpengine", f"udp:{relay.host}:{relay.ng_port}")
-        nodes = []
-        for name, host in (("a", NODE_A), ("b", NODE_B)):
-            serve = Serve(name, host, world.url, tmp_path, lease_seconds=LEASE, extra_args=relay_arg)
-            world.nodes.append(serve)
-            serve.wait_ready()
-            nodes.append(serve)
-        a, b = nodes
+        a, b = two_nodes_on(world, relay, tmp_path)
         await world.agent("1001", a, media=True)
         customer, call, agent_call, _ = await connected_call(world, a, media=True)
         call.rtp.play_tone(CUSTOMER_HZ)
