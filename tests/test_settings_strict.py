@@ -70,6 +70,9 @@ BAD = [
     ([], {"CALLBRIDGE_RTPENGINE_PING_SECONDS": "0"}, "error: rtpengine_ping_seconds: '0' is not more than 0"),
     ([], {"CALLBRIDGE_RTPENGINE_PING_SECONDS": "often"},
      "error: rtpengine_ping_seconds: 'often' is not a number"),
+    ([], {"CALLBRIDGE_RTPENGINE_PINGS_TO_LOSE": "0"}, "error: rtpengine_pings_to_lose: '0' is not at least 1"),
+    ([], {"CALLBRIDGE_RTPENGINE_PINGS_TO_LOSE": "1.5"},
+     "error: rtpengine_pings_to_lose: '1.5' is not a whole number"),
     (["--allowed-networks", "example.com"], {},
      "error: allowed_networks: 'example.com' is not a network ('example.com' does not appear to be an IPv4 or IPv6 "
      "network)"),

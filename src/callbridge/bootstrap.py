@@ -477,7 +477,8 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
     if not settings.rtpengine:
         return None, None
     shell = NgShell(RelaySet(settings.rtpengine_relays, rng or random.Random(),
-                             timers=RelayTimers(ping_interval=settings.rtpengine_ping_seconds)))
+                             timers=RelayTimers(ping_interval=settings.rtpengine_ping_seconds,
+                                                 pings_to_lose=settings.rtpengine_pings_to_lose)))
     spool = Path(settings.rtpengine_recording_dir) if settings.rtpengine_recording_dir is not None else None
     await shell.start()
     return shell, RtpengineMedia(shell, recording_dir=spool)

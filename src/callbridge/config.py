@@ -240,9 +240,11 @@ class Settings:
     # "Dead media"). A party on hold or muted (it was told not to send) is not judged. 0 turns it off.
     media_timeout_seconds: float = 60.0
     # How often each relay is pinged. A relay that leaves a ping unanswered through the ng retransmissions (4 s) is
-    # down: a new call goes to another relay, and the calls it held are re-anchored on another relay or ended
-    # (docs/operations.md, "A relay that dies mid-call"): detection within this plus 4 s.
+    # down for new calls; after `rtpengine_pings_to_lose` such pings in a row (or when its uptime shows it
+    # restarted), the calls it held are re-anchored on another relay or ended (docs/operations.md, "A relay that
+    # dies mid-call"): detection within that many times this plus 4 s.
     rtpengine_ping_seconds: float = 5.0
+    rtpengine_pings_to_lose: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sip_host", _ip("sip_host", self.sip_host))
@@ -290,6 +292,14 @@ class Settings:
         if ping <= 0:
             raise ConfigError(f"rtpengine_ping_seconds: {self.rtpengine_ping_seconds!r} is not more than 0")
         object.__setattr__(self, "rtpengine_ping_seconds", ping)
+        try:
+            pings_to_lose = int(str(self.rtpengine_pings_to_lose))
+        except ValueError:
+            raise ConfigError(f"rtpengine_pings_to_lose: {self.rtpengine_pings_to_lose!r} is not a whole number") \
+                from None
+        if pings_to_lose < 1:
+            raise ConfigError(f"rtpengine_pings_to_lose: {self.rtpengine_pings_to_lose!r} is not at least 1")
+        object.__setattr__(self, "rtpengine_pings_to_lose", pings_to_lose)
         object.__setattr__(self, "directory_poll_seconds",
                            _seconds("directory_poll_seconds", self.directory_poll_seconds))
         object.__setattr__(self, "registration_min_expires", _min_expires(self.registration_min_expires))

@@ -128,7 +128,12 @@ def test_a_cluster_on_sqlite_is_refused(tmp_path) -> None:
 
 
 def test_a_released_lease_is_named_for_kamailio_sync_to_keep_its_last_owners_keys(cluster_engine: Engine) -> None:
-    from callbridge.cluster.kamailio import released_keys
+    from callbridge.cluster.kamailio import render_tables
+
+    def released_keys(conn):
+        tables = render_tables(conn)
+        assert not tables.released & tables.owners.keys()
+        return set(tables.released)
 
     with cluster_engine.begin() as conn:
         epoch = leases.take(conn, "0042", "a", 3.0)

@@ -38,8 +38,10 @@ from peers.rtpengine import Rtpengine  # noqa: E402
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 
 AGENT_HZ, CUSTOMER_HZ = 1000.0, 700.0
-PING = 0.5  # rtpengine_ping_seconds: a dead relay is seen within this plus the ng client's 4 s
-DETECTED = PING + 4.0
+PING = 0.5  # rtpengine_ping_seconds
+# a dead relay's calls are lost at its second ping unanswered in a row (rtpengine_pings_to_lose's default): each
+# ping waits up to PING to be sent, then the ng client's 4 s of retransmissions
+DETECTED = 2 * (PING + 4.0)
 SLACK = 2.0  # the re-INVITEs or BYEs, and a loop slowed by a machine shared with other tests
 SETTLE = 0.3
 
@@ -172,3 +174,70 @@ async def test_a_relay_killed_mid_call_with_no_other_relay_ends_the_call_with_en
             (w.conn_id, "system", "relay_lost")]
         assert 'callbridge_media_calls_total{outcome="relay_lost"} 1' in w.node.metrics.render()
         assert 'callbridge_media_relay_up{relay="' in w.node.metrics.render()
+
+
+async def test_a_relay_stopped_for_one_ping_series_keeps_its_call_and_the_call_keeps_its_audio(
+        tmp_path: Path) -> None:
+    """A relay too busy to answer one ping series (a SIGSTOP of 6 s: the first ping within it times out after the
+    ng client's 4 s; the next one is answered once the relay runs again): down for new calls meanwhile, its call
+    untouched (rtpengine_pings_to_lose 2), and the parties hear each other through it afterwards.
+    The phones pause their RTP while the relay is stopped: rtpengine 10.5 stops reading for good a media socket
+    on which it found more than 50 datagrams queued at five wake-ups (daemon/media_socket.c, MAX_RECV_ITERS and
+    MAX_RECV_LOOP_STRIKES), which 6 s of a party's 50 packets a second do; that is the relay's own loss, whatever
+    callbridge does (docs/peers.md)."""
+    async with world(tmp_path, 1) as w:
+        assert_tone(await listen(w.customer, w.call, 1.0), AGENT_HZ)
+        relay = w.relays[0]
+        assert relay.pid is not None and w.call.rtp is not None and w.agent_call.rtp is not None
+        shell = w.node.media_shell
+        assert shell is not None
+        w.call.rtp.stop()
+        w.agent_call.rtp.stop()
+        os.kill(relay.pid, signal.SIGSTOP)
+        try:
+            await until(lambda: not shell.relays.relays[relay.ng_address].up, timeout=PING + 4.0 + SLACK,
+                        what="the stopped relay down for new calls")
+            assert shell.relays.relays[relay.ng_address].pings_failed == 1
+            await asyncio.sleep(6.0 - (PING + 4.0) + 0.5)
+        finally:
+            os.kill(relay.pid, signal.SIGCONT)
+        await until(lambda: shell.relays.relays[relay.ng_address].up, timeout=PING + 4.0 + SLACK,
+                    what="the relay up again")
+        w.call.rtp.play_tone(CUSTOMER_HZ)
+        w.agent_call.rtp.play_tone(AGENT_HZ)
+        anchor = w.node.switch.anchor
+        assert (anchor.stats["relay_lost"], anchor.stats["reanchored"]) == (0, 0)
+        assert shell.relays.relay_of(w.conn_id) is not None and anchor.anchored(w.conn_id)
+        assert_tone(await listen(w.customer, w.call, 1.0), AGENT_HZ)  # through the same relay as before
+        assert_tone(await listen(w.agent, w.agent_call, 1.0), CUSTOMER_HZ)
+        assert w.node.service.get_agent(OP, "1001").conn_id == w.conn_id
+        assert 'callbridge_media_calls_total{outcome="relay_lost"} 0' in w.node.metrics.render()
+
+
+async def test_a_relay_restarted_between_two_pings_is_seen_by_its_uptime_and_its_call_re_anchored(
+        tmp_path: Path) -> None:
+    """A relay killed and started again on the same ports at once (as a supervisor restarts it): it may answer
+    every ping, but it knows no call; its uptime, lower than before, tells. The call is re-anchored."""
+    async with world(tmp_path, 2) as w:
+        first = relay_of(w)
+        shell = w.node.media_shell
+        assert shell is not None
+        await asyncio.sleep(1.5 + PING)  # the relay reported an uptime of at least 1 s
+        assert (shell.relays.relays[first.ng_address].uptime or 0) >= 1
+        assert_tone(await listen(w.customer, w.call, 0.5), AGENT_HZ)
+        kill(first)
+        proc = first._proc
+        assert proc is not None
+        proc.wait(5)
+        loop = asyncio.get_running_loop()
+        restarted = loop.time()
+        first.start()
+        anchor = w.node.switch.anchor
+        await until(lambda: anchor.stats["reanchored"] == 1, timeout=DETECTED + 2 * SLACK, what="the call re-anchored")
+        assert loop.time() - restarted <= DETECTED + SLACK
+        assert anchor.stats["relay_lost"] == 0
+        # it hears the agent again, through whichever relay took it (the restarted one is up and holds no call)
+        assert_tone(await listen(w.customer, w.call, 1.5), AGENT_HZ)
+        assert_tone(await listen(w.agent, w.agent_call, 1.0), CUSTOMER_HZ)
+        await w.call.hangup()
+        await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=5)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from callbridge.media.bencode import decode, encode
 from callbridge.media.ng import NgReply, NgTimedOut, NgTimers
 from callbridge.media.relays import (
@@ -14,6 +16,7 @@ from callbridge.media.relays import (
     RelaySet,
     RelayTimers,
     features_from_statistics,
+    uptime_from_statistics,
 )
 
 A = ("127.0.0.1", 22222)
@@ -62,27 +65,96 @@ def test_a_relay_is_down_until_its_first_pong_then_up_with_its_features() -> Non
     assert relay.up and relay.supports("play media") and not relay.supports("pause recording")
 
 
-def test_a_silent_relay_goes_down_and_comes_back() -> None:
+def test_a_silent_relay_goes_down_at_its_first_failed_ping_is_lost_at_the_second_and_comes_back() -> None:
     relays = RelaySet([A], random.Random(1), ng_timers=NgTimers(first=0.5, cap=1.0, total=2.0),
                       timers=RelayTimers(ping_interval=5.0))
     relays.start(0.0)
     answer_all(relays, 0.0)
     answer_all(relays, 0.0)
     now, changes = 0.0, []
-    while now < 12.0:  # pings at 5 and 10 go unanswered (each times out 2 s later)
+    while now < 17.0:  # pings at 5, 10 and 15 go unanswered (each times out 2 s later)
         now = relays.get_timer()
         relays.handle_timer(now)
         changes += [(now, e) for e in answer_all(relays, now, silent={A})]
-    # the first failed ping: the relay's calls are lost, and it is down; the second adds nothing
-    assert changes == [(7.0, RelayLost(A)), (7.0, RelayChanged(A, Health.DOWN))]
-    assert relays.relays[A].pings_failed == 2
+    # the first failed ping: down for new calls only; the second: its calls are lost; the third adds nothing
+    assert changes == [(7.0, RelayChanged(A, Health.DOWN)), (12.0, RelayLost(A))]
+    assert relays.relays[A].pings_failed == 3
     assert relays.assign("c1") is None
-    while now < 15.0:
+    while now < 20.0:
         now = relays.get_timer()
         relays.handle_timer(now)
         changes += [(now, e) for e in answer_all(relays, now)]
-    assert changes[2:] == [(15.0, RelayChanged(A, Health.UP))]
+    assert changes[2:] == [(20.0, RelayChanged(A, Health.UP))]
     assert relays.assign("c1") is not None
+
+
+def run_pings(relays: RelaySet, until: float, now: float, *, silent_between: tuple[float, float] = (0.0, 0.0),
+              uptime_at=lambda now: now) -> tuple[float, list]:
+    """Drive the set's timers up to `until`; the relay is silent within `silent_between` and reports an uptime of
+    `uptime_at(now)` in its statistics."""
+    changes: list = []
+
+    def answer() -> None:
+        silent = {A} if silent_between[0] <= now < silent_between[1] else set()
+        stats = {**STATISTICS, "statistics": {**STATISTICS["statistics"],
+                                              "totalstatistics": {"uptime": str(int(uptime_at(now)))}}}
+        changes.extend((now, e) for e in answer_all(relays, now, silent=silent, stats=stats))
+
+    answer()
+    while now < until:
+        now = relays.get_timer()
+        relays.handle_timer(now)
+        answer()
+    return now, changes
+
+
+def test_one_failed_ping_series_of_a_busy_relay_takes_it_down_for_new_calls_but_keeps_its_calls() -> None:
+    relays = RelaySet([A], random.Random(1), ng_timers=NgTimers(first=0.5, cap=1.0, total=2.0),
+                      timers=RelayTimers(ping_interval=5.0))
+    relays.start(0.0)
+    now, changes = run_pings(relays, 0.0, 0.0)
+    assert changes == [(0.0, RelayChanged(A, Health.UP))]
+    assert relays.assign("c1").address == A
+    # the ping at 5 goes unanswered (a relay busy with RTP), the one at 10 is answered: same process, uptime on
+    now, changes = run_pings(relays, 12.0, now, silent_between=(5.0, 7.5))
+    assert changes == [(7.0, RelayChanged(A, Health.DOWN)), (10.0, RelayChanged(A, Health.UP))]
+    assert relays.calls_on(A) == ["c1"] and relays.relays[A].uptime == 10.0
+
+
+def test_a_relay_that_restarted_between_two_pings_is_lost_though_no_ping_failed() -> None:
+    relays = RelaySet([A], random.Random(1), timers=RelayTimers(ping_interval=5.0))
+    relays.start(0.0)
+    now, changes = run_pings(relays, 6.0, 0.0, uptime_at=lambda now: 100 + now)
+    assert changes == [(0.0, RelayChanged(A, Health.UP))] and relays.relays[A].uptime == 105.0
+    relays.assign("c1")
+    # restarted at 7 by its supervisor: it answers the ping at 10 with an uptime of 3 s, and knows no call
+    now, changes = run_pings(relays, 16.0, now, uptime_at=lambda now: now - 7)
+    assert changes == [(10.0, RelayLost(A))]
+    assert relays.relays[A].up and relays.calls_on(A) == ["c1"]  # listed for b2bua/relay_loss.py to move
+
+
+def test_a_restart_detected_after_the_outage_that_already_lost_the_calls_is_not_declared_twice() -> None:
+    relays = RelaySet([A], random.Random(1), ng_timers=NgTimers(first=0.5, cap=1.0, total=2.0),
+                      timers=RelayTimers(ping_interval=5.0))
+    relays.start(0.0)
+    now, _ = run_pings(relays, 0.0, 0.0, uptime_at=lambda now: 100 + now)
+    now, changes = run_pings(relays, 20.0, now, silent_between=(5.0, 17.5), uptime_at=lambda now: now - 16)
+    assert changes == [(7.0, RelayChanged(A, Health.DOWN)), (12.0, RelayLost(A)),
+                       (20.0, RelayChanged(A, Health.UP))]
+    # and the next outage is a new one: lost again after its own failed pings
+    now, changes = run_pings(relays, 32.0, now, silent_between=(25.0, 40.0), uptime_at=lambda now: now - 16)
+    assert changes == [(27.0, RelayChanged(A, Health.DOWN)), (32.0, RelayLost(A))]
+
+
+def test_uptime_is_read_from_the_statistics_reply() -> None:
+    assert uptime_from_statistics(decode(encode({"statistics": {"totalstatistics": {"uptime": "42"}}}))) == 42.0
+    assert uptime_from_statistics({"statistics": {"totalstatistics": {"uptime": b"x"}}}) is None
+    assert uptime_from_statistics({"result": b"ok"}) is None
+
+
+def test_pings_to_lose_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="pings_to_lose must be at least 1"):
+        RelayTimers(pings_to_lose=0)
 
 
 def test_calls_stick_to_their_relay_and_new_ones_go_to_the_least_loaded() -> None:

@@ -2,10 +2,11 @@
 (docs/operations.md, "A relay that dies mid-call").
 
 Rules
-- Detection is the relay set's (`media/relays.py`): a ``ping`` unanswered through the ng client's bounded
-  retransmissions (every `rtpengine_ping_seconds`) is a relay lost; the shell hands that to `lost` with the calls
-  the relay held. A command that timed out (a media watch ``query`` among them) only keeps new calls off the relay
-  until its next ping: under overload callbridge's own loop may read a reply too late, and that must not end calls.
+- Detection is the relay set's (`media/relays.py`): `rtpengine_pings_to_lose` ``ping``s in a row unanswered
+  through the ng client's bounded retransmissions (one every `rtpengine_ping_seconds`), or an uptime gone back (a
+  restart), is a relay lost; the shell hands that to `lost` with the calls the relay held. A command that timed
+  out (a media watch ``query`` among them), or one failed ping, only keeps new calls off the relay until its next
+  pong: under overload callbridge's own loop may read a reply too late, and that must not end calls.
   rtpengine keeps its calls in memory only, so a lost relay's calls have no media whatever happens next: the
   parties send to ports nobody reads.
 - Re-anchored when another relay is up and the call is two parties talking: the customer and the party its media

@@ -51,33 +51,41 @@ def render_config(settings: ProxySettings) -> str:
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), TEMPLATE.read_text(encoding="utf-8"))
 
 
-def render_tables(conn: Connection) -> tuple[str, dict[str, int]]:
-    """The dispatcher list and the owners (key -> slot), from the cluster's tables. An operation whose lease was
-    released (a handover: nobody holds it until the target's next round) has no owner here; `sync_once` leaves
-    its keys as they are (see `released_keys`)."""
+_LEASE_KEYS = text("""
+SELECT 'd:' || o.sip_domain AS key, n.slot, l.node_id IS NULL AS released
+FROM cluster_leases l JOIN operations o ON o.id = l.operation_id LEFT JOIN cluster_nodes n ON n.node_id = l.node_id
+UNION ALL
+SELECT 'n:' || d.number AS key, n.slot, l.node_id IS NULL AS released
+FROM dids d JOIN cluster_leases l ON l.operation_id = d.operation_id LEFT JOIN cluster_nodes n ON n.node_id = l.node_id
+ORDER BY key
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """What Kamailio routes by, read from PostgreSQL in one statement (one snapshot)."""
+
+    dispatcher: str  # dispatcher.list: one set per node, numbered by its slot
+    owners: dict[str, int]  # "d:<domain>" / "n:<DID>" -> slot of the lease's holder
+    released: frozenset[str]  # keys of leases that name no node: released, not taken yet
+
+
+def render_tables(conn: Connection) -> Tables:
+    """The dispatcher list, the owners, and the keys of released leases. An operation whose lease was released (a
+    handover: nobody holds it until the target's next round) has no owner here; `sync_once` leaves its keys as
+    they are. Owners and released keys come from one statement: read in two, a lease taken between them was in
+    neither, and its keys were deleted until the next sync (404 for the operation's new calls meanwhile)."""
+    owners: dict[str, int] = {}
+    released: set[str] = set()
+    for key, slot, free in conn.execute(_LEASE_KEYS):
+        if free:
+            released.add(key)
+        elif slot is not None:
+            owners[key] = int(slot)
+    # the nodes after the leases: every slot an owner names is in the list (a node that joined in between too)
     nodes = conn.execute(text("SELECT slot, sip_host, sip_port FROM cluster_nodes ORDER BY slot")).all()
     dispatcher = "".join(f"{slot} sip:{host}:{port} 0 0\n" for slot, host, port in nodes)
-    owners: dict[str, int] = {}
-    for domain, slot in conn.execute(text("""
-            SELECT o.sip_domain, n.slot FROM cluster_leases l JOIN operations o ON o.id = l.operation_id
-            JOIN cluster_nodes n ON n.node_id = l.node_id ORDER BY o.sip_domain""")):
-        owners[f"d:{domain}"] = int(slot)
-    for number, slot in conn.execute(text("""
-            SELECT d.number, n.slot FROM dids d JOIN cluster_leases l ON l.operation_id = d.operation_id
-            JOIN cluster_nodes n ON n.node_id = l.node_id ORDER BY d.number""")):
-        owners[f"n:{number}"] = int(slot)
-    return dispatcher, owners
-
-
-def released_keys(conn: Connection) -> set[str]:
-    """The keys of operations whose lease row names no node: released by their last owner, not taken yet."""
-    keys = {f"d:{domain}" for (domain,) in conn.execute(text(
-        "SELECT o.sip_domain FROM cluster_leases l JOIN operations o ON o.id = l.operation_id "
-        "WHERE l.node_id IS NULL"))}
-    keys |= {f"n:{number}" for (number,) in conn.execute(text(
-        "SELECT d.number FROM dids d JOIN cluster_leases l ON l.operation_id = d.operation_id "
-        "WHERE l.node_id IS NULL"))}
-    return keys
+    return Tables(dispatcher, owners, frozenset(released))
 
 
 def write_file(path: Path, content: str) -> bool:
@@ -124,15 +132,16 @@ def _dumped(result: object) -> dict[str, int]:
 
 def sync_once(conn: Connection, tables: Path, rpc_address: tuple[str, int]) -> bool:
     """Bring Kamailio's dispatcher list and owners in step with PostgreSQL; whether anything changed."""
-    dispatcher, owners = render_tables(conn)
-    changed = write_file(tables / "dispatcher.list", dispatcher)
+    rendered = render_tables(conn)
+    owners = rendered.owners
+    changed = write_file(tables / "dispatcher.list", rendered.dispatcher)
     if changed:
         rpc(rpc_address, "dispatcher.reload")
     current = _dumped(rpc(rpc_address, "htable.dump", "owners"))
     # A released lease keeps its last owner's slot until the target takes it (within a round): the old owner
     # answers new calls 503 Retry-After and hands requests within its calls on, where a missing key would answer
     # 404 for the operation's calls in that moment.
-    for key in sorted(set(current) - set(owners) - released_keys(conn)):
+    for key in sorted(set(current) - set(owners) - rendered.released):
         rpc(rpc_address, "htable.delete", "owners", key)
         changed = True
     for key, slot in sorted(owners.items()):

@@ -8,17 +8,22 @@ Rules
 - Health: every relay is pinged (``ping`` -> ``pong``) every `RelayTimers.ping_interval`; a ping that times out
   (`NgClient`'s bounded retransmissions) marks the relay down, the next ``pong`` marks it up. A relay starts as
   unknown, which `assign` treats as down until its first pong: a call is never offered to a relay never heard from.
-- Features: right after each pong that follows a down (or unknown) state, the relay is asked for ``statistics``;
+- Features: right after each pong the relay is asked for ``statistics``;
   rtpengine 10.5 names there every command it implements (``min<command>delay`` in ``intervalstatistics``), so
   ``"pause recording" in relay.features`` is false on 10.5 and true on a release that has it. The reply also gives
   the relay's media interfaces and port range. A relay whose statistics never came has no features: callers that
   need one treat it as absent.
-- A relay that fails its health check (`RelayLost`: a ping unanswered through every retransmission, once per
-  series of failed pings) is taken to have lost its calls' media (rtpengine keeps its calls in memory only): the
-  calls it held are listed by `calls_on`, and `release` lets one go so that its next offer is assigned afresh, to a
-  relay that is up (`b2bua/relay_loss.py` re-anchors it there). A command of a call that timed out only takes the
-  relay down for new calls: one lost reply, or callbridge's own event loop running late under overload, must not
-  end calls; the next ping decides.
+- A relay is taken to have lost its calls' media (`RelayLost`, once per outage; rtpengine keeps its calls in
+  memory only) when it restarted, or when it failed `RelayTimers.pings_to_lose` health checks in a row (a ping
+  unanswered through every retransmission). One failed check only takes it down for new calls: a relay busy
+  forwarding hundreds of calls' RTP can leave one ping series unanswered for seconds and still carry every call,
+  and ending them all for that would turn a slow moment into an outage. A restart is told by the relay's uptime:
+  every pong is followed by a ``statistics`` request, and a relay whose ``uptime`` is less than the one it
+  reported before restarted in between, whether or not a ping failed (a relay restarted by its supervisor within
+  a ping interval answers the next ping and knows none of its calls).
+  The calls it held are listed by `calls_on`, and `release` lets one go so that its next offer is assigned afresh,
+  to a relay that is up (`b2bua/relay_loss.py` re-anchors it there). A command of a call that timed out only takes
+  the relay down for new calls, as one failed check does; the pings decide.
 - Health requests jump the queue of each relay's ng window (`NgClient`, ``urgent``): a ping waits for a free slot,
   never behind a burst of calls' commands.
 - No I/O, no clock: the set wraps one `NgClient` and has the same facade (`receive_datagram`, `datagrams_to_send`,
@@ -36,7 +41,8 @@ from typing import Any
 
 from callbridge.media.ng import Address, NgClient, NgEvent, NgReply, NgTimedOut, NgTimers, NgWindow
 
-__all__ = ["Health", "Relay", "RelayChanged", "RelayLost", "RelaySet", "RelayTimers", "features_from_statistics"]
+__all__ = ["Health", "Relay", "RelayChanged", "RelayLost", "RelaySet", "RelayTimers", "features_from_statistics",
+           "uptime_from_statistics"]
 
 # What every ng relay answers whatever its version: the protocol's core (rtpengine's ng protocol document).
 CORE_COMMANDS = frozenset({"ping", "offer", "answer", "delete", "query", "list", "statistics"})
@@ -51,10 +57,13 @@ class Health(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class RelayTimers:
     ping_interval: float = 5.0
+    pings_to_lose: int = 2  # failed health checks in a row before the relay's calls are taken for lost
 
     def __post_init__(self) -> None:
         if self.ping_interval <= 0:
             raise ValueError("RelayTimers.ping_interval must be positive")
+        if self.pings_to_lose < 1:
+            raise ValueError("RelayTimers.pings_to_lose must be at least 1")
 
 
 @dataclass(slots=True)
@@ -65,6 +74,8 @@ class Relay:
     interfaces: tuple[tuple[str, str], ...] = ()   # (name, address) as the relay reports them
     calls: int = 0
     pings_failed: int = 0
+    uptime: float | None = None  # seconds the relay had been running at its last statistics
+    lost_declared: bool = False  # RelayLost was given for the current outage
 
     @property
     def up(self) -> bool:
@@ -88,6 +99,19 @@ class RelayLost:
     lost their media (see the module rules)."""
 
     address: Address
+
+
+def uptime_from_statistics(reply: dict[str, Any]) -> float | None:
+    """The relay's uptime in seconds from its ``statistics`` reply (``totalstatistics.uptime``), None if absent."""
+    stats = reply.get("statistics")
+    total = stats.get("totalstatistics") if isinstance(stats, dict) else None
+    value = total.get("uptime") if isinstance(total, dict) else None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def features_from_statistics(reply: dict[str, Any]) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
@@ -195,6 +219,7 @@ class RelaySet:
         if isinstance(event, NgReply) and event.command == "statistics":
             if event.ok:
                 relay.features, relay.interfaces = features_from_statistics(event.reply)
+                self._check_restart(relay, uptime_from_statistics(event.reply))
             return
         if isinstance(event, NgTimedOut) and event.command == "statistics":
             return
@@ -205,14 +230,31 @@ class RelaySet:
             if relay.health is not Health.UP:
                 relay.health = Health.UP
                 self._events.append(RelayChanged(address, Health.UP))
-                self._health_cookies[self.client.request(address, {"command": "statistics"}, now)] = address
+            self._health_cookies[self.client.request(address, {"command": "statistics"}, now)] = address
         else:
             relay.pings_failed += 1
             if relay.pings_failed == 1:
-                self._events.append(RelayLost(address))
+                relay.lost_declared = False  # a new outage
+            if relay.pings_failed == self.timers.pings_to_lose:
+                self._declare_lost(relay)
             if relay.health is not Health.DOWN:
                 relay.health = Health.DOWN
                 self._events.append(RelayChanged(address, Health.DOWN))
+
+    def _check_restart(self, relay: Relay, uptime: float | None) -> None:
+        if uptime is None:
+            return
+        # One process's uptime never goes back; a new process's starts at 0. (Comparing start times computed on our
+        # clock would take a reply that waited in a busy loop for a restart.)
+        if relay.uptime is not None and uptime < relay.uptime:
+            self._declare_lost(relay)  # it restarted since it last reported: it knows none of its calls
+        relay.uptime = uptime
+        relay.lost_declared = False  # the outage, if any, is over: it answers and we know where it stands
+
+    def _declare_lost(self, relay: Relay) -> None:
+        if not relay.lost_declared:
+            relay.lost_declared = True
+            self._events.append(RelayLost(relay.address))
 
     def mark_down(self, address: Address) -> None:
         """A command to this relay timed out: take it down at once (the next pong brings it back)."""
