@@ -324,14 +324,15 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
         shell, loss = media_shell, RelayLoss(switch)  # calls whose relay died: re-anchored or ended (relay_loss.py)
         shell.on_relay_down = lambda address: loss.lost(shell.relays.calls_on(address))
         try:
-            watch, node.dtmf_listener = await _media_watch(settings, switch)
+            watch, node.dtmf_listener = await _media_watch(settings, switch, loss.revive)
         except OSError:  # the DTMF log's address cannot be bound (in use, not this machine's)
             await node.close()
             raise
         node.media_watch = watch
         metrics.counter("callbridge_media_watch_total", "What the relays reported of anchored calls' media: dtmf "
                         "(the customer's digits reported), dtmf_ignored, polls (of the RTP counters), "
-                        "media_timeouts (calls ended for dead media).", lambda: dict(watch.stats), label="counter")
+                        "media_timeouts (calls ended for dead media), revivals (calls anchored afresh after a "
+                        "silence).", lambda: dict(watch.stats), label="counter")
         if settings.media_timeout_seconds > 0:
             node.media_watching = loop.create_task(watch.run(), name="callbridge-media-watch")
     if reconcile:
@@ -484,11 +485,13 @@ async def _media_plane(settings: Settings, rng: random.Random | None) -> tuple[N
     return shell, RtpengineMedia(shell, recording_dir=spool)
 
 
-async def _media_watch(settings: Settings, switch: Switch) -> tuple[MediaWatch, DtmfLogListener | None]:
+async def _media_watch(settings: Settings, switch: Switch,
+                       revive: Callable[[str], bool]) -> tuple[MediaWatch, DtmfLogListener | None]:
     """What the relays report of anchored calls' media: the customer's DTMF from their DTMF log (when
     `--rtpengine-dtmf-listen` names where rtpengine's `--dtmf-log-dest` sends it), and dead media (polled by the
     task bootstrap starts when `media_timeout_seconds` is not 0)."""
-    watch = MediaWatch(switch, timeout=settings.media_timeout_seconds)
+    watch = MediaWatch(switch, timeout=settings.media_timeout_seconds,
+                       revive_after=settings.media_revive_seconds, revive=revive)
     if settings.rtpengine_dtmf_listen is None:
         return watch, None
 

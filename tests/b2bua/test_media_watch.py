@@ -148,3 +148,74 @@ async def test_only_the_customers_digits_are_reported() -> None:
     watch.dtmf("c9", "lcust", "1", 100)  # not a call of ours
     assert sw.service.reports == [("on_dtmf", ("c1", "lcust", "#", 100))]
     assert (watch.stats["dtmf"], watch.stats["dtmf_ignored"]) == (1, 2)
+
+
+async def revived_watch(timeout: float = 6.0, revive_after: float = 2.0
+                        ) -> tuple[FakeMedia, Switch, MediaWatch, list[float], list[str]]:
+    media, sw, _, now = await watched(timeout)
+    revived: list[str] = []
+
+    def revive(conn_id: str) -> bool:
+        revived.append(conn_id)
+        return True
+
+    watch = MediaWatch(sw, timeout=timeout, clock=lambda: now[0], revive_after=revive_after, revive=revive)
+    return media, sw, watch, now, revived
+
+
+async def poll_at(media: FakeMedia, watch: MediaWatch, now: list[float], t: float, cust: int, agent: int) -> None:
+    now[0] = t
+    media.counters["c1"] = {"lcust": cust, "lagent": agent}
+    await watch.poll()
+
+
+async def test_a_silent_call_is_revived_once_before_the_timeout_then_ended_if_still_silent() -> None:
+    media, sw, watch, now, revived = await revived_watch()
+    await poll_at(media, watch, now, 100.0, 50, 50)
+    await poll_at(media, watch, now, 101.9, 50, 50)
+    assert revived == []
+    await poll_at(media, watch, now, 102.0, 50, 50)  # both silent for 2 s: anchored afresh
+    assert revived == ["c1"] and sw.service.reports == []
+    await poll_at(media, watch, now, 104.0, 50, 50)  # still the same silence: not again
+    # the new session counts from 0: that is not media moving forward, and its clock restarts
+    await poll_at(media, watch, now, 105.0, 0, 0)
+    await poll_at(media, watch, now, 108.0, 0, 0)
+    assert revived == ["c1"] and sw.service.reports == []
+    await poll_at(media, watch, now, 111.0, 0, 0)  # 6 s since the counts last changed: the time-out
+    assert sw.service.reports == [("on_media_timeout", ("c1", "lagent"))]  # the first silent party, by leg id
+    assert (watch.stats["revivals"], watch.stats["media_timeouts"]) == (1, 1)
+
+
+async def test_a_revived_call_whose_media_moves_again_can_be_revived_at_a_later_silence() -> None:
+    media, sw, watch, now, revived = await revived_watch()
+    await poll_at(media, watch, now, 100.0, 50, 50)
+    await poll_at(media, watch, now, 102.0, 50, 50)
+    assert revived == ["c1"]
+    await poll_at(media, watch, now, 103.0, 0, 0)  # the new session
+    await poll_at(media, watch, now, 104.0, 40, 40)  # its media moves forward: the silence is over
+    await poll_at(media, watch, now, 106.0, 40, 40)
+    assert revived == ["c1", "c1"] and sw.service.reports == []
+
+
+async def test_no_revival_when_it_would_not_come_before_the_timeout_or_nobody_does_it() -> None:
+    _, sw, _, now = await watched(timeout=2.0)
+    assert MediaWatch(sw, timeout=2.0, clock=lambda: now[0], revive_after=2.0, revive=bool).revive_after == 0.0
+    assert MediaWatch(sw, timeout=2.0, clock=lambda: now[0], revive_after=1.0).revive_after == 0.0
+    assert MediaWatch(sw, timeout=2.0, clock=lambda: now[0], revive_after=1.0, revive=bool).revive_after == 1.0
+
+
+async def test_a_revival_that_cannot_be_done_now_is_asked_again_at_the_next_poll() -> None:
+    media, sw, _, now = await watched(6.0)
+    answers, asked = [False, True], []
+
+    def revive(conn_id: str) -> bool:
+        asked.append(conn_id)
+        return answers.pop(0)
+
+    watch = MediaWatch(sw, timeout=6.0, clock=lambda: now[0], revive_after=2.0, revive=revive)
+    await poll_at(media, watch, now, 100.0, 50, 50)
+    await poll_at(media, watch, now, 102.0, 50, 50)  # no relay up: not done, not counted
+    assert (asked, watch.stats["revivals"]) == (["c1"], 0)
+    await poll_at(media, watch, now, 103.0, 50, 50)
+    await poll_at(media, watch, now, 104.0, 50, 50)
+    assert (asked, watch.stats["revivals"]) == (["c1", "c1"], 1)

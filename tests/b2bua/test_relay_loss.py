@@ -144,3 +144,42 @@ async def test_a_call_no_longer_anchored_here_is_left_alone() -> None:
     loss.lost(["c9"])
     await settle(sw)
     assert media.ops == [] and sw.service.lost == []
+
+
+async def test_a_call_revived_is_deleted_on_its_relay_then_offered_afresh_and_each_party_re_invited() -> None:
+    media, sw, loss = await talking()
+    before = {leg_id: sw.legs.get(leg_id).sent_sdp for leg_id in ("lc", "la")}  # type: ignore[union-attr]
+    loss.revive("c1")
+    await settle(sw)
+    assert media.ops == [("delete", "c1"), ("offer", "c1", "lc", "la"), ("answer", "c1", "lc", "la")]
+    assert sorted(leg_id for leg_id, _, _ in sw.reinvites) == ["la", "lc"]
+    for leg_id, body, _ in sw.reinvites:
+        new, old = SessionDescription.parse(body), SessionDescription.parse(before[leg_id])
+        assert new.origin.sess_version == old.origin.sess_version + 1
+    answer_all(sw)
+    await settle(sw)
+    assert (sw.anchor.stats["revived"], sw.anchor.stats["reanchored"], sw.anchor.stats["relay_lost"]) == (1, 0, 0)
+    assert sw.service.lost == []
+
+
+async def test_a_call_that_is_not_two_parties_talking_is_not_revived_and_not_ended() -> None:
+    media, sw, loss = await talking()
+    sw.anchor.hearing.calls["c1"].wanted = "music"
+    assert loss.revive("c1") is False
+    await settle(sw)
+    assert media.ops == [] and sw.reinvites == [] and sw.service.lost == []  # the media time-out decides
+    sw.anchor.hearing.calls["c1"].wanted = "peer"
+    media.up = False
+    assert loss.revive("c1") is False  # no relay up: the watch asks again later
+    media.up = True
+    assert loss.revive("c1") is True
+
+
+async def test_a_revived_call_a_party_refuses_is_ended() -> None:
+    _, sw, loss = await talking()
+    loss.revive("c1")
+    await settle(sw)
+    answer_all(sw, 488)
+    await settle(sw)
+    assert sw.service.lost == ["c1"]
+    assert (sw.anchor.stats["revived"], sw.anchor.stats["relay_lost"]) == (0, 1)

@@ -288,7 +288,7 @@ async def test_an_agents_own_call_from_a_browser_is_refused_without_a_relay_and_
         assert node.service.get_agent(OP, "1003").state == "on_call" and not node.switch.anchor.calls
         assert node.switch.anchor.stats == {"anchored": 0, "direct": 0, "direct_relay_down": 0,
                                             "refused_relay_down": 1, "media_failures": 0, "reanchored": 0,
-                                            "relay_lost": 0}
+                                            "revived": 0, "relay_lost": 0}
         await call.hangup()
         await until(lambda: node.live_legs == 0, what="the call over")
     finally:

@@ -241,3 +241,44 @@ async def test_a_relay_restarted_between_two_pings_is_seen_by_its_uptime_and_its
         assert_tone(await listen(w.agent, w.agent_call, 1.0), CUSTOMER_HZ)
         await w.call.hangup()
         await w.agent.wait_for(CallEnded, call=w.agent_call, timeout=5)
+
+
+async def test_a_call_whose_relay_stopped_reading_its_media_is_anchored_afresh_and_heard_again(
+        tmp_path: Path) -> None:
+    """The relay stopped for 6 s while both phones keep sending: rtpengine 10.5 then stops reading the call's
+    sockets for good (docs/peers.md) though it still answers for the call. The media watch sees both parties
+    silent for media_revive_seconds and anchors the call afresh: new sockets, a re-INVITE to each phone, and they
+    hear each other again; nothing is ended."""
+    async with anchored_node(tmp_path, operation_doc(), relays=1, rtpengine_ping_seconds=PING,
+                             media_timeout_seconds=8.0, media_revive_seconds=2.0) as a:
+        talk = await talking(a, agent_hz=AGENT_HZ, customer_hz=CUSTOMER_HZ)
+        conn_id = a.node.service.get_agent(OP, "1001").conn_id
+        assert conn_id is not None
+        assert_tone(await listen(talk.customer, talk.call, 1.0), AGENT_HZ)
+        before = media_of(talk.call.remote_sdp)
+        customer_version = talk.call.remote_sdp.origin.sess_version
+        [relay] = a.relays
+        assert relay.pid is not None
+        os.kill(relay.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(6.0)
+        finally:
+            os.kill(relay.pid, signal.SIGCONT)
+        anchor = a.node.switch.anchor
+        await until(lambda: anchor.stats["revived"] == 1, timeout=20.0, what="the call anchored afresh")
+        assert "Too many packets in UDP receive queue" in relay.log_tail(400)  # the relay fell behind on its sockets
+        after = media_of(talk.call.remote_sdp)
+        assert after != before and in_range(relay, after)  # new sockets on the same relay
+        assert talk.call.remote_sdp.origin.sess_version == customer_version + 1
+        await asyncio.sleep(0.5)  # both phones move to the new sockets as each takes its re-INVITE
+        assert_tone(await listen(talk.customer, talk.call, 1.0), AGENT_HZ)
+        assert_tone(await listen(talk.agent, talk.agent_call, 1.0), CUSTOMER_HZ)
+        assert (anchor.stats["relay_lost"], anchor.stats["reanchored"]) == (0, 0)
+        watch = a.node.media_watch
+        assert watch is not None and (watch.stats["revivals"], watch.stats["media_timeouts"]) == (1, 0)
+        assert a.node.service.get_agent(OP, "1001").conn_id == conn_id
+        assert 'callbridge_media_calls_total{outcome="revived"} 1' in a.node.metrics.render()
+        await talk.call.hangup()
+        await talk.agent.wait_for(CallEnded, call=talk.agent_call, timeout=5)
+        [cdr] = cdrs(a.node)
+        assert (cdr["hangup_by"], cdr["end_reason"]) == ("customer", None)

@@ -15,6 +15,13 @@ Rules
   (`Domain.on_media_timeout`, once per call): the domain releases every leg (BYE both ways) and writes the CDR
   with end_reason "media_timeout". Found with 10.5: the per-stream ``last packet`` of ``query`` is whole seconds
   of the relay's wall clock, so counters compared on callbridge's own monotonic clock are used instead.
+- Revival: a relay can stop carrying a call's media while it still answers for it (rtpengine 10.5 stops reading a
+  media socket for good once it fell behind: docs/peers.md); the parties then hear nothing until the time-out
+  ends the call. So a party silent for `revive_after` seconds (shorter than the time-out; 0: never) first gets its
+  call anchored afresh (`revive`: `relay_loss.py` deletes the relay's session and offers the call again, new
+  sockets, a re-INVITE to each party), once per silence: a call is revived again only after its counters moved
+  forward since (a revived session counts from 0, which is not moving forward). A party that is silent for its own
+  reasons stays silent, and the time-out ends the call as before.
 - A call one exchange of which went direct (the relay failed an offer or answer, `anchor.py`) is not watched any
   more: its media may flow between the parties, past the relay's counters.
 - A relay that does not answer (`MediaUnavailable`) is no report: the call's clocks restart (the relay's own
@@ -75,14 +82,19 @@ def sends(leg: SipLeg) -> bool:
 
 
 class MediaWatch:
-    def __init__(self, sw: WatchContext, *, timeout: float = 0.0, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, sw: WatchContext, *, timeout: float = 0.0, clock: Callable[[], float] | None = None,
+                 revive_after: float = 0.0, revive: Callable[[str], bool] | None = None) -> None:
         self.sw = sw
         self.timeout = timeout  # 0: dead media is not watched
         self.interval = poll_interval(timeout)
         self.clock = clock or asyncio.get_running_loop().time
-        self.stats = {"dtmf": 0, "dtmf_ignored": 0, "polls": 0, "media_timeouts": 0}
+        # a revival only before the time-out, and only with someone to do it
+        self.revive_after = revive_after if revive is not None and 0 < revive_after < timeout else 0.0
+        self.revive = revive
+        self.stats = {"dtmf": 0, "dtmf_ignored": 0, "polls": 0, "media_timeouts": 0, "revivals": 0}
         self._seen: dict[tuple[str, str], tuple[int, float]] = {}  # (conn_id, leg_id) -> (packets, since)
         self._ended: set[str] = set()
+        self._revived: set[str] = set()  # revived in their current silence
 
     # --- DTMF -----------------------------------------------------------------------------------------------------
     def dtmf(self, conn_id: str, leg_id: str, digit: str, duration_ms: int) -> None:
@@ -112,6 +124,7 @@ class MediaWatch:
         self.stats["polls"] += 1
         calls = dict(anchor.calls)
         self._ended &= set(calls)
+        self._revived &= set(calls)
         for key in [k for k in self._seen if k[0] not in calls]:
             del self._seen[key]
         watched = [conn_id for conn_id in calls if conn_id not in self._ended and conn_id not in anchor.went_direct]
@@ -142,11 +155,25 @@ class MediaWatch:
             count = packets.get(leg_id, 0)
             last = self._seen.get((conn_id, leg_id))
             if leg is None or not sends(leg) or last is None or count != last[0]:
+                if last is not None and count > last[0]:
+                    self._revived.discard(conn_id)  # its media moves forward: a later silence is a new one
                 self._seen[(conn_id, leg_id)] = (count, now)
                 continue
-            if now - last[1] >= self.timeout:
-                self._dead(conn_id, leg_id, now - last[1])
+            silent = now - last[1]
+            if silent >= self.timeout:
+                self._dead(conn_id, leg_id, silent)
                 return
+            if self.revive_after and silent >= self.revive_after and conn_id not in self._revived:
+                self._revive(conn_id, leg_id, silent)
+                return
+
+    def _revive(self, conn_id: str, leg_id: str, silent: float) -> None:
+        assert self.revive is not None
+        if not self.revive(conn_id):
+            return  # not now (no relay up) or not this call (not two parties talking): asked again at the next poll
+        self._revived.add(conn_id)
+        self.stats["revivals"] += 1
+        log.warning("call %s: no RTP from leg %s for %.1f s: anchoring the call afresh", conn_id, leg_id, silent)
 
     def _dead(self, conn_id: str, leg_id: str, silent: float) -> None:
         service = self.sw.service

@@ -22,7 +22,12 @@ Rules
 - Otherwise (no other relay up, a call in any other state, the new relay refusing, a re-INVITE refused or
   unanswered) the call is ended by the domain (`Domain.on_relay_lost`): BYE both ways, the CDR's end_reason
   ``relay_lost``, the agent freed as after any hang-up.
-- One recovery per call at a time; counted in `MediaAnchor.stats` (``reanchored``, ``relay_lost``) and logged. A
+- Revival (`revive`, asked by the media watch for a call whose relay stopped carrying its media while still
+  answering for it: `media_watch.py`): the same move, after deleting the call's session on its relay so that the
+  new offer gets new sockets (on the least loaded relay that is up, which may be the same). A call that is not two
+  parties talking is left as it is (the media time-out decides); one the move fails for is ended as above.
+- One recovery per call at a time; counted in `MediaAnchor.stats` (``reanchored``, ``revived``, ``relay_lost``)
+  and logged. A
   recording running on the dead relay ends with it: its segments written so far stay where the relay wrote them.
 """
 
@@ -87,6 +92,42 @@ class RelayLoss:
                 return None
         return customer, peer
 
+    def revive(self, conn_id: str) -> bool:
+        """The relay of `conn_id` carries none of its media any more though it answers for it (the media watch).
+        False when it cannot be done now: no relay up (it may be asked again), or not a call of two parties
+        talking, or being recovered already."""
+        anchor = self.sw.anchor
+        media = anchor.media
+        if conn_id not in anchor.calls or conn_id in self._recovering or media is None or not media.available():
+            return False
+        if self._two_parties(conn_id) is None:
+            log.info("call %s: not anchored afresh: the call is not two parties talking", conn_id)
+            return False
+        self._recovering.add(conn_id)
+        anchor.track(asyncio.get_running_loop().create_task(self._revive(conn_id)))
+        return True
+
+    async def _revive(self, conn_id: str) -> None:
+        anchor = self.sw.anchor
+        media = anchor.media
+        assert media is not None
+        try:
+            parties = self._two_parties(conn_id)
+            if parties is None:
+                return  # changed since `revive` looked
+            try:
+                await media.delete(conn_id)  # its sockets on the relay are dead: the next offer gets new ones
+            except MediaError as exc:
+                log.warning("call %s: deleting its session on the relay failed (%s): offered afresh anyway",
+                            conn_id, exc)
+                media.lost(conn_id)
+            if conn_id in anchor.calls and self._two_parties(conn_id) == parties \
+                    and await self._move(conn_id, parties):
+                anchor.stats["revived"] += 1
+                log.warning("call %s: anchored afresh after its relay stopped carrying its media", conn_id)
+        finally:
+            self._recovering.discard(conn_id)
+
     async def _recover(self, conn_id: str) -> None:
         anchor = self.sw.anchor
         media = anchor.media
@@ -98,27 +139,36 @@ class RelayLoss:
                 why = "no other relay is up" if parties is not None else "the call is not two parties talking"
                 self._end(conn_id, why)
                 return
-            customer, peer = parties
-            try:
-                to_peer = await media.offer(conn_id, customer.leg_id, peer.leg_id, customer.remote_sdp,
-                                            from_browser=browser(customer), to_browser=browser(peer))
-                to_customer = await media.answer(conn_id, customer.leg_id, peer.leg_id, peer.remote_sdp,
-                                                 offerer_browser=browser(customer), answerer_browser=browser(peer))
-            except MediaError as exc:
-                self._end(conn_id, f"the new relay failed the call ({exc})")
-                return
-            if conn_id not in anchor.calls or self._two_parties(conn_id) != parties:
-                return  # ended or changed while the new relay answered: that path owns the call now
-            outcomes = await asyncio.gather(self._reinvite(customer, to_customer), self._reinvite(peer, to_peer))
-            if conn_id not in anchor.calls:
-                return
-            if not all(outcomes):
-                self._end(conn_id, "a party did not take the new relay's SDP")
-                return
-            anchor.stats["reanchored"] += 1
-            log.warning("call %s: re-anchored on another relay after its relay went down", conn_id)
+            if await self._move(conn_id, parties):
+                anchor.stats["reanchored"] += 1
+                log.warning("call %s: re-anchored on another relay after its relay went down", conn_id)
         finally:
             self._recovering.discard(conn_id)
+
+    async def _move(self, conn_id: str, parties: tuple[SipLeg, SipLeg]) -> bool:
+        """The call offered afresh on a relay that is up and each party re-INVITEd with its SDP; True when both
+        took it. A failure ends the call (`_end`); a call ended or changed meanwhile is left to that path."""
+        anchor = self.sw.anchor
+        media = anchor.media
+        assert media is not None
+        customer, peer = parties
+        try:
+            to_peer = await media.offer(conn_id, customer.leg_id, peer.leg_id, customer.remote_sdp,
+                                        from_browser=browser(customer), to_browser=browser(peer))
+            to_customer = await media.answer(conn_id, customer.leg_id, peer.leg_id, peer.remote_sdp,
+                                             offerer_browser=browser(customer), answerer_browser=browser(peer))
+        except MediaError as exc:
+            self._end(conn_id, f"the new relay failed the call ({exc})")
+            return False
+        if conn_id not in anchor.calls or self._two_parties(conn_id) != parties:
+            return False  # ended or changed while the new relay answered: that path owns the call now
+        outcomes = await asyncio.gather(self._reinvite(customer, to_customer), self._reinvite(peer, to_peer))
+        if conn_id not in anchor.calls:
+            return False
+        if not all(outcomes):
+            self._end(conn_id, "a party did not take the new relay's SDP")
+            return False
+        return True
 
     async def _reinvite(self, leg: SipLeg, sdp: bytes) -> bool:
         """A re-INVITE of `leg` with `sdp` (as its party is to see it); True when it was answered 2xx."""

@@ -183,7 +183,9 @@ class RtpengineMedia:
         if self.relays.relay_of(conn_id) is None:
             return
         try:
-            await self._send(conn_id, {"command": "delete", "call-id": conn_id})
+            # at once (no --delete-delay): callbridge deletes a call only when done with it, and a call anchored
+            # afresh (relay_loss.py's revival) must get new sockets, not the lingering session's
+            await self._send(conn_id, {"command": "delete", "call-id": conn_id, "delete delay": 0})
         except MediaRefused:
             pass  # already gone on the relay (its own timeout, a restart): nothing left to free
         finally:
