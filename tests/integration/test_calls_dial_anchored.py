@@ -26,6 +26,7 @@ if str(TESTS) not in sys.path:
 
 from callnode import GATEWAY_HOST, OP, agent_phone, cdrs, load, operation_doc, until  # noqa: E402
 from test_calls_hearing import assert_music, assert_ringback, assert_voice  # noqa: E402
+from test_calls_queue_audio import runs, write_wav  # noqa: E402
 
 from callbridge.bootstrap import Node, bootstrap  # noqa: E402
 from callbridge.callcontrol.errors import CallControlUnavailable  # noqa: E402
@@ -55,11 +56,13 @@ class World:
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, *, relay_up: bool = True, **operation: Any) -> AsyncIterator[World]:
+async def world(tmp_path: Path, *, relay_up: bool = True, queue: dict[str, Any] | None = None,
+                **operation: Any) -> AsyncIterator[World]:
     gateway_port = free_port(GATEWAY_HOST, udp=True, tcp=False)
     url = f"sqlite:///{tmp_path / 'callbridge.db'}"
     doc = operation_doc(gateway_port=gateway_port)
     doc["operation"].update(operation)
+    doc["queues"][0].update(queue or {})
     doc["operation"]["transfer_timeout"] = 5
     await asyncio.to_thread(load, url, doc)
     phones: list[Phone] = []
@@ -272,3 +275,40 @@ async def test_a_customer_requeued_after_a_failed_transfer_hears_music_again(tmp
         await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="the transfer failed")
         assert w.node.service.get_call(OP, conn_id).state in ("queued", "offering")  # 1002 may be offered it again
         assert_music(await heard(w.gateway, customer_call, 1.6))
+
+
+async def test_a_customer_requeued_hears_its_queues_music_and_announcement(tmp_path: Path) -> None:
+    """As above, with a queue that has its own music and announcement: the requeued customer (answered already, so
+    no early media) hears them as a caller waiting in that queue does: the music, then the announcement at the
+    interval, then the music again."""
+    music_hz, announcement_hz, interval = 500, 900, 5.0
+    queue = {"music": write_wav(tmp_path / "wait.wav", music_hz, 2.0),
+             "announcement": write_wav(tmp_path / "notice.wav", announcement_hz, 1.0),
+             "announcement_interval": interval, "max_wait_seconds": 30}
+    async with world(tmp_path, queue=queue, transfer_audio="ringback", acw_seconds=30) as w:
+        w.node.service.dial(OP, "1001", NUMBER)
+        agent_call, customer_call = await connected(w)
+        await hears(w.gateway, customer_call, AGENT_HZ, "the customer hears the agent")
+        target = await agent_phone(w.node, "1002", ready=False, answer="manual", media=True)
+        w.phones.append(target)
+        w.node.service.change_status(OP, "1002", "ready")
+        record = w.node.service.transfer(OP, "1001", "1002")
+        target_call = (await target.wait_for(IncomingCall, timeout=5)).call
+        await target_call.ring()
+        await agent_call.hangup()
+        await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent's BYE taken")
+        await target_call.reject(486)
+        await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="the transfer failed")
+        assert w.node.service.get_transfer(OP, record.id).customer_requeued
+        assert customer_call.rtp is not None
+        start = w.gateway.now()
+        await asyncio.sleep(interval + 2.5)
+        timeline = runs(customer_call.rtp.windows(start, w.gateway.now()))
+        heard_tones = [hz for hz, _, _ in timeline if hz]
+        first = heard_tones.index(music_hz)  # what played before the requeue (ringback) may open the timeline
+        assert heard_tones[first:] == [music_hz, announcement_hz, music_hz], timeline
+        music_start = next(begin for hz, begin, _ in timeline if hz == music_hz)
+        [(begin, seconds)] = [(begin, seconds) for hz, begin, seconds in timeline if hz == announcement_hz]
+        assert begin - music_start == pytest.approx(interval, abs=0.4), timeline
+        assert seconds == pytest.approx(1.0, abs=0.15), timeline
+        assert w.node.switch.anchor.stats["media_failures"] == 0

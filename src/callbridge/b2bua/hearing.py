@@ -21,6 +21,10 @@ Rules
   silences the agent toward a consulted target once the agent is re-targeted to it; and once it is, the customer
   no longer gets the agent's media at all. So while consulting, the agent is unblocked as soon as its answer with
   the target went through the relay (`rewired`), and the music goes on alone.
+- A customer back in a queue after a failed transfer (answered already, so without the early media of
+  `waiting.py`) hears that queue's music and its announcement every `announcement_interval` seconds, as a caller
+  waiting in it does (`requeued` with the queue's audio), while agents are offered the call too, until one joins
+  it; the announcements are a task of their own, stopped whenever the relay is to play something else or stop.
 - One call's relay steps run in order, one task at a time: what is wanted is set at once (the domain's commands
   come on the loop), and the task applies the latest wish, so a hold followed at once by the transfer's ringing
   plays ringback without racing the music.
@@ -39,7 +43,7 @@ from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError
 from callbridge.media.audio import AudioError, hold_music, ringback, wav_from_bytes
 from callbridge.sip.sdp import SdpError, SessionDescription
 
-__all__ = ["PLAY_REPEAT", "CustomerHearing", "Heard"]
+__all__ = ["PLAY_REPEAT", "CustomerHearing", "Heard", "QueueAudio"]
 
 Heard = Literal["peer", "music", "ringback"]
 # rtpengine plays a sound this many times over (the built-in music is a 2 s phrase: more than 5 hours).
@@ -60,6 +64,16 @@ class Anchor(Protocol):
     def track(self, task: asyncio.Task[None]) -> None: ...
 
 
+@dataclass(frozen=True)
+class QueueAudio:
+    """A queue's sounds as the relay is sent them (`waiting.QueueWaiting.audio` converts them once)."""
+
+    music: bytes  # mu-law WAV
+    announcement: bytes | None
+    interval: float
+    announcement_seconds: float
+
+
 @dataclass
 class _Call:
     operation_id: str
@@ -70,7 +84,9 @@ class _Call:
     consulting: frozenset[str] = frozenset()  # the agent and a consulted target, bridged to each other
     rewired: bool = False  # ... and their media goes to each other on the relay now
     requeued: bool = False  # back in a queue (a failed transfer the agent had left): music while agents ring
+    queue_audio: QueueAudio | None = None  # ... that queue's music and announcement
     task: asyncio.Task[None] | None = None
+    announcing: asyncio.Task[None] | None = None  # the requeued customer's announcements
 
 
 class CustomerHearing:
@@ -89,6 +105,8 @@ class CustomerHearing:
         call = self.calls.pop(conn_id, None)
         if call is not None and call.task is not None:
             call.task.cancel()
+        if call is not None:
+            self._stop_announcing(call)
 
     def hold(self, conn_id: str | None) -> None:
         call = self._call(conn_id)
@@ -110,14 +128,18 @@ class CustomerHearing:
             call.consulting, call.rewired = frozenset(), False
             self._want(conn_id, call, "peer", self.anchor.peers.get(conn_id or ""))
 
-    def requeued(self, conn_id: str | None) -> None:
-        """The answered customer went back to a queue (a transfer failed after its agent left): music until an
-        agent takes it, whatever played before (the ringback of the target that failed); played anew, since
-        what played went on toward parties that have left the relay since."""
+    def requeued(self, conn_id: str | None, audio: QueueAudio | None = None) -> None:
+        """The answered customer went back to a queue (a transfer failed after its agent left): the queue's
+        music (`audio`; else the hold music) and announcements until an agent takes it, whatever played before
+        (the ringback of the target that failed); played anew, since what played went on toward parties that
+        have left the relay since."""
         call = self._call(conn_id)
         if call is None:
             return
-        call.consulting, call.rewired, call.requeued, call.playing = frozenset(), False, True, None
+        going_on = audio is not None and call.queue_audio is audio and call.playing == "music"
+        call.consulting, call.rewired, call.requeued = frozenset(), False, True
+        if not going_on:  # back in the queue after an agent it was offered did not answer: the music goes on
+            call.playing, call.queue_audio = None, audio
         self._want(conn_id, call, "music")
 
     def target_ringing(self, conn_id: str | None) -> None:
@@ -219,6 +241,8 @@ class CustomerHearing:
                     if call.joining is not None and peer != call.joining:
                         return  # the customer is not re-targeted yet: `peer_changed` comes back here
                     if call.playing is not None:
+                        self._stop_announcing(call)
+                        call.queue_audio = None
                         await media.stop_playing(conn_id, customer)
                         call.playing = None
                     if call.blocked is not None:
@@ -233,13 +257,48 @@ class CustomerHearing:
                         await media.block(conn_id, block, toward=customer)
                     call.blocked = block
                 if call.playing != wanted:
-                    await media.play_wav(conn_id, customer, self._sound(call.operation_id, wanted),
-                                         repeat=PLAY_REPEAT)
+                    self._stop_announcing(call)
+                    queued = call.queue_audio if call.requeued and wanted == "music" else None
+                    sound = queued.music if queued is not None else self._sound(call.operation_id, wanted)
+                    await media.play_wav(conn_id, customer, sound, repeat=PLAY_REPEAT)
                     call.playing = wanted
+                    if queued is not None and queued.announcement is not None and call.announcing is None:
+                        assert self.anchor.loop is not None
+                        call.announcing = self.anchor.loop.create_task(self._announce(conn_id, call, queued))
+                        self.anchor.track(call.announcing)
             except MediaError as exc:
                 self.anchor.stats["media_failures"] += 1
                 log.warning("call %s: the media plane failed to play %s to the customer (%s)", conn_id, wanted, exc)
                 return
+
+    async def _announce(self, conn_id: str, call: _Call, audio: QueueAudio) -> None:
+        """The requeued customer's announcement every `audio.interval` seconds from the music's start, each played
+        once in place of the music, which then starts again (as `waiting.py` does for a caller not answered)."""
+        media, loop = self.anchor.media, self.anchor.loop
+        assert media is not None and loop is not None and audio.announcement is not None
+        started, turn = loop.time(), 1
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, started + turn * audio.interval - loop.time()))
+                customer = self.anchor.calls.get(conn_id)
+                if customer is None or call.playing != "music" or call.queue_audio is not audio:
+                    return  # the relay plays something else now, or nothing
+                await media.play_wav(conn_id, customer, audio.announcement)
+                await asyncio.sleep(audio.announcement_seconds)
+                await media.play_wav(conn_id, customer, audio.music, repeat=PLAY_REPEAT)
+                turn += 1
+        except MediaError as exc:
+            self.anchor.stats["media_failures"] += 1
+            log.warning("call %s: the media plane failed the queue's announcement (%s)", conn_id, exc)
+        finally:
+            if call.announcing is asyncio.current_task():
+                call.announcing = None
+
+    @staticmethod
+    def _stop_announcing(call: _Call) -> None:
+        if call.announcing is not None:
+            call.announcing.cancel()
+            call.announcing = None
 
     async def _unblock(self, conn_id: str, leg_id: str, customer: str) -> None:
         media = self.anchor.media

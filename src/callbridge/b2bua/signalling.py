@@ -348,8 +348,8 @@ class SipSignalling:
         queue's music and announcements from the relay (waiting.py, RFC 3960 early media)."""
         sw = self.sw
         leg = sw.legs.get(leg_id)
-        if leg is not None and leg.state is UP:  # answered, requeued: the relay plays it music (hearing.py)
-            sw.anchor.hearing.requeued(conn_id)
+        if leg is not None and leg.state is UP:  # answered, requeued: the relay plays it the queue's audio (hearing.py)
+            sw.anchor.hearing.requeued(conn_id, sw.anchor.waiting.audio(leg.operation_id, queue))
             return
         if leg is None or not leg.anchored or leg.state is not INCOMING or leg.server_tx is None \
                 or not leg.remote_sdp:

@@ -33,10 +33,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
-from callbridge.b2bua.hearing import PLAY_REPEAT
+from callbridge.b2bua.hearing import PLAY_REPEAT, QueueAudio
 from callbridge.b2bua.ports import Media, MediaError
 from callbridge.callcontrol.model import Queue
 from callbridge.media.audio import AudioError, wav_from_bytes
@@ -65,14 +64,6 @@ class Anchor(Protocol):
 
 class Sounds(Protocol):
     def music(self, operation_id: str) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class QueueAudio:
-    music: bytes  # as sent to the relay (mu-law WAV)
-    announcement: bytes | None
-    interval: float
-    announcement_seconds: float
 
 
 def stand_in_answer(offer: bytes) -> bytes:
@@ -107,7 +98,7 @@ class QueueWaiting:
         if self.anchor.media is None or conn_id in self.tasks or conn_id not in self.anchor.calls:
             return
         assert self.anchor.loop is not None
-        audio = self._audio(operation_id, queue)
+        audio = self.audio(operation_id, queue)
         task = self.anchor.loop.create_task(self._run(conn_id, customer, offer, audio, early))
         self.tasks[conn_id] = task
         self.anchor.track(task)
@@ -176,7 +167,7 @@ class QueueWaiting:
             self.anchor.stats["media_failures"] += 1
             log.warning("call %s: the media plane failed to unblock the customer after the queue (%s)", conn_id, exc)
 
-    def _audio(self, operation_id: str, queue: Queue) -> QueueAudio:
+    def audio(self, operation_id: str, queue: Queue) -> QueueAudio:
         """The queue's sounds as the relay is sent them, converted once per queue setting."""
         key = (operation_id, queue.name)
         cached = self._converted.get(key)
