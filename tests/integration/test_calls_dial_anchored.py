@@ -271,6 +271,7 @@ async def test_a_customer_requeued_after_a_failed_transfer_hears_music_again(tmp
         await target_call.ring()
         assert_ringback(await heard(w.gateway, customer_call, 0.6))
         await agent_call.hangup()  # the agent leaves while the target rings
+        await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent's BYE taken")
         await target_call.reject(486)
         await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="the transfer failed")
         assert w.node.service.get_call(OP, conn_id).state in ("queued", "offering")  # 1002 may be offered it again
