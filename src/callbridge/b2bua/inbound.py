@@ -13,10 +13,11 @@ Order of checks (none of the refusals changes any state or record):
    same for known and unknown extensions. After authentication: the From user must be the authenticated one
    (403); the domain decides: not logged in 403, busy 486, target busy 486, a number the dial plan refuses 403 (or
    484 when it is too short for every trunk), an extension or number that is neither → 404.
-5. An agent's call from a browser (its phone registered over WebSocket: the agent's page) is admitted to the media
-   plane as a customer's call is in step 3 (a browser has audio only through the relay: WebRTC on its side, plain
-   RTP toward a trunk); the party it calls is the call's persistent media party (`signalling.originate`). A desk
-   phone's own calls stay direct (docs/design.md, "Media").
+5. An agent's own call (from a desk phone, or from a browser: its phone registered over WebSocket, the agent's
+   page) is admitted to the media plane as a customer's call is in step 3: anchored (a browser gets WebRTC on its
+   side, plain RTP toward a trunk), direct, or 503 when the relay is down and the operation refuses; the party it
+   calls is the call's persistent media party (`signalling.originate`), which hold, transfers, recording and DTMF
+   act on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from callbridge.b2bua.anchor import BROWSER_TRANSPORTS
 from callbridge.b2bua.credentials import verify_agent_digest
 from callbridge.b2bua.leg_state import REFUSED
 from callbridge.b2bua.legs import SipLeg
@@ -134,7 +134,7 @@ def _from_agent(sw: InboundContext, request: Request, tx: ServerTransaction, hop
         _handing_over(sw, tx)
         return
     dialled = request.uri.user or ""
-    admission = sw.anchor.admit(operation) if tx.transport in BROWSER_TRANSPORTS else None  # step 5
+    admission = sw.anchor.admit(operation)  # step 5
     if admission == "refuse":
         sw.respond(tx, 503, reason="Media Relay Unavailable")
         return
