@@ -12,7 +12,7 @@ import asyncio
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,51 +256,51 @@ def agent_call_peer(customer_call: Call) -> tuple[str, int]:
     return media_of(customer_call.local_sdp)
 
 
+async def requeued(w: World, *, ringing: Callable[[Call], Awaitable[None]] | None = None) -> tuple[str, Call]:
+    """A dial of agent 1001, answered; its blind transfer to agent 1002 rings (`ringing` is then given the
+    customer's call); the agent hangs up, then the target answers busy: the transfer fails and the customer goes
+    back to the queue (transfer_engine). The call's conn_id and the customer's call."""
+    conn_id = w.node.service.dial(OP, "1001", NUMBER)
+    agent_call, customer_call = await connected(w)
+    await hears(w.gateway, customer_call, AGENT_HZ, "the customer hears the agent")
+    target = await agent_phone(w.node, "1002", ready=False, answer="manual", media=True)
+    w.phones.append(target)
+    w.node.service.change_status(OP, "1002", "ready")
+    record = w.node.service.transfer(OP, "1001", "1002")
+    target_call = (await target.wait_for(IncomingCall, timeout=5)).call
+    await target_call.ring()
+    if ringing is not None:
+        await ringing(customer_call)
+    await agent_call.hangup()  # the agent leaves while the target rings
+    await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent's BYE taken")
+    await target_call.reject(486)
+    await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="the transfer failed")
+    assert w.node.service.get_transfer(OP, record.id).customer_requeued
+    return conn_id, customer_call
+
+
 async def test_a_customer_requeued_after_a_failed_transfer_hears_music_again(tmp_path: Path) -> None:
-    """The agent hangs up while its blind transfer rings; the target is busy: the customer goes back to the queue
-    (transfer_engine) and hears music there, not the transfer's ringback any more."""
+    """The customer requeued hears music there, not the transfer's ringback any more."""
     async with world(tmp_path, transfer_audio="ringback", acw_seconds=30) as w:
-        conn_id = w.node.service.dial(OP, "1001", NUMBER)
-        agent_call, customer_call = await connected(w)
-        await hears(w.gateway, customer_call, AGENT_HZ, "the customer hears the agent")
-        target = await agent_phone(w.node, "1002", ready=False, answer="manual", media=True)
-        w.phones.append(target)
-        w.node.service.change_status(OP, "1002", "ready")
-        record = w.node.service.transfer(OP, "1001", "1002")
-        target_call = (await target.wait_for(IncomingCall, timeout=5)).call
-        await target_call.ring()
-        assert_ringback(await heard(w.gateway, customer_call, 0.6))
-        await agent_call.hangup()  # the agent leaves while the target rings
-        await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent's BYE taken")
-        await target_call.reject(486)
-        await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="the transfer failed")
+
+        async def ringback_heard(customer_call: Call) -> None:
+            assert_ringback(await heard(w.gateway, customer_call, 0.6))
+
+        conn_id, customer_call = await requeued(w, ringing=ringback_heard)
         assert w.node.service.get_call(OP, conn_id).state in ("queued", "offering")  # 1002 may be offered it again
         assert_music(await heard(w.gateway, customer_call, 1.6))
 
 
 async def test_a_customer_requeued_hears_its_queues_music_and_announcement(tmp_path: Path) -> None:
-    """As above, with a queue that has its own music and announcement: the requeued customer (answered already, so
-    no early media) hears them as a caller waiting in that queue does: the music, then the announcement at the
-    interval, then the music again."""
+    """With a queue that has its own music and announcement, the requeued customer (answered already, so no early
+    media) hears them as a caller waiting in that queue does: the music, then the announcement at the interval,
+    then the music again, while agent 1002 is offered the call again and again (it does not answer)."""
     music_hz, announcement_hz, interval = 500, 900, 5.0
     queue = {"music": write_wav(tmp_path / "wait.wav", music_hz, 2.0),
              "announcement": write_wav(tmp_path / "notice.wav", announcement_hz, 1.0),
              "announcement_interval": interval, "max_wait_seconds": 30}
     async with world(tmp_path, queue=queue, transfer_audio="ringback", acw_seconds=30) as w:
-        w.node.service.dial(OP, "1001", NUMBER)
-        agent_call, customer_call = await connected(w)
-        await hears(w.gateway, customer_call, AGENT_HZ, "the customer hears the agent")
-        target = await agent_phone(w.node, "1002", ready=False, answer="manual", media=True)
-        w.phones.append(target)
-        w.node.service.change_status(OP, "1002", "ready")
-        record = w.node.service.transfer(OP, "1001", "1002")
-        target_call = (await target.wait_for(IncomingCall, timeout=5)).call
-        await target_call.ring()
-        await agent_call.hangup()
-        await until(lambda: w.node.service.get_agent(OP, "1001").conn_id is None, what="the agent's BYE taken")
-        await target_call.reject(486)
-        await until(lambda: w.node.service.get_transfer(OP, record.id).state == "failed", what="the transfer failed")
-        assert w.node.service.get_transfer(OP, record.id).customer_requeued
+        _, customer_call = await requeued(w)
         assert customer_call.rtp is not None
         start = w.gateway.now()
         await asyncio.sleep(interval + 2.5)
