@@ -239,9 +239,10 @@ class Settings:
     # customer talks to) for this long is ended: BYE both ways, CDR end_reason "media_timeout" (docs/operations.md,
     # "Dead media"). A party on hold or muted (it was told not to send) is not judged. 0 turns it off.
     media_timeout_seconds: float = 60.0
-    # Before that, a call whose party has been silent at the relay this long is anchored afresh once (new sockets on
-    # a relay, a re-INVITE to each party): rtpengine 10.5 stops reading a socket for good once it fell behind
-    # (docs/peers.md), and the call would be silent until the time-out. Only when shorter than the time-out; 0: never.
+    # Before that, a call whose parties all sent media and have all been silent at the relay this long is anchored
+    # afresh once (new sockets on a relay, a re-INVITE to each party): rtpengine 10.5 stops reading a socket for good
+    # once it fell behind (docs/peers.md), and the call would be silent until the time-out. Only when shorter than
+    # the time-out; 0: never.
     media_revive_seconds: float = 10.0
     # How often each relay is pinged. A relay that leaves a ping unanswered through the ng retransmissions (4 s) is
     # down for new calls; after `rtpengine_pings_to_lose` such pings in a row (or when its uptime shows it

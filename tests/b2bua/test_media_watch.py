@@ -219,3 +219,16 @@ async def test_a_revival_that_cannot_be_done_now_is_asked_again_at_the_next_poll
     await poll_at(media, watch, now, 103.0, 50, 50)
     await poll_at(media, watch, now, 104.0, 50, 50)
     assert (asked, watch.stats["revivals"]) == (["c1", "c1"], 1)
+
+
+async def test_one_party_silent_alone_or_parties_that_never_sent_are_not_revived() -> None:
+    media, sw, watch, now, revived = await revived_watch()
+    await poll_at(media, watch, now, 100.0, 50, 50)
+    await poll_at(media, watch, now, 103.0, 50, 150)  # the agent still sends: the customer's own silence
+    assert revived == []
+    await poll_at(media, watch, now, 106.0, 50, 300)
+    assert sw.service.reports == [("on_media_timeout", ("c1", "lcust"))]  # the time-out decides, as before
+    media, sw, watch, now, revived = await revived_watch()
+    for t in (100.0, 102.0, 104.0, 105.9):  # no party ever sent a packet through the relay: nothing it dropped
+        await poll_at(media, watch, now, t, 0, 0)
+    assert revived == [] and sw.service.reports == []

@@ -17,11 +17,12 @@ Rules
   of the relay's wall clock, so counters compared on callbridge's own monotonic clock are used instead.
 - Revival: a relay can stop carrying a call's media while it still answers for it (rtpengine 10.5 stops reading a
   media socket for good once it fell behind: docs/peers.md); the parties then hear nothing until the time-out
-  ends the call. So a party silent for `revive_after` seconds (shorter than the time-out; 0: never) first gets its
-  call anchored afresh (`revive`: `relay_loss.py` deletes the relay's session and offers the call again, new
-  sockets, a re-INVITE to each party), once per silence: a call is revived again only after its counters moved
-  forward since (a revived session counts from 0, which is not moving forward). A party that is silent for its own
-  reasons stays silent, and the time-out ends the call as before.
+  ends the call. So a call whose judged parties all sent media before and have all been silent for `revive_after`
+  seconds (shorter than the time-out; 0: never) is first anchored afresh (`revive`: `relay_loss.py` deletes the
+  relay's session and offers the call again, new sockets, a re-INVITE to each party), once per silence: a call is
+  revived again only after its counters moved forward since (a revived session counts from 0, which is not moving
+  forward). One party silent alone (its phone, its network) is not revived, nor a call whose parties never sent:
+  the time-out ends them as before.
 - A call one exchange of which went direct (the relay failed an offer or answer, `anchor.py`) is not watched any
   more: its media may flow between the parties, past the relay's counters.
 - A relay that does not answer (`MediaUnavailable`) is no report: the call's clocks restart (the relay's own
@@ -150,11 +151,17 @@ class MediaWatch:
         parties = {customer, anchor.peers.get(conn_id)} - {None}
         for key in [k for k in self._seen if k[0] == conn_id and k[1] not in parties]:
             del self._seen[key]
+        judged = 0
+        quiet: list[tuple[float, int, str]] = []  # (silent for, packets so far, leg) of the judged parties silent
         for leg_id in sorted(p for p in parties if p is not None):
             leg = self.sw.legs.get(leg_id)
             count = packets.get(leg_id, 0)
             last = self._seen.get((conn_id, leg_id))
-            if leg is None or not sends(leg) or last is None or count != last[0]:
+            if leg is None or not sends(leg):
+                self._seen[(conn_id, leg_id)] = (count, now)
+                continue
+            judged += 1
+            if last is None or count != last[0]:
                 if last is not None and count > last[0]:
                     self._revived.discard(conn_id)  # its media moves forward: a later silence is a new one
                 self._seen[(conn_id, leg_id)] = (count, now)
@@ -163,9 +170,14 @@ class MediaWatch:
             if silent >= self.timeout:
                 self._dead(conn_id, leg_id, silent)
                 return
-            if self.revive_after and silent >= self.revive_after and conn_id not in self._revived:
-                self._revive(conn_id, leg_id, silent)
-                return
+            quiet.append((silent, count, leg_id))
+        # A relay that stopped reading a call's sockets silences every party that was sending through it; one party
+        # silent alone is that party's (its phone, its network), and a call whose parties never sent anything had
+        # nothing the relay could have dropped: neither is revived, the time-out decides.
+        if self.revive_after and conn_id not in self._revived and quiet and len(quiet) == judged \
+                and all(silent >= self.revive_after and count > 0 for silent, count, _ in quiet):
+            silent, _, leg_id = min(quiet)
+            self._revive(conn_id, leg_id, silent)
 
     def _revive(self, conn_id: str, leg_id: str, silent: float) -> None:
         assert self.revive is not None
