@@ -36,9 +36,29 @@ def encode(value: Any) -> bytes:
 def _encode(value: Any, out: list[bytes], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise BencodeError(f"nesting deeper than {MAX_DEPTH}")
-    if isinstance(value, bool):  # bool is an int in Python; ng has no booleans
+    kind = type(value)
+    # The exact built-in types an ng message is made of first, tested by identity (an isinstance check against
+    # the Mapping and Sequence ABCs costs several times more, three commands a call); subclasses and other
+    # mappings and sequences take the general checks below, with the same result.
+    if kind is str:
+        data = value.encode("utf-8")
+        out.append(b"%d:" % len(data))
+        out.append(data)
+    elif kind is bytes:
+        out.append(b"%d:" % len(value))
+        out.append(value)
+    elif kind is dict:
+        _encode_dict(value, out, depth)
+    elif kind is list or kind is tuple:
+        out.append(b"l")
+        for item in value:
+            _encode(item, out, depth + 1)
+        out.append(b"e")
+    elif kind is int:
+        out.append(b"i%de" % value)
+    elif isinstance(value, bool):  # bool is an int in Python; ng has no booleans
         raise BencodeError(f"a bool ({value!r}) has no bencoding: ng flags are strings in a list")
-    if isinstance(value, int):
+    elif isinstance(value, int):
         out.append(b"i%de" % value)
     elif isinstance(value, str):
         data = value.encode("utf-8")
@@ -49,22 +69,7 @@ def _encode(value: Any, out: list[bytes], depth: int) -> None:
         out.append(b"%d:" % len(data))
         out.append(data)
     elif isinstance(value, Mapping):
-        items = []
-        for key, item in value.items():
-            if isinstance(key, str):
-                raw = key.encode("utf-8")
-            elif isinstance(key, bytes):
-                raw = key
-            else:
-                raise BencodeError(f"dictionary key {key!r} is not a string")
-            items.append((raw, item))
-        items.sort(key=lambda pair: pair[0])
-        out.append(b"d")
-        for raw, item in items:
-            out.append(b"%d:" % len(raw))
-            out.append(raw)
-            _encode(item, out, depth + 1)
-        out.append(b"e")
+        _encode_dict(value, out, depth)
     elif isinstance(value, Sequence):
         out.append(b"l")
         for item in value:
@@ -72,6 +77,29 @@ def _encode(value: Any, out: list[bytes], depth: int) -> None:
         out.append(b"e")
     else:
         raise BencodeError(f"a {type(value).__name__} has no bencoding")
+
+
+def _encode_dict(value: Mapping[Any, Any], out: list[bytes], depth: int) -> None:
+    items = []
+    for key, item in value.items():
+        if type(key) is str or isinstance(key, str):
+            raw = key.encode("utf-8")
+        elif isinstance(key, bytes):
+            raw = key
+        else:
+            raise BencodeError(f"dictionary key {key!r} is not a string")
+        items.append((raw, item))
+    items.sort(key=_first)
+    out.append(b"d")
+    for raw, item in items:
+        out.append(b"%d:" % len(raw))
+        out.append(raw)
+        _encode(item, out, depth + 1)
+    out.append(b"e")
+
+
+def _first(pair: tuple[bytes, Any]) -> bytes:
+    return pair[0]
 
 
 def decode(data: bytes) -> Any:
