@@ -8,16 +8,6 @@ is also handed to `on_relay_down`), every queued datagram is sent, and ONE
 ``loop.call_at`` timer is armed at ``relays.get_timer()`` (left as it is when that deadline did not change).
 ``now`` is always ``loop.time()``.
 
-Requests are sent together while the relay is busy (Nagle's rule, RFC 896, on ng): a command whose relay has
-requests out and unanswered is held until a reply comes back (the drain that reads it sends what was held) or
-`SEND_DELAY` has passed, and then leaves with the others held meanwhile; a command to a relay with nothing out
-leaves on the next loop turn, as every command did before. Why: on a machine whose relay sleeps between requests (a
-few thousand a second still leave it idle most of the time), each datagram that wakes it costs the sender far more
-CPU than the datagram itself (the kernel's wake-up of the relay's thread, an inter-processor interrupt under a
-hypervisor: about 40 us against 13 us each in bursts of three, measured on a 2-vCPU VM), and the replies of a burst
-come back together, read in one wake-up of ours. A request held waits at most one round trip or `SEND_DELAY`; its
-retransmissions and time-out count from the request, as before.
-
 One ng socket per address family the relays use, with a port the kernel picks, bound on loopback when every relay
 of that family is on loopback (tests, a relay on the same machine) and on the wildcard address otherwise (the
 kernel picks the source address toward the relay); a reply is taken only from the relay its cookie was sent to
@@ -49,7 +39,6 @@ __all__ = ["RECEIVE_BUFFER", "NgCommandFailed", "NgShell", "NgTimeout", "bind_ad
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
 READ_BATCH = 256  # datagrams read per wake-up of the socket, at most (then the loop's other work gets its turn)
-SEND_DELAY = 0.002  # seconds a request waits for others to leave with it, at most (see the module docstring)
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # <asm-generic/socket.h>
 
 
@@ -100,10 +89,8 @@ def ng_socket(family: int, host: str, receive_buffer: int = RECEIVE_BUFFER) -> s
 
 
 class NgShell:
-    def __init__(self, relays: RelaySet, *, receive_buffer: int = RECEIVE_BUFFER,
-                 send_delay: float = SEND_DELAY) -> None:
+    def __init__(self, relays: RelaySet, *, receive_buffer: int = RECEIVE_BUFFER) -> None:
         self.relays = relays
-        self.send_delay = send_delay
         self.receive_buffer_asked = receive_buffer
         self.receive_buffer = 0  # what the kernel granted (the smallest over the sockets), once started
         self._sockets: dict[int, socket.socket] = {}
@@ -111,8 +98,7 @@ class NgShell:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._flush: asyncio.Handle | None = None  # the drain that sends the requests made since the last one
-        self._flush_held = False  # that drain is `send_delay` away (requests held behind others out)
+        self._drain_scheduled = False
         self.closed = False
         # told of each relay that goes down, on a later loop turn (bootstrap: the calls it held are recovered)
         self.on_relay_down: Callable[[Address], None] | None = None
@@ -136,11 +122,10 @@ class NgShell:
         """Send `message` to `relay` and return its reply; `NgTimeout` or `NgCommandFailed` otherwise."""
         if self._loop is None or self.closed:
             raise RuntimeError("the ng shell is not running")
-        busy = self.relays.client.outstanding(relay)[0] > 0  # before this request counts there
         cookie = self.relays.request(relay, message, self._loop.time())
         future: asyncio.Future[NgReply] = self._loop.create_future()
         self._waiting[cookie] = future
-        self._wake(hold=busy)
+        self._wake()
         try:
             reply = await future
         finally:
@@ -178,25 +163,13 @@ class NgShell:
         self.relays.handle_timer(now)
         self._drain()
 
-    def _wake(self, *, hold: bool = False) -> None:
-        """Drain soon: on the next loop turn, or within `send_delay` when `hold` (see the module docstring)."""
-        if self._loop is None:
-            return
-        hold = hold and self.send_delay > 0
-        if self._flush is not None:
-            if hold or not self._flush_held:
-                return  # a drain as soon as this one wants is due already
-            self._flush.cancel()
-        self._flush_held = hold
-        if hold:
-            self._flush = self._loop.call_later(self.send_delay, self._drain)
-        else:
-            self._flush = self._loop.call_soon(self._drain)
+    def _wake(self) -> None:
+        if not self._drain_scheduled and self._loop is not None:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()  # this drain sends what it was to send (a no-op when it is the one running)
-            self._flush = None
+        self._drain_scheduled = False
         if self.closed:
             return
         while (event := self.relays.next_event()) is not None:
@@ -241,8 +214,6 @@ class NgShell:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._flush is not None:
-            self._flush.cancel()
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
