@@ -123,3 +123,40 @@ async def test_a_relay_that_fails_to_start_is_counted_and_the_call_goes_on() -> 
     anchor.leg_ended(customer)
     await settled(anchor)
     assert sink.done == [] and ("delete", "c1") in media.ops
+
+
+def relay_sdp(port: int) -> bytes:
+    return CUSTOMER_SDP.replace(b"40000", str(port).encode())
+
+
+async def recorded_with(sdps: list[bytes]) -> FinishedRecording:
+    """The recording handed over for an answered call whose customer was then given `sdps` by the relay."""
+    anchor, sink, _, customer = await answered_call(FakeMedia())
+    for sdp in sdps:
+        anchor.recorder.customer_sdp("c1", sdp)
+    assert anchor.recorder.want("c1", True)
+    await settled(anchor)
+    anchor.leg_ended(customer)
+    await settled(anchor)
+    assert len(sink.done) == 1
+    return sink.done[0]
+
+
+async def test_the_customer_port_is_the_latest_sdp_s_that_names_one() -> None:
+    assert (await recorded_with([relay_sdp(30000), relay_sdp(30002)])).customer_port == 30002
+    # an SDP that does not parse, or that has no audio port, leaves the port the earlier one gave
+    assert (await recorded_with([relay_sdp(30000), b"not an SDP"])).customer_port == 30000
+    assert (await recorded_with([relay_sdp(30000), relay_sdp(0)])).customer_port == 30000
+    media = FakeMedia()
+    anchor, sink, _, customer = await answered_call(media)
+    assert anchor.recorder.want("c1", True)
+    await settled(anchor)
+    anchor.leg_ended(customer)
+    await settled(anchor)
+    assert sink.done[0].customer_port == media.port_for("c1", "cust")  # the answer's, through the relay
+
+
+async def test_many_sdps_keep_the_latest_port_whatever_was_read_on_the_way() -> None:
+    many = [relay_sdp(30000 + 2 * i) for i in range(10)]
+    assert (await recorded_with(many)).customer_port == 30018
+    assert (await recorded_with([*many, *[b"not an SDP"] * 9])).customer_port == 30018

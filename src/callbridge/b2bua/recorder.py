@@ -15,7 +15,9 @@ Rules
 - One call's steps run in order, one task at a time, applying the latest wish (as `hearing` does): on, off and on
   again quickly ends as one recording running, with the pause the relay really made.
 - The customer's channel is what the relay receives on its port facing the customer; the anchor reports every SDP
-  the relay gives the customer (`customer_sdp`) and the port is read from it (it stays the same for the call).
+  the relay gives the customer (`customer_sdp`) and the port is read from it (it stays the same for the call): from
+  the latest of them that parses and has an audio port, read only when a recording is handed over (most calls are
+  never recorded, and parsing each SDP on the loop was a measurable share of an anchored call's CPU).
 - When the call ends (`ended`): a running recording is stopped first, which closes its last segment on the relay
   at once (rtpengine closes a deleted call's files only about 30 s later), then the relay's call is deleted, then
   the segments are found on disk (off the loop) and handed to the `RecordingSink`, which joins and stores them.
@@ -50,16 +52,40 @@ class Anchor(Protocol):
     def track(self, task: asyncio.Task[None]) -> None: ...
 
 
+# SDPs kept unread per call before the older ones are read (a call re-negotiating over and over stays bounded).
+MAX_UNREAD_SDPS = 4
+
+
 @dataclass
 class _Recording:
     operation_id: str
-    customer_port: int | None = None
+    port_read: int | None = None  # the customer's port from the SDPs already read
+    unread: list[bytes] = field(default_factory=list)  # the SDPs the relay gave the customer since, oldest first
     wanted: bool = False
     on_relay: bool = False
     started_at: float | None = None  # the first start the relay took
     off_since: float | None = None  # stopped (paused) at, after a start
     pauses: list[tuple[float, float]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+
+    def customer_port(self) -> int | None:
+        """The relay's port facing the customer, from the latest SDP given to the customer that names one (the
+        SDPs kept unread are read now)."""
+        for sdp in reversed(self.unread):
+            port = _audio_port(sdp)
+            if port is not None:
+                self.port_read = port
+                break
+        self.unread.clear()
+        return self.port_read
+
+
+def _audio_port(sdp: bytes) -> int | None:
+    try:
+        media = [m for m in SessionDescription.parse(sdp).media if m.media == "audio" and m.port]
+    except SdpError:
+        return None
+    return media[0].port if media else None
 
 
 class CallRecorder:
@@ -79,12 +105,9 @@ class CallRecorder:
         rec = self.calls.get(conn_id)
         if rec is None:
             return
-        try:
-            media = [m for m in SessionDescription.parse(sdp).media if m.media == "audio" and m.port]
-        except SdpError:
-            return
-        if media:
-            rec.customer_port = media[0].port
+        if len(rec.unread) >= MAX_UNREAD_SDPS:
+            rec.customer_port()  # reads the ones kept so far (see MAX_UNREAD_SDPS)
+        rec.unread.append(sdp)
 
     def recording(self, conn_id: str) -> bool:
         """The relay records the call now."""
@@ -145,5 +168,5 @@ class CallRecorder:
             log.warning("call %s: the recording's segments cannot be listed (%s)", conn_id, exc)
             return
         self.sink.recording_finished(FinishedRecording(
-            conn_id, rec.operation_id, tuple(segments), tuple(leftovers), rec.customer_port, rec.started_at,
+            conn_id, rec.operation_id, tuple(segments), tuple(leftovers), rec.customer_port(), rec.started_at,
             self.clock(), tuple(rec.pauses)))

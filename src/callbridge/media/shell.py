@@ -5,7 +5,8 @@ shape of `callbridge.transport.runtime` (which drives the SIP core the same way)
 ``relays.receive_datagram(data, addr, now)``; after each input the shell *drains* once: every event is handed to
 the coroutine waiting for its cookie (or logged: a relay going up or down; one that failed its ping, `RelayLost`,
 is also handed to `on_relay_down`), every queued datagram is sent, and ONE
-``loop.call_at`` timer is re-armed at ``relays.get_timer()``. ``now`` is always ``loop.time()``.
+``loop.call_at`` timer is armed at ``relays.get_timer()`` (left as it is when that deadline did not change).
+``now`` is always ``loop.time()``.
 
 One ng socket per address family the relays use, with a port the kernel picks, bound on loopback when every relay
 of that family is on loopback (tests, a relay on the same machine) and on the wildcard address otherwise (the
@@ -95,6 +96,7 @@ class NgShell:
         self._sockets: dict[int, socket.socket] = {}
         self._waiting: dict[str, asyncio.Future[NgReply]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
         self.closed = False
@@ -153,6 +155,7 @@ class NgShell:
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._timer_when = None
         assert self._loop is not None
         deadline = self.relays.get_timer()
         # the loop may fire up to its clock resolution early: the core must see its deadline reached
@@ -197,10 +200,13 @@ class NgShell:
                 sock.sendto(data, addr)
             except OSError as exc:  # a full send buffer or an ICMP error: a retransmission or the time-out follows
                 log.debug("ng send to %s:%d failed: %s", addr[0], addr[1], exc)
+        deadline = self.relays.get_timer()
+        if deadline == self._timer_when and (deadline is None or self._timer is not None):
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadline = self.relays.get_timer()
+        self._timer_when = deadline
         if deadline is not None and self._loop is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
