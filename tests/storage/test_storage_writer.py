@@ -297,6 +297,46 @@ def test_a_batch_of_inserts_with_a_failing_row_is_rolled_back_and_retried_row_by
         writer.close()
 
 
+def test_on_sqlite_the_writers_statement_journals_stay_in_memory(engine: Engine) -> None:
+    """A multi-row INSERT inside a batch's transaction journals every page it changes; on SQLite that journal is
+    kept in memory (`temp_store = MEMORY` on the writer's connection), never in a temporary file per statement."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's temp_store")
+    writer = Writer(engine).start()
+    seen: list[int] = []
+    try:
+        writer.submit(lambda conn: seen.append(int(conn.exec_driver_sql("PRAGMA temp_store").scalar_one())))
+        assert writer.flush(10)
+        assert seen == [2]  # MEMORY
+    finally:
+        writer.close()
+
+
+def test_a_batch_of_two_tables_failing_in_its_second_statement_lands_nothing_twice(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    writer = Writer(engine).start()
+    gate = threading.Event()
+    try:
+        _hold(writer, gate)
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        for i in range(200):  # enough rows per table for each multi-row INSERT to change many pages
+            writer.insert(s.operations, {"id": f"op{i:03d}", "sip_domain": f"op{i}.test", "name": "x" * 200})
+            writer.insert(s.events, {"operation_id": "op", "seq": i, "type": "t", "at": at, "conn_id": None,
+                                     "line": "{}" * 100})
+        writer.insert(s.events, {"operation_id": "op", "seq": 7, "type": "t", "at": at, "conn_id": None,
+                                 "line": "{}"})  # a duplicate key: fails, alone
+        with caplog.at_level(logging.ERROR, logger="callbridge.storage.writer"):
+            gate.set()
+            assert writer.flush(30)
+        assert (writer.stats.failed, writer.stats.committed) == (1, 401)
+        with engine.connect() as conn:
+            assert _count(engine) == 200
+            assert conn.execute(select(func.count()).select_from(s.events)).scalar_one() == 200
+            assert conn.execute(select(s.events.c.line).where(s.events.c.seq == 7)).scalar_one() == "{}" * 100
+    finally:
+        writer.close()
+
+
 def _model_apply(rows: dict[int, dict[str, object]], op: tuple[str, dict[str, object]]) -> None:
     """What each write means, one at a time: the model the folded batch must agree with."""
     kind, values = op

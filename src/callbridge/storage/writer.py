@@ -288,7 +288,10 @@ class Writer:
     def _connection(self) -> Connection:
         """The thread's connection: checked out once and kept, so a batch costs no pool checkout and reset."""
         if self._conn is None:
-            self._conn = self.engine.connect()
+            conn = self.engine.connect()
+            if conn.dialect.name == "sqlite":
+                _journals_in_memory(conn)
+            self._conn = conn
         return self._conn
 
     def _disconnect(self) -> None:
@@ -326,6 +329,18 @@ class Writer:
             return
         self.stats.batches += 1
         self.stats.committed += len(work)
+
+
+def _journals_in_memory(conn: Connection) -> None:
+    """SQLite: the writer's statement journals stay in memory (`temp_store = MEMORY`). A statement that may fail
+    half-way inside a transaction (a multi-row INSERT within a batch's BEGIN ... COMMIT) keeps a copy of every page
+    it changes, to undo itself alone; past 64 KiB SQLite moves that copy to a temporary file, created, written
+    and deleted per statement (a batch of agent states and events touches that many index pages). The journal
+    only ever undoes a statement of a transaction still open, so where it lives changes nothing of what a commit
+    makes durable."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA temp_store = MEMORY")
 
 
 def _apply(conn: Connection, work: list[Item]) -> None:
