@@ -542,3 +542,24 @@ def test_while_draining_the_same_instance_may_move_to_a_new_contact(registrar: R
                      "s3cret", T0 + 1)
     assert moved.status == 200  # RFC 5626: the same phone (instance) re-registering after a NAT rebinding
     assert [b.contact_uri for b in registrar.contacts_for("0042", "1001", T0 + 1)] == ["sip:1001@10.0.0.5:6000"]
+
+
+# --- an operation handed over or lost in a cluster (rule 9) ---------------------------------------------------
+
+def test_a_register_for_an_operation_handed_over_is_refused_503_after_authentication(registrar: Registrar) -> None:
+    assert authed(registrar, register(cseq=1), "s3cret").status == 200
+    registrar.drain_events()
+    request = register(cseq=5, expires=600)
+    first = registrar.handle_register(request, PHONE, "udp", T0 + 100, refused_operations={"0042"})
+    assert first.status == 401  # the challenge first, as always
+    answered = with_credentials(request, DigestResponder("1001", "s3cret"), first)
+    refused = registrar.handle_register(answered, PHONE, "udp", T0 + 100, refused_operations={"0042"})
+    assert (refused.status, refused.reason, refused.headers.get("Retry-After")) == (503, "Operation Moving", "2")
+    assert "Contact" not in refused.headers
+    assert registrar.drain_events() == []  # nothing changed, nothing written through
+    assert [b.expires_at for b in registrar.contacts_for("0042", "1001", T0 + 100)] == [T0 + 3600]
+    # another operation's agents are not concerned
+    request = register(cseq=6, expires=600)
+    first = registrar.handle_register(request, PHONE, "udp", T0 + 101, refused_operations={"0099"})
+    answered = with_credentials(request, DigestResponder("1001", "s3cret"), first)
+    assert registrar.handle_register(answered, PHONE, "udp", T0 + 101, refused_operations={"0099"}).status == 200

@@ -202,6 +202,7 @@ class RegistrationsContext(Protocol):
     loop: asyncio.AbstractEventLoop
     service: Domain | None
     draining: bool
+    handed: Handed
 
     def wall(self) -> float: ...
 

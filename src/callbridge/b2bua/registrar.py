@@ -26,6 +26,10 @@ Rules, in the order a REGISTER meets them:
    none of its bindings by instance, RFC 5626) is refused, after authentication, with 503 and Retry-After
    (§21.5.4: the phone tries again later, by then at a node that takes registrations); refreshes and removals of
    existing bindings go on, so phones on live calls stay reachable.
+9. An operation this node handed over or lost in a cluster (`refused_operations`: docs/cluster.md) is not its to
+   register: after authentication, 503 with Retry-After (as its new INVITEs are, inbound.py), so that the phone,
+   or Kamailio's failure route, tries again at the operation's owner. A 200 here would tell the phone it is
+   registered while no node has its binding (the fence refuses this node's writes for it).
 
 The request is checked whole before anything changes, so a failed REGISTER leaves every binding as it was.
 Changes are reported as the location service's events (`BindingAdded`, ...), to `on_change` when given, else to
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +67,7 @@ from callbridge.sip.addr import parse_contact, split_commas
 __all__ = ["DRAIN_RETRY_AFTER", "ChallengerPool", "Registrar", "RegistrarDirectory", "RegistrarLimits"]
 
 DRAIN_RETRY_AFTER = "30"  # seconds; as for the INVITEs a draining node refuses (inbound.py)
+MOVED_RETRY_AFTER = "2"  # seconds: as for the INVITEs of an operation being handed over (inbound.py)
 
 
 class RegistrarDirectory(Protocol):
@@ -174,22 +179,23 @@ class Registrar:
 
     # -- REGISTER ------------------------------------------------------------------------------------------
     def handle_register(self, request: Request, source_addr: tuple[str, int], transport: str,
-                        now: float, *, new_bindings: bool = True) -> Response:
+                        now: float, *, new_bindings: bool = True,
+                        refused_operations: Container[str] = ()) -> Response:
         """The final response to a REGISTER received from `source_addr` over `transport` (udp, tcp, ws, wss);
-        `new_bindings=False` while draining (rule 8)."""
+        `new_bindings=False` while draining (rule 8); `refused_operations`: those handed over or lost (rule 9)."""
         if request.method != "REGISTER":
             raise ValueError(f"not a REGISTER: {request.method}")
         self.stats["registers"] += 1
         self.location.expire(now)
         try:
-            return self._register(request, source_addr, transport.lower(), now, new_bindings)
+            return self._register(request, source_addr, transport.lower(), now, new_bindings, refused_operations)
         except _Reject as reject:
             if reject.status != 401:
                 self.stats["rejected"] += 1
             return self._response(request, reject.status, reject.reason, reject.headers)
 
     def _register(self, request: Request, source_addr: tuple[str, int], transport: str, now: float,
-                  new_bindings: bool) -> Response:
+                  new_bindings: bool, refused_operations: Container[str]) -> Response:
         try:
             aor = request.to.uri
             contacts = _contacts(request)
@@ -210,6 +216,8 @@ class Registrar:
         username = self._authenticate(request, operation, realm, now)
         if operation is None:  # unreachable: without an operation no HA1 exists, so nobody authenticates
             raise _Reject(404, None)
+        if operation.id in refused_operations:  # rule 9
+            raise _Reject(503, "Operation Moving", [("Retry-After", MOVED_RETRY_AFTER)])
 
         if aor.user != username:
             raise _Reject(403, "Username Does Not Match To")

@@ -11,6 +11,8 @@ Rules (RFC 3261 §10.3)
 - One timer runs for the earliest expiry of all bindings (`Registrar.next_expiry`), re-armed after every change.
 - While the node drains (SIGTERM) it takes no new agents: a REGISTER that would add a binding is answered 503 with
   Retry-After (`registrar`, rule 8); refreshes and removals go on.
+- A REGISTER for an operation this cluster node handed over or lost is answered 503 with Retry-After (`registrar`,
+  rule 9): the owner registers it.
 - After a restart the bindings still valid are restored (their source addresses kept: behind NAT that is where
   requests must go, RFC 3581) and their agents reported registered.
 """
@@ -55,7 +57,8 @@ class Registrations:
     def on_register(self, request: Request, tx: ServerTransaction) -> None:
         sw = self.sw
         response = self.registrar.handle_register(request, tx.source, tx.transport, sw.wall(),
-                                                  new_bindings=not sw.draining)
+                                                  new_bindings=not sw.draining,
+                                                  refused_operations=sw.handed.operations)
         sw.endpoint.respond(tx, response, sw.now())
         if counts_as_failure(response.status, carried_credentials="authorization" in request.headers):
             sw.defence.record_failure(tx.source[0], sw.now())
