@@ -17,6 +17,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,19 @@ async def stream_seqs(node: Serve, token: str, after: int = 0) -> tuple[int, lis
     return int(answer.headers["callbridge-last-seq"]), seqs
 
 
+
+async def a_then_b(nodes: list[Serve], url: str, tmp_path: Path,
+                   owner: Callable[[], str | None]) -> tuple[Serve, Serve]:
+    """Node a started and holding the operation, then node b started (both in `nodes`, stopped by the caller)."""
+    a = Serve("a", NODE_A, url, tmp_path, lease_seconds=LEASE)
+    nodes.append(a)
+    a.wait_ready()
+    await until(lambda: owner() == "a", "node a holding the operation")
+    b = Serve("b", NODE_B, url, tmp_path, lease_seconds=LEASE)
+    nodes.append(b)
+    b.wait_ready()
+    return a, b
+
 async def test_webhooks_come_from_the_owner_only_and_resume_on_the_node_that_takes_the_operation_over(
         postgres_url: str, tmp_path: Path) -> None:
     receiver = await Receiver(SECRET).start()
@@ -103,13 +117,7 @@ async def test_webhooks_come_from_the_owner_only_and_resume_on_the_node_that_tak
                                                                  "ORDER BY seq"), {"op": OP})]
 
             try:
-                a = Serve("a", NODE_A, url, tmp_path, lease_seconds=LEASE)
-                nodes.append(a)
-                a.wait_ready()
-                await until(lambda: owner() == "a", "node a holding the operation")
-                b = Serve("b", NODE_B, url, tmp_path, lease_seconds=LEASE)
-                nodes.append(b)
-                b.wait_ready()
+                a, b = await a_then_b(nodes, url, tmp_path, owner)
 
                 await display_changes(a, token, 4)
                 await receiver.wait_for_seq(4)
@@ -202,13 +210,7 @@ async def test_a_websocket_stream_asked_of_any_node_follows_the_operation_to_its
 
         owner = partial(_owner, engine)
         try:
-            a = Serve("a", NODE_A, url, tmp_path, lease_seconds=LEASE)
-            nodes.append(a)
-            a.wait_ready()
-            await until(lambda: owner() == "a", "node a holding the operation")
-            b = Serve("b", NODE_B, url, tmp_path, lease_seconds=LEASE)
-            nodes.append(b)
-            b.wait_ready()
+            a, b = await a_then_b(nodes, url, tmp_path, owner)
 
             with pytest.raises(InvalidStatus) as refused:
                 await _ws(b, "not-a-token", 0)
