@@ -77,6 +77,7 @@ from callbridge.storage.database import make_engine
 from callbridge.storage.directory import Directory
 from callbridge.storage.event_log import DEFAULT_RETENTION_DAYS, RETENTION_ENV, EventStore
 from callbridge.storage.history import History
+from callbridge.storage.open_recordings import RecordingJournalStore
 from callbridge.storage.recordings import RECORDING_PRUNE_INTERVAL_S, RecordingArchive
 from callbridge.storage.supervisors import SupervisorAccounts
 from callbridge.storage.token_usage import TokenUsage
@@ -335,13 +336,15 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
                         "silence).", lambda: dict(watch.stats), label="counter")
         if settings.media_timeout_seconds > 0:
             node.media_watching = loop.create_task(watch.run(), name="callbridge-media-watch")
+    # before reconciliation, which finishes the recordings a crash left (their WAVs go to the archive)
+    node.recordings = RecordingArchive(settings.recordings_path, storage.writer, storage.engine)
+    switch.anchor.recorder.sink = node.recordings
+    switch.anchor.recorder.journal = RecordingJournalStore(storage.writer, settings.node_id, time.time)
     if reconcile:
         node.reconciled = await _reconcile(node)
     service.restore()  # a short read at start-up; its timers must be armed on the loop
     switch.start_trunks()
     node.event_pruning = loop.create_task(events.prune_every(prune_interval), name="callbridge-event-pruning")
-    node.recordings = RecordingArchive(settings.recordings_path, storage.writer, storage.engine)
-    switch.anchor.recorder.sink = node.recordings
     node.recording_pruning = loop.create_task(node.recordings.prune_every(RECORDING_PRUNE_INTERVAL_S),
                                               name="callbridge-recording-pruning")
     if settings.directory_poll_seconds > 0:
@@ -436,7 +439,12 @@ async def _reconcile(node: Node) -> Leftovers:
             switch.end_restored_dialog(_dialog_state(record), peer if peer in agents_at else None, record.transport)
         except Exception:
             log.exception("could not end the dialog of leg %s left from before", record.leg_id)
-    for conn_id, relay in sorted({(d.conn_id, d.media_relay) for d in found.dialogs if d.media_relay}):
+    relays = {d.conn_id: d.media_relay for d in found.dialogs if d.media_relay}
+    held = node.cluster.held if node.cluster is not None else None
+    for left in found.recordings:  # stopped on its relay, the relay's call deleted, joined into its WAV
+        if held is None or left.operation_id in held:
+            switch.anchor.finish_left(left, relays.pop(left.conn_id, None))
+    for conn_id, relay in sorted(relays.items()):
         switch.anchor.delete_left(conn_id, relay)  # an anchored call's relay call ends with it
     if found.dialogs:
         await asyncio.sleep(0.05)  # let the BYEs leave before the records say they are over

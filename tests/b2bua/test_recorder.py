@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from media_fake import FakeMedia
+from media_fake import RELAY, FakeMedia
 
 from callbridge.b2bua.anchor import MediaAnchor
 from callbridge.b2bua.legs import SipLeg
-from callbridge.b2bua.ports import FinishedRecording
+from callbridge.b2bua.ports import FinishedRecording, OpenRecording
 
 CUSTOMER_SDP = (b"v=0\r\no=c 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
                 b"m=audio 40000 RTP/AVP 0\r\na=sendrecv\r\n")
@@ -160,3 +160,129 @@ async def test_many_sdps_keep_the_latest_port_whatever_was_read_on_the_way() -> 
     many = [relay_sdp(30000 + 2 * i) for i in range(10)]
     assert (await recorded_with(many)).customer_port == 30018
     assert (await recorded_with([*many, *[b"not an SDP"] * 9])).customer_port == 30018
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.saved: list[OpenRecording] = []
+
+    def save_recording(self, recording: OpenRecording) -> None:
+        self.saved.append(recording)
+
+
+async def test_each_start_and_stop_the_relay_took_is_written_through() -> None:
+    media = FakeMedia()
+    anchor, _, clock, customer = await answered_call(media)
+    journal = anchor.recorder.journal = Journal()
+    port = media.port_for("c1", "cust")
+    anchor.recorder.want("c1", True)
+    await settled(anchor)
+    clock.t = 1010.0
+    anchor.recorder.want("c1", False)
+    await settled(anchor)
+    clock.t = 1012.5
+    anchor.recorder.want("c1", True)
+    await settled(anchor)
+    assert journal.saved == [
+        OpenRecording("c1", "0042", 1000.0, True, None, (), port),
+        OpenRecording("c1", "0042", 1000.0, False, 1010.0, (), port),
+        OpenRecording("c1", "0042", 1000.0, True, None, ((1010.0, 1012.5),), port),
+    ]
+    clock.t = 1020.0
+    anchor.leg_ended(customer)
+    await settled(anchor)
+    assert journal.saved[-1] == OpenRecording("c1", "0042", 1000.0, False, 1020.0, ((1010.0, 1012.5),), port)
+
+
+async def test_a_start_the_relay_refused_is_not_written() -> None:
+    media = FakeMedia()
+    anchor, _, _, _ = await answered_call(media)
+    journal = anchor.recorder.journal = Journal()
+    media.failing.add("start_recording")
+    anchor.recorder.want("c1", True)
+    await settled(anchor)
+    assert journal.saved == []
+
+
+async def test_a_recording_left_running_by_a_crash_is_stopped_then_deleted_then_handed_over() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    sink, clock = Sink(), Clock()
+    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    media.segments["c9"] = ["/spool/c9-0.pcap", "/spool/c9-1.pcap"]
+    clock.t = 1100.0
+    left = OpenRecording("c9", "0042", 1000.0, True, None, ((1010.0, 1012.5),), 40002)
+    anchor.finish_left(left, f"{RELAY}:2223")
+    await settled(anchor)
+    assert [op for op in media.ops if op[0] != "recording_files"] == [
+        ("restore", "c9", f"{RELAY}:2223"), ("stop_recording", "c9"), ("delete", "c9")]
+    assert sink.done == [FinishedRecording("c9", "0042", ("/spool/c9-0.pcap", "/spool/c9-1.pcap"),
+                                           ("/spool/c9-0.meta", "/spool/c9-1.meta"), 40002, 1000.0, 1100.0,
+                                           ((1010.0, 1012.5),))]
+
+
+async def test_a_paused_recording_left_by_a_crash_ends_at_its_pause() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    sink, clock = Sink(), Clock()
+    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    media.segments["c9"] = ["/spool/c9-0.pcap"]
+    left = OpenRecording("c9", "0042", 1000.0, False, 1010.0, (), None)
+    anchor.finish_left(left, f"{RELAY}:2223")
+    await settled(anchor)
+    assert [op[0] for op in media.ops] == ["restore", "delete", "recording_files"]  # not recording: no stop
+    assert sink.done == [FinishedRecording("c9", "0042", ("/spool/c9-0.pcap",), ("/spool/c9-0.meta",), None,
+                                           1000.0, 1010.0, ())]
+
+
+async def test_a_recording_adopted_from_another_node_goes_on_from_where_the_relay_has_it() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    sink, clock = Sink(), Clock()
+    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    journal = anchor.recorder.journal = Journal()
+    assert anchor.restore("c1", "0042", "cust", "agent", f"{RELAY}:2223")
+    left = OpenRecording("c1", "0042", 1000.0, True, None, (), 40002)
+    anchor.recorder.adopt(left)
+    assert anchor.recorder.recording("c1") and journal.saved == [left]  # written again, under this node
+    clock.t = 1005.0
+    anchor.recorder.want("c1", False)  # paused through this node
+    await settled(anchor)
+    clock.t = 1007.0
+    anchor.recorder.want("c1", True)
+    await settled(anchor)
+    media.segments["c1"] = ["/spool/c1-0.pcap", "/spool/c1-1.pcap"]  # the old node's start, and this node's
+    clock.t = 1009.0
+    anchor.leg_ended(SipLeg("cust", "0042", "in", 0.0, conn_id="c1"))
+    await settled(anchor)
+    assert recording_ops(media) == [("stop_recording", "c1"), ("start_recording", "c1"), ("stop_recording", "c1"),
+                                    ("delete", "c1"), ("recording_files", "c1")]
+    (done,) = sink.done
+    assert (done.started_at, done.ended_at, done.pauses, done.customer_port) == (1000.0, 1009.0, ((1005.0, 1007.0),),
+                                                                                40002)
+
+
+async def test_a_relay_that_lost_the_call_left_by_a_crash_does_not_keep_its_segments_from_being_joined() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    sink, clock = Sink(), Clock()
+    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    media.segments["c9"] = ["/spool/c9-0.pcap"]
+    media.failing.add("stop_recording")  # the relay no longer knows the call (it timed it out meanwhile)
+    anchor.finish_left(OpenRecording("c9", "0042", 1000.0, True, None, (), 40002), f"{RELAY}:2223")
+    await settled(anchor)
+    assert [op[0] for op in media.ops] == ["restore", "stop_recording", "delete", "recording_files"]
+    assert anchor.stats["media_failures"] == 1
+    assert [done.segments for done in sink.done] == [("/spool/c9-0.pcap",)]
+
+
+async def test_a_recording_left_on_a_relay_this_node_does_not_know_is_joined_from_what_is_on_disk() -> None:
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    sink, clock = Sink(), Clock()
+    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    media.segments["c9"] = ["/spool/c9-0.pcap"]
+    anchor.finish_left(OpenRecording("c9", "0042", 1000.0, True, None, (), 40002), None)
+    await settled(anchor)
+    assert [op[0] for op in media.ops] == ["recording_files"]
+    assert [done.segments for done in sink.done] == [("/spool/c9-0.pcap",)]

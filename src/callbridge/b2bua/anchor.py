@@ -42,7 +42,7 @@ from typing import Any, Literal
 from callbridge.b2bua.hearing import CustomerHearing
 from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.monitor import CallListeners
-from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError
+from callbridge.b2bua.ports import B2buaDirectory, Media, MediaError, OpenRecording
 from callbridge.b2bua.recorder import CallRecorder
 from callbridge.b2bua.waiting import QueueWaiting
 from callbridge.callcontrol.model import Operation
@@ -142,6 +142,12 @@ class MediaAnchor:
         media = self.media
         if media is not None and media.restore(conn_id, relay):
             self._spawn(self._quietly(media.delete(conn_id), conn_id, "delete"))
+
+    def finish_left(self, left: OpenRecording, relay: str | None) -> None:
+        """Like `delete_left`, for a call that was being recorded: its recording is stopped and handed over
+        first (`CallRecorder.finish_left`)."""
+        if self.media is not None:
+            self._spawn(self.recorder.finish_left(left, relay))
 
     def forget(self, conn_id: str) -> None:
         """The call is another node's now (a handover): its anchoring leaves this node, its relay call stays."""

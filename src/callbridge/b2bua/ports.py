@@ -175,6 +175,28 @@ class FinishedRecording:
     pauses: tuple[tuple[float, float], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class OpenRecording:
+    """A call's recording while the call lasts, as the recorder knows it after each start and stop on the relay:
+    enough for this node after a crash, or for the node taking the call over, to stop it and join its segments
+    (`started_at` the first start; `off_since` the last stop when the relay does not record now)."""
+
+    conn_id: str
+    operation_id: str
+    started_at: float
+    on_relay: bool
+    off_since: float | None
+    pauses: tuple[tuple[float, float], ...]
+    customer_port: int | None
+
+
+class RecordingJournal(Protocol):
+    """Where the recorder writes its calls' recordings through (`callbridge.storage.open_recordings`); the row
+    goes with the call's finished recording (`RecordingSink`), in the batch that stores it."""
+
+    def save_recording(self, recording: OpenRecording) -> None: ...
+
+
 class RecordingSink(Protocol):
     """Where a finished recording goes (joined into one WAV and stored off the loop: `callbridge.storage`)."""
 

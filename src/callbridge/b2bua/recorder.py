@@ -23,6 +23,11 @@ Rules
   the segments are found on disk (off the loop) and handed to the `RecordingSink`, which joins and stores them.
 - A relay step that fails is logged and counted (`media_failures`); the call goes on, and recording stays as the
   relay has it.
+- Written through (`journal`, `RecordingJournal`): after each start or stop the relay took, the call's recording
+  as it stands, so that a crash loses none of it: the node starting again finishes what it left (`finish_left`:
+  a running recording stopped, the relay's call deleted, the segments handed over as when a call ends), and a node
+  taking a call over goes on with its recording (`adopt`). The stored row leaves with the finished recording's
+  (storage/recordings.py).
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from callbridge.b2bua.ports import FinishedRecording, Media, MediaError, RecordingSink
+from callbridge.b2bua.ports import (
+    FinishedRecording,
+    Media,
+    MediaError,
+    OpenRecording,
+    RecordingJournal,
+    RecordingSink,
+)
 from callbridge.sip.sdp import SdpError, SessionDescription
 
 __all__ = ["CallRecorder"]
@@ -95,6 +107,7 @@ class CallRecorder:
         self.loop = loop
         self.clock = clock
         self.sink: RecordingSink | None = None  # bootstrap's: where finished recordings go
+        self.journal: RecordingJournal | None = None  # bootstrap's: where recordings in progress are written
         self.calls: dict[str, _Recording] = {}
 
     def started(self, conn_id: str, operation_id: str) -> None:
@@ -148,6 +161,48 @@ class CallRecorder:
             elif rec.off_since is not None:
                 rec.pauses.append((rec.off_since, at))
                 rec.off_since = None
+            self._write(conn_id, rec)
+
+    def _write(self, conn_id: str, rec: _Recording) -> None:
+        if self.journal is not None and rec.started_at is not None:
+            self.journal.save_recording(OpenRecording(
+                conn_id, rec.operation_id, rec.started_at, rec.on_relay, rec.off_since, tuple(rec.pauses),
+                rec.customer_port()))
+
+    def adopt(self, left: OpenRecording) -> None:
+        """A call this node took over was being recorded (`left`, as its last node wrote it): go on with that
+        recording, as if this node had made its starts and stops; written through again under this node."""
+        rec = self.calls.setdefault(left.conn_id, _Recording(left.operation_id))
+        rec.port_read, rec.wanted, rec.on_relay = left.customer_port, left.on_relay, left.on_relay
+        rec.started_at, rec.off_since, rec.pauses = left.started_at, left.off_since, list(left.pauses)
+        self._write(left.conn_id, rec)
+
+    async def finish_left(self, left: OpenRecording, relay: str | None) -> None:
+        """A recorded call that a crash (this node's, or a dead node's whose operation this one took) ended: stop
+        the recording on `relay` if it ran, delete the relay's call, hand the segments over (see the rules)."""
+        media = self.anchor.media
+        if media is None:
+            return
+        if relay is not None and media.restore(left.conn_id, relay):
+            steps = [("stop recording", media.stop_recording)] if left.on_relay else []
+            for what, step in [*steps, ("delete", media.delete)]:
+                try:
+                    await step(left.conn_id)
+                except MediaError as exc:  # the relay may have lost the call meanwhile: its files are what counts
+                    self.anchor.stats["media_failures"] += 1
+                    log.warning("call %s: the relay failed to %s a call left from before (%s)", left.conn_id, what,
+                                exc)
+        if self.sink is None:
+            return
+        try:
+            segments, leftovers = await asyncio.to_thread(media.recording_files, left.conn_id)
+        except OSError as exc:
+            log.warning("call %s: the recording's segments cannot be listed (%s)", left.conn_id, exc)
+            return
+        ended = self.clock() if left.on_relay or left.off_since is None else left.off_since
+        self.sink.recording_finished(FinishedRecording(
+            left.conn_id, left.operation_id, tuple(segments), tuple(leftovers), left.customer_port, left.started_at,
+            ended, left.pauses))
 
     async def ended(self, conn_id: str, delete: Callable[[], Awaitable[None]]) -> None:
         """The call is over: stop a running recording, `delete` the relay's call, hand the segments over."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from callbridge.callcontrol.agents import AgentDesk
-from callbridge.callcontrol.calls import Call, CallHistoryEntry, Leg
+from callbridge.callcontrol.calls import Call, CallHistoryEntry, Leg, RecordingState
 from callbridge.callcontrol.live import LiveState
 from callbridge.callcontrol.records import ON_CALL, CallRecord, LegRecord
 
@@ -43,11 +43,12 @@ class Adoption:
         self._agents = agents
 
     def adopt_call(self, record: CallRecord, legs: Sequence[LegRecord], since: float, now: float, *,
-                   held: bool = False, muted: bool = False) -> bool:
+                   held: bool = False, muted: bool = False, recording: RecordingState = "off") -> bool:
         """Make `record` (a connected call of another node) one of this service's live calls; False when it is
         not adoptable (see `adoptable_legs`), its agent is unknown or busy here, or the call is here already.
         `since` is when its agent went on the call (the agent's recorded state time); `held` and `muted` what the
-        SIP side found its dialogs in (the next `hold` or `mute` takes the call off it, as on the old node)."""
+        SIP side found its dialogs in (the next `hold` or `mute` takes the call off it, as on the old node);
+        `recording` the state of its recording in progress (the relay records it, or not since a pause or stop)."""
         pair = adoptable_legs(record, legs)
         state = self._state
         if pair is None or record.conn_id in state.calls:
@@ -61,7 +62,7 @@ class Adoption:
                     node_id=state.node_id, state="connected", queue=record.queue, customer_leg_id=customer.leg_id,
                     agent_leg_id=agent_leg.leg_id, agent=record.agent, agents=[record.agent],
                     answered_at=record.answered_at, transfer_count=record.transfer_count,
-                    related_conn_id=record.related_conn_id, held=held, muted=muted)
+                    related_conn_id=record.related_conn_id, held=held, muted=muted, recording=recording)
         for leg in (customer, agent_leg):
             call.legs[leg.leg_id] = Leg(leg.leg_id, record.conn_id, leg.role, leg.party, "up", leg.agent,
                                         leg.created_at, leg.answered_at)

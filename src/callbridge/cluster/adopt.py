@@ -23,8 +23,11 @@ over: `cluster.handover` let its calls go first):
    cluster"): its anchoring is restored (`MediaAnchor.restore`), and a left call that is ended has its relay call
    deleted (`MediaAnchor.delete_left`). The SDP each party was last sent, and the one it last sent, are restored
    with the dialogs, so a hold, a resume or a transfer re-offers from them.
-What is not carried over (session-timer refreshes, a recording in progress, what the customer heard if it was on
-hold at the handover) is in docs/cluster.md, "Not yet".
+   A recording in progress (`call_recordings`, as the old node last wrote it) goes on: an adopted call's recorder
+   takes it up where the relay has it (`CallRecorder.adopt`, the domain's recording state with it), an ended call's
+   recording is stopped and joined into its WAV here (`MediaAnchor.finish_left`), and the rows are re-owned.
+What is not carried over (session-timer refreshes, what the customer heard if it was on hold at the handover) is in
+docs/cluster.md, "Not yet".
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from sqlalchemy import Connection, Engine, delete, func, select, update
 from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
 from callbridge.b2bua.leg_state import UP
 from callbridge.b2bua.legs import SipLeg
+from callbridge.b2bua.ports import OpenRecording
 from callbridge.callcontrol.adoption import adoptable_legs
+from callbridge.callcontrol.calls import RecordingState
 from callbridge.callcontrol.records import LOGOUT, CallRecord, LegRecord
 from callbridge.callcontrol.restart import AgentRestart
 from callbridge.cluster.fencing import Fence
@@ -48,6 +53,7 @@ from callbridge.sip.dialog import DialogState
 from callbridge.sip.sdp import SdpError, SessionDescription
 from callbridge.storage import schema as s
 from callbridge.storage.event_log import Bounds
+from callbridge.storage.open_recordings import recording_of_row
 from callbridge.storage.reconcile import closing_cdr
 from callbridge.storage.records import cdr_values, read_cdr, read_legs
 from callbridge.storage.rowwrites import upsert
@@ -67,6 +73,7 @@ class LeftCall:
     record: CallRecord
     legs: list[LegRecord]
     dialogs: list[DialogRecord]
+    recording: OpenRecording | None = None  # the call's recording in progress, as the old node last wrote it
 
     @property
     def adoptable(self) -> bool:
@@ -121,7 +128,10 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
                             r["hangup_by"], r["sip_cause"], int(r["transfer_count"]), r["related_conn_id"])
         dialogs = [dialog_of_row(x) for x in conn.execute(select(d).where(d.c.conn_id == record.conn_id)
                                                      .order_by(d.c.created_at, d.c.leg_id)).mappings()]
-        calls.append(LeftCall(record, read_legs(conn, record.conn_id), dialogs))
+        recording = conn.execute(select(s.call_recordings)
+                                 .where(s.call_recordings.c.conn_id == record.conn_id)).mappings().first()
+        calls.append(LeftCall(record, read_legs(conn, record.conn_id), dialogs,
+                              None if recording is None else recording_of_row(recording)))
     g = s.registrations
     registrations = [(registration_of_row(r), r["node_id"]) for r in conn.execute(
         select(g).where(g.c.operation_id == operation_id, g.c.node_id != me, g.c.expires_at > to_datetime(now))
@@ -148,6 +158,8 @@ def write_takeover(conn: Connection, fence: Fence, operation_id: str, me: str, f
     ended = to_datetime(now)
     for left in found.calls:
         conn_id = left.record.conn_id
+        if left.recording is not None:  # this node finishes it now, whether the call goes on here or is ended
+            conn.execute(update(s.call_recordings).where(s.call_recordings.c.conn_id == conn_id).values(node_id=me))
         if left.adoptable:
             conn.execute(update(s.calls).where(s.calls.c.conn_id == conn_id).values(node_id=me))
             conn.execute(update(s.dialogs).where(s.dialogs.c.conn_id == conn_id).values(node_id=me))
@@ -208,7 +220,9 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
                 except Exception:
                     log.exception("takeover: could not end the dialog of leg %s", record.leg_id)
             relay = left.relay
-            if relay is not None:  # its relay call goes with it: nobody else would ever delete it
+            if left.recording is not None:  # stopped and joined, then its relay call deleted
+                switch.anchor.finish_left(left.recording, relay)
+            elif relay is not None:  # its relay call goes with it: nobody else would ever delete it
                 switch.anchor.delete_left(left.record.conn_id, relay)
             done.ended.append(left.record.conn_id)
     registered = {r.extension for r in found.registrations}
@@ -228,8 +242,13 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
     for left in adopted:
         call = left.record
         held, muted = _held_and_muted(left)
-        if node.service.adopt_call(call, left.legs, since.get(call.agent or "", now), now, held=held, muted=muted):
+        rec = left.recording
+        recording: RecordingState = "off" if rec is None else "recording" if rec.on_relay else "paused"
+        if node.service.adopt_call(call, left.legs, since.get(call.agent or "", now), now, held=held, muted=muted,
+                                   recording=recording):
             _restore_legs(node, left, held=held)
+            if rec is not None and switch.anchor.anchored(call.conn_id):
+                switch.anchor.recorder.adopt(rec)
             done.adopted.append(call.conn_id)
     done.registrations = switch.restore_registrations(found.registrations)
     done.agents = len(found.agents)

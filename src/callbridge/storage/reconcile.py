@@ -5,7 +5,9 @@ shows the node's calls as open, its dialogs as live and its agents in call state
 traffic, the server
 1. reads `find_leftovers(conn, node_id, now)`: open calls, live dialogs, registrations still valid, agents whose
    last recorded state (written by this node) is not `logout`;
-2. sends a BYE on every leftover dialog (the B2BUA's job, from the `DialogRecord`s; RFC 3261 §15.1.1);
+2. sends a BYE on every leftover dialog (the B2BUA's job, from the `DialogRecord`s; RFC 3261 §15.1.1), deletes
+   the relay's call of every anchored one and finishes the recordings the crash left in progress into their WAVs
+   (`Leftovers.recordings`, `storage.open_recordings`);
 3. calls `close_leftovers(conn, node_id, now)`: open calls and their legs are ended by "system", a CDR is written
    for each call that has none, the dialogs are deleted, expired registrations purged, and each logged-in agent is
    brought to the state the restart rule gives (`callcontrol.restart`: kept when its phone's registration is still
@@ -20,14 +22,16 @@ to every logged-in agent; the caller restores the kept and changed states in mem
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
+from callbridge.b2bua.ports import OpenRecording
 from callbridge.callcontrol.model import LOGOUT, CallRecord, Cdr, LegRecord
 from callbridge.callcontrol.restart import AgentRestart
 from callbridge.storage import schema as s
+from callbridge.storage.open_recordings import read_left
 from callbridge.storage.records import cdr_values, read_cdr, read_legs, read_open_calls
 from callbridge.storage.rowwrites import upsert
 from callbridge.storage.sip_state import (
@@ -58,6 +62,7 @@ class Leftovers:
     registrations: list[RegistrationRecord]
     busy_agents: list[BusyAgent]
     agents: list[AgentRestart]  # every busy agent through the restart rule, in the order of `busy_agents`
+    recordings: list[OpenRecording] = field(default_factory=list)  # recordings in progress to finish (open_recordings)
 
 
 def read_busy_agents(conn: Connection, node_id: str) -> list[BusyAgent]:
@@ -84,6 +89,7 @@ def find_leftovers(conn: Connection, node_id: str, now: float) -> Leftovers:
         busy_agents=busy,
         agents=[AgentRestart.of(b.operation_id, b.extension, b.state, b.reason, b.entered_at,
                                 (b.operation_id, b.extension) in registered, now) for b in busy],
+        recordings=read_left(conn, node_id),
     )
 
 

@@ -5,8 +5,9 @@ Rules (docs/operations.md, "Recordings")
   ended, its relay's segments are complete. The join (`callbridge.media.recording.convert_recording`) runs in a
   worker thread, never on the event loop; the WAV is written beside its final name and renamed into place
   (``<recordings dir>/<operation>/<conn_id>.wav``), so a reader never sees half a file; then its row is written
-  through the writer thread. The relay's segment files are removed once the WAV is in place; a join that fails is
-  logged and leaves them where they are (nothing is lost), with no row.
+  through the writer thread, in the batch that removes the call's recording in progress (`storage.open_recordings`).
+  The relay's segment files are removed once the WAV is in place; a join that fails is logged and leaves them where
+  they are (nothing is lost), with no row, and the recording in progress stays recorded for the next start to retry.
 - Offsets in the row (segments' starts, pauses) are seconds from the WAV's first sample. A pause is a span during
   which recording was off on purpose (paused, or stopped and started again); the WAV is silent there.
 - Retention: `prune` deletes the recordings (file, then row) older than their operation's
@@ -88,6 +89,8 @@ class RecordingArchive:
                         exc, ", ".join(done.segments) or "none")
             return
         self.writer.upsert(s.recordings, ("conn_id",), row)
+        # in the same loop turn, so in the same batch: the recording is in progress or stored, never neither
+        self.writer.delete(s.call_recordings, ("conn_id",), {"conn_id": done.conn_id})
         self.stats["stored"] += 1
         log.info("call %s: recording stored, %.1f s, %d segments, %d pauses: %s", done.conn_id, row["duration"],
                  len(row["segments"]), len(row["pauses"]), row["path"])

@@ -454,6 +454,24 @@ recordings = Table(
     Index(None, "created_at"),
 )
 
+# A recorded call's recording while the call lasts (b2bua/recorder.py), written through at each start and stop on
+# the relay: what this node after a crash, or the node that takes the call's operation over, needs to finish it into
+# its WAV (`storage.open_recordings`). Removed in the batch that writes the call's `recordings` row. `pauses` is a
+# list of [start, end] in unix seconds; no foreign key, as for the other records written through.
+call_recordings = Table(
+    "call_recordings", metadata,
+    Column("conn_id", String(64), primary_key=True),
+    Column("operation_id", String(32), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),  # the first start the relay took
+    Column("on_relay", Boolean, nullable=False),  # the relay records the call now
+    Column("off_since", UtcDateTime),  # stopped (paused) at, after a start
+    Column("pauses", JSON, nullable=False),
+    Column("customer_port", Integer),  # the relay's port facing the customer: the WAV's customer channel
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "node_id"),
+)
+
 
 transfers = Table(
     "transfers", metadata,
