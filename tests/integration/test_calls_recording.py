@@ -5,7 +5,8 @@ A call of an operation whose policy is `always` is recorded from its answer on; 
 then 1002, then 1003, each phone playing its own tone, the customer its own) and paused once in between (the API's
 PATCH, or the service's verb). The WAV's left channel holds the customer's tone, the right channel the three
 agents' tones in order, the paused span is digital silence on both, and the row lists the segments (one per start
-on the relay) and the pause at the offset the WAV has it."""
+on the relay) and the pause at the offset the WAV has it. A node killed while the relay records finishes that
+recording into its WAV when it starts again."""
 
 from __future__ import annotations
 
@@ -344,3 +345,80 @@ async def test_a_recorded_call_ended_by_the_shutdown_drain_is_stored_before_the_
         left, right = channels(Path(rows[0]["path"]))
         assert runs(tones(right)) == [int(AGENT_HZ["1001"])] and runs(tones(left)) == [int(CUSTOMER_HZ)]
         assert rows[0]["duration"] == pytest.approx(1.0, abs=0.3) and rows[0]["pauses"] == []
+
+
+async def test_a_recorded_call_killed_with_its_node_is_joined_into_its_wav_when_the_node_starts_again(
+        tmp_path: Path) -> None:
+    """kill -9 while the relay records: the node that starts again finds the recording in progress in the records
+    (`call_recordings`), stops it on the relay, deletes the relay's call and stores the WAV of what was recorded,
+    both voices in it; nothing is left in progress."""
+    import os
+    import signal
+
+    from sqlalchemy import func
+    from test_calls_recovery import _serve, _stop, _wait_http
+
+    from callbridge.client import AsyncAgentboxClient
+    from callbridge.storage.database import make_engine
+    from peers.ports import free_port
+
+    url = f"sqlite:///{tmp_path / 'callbridge.db'}"
+    doc = operation_doc()
+    doc["operation"].update({"recording": "always"})
+    doc["tokens"] = [{"label": "crm"}]
+    (token,) = await asyncio.to_thread(load, url, doc)
+    engine = make_engine(url)
+
+    def rows(table: Any) -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(table)).mappings()]
+
+    def recording_in_progress() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(s.call_recordings)
+                                .where(s.call_recordings.c.on_relay.is_(True))).scalar_one() == 1
+
+    sip_port, http_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    kept = tmp_path / "kept"
+    phones: list[Phone] = []
+    with Rtpengine(workdir=tmp_path / "rtpengine") as relay:
+        env = {"CALLBRIDGE_RTPENGINE": f"udp:{relay.host}:{relay.ng_port}",
+               "CALLBRIDGE_RTPENGINE_RECORDING_DIR": str(relay.recording_dir), "CALLBRIDGE_RECORDINGS_DIR": str(kept)}
+        proc = _serve(url, sip_port, http_port, log, **env)
+        try:
+            await _wait_http(http_port, proc, log)
+            agent = await Phone.start(host="127.0.0.1", user="1001", domain="0042.callbridge.test",
+                                      password="secret-1001", name="agent-1001", answer="auto", media=True)
+            phones.append(agent)
+            await agent.register(("127.0.0.1", sip_port), expires=300)
+            async with AsyncAgentboxClient(f"http://127.0.0.1:{http_port}", token=token, server=OP) as client:
+                await client.change_status("1001", "ready")
+            customer = await customer_phone(media=True)
+            phones.append(customer)
+            call = await customer.call(f"sip:6000@127.0.0.1:{sip_port}", timeout=10)
+            offered = (await agent.wait_for(IncomingCall, timeout=5)).call
+            await agent.wait_for(Established, call=offered, timeout=5)
+            assert call.rtp is not None and offered.rtp is not None
+            call.rtp.play_tone(CUSTOMER_HZ)
+            offered.rtp.play_tone(AGENT_HZ["1001"])
+            await until(recording_in_progress, timeout=10, what="the recording written through")
+            await asyncio.sleep(1.5)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+            assert rows(s.recordings) == []  # nothing stored by the node that died
+            proc = _serve(url, sip_port, http_port, log, **env)  # the same node comes back
+            await customer.wait_for(CallEnded, call=call, timeout=15)
+            await until(lambda: len(rows(s.recordings)) == 1, timeout=20, what="the recording stored")
+            (row,) = rows(s.recordings)
+            left, right = channels(Path(row["path"]))
+            assert runs(tones(left)) == [int(CUSTOMER_HZ)] and runs(tones(right)) == [int(AGENT_HZ["1001"])]
+            assert 1.3 <= row["duration"] <= 5.0, row  # from the answer to the stop after the restart
+            assert len(row["segments"]) == 1 and row["pauses"] == []
+            await until(lambda: rows(s.call_recordings) == [], timeout=5, what="nothing left in progress")
+            assert list((relay.recording_dir / "pcaps").glob("*.pcap")) == []  # the relay's segment joined, removed
+        finally:
+            _stop(proc)
+            for phone in phones:
+                await phone.close()
+            engine.dispose()
