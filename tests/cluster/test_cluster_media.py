@@ -147,9 +147,9 @@ def relay_port(call: Call, relay: Rtpengine) -> int:
     return port
 
 
-def two_nodes_on(world: World, relay: Rtpengine, tmp_path: Path) -> tuple[Serve, Serve]:
-    """Nodes a and b (started, ready) with `relay` as their media relay."""
-    relay_arg = ("--rtpengine", f"udp:{relay.host}:{relay.ng_port}")
+def two_nodes_on(world: World, relay: Rtpengine, tmp_path: Path, *more: str) -> tuple[Serve, Serve]:
+    """Nodes a and b (started, ready, a first: it holds the operation) with `relay` as their media relay."""
+    relay_arg = ("--rtpengine", f"udp:{relay.host}:{relay.ng_port}", *more)
     nodes = []
     for name, host in (("a", NODE_A), ("b", NODE_B)):
         serve = Serve(name, host, world.url, tmp_path, lease_seconds=LEASE, extra_args=relay_arg)
@@ -425,4 +425,85 @@ async def test_a_call_held_and_muted_at_a_kill_9_is_adopted_held_and_muted(world
             await api(client, world.token, "hang", agent_id="1001")
         ended = await customer.wait_for(CallEnded, call=call, timeout=5)
         assert (ended.reason, ended.by) == ("bye", "remote")
+        await until(lambda: Ng(relay).calls() == [], "rtpengine holding no call", timeout=10)
+
+
+def wav_tones(path: Path, window: float = 0.1) -> tuple[list[int | None], list[int | None]]:
+    """Per window of each channel of a stored recording: its dominant frequency (25 Hz steps), None for silence."""
+    import io
+    import wave
+    from array import array
+
+    from callbridge.phone.spectrum import analyse, level_dbfs
+
+    with wave.open(io.BytesIO(path.read_bytes()), "rb") as wav:
+        assert (wav.getnchannels(), wav.getframerate()) == (2, 8000)
+        samples = array("h", wav.readframes(wav.getnframes()))
+    n = int(window * 8000)
+    out: list[list[int | None]] = []
+    for channel in (samples[0::2], samples[1::2]):
+        hz: list[int | None] = []
+        for start in range(0, len(channel) - n + 1, n):
+            part = channel[start:start + n]
+            dominant = analyse(part).dominant_hz if level_dbfs(part) > -50 else None
+            hz.append(None if dominant is None else int(round(dominant / 25.0) * 25))
+        out.append(hz)
+    return out[0], out[1]
+
+
+async def test_a_recording_in_progress_at_a_kill_9_goes_on_at_the_adopting_node_into_one_wav(
+        world: World, tmp_path: Path) -> None:
+    """Node a records a call (policy always) when it is killed: node b adopts the call with its recording (the
+    relay records on; the API on b answers for it: paused, then resumed), and the call's end on b stores one WAV
+    holding what was recorded before and after the kill: the customer's tone on one channel, the agent's on the
+    other, the pause made on b as silence, a's start and b's resume as its two segments."""
+    from sqlalchemy import text
+
+    with world.engine.begin() as conn:
+        conn.execute(text(f"UPDATE operations SET recording = 'always' WHERE id = '{OP}'"))
+    kept = tmp_path / "kept"
+    with Rtpengine(host=RELAY_HOST, workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
+        a, b = two_nodes_on(world, relay, tmp_path, "--rtpengine-recording-dir", str(relay.recording_dir),
+                            "--recordings-dir", str(kept))
+        await world.agent("1001", a, media=True)
+        customer, call, agent_call, conn_id = await connected_call(world, a, media=True)
+        call.rtp.play_tone(CUSTOMER_HZ)
+        agent_call.rtp.play_tone(AGENT_HZ)
+        await until(lambda: world.rows("SELECT node_id, on_relay FROM call_recordings") == [("a", True)],
+                    "a's recording written through")
+        recorded_from = time.monotonic()
+        await asyncio.sleep(1.0)
+        a.kill()
+        await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
+                    "node b adopting the call", timeout=4 * LEASE + 5)
+        assert world.rows("SELECT node_id, on_relay FROM call_recordings") == [("b", True)]
+        await asyncio.sleep(1.0)
+        path = f"/v2/calls/{conn_id}/recording"
+        headers = {"authorization": f"Bearer {world.token}"}
+        async with httpx.AsyncClient(base_url=b.http, timeout=10, trust_env=False, headers=headers) as client:
+            for paused in (True, False):
+                answer = await client.patch(path, json={"paused": paused})
+                assert (answer.status_code, answer.json()) == (200, {
+                    "conn_id": conn_id, "policy": "always", "state": "paused" if paused else "recording"})
+                await asyncio.sleep(0.8 if paused else 1.0)
+            await api(client, world.token, "hang", agent_id="1001")
+        recorded_for = time.monotonic() - recorded_from
+        await customer.wait_for(CallEnded, call=call, timeout=5)
+        await until(lambda: len(world.rows("SELECT conn_id FROM recordings")) == 1, "b storing the recording",
+                    timeout=15)
+        [(stored, wav, duration, segments, pauses)] = world.rows(
+            "SELECT conn_id, path, duration, segments, pauses FROM recordings")
+        assert stored == conn_id and Path(wav).parent == kept / OP
+        assert len(segments) == 2 and len(pauses) == 1 and pauses[0]["duration"] == pytest.approx(0.8, abs=0.25)
+        # from a's start to b's stop, the takeover included: the relay recorded on while nobody held the call
+        assert recorded_for - 0.5 <= duration <= recorded_for + 1.0, (duration, recorded_for)
+        left, right = wav_tones(Path(wav))
+        pause_start = int(pauses[0]["offset"] / 0.1) + 1
+        before, after = slice(0, pause_start - 1), slice(pause_start + 7, None)
+        for channel, hz in ((left, CUSTOMER_HZ), (right, AGENT_HZ)):
+            assert {tone for tone in channel[before] if tone is not None} == {int(hz)}, channel
+            assert {tone for tone in channel[after] if tone is not None} == {int(hz)}, channel
+            assert sum(tone == int(hz) for tone in channel[before]) >= 18, channel  # a's second, b's second
+            assert set(channel[pause_start:pause_start + 6]) == {None}, channel  # the pause made on b
+        assert world.rows("SELECT count(*) FROM call_recordings") == [(0,)]
         await until(lambda: Ng(relay).calls() == [], "rtpengine holding no call", timeout=10)
