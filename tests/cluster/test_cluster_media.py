@@ -507,3 +507,37 @@ async def test_a_recording_in_progress_at_a_kill_9_goes_on_at_the_adopting_node_
             assert set(channel[pause_start:pause_start + 6]) == {None}, channel  # the pause made on b
         assert world.rows("SELECT count(*) FROM call_recordings") == [(0,)]
         await until(lambda: Ng(relay).calls() == [], "rtpengine holding no call", timeout=10)
+
+
+async def test_a_call_a_supervisor_listens_to_at_a_kill_9_is_adopted_and_the_listener_hung_up(
+        world: World, tmp_path: Path) -> None:
+    """A supervisor's phone listening (the relay's subscription) is a dialog of the call that is none of its
+    parties': node b adopts the call all the same (the customer is not dropped), hangs the listener up with a BYE and
+    ends its subscription; the parties go on hearing each other, and the call ends through b."""
+    with Rtpengine(host=RELAY_HOST, workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
+        a, b = two_nodes_on(world, relay, tmp_path)
+        await world.agent("1001", a, media=True)
+        supervisor = await world.agent("1002", a, media=True)
+        customer, call, agent_call, conn_id = await connected_call(world, a, media=True)
+        call.rtp.play_tone(CUSTOMER_HZ)
+        agent_call.rtp.play_tone(AGENT_HZ)
+        headers = {"authorization": f"Bearer {world.token}"}
+        async with httpx.AsyncClient(base_url=a.http, timeout=10, trust_env=False, headers=headers) as client:
+            answer = await client.post(f"/v2/calls/{conn_id}/monitor", json={"extension": "1002"})
+            assert answer.status_code == 201, answer.text
+            listen = (await supervisor.wait_for(IncomingCall, timeout=5)).call
+            await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(3,)], "the listener's dialog")
+            state = await client.get(f"/v2/calls/{conn_id}/monitor")
+            assert state.json()["state"] == "listening", state.text
+        a.kill()
+        await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
+                    "node b adopting the call", timeout=4 * LEASE + 5)
+        ended = await supervisor.wait_for(CallEnded, call=listen, timeout=5)
+        assert (ended.reason, ended.by) == ("bye", "remote")
+        assert call.ended is False and agent_call.ended is False
+        assert_voice(await heard(customer, call, VOICE_S), AGENT_HZ)
+        assert world.rows("SELECT count(*) FROM dialogs") == [(2,)]
+        async with httpx.AsyncClient(base_url=b.http, timeout=10, trust_env=False) as client:
+            await api(client, world.token, "hang", agent_id="1001")
+        assert (await customer.wait_for(CallEnded, call=call, timeout=5)).by == "remote"
+        await until(lambda: Ng(relay).calls() == [], "rtpengine holding no call", timeout=10)

@@ -143,6 +143,13 @@ class MediaAnchor:
         if media is not None and media.restore(conn_id, relay):
             self._spawn(self._quietly(media.delete(conn_id), conn_id, "delete"))
 
+    def unsubscribe_left(self, conn_id: str, relay: str, listener: str) -> None:
+        """A listener (b2bua/monitor.py) of a call another node had, which this node hung up when it took the call
+        over: the relay stops sending it the parties' media (the call goes on)."""
+        media = self.media
+        if media is not None and media.restore(conn_id, relay):
+            self._spawn(self._quietly(media.unsubscribe(conn_id, listener), conn_id, "unsubscribe"))
+
     def finish_left(self, left: OpenRecording, relay: str | None) -> None:
         """Like `delete_left`, for a call that was being recorded: its recording is stopped and handed over
         first (`CallRecorder.finish_left`)."""

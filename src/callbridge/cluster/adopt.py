@@ -19,6 +19,8 @@ over: `cluster.handover` let its calls go first):
    `on_call`) and their dialogs in the B2BUA (legs `UP`, bridged to each other, each dialog's CSeq past the stored
    one by `RESTORED_CSEQ_GAP`, its requests sent where the old node sent them), the agents' states, and the
    registrations (their agents reported registered).
+   A supervisor listening to an adopted call is not carried over: its phone's dialog gets a BYE and its
+   subscription on the relay ends (`MediaAnchor.unsubscribe_left`); the call itself is adopted.
    An anchored call's media stays on its relay call (same call-id, tags and relay, docs/cluster.md "Media in the
    cluster"): its anchoring is restored (`MediaAnchor.restore`), and a left call that is ended has its relay call
    deleted (`MediaAnchor.delete_left`). The SDP each party was last sent, and the one it last sent, are restored
@@ -78,7 +80,14 @@ class LeftCall:
     @property
     def adoptable(self) -> bool:
         pair = adoptable_legs(self.record, self.legs)
-        return pair is not None and {leg.leg_id for leg in pair} == {d.leg_id for d in self.dialogs}
+        return pair is not None and {leg.leg_id for leg in pair} <= {d.leg_id for d in self.dialogs}
+
+    @property
+    def listeners(self) -> list[DialogRecord]:
+        """The dialogs of the call that are none of its legs': a supervisor's phone listening to it (its leg is
+        not one of the call's parties, b2bua/monitor.py). Not carried over: the adopting node hangs them up."""
+        parties = {leg.leg_id for leg in self.legs}
+        return [d for d in self.dialogs if d.leg_id not in parties]
 
     @property
     def relay(self) -> str | None:
@@ -163,6 +172,8 @@ def write_takeover(conn: Connection, fence: Fence, operation_id: str, me: str, f
         if left.adoptable:
             conn.execute(update(s.calls).where(s.calls.c.conn_id == conn_id).values(node_id=me))
             conn.execute(update(s.dialogs).where(s.dialogs.c.conn_id == conn_id).values(node_id=me))
+            for listener in left.listeners:  # hung up by this node (step 2)
+                conn.execute(delete(s.dialogs).where(s.dialogs.c.leg_id == listener.leg_id))
             continue
         conn.execute(update(s.calls).where(s.calls.c.conn_id == conn_id)
                      .values(state="ended", ended_at=ended, hangup_by="system", node_id=me))
@@ -225,6 +236,14 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
             elif relay is not None:  # its relay call goes with it: nobody else would ever delete it
                 switch.anchor.delete_left(left.record.conn_id, relay)
             done.ended.append(left.record.conn_id)
+    for left in adopted:
+        for record in left.listeners:  # a supervisor's phone listening: hung up, its subscription ended
+            try:
+                switch.end_restored_dialog(_state(record, is_uac=True), _peer(record), record.transport)
+            except Exception:
+                log.exception("takeover: could not end the listener's dialog of leg %s", record.leg_id)
+            if left.relay is not None:
+                switch.anchor.unsubscribe_left(left.record.conn_id, left.relay, record.leg_id)
     registered = {r.extension for r in found.registrations}
     restarts = [AgentRestart.of(operation_id, ext, state, reason, since, ext in registered, now)
                 for ext, state, reason, since in found.agents if ext not in on_adopted]
