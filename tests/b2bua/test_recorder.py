@@ -45,10 +45,14 @@ async def settled(anchor: MediaAnchor) -> None:
         await asyncio.sleep(0)
 
 
+def recording_anchor(media: FakeMedia) -> tuple[MediaAnchor, Sink, Clock]:
+    """An anchor on `media` whose recorder hands finished recordings to a sink and reads a clock of the test's."""
+    anchor, sink, clock = recording_anchor(media)
+    return anchor, sink, clock
+
+
 async def answered_call(media: FakeMedia) -> tuple[MediaAnchor, Sink, Clock, SipLeg]:
-    anchor = MediaAnchor(media, asyncio.get_running_loop())
-    sink, clock = Sink(), Clock()
-    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    anchor, sink, clock = recording_anchor(media)
     customer, agent = leg("cust"), leg("agent")
     anchor.adopt("c1", customer)
     anchor.offer("c1", customer, None, CUSTOMER_SDP, lambda _: None)
@@ -206,9 +210,7 @@ async def test_a_start_the_relay_refused_is_not_written() -> None:
 
 async def test_a_recording_left_running_by_a_crash_is_stopped_then_deleted_then_handed_over() -> None:
     media = FakeMedia()
-    anchor = MediaAnchor(media, asyncio.get_running_loop())
-    sink, clock = Sink(), Clock()
-    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    anchor, sink, clock = recording_anchor(media)
     media.segments["c9"] = ["/spool/c9-0.pcap", "/spool/c9-1.pcap"]
     clock.t = 1100.0
     left = OpenRecording("c9", "0042", 1000.0, True, None, ((1010.0, 1012.5),), 40002)
@@ -223,9 +225,7 @@ async def test_a_recording_left_running_by_a_crash_is_stopped_then_deleted_then_
 
 async def test_a_paused_recording_left_by_a_crash_ends_at_its_pause() -> None:
     media = FakeMedia()
-    anchor = MediaAnchor(media, asyncio.get_running_loop())
-    sink, clock = Sink(), Clock()
-    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    anchor, sink, _clock = recording_anchor(media)
     media.segments["c9"] = ["/spool/c9-0.pcap"]
     left = OpenRecording("c9", "0042", 1000.0, False, 1010.0, (), None)
     anchor.finish_left(left, f"{RELAY}:2223")
@@ -237,9 +237,7 @@ async def test_a_paused_recording_left_by_a_crash_ends_at_its_pause() -> None:
 
 async def test_a_recording_adopted_from_another_node_goes_on_from_where_the_relay_has_it() -> None:
     media = FakeMedia()
-    anchor = MediaAnchor(media, asyncio.get_running_loop())
-    sink, clock = Sink(), Clock()
-    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    anchor, sink, clock = recording_anchor(media)
     journal = anchor.recorder.journal = Journal()
     assert anchor.restore("c1", "0042", "cust", "agent", f"{RELAY}:2223")
     left = OpenRecording("c1", "0042", 1000.0, True, None, (), 40002)
@@ -264,9 +262,7 @@ async def test_a_recording_adopted_from_another_node_goes_on_from_where_the_rela
 
 async def test_a_relay_that_lost_the_call_left_by_a_crash_does_not_keep_its_segments_from_being_joined() -> None:
     media = FakeMedia()
-    anchor = MediaAnchor(media, asyncio.get_running_loop())
-    sink, clock = Sink(), Clock()
-    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    anchor, sink, _clock = recording_anchor(media)
     media.segments["c9"] = ["/spool/c9-0.pcap"]
     media.failing.add("stop_recording")  # the relay no longer knows the call (it timed it out meanwhile)
     anchor.finish_left(OpenRecording("c9", "0042", 1000.0, True, None, (), 40002), f"{RELAY}:2223")
@@ -278,9 +274,7 @@ async def test_a_relay_that_lost_the_call_left_by_a_crash_does_not_keep_its_segm
 
 async def test_a_recording_left_on_a_relay_this_node_does_not_know_is_joined_from_what_is_on_disk() -> None:
     media = FakeMedia()
-    anchor = MediaAnchor(media, asyncio.get_running_loop())
-    sink, clock = Sink(), Clock()
-    anchor.recorder.sink, anchor.recorder.clock = sink, clock
+    anchor, sink, _clock = recording_anchor(media)
     media.segments["c9"] = ["/spool/c9-0.pcap"]
     anchor.finish_left(OpenRecording("c9", "0042", 1000.0, True, None, (), 40002), None)
     await settled(anchor)
