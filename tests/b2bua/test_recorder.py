@@ -47,7 +47,9 @@ async def settled(anchor: MediaAnchor) -> None:
 
 def recording_anchor(media: FakeMedia) -> tuple[MediaAnchor, Sink, Clock]:
     """An anchor on `media` whose recorder hands finished recordings to a sink and reads a clock of the test's."""
-    anchor, sink, clock = recording_anchor(media)
+    anchor = MediaAnchor(media, asyncio.get_running_loop())
+    sink, clock = Sink(), Clock()
+    anchor.recorder.sink, anchor.recorder.clock = sink, clock
     return anchor, sink, clock
 
 
