@@ -533,11 +533,13 @@ async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_
         await until(lambda: Ng(relay).calls() == [], "rtpengine holding no call", timeout=10)
 
 
-async def test_a_call_a_supervisor_listens_to_at_a_kill_9_is_adopted_and_the_listener_hung_up(
+async def test_a_supervisor_listening_at_a_kill_9_goes_on_listening_at_the_adopting_node(
         world: World, tmp_path: Path) -> None:
     """A supervisor's phone listening (the relay's subscription) is a dialog of the call that is none of its
-    parties': node b adopts the call all the same (the customer is not dropped), hangs the listener up with a BYE and
-    ends its subscription; the parties go on hearing each other, and the call ends through b."""
+    parties': node b adopts the call and the listening with it (before, the extra dialog made the call look
+    unadoptable and the takeover ended the customer's call). The supervisor's phone hears both parties on after the
+    kill, b's API shows the listening and stops it (a BYE to the supervisor's phone, its subscription ended), and
+    the parties go on hearing each other until the call ends through b."""
     with Rtpengine(host=RELAY_HOST, workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
         a, b = two_nodes_on(world, relay, tmp_path)
         await world.agent("1001", a, media=True)
@@ -546,22 +548,36 @@ async def test_a_call_a_supervisor_listens_to_at_a_kill_9_is_adopted_and_the_lis
         call.rtp.play_tone(CUSTOMER_HZ)
         agent_call.rtp.play_tone(AGENT_HZ)
         headers = {"authorization": f"Bearer {world.token}"}
+        monitor = f"/v2/calls/{conn_id}/monitor"
         async with httpx.AsyncClient(base_url=a.http, timeout=10, trust_env=False, headers=headers) as client:
-            answer = await client.post(f"/v2/calls/{conn_id}/monitor", json={"extension": "1002"})
+            answer = await client.post(monitor, json={"extension": "1002"})
             assert answer.status_code == 201, answer.text
+            monitor_id = answer.json()["monitor_id"]
             listen = (await supervisor.wait_for(IncomingCall, timeout=5)).call
             await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(3,)], "the listener's dialog")
-            state = await client.get(f"/v2/calls/{conn_id}/monitor")
-            assert state.json()["state"] == "listening", state.text
+            state = (await client.get(monitor)).json()
+            assert state["state"] == "listening", state
         a.kill()
         await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
                     "node b adopting the call", timeout=4 * LEASE + 5)
-        ended = await supervisor.wait_for(CallEnded, call=listen, timeout=5)
-        assert (ended.reason, ended.by) == ("bye", "remote")
-        assert call.ended is False and agent_call.ended is False
+        assert call.ended is False and agent_call.ended is False and listen.ended is False
         assert_voice(await heard(customer, call, VOICE_S), AGENT_HZ)
-        assert world.rows("SELECT count(*) FROM dialogs") == [(2,)]
-        async with httpx.AsyncClient(base_url=b.http, timeout=10, trust_env=False) as client:
+        start = supervisor.now()
+        await asyncio.sleep(VOICE_S)
+        assert listen.rtp is not None
+        sources = [listen.rtp.heard_from(ssrc, start, supervisor.now()) for ssrc in listen.rtp.sources]
+        for hz in (CUSTOMER_HZ, AGENT_HZ):  # each party as a source of its own (b2bua/monitor.py)
+            assert max(h.share(hz, tolerance=3) for h in sources) >= 0.8, (hz, [str(h) for h in sources])
+        async with httpx.AsyncClient(base_url=b.http, timeout=10, trust_env=False, headers=headers) as client:
+            state = (await client.get(monitor)).json()
+            assert (state["state"], state["monitor_id"], state["supervisor"]) == ("listening", monitor_id, "1002")
+            stopped = await client.delete(monitor)
+            assert (stopped.status_code, stopped.json()["state"], stopped.json()["reason"]) == (200, "ended",
+                                                                                                "stopped")
+            ended = await supervisor.wait_for(CallEnded, call=listen, timeout=5)
+            assert (ended.reason, ended.by) == ("bye", "remote")
+            await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(2,)], "the listener's dialog gone")
+            assert call.ended is False and agent_call.ended is False
             await api(client, world.token, "hang", agent_id="1001")
         assert (await customer.wait_for(CallEnded, call=call, timeout=5)).by == "remote"
         await until(lambda: Ng(relay).calls() == [], "rtpengine holding no call", timeout=10)

@@ -134,6 +134,11 @@ class CallListeners:
 
         a.track(a.loop.create_task(run()))
 
+    def restored(self, leg: SipLeg) -> None:
+        """`leg` is a listener another node rang, answered and subscribed, taken over with its call: its end
+        unsubscribes it (the offer itself is not needed any more)."""
+        self.offers[leg.leg_id] = b""
+
     def ended(self, leg: SipLeg) -> bool:
         """`leg` ended: True when it was a listener (its subscription is ended, the call's media untouched)."""
         if not leg.listener:

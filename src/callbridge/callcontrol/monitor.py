@@ -152,6 +152,17 @@ class CallMonitors:
             raise MonitorNotStarted()
         return view(m)
 
+    def adopt(self, operation_id: str, conn_id: str, monitor_id: str, supervisor: str, started_at: float) -> bool:
+        """A supervisor's phone listening to a call this node adopted (cluster.adopt): listening goes on here, as
+        if this node had rung it (it is stopped, hung up and ended with the call as any other); False when the call
+        is not one of this node's or has a listener already. Nothing is recorded or published: it started before."""
+        call = self._state.calls.get(conn_id)
+        if call is None or call.operation_id != operation_id or conn_id in self._by_call:
+            return False
+        m = Monitor(monitor_id, conn_id, operation_id, supervisor, started_at, started_at=started_at)
+        self._by_leg[monitor_id] = self._by_call[conn_id] = m
+        return True
+
     # --- the adapter's reports ------------------------------------------------------------------------------------
     def reports(self, answered: Callable[[str], None], failed: Callable[[str, int | None], None],
                 ended: Callable[[str, HangupBy | None], None]) -> tuple[

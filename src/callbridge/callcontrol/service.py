@@ -129,6 +129,7 @@ class CallControlService:
         self.start_page_monitor = monitors.start_page_monitor
         self.stop_monitor = monitors.stop_monitor
         self.monitor_state = monitors.monitor_state
+        self.adopt_monitor = monitors.adopt  # a listener of a call adopted from a dead cluster node (cluster.adopt)
         life.call_ended = monitors.call_ended
         self.on_inbound_call = reports.on_inbound_call
         self.on_leg_ringing = reports.on_leg_ringing

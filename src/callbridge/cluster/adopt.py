@@ -19,8 +19,10 @@ over: `cluster.handover` let its calls go first):
    `on_call`) and their dialogs in the B2BUA (legs `UP`, bridged to each other, each dialog's CSeq past the stored
    one by `RESTORED_CSEQ_GAP`, its requests sent where the old node sent them), the agents' states, and the
    registrations (their agents reported registered).
-   A supervisor listening to an adopted call is not carried over: its phone's dialog gets a BYE and its
-   subscription on the relay ends (`MediaAnchor.unsubscribe_left`); the call itself is adopted.
+   A supervisor's phone listening to an adopted call (a dialog of the call that is none of its parties') goes on
+   listening: its leg is restored as a listener (its subscription is on the relay still) and the domain's
+   listening with it, from the event log's `call.monitor_started`; a listener whose start the log does not show is
+   hung up with a BYE and its subscription ended (`MediaAnchor.unsubscribe_left`).
    An anchored call's media stays on its relay call (same call-id, tags and relay, docs/cluster.md "Media in the
    cluster"): its anchoring is restored (`MediaAnchor.restore`), and a left call that is ended has its relay call
    deleted (`MediaAnchor.delete_left`). The SDP each party was last sent, and the one it last sent, are restored
@@ -35,9 +37,11 @@ docs/cluster.md, "Not yet".
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
@@ -76,6 +80,7 @@ class LeftCall:
     legs: list[LegRecord]
     dialogs: list[DialogRecord]
     recording: OpenRecording | None = None  # the call's recording in progress, as the old node last wrote it
+    monitors: dict[str, tuple[str, float]] = field(default_factory=dict)  # monitor_id -> (supervisor, started_at)
 
     @property
     def adoptable(self) -> bool:
@@ -85,9 +90,17 @@ class LeftCall:
     @property
     def listeners(self) -> list[DialogRecord]:
         """The dialogs of the call that are none of its legs': a supervisor's phone listening to it (its leg is
-        not one of the call's parties, b2bua/monitor.py). Not carried over: the adopting node hangs them up."""
+        not one of the call's parties, b2bua/monitor.py), whose listening started (`monitors`, from the event log)
+        and goes on at the adopting node."""
         parties = {leg.leg_id for leg in self.legs}
-        return [d for d in self.dialogs if d.leg_id not in parties]
+        return [d for d in self.dialogs if d.leg_id not in parties and d.leg_id in self.monitors]
+
+    @property
+    def strays(self) -> list[DialogRecord]:
+        """The other dialogs that are none of its legs' (a listener whose start the log does not show): the
+        adopting node hangs them up."""
+        parties = {leg.leg_id for leg in self.legs}
+        return [d for d in self.dialogs if d.leg_id not in parties and d.leg_id not in self.monitors]
 
     @property
     def relay(self) -> str | None:
@@ -140,7 +153,8 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
         recording = conn.execute(select(s.call_recordings)
                                  .where(s.call_recordings.c.conn_id == record.conn_id)).mappings().first()
         calls.append(LeftCall(record, read_legs(conn, record.conn_id), dialogs,
-                              None if recording is None else recording_of_row(recording)))
+                              None if recording is None else recording_of_row(recording),
+                              read_monitors(conn, operation_id, record.conn_id)))
     g = s.registrations
     registrations = [(registration_of_row(r), r["node_id"]) for r in conn.execute(
         select(g).where(g.c.operation_id == operation_id, g.c.node_id != me, g.c.expires_at > to_datetime(now))
@@ -172,8 +186,8 @@ def write_takeover(conn: Connection, fence: Fence, operation_id: str, me: str, f
         if left.adoptable:
             conn.execute(update(s.calls).where(s.calls.c.conn_id == conn_id).values(node_id=me))
             conn.execute(update(s.dialogs).where(s.dialogs.c.conn_id == conn_id).values(node_id=me))
-            for listener in left.listeners:  # hung up by this node (step 2)
-                conn.execute(delete(s.dialogs).where(s.dialogs.c.leg_id == listener.leg_id))
+            for stray in left.strays:  # hung up by this node (step 2)
+                conn.execute(delete(s.dialogs).where(s.dialogs.c.leg_id == stray.leg_id))
             continue
         conn.execute(update(s.calls).where(s.calls.c.conn_id == conn_id)
                      .values(state="ended", ended_at=ended, hangup_by="system", node_id=me))
@@ -237,7 +251,7 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
                 switch.anchor.delete_left(left.record.conn_id, relay)
             done.ended.append(left.record.conn_id)
     for left in adopted:
-        for record in left.listeners:  # a supervisor's phone listening: hung up, its subscription ended
+        for record in left.strays:  # a listener whose start nobody recorded: hung up, its subscription ended
             try:
                 switch.end_restored_dialog(_state(record, is_uac=True), _peer(record), record.transport)
             except Exception:
@@ -268,6 +282,11 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
             _restore_legs(node, left, held=held)
             if rec is not None and switch.anchor.anchored(call.conn_id):
                 switch.anchor.recorder.adopt(rec)
+            for listener in left.listeners:
+                supervisor, started_at = left.monitors[listener.leg_id]
+                if node.service.adopt_monitor(call.operation_id, call.conn_id, listener.leg_id, supervisor,
+                                              started_at):
+                    _restore_listener(node, left, listener, supervisor)
             done.adopted.append(call.conn_id)
     done.registrations = switch.restore_registrations(found.registrations)
     done.agents = len(found.agents)
@@ -328,6 +347,36 @@ def _restore_legs(node: Node, left: LeftCall, *, held: bool = False) -> None:
         conn_id = left.record.conn_id
         if switch.anchor.restore(conn_id, left.record.operation_id, customer.leg_id, agent.leg_id, relay) and held:
             switch.anchor.hearing.restored_held(conn_id)  # the relay plays the music still: unhold stops it
+
+
+def _restore_listener(node: Node, left: LeftCall, record: DialogRecord, supervisor: str) -> None:
+    """A supervisor's phone listening to the adopted call, as a listener leg up (its subscription is on the relay
+    still: the parties' media keeps flowing to it; its end unsubscribes, b2bua/monitor.py)."""
+    switch = node.switch
+    dialog = switch.endpoint.restore_dialog(_state(record, is_uac=True))
+    leg = SipLeg(record.leg_id, left.record.operation_id, "out", record.created_at, conn_id=left.record.conn_id,
+                 state=UP, dialog=dialog, peer_addr=(record.peer_host, record.peer_port), transport=record.transport,
+                 agent=supervisor, listener=True)
+    leg.written_cseq = (dialog.local_seq, dialog.remote_seq)
+    _restore_sdp(leg, record)
+    dialog.user_data = leg
+    peer = _peer(record)
+    if peer is not None:
+        switch.endpoint.set_destination(dialog, peer, record.transport)
+    switch.legs.add(leg)
+    switch.anchor.listeners.restored(leg)
+
+
+def read_monitors(conn: Connection, operation_id: str, conn_id: str) -> dict[str, tuple[str, float]]:
+    """The listenings of a call that started, from the durable event log (`call.monitor_started`): monitor_id ->
+    (supervisor, started_at)."""
+    e = s.events
+    found: dict[str, tuple[str, float]] = {}
+    for (line,) in conn.execute(select(e.c.line).where(e.c.operation_id == operation_id, e.c.conn_id == conn_id,
+                                                        e.c.type == "call.monitor_started").order_by(e.c.seq)):
+        data = json.loads(line)["data"]
+        found[data["monitor_id"]] = (data["supervisor"], datetime.fromisoformat(data["started_at"]).timestamp())
+    return found
 
 
 def _restore_sdp(leg: SipLeg, record: DialogRecord) -> None:

@@ -1,0 +1,33 @@
+"""What a node taking a call over makes of the call's dialogs (cluster/adopt.py `LeftCall`), in memory: the
+customer's and the agent's make it adoptable; a dialog that is none of its parties' is a supervisor's phone
+listening, carried over when the event log shows its listening started, hung up otherwise; a call missing one of
+its parties' dialogs is not adoptable."""
+
+from __future__ import annotations
+
+from callbridge.callcontrol.records import CallRecord, LegRecord
+from callbridge.cluster.adopt import LeftCall
+from callbridge.storage.sip_state import DialogRecord
+
+CALL = CallRecord("c1", "0042", "a", "inbound", "3105550000", "connected", "support", "1001", 100.0, 101.0, None,
+                  None, None, 0, None)
+LEGS = [LegRecord("cust", "c1", "customer", "3105550000", "up", None, 100.0, 100.5, None, None, None),
+        LegRecord("agent", "c1", "agent", "1001", "up", "1001", 100.2, 101.0, None, None, None)]
+
+
+def dialog(leg_id: str) -> DialogRecord:
+    return DialogRecord(leg_id, "c1", f"call-{leg_id}", "lt", "rt", "sip:a@x", "sip:b@y", 1, 1, "sip:b@y", (),
+                        "127.0.0.2", 5060, "udp", 100.0, 101.0, "127.0.0.1:2223")
+
+
+def test_the_parties_dialogs_make_a_connected_call_adoptable() -> None:
+    left = LeftCall(CALL, LEGS, [dialog("cust"), dialog("agent")])
+    assert left.adoptable and left.listeners == [] and left.strays == [] and left.relay == "127.0.0.1:2223"
+    assert not LeftCall(CALL, LEGS, [dialog("cust")]).adoptable  # the agent's dialog was never written
+
+
+def test_a_listener_whose_start_the_log_shows_is_carried_over_and_one_it_does_not_is_hung_up() -> None:
+    dialogs = [dialog("cust"), dialog("agent"), dialog("m1"), dialog("m2")]
+    left = LeftCall(CALL, LEGS, dialogs, monitors={"m1": ("1002", 102.0)})
+    assert left.adoptable
+    assert [d.leg_id for d in left.listeners] == ["m1"] and [d.leg_id for d in left.strays] == ["m2"]
