@@ -533,10 +533,11 @@ async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_
         await until(lambda: Ng(relay).calls() == [], "rtpengine holding no call", timeout=10)
 
 
-async def test_a_supervisor_listening_at_a_kill_9_goes_on_listening_at_the_adopting_node(
-        world: World, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["kill", "move"])
+async def test_a_supervisor_listening_at_a_kill_9_or_a_handover_goes_on_listening_at_the_new_owner(
+        world: World, tmp_path: Path, how: str) -> None:
     """A supervisor's phone listening (the relay's subscription) is a dialog of the call that is none of its
-    parties': node b adopts the call and the listening with it (before, the extra dialog made the call look
+    parties': when node a is killed (or hands the operation over), node b adopts the call and the listening with it (before, the extra dialog made the call look
     unadoptable and the takeover ended the customer's call). The supervisor's phone hears both parties on after the
     kill, b's API shows the listening and stops it (a BYE to the supervisor's phone, its subscription ended), and
     the parties go on hearing each other until the call ends through b."""
@@ -557,7 +558,12 @@ async def test_a_supervisor_listening_at_a_kill_9_goes_on_listening_at_the_adopt
             await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(3,)], "the listener's dialog")
             state = (await client.get(monitor)).json()
             assert state["state"] == "listening", state
-        a.kill()
+        if how == "kill":
+            a.kill()
+        else:
+            from test_cluster_handover import admin
+
+            await admin(world, "move", OP, "b")
         await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
                     "node b adopting the call", timeout=4 * LEASE + 5)
         assert call.ended is False and agent_call.ended is False and listen.ended is False
