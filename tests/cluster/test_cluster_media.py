@@ -537,10 +537,11 @@ async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_
 async def test_a_supervisor_listening_at_a_kill_9_or_a_handover_goes_on_listening_at_the_new_owner(
         world: World, tmp_path: Path, how: str) -> None:
     """A supervisor's phone listening (the relay's subscription) is a dialog of the call that is none of its
-    parties': when node a is killed (or hands the operation over), node b adopts the call and the listening with it (before, the extra dialog made the call look
-    unadoptable and the takeover ended the customer's call). The supervisor's phone hears both parties on after the
-    kill, b's API shows the listening and stops it (a BYE to the supervisor's phone, its subscription ended), and
-    the parties go on hearing each other until the call ends through b."""
+    parties': when node a is killed (or hands the operation over), node b adopts the call and the listening with it
+    (before, the extra dialog made the call look unadoptable and the takeover ended the customer's call). The
+    supervisor's phone hears both parties on after the kill, b's API shows the listening and stops it (a BYE to the
+    supervisor's phone, its subscription ended), and the parties go on hearing each other until the call ends
+    through b."""
     with Rtpengine(host=RELAY_HOST, workdir=tmp_path / "rtpengine", extra_args=("--delete-delay=0",)) as relay:
         a, b = two_nodes_on(world, relay, tmp_path)
         await world.agent("1001", a, media=True)

@@ -101,3 +101,26 @@ async def test_the_row_leaves_with_the_stored_recording_and_stays_when_the_join_
         assert conn.execute(select(s.recordings.c.conn_id)).scalars().all() == ["c1"]
         # c9's join failed: its recording is still in progress in the records, for the next start to retry
         assert conn.execute(select(s.call_recordings.c.conn_id)).scalars().all() == ["c9"]
+
+
+async def test_a_wav_found_in_place_with_its_segments_gone_gets_its_row(
+        archive: RecordingArchive, tmp_path: Path) -> None:  # noqa: F811
+    """The join had renamed the WAV into place and removed the segments when its node died, before the row was
+    written: the retry at the next start writes the row from the file."""
+    import wave
+
+    folder = tmp_path / "kept" / "0042"
+    folder.mkdir(parents=True)
+    with wave.open(str(folder / "c7.wav"), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\0\0\0\0" * 12000)
+    RecordingJournalStore(archive.writer, "n1", lambda: T0).save_recording(
+        OpenRecording("c7", "0042", T0, True, None, (), 20000))
+    await stored(archive, FinishedRecording("c7", "0042", (), (), 20000, T0, T0 + 2))
+    with archive.engine.connect() as conn:
+        row = dict(conn.execute(select(s.recordings)).mappings().one())
+        assert conn.execute(select(s.call_recordings)).all() == []
+    assert (row["conn_id"], row["path"], row["duration"], row["segments"], row["pauses"]) == (
+        "c7", str(folder / "c7.wav"), 1.5, [], [])

@@ -8,6 +8,8 @@ Rules (docs/operations.md, "Recordings")
   through the writer thread, in the batch that removes the call's recording in progress (`storage.open_recordings`).
   The relay's segment files are removed once the WAV is in place; a join that fails is logged and leaves them where
   they are (nothing is lost), with no row, and the recording in progress stays recorded for the next start to retry.
+  A retry that finds no segment but the call's WAV in place (the join had finished; the row was lost with its
+  node) writes the row from the file.
 - Offsets in the row (segments' starts, pauses) are seconds from the WAV's first sample. A pause is a span during
   which recording was off on purpose (paused, or stopped and started again); the WAV is silent there.
 - Retention: `prune` deletes the recordings (file, then row) older than their operation's
@@ -22,6 +24,7 @@ import contextlib
 import logging
 import os
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,19 @@ def recording_row(done: FinishedRecording, recording: Recording, path: Path, cre
     return {"conn_id": done.conn_id, "operation_id": done.operation_id, "path": str(path),
             "started_at": to_datetime(origin), "duration": round(recording.duration, 3), "segments": segments,
             "pauses": pauses, "created_at": to_datetime(created_at)}
+
+
+def placed_row(done: FinishedRecording, path: Path, created_at: float) -> dict[str, Any]:
+    """The row of a WAV found in place with its segments gone (the join finished, its row was lost with the node
+    that made it): its length from the file; what the segments were is not known any more."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            duration = wav.getnframes() / wav.getframerate()
+    except (wave.Error, EOFError) as exc:
+        raise RecordingError(f"{path} is in place but not a readable WAV ({exc})") from exc
+    return {"conn_id": done.conn_id, "operation_id": done.operation_id, "path": str(path),
+            "started_at": to_datetime(done.started_at), "duration": round(duration, 3), "segments": [],
+            "pauses": [], "created_at": to_datetime(created_at)}
 
 
 class RecordingArchive:
@@ -97,11 +113,13 @@ class RecordingArchive:
 
     def join(self, done: FinishedRecording) -> dict[str, Any]:
         """Blocking (a worker thread): the WAV written into place, the segments removed; the row to write."""
-        if not done.segments:
-            raise RecordingError("the relay wrote no segment")
         folder = self.directory / done.operation_id
-        folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{done.conn_id}.wav"
+        if not done.segments:
+            if final.is_file():  # joined and renamed into place by a node that died before writing its row
+                return placed_row(done, final, self.clock())
+            raise RecordingError("the relay wrote no segment")
+        folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{done.conn_id}.wav.part"
         try:
             recording = convert_recording([Path(p) for p in done.segments], customer_port=done.customer_port,
