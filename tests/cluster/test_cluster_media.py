@@ -451,6 +451,18 @@ def wav_tones(path: Path, window: float = 0.1) -> tuple[list[int | None], list[i
     return out[0], out[1]
 
 
+async def lose_a(world: World, a: Serve, b: Serve, how: str) -> None:
+    """Node a is killed (`kill`) or hands the operation over (`move`); node b adopts its one call."""
+    if how == "kill":
+        a.kill()
+    else:
+        from test_cluster_handover import admin
+
+        await admin(world, "move", OP, "b")
+    await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
+                "node b adopting the call", timeout=4 * LEASE + 5)
+
+
 def quiet_runs(channel: list[int | None], at_least: int = 3) -> list[tuple[int, int]]:
     """(first window, windows) of each run of at least `at_least` silent windows."""
     runs: list[tuple[int, int]] = []
@@ -489,14 +501,7 @@ async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_
                     "a's recording written through")
         recorded_from = time.monotonic()
         await asyncio.sleep(1.0)
-        if how == "kill":
-            a.kill()
-        else:
-            from test_cluster_handover import admin
-
-            await admin(world, "move", OP, "b")
-        await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
-                    "node b adopting the call", timeout=4 * LEASE + 5)
+        await lose_a(world, a, b, how)
         assert world.rows("SELECT node_id, on_relay FROM call_recordings") == [("b", True)]
         await asyncio.sleep(1.0)
         path = f"/v2/calls/{conn_id}/recording"
@@ -559,14 +564,7 @@ async def test_a_supervisor_listening_at_a_kill_9_or_a_handover_goes_on_listenin
             await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(3,)], "the listener's dialog")
             state = (await client.get(monitor)).json()
             assert state["state"] == "listening", state
-        if how == "kill":
-            a.kill()
-        else:
-            from test_cluster_handover import admin
-
-            await admin(world, "move", OP, "b")
-        await until(lambda: f"took operation {OP} over from a: 1 calls adopted, 0 ended" in b.output(),
-                    "node b adopting the call", timeout=4 * LEASE + 5)
+        await lose_a(world, a, b, how)
         assert call.ended is False and agent_call.ended is False and listen.ended is False
         assert_voice(await heard(customer, call, VOICE_S), AGENT_HZ)
         start = supervisor.now()

@@ -329,19 +329,7 @@ def _restore_legs(node: Node, left: LeftCall, *, held: bool = False) -> None:
     customer, agent = pair
     outbound_customer = left.record.direction != "inbound"
     for leg, other, uac in ((customer, agent, outbound_customer), (agent, customer, True)):
-        record = dialogs[leg.leg_id]
-        dialog = switch.endpoint.restore_dialog(_state(record, is_uac=uac))
-        sip_leg = SipLeg(leg.leg_id, left.record.operation_id, "out" if uac else "in", record.created_at,
-                         conn_id=left.record.conn_id, state=UP, dialog=dialog, peer=other.leg_id,
-                         peer_addr=(record.peer_host, record.peer_port), transport=record.transport,
-                         agent=leg.agent)
-        sip_leg.written_cseq = (dialog.local_seq, dialog.remote_seq)
-        _restore_sdp(sip_leg, record)
-        dialog.user_data = sip_leg
-        peer = _peer(record)
-        if peer is not None:
-            switch.endpoint.set_destination(dialog, peer, record.transport)
-        switch.legs.add(sip_leg)
+        _restore_leg(node, left, dialogs[leg.leg_id], uac=uac, peer=other.leg_id, agent=leg.agent)
     relay = left.relay
     if relay is not None:  # its media goes on through the same relay call: hold, transfers and its end use it
         conn_id = left.record.conn_id
@@ -352,19 +340,28 @@ def _restore_legs(node: Node, left: LeftCall, *, held: bool = False) -> None:
 def _restore_listener(node: Node, left: LeftCall, record: DialogRecord, supervisor: str) -> None:
     """A supervisor's phone listening to the adopted call, as a listener leg up (its subscription is on the relay
     still: the parties' media keeps flowing to it; its end unsubscribes, b2bua/monitor.py)."""
+    leg = _restore_leg(node, left, record, uac=True, agent=supervisor, listener=True)
+    node.switch.anchor.listeners.restored(leg)
+
+
+def _restore_leg(node: Node, left: LeftCall, record: DialogRecord, *, uac: bool, peer: str | None = None,
+                 agent: str | None = None, listener: bool = False) -> SipLeg:
+    """One dialog of the adopted call as a B2BUA leg, up: its requests go where the old node sent them, its CSeq
+    and SDP go on from the stored ones."""
     switch = node.switch
-    dialog = switch.endpoint.restore_dialog(_state(record, is_uac=True))
-    leg = SipLeg(record.leg_id, left.record.operation_id, "out", record.created_at, conn_id=left.record.conn_id,
-                 state=UP, dialog=dialog, peer_addr=(record.peer_host, record.peer_port), transport=record.transport,
-                 agent=supervisor, listener=True)
+    dialog = switch.endpoint.restore_dialog(_state(record, is_uac=uac))
+    leg = SipLeg(record.leg_id, left.record.operation_id, "out" if uac else "in", record.created_at,
+                 conn_id=left.record.conn_id, state=UP, dialog=dialog, peer=peer,
+                 peer_addr=(record.peer_host, record.peer_port), transport=record.transport, agent=agent,
+                 listener=listener)
     leg.written_cseq = (dialog.local_seq, dialog.remote_seq)
     _restore_sdp(leg, record)
     dialog.user_data = leg
-    peer = _peer(record)
-    if peer is not None:
-        switch.endpoint.set_destination(dialog, peer, record.transport)
+    destination = _peer(record)
+    if destination is not None:
+        switch.endpoint.set_destination(dialog, destination, record.transport)
     switch.legs.add(leg)
-    switch.anchor.listeners.restored(leg)
+    return leg
 
 
 def read_monitors(conn: Connection, operation_id: str, conn_id: str) -> dict[str, tuple[str, float]]:
