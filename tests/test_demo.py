@@ -55,6 +55,7 @@ def _signalling_only(done: subprocess.CompletedProcess[str]) -> None:
     assert done.stderr == ""
 
 
+@pytest.mark.serial  # bounded in time (30 s)
 def test_demo_with_no_relay_plays_every_step_and_exits_0(tmp_path: Path) -> None:
     started = time.monotonic()
     done = subprocess.run([*CALLBRIDGE, "demo", "--no-relay"], capture_output=True, text=True, timeout=60,
@@ -96,6 +97,7 @@ def _measured_steps() -> list[str]:
     return titles
 
 
+@pytest.mark.serial  # measures ringback's length (0.5-1.2 s) and is bounded in time
 def test_demo_starts_its_own_relay_and_measures_what_each_party_heard(tmp_path: Path) -> None:
     require_rtpengine()
     started = time.monotonic()
@@ -161,6 +163,7 @@ def _relay_port(output: _Lines) -> int:
     return int(found.group(1))
 
 
+@pytest.mark.serial  # the relay's pong within ng_ping's 0.2 s while the demo's media runs
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_demo_stopped_midway_takes_its_relay_along(tmp_path: Path, sig: signal.Signals) -> None:
     """SIGTERM: the demo stops cleanly (phones, server, relay, temporary directory) and exits 143; SIGKILL: the

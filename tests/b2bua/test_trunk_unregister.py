@@ -111,6 +111,7 @@ async def registered_node(tmp_path: Path, registrar: Registrar, port: int) -> An
     return node
 
 
+@pytest.mark.serial  # the answer within 1 s
 @pytest.mark.parametrize("challenge", [None, 401, 407])
 async def test_closing_the_node_removes_the_trunk_binding(tmp_path: Path, challenge: int | None) -> None:
     registrar = Registrar(challenge_removal=challenge)
@@ -144,6 +145,7 @@ async def test_closing_the_node_removes_the_trunk_binding(tmp_path: Path, challe
     assert elapsed < 1.0  # answered at once: the bound is not waited out
 
 
+@pytest.mark.serial  # the shut-down's length within 0.5 s of its bound
 async def test_a_provider_that_never_answers_holds_the_shut_down_no_longer_than_the_bound(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     registrar = Registrar(silent_on_removal=True)

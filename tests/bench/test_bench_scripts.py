@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# serial: each benchmark loads the machine for its figures and times its own run; alone (scripts/test).
+pytestmark = pytest.mark.serial
 
 
 def test_agentbox_http_bench_runs() -> None:

@@ -8,6 +8,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Engine, text
 
 from callbridge.cluster.fencing import Fence
@@ -16,6 +17,8 @@ from callbridge.storage.schema import calls
 from callbridge.storage.writer import Writer
 
 LEASE = 1.5  # seconds: short, so a takeover happens within the test's bounds
+# serial: takeovers timed to the lease plus 1 s of slack (scripts/test).
+pytestmark = pytest.mark.serial
 
 
 def _call(conn_id: str, operation_id: str, node_id: str) -> dict[str, object]:

@@ -37,7 +37,8 @@ from kamailio_proxy import Proxy  # noqa: E402
 
 from callbridge.phone import CallEnded, CallError, Phone  # noqa: E402
 
-pytestmark = [pytest.mark.postgres]
+# serial: adoption within the lease's bound and a steady call load need the machine to themselves (scripts/test).
+pytestmark = [pytest.mark.postgres, pytest.mark.serial]
 
 N_CALLS = 50
 AGENT_HOST, PROXY, NODE_C = "127.0.0.14", "127.0.0.10", "127.0.0.13"

@@ -33,7 +33,8 @@ from callbridge.phone import Call, CallEnded, DtmfReceived, Held, Phone, Resumed
 from peers.ports import free_port  # noqa: E402
 from peers.rtpengine import Rtpengine  # noqa: E402
 
-pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
+# serial: digit durations judged to 20 ms and the media timeout to 1 s (scripts/test).
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(60), pytest.mark.serial]
 
 
 @dataclass

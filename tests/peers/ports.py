@@ -11,12 +11,15 @@ That range is split in two. Single ports (and pairs) come from its lower part, a
 port range: 100 ports, 1000 for a benchmark or a cluster holding many calls) come from its upper part, and are
 given back with `release` when their relay stops. Without the split, a whole suite's single ports, scattered at
 random and never given back, leave no free run of 1000 ports anywhere: the late cluster test asking for one
-failed with "no free port block". Singles are remembered only for the last `_REMEMBERED` hand-outs: a port handed
+failed with "no free port block". Under pytest-xdist each part is cut into one slice per worker: this memory is
+per process, and a relay's block stays unbound until its calls use it, so the bind probe alone would let two
+workers take the same block. Singles are remembered only for the last `_REMEMBERED` hand-outs: a port handed
 out that long ago is bound by now (so the bind probe sees it) or was never used.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from collections import deque
@@ -43,11 +46,29 @@ def _candidate_range() -> tuple[int, int]:
     return (10000, low - 1) if low > 12000 else (high + 1, 65535)
 
 
+def _worker() -> tuple[int, int]:
+    """(this process's index, how many) among pytest-xdist's workers; (0, 1) outside xdist. A test's subprocess
+    inherits the variables, so it draws from its worker's slices too."""
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    except ValueError:
+        return 0, 1
+    return (index, count) if 0 <= index < count else (0, 1)
+
+
+def _slice(low: int, high: int, index: int, count: int) -> tuple[int, int]:
+    width = (high - low + 1) // count
+    return low + index * width, low + (index + 1) * width - 1
+
+
 def _parts() -> tuple[tuple[int, int], tuple[int, int]]:
-    """(singles' part, blocks' part) of the candidate range: two fifths for singles, the rest for blocks."""
+    """(singles' part, blocks' part) of the candidate range: two fifths for singles, the rest for blocks; each part
+    cut into one slice per xdist worker, this process's slice returned."""
     low, high = _candidate_range()
     split = low + (high - low + 1) * 2 // 5
-    return (low, split - 1), (split, high)
+    index, count = _worker()
+    return _slice(low, split - 1, index, count), _slice(split, high, index, count)
 
 
 def _bindable(host: str, port: int, kinds: tuple[int, ...]) -> bool:

@@ -48,6 +48,7 @@ async def listen(phone: Phone, seconds: float) -> tuple[float, float]:
     return start + 0.1, phone.now()
 
 
+@pytest.mark.serial  # judges the jitter (under 20 ms)
 async def test_each_side_hears_the_others_tone(media_phone: MediaPhoneFactory) -> None:
     alice = await media_phone("1001")
     bob = await media_phone("2002", answer="auto")

@@ -46,7 +46,8 @@ from callbridge.storage import schema as s
 from peers.ports import free_port
 from peers.sipp import Sipp
 
-pytestmark = [pytest.mark.peers, pytest.mark.timeout(150)]
+# serial: 500 registrations and 550 calls at a rate, bounded in time (scripts/test).
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(150), pytest.mark.serial]
 
 ROOT = Path(__file__).resolve().parents[2]
 UP_CALLS = 500

@@ -45,7 +45,8 @@ DRAIN_TIMEOUT = 45.0        # Timer J (32 s) after the last BYE, and slack
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 GAUGES = ("callbridge_sip_dialogs", "callbridge_sip_transactions", "callbridge_b2bua_legs")
 
-pytestmark = [pytest.mark.peers, pytest.mark.timeout(int(SIPP_TIMEOUT + DRAIN_TIMEOUT + 120))]
+# serial: a call load whose loss must be the relay's alone, not a busy core's (scripts/test).
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(int(SIPP_TIMEOUT + DRAIN_TIMEOUT + 120)), pytest.mark.serial]
 
 
 async def gauges(client: httpx.AsyncClient) -> dict[str, float]:

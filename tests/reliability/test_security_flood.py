@@ -26,7 +26,8 @@ from callbridge.b2bua.defence import DefenceConfig
 from callbridge.phone import Phone
 from peers.sipp import Sipp
 
-pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
+# serial: a flood judged against a requests-per-second limit while the trunk's calls must all complete.
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(90), pytest.mark.serial]
 
 FLOODER = "127.0.0.5"
 FLOOD = 10_000
