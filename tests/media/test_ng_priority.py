@@ -170,6 +170,30 @@ def test_the_set_up_head_waiting_for_room_holds_back_everything_after_it() -> No
     assert sent(relay.client) == [("play media", "b"), ("offer", "b"), ("offer", "c"), ("stop media", "d")]
 
 
+def test_an_audio_command_held_back_long_enough_goes_with_the_set_up_commands_in_request_order() -> None:
+    relay = Relay(window=NgWindow(max_requests=1, hold_back=1.0))
+    relay.ask("offer", "x", 0.0)
+    relay.ask("play media", "a", 0.0, blob=BLOB)
+    relay.ask("offer", "b", 0.5)
+    relay.ask("offer", "c", 0.5)
+    relay.ask("play media", "d", 1.0, blob=BLOB)
+    relay.ask("answer", "e", 1.1)
+    assert sent(relay.client) == [("offer", "x")]
+    order = []
+    for key, now in ((("offer", "x"), 0.9), (("offer", "b"), 1.0), (("play media", "a"), 1.5),
+                     (("offer", "c"), 2.0), (("play media", "d"), 2.0)):
+        answer(relay.client, relay.cookies[key], now)
+        order += sent(relay.client)
+    assert order == [
+        ("offer", "b"),  # at 0.9 a's music has waited 0.9 s: held back
+        ("play media", "a"),  # at 1.0, 1 s: it goes, asked before c's offer
+        ("offer", "c"),  # at 1.5 d's music has waited 0.5 s
+        ("play media", "d"),  # at 2.0, 1 s, asked before e's answer
+        ("answer", "e")]
+    with pytest.raises(ValueError, match="hold_back >= 0"):
+        NgWindow(hold_back=-1.0)
+
+
 def test_queued_requests_time_out_from_their_request_and_a_call_s_later_ones_then_go_on() -> None:
     relay = Relay(timers=NgTimers(first=0.5, cap=1.0, total=2.0))
     stuck = relay.ask("offer", "x", 0.0)

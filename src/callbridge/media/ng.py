@@ -19,9 +19,14 @@ Rules (rtpengine's documentation, "The NG Control Protocol")
 - The queue is served by priority class, each class in request order: health requests first (``urgent``: pings,
   so that a long queue does not make a live relay miss its ping), then the commands a call's signalling waits on
   (`SETUP_COMMANDS`: ``offer``, ``answer``, ``delete``, a listener's ``subscribe``), then the rest (``play media``,
-  ``stop media``, ``block media``, ``query``...: what feeds or reads the audio). Why: a queued caller's music is a
-  64 kB blob the relay decodes, and set-up commands queued behind a few hundred of them made calls set up slower,
-  so more callers waited and got music (bench/media_cps.py at 300 calls/s: 51,075 of 55,598 requests queued).
+  ``stop media``, ``block media``, ``query``...: what feeds or reads the audio). Why: each queued caller's music
+  is a ``play media`` blob (and a ``block media`` before it, a ``stop media`` and an ``unblock media`` after), and
+  set-up commands queued behind them made calls set up slower, so more callers waited and got music
+  (bench/media_cps.py at 300 calls/s: 51,075 of 55,598 requests queued). A request of the last class is held back
+  at most `NgWindow.hold_back` (1 s): older, it goes with the set-up commands, in request order. Why: with set-up
+  commands always waiting (a relay or an event loop slower than the calls), the audio commands would otherwise
+  wait until their time-out, and a time-out takes the relay down for new calls (bench/media_cps.py at 200 calls/s
+  on a loaded machine: 470 ``block media`` timed out in the queue, 1,017 calls went direct).
   The class never reorders one rtpengine call: a request waits behind every earlier request of its ``call-id``
   still queued, and when it is the next of its class those earlier ones go first, in their order, whatever their
   class (a ``delete`` never passes its call's ``play media``, nor a ``play media`` its call's ``offer``; a call's
@@ -73,10 +78,11 @@ class NgTimers:
 class NgWindow:
     max_requests: int = 64       # out toward one relay at once (rtpengine answers them with its --num-threads)
     max_bytes: int = 96 * 1024   # of their datagrams: one 64 kB blob and small commands beside it
+    hold_back: float = 1.0       # at most, behind set-up commands, for the last class (the module rules)
 
     def __post_init__(self) -> None:
-        if self.max_requests < 1 or self.max_bytes < 1:
-            raise ValueError(f"NgWindow: need max_requests >= 1 and max_bytes >= 1, got {self}")
+        if self.max_requests < 1 or self.max_bytes < 1 or self.hold_back < 0:
+            raise ValueError(f"NgWindow: need max_requests >= 1, max_bytes >= 1 and hold_back >= 0, got {self}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,7 @@ class _Pending:
     datagram: bytes
     give_up_at: float
     interval: float
+    asked: float = 0.0  # when it was requested
     rank: int = _OTHER  # its priority class
     call_id: str | None = None  # the rtpengine call it belongs to, if any: its order within that call is kept
     next_at: float = field(default=0.0)
@@ -182,7 +189,7 @@ class NgClient:
             call_id = call_id.decode("utf-8", "replace")
         rank = _URGENT if urgent else _SETUP if command in SETUP_COMMANDS else _OTHER
         pending = _Pending(cookie, relay, command, datagram, give_up_at=now + self.timers.total,
-                           interval=self.timers.first, rank=rank,
+                           interval=self.timers.first, asked=now, rank=rank,
                            call_id=call_id if isinstance(call_id, str) else None)
         self._pending[cookie] = pending
         self.stats["sent"] += 1
@@ -250,7 +257,7 @@ class NgClient:
         queue = self._queues.get(relay)
         if queue is None:
             return
-        while (chosen := self._next(queue)) is not None and self._fits(relay, len(chosen.datagram)):
+        while (chosen := self._next(queue, now)) is not None and self._fits(relay, len(chosen.datagram)):
             if chosen.call_id is not None:  # `_next` picks only the first of its call
                 calls = queue.calls[chosen.call_id]
                 calls.popleft()
@@ -258,18 +265,25 @@ class NgClient:
                     del queue.calls[chosen.call_id]
             self._send(chosen, now)
 
-    def _next(self, queue: _Queue) -> _Pending | None:
-        """The request to send next: the first of the highest class waiting, or the first request of its call-id
-        still queued (which came before it)."""
-        for fifo in queue.classes:
-            while fifo and not self._waiting(fifo[0]):
-                gone = fifo.popleft()
-                if gone.call_id is not None:  # a call-id whose requests all ended queued leaves nothing behind
-                    self._first_of_call(queue, gone.call_id)
-            if fifo:
-                head = fifo[0]
-                return head if head.call_id is None else self._first_of_call(queue, head.call_id)
-        return None
+    def _next(self, queue: _Queue, now: float) -> _Pending | None:
+        """The request to send next: the first of the highest class waiting (the last class's first instead when it
+        has been held back long enough and came first), or the first request of its call-id still queued (which
+        came before it)."""
+        heads = [self._head(queue, fifo) for fifo in queue.classes]
+        head = next((h for h in heads if h is not None), None)
+        held = heads[_OTHER]
+        if head is not None and head.rank == _SETUP and held is not None and held.asked < head.asked \
+                and now - held.asked >= self.window.hold_back:
+            head = held
+        return head if head is None or head.call_id is None else self._first_of_call(queue, head.call_id)
+
+    def _head(self, queue: _Queue, fifo: deque[_Pending]) -> _Pending | None:
+        """The first request of a class still queued, those before it that ended dropped."""
+        while fifo and not self._waiting(fifo[0]):
+            gone = fifo.popleft()
+            if gone.call_id is not None:  # a call-id whose requests all ended queued leaves nothing behind
+                self._first_of_call(queue, gone.call_id)
+        return fifo[0] if fifo else None
 
     def _first_of_call(self, queue: _Queue, call_id: str) -> _Pending | None:
         """The first request of `call_id` still queued, those before it that ended dropped."""
