@@ -265,6 +265,41 @@ def test_a_withdrawn_request_is_never_sent_and_its_call_s_later_ones_go_on() -> 
     assert relay.client.pending_count == 0 and relay.client.get_timer() is None
 
 
+def test_a_drained_queue_keeps_nothing_of_the_calls_whatever_ended_its_requests() -> None:
+    relay = Relay(timers=NgTimers(first=0.5, cap=1.0, total=2.0))
+    relay.ask("offer", "x", 0.0)
+    relay.ask("play media", "a", 0.0, blob=BLOB)  # sent before its call's delete, answered
+    relay.ask("delete", "a", 0.0)
+    relay.ask("block media", "b", 0.0)  # sent, then it and its call's offer time out, the offer in the queue
+    relay.ask("offer", "b", 0.0)
+    withdrawn = relay.ask("play media", "c", 0.0, blob=BLOB)
+    assert relay.client.queued_calls(RELAY) == 3
+    assert relay.client.withdraw(withdrawn) is True
+    assert sent(relay.client) == [("offer", "x")]
+    answer(relay.client, relay.cookies[("offer", "x")], 0.1)
+    assert sent(relay.client) == [("play media", "a")]
+    answer(relay.client, relay.cookies[("play media", "a")], 0.2)
+    assert sent(relay.client) == [("delete", "a")]
+    answer(relay.client, relay.cookies[("delete", "a")], 0.3)
+    assert sent(relay.client) == [("block media", "b")]
+    relay.ask("stop media", "c", 0.5)
+    relay.ask("block media", "d", 0.5)
+    assert relay.client.withdraw(relay.ask("delete", "d", 0.5)) is True  # behind its call's block, gone first
+    relay.client.handle_timer(0.8)  # the block's retransmission: the window holds nothing else
+    assert sent(relay.client) == [("block media", "b")]
+    relay.client.handle_timer(2.0)  # both of b end unanswered (asked at 0.0); then c's stop goes
+    assert sent(relay.client) == [("stop media", "c")]
+    answer(relay.client, relay.cookies[("stop media", "c")], 2.1)
+    assert sent(relay.client) == [("block media", "d")]
+    answer(relay.client, relay.cookies[("block media", "d")], 2.2)
+    assert [(e.command, type(e)) for e in events(relay.client)] == [
+        ("offer", NgReply), ("play media", NgReply), ("delete", NgReply), ("block media", NgTimedOut),
+        ("offer", NgTimedOut), ("stop media", NgReply), ("block media", NgReply)]
+    assert relay.client.queued(RELAY) == 0 and relay.client.queued_calls(RELAY) == 0
+    assert relay.client.pending_count == 0 and relay.client.get_timer() is None
+    assert (relay.client.stats["queued_timeouts"], relay.client.stats["withdrawn"]) == (1, 2)
+
+
 # --- the shell: a cancelled command still queued is withdrawn -------------------------------------------------------
 class Collecting(asyncio.DatagramProtocol):
     """A relay on a loopback socket that answers only when told, recording the commands it got."""

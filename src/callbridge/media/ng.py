@@ -175,6 +175,12 @@ class NgClient:
         queue = self._queues.get(relay)
         return 0 if queue is None else sum(1 for fifo in queue.classes for p in fifo if self._waiting(p))
 
+    def queued_calls(self, relay: Address) -> int:
+        """rtpengine calls (call-ids) with requests toward `relay` still queued, or ended in the queue and not yet
+        cleaned up: 0 once the queue has drained."""
+        queue = self._queues.get(relay)
+        return 0 if queue is None else len(queue.calls)
+
     def request(self, relay: Address, message: dict[str, Any], now: float, *, urgent: bool = False) -> str:
         """Send `message` (a dictionary with at least ``command``) to `relay`, or queue it behind the relay's window
         in its priority class (the first class when `urgent`, see the module rules); returns its cookie."""
@@ -259,10 +265,8 @@ class NgClient:
             return
         while (chosen := self._next(queue, now)) is not None and self._fits(relay, len(chosen.datagram)):
             if chosen.call_id is not None:  # `_next` picks only the first of its call
-                calls = queue.calls[chosen.call_id]
-                calls.popleft()
-                if not calls:
-                    del queue.calls[chosen.call_id]
+                queue.calls[chosen.call_id].popleft()
+                self._first_of_call(queue, chosen.call_id)  # the call's entry goes once nothing of it waits
             self._send(chosen, now)
 
     def _next(self, queue: _Queue, now: float) -> _Pending | None:
