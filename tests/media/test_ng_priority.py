@@ -47,7 +47,7 @@ def events(client: NgClient) -> list[Any]:
 
 
 class Relay:
-    """A client with a window of one request, and the cookies of what was asked, by (command, call-id)."""
+    """A client (a window of one request unless told), and the cookies of what was asked, by (command, call-id)."""
 
     def __init__(self, timers: NgTimers | None = None, window: NgWindow | None = None) -> None:
         self.client = NgClient(random.Random(1), timers, window or NgWindow(max_requests=1))
