@@ -90,8 +90,10 @@ def step(rate: int, seconds: float, agents: list[str], media_mode: str) -> tuple
     if media_mode == "anchored" and anchored < rate * seconds:
         passed = False  # a call that went direct (no relay up) is not an anchored call
     calls = rate * seconds
-    ng_note = (f", ng {ng.get('sent', 0):,.0f} sent, {ng.get('queued', 0):,.0f} queued behind the window, "
-               f"{ng.get('retransmissions', 0):,.0f} retransmissions, {ng.get('timeouts', 0):,.0f} time-outs"
+    ng_note = (f", ng {ng.get('sent', 0):,.0f} sent, {ng.get('queued', 0):,.0f} queued behind the window "
+               f"({ng.get('queued_setup', 0):,.0f} of them set-up commands, {ng.get('withdrawn', 0):,.0f} withdrawn), "
+               f"{ng.get('retransmissions', 0):,.0f} retransmissions, {ng.get('timeouts', 0):,.0f} time-outs "
+               f"({ng.get('queued_timeouts', 0):,.0f} in the queue)"
                if media_mode == "anchored" else "")
     return passed, (f"{detail}, callbridge {busy * 100:.0f}% of a core ({busy * took / calls * 1e6:,.0f} us CPU per "
                     f"call), rtpengine {relay_busy * 100:.0f}% ({relay_busy * took / calls * 1e6:,.0f} us per call), "

@@ -522,7 +522,8 @@ def _media_metrics(registry: MetricsRegistry, switch: Switch, media_shell: NgShe
                        lambda: {f"{host}:{port}": int(r.up) for (host, port), r in relays.relays.items()},
                        label="relay")
         registry.counter("callbridge_media_ng_total", "ng control protocol counters (sent: requests made; queued: "
-                         "of them, those that waited for the relay's window; retransmissions, replies, timeouts, "
+                         "of them, those that waited for the relay's window; queued_setup: of those, the set-up "
+                         "commands; withdrawn: queued ones never sent; retransmissions, replies, timeouts, "
                          "queued_timeouts: time-outs still in the queue; unparseable, unknown_cookie, wrong_source: "
                          "datagrams dropped).", lambda: dict(relays.client.stats), label="counter")
         registry.gauge("callbridge_media_ng_outstanding", "ng requests sent to the relay and not answered yet (its "

@@ -199,6 +199,10 @@ class RelaySet:
     def request(self, relay: Address, message: dict[str, Any], now: float) -> str:
         return self.client.request(relay, message, now)
 
+    def withdraw(self, cookie: str) -> bool:
+        """`NgClient.withdraw`: a request still queued behind its relay's window is never sent."""
+        return self.client.withdraw(cookie)
+
     # --- health ------------------------------------------------------------------------------------------------
     def start(self, now: float) -> None:
         """Ping every relay now, and from then on every ping interval."""

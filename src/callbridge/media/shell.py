@@ -6,7 +6,8 @@ shape of `callbridge.transport.runtime` (which drives the SIP core the same way)
 the coroutine waiting for its cookie (or logged: a relay going up or down; one that failed its ping, `RelayLost`,
 is also handed to `on_relay_down`), every queued datagram is sent, and ONE
 ``loop.call_at`` timer is armed at ``relays.get_timer()`` (left as it is when that deadline did not change).
-``now`` is always ``loop.time()``.
+``now`` is always ``loop.time()``. A command whose coroutine is cancelled while its request still waits behind the
+relay's window is withdrawn (`NgClient.withdraw`: never sent); one already sent is left to its reply or time-out.
 
 One ng socket per address family the relays use, with a port the kernel picks, bound on loopback when every relay
 of that family is on loopback (tests, a relay on the same machine) and on the wildcard address otherwise (the
@@ -128,6 +129,11 @@ class NgShell:
         self._wake()
         try:
             reply = await future
+        except asyncio.CancelledError:
+            # the caller gave up (a queued customer's music when an agent answers): a request still queued behind
+            # the relay's window is not sent at all, rather than sent for nobody (a 64 kB blob decoded for nothing)
+            self.relays.withdraw(cookie)
+            raise
         finally:
             self._waiting.pop(cookie, None)
         if not reply.ok:
