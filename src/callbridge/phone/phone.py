@@ -149,7 +149,7 @@ class Phone(Dispatcher):
             self._rtp_socket = bind_udp(host, 0, buffer_bytes=65536)
             sdp_port = self._rtp_socket.getsockname()[1]
         self.rtp_port = sdp_port
-        sock, bound = _bind_udp_and_tcp_port(host, port)
+        sock, bound, hold = _bind_udp_and_tcp_port(host, port)
         self.port = bound
         self.endpoint = Endpoint(host, bound, timers or TimerConfig(), self.rng, user=user, user_agent=user_agent,
                                  session_expires=session_expires)
@@ -163,6 +163,8 @@ class Phone(Dispatcher):
         except BaseException:
             await self.close()
             raise
+        finally:
+            hold.close()
         tune_collector()  # a phone under load is a SIP server too: see callbridge.transport.collector
         return self
 
@@ -349,22 +351,24 @@ class Phone(Dispatcher):
         await self.close()
 
 
-def _bind_udp_and_tcp_port(host: str, port: int) -> tuple[socket.socket, int]:
-    """A UDP socket on (host, port) whose port is also free for TCP (port 0: a free one is picked)."""
+def _bind_udp_and_tcp_port(host: str, port: int) -> tuple[socket.socket, int, socket.socket]:
+    """A UDP socket on (host, port) whose port is also free for TCP (port 0: a free one is picked), and a TCP socket
+    bound to that port (SO_REUSEADDR, not listening), to hold it until the TCP listener is made: a port merely
+    probed free could meanwhile become another process's outgoing connection's local port (the kernel does not
+    pick a bound one), and the listener's bind would then fail with EADDRINUSE."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(50):
         sock = bind_udp(host, port)
         bound = sock.getsockname()[1]
-        probe = socket.socket(family, socket.SOCK_STREAM)
+        hold = socket.socket(family, socket.SOCK_STREAM)
         try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, bound))
+            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            hold.bind((host, bound))
         except OSError:
+            hold.close()
             sock.close()
             if port != 0:
                 raise
             continue
-        finally:
-            probe.close()
-        return sock, bound
+        return sock, bound, hold
     raise OSError(f"no port free for both UDP and TCP on {host}")
