@@ -64,6 +64,14 @@ async def answered_call(media: FakeMedia) -> tuple[MediaAnchor, Sink, Clock, Sip
     return anchor, sink, clock, customer
 
 
+async def paused_from_1010_to_1012_5(anchor: MediaAnchor, clock: Clock) -> None:
+    """Call c1's recording, running, paused at 1010.0 and resumed at 1012.5 (each step settled)."""
+    for at, on in ((1010.0, False), (1012.5, True)):
+        clock.t = at
+        anchor.recorder.want("c1", on)
+        await settled(anchor)
+
+
 def recording_ops(media: FakeMedia) -> list[tuple[object, ...]]:
     return [op for op in media.ops if op[0] in ("start_recording", "stop_recording", "recording_files", "delete")]
 
@@ -74,12 +82,7 @@ async def test_pauses_are_kept_and_the_recording_stops_before_the_delete() -> No
     assert anchor.recorder.want("c1", True)
     await settled(anchor)
     assert anchor.recorder.recording("c1")
-    clock.t = 1010.0
-    anchor.recorder.want("c1", False)
-    await settled(anchor)
-    clock.t = 1012.5
-    anchor.recorder.want("c1", True)
-    await settled(anchor)
+    await paused_from_1010_to_1012_5(anchor, clock)
     clock.t = 1020.0
     anchor.leg_ended(customer)
     await settled(anchor)
@@ -183,12 +186,7 @@ async def test_each_start_and_stop_the_relay_took_is_written_through() -> None:
     port = media.port_for("c1", "cust")
     anchor.recorder.want("c1", True)
     await settled(anchor)
-    clock.t = 1010.0
-    anchor.recorder.want("c1", False)
-    await settled(anchor)
-    clock.t = 1012.5
-    anchor.recorder.want("c1", True)
-    await settled(anchor)
+    await paused_from_1010_to_1012_5(anchor, clock)
     assert journal.saved == [
         OpenRecording("c1", "0042", 1000.0, True, None, (), port),
         OpenRecording("c1", "0042", 1000.0, False, 1010.0, (), port),

@@ -192,17 +192,9 @@ class CallRecorder:
                     self.anchor.stats["media_failures"] += 1
                     log.warning("call %s: the relay failed to %s a call left from before (%s)", left.conn_id, what,
                                 exc)
-        if self.sink is None:
-            return
-        try:
-            segments, leftovers = await asyncio.to_thread(media.recording_files, left.conn_id)
-        except OSError as exc:
-            log.warning("call %s: the recording's segments cannot be listed (%s)", left.conn_id, exc)
-            return
         ended = self.clock() if left.on_relay or left.off_since is None else left.off_since
-        self.sink.recording_finished(FinishedRecording(
-            left.conn_id, left.operation_id, tuple(segments), tuple(leftovers), left.customer_port, left.started_at,
-            ended, left.pauses))
+        await self._hand_over(media, left.conn_id, left.operation_id, left.customer_port, left.started_at, ended,
+                              left.pauses)
 
     async def ended(self, conn_id: str, delete: Callable[[], Awaitable[None]]) -> None:
         """The call is over: stop a running recording, `delete` the relay's call, hand the segments over."""
@@ -215,7 +207,15 @@ class CallRecorder:
                 await self._apply(conn_id, rec)
         await delete()
         media = self.anchor.media
-        if rec is None or rec.started_at is None or media is None or self.sink is None:
+        if rec is None or rec.started_at is None or media is None:
+            return
+        await self._hand_over(media, conn_id, rec.operation_id, rec.customer_port(), rec.started_at, self.clock(),
+                              tuple(rec.pauses))
+
+    async def _hand_over(self, media: Media, conn_id: str, operation_id: str, customer_port: int | None,
+                         started_at: float, ended_at: float, pauses: tuple[tuple[float, float], ...]) -> None:
+        """The relay's segments of a finished recording, found on disk (off the loop), to the sink."""
+        if self.sink is None:
             return
         try:
             segments, leftovers = await asyncio.to_thread(media.recording_files, conn_id)
@@ -223,5 +223,4 @@ class CallRecorder:
             log.warning("call %s: the recording's segments cannot be listed (%s)", conn_id, exc)
             return
         self.sink.recording_finished(FinishedRecording(
-            conn_id, rec.operation_id, tuple(segments), tuple(leftovers), rec.customer_port(), rec.started_at,
-            self.clock(), tuple(rec.pauses)))
+            conn_id, operation_id, tuple(segments), tuple(leftovers), customer_port, started_at, ended_at, pauses))
