@@ -142,6 +142,9 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
                                         c.c.node_id != me).order_by(c.c.started_at)).mappings()
     calls_rows = list(rows)
     d = s.dialogs
+    # one read for the operation's recordings in progress, not one per call (most calls have none)
+    recordings = {row["conn_id"]: recording_of_row(row) for row in conn.execute(
+        select(s.call_recordings).where(s.call_recordings.c.operation_id == operation_id)).mappings()}
     calls = []
     for r in calls_rows:
         record = CallRecord(r["conn_id"], r["operation_id"], r["node_id"], r["direction"], r["customer_number"],
@@ -150,11 +153,12 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
                             r["hangup_by"], r["sip_cause"], int(r["transfer_count"]), r["related_conn_id"])
         dialogs = [dialog_of_row(x) for x in conn.execute(select(d).where(d.c.conn_id == record.conn_id)
                                                      .order_by(d.c.created_at, d.c.leg_id)).mappings()]
-        recording = conn.execute(select(s.call_recordings)
-                                 .where(s.call_recordings.c.conn_id == record.conn_id)).mappings().first()
-        calls.append(LeftCall(record, read_legs(conn, record.conn_id), dialogs,
-                              None if recording is None else recording_of_row(recording),
-                              read_monitors(conn, operation_id, record.conn_id)))
+        legs = read_legs(conn, record.conn_id)
+        parties = {leg.leg_id for leg in legs}
+        # the event log is read only for a call with a dialog none of its parties' (a listener's)
+        monitors = (read_monitors(conn, operation_id, record.conn_id)
+                    if any(x.leg_id not in parties for x in dialogs) else {})
+        calls.append(LeftCall(record, legs, dialogs, recordings.get(record.conn_id), monitors))
     g = s.registrations
     registrations = [(registration_of_row(r), r["node_id"]) for r in conn.execute(
         select(g).where(g.c.operation_id == operation_id, g.c.node_id != me, g.c.expires_at > to_datetime(now))
