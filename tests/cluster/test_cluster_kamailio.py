@@ -85,6 +85,54 @@ def test_kamailio_accepts_the_rendered_configuration(tmp_path: Path) -> None:
     assert "ERROR" not in check.stderr, check.stderr[-3000:]
 
 
+async def test_a_sync_reloads_the_list_kamailio_has_not_loaded_even_when_the_file_already_holds_it(
+        loaded_url: str, tmp_path: Path) -> None:
+    """The list file can hold the rendered list while Kamailio runs an older one: a reload refused ("Ongoing
+    reload" within reload_delta) or sent before Kamailio's RPC was up, after the file was written. A sync
+    compares with what Kamailio has loaded (`dispatcher.list`), not with the file, and reloads: a sync that trusted
+    the file left every set missing, and every REGISTER got 503 "Operation's Node Unavailable"."""
+    binary = require_binary("kamailio", "kamailio")
+    port, rpc_port = free_port(PROXY), free_port(PROXY, tcp=False)
+    config = render(tmp_path, port, rpc_port)
+    engine = make_engine(loaded_url)
+    rpc = (PROXY, rpc_port)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO cluster_nodes (node_id, slot, sip_host, sip_port, incarnation, started_at, "
+                          f"heartbeat_at) VALUES ('a', 1, '{NODE_A}', 5070, 'x', now(), now())"))
+    with open(tmp_path / "kamailio.log", "wb") as log:
+        proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
+                                  "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+
+    def loaded() -> set[tuple[int, str]]:
+        with contextlib.suppress(kamailio.RpcError, OSError):
+            return kamailio._loaded(rpc)
+        return {(-1, "no answer")}
+
+    def synced() -> bool:
+        with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
+            kamailio.sync_once(conn, tmp_path, rpc)
+            return True
+        return False
+    try:
+        await _until(lambda: loaded() == set(), "Kamailio's JSON-RPC")  # started on the empty list
+        with engine.connect() as conn:  # the list written, its reload lost
+            (tmp_path / "dispatcher.list").write_text(kamailio.render_tables(conn).dispatcher)
+        await _until(synced, "a sync")
+        assert loaded() == {(1, f"sip:{NODE_A}:5070")}
+        # a second node joins right after the reload: refused within reload_delta, a later sync reloads it
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO cluster_nodes (node_id, slot, sip_host, sip_port, incarnation, "
+                              f"started_at, heartbeat_at) VALUES ('b', 2, '{NODE_B}', 5072, 'y', now(), now())"))
+        await _until(lambda: synced() and loaded() == {(1, f"sip:{NODE_A}:5070"), (2, f"sip:{NODE_B}:5072")},
+                     "node b's set loaded", timeout=5)
+    finally:
+        stop_process_group(proxy, 5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proxy.pid, signal.SIGKILL)
+        engine.dispose()
+
+
 class Serve:
     def __init__(self, node: str, host: str, url: str, workdir: Path) -> None:
         self.node, self.host = node, host

@@ -9,9 +9,12 @@
   dispatcher module reloads its list on an RPC and htable keys are set and deleted by RPC, which is all routing
   needs.
 - `sync_once` renders the tables from PostgreSQL, rewrites the list when it changed (atomically: a temporary file
-  renamed) and reloads it, then reads the htable back (`htable.dump`) and sets or deletes the keys that differ. A
-  restarted Kamailio has an empty htable; the next sync fills it (run it in a loop: `callbridge cluster
-  kamailio-sync`).
+  renamed), and reloads it whenever what Kamailio has loaded (`dispatcher.list`) differs from the rendered list,
+  not only when the file changed: a reload can fail after the file was written (Kamailio refuses a reload within
+  `reload_delta` of the last one, "Ongoing reload"; or its RPC was not up yet at its start, having loaded the
+  empty list), and a sync that trusted the file would never reload it. Then it reads the htable back
+  (`htable.dump`) and sets or deletes the keys that differ. A restarted Kamailio has an empty htable; the next sync
+  fills it (run it in a loop: `callbridge cluster kamailio-sync`).
 An operation whose lease is free or expired keeps the last owner's slot until another node takes it: Kamailio's
 probing says whether that node still answers (503 while it does not).
 """
@@ -84,8 +87,30 @@ def render_tables(conn: Connection) -> Tables:
             owners[key] = int(slot)
     # the nodes after the leases: every slot an owner names is in the list (a node that joined in between too)
     nodes = conn.execute(text("SELECT slot, sip_host, sip_port FROM cluster_nodes ORDER BY slot")).all()
-    dispatcher = "".join(f"{slot} sip:{host}:{port} 0 0\n" for slot, host, port in nodes)
+    dispatcher = "".join(f"{slot} {_node_uri(host, port)} 0 0\n" for slot, host, port in nodes)
     return Tables(dispatcher, owners, frozenset(released))
+
+
+def _node_uri(host: str, port: int) -> str:
+    return f"sip:[{host}]:{port}" if ":" in host else f"sip:{host}:{port}"
+
+
+def _listed(dispatcher: str) -> set[tuple[int, str]]:
+    """A dispatcher list file's (set, URI) pairs."""
+    return {(int(fields[0]), fields[1]) for fields in (line.split() for line in dispatcher.splitlines()) if fields}
+
+
+def _loaded(address: tuple[str, int]) -> set[tuple[int, str]]:
+    """The (set, URI) pairs Kamailio's dispatcher has loaded now (none: its RPC says "No Destination Sets")."""
+    try:
+        result = rpc(address, "dispatcher.list")
+    except RpcError as exc:
+        if "No Destination Sets" in str(exc):
+            return set()
+        raise
+    records = result.get("RECORDS", []) if isinstance(result, dict) else []
+    return {(int(record["SET"]["ID"]), str(target["DEST"]["URI"]))
+            for record in records for target in record["SET"].get("TARGETS", [])}
 
 
 def write_file(path: Path, content: str) -> bool:
@@ -135,8 +160,13 @@ def sync_once(conn: Connection, tables: Path, rpc_address: tuple[str, int]) -> b
     rendered = render_tables(conn)
     owners = rendered.owners
     changed = write_file(tables / "dispatcher.list", rendered.dispatcher)
-    if changed:
-        rpc(rpc_address, "dispatcher.reload")
+    if _loaded(rpc_address) != _listed(rendered.dispatcher):
+        try:
+            rpc(rpc_address, "dispatcher.reload")
+            changed = True
+        except RpcError as exc:  # within reload_delta of the last reload: the next sync reloads it
+            if "Ongoing reload" not in str(exc):
+                raise
     current = _dumped(rpc(rpc_address, "htable.dump", "owners"))
     # A released lease keeps its last owner's slot until the target takes it (within a round): the old owner
     # answers new calls 503 Retry-After and hands requests within its calls on, where a missing key would answer
