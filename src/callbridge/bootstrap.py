@@ -339,6 +339,7 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     # before reconciliation, which finishes the recordings a crash left (their WAVs go to the archive)
     node.recordings = RecordingArchive(settings.recordings_path, storage.writer, storage.engine)
     switch.anchor.recorder.sink = node.recordings
+    switch.anchor.waiting.delay = settings.queue_music_delay_seconds
     switch.anchor.recorder.journal = RecordingJournalStore(storage.writer, settings.node_id, time.time)
     if reconcile:
         node.reconciled = await _reconcile(node)

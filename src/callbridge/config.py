@@ -244,6 +244,10 @@ class Settings:
     # once it fell behind (docs/peers.md), and the call would be silent until the time-out. Only when shorter than
     # the time-out; 0: never.
     media_revive_seconds: float = 10.0
+    # An anchored queue caller that no agent can take at once rings (180) this long before the queue's music starts
+    # (183 and the relay's audio): one an agent takes within it costs the relay nothing more than any call
+    # (docs/operations.md, "Audio: what each party hears"). 0: the music at once.
+    queue_music_delay_seconds: float = 1.0
     # How often each relay is pinged. A relay that leaves a ping unanswered through the ng retransmissions (4 s) is
     # down for new calls; after `rtpengine_pings_to_lose` such pings in a row (or when its uptime shows it
     # restarted), the calls it held are re-anchored on another relay or ended (docs/operations.md, "A relay that
@@ -294,6 +298,8 @@ class Settings:
             raise ConfigError("media_timeout_seconds: must not be negative (0 turns it off)")
         object.__setattr__(self, "media_timeout_seconds", media_timeout)
         object.__setattr__(self, "media_revive_seconds", _seconds("media_revive_seconds", self.media_revive_seconds))
+        object.__setattr__(self, "queue_music_delay_seconds",
+                           _seconds("queue_music_delay_seconds", self.queue_music_delay_seconds))
         ping = _seconds("rtpengine_ping_seconds", self.rtpengine_ping_seconds)
         if ping <= 0:
             raise ConfigError(f"rtpengine_ping_seconds: {self.rtpengine_ping_seconds!r} is not more than 0")

@@ -99,6 +99,34 @@ async def test_a_customer_hanging_up_as_the_agent_answers_ends_the_waiting_witho
     assert anchor.stats["media_failures"] == 0 and not anchor.waiting.placed
 
 
+async def test_a_caller_an_agent_takes_within_the_music_delay_costs_the_relay_no_stand_in() -> None:
+    """`queue_music_delay_seconds`: the stand-in, its block and the music come only after the delay; a caller whose
+    agent answers before it never had them (three relay commands a call, not nine), and gets no 183."""
+    media = FakeMedia()
+    anchor = MediaAnchor(media, asyncio.get_running_loop(), directory=Operations(Operation("0042", "a.test")))
+    anchor.waiting.delay = 30.0  # longer than the test: only the agent's answer ends it
+    customer, agent = leg("cust"), leg("agent")
+    anchor.adopt("c1", customer)
+    early: list[bytes] = []
+    anchor.waiting.start("c1", "cust", SDP, "0042", Queue("0042", "q"), early.append)
+    await asyncio.sleep(0)
+    assert anchor.waiting.waiting("c1") and media.ops == []
+    await step(anchor.offer, "c1", customer, None, SDP)
+    await step(anchor.answer, "c1", customer, agent, SDP)
+    await anchor.settle()
+    assert media.ops == [("offer", "c1", "cust", None), ("answer", "c1", "cust", "agent")]
+    assert early == [] and not anchor.waiting.waiting("c1") and not anchor.waiting.placed
+    # after the delay, the caller still waiting gets the stand-in and the music, as with no delay
+    anchor.waiting.delay = 0.05
+    anchor.adopt("c2", leg("cust2"))
+    anchor.waiting.start("c2", "cust2", SDP, "0042", Queue("0042", "q"), early.append)
+    await anchor.settle()
+    assert [op[:4] for op in media.ops[2:]] == [("offer", "c2", "cust2", None), ("answer", "c2", "cust2", STAND_IN),
+                                                 ("block", "c2", "cust2", STAND_IN), ("play_wav", "c2", "cust2",
+                                                                                     hold_music().ulaw_wav_bytes())]
+    assert len(early) == 1
+
+
 async def test_a_relay_failing_the_stand_in_is_counted_and_no_183_is_sent() -> None:
     media = FakeMedia()
     media.refusing.add("answer")

@@ -360,6 +360,8 @@ class SipSignalling:
             if leg.state is INCOMING and leg.server_tx is not None:
                 sw.respond(leg.server_tx, 183, body=present(leg, sdp), reason="Session Progress")
 
+        if sw.anchor.waiting.delay > 0 and not sw.anchor.waiting.waiting(conn_id):
+            sw.respond(leg.server_tx, 180, reason="Ringing")  # it rings until the queue's music (waiting.py)
         sw.anchor.waiting.start(conn_id, leg.leg_id, leg.remote_sdp, leg.operation_id, queue, early)
 
     def reject(self, leg_id: str, status: int, retry_after: int | None = None) -> None:

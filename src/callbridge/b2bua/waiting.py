@@ -13,6 +13,11 @@ Rules
   in the 200 of the agent's answer, the relay address and port the 183 gave it, and the music keeps playing through
   the agent's offer (ringing) until it is stopped. An answer that is ``recvonly`` or ``inactive`` makes the relay
   refuse ``play media``; ``c=0.0.0.0`` makes it write ``c=0.0.0.0`` and ``sendonly`` toward the customer.
+- The music waits `delay` seconds (the node's ``queue_music_delay_seconds``): meanwhile the customer has a ``180
+  Ringing`` and rings, as on any call. A caller an agent takes within it never had a stand-in, so it costs the relay
+  the three commands of any call, not nine (stand-in offer and answer, block, play; stop and unblock at the end).
+  Under a burst of calls with every agent busy for a moment, that is what keeps the relay's queue of commands from
+  growing with each waiting caller (bench/media_cps.py).
 - What plays: the queue's music, else the operation's hold music, else the built-in one (`CustomerHearing.music`),
   looped. With an announcement, it starts `announcement_interval` seconds after the music did, then every
   `announcement_interval` seconds from the previous one's start (on the loop's clock, so it does not drift), each
@@ -81,9 +86,10 @@ def stand_in_answer(offer: bytes) -> bytes:
 
 
 class QueueWaiting:
-    def __init__(self, anchor: Anchor, sounds: Sounds) -> None:
+    def __init__(self, anchor: Anchor, sounds: Sounds, delay: float = 0.0) -> None:
         self.anchor = anchor
         self.sounds = sounds
+        self.delay = delay  # seconds a caller rings before the queue's audio starts (see the rules)
         self.tasks: dict[str, asyncio.Task[None]] = {}  # conn_id -> the waiting customer's sound
         self.placed: set[str] = set()  # calls whose stand-in is on the relay
         self._converted: dict[tuple[str, str], tuple[Queue, QueueAudio]] = {}
@@ -126,6 +132,8 @@ class QueueWaiting:
         media = self.anchor.media
         loop = self.anchor.loop
         assert media is not None and loop is not None
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)  # cancelled here (`stop`, `ended`): nothing was asked of the relay
         try:
             relayed = await media.offer(conn_id, customer, None, offer)
             answer = stand_in_answer(relayed)
