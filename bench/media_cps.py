@@ -11,7 +11,9 @@ test (0 failed calls, all N = rate x seconds calls done within seconds x 1.1 by 
 start it, with `--delete-delay=0`: rtpengine's default keeps a deleted call's ports for 30 s, 48,000 ports at
 400 calls/s). They differ only in the operation's `media_mode`:
 - `anchored`: each call's offer and answer go through the relay (ng `offer`, `answer`, and `delete` at the end):
-  three ng round trips per call on callbridge's event loop, and the relay's own work;
+  three ng round trips per call on callbridge's event loop, and the relay's own work; a caller who finds every
+  agent busy for a moment rings (queue_music_delay_seconds, 1 s) before its queue music would cost six more and a
+  sound stream, and that music waits while the relay has commands behind its window (b2bua/waiting.py);
 - `direct` (the ceiling): the SDP is passed through, the relay idle.
 The two run in turns at each rate (direct, then anchored), so that a machine shared with other work loads both
 alike; each stops at its first failing step. The figure is the anchored run's highest passing rate; the ratio
@@ -97,7 +99,8 @@ def step(rate: int, seconds: float, agents: list[str], media_mode: str) -> tuple
                if media_mode == "anchored" else "")
     return passed, (f"{detail}, callbridge {busy * 100:.0f}% of a core ({busy * took / calls * 1e6:,.0f} us CPU per "
                     f"call), rtpengine {relay_busy * 100:.0f}% ({relay_busy * took / calls * 1e6:,.0f} us per call), "
-                    f"{anchored:,.0f} calls anchored, {outcomes.get('media_failures', 0):,.0f} media failures"
+                    f"{anchored:,.0f} calls anchored, {outcomes.get('media_failures', 0):,.0f} media failures, "
+                    f"{outcomes.get('queue_music_deferred', 0):,.0f} queue callers' music deferred (relay behind)"
                     f"{ng_note}, {legs:.0f} legs left 1 s after")
 
 

@@ -515,7 +515,8 @@ async def _media_watch(settings: Settings, switch: Switch,
 def _media_metrics(registry: MetricsRegistry, switch: Switch, media_shell: NgShell | None) -> None:
     """The media plane's numbers on `/metrics` (here, not in `node_metrics`: only bootstrap knows the relay)."""
     registry.counter("callbridge_media_calls_total", "Calls by media outcome at their start (anchored, direct, "
-                     "direct_relay_down, refused_relay_down) and media steps that failed mid-call.",
+                     "direct_relay_down, refused_relay_down), media steps that failed mid-call, and queue callers "
+                     "whose music waited for a relay that did not keep up (queue_music_deferred).",
                      lambda: dict(switch.anchor.stats), label="outcome")
     if media_shell is not None:
         relays = media_shell.relays

@@ -22,6 +22,7 @@ RELAY = "127.0.0.99"
 class FakeMedia:
     def __init__(self, *, up: bool = True, first_port: int = 30000) -> None:
         self.up = up
+        self.busy = False  # `backlogged`: the relay has commands waiting behind its window
         self.failing: set[str] = set()
         self.refusing: set[str] = set()  # commands answered with an error (`MediaRefused`: e.g. an unknown call)
         self.ops: list[tuple[object, ...]] = []
@@ -34,6 +35,9 @@ class FakeMedia:
 
     def available(self) -> bool:
         return self.up
+
+    def backlogged(self, conn_id: str) -> bool:
+        return self.busy
 
     def port_for(self, conn_id: str, party: str) -> int:
         """The relay port that faces `party` in `conn_id` (allocated on first use, then kept)."""

@@ -127,6 +127,26 @@ async def test_a_caller_an_agent_takes_within_the_music_delay_costs_the_relay_no
     assert len(early) == 1
 
 
+async def test_a_relay_that_does_not_keep_up_defers_the_music_and_the_caller_rings_on() -> None:
+    """Music gives way first: while the relay has commands waiting behind its window, no stand-in is placed (the
+    caller rings); it is placed once the backlog is gone, and the deferral is counted once."""
+    media = FakeMedia()
+    media.busy = True
+    anchor = MediaAnchor(media, asyncio.get_running_loop(), directory=Operations(Operation("0042", "a.test")))
+    anchor.waiting.delay = 0.05
+    anchor.adopt("c1", leg("cust"))
+    early: list[bytes] = []
+    anchor.waiting.start("c1", "cust", SDP, "0042", Queue("0042", "q"), early.append)
+    await asyncio.sleep(0.3)
+    assert (media.ops, early, anchor.stats["queue_music_deferred"]) == ([], [], 1)
+    media.busy = False
+    await anchor.settle()  # the next check, a second after the first
+    assert [op[:4] for op in media.ops] == [("offer", "c1", "cust", None), ("answer", "c1", "cust", STAND_IN),
+                                            ("block", "c1", "cust", STAND_IN),
+                                            ("play_wav", "c1", "cust", hold_music().ulaw_wav_bytes())]
+    assert len(early) == 1 and anchor.stats["queue_music_deferred"] == 1
+
+
 async def test_a_relay_failing_the_stand_in_is_counted_and_no_183_is_sent() -> None:
     media = FakeMedia()
     media.refusing.add("answer")

@@ -515,8 +515,13 @@ async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_
             await api(client, world.token, "hang", agent_id="1001")
         recorded_for = time.monotonic() - recorded_from
         await customer.wait_for(CallEnded, call=call, timeout=5)
-        await until(lambda: len(world.rows("SELECT conn_id FROM recordings")) == 1, "b storing the recording",
-                    timeout=15)
+        try:
+            await until(lambda: len(world.rows("SELECT conn_id FROM recordings")) == 1, "b storing the recording",
+                        timeout=15)
+        except AssertionError as exc:  # what b said of the call (CI keeps nothing else)
+            said = [line for line in b.output().splitlines() if conn_id in line or "recording" in line]
+            raise AssertionError(f"{exc}; the journal row {world.rows('SELECT * FROM call_recordings')}; b logged:\n"
+                                 + "\n".join(said[-40:])) from None
         [(stored, wav, duration, segments, pauses)] = world.rows(
             "SELECT conn_id, path, duration, segments, pauses FROM recordings")
         assert stored == conn_id and Path(wav).parent == kept / OP

@@ -50,13 +50,13 @@ def test_at_most_max_requests_are_out_and_the_rest_are_sent_in_order_as_replies_
     client = NgClient(random.Random(1), window=NgWindow(max_requests=3))
     made = [client.request(RELAY, {"command": "query", "call-id": f"c{i}"}, 0.0) for i in range(6)]
     assert cookies(client.datagrams_to_send()) == made[:3]
-    assert client.outstanding(RELAY)[0] == 3 and client.queued(RELAY) == 3
+    assert client.outstanding(RELAY)[0] == 3 and client.queued(RELAY) == 3 and client.backlogged(RELAY)
     answer(client, made[1], 0.01)
     assert cookies(client.datagrams_to_send()) == [made[3]]
     answer(client, made[0], 0.02)
     answer(client, made[2], 0.02)
     assert cookies(client.datagrams_to_send()) == made[4:]
-    assert client.queued(RELAY) == 0 and client.outstanding(RELAY)[0] == 3
+    assert client.queued(RELAY) == 0 and client.outstanding(RELAY)[0] == 3 and not client.backlogged(RELAY)
     assert client.stats["sent"] == 6 and client.stats["queued"] == 3
     assert [e.cookie for e in events(client)] == [made[1], made[0], made[2]]
 

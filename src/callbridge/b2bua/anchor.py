@@ -80,7 +80,8 @@ class MediaAnchor:
         self.leaving: dict[str, list[str]] = {}  # conn_id -> legs that ended while they were the customer's peer
         self.went_direct: set[str] = set()  # calls an exchange of which went direct (the relay failed it)
         self.stats = {"anchored": 0, "direct": 0, "direct_relay_down": 0, "refused_relay_down": 0,
-                      "media_failures": 0, "reanchored": 0, "revived": 0, "relay_lost": 0}
+                      "media_failures": 0, "reanchored": 0, "revived": 0, "relay_lost": 0,
+                      "queue_music_deferred": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self.hearing = CustomerHearing(self, directory)  # music, ringback or the peer (hearing.py)
         self.recorder = CallRecorder(self, loop)  # the call's recording on the relay (recorder.py)

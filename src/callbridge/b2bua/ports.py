@@ -281,6 +281,10 @@ class Media(Protocol):
         """Stop recording; the segment recorded since the last start is complete once this returns."""
         ...
 
+    def backlogged(self, conn_id: str) -> bool:
+        """The relay holding `conn_id` has commands waiting behind its window: it does not keep up now."""
+        ...
+
     def can_record(self) -> bool:
         """Recordings made on the relays can be read on this machine (their folder is known)."""
         ...

@@ -18,6 +18,12 @@ Rules
   the three commands of any call, not nine (stand-in offer and answer, block, play; stop and unblock at the end).
   Under a burst of calls with every agent busy for a moment, that is what keeps the relay's queue of commands from
   growing with each waiting caller (bench/media_cps.py).
+- Music is what gives way when the relay does not keep up: after the delay, while the relay holding the call has
+  commands waiting behind its window (`Media.backlogged`), the caller rings on and the check is made again every
+  `delay` (at least a second). Otherwise each caller waiting because the node is behind adds six commands and a
+  sound stream to the relay's backlog, setting up calls slower, so more callers wait: the collapse
+  bench/media_cps.py saw at 300 and 400 calls/s (tens of thousands of commands queued, calls taking 70 s). Counted
+  once per call (`queue_music_deferred`).
 - What plays: the queue's music, else the operation's hold music, else the built-in one (`CustomerHearing.music`),
   looped. With an announcement, it starts `announcement_interval` seconds after the music did, then every
   `announcement_interval` seconds from the previous one's start (on the loop's clock, so it does not drift), each
@@ -134,6 +140,10 @@ class QueueWaiting:
         assert media is not None and loop is not None
         if self.delay > 0:
             await asyncio.sleep(self.delay)  # cancelled here (`stop`, `ended`): nothing was asked of the relay
+        if media.backlogged(conn_id):
+            self.anchor.stats["queue_music_deferred"] += 1
+            while media.backlogged(conn_id):  # the relay does not keep up: the caller rings on (see the rules)
+                await asyncio.sleep(max(self.delay, 1.0))
         try:
             relayed = await media.offer(conn_id, customer, None, offer)
             answer = stand_in_answer(relayed)

@@ -175,6 +175,11 @@ class NgClient:
         queue = self._queues.get(relay)
         return 0 if queue is None else sum(1 for fifo in queue.classes for p in fifo if self._waiting(p))
 
+    def backlogged(self, relay: Address) -> bool:
+        """Some request waits for `relay`'s window: the relay (or this loop) does not keep up. Stops at the first."""
+        queue = self._queues.get(relay)
+        return queue is not None and any(self._waiting(p) for fifo in queue.classes for p in fifo)
+
     def queued_calls(self, relay: Address) -> int:
         """rtpengine calls (call-ids) with requests toward `relay` still queued, or ended in the queue and not yet
         cleaned up: 0 once the queue has drained."""

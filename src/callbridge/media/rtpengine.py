@@ -93,6 +93,10 @@ class RtpengineMedia:
     def available(self) -> bool:
         return any(relay.up for relay in self.relays.relays.values())
 
+    def backlogged(self, conn_id: str) -> bool:
+        relay = self.relays.relay_of(conn_id)
+        return relay is not None and self.relays.client.backlogged(relay.address)
+
     async def offer(self, conn_id: str, from_leg: str, to_leg: str | None, sdp: bytes, *,
                     from_browser: bool = False, to_browser: bool = False) -> bytes:
         message: dict[str, Any] = {"command": "offer", "call-id": conn_id, "from-tag": from_leg, "sdp": sdp,
