@@ -477,6 +477,9 @@ def quiet_runs(channel: list[int | None], at_least: int = 3) -> list[tuple[int, 
     return runs
 
 
+# serial: it judges the WAV's one silence in 100 ms windows, and a CI run beside another worker's cluster test once
+# saw b store nothing within 15 s of the call's end (not seen in 14 runs here, 8 of them beside three busy loops)
+@pytest.mark.serial
 @pytest.mark.parametrize("how", ["kill", "move"])
 async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_new_owner_into_one_wav(
         world: World, tmp_path: Path, how: str) -> None:
