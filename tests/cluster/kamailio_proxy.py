@@ -55,7 +55,10 @@ class Proxy:
         while True:
             with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
                 kamailio.sync_once(conn, self.workdir, (self.host, self.rpc_port))
-                return
+                # a reload refused within reload_delta is retried by the next sync: synced once it is loaded
+                if kamailio._loaded((self.host, self.rpc_port)) == kamailio._listed(
+                        kamailio.render_tables(conn).dispatcher):
+                    return
             assert self.proc is not None and self.proc.poll() is None, "kamailio exited"
             assert time.monotonic() < deadline, "Kamailio's JSON-RPC did not answer"
             await asyncio.sleep(0.05)
