@@ -198,6 +198,24 @@ async def test_each_start_and_stop_the_relay_took_is_written_through() -> None:
     assert journal.saved[-1] == OpenRecording("c1", "0042", 1000.0, False, 1020.0, ((1010.0, 1012.5),), port)
 
 
+async def test_a_start_taken_before_the_customer_s_sdp_is_written_again_once_its_port_is_known() -> None:
+    """The relay may take the start before the exchange that gives the customer its SDP: the row first has no port,
+    and is written again, once, when the port is known (a node adopting the call after a crash joins by it)."""
+    media = FakeMedia()
+    anchor, _, _ = recording_anchor(media)
+    journal = anchor.recorder.journal = Journal()
+    customer = leg("cust")
+    anchor.adopt("c1", customer)
+    anchor.offer("c1", customer, None, CUSTOMER_SDP, lambda _: None)  # toward the agent: no SDP for the customer
+    await settled(anchor)
+    assert anchor.recorder.want("c1", True)
+    await settled(anchor)
+    anchor.recorder.customer_sdp("c1", relay_sdp(30004))
+    anchor.recorder.customer_sdp("c1", relay_sdp(30006))  # known already: the row is not written for each SDP
+    assert journal.saved == [OpenRecording("c1", "0042", 1000.0, True, None, (), None),
+                             OpenRecording("c1", "0042", 1000.0, True, None, (), 30004)]
+
+
 async def test_a_start_the_relay_refused_is_not_written() -> None:
     media = FakeMedia()
     anchor, _, _, _ = await answered_call(media)

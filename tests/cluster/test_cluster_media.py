@@ -480,14 +480,16 @@ def quiet_runs(channel: list[int | None], at_least: int = 3) -> list[tuple[int, 
 # serial: it judges the WAV's one silence in 100 ms windows, and a CI run beside another worker's cluster test once
 # saw b store nothing within 15 s of the call's end (not seen in 14 runs here, 8 of them beside three busy loops)
 @pytest.mark.serial
-@pytest.mark.parametrize("how", ["kill", "move"])
+@pytest.mark.parametrize("how", ["kill", "move", "kill_row_without_port"])
 async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_new_owner_into_one_wav(
         world: World, tmp_path: Path, how: str) -> None:
     """Node a records a call (policy always) when it is killed (or hands the operation over: `admin cluster move`):
     node b adopts the call with its recording (the
     relay records on; the API on b answers for it: paused, then resumed), and the call's end on b stores one WAV
     holding what was recorded before and after the kill: the customer's tone on one channel, the agent's on the
-    other, the pause made on b as silence, a's start and b's resume as its two segments."""
+    other, the pause made on b as silence, a's start and b's resume as its two segments. `kill_row_without_port`:
+    a's row lost the relay's port facing the customer (as when the relay took the start before the customer's SDP
+    exchange and a died before writing it again): b takes it from the SDP the customer was last sent."""
     from sqlalchemy import text
 
     with world.engine.begin() as conn:
@@ -504,8 +506,12 @@ async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_
                     "a's recording written through")
         recorded_from = time.monotonic()
         await asyncio.sleep(1.0)
-        await lose_a(world, a, b, how)
+        if how == "kill_row_without_port":
+            with world.engine.begin() as conn:
+                conn.execute(text("UPDATE call_recordings SET customer_port = NULL"))
+        await lose_a(world, a, b, "kill" if how.startswith("kill") else how)
         assert world.rows("SELECT node_id, on_relay FROM call_recordings") == [("b", True)]
+        assert world.rows("SELECT customer_port IS NOT NULL FROM call_recordings") == [(True,)]
         await asyncio.sleep(1.0)
         path = f"/v2/calls/{conn_id}/recording"
         headers = {"authorization": f"Bearer {world.token}"}

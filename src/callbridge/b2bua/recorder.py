@@ -121,6 +121,10 @@ class CallRecorder:
         if len(rec.unread) >= MAX_UNREAD_SDPS:
             rec.customer_port()  # reads the ones kept so far (see MAX_UNREAD_SDPS)
         rec.unread.append(sdp)
+        if rec.started_at is not None and rec.port_read is None and rec.customer_port() is not None:
+            # the journal's row was written without the port (the relay took the start before the exchange that
+            # gave the customer its SDP): a node adopting the call after a crash joins by that port
+            self._write(conn_id, rec)
 
     def recording(self, conn_id: str) -> bool:
         """The relay records the call now."""

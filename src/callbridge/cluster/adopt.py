@@ -286,6 +286,11 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
             _restore_legs(node, left, held=held)
             if rec is not None and switch.anchor.anchored(call.conn_id):
                 switch.anchor.recorder.adopt(rec)
+                pair = adoptable_legs(call, left.legs)
+                customer = switch.legs.get(pair[0].leg_id) if pair is not None else None
+                if rec.customer_port is None and customer is not None and customer.sent_sdp:
+                    # the row did not have the port: the SDP the customer was last sent (the relay's) names it
+                    switch.anchor.recorder.customer_sdp(call.conn_id, customer.sent_sdp)
             for listener in left.listeners:
                 supervisor, started_at = left.monitors[listener.leg_id]
                 if node.service.adopt_monitor(call.operation_id, call.conn_id, listener.leg_id, supervisor,
