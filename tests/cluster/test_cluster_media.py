@@ -477,8 +477,8 @@ def quiet_runs(channel: list[int | None], at_least: int = 3) -> list[tuple[int, 
     return runs
 
 
-# serial: it judges the WAV's one silence in 100 ms windows, and a CI run beside another worker's cluster test once
-# saw b store nothing within 15 s of the call's end (not seen in 14 runs here, 8 of them beside three busy loops)
+# serial: it judges the WAV's one silence in 100 ms windows. (A CI run once saw b store nothing: a's row had no
+# customer port, the case `kill_row_without_port` forces.)
 @pytest.mark.serial
 @pytest.mark.parametrize("how", ["kill", "move", "kill_row_without_port"])
 async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_new_owner_into_one_wav(
