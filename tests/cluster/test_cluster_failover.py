@@ -17,6 +17,7 @@ forwards the API's requests to the new owner, and its writes (a phone's refreshe
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -45,7 +46,7 @@ from cluster_world import (  # noqa: E402
     until,
 )
 
-from callbridge.phone import CallEnded, IncomingCall, Phone, RegistrationError  # noqa: E402
+from callbridge.phone import CallEnded, Held, IncomingCall, Phone, RegistrationError, Resumed  # noqa: E402
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 
@@ -118,6 +119,60 @@ async def test_an_adopted_call_is_transferred_to_another_agent_then_hung_up(worl
     assert world.rows("SELECT hangup_by, agents, transfer_count, node_id FROM cdrs") == [
         ("agent", ["1001", "1002"], 1, "b")]
     # the dialogs' deletes are written after the CDR, in a later batch
+    await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
+
+
+async def test_a_blind_transfer_still_ringing_at_the_death_fails_and_the_customer_is_back_with_its_agent(
+        world: World) -> None:
+    """Node a rings agent 1002 for 1001's blind transfer (the customer on hold) when it is killed. The INVITE to
+    1002 dies with it; node b adopts the call in its transfer and fails the transfer through the table: the
+    customer is taken off hold, back with 1001 (a failed transfer never drops the customer), the transfer is
+    recorded failed by b with its event, and the call ends through b's API like any adopted call."""
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    target = await world.agent("1002", a)
+    target.answer_mode = "manual"  # it rings and is never answered
+    customer, call, agent_call, conn_id = await connected_call(world, a)
+    async with world.api(a) as api:
+        await api.change_status("1002", "ready")
+        await until(lambda: world.rows(
+            "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1")
+            == [("ready",)], "1002 ready recorded")
+        await api.transfer("1001", "1002")
+    await customer.wait_for(Held, call=call, timeout=10)
+    await target.wait_for(IncomingCall, timeout=10)
+    await until(lambda: world.rows("SELECT state, node_id FROM transfers") in ([("trying", "a")], [("ringing", "a")]),
+                f"the transfer written by a (transfers: {world.rows('SELECT * FROM transfers')})")
+
+    await kill_and_wait_for_adoption(world, a, conn_id)
+    resumed = await customer.wait_for(Resumed, call=call, timeout=10)
+    assert resumed.direction == "sendrecv"
+    await until(lambda: world.rows("SELECT state, outcome, node_id FROM transfers") == [("failed", "unreachable", "b")],
+                "the transfer failed by b")
+    assert "took operation 0042 over from a: 1 calls adopted, 0 ended" in b.output()
+    assert world.rows(f"SELECT state, transfer_count FROM calls WHERE conn_id = '{conn_id}'") == [("connected", 0)]
+    types = [t for (t,) in world.rows("SELECT type FROM events WHERE type LIKE 'transfer.%' ORDER BY seq")]
+    assert types[0] == "transfer.created" and types[-1] == "transfer.failed" and set(types[1:-1]) <= {
+        "transfer.ringing"}, types
+    [(line,)] = world.rows("SELECT line FROM events WHERE type = 'transfer.failed'")
+    failed = json.loads(line)
+    assert (failed["data"]["state"], failed["data"]["failure"], failed["data"]["sip_cause"]) == (
+        "failed", "unreachable", None), failed
+    # 1002, rung by the dead node, is ready again on b (the restart rule); 1001 is still on the call
+    assert world.rows("SELECT extension, state, node_id FROM agent_state_history WHERE id IN (SELECT max(id) FROM "
+                      "agent_state_history GROUP BY extension) ORDER BY extension") == [
+        ("1001", "on_call", "a"), ("1002", "ready", "b")]
+    assert not call.ended and not agent_call.ended
+    async with world.api(b) as api:
+        await api.hang("1001")
+    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
+    ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=5)
+    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
+    assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
+    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+    assert world.rows("SELECT hangup_by, agents, transfer_count, node_id FROM cdrs") == [("agent", ["1001"], 0, "b")]
+    assert world.rows("SELECT count(*) FROM legs WHERE ended_at IS NULL") == [(0,)]  # the target's leg too
     await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
 
 

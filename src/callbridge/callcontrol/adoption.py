@@ -8,8 +8,14 @@ records already say connected; the adopting node changes their `node_id` in its 
 side restores the two dialogs with the same leg ids (`cluster.adopt`). From then on `hang`, `transfer` and the
 reads work on it, and its end writes the CDR as for any call.
 
-Calls in any other state (queued, offered, dialling, in a transfer) are not adopted: their setup died with the
-node, and the adopting node ends them cleanly (`cluster.adopt`).
+A call in a transfer whose target was still being rung (`LEFT_TRANSFER_STATES`) is adopted too, with the
+customer on hold and its transfer: the INVITE ringing the target died with the node, so the adopting node fails
+the transfer at once through the transfer table (`CallControlService.fail_left_transfer`): the customer back with
+its agent, as for a target that did not answer (a failed transfer never drops the customer). A consultation
+already up (agent and target talking) is not adopted.
+
+Calls in any other state (queued, offered, dialling, consulting) are not adopted: their setup died with the node,
+and the adopting node ends them cleanly (`cluster.adopt`).
 """
 
 from __future__ import annotations
@@ -18,21 +24,33 @@ from collections.abc import Sequence
 
 from callbridge.callcontrol.agents import AgentDesk
 from callbridge.callcontrol.calls import Call, CallHistoryEntry, Leg, RecordingState
-from callbridge.callcontrol.live import LiveState
-from callbridge.callcontrol.records import ON_CALL, CallRecord, LegRecord
+from callbridge.callcontrol.live import LiveState, TransferRun
+from callbridge.callcontrol.records import ON_CALL, CallRecord, LegRecord, TransferRecord
 
 ADOPTED = "adopted"
+LEFT_TRANSFER_STATES = frozenset({"trying", "ringing"})  # a transfer adopted (and failed), see above
 
 
 def adoptable_legs(record: CallRecord, legs: Sequence[LegRecord]) -> tuple[LegRecord, LegRecord] | None:
-    """The customer's leg and the agent's leg of a connected call, both up; None when the call is not adoptable."""
-    if record.state != "connected" or record.agent is None or record.ended_at is not None:
+    """The customer's leg and the agent's leg of a connected call (or one in a transfer: see `left_transfer`),
+    both up; None when the call is not adoptable."""
+    if record.state not in ("connected", "transferring") or record.agent is None or record.ended_at is not None:
         return None
     customer = [leg for leg in legs if leg.role == "customer" and leg.state == "up"]
     agent = [leg for leg in legs if leg.role == "agent" and leg.state == "up" and leg.agent == record.agent]
     if len(customer) != 1 or len(agent) != 1:
         return None
     return customer[0], agent[0]
+
+
+def left_transfer_ok(record: CallRecord, transfer: TransferRecord | None) -> bool:
+    """A call with `transfer` open (or none) can be adopted: connected with none, or in a transfer whose target was
+    still being rung (the call's record may say connected: its state is not written at a transfer's start, the
+    transfer's record is)."""
+    if transfer is None:
+        return record.state == "connected"
+    return (record.state in ("connected", "transferring") and transfer.conn_id == record.conn_id
+            and transfer.state in LEFT_TRANSFER_STATES)
 
 
 class Adoption:
@@ -43,15 +61,18 @@ class Adoption:
         self._agents = agents
 
     def adopt_call(self, record: CallRecord, legs: Sequence[LegRecord], since: float, now: float, *,
-                   held: bool = False, muted: bool = False, recording: RecordingState = "off") -> bool:
+                   held: bool = False, muted: bool = False, recording: RecordingState = "off",
+                   transfer: TransferRecord | None = None) -> bool:
         """Make `record` (a connected call of another node) one of this service's live calls; False when it is
         not adoptable (see `adoptable_legs`), its agent is unknown or busy here, or the call is here already.
         `since` is when its agent went on the call (the agent's recorded state time); `held` and `muted` what the
         SIP side found its dialogs in (the next `hold` or `mute` takes the call off it, as on the old node);
-        `recording` the state of its recording in progress (the relay records it, or not since a pause or stop)."""
+        `recording` the state of its recording in progress (the relay records it, or not since a pause or stop);
+        `transfer` the call's open transfer (`left_transfer_ok`): the call is adopted in it, its target's leg with
+        it, for `fail_left_transfer` to fail it."""
         pair = adoptable_legs(record, legs)
         state = self._state
-        if pair is None or record.conn_id in state.calls:
+        if pair is None or record.conn_id in state.calls or not left_transfer_ok(record, transfer):
             return False
         customer, agent_leg = pair
         assert record.agent is not None
@@ -67,6 +88,14 @@ class Adoption:
             call.legs[leg.leg_id] = Leg(leg.leg_id, record.conn_id, leg.role, leg.party, "up", leg.agent,
                                         leg.created_at, leg.answered_at)
             state.leg_calls[leg.leg_id] = record.conn_id
+        if transfer is not None:  # the customer on hold for it; its target's leg, to be released with it
+            call.state, call.transfer_id, call.held = "transferring", transfer.id, True
+            target = next((leg for leg in legs if leg.leg_id == transfer.target_leg_id and leg.ended_at is None), None)
+            if target is not None:
+                call.legs[target.leg_id] = Leg(target.leg_id, record.conn_id, target.role, target.party, target.state,
+                                               target.agent, target.created_at, target.answered_at)
+                state.leg_calls[target.leg_id] = record.conn_id
+            state.transfers[transfer.id] = TransferRun(transfer)
         call.history.append(CallHistoryEntry(now, ADOPTED, record.node_id))
         state.calls[record.conn_id] = call
         rt.state, rt.state_since, rt.reason = ON_CALL, since, "answered"

@@ -387,6 +387,17 @@ class CallControlService:
         self._transfers.input(run, TransferInput.COMPLETE)
         return run.record
 
+    def fail_left_transfer(self, conn_id: str, node_id: str) -> TransferRecord | None:
+        """A call adopted in a transfer (`adopt_call`): the INVITE ringing its target died with node `node_id`, so
+        the transfer fails now, through the table as for a target unreachable: the customer back with its agent."""
+        call = self._state.calls.get(conn_id)
+        run = self._transfers.of(call) if call is not None else None
+        if call is None or run is None:
+            return None
+        self._k.history(call, "transfer_lost_with_node", node_id)
+        self._transfers.input(run, TransferInput.TARGET_FAILED)
+        return run.record
+
     def cancel_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord:
         """Release the target; the customer goes back to the agent."""
         self.get_transfer(operation_id, transfer_id)

@@ -7,7 +7,9 @@ over: `cluster.handover` let its calls go first):
    dialogs, its registrations recorded by other nodes, the agents whose newest recorded state is another node's and
    not `logout`, and the newest event `seq` of the operation;
 2. decide (the loop): a call that was connected (a customer's leg and an agent's leg both up, both dialogs
-   recorded) is adopted; every other open call (queued, ringing, being dialled or transferred at the death) is
+   recorded) is adopted, and so is one in a transfer whose target was still being rung (its transfer is failed
+   once the call is restored: the customer back with its agent); every other open call (queued, ringing, being
+   dialled, or in a consultation at the death) is
    ended: a BYE on each of its dialogs (RFC 3261 §15.1.1, as start-up reconciliation does). The agents not on an
    adopted call pass through the restart rule (`callcontrol.restart`); the event log continues the operation's
    `seq` from the stored one before numbering their `agent.state_changed` events;
@@ -50,9 +52,9 @@ from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
 from callbridge.b2bua.leg_state import UP
 from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.ports import OpenRecording
-from callbridge.callcontrol.adoption import adoptable_legs
+from callbridge.callcontrol.adoption import adoptable_legs, left_transfer_ok
 from callbridge.callcontrol.calls import RecordingState
-from callbridge.callcontrol.records import LOGOUT, CallRecord, LegRecord
+from callbridge.callcontrol.records import LOGOUT, CallRecord, LegRecord, TransferRecord
 from callbridge.callcontrol.restart import AgentRestart
 from callbridge.cluster.fencing import Fence
 from callbridge.sip.dialog import DialogState
@@ -61,7 +63,7 @@ from callbridge.storage import schema as s
 from callbridge.storage.event_log import Bounds
 from callbridge.storage.open_recordings import recording_of_row
 from callbridge.storage.reconcile import closing_cdr
-from callbridge.storage.records import cdr_values, read_cdr, read_legs
+from callbridge.storage.records import cdr_values, read_cdr, read_legs, transfer_of_row
 from callbridge.storage.rowwrites import upsert
 from callbridge.storage.sip_state import DialogRecord, RegistrationRecord, dialog_of_row, registration_of_row
 from callbridge.storage.times import to_datetime, to_seconds
@@ -81,25 +83,35 @@ class LeftCall:
     dialogs: list[DialogRecord]
     recording: OpenRecording | None = None  # the call's recording in progress, as the old node last wrote it
     monitors: dict[str, tuple[str, float]] = field(default_factory=dict)  # monitor_id -> (supervisor, started_at)
+    transfer: TransferRecord | None = None  # the call's open transfer, as the old node last wrote it
 
     @property
     def adoptable(self) -> bool:
         pair = adoptable_legs(self.record, self.legs)
-        return pair is not None and {leg.leg_id for leg in pair} <= {d.leg_id for d in self.dialogs}
+        return (pair is not None and left_transfer_ok(self.record, self.transfer)
+                and {leg.leg_id for leg in pair} <= {d.leg_id for d in self.dialogs})
+
+    @property
+    def _parties(self) -> set[str]:
+        """The legs whose dialogs go on: a transfer's target is not one (its INVITE died with the node)."""
+        parties = {leg.leg_id for leg in self.legs}
+        if self.transfer is not None and self.transfer.target_leg_id is not None:
+            parties.discard(self.transfer.target_leg_id)
+        return parties
 
     @property
     def listeners(self) -> list[DialogRecord]:
         """The dialogs of the call that are none of its legs': a supervisor's phone listening to it (its leg is
         not one of the call's parties, b2bua/monitor.py), whose listening started (`monitors`, from the event log)
         and goes on at the adopting node."""
-        parties = {leg.leg_id for leg in self.legs}
+        parties = self._parties
         return [d for d in self.dialogs if d.leg_id not in parties and d.leg_id in self.monitors]
 
     @property
     def strays(self) -> list[DialogRecord]:
-        """The other dialogs that are none of its legs' (a listener whose start the log does not show): the
-        adopting node hangs them up."""
-        parties = {leg.leg_id for leg in self.legs}
+        """The other dialogs that are none of its parties' (a listener whose start the log does not show; a
+        transfer target's early dialog, RFC 3261 §15 lets its caller BYE it): the adopting node hangs them up."""
+        parties = self._parties
         return [d for d in self.dialogs if d.leg_id not in parties and d.leg_id not in self.monitors]
 
     @property
@@ -145,6 +157,10 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
     # one read for the operation's recordings in progress, not one per call (most calls have none)
     recordings = {row["conn_id"]: recording_of_row(row) for row in conn.execute(
         select(s.call_recordings).where(s.call_recordings.c.operation_id == operation_id)).mappings()}
+    t = s.transfers  # the open transfers likewise: a call in one is adopted when its target was still rung
+    transfers = {row["conn_id"]: transfer_of_row(row) for row in conn.execute(
+        select(t).where(t.c.operation_id == operation_id, t.c.ended_at.is_(None)).order_by(t.c.created_at))
+        .mappings()}
     calls = []
     for r in calls_rows:
         record = CallRecord(r["conn_id"], r["operation_id"], r["node_id"], r["direction"], r["customer_number"],
@@ -158,7 +174,8 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
         # the event log is read only for a call with a dialog none of its parties' (a listener's)
         monitors = (read_monitors(conn, operation_id, record.conn_id)
                     if any(x.leg_id not in parties for x in dialogs) else {})
-        calls.append(LeftCall(record, legs, dialogs, recordings.get(record.conn_id), monitors))
+        calls.append(LeftCall(record, legs, dialogs, recordings.get(record.conn_id), monitors,
+                              transfers.get(record.conn_id)))
     g = s.registrations
     registrations = [(registration_of_row(r), r["node_id"]) for r in conn.execute(
         select(g).where(g.c.operation_id == operation_id, g.c.node_id != me, g.c.expires_at > to_datetime(now))
@@ -282,7 +299,7 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
         rec = left.recording
         recording: RecordingState = "off" if rec is None else "recording" if rec.on_relay else "paused"
         if node.service.adopt_call(call, left.legs, since.get(call.agent or "", now), now, held=held, muted=muted,
-                                   recording=recording):
+                                   recording=recording, transfer=left.transfer):
             _restore_legs(node, left, held=held)
             if rec is not None and switch.anchor.anchored(call.conn_id):
                 switch.anchor.recorder.adopt(rec)
@@ -296,6 +313,8 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
                 if node.service.adopt_monitor(call.operation_id, call.conn_id, listener.leg_id, supervisor,
                                               started_at):
                     _restore_listener(node, left, listener, supervisor)
+            if left.transfer is not None:  # the INVITE ringing its target died with the node: the transfer fails
+                node.service.fail_left_transfer(call.conn_id, call.node_id)  # and the customer is back with its agent
             done.adopted.append(call.conn_id)
     done.registrations = switch.restore_registrations(found.registrations)
     done.agents = len(found.agents)
