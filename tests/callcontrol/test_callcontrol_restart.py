@@ -63,6 +63,20 @@ def test_restored_agents_take_their_states_and_the_longest_idle_is_offered_first
     assert world.state("1002") == "ringing"
 
 
+def test_a_call_waiting_before_a_restored_agents_registration_is_reported_is_offered_when_it_is(
+        world: World) -> None:
+    """A takeover may put a customer in a queue (a transfer failed with its node, its agent gone) before the
+    restored registrations are reported: the agent that becomes available by its registration takes the waiting
+    call then, not at its next state change."""
+    svc = world.service
+    svc.restore_agents([AgentRestart.of(OP, "1001", "ready", "api", T0 - 5, True, T0)])
+    conn_id, _ = world.inbound()
+    assert world.signalling.originates() == [] and svc.get_call(OP, conn_id).state == "queued"
+    svc.on_registration_changed(OP, "1001", True)
+    assert world.signalling.last_originate().destination == "1001"
+    assert world.state("1001") == "ringing" and svc.get_call(OP, conn_id).state == "offering"
+
+
 def test_an_agent_restored_ready_whose_phone_then_goes_is_logged_out(world: World) -> None:
     svc = world.service
     svc.restore_agents([AgentRestart.of(OP, "1001", "ready", "api", T0 - 5, True, T0)])

@@ -176,6 +176,52 @@ async def test_a_blind_transfer_still_ringing_at_the_death_fails_and_the_custome
     await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
 
 
+async def test_a_blind_transfer_its_agent_left_still_ringing_at_the_death_puts_the_customer_back_in_its_queue(
+        world: World) -> None:
+    """1001 asks a blind transfer to 1002 (which rings, never answered) and hangs up (the transfer goes on without
+    it) when node a is killed. Node b adopts the customer's leg alone with the transfer, fails it, and the customer
+    goes back to the call's queue (the transfer's failure says `customer_requeued`), where 1001, ready again, gets
+    it: the customer talks to 1001 again (taken off hold by the new bridge), and the call ends through b."""
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    target = await world.agent("1002", a)
+    target.answer_mode = "manual"
+    customer, call, agent_call, conn_id = await connected_call(world, a)
+    async with world.api(a) as api:
+        await api.change_status("1002", "ready")
+        await until(lambda: world.rows(
+            "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1")
+            == [("ready",)], "1002 ready recorded")
+        await api.transfer("1001", "1002")
+        await customer.wait_for(Held, call=call, timeout=10)
+        await target.wait_for(IncomingCall, timeout=10)
+        await api.hang("1001")
+    await agent.wait_for(CallEnded, call=agent_call, timeout=10)
+    await until(lambda: world.rows("SELECT state FROM legs WHERE role = 'agent'") == [("ended",)]
+                and world.rows("SELECT state, node_id FROM transfers") in ([("trying", "a")], [("ringing", "a")]),
+                "the agent's leg ended and the transfer going on, written by a")
+
+    await kill_and_wait_for_adoption(world, a, conn_id)
+    again = await agent.wait_for(IncomingCall, where=lambda e: e.call is not agent_call, timeout=15)  # offered by b
+    await again.call.wait_answered(10)
+    resumed = await customer.wait_for(Resumed, call=call, timeout=10)
+    assert resumed.direction == "sendrecv" and not call.ended
+    await until(lambda: world.rows("SELECT state, outcome, customer_requeued, node_id FROM transfers") == [
+        ("failed", "unreachable", True, "b")], "the transfer failed by b, the customer requeued")
+    assert "took operation 0042 over from a: 1 calls adopted, 0 ended" in b.output()
+    await until(lambda: world.rows(f"SELECT state, extension FROM calls WHERE conn_id = '{conn_id}'") == [
+        ("connected", "1001")], "the call connected to 1001 again")
+    async with world.api(b) as api:
+        await api.hang("1001")
+    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
+    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
+    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+    assert world.rows("SELECT hangup_by, node_id FROM cdrs") == [("agent", "b")]
+    assert world.rows("SELECT count(*) FROM legs WHERE ended_at IS NULL") == [(0,)]
+    await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
+
+
 async def test_a_call_ringing_at_the_death_is_ended_and_recorded_by_system(world: World) -> None:
     a = world.node("a", NODE_A)
     b = world.node("b", NODE_B)

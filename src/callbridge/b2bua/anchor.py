@@ -121,7 +121,7 @@ class MediaAnchor:
             return None
         return self.media.relay_of(conn_id)
 
-    def restore(self, conn_id: str, operation_id: str, customer: str, peer: str, relay: str) -> bool:
+    def restore(self, conn_id: str, operation_id: str, customer: str, peer: str | None, relay: str) -> bool:
         """Another node's anchored call, connected, is this node's now (`cluster.adopt`): its relay call goes on
         under the same call-id and tags, `customer` talking to `peer` on `relay`; hold, transfers and its end use
         the relay as if this node had anchored it. False (the call goes on as a direct one, logged) when `relay` is
@@ -131,7 +131,8 @@ class MediaAnchor:
                         relay)
             return False
         self.calls[conn_id] = customer
-        self.peers[conn_id] = peer
+        if peer is not None:  # None: the customer alone (its agent had left during a transfer)
+            self.peers[conn_id] = peer
         self.stats["anchored"] += 1
         self.hearing.started(conn_id, operation_id)
         self.recorder.started(conn_id, operation_id)

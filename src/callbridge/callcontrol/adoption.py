@@ -11,7 +11,8 @@ reads work on it, and its end writes the CDR as for any call.
 A call in a transfer whose target was still being rung (`LEFT_TRANSFER_STATES`) is adopted too, with the
 customer on hold and its transfer: the INVITE ringing the target died with the node, so the adopting node fails
 the transfer at once through the transfer table (`CallControlService.fail_left_transfer`): the customer back with
-its agent, as for a target that did not answer (a failed transfer never drops the customer). A consultation
+its agent, as for a target that did not answer, or, when the agent had left during the transfer, into the call's
+queue (`adopted_legs`: the customer's leg alone). A failed transfer never drops the customer. A consultation
 already up (agent and target talking) is not adopted.
 
 Calls in any other state (queued, offered, dialling, consulting) are not adopted: their setup died with the node,
@@ -53,6 +54,22 @@ def left_transfer_ok(record: CallRecord, transfer: TransferRecord | None) -> boo
             and transfer.state in LEFT_TRANSFER_STATES)
 
 
+def adopted_legs(record: CallRecord, legs: Sequence[LegRecord],
+                 transfer: TransferRecord | None) -> tuple[LegRecord, LegRecord | None] | None:
+    """The legs a call another node left goes on with: its customer's and its agent's (`adoptable_legs`), or, in
+    a transfer its agent had left (the transfer goes on without it, transfer_table rule 2), the customer's alone
+    (its transfer then fails into a queue); None when the call is not adopted."""
+    if not left_transfer_ok(record, transfer):
+        return None
+    pair = adoptable_legs(record, legs)
+    if pair is not None or transfer is None or record.ended_at is not None:
+        return pair
+    customer = [leg for leg in legs if leg.role == "customer" and leg.state == "up"]
+    if len(customer) == 1 and not any(leg.role == "agent" and leg.state == "up" for leg in legs):
+        return customer[0], None
+    return None
+
+
 class Adoption:
     """Bound by the service as `adopt_call`."""
 
@@ -70,21 +87,27 @@ class Adoption:
         `recording` the state of its recording in progress (the relay records it, or not since a pause or stop);
         `transfer` the call's open transfer (`left_transfer_ok`): the call is adopted in it, its target's leg with
         it, for `fail_left_transfer` to fail it."""
-        pair = adoptable_legs(record, legs)
+        pair = adopted_legs(record, legs, transfer)
         state = self._state
-        if pair is None or record.conn_id in state.calls or not left_transfer_ok(record, transfer):
+        if pair is None or record.conn_id in state.calls:
             return False
         customer, agent_leg = pair
-        assert record.agent is not None
-        rt = self._agents.find(record.operation_id, record.agent)
-        if rt is None or rt.conn_id is not None:
-            return False
+        rt = None
+        if agent_leg is not None:
+            assert record.agent is not None
+            rt = self._agents.find(record.operation_id, record.agent)
+            if rt is None or rt.conn_id is not None:
+                return False
         call = Call(record.conn_id, record.operation_id, record.direction, record.customer_number, record.created_at,
                     node_id=state.node_id, state="connected", queue=record.queue, customer_leg_id=customer.leg_id,
-                    agent_leg_id=agent_leg.leg_id, agent=record.agent, agents=[record.agent],
+                    agent_leg_id=agent_leg.leg_id if agent_leg is not None else None,
+                    agent=record.agent if agent_leg is not None else None,
+                    agents=[record.agent] if record.agent else [],
                     answered_at=record.answered_at, transfer_count=record.transfer_count,
                     related_conn_id=record.related_conn_id, held=held, muted=muted, recording=recording)
         for leg in (customer, agent_leg):
+            if leg is None:
+                continue
             call.legs[leg.leg_id] = Leg(leg.leg_id, record.conn_id, leg.role, leg.party, "up", leg.agent,
                                         leg.created_at, leg.answered_at)
             state.leg_calls[leg.leg_id] = record.conn_id
@@ -98,6 +121,7 @@ class Adoption:
             state.transfers[transfer.id] = TransferRun(transfer)
         call.history.append(CallHistoryEntry(now, ADOPTED, record.node_id))
         state.calls[record.conn_id] = call
-        rt.state, rt.state_since, rt.reason = ON_CALL, since, "answered"
-        rt.conn_id, rt.leg_id = record.conn_id, agent_leg.leg_id
+        if rt is not None and agent_leg is not None:
+            rt.state, rt.state_since, rt.reason = ON_CALL, since, "answered"
+            rt.conn_id, rt.leg_id = record.conn_id, agent_leg.leg_id
         return True

@@ -189,5 +189,5 @@ class AdapterReports:
         rt.registered = registered
         if not registered and rt.state != LOGOUT:
             self._agents.input(rt, AgentInput.REGISTRATION_LOST, "registration_lost")
-        elif registered:
-            self._agents.index(rt)
+        elif registered:  # available now, maybe: a call waiting in its queues is offered at once (a takeover's
+            self._acd.agent_available(rt)  # requeued customer, a ready agent whose phone registers again)

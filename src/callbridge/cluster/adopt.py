@@ -52,7 +52,7 @@ from callbridge.b2bua.dialogs import RESTORED_CSEQ_GAP
 from callbridge.b2bua.leg_state import UP
 from callbridge.b2bua.legs import SipLeg
 from callbridge.b2bua.ports import OpenRecording
-from callbridge.callcontrol.adoption import adoptable_legs, left_transfer_ok
+from callbridge.callcontrol.adoption import adopted_legs
 from callbridge.callcontrol.calls import RecordingState
 from callbridge.callcontrol.records import LOGOUT, CallRecord, LegRecord, TransferRecord
 from callbridge.callcontrol.restart import AgentRestart
@@ -86,10 +86,14 @@ class LeftCall:
     transfer: TransferRecord | None = None  # the call's open transfer, as the old node last wrote it
 
     @property
+    def adopted_legs(self) -> tuple[LegRecord, LegRecord | None] | None:
+        """The customer's leg and the agent's (None: the agent left during a transfer), `adopted_legs`."""
+        return adopted_legs(self.record, self.legs, self.transfer)
+
+    @property
     def adoptable(self) -> bool:
-        pair = adoptable_legs(self.record, self.legs)
-        return (pair is not None and left_transfer_ok(self.record, self.transfer)
-                and {leg.leg_id for leg in pair} <= {d.leg_id for d in self.dialogs})
+        pair = self.adopted_legs
+        return pair is not None and {leg.leg_id for leg in pair if leg is not None} <= {d.leg_id for d in self.dialogs}
 
     @property
     def _parties(self) -> set[str]:
@@ -257,7 +261,7 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
         return done
     switch = node.switch
     adopted = [left for left in found.calls if left.adoptable]
-    on_adopted = {left.record.agent for left in adopted}
+    on_adopted = {left.record.agent for left in adopted if (pair := left.adopted_legs) and pair[1] is not None}
     for left in found.calls:
         if not left.adoptable:
             for record in left.dialogs:
@@ -303,7 +307,7 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
             _restore_legs(node, left, held=held)
             if rec is not None and switch.anchor.anchored(call.conn_id):
                 switch.anchor.recorder.adopt(rec)
-                pair = adoptable_legs(call, left.legs)
+                pair = left.adopted_legs
                 customer = switch.legs.get(pair[0].leg_id) if pair is not None else None
                 if rec.customer_port is None and customer is not None and customer.sent_sdp:
                     # the row did not have the port: the SDP the customer was last sent (the relay's) names it
@@ -313,10 +317,13 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
                 if node.service.adopt_monitor(call.operation_id, call.conn_id, listener.leg_id, supervisor,
                                               started_at):
                     _restore_listener(node, left, listener, supervisor)
-            if left.transfer is not None:  # the INVITE ringing its target died with the node: the transfer fails
-                node.service.fail_left_transfer(call.conn_id, call.node_id)  # and the customer is back with its agent
             done.adopted.append(call.conn_id)
     done.registrations = switch.restore_registrations(found.registrations)
+    for left in adopted:  # after the registrations: a customer requeued is offered to the agents registered here
+        if left.transfer is not None and left.record.conn_id in done.adopted:
+            # the INVITE ringing its target died with the node: the transfer fails, the customer is back with its
+            # agent (or in its queue when the agent had left)
+            node.service.fail_left_transfer(left.record.conn_id, left.record.node_id)
     done.agents = len(found.agents)
     switch.wake()
     done.seconds = time.monotonic() - started
@@ -329,12 +336,13 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
 def _held_and_muted(left: LeftCall) -> tuple[bool, bool]:
     """Whether the old node had the call on hold and the agent muted, as the SDPs it last sent say: its hold offers
     the customer a=sendonly, its mute the agent (RFC 3264 §8.4; inactive when the party held it at the same time)."""
-    pair = adoptable_legs(left.record, left.legs)
+    pair = left.adopted_legs
     if pair is None:
         return False, False
     sent = {d.leg_id: d.sent_sdp for d in left.dialogs}
     customer, agent = pair
-    return _holds_every_stream(sent.get(customer.leg_id)), _holds_every_stream(sent.get(agent.leg_id))
+    return (_holds_every_stream(sent.get(customer.leg_id)),
+            agent is not None and _holds_every_stream(sent.get(agent.leg_id)))
 
 
 def _holds_every_stream(sdp: bytes | None) -> bool:
@@ -349,19 +357,23 @@ def _holds_every_stream(sdp: bytes | None) -> bool:
 
 
 def _restore_legs(node: Node, left: LeftCall, *, held: bool = False) -> None:
-    """The adopted call's two dialogs as B2BUA legs, up and bridged to each other."""
+    """The adopted call's two dialogs as B2BUA legs, up and bridged to each other (the customer's alone when its
+    agent had left during a transfer)."""
     switch = node.switch
-    pair = adoptable_legs(left.record, left.legs)
+    pair = left.adopted_legs
     assert pair is not None
     dialogs = {d.leg_id: d for d in left.dialogs}
     customer, agent = pair
     outbound_customer = left.record.direction != "inbound"
-    for leg, other, uac in ((customer, agent, outbound_customer), (agent, customer, True)):
-        _restore_leg(node, left, dialogs[leg.leg_id], uac=uac, peer=other.leg_id, agent=leg.agent)
+    _restore_leg(node, left, dialogs[customer.leg_id], uac=outbound_customer,
+                 peer=agent.leg_id if agent is not None else None)
+    if agent is not None:
+        _restore_leg(node, left, dialogs[agent.leg_id], uac=True, peer=customer.leg_id, agent=agent.agent)
     relay = left.relay
     if relay is not None:  # its media goes on through the same relay call: hold, transfers and its end use it
         conn_id = left.record.conn_id
-        if switch.anchor.restore(conn_id, left.record.operation_id, customer.leg_id, agent.leg_id, relay) and held:
+        peer = agent.leg_id if agent is not None else None
+        if switch.anchor.restore(conn_id, left.record.operation_id, customer.leg_id, peer, relay) and held:
             switch.anchor.hearing.restored_held(conn_id)  # the relay plays the music still: unhold stops it
 
 
