@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -122,17 +123,15 @@ async def test_an_adopted_call_is_transferred_to_another_agent_then_hung_up(worl
     await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
 
 
-async def test_a_blind_transfer_still_ringing_at_the_death_fails_and_the_customer_is_back_with_its_agent(
-        world: World) -> None:
-    """Node a rings agent 1002 for 1001's blind transfer (the customer on hold) when it is killed. The INVITE to
-    1002 dies with it; node b adopts the call in its transfer and fails the transfer through the table: the
-    customer is taken off hold, back with 1001 (a failed transfer never drops the customer), the transfer is
-    recorded failed by b with its event, and the call ends through b's API like any adopted call."""
+async def blind_transfer_ringing(world: World) -> tuple[Serve, Serve, Phone, Phone, Any, Any, str]:
+    """Nodes a and b; on a, a customer's call connected to 1001, then 1001's blind transfer to 1002, whose phone
+    rings and is never answered (the customer held): (a, b, agent 1001, customer, its call, 1001's call,
+    conn_id)."""
     a = world.node("a", NODE_A)
     b = world.node("b", NODE_B)
     agent = await world.agent("1001", a)
     target = await world.agent("1002", a)
-    target.answer_mode = "manual"  # it rings and is never answered
+    target.answer_mode = "manual"
     customer, call, agent_call, conn_id = await connected_call(world, a)
     async with world.api(a) as api:
         await api.change_status("1002", "ready")
@@ -142,6 +141,16 @@ async def test_a_blind_transfer_still_ringing_at_the_death_fails_and_the_custome
         await api.transfer("1001", "1002")
     await customer.wait_for(Held, call=call, timeout=10)
     await target.wait_for(IncomingCall, timeout=10)
+    return a, b, agent, customer, call, agent_call, conn_id
+
+
+async def test_a_blind_transfer_still_ringing_at_the_death_fails_and_the_customer_is_back_with_its_agent(
+        world: World) -> None:
+    """Node a rings agent 1002 for 1001's blind transfer (the customer on hold) when it is killed. The INVITE to
+    1002 dies with it; node b adopts the call in its transfer and fails the transfer through the table: the
+    customer is taken off hold, back with 1001 (a failed transfer never drops the customer), the transfer is
+    recorded failed by b with its event, and the call ends through b's API like any adopted call."""
+    a, b, agent, customer, call, agent_call, conn_id = await blind_transfer_ringing(world)
     await until(lambda: world.rows("SELECT state, node_id FROM transfers") in ([("trying", "a")], [("ringing", "a")]),
                 f"the transfer written by a (transfers: {world.rows('SELECT * FROM transfers')})")
 
@@ -182,20 +191,8 @@ async def test_a_blind_transfer_its_agent_left_still_ringing_at_the_death_puts_t
     it) when node a is killed. Node b adopts the customer's leg alone with the transfer, fails it, and the customer
     goes back to the call's queue (the transfer's failure says `customer_requeued`), where 1001, ready again, gets
     it: the customer talks to 1001 again (taken off hold by the new bridge), and the call ends through b."""
-    a = world.node("a", NODE_A)
-    b = world.node("b", NODE_B)
-    agent = await world.agent("1001", a)
-    target = await world.agent("1002", a)
-    target.answer_mode = "manual"
-    customer, call, agent_call, conn_id = await connected_call(world, a)
+    a, b, agent, customer, call, agent_call, conn_id = await blind_transfer_ringing(world)
     async with world.api(a) as api:
-        await api.change_status("1002", "ready")
-        await until(lambda: world.rows(
-            "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1")
-            == [("ready",)], "1002 ready recorded")
-        await api.transfer("1001", "1002")
-        await customer.wait_for(Held, call=call, timeout=10)
-        await target.wait_for(IncomingCall, timeout=10)
         await api.hang("1001")
     await agent.wait_for(CallEnded, call=agent_call, timeout=10)
     await until(lambda: world.rows("SELECT state FROM legs WHERE role = 'agent'") == [("ended",)]

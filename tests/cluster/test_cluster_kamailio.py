@@ -99,10 +99,7 @@ async def test_a_sync_reloads_the_list_kamailio_has_not_loaded_even_when_the_fil
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO cluster_nodes (node_id, slot, sip_host, sip_port, incarnation, started_at, "
                           f"heartbeat_at) VALUES ('a', 1, '{NODE_A}', 5070, 'x', now(), now())"))
-    with open(tmp_path / "kamailio.log", "wb") as log:
-        proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
-                                  "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    proxy = _start_kamailio(binary, config, tmp_path)
 
     def loaded() -> set[tuple[int, str]]:
         with contextlib.suppress(kamailio.RpcError, OSError):
@@ -110,10 +107,7 @@ async def test_a_sync_reloads_the_list_kamailio_has_not_loaded_even_when_the_fil
         return {(-1, "no answer")}
 
     def synced() -> bool:
-        with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
-            kamailio.sync_once(conn, tmp_path, rpc)
-            return True
-        return False
+        return _synced(engine, tmp_path, rpc)
     try:
         await _until(lambda: loaded() == set(), "Kamailio's JSON-RPC")  # started on the empty list
         with engine.connect() as conn:  # the list written, its reload lost
@@ -166,6 +160,22 @@ class Serve:
                 stop_process_group(self.proc, 5)
 
 
+def _start_kamailio(binary: str, config: Path, workdir: Path) -> subprocess.Popen[bytes]:
+    """Kamailio in the foreground with `config`, logging to workdir/kamailio.log, in a process group of its own."""
+    with open(workdir / "kamailio.log", "wb") as log:
+        return subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf", "-Y", str(workdir)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+                                start_new_session=True)
+
+
+def _synced(engine: Engine, tables: Path, rpc: tuple[str, int]) -> bool:
+    """One `sync_once`; False while Kamailio's JSON-RPC (or the database) does not answer yet."""
+    with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
+        kamailio.sync_once(conn, tables, rpc)
+        return True
+    return False
+
+
 def _owner(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return next((lease.node_id for lease in leases.read_all(conn) if lease.operation_id == "0042"), None)
@@ -198,17 +208,11 @@ async def test_kamailio_routes_an_operations_register_and_invite_to_its_owner_th
         assert _owner(engine) == "a"  # alone, a took the operation at start-up
         b = Serve("b", NODE_B, loaded_url, tmp_path)
         b.wait_ready()
-        with open(tmp_path / "kamailio.log", "wb") as log:
-            proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
-                                      "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+        proxy = _start_kamailio(binary, config, tmp_path)
         rpc = (PROXY, rpc_port)
 
         def synced() -> bool:
-            with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
-                kamailio.sync_once(conn, tmp_path, rpc)
-                return True
-            return False
+            return _synced(engine, tmp_path, rpc)
         await _until(synced, "Kamailio's JSON-RPC and the first sync")
         with engine.connect() as conn:
             slots = {r[0]: r[1] for r in conn.execute(text("SELECT node_id, slot FROM cluster_nodes"))}
@@ -282,16 +286,10 @@ async def test_an_agent_registered_through_kamailio_is_called_through_it_and_the
         node = Node("a", NODE_A, url, tmp_path)
         try:
             node.wait_ready()
-            with open(tmp_path / "kamailio.log", "wb") as log:
-                proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
-                                          "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+            proxy = _start_kamailio(binary, config, tmp_path)
 
             def synced() -> bool:
-                with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
-                    kamailio.sync_once(conn, tmp_path, (PROXY, rpc_port))
-                    return True
-                return False
+                return _synced(engine, tmp_path, (PROXY, rpc_port))
             await _until(synced, "Kamailio's JSON-RPC and the first sync")
             agent = await Phone.start(host="127.0.0.14", user="1001", domain=DOMAIN, password="secret-1001",
                                       name="agent-1001", answer="auto")
@@ -349,10 +347,7 @@ async def test_a_partys_bye_after_a_handover_or_a_failover_reaches_the_new_owner
         rpc = (PROXY, rpc_port)
 
         def synced() -> bool:
-            with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
-                kamailio.sync_once(conn, tmp_path, rpc)
-                return True
-            return False
+            return _synced(engine, tmp_path, rpc)
         try:
             a = Node("a", NODE_A, url, tmp_path)
             nodes.append(a)
@@ -361,10 +356,7 @@ async def test_a_partys_bye_after_a_handover_or_a_failover_reaches_the_new_owner
             nodes.append(b)
             b.wait_ready()
             assert _owner(engine) == "a"
-            with open(tmp_path / "kamailio.log", "wb") as log:
-                proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
-                                          "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+            proxy = _start_kamailio(binary, config, tmp_path)
             await _until(synced, "Kamailio's JSON-RPC and the first sync")
             agent = await Phone.start(host="127.0.0.14", user="1001", domain=DOMAIN, password="secret-1001",
                                       name="agent-1001", answer="auto")
@@ -448,16 +440,10 @@ async def test_a_nodes_request_in_a_dialog_without_a_route_goes_to_the_agent_not
         node = Node("a", NODE_A, url, tmp_path)
         try:
             node.wait_ready()
-            with open(tmp_path / "kamailio.log", "wb") as log:
-                proxy = subprocess.Popen([binary, "-f", str(config), "-DD", "-E", "-m", "64", "-x", "tlsf",
-                                          "-Y", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+            proxy = _start_kamailio(binary, config, tmp_path)
 
             def synced() -> bool:
-                with contextlib.suppress(kamailio.RpcError, OSError), engine.connect() as conn:
-                    kamailio.sync_once(conn, tmp_path, (PROXY, rpc_port))
-                    return True
-                return False
+                return _synced(engine, tmp_path, (PROXY, rpc_port))
             await _until(synced, "Kamailio's JSON-RPC and the first sync")
             # the agent registers (digest) from agent_host:agent_port, then SIPp's uas answers on that address
             registering = await Phone.start(host=agent_host, port=agent_port, user="1001", domain=DOMAIN,
