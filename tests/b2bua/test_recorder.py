@@ -241,6 +241,18 @@ async def test_a_recording_left_running_by_a_crash_is_stopped_then_deleted_then_
                                            ((1010.0, 1012.5),))]
 
 
+async def test_a_recording_left_by_a_crash_with_no_port_takes_it_from_the_sdp_the_customer_was_last_sent() -> None:
+    """A row written before the customer's SDP and never again (the node died in between): the port comes from the
+    SDP the customer's dialog was written with (`open_recordings.read_left`), so the join can name its stream."""
+    media = FakeMedia()
+    anchor, sink, _ = recording_anchor(media)
+    media.segments["c9"] = ["/spool/c9-0.pcap"]
+    anchor.finish_left(OpenRecording("c9", "0042", 1000.0, True, None, (), None, relay_sdp(30008)), f"{RELAY}:2223")
+    anchor.finish_left(OpenRecording("c8", "0042", 1000.0, True, None, (), None), f"{RELAY}:2223")
+    await settled(anchor)
+    assert {done.conn_id: done.customer_port for done in sink.done} == {"c9": 30008, "c8": None}
+
+
 async def test_a_paused_recording_left_by_a_crash_ends_at_its_pause() -> None:
     media = FakeMedia()
     anchor, sink, _clock = recording_anchor(media)

@@ -87,6 +87,39 @@ async def test_saves_are_rows_and_a_restart_finishes_its_own_calls_only(engine: 
         assert read_left(conn, "n2") == [OpenRecording("theirs", "0042", T0, True, None, (), 20006)]
 
 
+def dialog_row(leg_id: str, conn_id: str, sent_sdp: bytes) -> dict[str, object]:
+    return {"leg_id": leg_id, "conn_id": conn_id, "call_id": f"call-{leg_id}", "local_tag": "lt", "remote_tag": "rt",
+            "local_uri": "sip:a@x", "remote_uri": "sip:b@y", "local_cseq": 1, "remote_cseq": 1,
+            "remote_target": "sip:b@y", "route_set": [], "peer_host": "127.0.0.2", "peer_port": 5060,
+            "transport": "udp", "sent_sdp": sent_sdp, "node_id": "n1", "created_at": at(T0), "updated_at": at(T0)}
+
+
+async def test_a_row_without_the_customers_port_is_read_with_the_sdp_the_customer_was_last_sent(
+        engine: Engine) -> None:
+    """A restart finishing a recording whose row never got the port (recorder.py: the start taken before the
+    customer's SDP, the node dead before the row was written again) gets the customer's dialog's last sent SDP to
+    read it from; a row with the port gets nothing more, and a call with no customer dialog none."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO operations (id, sip_domain) VALUES ('0042', 'a.test')"))
+        conn.execute(s.calls.insert(), [call_row("noport", "n1"), call_row("port", "n1"), call_row("bare", "n1")])
+        conn.execute(s.legs.insert(), [
+            {"leg_id": leg, "conn_id": conn_id, "role": role, "party": "x", "state": "up", "started_at": at(T0)}
+            for leg, conn_id, role in (("c1", "noport", "customer"), ("a1", "noport", "agent"),
+                                       ("c2", "port", "customer"))])
+        conn.execute(s.dialogs.insert(), [dialog_row("c1", "noport", b"customer's"),
+                                          dialog_row("a1", "noport", b"agent's"),
+                                          dialog_row("c2", "port", b"customer's too")])
+    writer = Writer(engine).start()
+    journal = RecordingJournalStore(writer, "n1", lambda: T0)
+    for conn_id, port in (("noport", None), ("port", 20000), ("bare", None)):
+        journal.save_recording(OpenRecording(conn_id, "0042", T0, True, None, (), port))
+    writer.flush()
+    writer.close()
+    with engine.connect() as conn:
+        assert {rec.conn_id: (rec.customer_port, rec.customer_sdp) for rec in read_left(conn, "n1")} == {
+            "noport": (None, b"customer's"), "port": (20000, None), "bare": (None, None)}
+
+
 async def test_the_row_leaves_with_the_stored_recording_and_stays_when_the_join_fails(
         archive: RecordingArchive, tmp_path: Path) -> None:  # noqa: F811
     journal = RecordingJournalStore(archive.writer, "n1", lambda: T0)

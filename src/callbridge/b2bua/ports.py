@@ -188,6 +188,9 @@ class OpenRecording:
     off_since: float | None
     pauses: tuple[tuple[float, float], ...]
     customer_port: int | None
+    # Read with a row that has no port (a crash before the recorder wrote it again, recorder.py): the SDP the
+    # customer was last sent, as its dialog was written; the port is read from it.
+    customer_sdp: bytes | None = None
 
 
 class RecordingJournal(Protocol):

@@ -179,6 +179,8 @@ class CallRecorder:
         rec = self.calls.setdefault(left.conn_id, _Recording(left.operation_id))
         rec.port_read, rec.wanted, rec.on_relay = left.customer_port, left.on_relay, left.on_relay
         rec.started_at, rec.off_since, rec.pauses = left.started_at, left.off_since, list(left.pauses)
+        if left.customer_port is None and left.customer_sdp:  # the row lost the race with the customer's SDP
+            rec.unread.append(left.customer_sdp)
         self._write(left.conn_id, rec)
 
     async def finish_left(self, left: OpenRecording, relay: str | None) -> None:
@@ -197,8 +199,10 @@ class CallRecorder:
                     log.warning("call %s: the relay failed to %s a call left from before (%s)", left.conn_id, what,
                                 exc)
         ended = self.clock() if left.on_relay or left.off_since is None else left.off_since
-        await self._hand_over(media, left.conn_id, left.operation_id, left.customer_port, left.started_at, ended,
-                              left.pauses)
+        port = left.customer_port
+        if port is None and left.customer_sdp:  # the row lost the race with the customer's SDP (`customer_sdp`)
+            port = _audio_port(left.customer_sdp)
+        await self._hand_over(media, left.conn_id, left.operation_id, port, left.started_at, ended, left.pauses)
 
     async def ended(self, conn_id: str, delete: Callable[[], Awaitable[None]]) -> None:
         """The call is over: stop a running recording, `delete` the relay's call, hand the segments over."""

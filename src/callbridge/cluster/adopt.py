@@ -61,7 +61,7 @@ from callbridge.sip.dialog import DialogState
 from callbridge.sip.sdp import SdpError, SessionDescription
 from callbridge.storage import schema as s
 from callbridge.storage.event_log import Bounds
-from callbridge.storage.open_recordings import recording_of_row
+from callbridge.storage.open_recordings import customer_sent_sdp, recording_of_row
 from callbridge.storage.reconcile import closing_cdr
 from callbridge.storage.records import cdr_values, read_cdr, read_legs, transfer_of_row
 from callbridge.storage.rowwrites import upsert
@@ -161,6 +161,9 @@ def read_found(conn: Connection, operation_id: str, me: str, lease_seconds: floa
     # one read for the operation's recordings in progress, not one per call (most calls have none)
     recordings = {row["conn_id"]: recording_of_row(row) for row in conn.execute(
         select(s.call_recordings).where(s.call_recordings.c.operation_id == operation_id)).mappings()}
+    for conn_id, rec in recordings.items():  # a row without the port: read from the customer's SDP (recorder.py)
+        if rec.customer_port is None:
+            recordings[conn_id] = replace(rec, customer_sdp=customer_sent_sdp(conn, conn_id))
     t = s.transfers  # the open transfers likewise: a call in one is adopted when its target was still rung
     transfers = {row["conn_id"]: transfer_of_row(row) for row in conn.execute(
         select(t).where(t.c.operation_id == operation_id, t.c.ended_at.is_(None)).order_by(t.c.created_at))
@@ -307,11 +310,6 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
             _restore_legs(node, left, held=held)
             if rec is not None and switch.anchor.anchored(call.conn_id):
                 switch.anchor.recorder.adopt(rec)
-                pair = left.adopted_legs
-                customer = switch.legs.get(pair[0].leg_id) if pair is not None else None
-                if rec.customer_port is None and customer is not None and customer.sent_sdp:
-                    # the row did not have the port: the SDP the customer was last sent (the relay's) names it
-                    switch.anchor.recorder.customer_sdp(call.conn_id, customer.sent_sdp)
             for listener in left.listeners:
                 supervisor, started_at = left.monitors[listener.leg_id]
                 if node.service.adopt_monitor(call.operation_id, call.conn_id, listener.leg_id, supervisor,

@@ -15,6 +15,7 @@ Rules
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, or_, select
@@ -63,4 +64,14 @@ def read_left(conn: Connection, node_id: str, operations: Collection[str] | None
              .order_by(r.c.started_at, r.c.conn_id))
     if operations is not None:
         query = query.where(r.c.operation_id.in_(list(operations)))
-    return [recording_of_row(row) for row in conn.execute(query).mappings()]
+    left = [recording_of_row(row) for row in conn.execute(query).mappings()]
+    return [rec if rec.customer_port is not None else replace(rec, customer_sdp=customer_sent_sdp(conn, rec.conn_id))
+            for rec in left]
+
+
+def customer_sent_sdp(conn: Connection, conn_id: str) -> bytes | None:
+    """The SDP the call's customer was last sent, as its dialog was written (None: no such dialog)."""
+    legs, dialogs = s.legs, s.dialogs
+    sdp = conn.execute(select(dialogs.c.sent_sdp).select_from(dialogs.join(legs, legs.c.leg_id == dialogs.c.leg_id))
+                       .where(legs.c.conn_id == conn_id, legs.c.role == "customer")).scalar()
+    return bytes(sdp) if sdp else None
