@@ -291,6 +291,10 @@ async def _wire(settings: Settings, storage: Storage, loop: asyncio.AbstractEven
     node = Node(settings, storage, endpoint, runtime, switch, signalling, service, events, metrics, app,
                 (host, port), webhooks=webhooks, media_shell=media_shell)
     node.sip_ws_address = ws_address
+    if settings.rtpengine_recording_dir is not None:
+        # a restart finishing a recording whose row lost the customer's port reads it from the customer's dialog's
+        # SDP (storage/open_recordings.customer_sent_sdp)
+        switch.dialogs.sdps = True
     if settings.cluster:
         # Before anything writes (reconciliation included): every batch declares the leases' epochs.
         member = ClusterMember(storage.engine, settings.node_id, sip_host=settings.advertised_sip_host,

@@ -511,7 +511,8 @@ async def test_a_recording_in_progress_at_a_kill_9_or_a_handover_goes_on_at_the_
                 conn.execute(text("UPDATE call_recordings SET customer_port = NULL"))
         await lose_a(world, a, b, "kill" if how.startswith("kill") else how)
         assert world.rows("SELECT node_id, on_relay FROM call_recordings") == [("b", True)]
-        assert world.rows("SELECT customer_port IS NOT NULL FROM call_recordings") == [(True,)]
+        await until(lambda: world.rows("SELECT customer_port IS NOT NULL FROM call_recordings") == [(True,)],
+                    "b writing the row through with the customer's port")  # b's writer, a batch after its takeover
         await asyncio.sleep(1.0)
         path = f"/v2/calls/{conn_id}/recording"
         headers = {"authorization": f"Bearer {world.token}"}

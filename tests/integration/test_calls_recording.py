@@ -347,11 +347,14 @@ async def test_a_recorded_call_ended_by_the_shutdown_drain_is_stored_before_the_
         assert rows[0]["duration"] == pytest.approx(1.0, abs=0.3) and rows[0]["pauses"] == []
 
 
+@pytest.mark.parametrize("row_without_port", [False, True])
 async def test_a_recorded_call_killed_with_its_node_is_joined_into_its_wav_when_the_node_starts_again(
-        tmp_path: Path) -> None:
+        tmp_path: Path, row_without_port: bool) -> None:
     """kill -9 while the relay records: the node that starts again finds the recording in progress in the records
     (`call_recordings`), stops it on the relay, deletes the relay's call and stores the WAV of what was recorded,
-    both voices in it; nothing is left in progress."""
+    both voices in it; nothing is left in progress. `row_without_port`: the row lost the relay's port facing the
+    customer (the node died between a start taken before the customer's SDP and the row's next write): the port is
+    read from the SDP the customer's dialog was last sent, and each voice is still on its own channel."""
     import os
     import signal
 
@@ -404,6 +407,9 @@ async def test_a_recorded_call_killed_with_its_node_is_joined_into_its_wav_when_
             offered.rtp.play_tone(AGENT_HZ["1001"])
             await until(recording_in_progress, timeout=10, what="the recording written through")
             await asyncio.sleep(1.5)
+            if row_without_port:
+                with engine.begin() as conn:
+                    conn.execute(s.call_recordings.update().values(customer_port=None))
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
             assert rows(s.recordings) == []  # nothing stored by the node that died

@@ -36,7 +36,9 @@ class DialogWriter:
         self.store = store
         self.wall = wall_clock
         self.relay_of: Callable[[str | None], str | None] = lambda conn_id: None  # the switch's `anchor.relay_of`
-        self.sdps = False  # write the SDPs too: a cluster node's calls may be adopted by another node (bootstrap)
+        # write the SDPs too: a cluster node's calls may be adopted by another node, and a node that records calls
+        # may finish a recording after a crash from them (bootstrap)
+        self.sdps = False
 
     def established(self, leg: SipLeg, dialog: Dialog) -> None:
         leg.written_cseq = (dialog.local_seq, dialog.remote_seq)
