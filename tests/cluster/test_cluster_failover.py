@@ -52,6 +52,18 @@ from callbridge.phone import CallEnded, Held, IncomingCall, Phone, RegistrationE
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 
 
+async def hang_up_through(world: World, node: Serve, customer: Phone, call: Any, agent: Phone,
+                          agent_call: Any) -> None:
+    """`api=hang` of 1001 through `node`: both parties get the BYE, and the call's CDR is written."""
+    async with world.api(node) as api:
+        await api.hang("1001")
+    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
+    ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=5)
+    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
+    assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
+    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+
+
 async def test_a_killed_nodes_call_is_adopted_and_hung_up_through_the_other_nodes_api(world: World) -> None:
     a = world.node("a", NODE_A)
     assert world.owner() == "a"
@@ -62,13 +74,7 @@ async def test_a_killed_nodes_call_is_adopted_and_hung_up_through_the_other_node
     took = await kill_and_wait_for_adoption(world, a, conn_id)
     assert took <= LEASE * 4 / 3 + 2  # the lease's bound plus a round's slack
     assert call.ended is False and agent_call.ended is False
-    async with world.api(b) as api:
-        await api.hang("1001")
-    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
-    ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=5)
-    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
-    assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
-    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+    await hang_up_through(world, b, customer, call, agent, agent_call)
     assert world.rows("SELECT state, hangup_by, node_id FROM calls") == [("ended", "agent", "b")]
     assert world.rows("SELECT hangup_by, agents, node_id FROM cdrs") == [("agent", ["1001"], "b")]
     await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
@@ -173,13 +179,7 @@ async def test_a_blind_transfer_still_ringing_at_the_death_fails_and_the_custome
                       "agent_state_history GROUP BY extension) ORDER BY extension") == [
         ("1001", "on_call", "a"), ("1002", "ready", "b")]
     assert not call.ended and not agent_call.ended
-    async with world.api(b) as api:
-        await api.hang("1001")
-    ended_customer = await customer.wait_for(CallEnded, call=call, timeout=5)
-    ended_agent = await agent.wait_for(CallEnded, call=agent_call, timeout=5)
-    assert (ended_customer.reason, ended_customer.by) == ("bye", "remote")
-    assert (ended_agent.reason, ended_agent.by) == ("bye", "remote")
-    await until(lambda: world.rows("SELECT count(*) FROM cdrs") == [(1,)], "the CDR")
+    await hang_up_through(world, b, customer, call, agent, agent_call)
     assert world.rows("SELECT hangup_by, agents, transfer_count, node_id FROM cdrs") == [("agent", ["1001"], 0, "b")]
     assert world.rows("SELECT count(*) FROM legs WHERE ended_at IS NULL") == [(0,)]  # the target's leg too
     await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
