@@ -47,6 +47,12 @@ class Rtpengine(LocalRelay):
                          extra_args=(f"--recording-dir={self.recording_dir}", "--recording-method=pcap",
                                      *extra_args))
 
+    def __enter__(self) -> Rtpengine:
+        # 30 s, not the demo's 10: a CI run once saw a relay give no pong (and no log line) for 10 s while two
+        # test workers and their databases loaded both cores; a relay that exits still fails at once
+        self.start(timeout=30.0)
+        return self
+
     def __exit__(self, *exc: object) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
