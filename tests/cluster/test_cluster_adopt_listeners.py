@@ -42,14 +42,21 @@ def transfer(state: str) -> TransferRecord:
 
 def test_a_call_whose_transfer_target_was_still_rung_is_adopted_and_the_targets_early_dialog_hung_up() -> None:
     """The transfer's INVITE died with the node: the call is adopted with its transfer (cluster/adopt.py fails it
-    once restored) and a dialog of the target (an early one: RFC 3261 §15 lets its caller BYE it) is hung up. A
-    consultation already up is not adopted."""
+    once restored) and a dialog of the target (an early one: RFC 3261 §15 lets its caller BYE it) is hung up; so
+    is a consultation (its target's dialog hung up too), unless its agent had left; the customer's leg alone is
+    adopted for a transfer still rung whose agent had left."""
     legs = [*LEGS, LegRecord("tgt", "c1", "target", "1002", "ringing", "1002", 102.1, None, None, None, None)]
     dialogs = [dialog("cust"), dialog("agent"), dialog("tgt")]
     for state in ("trying", "ringing"):
         left = LeftCall(CALL, legs, dialogs, transfer=transfer(state))
         assert left.adoptable and [d.leg_id for d in left.strays] == ["tgt"] and left.listeners == []
-    assert not LeftCall(CALL, legs, dialogs, transfer=transfer("consulting")).adoptable
+    consulting = LeftCall(CALL, legs, dialogs, transfer=transfer("consulting"))  # its agent and target talking
+    assert consulting.adoptable and [d.leg_id for d in consulting.strays] == ["tgt"]
+    agent_gone = [legs[0], LegRecord("agent", "c1", "agent", "1001", "ended", "1001", 100.2, 101.0, 103.0, None,
+                                     "agent"), legs[2]]
+    assert LeftCall(CALL, agent_gone, [dialogs[0], dialogs[2]], transfer=transfer("ringing")).adoptable
+    assert not LeftCall(CALL, agent_gone, [dialogs[0], dialogs[2]], transfer=transfer("consulting")).adoptable
+    assert not LeftCall(CALL, legs, dialogs, transfer=transfer("completed")).adoptable
     transferring = replace(CALL, state="transferring")
     assert LeftCall(transferring, legs, dialogs, transfer=transfer("ringing")).adoptable
     assert not LeftCall(transferring, legs, dialogs).adoptable  # in a transfer nobody wrote: nothing to fail

@@ -219,6 +219,45 @@ async def test_a_blind_transfer_its_agent_left_still_ringing_at_the_death_puts_t
     await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
 
 
+async def test_an_attended_transfer_consulting_at_the_death_gives_the_customer_back_to_its_agent(
+        world: World) -> None:
+    """1001 consults 1002 (an attended transfer, answered: the customer held) when node a is killed. Node b adopts
+    the call with its transfer, hangs up 1002's dialog, and fails the transfer as for a target that hung up while
+    consulting: the customer bridged with 1001 again (re-INVITEd off hold), the transfer failed `target_hangup`."""
+    a = world.node("a", NODE_A)
+    b = world.node("b", NODE_B)
+    agent = await world.agent("1001", a)
+    target = await world.agent("1002", a)
+    customer, call, agent_call, conn_id = await connected_call(world, a)
+    async with world.api(a) as api:
+        await api.change_status("1002", "ready")
+    await until(lambda: world.rows(
+        "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1") == [("ready",)],
+        "1002 ready recorded")
+    async with httpx.AsyncClient(base_url=a.http, timeout=10, trust_env=False,
+                                 headers={"authorization": f"Bearer {world.token}"}) as client:
+        started = await client.post("/v2/transfers", json={"agent_id": "1001", "target": "1002", "kind": "attended"})
+        assert started.status_code == 201, started.text
+    await customer.wait_for(Held, call=call, timeout=10)
+    consulted = (await target.wait_for(IncomingCall, timeout=10)).call
+    await consulted.wait_answered(10)
+    await until(lambda: world.rows("SELECT state, node_id FROM transfers") == [("consulting", "a")]
+                and world.rows("SELECT count(*) FROM dialogs") == [(3,)], "the consultation written by a")
+
+    await kill_and_wait_for_adoption(world, a, conn_id)
+    ended_target = await target.wait_for(CallEnded, call=consulted, timeout=10)
+    assert (ended_target.reason, ended_target.by) == ("bye", "remote")
+    resumed = await customer.wait_for(Resumed, call=call, timeout=10)
+    assert resumed.direction == "sendrecv" and not call.ended and not agent_call.ended
+    await until(lambda: world.rows("SELECT state, outcome, node_id FROM transfers") == [
+        ("failed", "target_hangup", "b")], "the transfer failed by b")
+    assert "took operation 0042 over from a: 1 calls adopted, 0 ended" in b.output()
+    await hang_up_through(world, b, customer, call, agent, agent_call)
+    assert world.rows("SELECT hangup_by, agents, transfer_count, node_id FROM cdrs") == [("agent", ["1001"], 0, "b")]
+    assert world.rows("SELECT count(*) FROM legs WHERE ended_at IS NULL") == [(0,)]
+    await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
+
+
 async def test_a_call_ringing_at_the_death_is_ended_and_recorded_by_system(world: World) -> None:
     a = world.node("a", NODE_A)
     b = world.node("b", NODE_B)

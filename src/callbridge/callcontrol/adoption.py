@@ -12,8 +12,10 @@ A call in a transfer whose target was still being rung (`LEFT_TRANSFER_STATES`) 
 customer on hold and its transfer: the INVITE ringing the target died with the node, so the adopting node fails
 the transfer at once through the transfer table (`CallControlService.fail_left_transfer`): the customer back with
 its agent, as for a target that did not answer, or, when the agent had left during the transfer, into the call's
-queue (`adopted_legs`: the customer's leg alone). A failed transfer never drops the customer. A consultation
-already up (agent and target talking) is not adopted.
+queue (`adopted_legs`: the customer's leg alone). A consultation already up (an attended transfer's agent and
+target talking) ends likewise: the target's dialog is hung up by the adopting node, and the transfer fails as
+when the target hangs up while consulting, the customer bridged with its agent again. A failed transfer never
+drops the customer.
 
 Calls in any other state (queued, offered, dialling, consulting) are not adopted: their setup died with the node,
 and the adopting node ends them cleanly (`cluster.adopt`).
@@ -29,7 +31,7 @@ from callbridge.callcontrol.live import LiveState, TransferRun
 from callbridge.callcontrol.records import ON_CALL, CallRecord, LegRecord, TransferRecord
 
 ADOPTED = "adopted"
-LEFT_TRANSFER_STATES = frozenset({"trying", "ringing"})  # a transfer adopted (and failed), see above
+LEFT_TRANSFER_STATES = frozenset({"trying", "ringing", "consulting"})  # a transfer adopted (and failed)
 
 
 def adoptable_legs(record: CallRecord, legs: Sequence[LegRecord]) -> tuple[LegRecord, LegRecord] | None:
@@ -65,7 +67,8 @@ def adopted_legs(record: CallRecord, legs: Sequence[LegRecord],
     if pair is not None or transfer is None or record.ended_at is not None:
         return pair
     customer = [leg for leg in legs if leg.role == "customer" and leg.state == "up"]
-    if len(customer) == 1 and not any(leg.role == "agent" and leg.state == "up" for leg in legs):
+    if len(customer) == 1 and transfer.state != "consulting" and not any(
+            leg.role == "agent" and leg.state == "up" for leg in legs):
         return customer[0], None
     return None
 

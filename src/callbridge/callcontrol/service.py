@@ -395,7 +395,10 @@ class CallControlService:
         if call is None or run is None:
             return None
         self._k.history(call, "transfer_lost_with_node", node_id)
-        self._transfers.input(run, TransferInput.TARGET_FAILED)
+        # consulting: the adopting node hung the target's dialog up, as if the target had (the agent back with the
+        # customer); still rung: the target unreachable (the customer back with the agent, or in its queue)
+        lost = TransferInput.TARGET_HANGUP if run.record.state == "consulting" else TransferInput.TARGET_FAILED
+        self._transfers.input(run, lost)
         return run.record
 
     def cancel_transfer(self, operation_id: str, transfer_id: str) -> TransferRecord:

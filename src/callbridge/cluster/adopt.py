@@ -7,9 +7,10 @@ over: `cluster.handover` let its calls go first):
    dialogs, its registrations recorded by other nodes, the agents whose newest recorded state is another node's and
    not `logout`, and the newest event `seq` of the operation;
 2. decide (the loop): a call that was connected (a customer's leg and an agent's leg both up, both dialogs
-   recorded) is adopted, and so is one in a transfer whose target was still being rung (its transfer is failed
-   once the call is restored: the customer back with its agent); every other open call (queued, ringing, being
-   dialled, or in a consultation at the death) is
+   recorded) is adopted, and so is one in a transfer whose target was still being rung or in an attended
+   transfer's consultation (its transfer is failed once the call is restored, callcontrol/adoption.py: the
+   customer back with its agent, or in its queue when the agent had left); every other open call (queued,
+   ringing or being dialled at the death) is
    ended: a BYE on each of its dialogs (RFC 3261 §15.1.1, as start-up reconciliation does). The agents not on an
    adopted call pass through the restart rule (`callcontrol.restart`); the event log continues the operation's
    `seq` from the stored one before numbering their `agent.state_changed` events;
@@ -279,12 +280,13 @@ async def take_over(node: Node, operation_id: str) -> TakenOver:
                 switch.anchor.delete_left(left.record.conn_id, relay)
             done.ended.append(left.record.conn_id)
     for left in adopted:
-        for record in left.strays:  # a listener whose start nobody recorded: hung up, its subscription ended
+        target = left.transfer.target_leg_id if left.transfer is not None else None
+        for record in left.strays:  # a listener whose start nobody recorded, or the transfer's target: hung up
             try:
                 switch.end_restored_dialog(_state(record, is_uac=True), _peer(record), record.transport)
             except Exception:
-                log.exception("takeover: could not end the listener's dialog of leg %s", record.leg_id)
-            if left.relay is not None:
+                log.exception("takeover: could not end the dialog of leg %s", record.leg_id)
+            if left.relay is not None and record.leg_id != target:  # a listener's subscription ended with it
                 switch.anchor.unsubscribe_left(left.record.conn_id, left.relay, record.leg_id)
     registered = {r.extension for r in found.registrations}
     restarts = [AgentRestart.of(operation_id, ext, state, reason, since, ext in registered, now)
