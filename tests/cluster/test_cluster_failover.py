@@ -129,21 +129,29 @@ async def test_an_adopted_call_is_transferred_to_another_agent_then_hung_up(worl
     await until(lambda: world.rows("SELECT count(*) FROM dialogs") == [(0,)], "no dialog left")
 
 
-async def blind_transfer_ringing(world: World) -> tuple[Serve, Serve, Phone, Phone, Any, Any, str]:
-    """Nodes a and b; on a, a customer's call connected to 1001, then 1001's blind transfer to 1002, whose phone
-    rings and is never answered (the customer held): (a, b, agent 1001, customer, its call, 1001's call,
-    conn_id)."""
+async def connected_with_1002_ready(world: World) -> tuple[Serve, Serve, Phone, Phone, Phone, Any, Any, str]:
+    """Nodes a and b; on a, a customer's call connected to 1001, and 1002 registered and ready (recorded):
+    (a, b, 1001's phone, 1002's phone, the customer's phone, its call, 1001's call, conn_id)."""
     a = world.node("a", NODE_A)
     b = world.node("b", NODE_B)
     agent = await world.agent("1001", a)
     target = await world.agent("1002", a)
-    target.answer_mode = "manual"
     customer, call, agent_call, conn_id = await connected_call(world, a)
     async with world.api(a) as api:
         await api.change_status("1002", "ready")
-        await until(lambda: world.rows(
-            "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1")
-            == [("ready",)], "1002 ready recorded")
+    await until(lambda: world.rows(
+        "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1") == [("ready",)],
+        "1002 ready recorded")
+    return a, b, agent, target, customer, call, agent_call, conn_id
+
+
+async def blind_transfer_ringing(world: World) -> tuple[Serve, Serve, Phone, Phone, Any, Any, str]:
+    """Nodes a and b; on a, a customer's call connected to 1001, then 1001's blind transfer to 1002, whose phone
+    rings and is never answered (the customer held): (a, b, agent 1001, customer, its call, 1001's call,
+    conn_id)."""
+    a, b, agent, target, customer, call, agent_call, conn_id = await connected_with_1002_ready(world)
+    target.answer_mode = "manual"
+    async with world.api(a) as api:
         await api.transfer("1001", "1002")
     await customer.wait_for(Held, call=call, timeout=10)
     await target.wait_for(IncomingCall, timeout=10)
@@ -224,16 +232,7 @@ async def test_an_attended_transfer_consulting_at_the_death_gives_the_customer_b
     """1001 consults 1002 (an attended transfer, answered: the customer held) when node a is killed. Node b adopts
     the call with its transfer, hangs up 1002's dialog, and fails the transfer as for a target that hung up while
     consulting: the customer bridged with 1001 again (re-INVITEd off hold), the transfer failed `target_hangup`."""
-    a = world.node("a", NODE_A)
-    b = world.node("b", NODE_B)
-    agent = await world.agent("1001", a)
-    target = await world.agent("1002", a)
-    customer, call, agent_call, conn_id = await connected_call(world, a)
-    async with world.api(a) as api:
-        await api.change_status("1002", "ready")
-    await until(lambda: world.rows(
-        "SELECT state FROM agent_state_history WHERE extension = '1002' ORDER BY id DESC LIMIT 1") == [("ready",)],
-        "1002 ready recorded")
+    a, b, agent, target, customer, call, agent_call, conn_id = await connected_with_1002_ready(world)
     async with httpx.AsyncClient(base_url=a.http, timeout=10, trust_env=False,
                                  headers={"authorization": f"Bearer {world.token}"}) as client:
         started = await client.post("/v2/transfers", json={"agent_id": "1001", "target": "1002", "kind": "attended"})
